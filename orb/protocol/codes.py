@@ -23,3 +23,61 @@ class ResultStatus(enum.IntEnum):
     DENIED = 8  # the capability token was missing or wrong
     REFUSED = 9  # the executor refuses untrusted code (a jail layer is missing)
     INTERNAL = 10  # the host failed for reasons of its own
+
+
+class ErrorCode(enum.IntEnum):
+    """ERROR.code: why a node refused a frame or a request."""
+
+    UNSPECIFIED = 0
+    MALFORMED = 1  # the body did not decode; the connection is closed
+    FRAME_TOO_LARGE = 2  # the header announced more than the receiver accepts; closed
+    UNEXPECTED = 3  # a valid message that the session state does not allow
+    UNSUPPORTED = 4  # an unknown message type or a critical TLV; the session goes on
+    VERSION = 5  # no protocol version in common; closed
+    IDENTITY = 6  # the TLS certificate key does not match HELLO's key or node id; closed
+    SELF_CONNECTION = 7  # the HELLO nonce is one of our own; closed
+    TIMEOUT = 8  # the handshake or the idle timer ran out; closed
+    RATE_LIMITED = 9  # too many in-flight requests or ADDR entries; the request is refused
+    NETWORK = 10  # the frame carries another network's magic (sent only in HELLO-time errors)
+    NOT_FOUND = 11  # the fid or node named in the request is not known
+    DENIED = 12  # the request is not authorised (bad signature, bad token)
+    BUSY = 13  # the node is overloaded; try another
+    INTERNAL = 14  # the sender failed for reasons of its own
+    SHUTDOWN = 15  # the sender is going away; reconnect elsewhere
+
+
+class Role(enum.IntFlag):
+    """Role bits, in HELLO and in ADDR entries."""
+
+    PEER = 0x01  # hosts and runs functions
+    TRACKER = 0x02  # keeps a registry, routes, answers DNS
+    RELAY = 0x04  # forwards RELAY frames to peers behind NAT
+
+
+class Feature(enum.IntFlag):
+    """Feature bits, negotiated in the handshake (the AND of both sides)."""
+
+    RELAY = 1 << 0  # understands RELAY frames
+    FEDERATION = 1 << 1  # exchanges registry changes (trackers)
+    CHUNKED_PACKAGE = 1 << 2  # OFFER / FETCH / PACKAGE transfer
+    RESULT_CACHE = 1 << 3  # may answer INVOKE from a result cache
+
+
+# Features this implementation understands; anything else is ignored.
+SUPPORTED_FEATURES = Feature.RELAY | Feature.FEDERATION | Feature.CHUNKED_PACKAGE | Feature.RESULT_CACHE
+
+
+class TlvType(enum.IntEnum):
+    """
+    Types of the TLV extension records at the end of every body.
+
+    Bit 15 (0x8000) marks a record critical: a receiver that does not know
+    a critical type must refuse the message with ERROR(unsupported).
+    Unknown non-critical records are ignored (and kept for re-encoding).
+    """
+
+    PADDING = 0x0001  # ignored; lets a sender hide message lengths
+    TRACE_ID = 0x0002  # 16 opaque bytes that correlate logs across nodes
+
+
+TLV_CRITICAL = 0x8000

@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_codec -*-
+"""
+Framing: a fixed 16-byte header, then the body.
+
+    magic(4) version(1) type(1) flags(2) request_id(4) length(4)
+
+All integers are big-endian. The length is checked against the
+receiver's limit as soon as the header is complete, before any of the
+body is buffered.
+"""
+
+import enum
+import hashlib
+import struct
+
+import attrs
+
+from orb.protocol.errors import FrameTooLarge, ProtocolError, VersionMismatch, WrongNetwork
+from orb.protocol.messages import decode_body
+
+HEADER = struct.Struct(">4sBBHII")
+HEADER_SIZE = HEADER.size  # 16
+
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024  # body bytes
+PROTOCOL_VERSIONS = (1,)  # the versions this implementation speaks
+BASE_VERSION = 1  # HELLO and HELLO_ACK always travel in version-1 frames
+
+
+class Flag(enum.IntFlag):
+    RESPONSE = 0x0001  # the frame answers the request with the same id
+
+
+KNOWN_FLAGS = int(Flag.RESPONSE)
+
+
+def network_magic(network):
+    """The 4-byte magic of a network: SHA-256("orb-network:" + name)[:4]."""
+    return hashlib.sha256(b"orb-network:" + network.encode("utf-8")).digest()[:4]
+
+
+@attrs.frozen
+class Frame:
+    """A decoded frame: its header fields and its message."""
+
+    version: int
+    flags: int
+    request_id: int
+    message: object
+
+    @property
+    def is_response(self):
+        return bool(self.flags & Flag.RESPONSE)
+
+
+def encode_frame(magic, message, request_id=0, flags=0, version=BASE_VERSION):
+    body = message.encode_body()
+    return HEADER.pack(magic, version, message.TYPE, flags, request_id, len(body)) + body
+
+
+class FrameDecoder:
+    """
+    Incremental frame decoder: feed it bytes, get back complete frames.
+
+    Raises only ProtocolError subclasses. After one is raised the decoder
+    is poisoned: the caller must close the connection.
+    """
+
+    def __init__(self, magic, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, versions=PROTOCOL_VERSIONS):
+        self.magic = magic
+        self.max_frame_bytes = max_frame_bytes
+        self.versions = frozenset(versions)
+        self._buffer = bytearray()
+        self._header = None  # the parsed header of the frame being buffered
+
+    @property
+    def buffered_bytes(self):
+        return len(self._buffer)
+
+    def feed(self, data):
+        """
+        Return what ``data`` completes, in order: Frame objects, and the
+        non-fatal ProtocolErrors (an unknown message type, say) in place of
+        the frames that caused them. Fatal errors are raised.
+        """
+        self._buffer += data
+        frames = []
+        while True:
+            if self._header is None:
+                if len(self._buffer) < HEADER_SIZE:
+                    return frames
+                self._header = self._check_header(HEADER.unpack_from(self._buffer))
+            magic, version, message_type, flags, request_id, length = self._header
+            if len(self._buffer) < HEADER_SIZE + length:
+                return frames
+            body = bytes(memoryview(self._buffer)[HEADER_SIZE : HEADER_SIZE + length])
+            del self._buffer[: HEADER_SIZE + length]
+            self._header = None
+            try:
+                message = decode_body(message_type, body)
+            except ProtocolError as e:
+                e.request_id = request_id
+                if e.fatal:
+                    raise
+                frames.append(e)  # e.g. an unknown type: the stream goes on
+                continue
+            frames.append(Frame(version, flags, request_id, message))
+
+    def _check_header(self, header):
+        magic, version, message_type, flags, request_id, length = header
+        if magic != self.magic:
+            raise WrongNetwork(f"bad magic {bytes(magic).hex()}, expected {self.magic.hex()}")
+        if length > self.max_frame_bytes:
+            raise FrameTooLarge(f"frame body of {length} bytes exceeds the limit of {self.max_frame_bytes}", request_id)
+        if version not in self.versions:
+            raise VersionMismatch(f"frame version {version} is not one of {sorted(self.versions)}", request_id)
+        return header

@@ -1,0 +1,684 @@
+# -*- test-case-name: tests.test_codec -*-
+"""
+The v1 message catalogue: one attrs class per message, one construct
+declaration per body, compiled at import.
+
+Every body is the message's fields followed by the TLV extension area,
+which runs to the end of the body (see docs/rfc-orb.md, "Extensions").
+The declarations here are the single source of truth: the RFC's layout
+tables are checked against them by tests/test_rfc.py.
+
+The compiled parser does not detect a short read of a fixed-size
+``Bytes`` field at the end of the input, so every fixed-size field is
+also checked by the message class's validators; a decoder therefore
+raises only DecodeError, whatever it is fed.
+"""
+
+import enum
+import socket
+import struct
+
+import attrs
+from construct import GreedyBytes, Int8ub, Int16ub, Int32ub, Int64ub, PrefixedArray, Struct
+
+from orb.protocol._wiretypes import FixedBytes, PrefixedBytes, PrefixedText
+from orb.protocol.codes import TLV_CRITICAL, TlvType
+from orb.protocol.errors import DecodeError, UnsupportedMessage
+
+MAX_ADDR_ENTRIES = 1000
+MAX_LISTEN_ADDRESSES = 8
+MAX_ERROR_TEXT_BYTES = 1024
+MAX_USER_AGENT_BYTES = 128
+MAX_FID_BYTES = 39  # 63 base32 characters
+MAX_ANNOUNCE_ENTRIES = 4096
+MAX_NAME_BYTES = 63
+
+
+class MessageType(enum.IntEnum):
+    HELLO = 0x01
+    HELLO_ACK = 0x02
+    PING = 0x03
+    PONG = 0x04
+    GETADDR = 0x05
+    ADDR = 0x06
+    ERROR = 0x07
+    ANNOUNCE = 0x10
+    LOOKUP = 0x11
+    PEERS = 0x12
+    DEPLOY = 0x20
+    DEPLOY_ACK = 0x21
+    OFFER = 0x22
+    FETCH = 0x23
+    PACKAGE = 0x24
+    CHALLENGE = 0x25
+    PROOF = 0x26
+    INVOKE = 0x30
+    RESULT = 0x31
+    NAME = 0x40
+    RELAY = 0x50
+
+
+# --- wire types, named so the RFC tables can refer to them -----------------
+
+NodeId = FixedBytes(32)
+PublicKey = FixedBytes(32)
+Signature = FixedBytes(64)
+Digest = FixedBytes(32)
+IpAddress = FixedBytes(16)  # IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)
+FidBytes = PrefixedBytes(1)
+ShortText = PrefixedText(1)
+LongText = PrefixedText(2)
+ShortBytes = PrefixedBytes(2)
+LongBytes = PrefixedBytes(4)
+
+EndpointStruct = Struct("ip" / IpAddress, "port" / Int16ub)
+AddrEntryStruct = Struct(
+    "timestamp" / Int64ub,
+    "ip" / IpAddress,
+    "port" / Int16ub,
+    "roles" / Int8ub,
+    "node_id" / NodeId,
+)
+FunctionEntryStruct = Struct("fid" / FidBytes, "version" / Int32ub)
+ReplicaStruct = Struct(
+    "node_id" / NodeId,
+    "ip" / IpAddress,
+    "port" / Int16ub,
+    "roles" / Int8ub,
+    "reachability" / Int8ub,
+    "rtt_ms" / Int32ub,
+    "load_permille" / Int16ub,
+)
+SourceStruct = Struct("node_id" / NodeId, "ip" / IpAddress, "port" / Int16ub)
+
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
+def ip_to_wire(host):
+    """'127.0.0.1' or '::1' -> 16 bytes (IPv4 as IPv4-mapped IPv6)."""
+    try:
+        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        return socket.inet_pton(socket.AF_INET6, host)
+
+
+def ip_from_wire(raw):
+    if raw[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+# --- validators -------------------------------------------------------------
+
+
+def _exact_bytes(size):
+    def check(instance, attribute, value):
+        if not isinstance(value, bytes) or len(value) != size:
+            raise ValueError(f"{attribute.name} must be {size} bytes")
+
+    return check
+
+
+def _max_bytes(limit, minimum=0):
+    def check(instance, attribute, value):
+        if not isinstance(value, bytes) or not minimum <= len(value) <= limit:
+            raise ValueError(f"{attribute.name} must be {minimum}..{limit} bytes")
+
+    return check
+
+
+def _max_text(limit):
+    def check(instance, attribute, value):
+        if not isinstance(value, str) or len(value.encode("utf-8")) > limit:
+            raise ValueError(f"{attribute.name} must be text of at most {limit} bytes")
+
+    return check
+
+
+def _uint(bits):
+    top = (1 << bits) - 1
+
+    def check(instance, attribute, value):
+        if not isinstance(value, int) or not 0 <= value <= top:
+            raise ValueError(f"{attribute.name} must be an unsigned {bits}-bit integer")
+
+    return check
+
+
+def _max_items(limit):
+    def check(instance, attribute, value):
+        if len(value) > limit:
+            raise ValueError(f"{attribute.name} has {len(value)} items, at most {limit} allowed")
+
+    return check
+
+
+def _port(instance, attribute, value):
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{attribute.name} must be a port number")
+
+
+def _host(instance, attribute, value):
+    try:
+        ip_to_wire(value)
+    except (OSError, TypeError, ValueError):
+        raise ValueError(f"{attribute.name} must be an IPv4 or IPv6 address") from None
+
+
+_fid = _max_bytes(MAX_FID_BYTES, minimum=1)
+_node_id = _exact_bytes(32)
+_u8, _u16, _u32, _u64 = _uint(8), _uint(16), _uint(32), _uint(64)
+
+
+# --- nested records ---------------------------------------------------------
+
+
+@attrs.frozen
+class Endpoint:
+    host: str = attrs.field(validator=_host)
+    port: int = attrs.field(validator=_port)
+
+    def to_wire(self):
+        return {"ip": ip_to_wire(self.host), "port": self.port}
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(ip_from_wire(c["ip"]), c["port"])
+
+
+@attrs.frozen
+class AddrEntry:
+    timestamp: int = attrs.field(validator=_u64)
+    host: str = attrs.field(validator=_host)
+    port: int = attrs.field(validator=_port)
+    roles: int = attrs.field(validator=_u8)
+    node_id: bytes = attrs.field(validator=_node_id)
+
+    def to_wire(self):
+        return {
+            "timestamp": self.timestamp,
+            "ip": ip_to_wire(self.host),
+            "port": self.port,
+            "roles": self.roles,
+            "node_id": self.node_id,
+        }
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(c["timestamp"], ip_from_wire(c["ip"]), c["port"], c["roles"], c["node_id"])
+
+
+@attrs.frozen
+class FunctionEntry:
+    fid: bytes = attrs.field(validator=_fid)
+    version: int = attrs.field(validator=_u32)
+
+    def to_wire(self):
+        return {"fid": self.fid, "version": self.version}
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(c["fid"], c["version"])
+
+
+class Reachability(enum.IntEnum):
+    UNKNOWN = 0
+    DIRECT = 1  # the tracker dialled the peer back
+    RELAYED = 2  # behind NAT: reach it through RELAY
+
+
+@attrs.frozen
+class Replica:
+    node_id: bytes = attrs.field(validator=_node_id)
+    host: str = attrs.field(validator=_host)
+    port: int = attrs.field(validator=_port)
+    roles: int = attrs.field(validator=_u8)
+    reachability: int = attrs.field(validator=_u8)
+    rtt_ms: int = attrs.field(validator=_u32)
+    load_permille: int = attrs.field(validator=_u16)
+
+    def to_wire(self):
+        return {
+            "node_id": self.node_id,
+            "ip": ip_to_wire(self.host),
+            "port": self.port,
+            "roles": self.roles,
+            "reachability": self.reachability,
+            "rtt_ms": self.rtt_ms,
+            "load_permille": self.load_permille,
+        }
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(
+            c["node_id"],
+            ip_from_wire(c["ip"]),
+            c["port"],
+            c["roles"],
+            c["reachability"],
+            c["rtt_ms"],
+            c["load_permille"],
+        )
+
+
+@attrs.frozen
+class Source:
+    node_id: bytes = attrs.field(validator=_node_id)
+    host: str = attrs.field(validator=_host)
+    port: int = attrs.field(validator=_port)
+
+    def to_wire(self):
+        return {"node_id": self.node_id, "ip": ip_to_wire(self.host), "port": self.port}
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(c["node_id"], ip_from_wire(c["ip"]), c["port"])
+
+
+@attrs.frozen
+class Tlv:
+    type: int = attrs.field(validator=_u16)
+    value: bytes = attrs.field(validator=_max_bytes(0xFFFF))
+
+    @property
+    def critical(self):
+        return bool(self.type & TLV_CRITICAL)
+
+
+_TLV_HEADER = struct.Struct(">HH")
+KNOWN_TLV_TYPES = frozenset(int(t) for t in TlvType)
+
+
+def encode_tlvs(tlvs):
+    return b"".join(_TLV_HEADER.pack(t.type, len(t.value)) + t.value for t in tlvs)
+
+
+def decode_tlvs(data):
+    """Strictly decode an extension area: a partial record is malformed."""
+    tlvs = []
+    offset, end = 0, len(data)
+    while offset < end:
+        if end - offset < _TLV_HEADER.size:
+            raise DecodeError("truncated TLV header in extension area")
+        tlv_type, length = _TLV_HEADER.unpack_from(data, offset)
+        offset += _TLV_HEADER.size
+        if end - offset < length:
+            raise DecodeError(f"TLV 0x{tlv_type:04x} announces {length} bytes, {end - offset} left")
+        tlvs.append(Tlv(tlv_type, bytes(data[offset : offset + length])))
+        offset += length
+    return tuple(tlvs)
+
+
+# --- messages ---------------------------------------------------------------
+
+MESSAGES = {}  # MessageType -> class
+
+
+def _tuple_of(item_cls, limit):
+    return attrs.field(converter=tuple, validator=_max_items(limit))
+
+
+def _ext():
+    return attrs.field(default=(), converter=tuple, kw_only=True)
+
+
+class Message:
+    """
+    Base of every message class.
+
+    Subclasses set TYPE, FIELDS (the construct subcons, in order) and
+    optionally NESTED = {field: record class} for lists of records and
+    ENDPOINTS = {field names holding a single Endpoint}.
+    """
+
+    TYPE: MessageType
+    NESTED: dict = {}
+    SINGLE: dict = {}
+
+    def to_wire(self):
+        out = {}
+        for name in self._names:
+            value = getattr(self, name)
+            if name in self.NESTED:
+                value = [item.to_wire() for item in value]
+            elif name in self.SINGLE:
+                value = value.to_wire()
+            out[name] = value
+        out["ext"] = encode_tlvs(self.ext)
+        return out
+
+    @classmethod
+    def from_wire(cls, c):
+        kwargs = {}
+        for name in cls._names:
+            value = c[name]
+            if name in cls.NESTED:
+                record = cls.NESTED[name]
+                value = tuple(record.from_wire(item) for item in value)
+            elif name in cls.SINGLE:
+                value = cls.SINGLE[name].from_wire(value)
+            kwargs[name] = value
+        return cls(**kwargs, ext=decode_tlvs(c["ext"]))
+
+    def encode_body(self):
+        return self.COMPILED.build(self.to_wire())
+
+
+def message(type_, *subcons, nested=None, single=None):
+    """Declare a message: its type code, its body fields and nested records."""
+
+    def register(cls):
+        cls = attrs.frozen(cls)
+        cls.TYPE = MessageType(type_)
+        cls.NESTED = nested or {}
+        cls.SINGLE = single or {}
+        cls.BODY = Struct(*subcons, "ext" / GreedyBytes)
+        cls.COMPILED = cls.BODY.compile()
+        cls._names = tuple(sc.name for sc in subcons)
+        assert cls._names == tuple(a.name for a in attrs.fields(cls) if a.name != "ext"), cls
+        MESSAGES[cls.TYPE] = cls
+        return cls
+
+    return register
+
+
+@message(
+    MessageType.HELLO,
+    "versions" / PrefixedArray(Int8ub, Int8ub),
+    "node_id" / NodeId,
+    "public_key" / PublicKey,
+    "roles" / Int8ub,
+    "features" / Int64ub,
+    "timestamp" / Int64ub,
+    "nonce" / Int64ub,
+    "observed" / EndpointStruct,
+    "listen" / PrefixedArray(Int8ub, EndpointStruct),
+    "user_agent" / ShortText,
+    nested={"listen": Endpoint},
+    single={"observed": Endpoint},
+)
+class Hello(Message):
+    """Opens a session: who I am, what I speak, and where I see you."""
+
+    versions: tuple = attrs.field(converter=tuple, validator=_max_items(255))
+    node_id: bytes = attrs.field(validator=_node_id)
+    public_key: bytes = attrs.field(validator=_exact_bytes(32))
+    roles: int = attrs.field(validator=_u8)
+    features: int = attrs.field(validator=_u64)
+    timestamp: int = attrs.field(validator=_u64)
+    nonce: int = attrs.field(validator=_u64)
+    observed: Endpoint
+    listen: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_LISTEN_ADDRESSES))
+    user_agent: str = attrs.field(validator=_max_text(MAX_USER_AGENT_BYTES))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.HELLO_ACK,
+    "version" / Int8ub,
+    "node_id" / NodeId,
+    "public_key" / PublicKey,
+    "roles" / Int8ub,
+    "features" / Int64ub,
+    "timestamp" / Int64ub,
+    "nonce" / Int64ub,
+    "observed" / EndpointStruct,
+    "listen" / PrefixedArray(Int8ub, EndpointStruct),
+    "user_agent" / ShortText,
+    nested={"listen": Endpoint},
+    single={"observed": Endpoint},
+)
+class HelloAck(Message):
+    """Accepts a session at the chosen version."""
+
+    version: int = attrs.field(validator=_u8)
+    node_id: bytes = attrs.field(validator=_node_id)
+    public_key: bytes = attrs.field(validator=_exact_bytes(32))
+    roles: int = attrs.field(validator=_u8)
+    features: int = attrs.field(validator=_u64)
+    timestamp: int = attrs.field(validator=_u64)
+    nonce: int = attrs.field(validator=_u64)
+    observed: Endpoint
+    listen: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_LISTEN_ADDRESSES))
+    user_agent: str = attrs.field(validator=_max_text(MAX_USER_AGENT_BYTES))
+    ext: tuple = _ext()
+
+
+@message(MessageType.PING, "nonce" / Int64ub)
+class Ping(Message):
+    nonce: int = attrs.field(validator=_u64)
+    ext: tuple = _ext()
+
+
+@message(MessageType.PONG, "nonce" / Int64ub)
+class Pong(Message):
+    nonce: int = attrs.field(validator=_u64)
+    ext: tuple = _ext()
+
+
+@message(MessageType.GETADDR)
+class GetAddr(Message):
+    ext: tuple = _ext()
+
+
+@message(MessageType.ADDR, "entries" / PrefixedArray(Int16ub, AddrEntryStruct), nested={"entries": AddrEntry})
+class Addr(Message):
+    entries: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_ADDR_ENTRIES))
+    ext: tuple = _ext()
+
+
+@message(MessageType.ERROR, "code" / Int16ub, "ref_request_id" / Int32ub, "text" / LongText)
+class Error(Message):
+    code: int = attrs.field(validator=_u16)
+    ref_request_id: int = attrs.field(validator=_u32)
+    text: str = attrs.field(validator=_max_text(MAX_ERROR_TEXT_BYTES))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.ANNOUNCE,
+    "load_permille" / Int16ub,
+    "functions" / PrefixedArray(Int16ub, FunctionEntryStruct),
+    nested={"functions": FunctionEntry},
+)
+class Announce(Message):
+    load_permille: int = attrs.field(validator=_u16)
+    functions: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_ANNOUNCE_ENTRIES))
+    ext: tuple = _ext()
+
+
+@message(MessageType.LOOKUP, "fid" / FidBytes, "max_replicas" / Int8ub)
+class Lookup(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    max_replicas: int = attrs.field(validator=_u8)
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.PEERS,
+    "fid" / FidBytes,
+    "replicas" / PrefixedArray(Int8ub, ReplicaStruct),
+    nested={"replicas": Replica},
+)
+class Peers(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    replicas: tuple = attrs.field(converter=tuple, validator=_max_items(255))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.DEPLOY,
+    "fid" / FidBytes,
+    "owner_key" / PublicKey,
+    "manifest" / LongBytes,
+    "signature" / Signature,
+    "package_size" / Int64ub,
+    "replicas" / Int8ub,
+)
+class Deploy(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    owner_key: bytes = attrs.field(validator=_exact_bytes(32))
+    manifest: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    signature: bytes = attrs.field(validator=_exact_bytes(64))
+    package_size: int = attrs.field(validator=_u64)
+    replicas: int = attrs.field(validator=_u8)
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.DEPLOY_ACK,
+    "fid" / FidBytes,
+    "status" / Int16ub,
+    "replicas" / Int8ub,
+    "text" / LongText,
+)
+class DeployAck(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    status: int = attrs.field(validator=_u16)
+    replicas: int = attrs.field(validator=_u8)
+    text: str = attrs.field(validator=_max_text(MAX_ERROR_TEXT_BYTES))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.OFFER,
+    "fid" / FidBytes,
+    "package_size" / Int64ub,
+    "sources" / PrefixedArray(Int8ub, SourceStruct),
+    nested={"sources": Source},
+)
+class Offer(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    package_size: int = attrs.field(validator=_u64)
+    sources: tuple = attrs.field(converter=tuple, validator=_max_items(255))
+    ext: tuple = _ext()
+
+
+@message(MessageType.FETCH, "fid" / FidBytes, "offset" / Int64ub, "length" / Int32ub)
+class Fetch(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    offset: int = attrs.field(validator=_u64)
+    length: int = attrs.field(validator=_u32)
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.PACKAGE,
+    "fid" / FidBytes,
+    "offset" / Int64ub,
+    "total_size" / Int64ub,
+    "data" / LongBytes,
+)
+class Package(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    offset: int = attrs.field(validator=_u64)
+    total_size: int = attrs.field(validator=_u64)
+    data: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    ext: tuple = _ext()
+
+
+@message(MessageType.CHALLENGE, "fid" / FidBytes, "nonce" / Digest)
+class Challenge(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    nonce: bytes = attrs.field(validator=_exact_bytes(32))
+    ext: tuple = _ext()
+
+
+@message(MessageType.PROOF, "fid" / FidBytes, "digest" / Digest)
+class Proof(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    digest: bytes = attrs.field(validator=_exact_bytes(32))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.INVOKE,
+    "fid" / FidBytes,
+    "deadline_ms" / Int32ub,
+    "token" / ShortBytes,
+    "input" / LongBytes,
+)
+class Invoke(Message):
+    fid: bytes = attrs.field(validator=_fid)
+    deadline_ms: int = attrs.field(validator=_u32)
+    token: bytes = attrs.field(validator=_max_bytes(0xFFFF))
+    input: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.RESULT,
+    "status" / Int8ub,
+    "queue_us" / Int32ub,
+    "fetch_us" / Int32ub,
+    "boot_us" / Int32ub,
+    "exec_us" / Int32ub,
+    "output" / LongBytes,
+    "log" / LongBytes,
+)
+class Result(Message):
+    status: int = attrs.field(validator=_u8)
+    queue_us: int = attrs.field(validator=_u32)
+    fetch_us: int = attrs.field(validator=_u32)
+    boot_us: int = attrs.field(validator=_u32)
+    exec_us: int = attrs.field(validator=_u32)
+    output: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    log: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.NAME,
+    "owner_key" / PublicKey,
+    "name" / ShortText,
+    "seq" / Int64ub,
+    "fid" / FidBytes,
+    "deprecated" / Int8ub,
+    "successor" / FidBytes,
+    "sunset" / Int64ub,
+    "signature" / Signature,
+)
+class Name(Message):
+    owner_key: bytes = attrs.field(validator=_exact_bytes(32))
+    name: str = attrs.field(validator=_max_text(MAX_NAME_BYTES))
+    seq: int = attrs.field(validator=_u64)
+    fid: bytes = attrs.field(validator=_fid)
+    deprecated: int = attrs.field(validator=_uint(1))
+    successor: bytes = attrs.field(validator=_max_bytes(MAX_FID_BYTES))
+    sunset: int = attrs.field(validator=_u64)
+    signature: bytes = attrs.field(validator=_exact_bytes(64))
+    ext: tuple = _ext()
+
+    def signed_bytes(self):
+        """What the owner signs: the body up to, not including, the signature."""
+        body = self.COMPILED.build({**self.to_wire(), "ext": b""})
+        return b"ORB-NAME-v1\x00" + body[: -Signature.sizeof()]
+
+
+@message(MessageType.RELAY, "target" / NodeId, "frame" / LongBytes)
+class Relay(Message):
+    target: bytes = attrs.field(validator=_node_id)
+    frame: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    ext: tuple = _ext()
+
+
+def decode_body(message_type, body):
+    """
+    Decode one body of the given type. Raises only ProtocolError:
+    UnsupportedMessage for an unknown type or an unknown critical TLV,
+    DecodeError for everything else.
+    """
+    cls = MESSAGES.get(message_type)
+    if cls is None:
+        raise UnsupportedMessage(f"unknown message type 0x{message_type:02x}")
+    try:
+        container = cls.COMPILED.parse(body)
+        msg = cls.from_wire(container)
+    except DecodeError:
+        raise
+    except Exception as e:  # construct, struct, unicode, attrs validators
+        raise DecodeError(f"malformed {cls.TYPE.name} body: {type(e).__name__}: {str(e)[:120]}") from None
+    for tlv in msg.ext:
+        if tlv.critical and tlv.type not in KNOWN_TLV_TYPES:
+            raise UnsupportedMessage(f"unknown critical TLV 0x{tlv.type:04x} in {cls.TYPE.name}")
+    return msg

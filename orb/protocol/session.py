@@ -1,0 +1,522 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+The sans-I/O session state machine.
+
+    CONNECTING --connection_made--> HANDSHAKING --HELLO/HELLO_ACK--> READY
+         any state --fatal ProtocolError--> ERROR
+         READY --close()--> CLOSING;   any --connection_lost--> CLOSED
+
+A Session never touches a socket or the reactor. The owner feeds it
+bytes (``feed``), asks it for bytes to send (``send``, ``request``,
+``data_to_send``), and calls ``tick()`` at ``next_deadline()``. Time comes
+from an injected ``clock`` (anything with ``seconds()``).
+
+Everything that affects the state lives here, as in h11's ``_state.py``.
+"""
+
+import enum
+import hashlib
+import random
+
+import attrs
+
+from orb.protocol.codes import SUPPORTED_FEATURES, ErrorCode
+from orb.protocol.errors import (
+    HandshakeTimeout,
+    IdentityMismatch,
+    ProtocolError,
+    RateLimited,
+    SelfConnection,
+    UnexpectedMessage,
+    VersionMismatch,
+    WrongNetwork,
+)
+from orb.protocol.frame import (
+    BASE_VERSION,
+    DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSIONS,
+    Flag,
+    FrameDecoder,
+    encode_frame,
+    network_magic,
+)
+from orb.protocol.messages import (
+    MAX_ADDR_ENTRIES,
+    Addr,
+    Endpoint,
+    Error,
+    Hello,
+    HelloAck,
+    MessageType,
+    Ping,
+    Pong,
+)
+
+# Messages that expect an answer, and the types that may answer them
+# (ERROR may answer any request).
+RESPONSES = {
+    MessageType.PING: MessageType.PONG,
+    MessageType.GETADDR: MessageType.ADDR,
+    MessageType.LOOKUP: MessageType.PEERS,
+    MessageType.DEPLOY: MessageType.DEPLOY_ACK,
+    MessageType.OFFER: MessageType.DEPLOY_ACK,
+    MessageType.FETCH: MessageType.PACKAGE,
+    MessageType.CHALLENGE: MessageType.PROOF,
+    MessageType.INVOKE: MessageType.RESULT,
+}
+REQUEST_TYPES = frozenset(RESPONSES)
+MAX_REQUEST_ID = 0xFFFFFFFF
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    HANDSHAKING = "handshaking"
+    READY = "ready"
+    CLOSING = "closing"
+    ERROR = "error"
+    CLOSED = "closed"
+
+
+class SessionNotReady(RuntimeError):
+    """Our own bug: a message was sent in a state that does not allow it."""
+
+
+class TooManyRequests(RuntimeError):
+    """Our own side has max_inflight_requests outstanding already."""
+
+
+def node_id_for(public_key):
+    """node id = SHA-256 of the raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(public_key).digest()
+
+
+@attrs.frozen
+class LocalIdentity:
+    """What a node says about itself in HELLO."""
+
+    public_key: bytes
+    roles: int
+    features: int = int(SUPPORTED_FEATURES)
+    listen: tuple = ()
+    user_agent: str = "orb/0.1"
+
+    @property
+    def node_id(self):
+        return node_id_for(self.public_key)
+
+
+@attrs.frozen
+class SessionConfig:
+    network: str = "main"
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    versions: tuple = PROTOCOL_VERSIONS
+    handshake_timeout_s: float = 10.0
+    ping_interval_s: float = 30.0
+    idle_timeout_s: float = 90.0
+    max_inflight_requests: int = 64
+    addr_rate_per_s: float = 0.1
+    addr_burst: int = MAX_ADDR_ENTRIES
+    addr_credit_per_getaddr: int = MAX_ADDR_ENTRIES
+
+    @property
+    def magic(self):
+        return network_magic(self.network)
+
+
+@attrs.frozen
+class RemoteInfo:
+    """The authenticated remote end of a READY session."""
+
+    node_id: bytes
+    public_key: bytes
+    roles: int
+    features: int  # the negotiated set: ours AND theirs
+    version: int
+    listen: tuple
+    observed_us: Endpoint  # our own address as the remote sees it
+    user_agent: str
+    timestamp: int
+
+
+# --- events -----------------------------------------------------------------
+
+
+@attrs.frozen
+class HandshakeCompleted:
+    remote: RemoteInfo
+
+
+@attrs.frozen
+class MessageReceived:
+    message: object
+    request_id: int
+    is_response: bool
+
+
+@attrs.frozen
+class RttMeasured:
+    rtt_ms: float
+
+
+@attrs.frozen
+class ErrorReceived:
+    code: int
+    text: str
+    ref_request_id: int
+
+
+@attrs.frozen
+class Misbehaved:
+    """The remote broke a rule we could survive; it got ERROR(code)."""
+
+    error: ProtocolError
+
+
+@attrs.frozen
+class AddrThrottled:
+    dropped: int
+
+
+@attrs.frozen
+class SessionFailed:
+    """A fatal error: send data_to_send(), then close the connection."""
+
+    error: ProtocolError
+
+
+class Session:
+    def __init__(
+        self,
+        identity,
+        clock,
+        *,
+        initiator,
+        remote_address,
+        config=SessionConfig(),
+        is_own_nonce=lambda nonce: False,
+        expected_node_id=None,
+        rng=None,
+    ):
+        """
+        :param identity: our LocalIdentity.
+        :param clock: anything with ``seconds()``.
+        :param initiator: True on the side that opened the connection;
+            it sends HELLO first.
+        :param remote_address: the remote's Endpoint as our transport sees it,
+            sent in HELLO/HELLO_ACK so the remote learns its observed address.
+        :param is_own_nonce: tells whether a HELLO nonce is one we sent on
+            another session (self-connection detection).
+        :param expected_node_id: when we dialled a known node, its id.
+        """
+        self.identity = identity
+        self.clock = clock
+        self.config = config
+        self.initiator = initiator
+        self.remote_address = remote_address
+        self.is_own_nonce = is_own_nonce
+        self.expected_node_id = expected_node_id
+        self.rng = rng or random.SystemRandom()
+        self.state = State.CONNECTING
+        self.remote = None
+        self.version = BASE_VERSION
+        self.certificate_key = None  # set by the TLS adapter before feeding
+        self.local_nonce = self.rng.getrandbits(64)
+        self._decoder = FrameDecoder(config.magic, config.max_frame_bytes, config.versions)
+        self._outbox = []
+        self._started_at = None
+        self._last_rx = None
+        self._next_request_id = self.rng.randrange(1, MAX_REQUEST_ID)
+        self._pending = {}  # our request id -> (MessageType, sent at)
+        self._inbound = set()  # remote request ids not yet answered
+        self._ping_nonces = {}  # keepalive/RTT ping nonce -> sent at
+        self._addr_tokens = 1.0
+        self._addr_refilled_at = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def connection_made(self):
+        if self.state is not State.CONNECTING:
+            raise SessionNotReady(f"connection_made in state {self.state.value}")
+        now = self.clock.seconds()
+        self.state = State.HANDSHAKING
+        self._started_at = self._last_rx = self._addr_refilled_at = now
+        if self.initiator:
+            hello = Hello(
+                versions=self.config.versions,
+                node_id=self.identity.node_id,
+                public_key=self.identity.public_key,
+                roles=self.identity.roles,
+                features=self.identity.features,
+                timestamp=int(now),
+                nonce=self.local_nonce,
+                observed=self.remote_address,
+                listen=self.identity.listen,
+                user_agent=self.identity.user_agent,
+            )
+            self._queue(hello)
+
+    def connection_lost(self):
+        self.state = State.CLOSED
+        self._pending.clear()
+        self._inbound.clear()
+
+    def close(self, text="shutting down"):
+        """Start a graceful close: queue ERROR(shutdown)."""
+        if self.state in (State.HANDSHAKING, State.READY):
+            self._queue(Error(code=ErrorCode.SHUTDOWN, ref_request_id=0, text=text))
+            self.state = State.CLOSING
+
+    @property
+    def pending_requests(self):
+        return len(self._pending)
+
+    # --- output --------------------------------------------------------------
+
+    def data_to_send(self):
+        """Bytes the session queued by itself (handshake, PONG, ERROR, keepalive)."""
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        return data
+
+    def send(self, message, *, response_to=0):
+        """Encode a notification, or the response to remote request ``response_to``."""
+        self._check_can_send(message)
+        flags = 0
+        if response_to:
+            self._inbound.discard(response_to)
+            flags = Flag.RESPONSE
+        return encode_frame(self.config.magic, message, response_to, flags, self.version)
+
+    def request(self, message):
+        """Encode a request. Returns (request_id, bytes)."""
+        self._check_can_send(message)
+        if len(self._pending) >= self.config.max_inflight_requests:
+            raise TooManyRequests(f"{len(self._pending)} requests outstanding")
+        request_id = self._allocate_request_id()
+        now = self.clock.seconds()
+        self._pending[request_id] = (message.TYPE, now)
+        if message.TYPE == MessageType.GETADDR:
+            self._addr_tokens += self.config.addr_credit_per_getaddr
+        elif message.TYPE == MessageType.PING:
+            self._ping_nonces[message.nonce] = now
+        return request_id, encode_frame(self.config.magic, message, request_id, 0, self.version)
+
+    def ping(self):
+        """Encode a PING whose PONG will yield RttMeasured."""
+        return self.request(Ping(nonce=self.rng.getrandbits(64)))[1]
+
+    def _check_can_send(self, message):
+        if self.state is not State.READY and not isinstance(message, Error):
+            raise SessionNotReady(f"cannot send {message.TYPE.name} in state {self.state.value}")
+
+    def _allocate_request_id(self):
+        while True:
+            request_id = self._next_request_id
+            self._next_request_id = request_id % MAX_REQUEST_ID + 1
+            if request_id not in self._pending:
+                return request_id
+
+    def _queue(self, message, request_id=0, flags=0):
+        version = BASE_VERSION if isinstance(message, (Hello, HelloAck)) else self.version
+        self._outbox.append(encode_frame(self.config.magic, message, request_id, flags, version))
+
+    # --- timers --------------------------------------------------------------
+
+    def next_deadline(self):
+        if self.state is State.HANDSHAKING:
+            return self._started_at + self.config.handshake_timeout_s
+        if self.state is State.READY:
+            if self._keepalive_outstanding():
+                return self._last_rx + self.config.idle_timeout_s
+            return self._last_rx + self.config.ping_interval_s
+        return None
+
+    def tick(self):
+        """Run the timers due at clock.seconds(); returns events."""
+        now = self.clock.seconds()
+        if self.state is State.HANDSHAKING and now >= self._started_at + self.config.handshake_timeout_s:
+            return self._fail(HandshakeTimeout(f"no handshake after {self.config.handshake_timeout_s:g} s"))
+        if self.state is State.READY:
+            idle_s = now - self._last_rx
+            if idle_s >= self.config.idle_timeout_s:
+                return self._fail(HandshakeTimeout(f"nothing received for {idle_s:.0f} s"))
+            if idle_s >= self.config.ping_interval_s and not self._keepalive_outstanding():
+                if len(self._pending) < self.config.max_inflight_requests:
+                    self._outbox.append(self.ping())
+        return []
+
+    def _keepalive_outstanding(self):
+        return bool(self._ping_nonces)
+
+    # --- input ---------------------------------------------------------------
+
+    def feed(self, data):
+        """Bytes in, events out. Raises nothing on bad input."""
+        if self.state in (State.ERROR, State.CLOSED, State.CONNECTING):
+            return []
+        try:
+            items = self._decoder.feed(data)
+        except ProtocolError as e:
+            return self._fail(e)
+        events = []
+        for item in items:
+            if self.state in (State.ERROR, State.CLOSED):
+                break
+            self._last_rx = self.clock.seconds()
+            try:
+                if isinstance(item, ProtocolError):
+                    raise item
+                events.extend(self._frame_received(item))
+            except ProtocolError as e:
+                if e.fatal or self.state is State.HANDSHAKING:
+                    events.extend(self._fail(e))
+                else:
+                    events.extend(self._refuse(e))
+        return events
+
+    def _frame_received(self, frame):
+        message = frame.message
+        if self.state is State.HANDSHAKING:
+            return self._handshake_frame(frame)
+        if isinstance(message, (Hello, HelloAck)):
+            raise UnexpectedMessage(f"{message.TYPE.name} after the handshake", frame.request_id)
+        if frame.version != self.version:
+            raise VersionMismatch(f"frame version {frame.version} in a version-{self.version} session")
+        if isinstance(message, Error):
+            if frame.is_response:
+                self._pending.pop(frame.request_id, None)
+            return [ErrorReceived(message.code, message.text, message.ref_request_id)]
+        if frame.is_response:
+            return self._response_received(frame)
+        if message.TYPE == MessageType.PING:
+            self._outbox.append(
+                encode_frame(self.config.magic, Pong(nonce=message.nonce), frame.request_id, Flag.RESPONSE, self.version)
+            )
+            return []
+        if isinstance(message, Addr):
+            return self._addr_received(frame, message)
+        if message.TYPE in REQUEST_TYPES and frame.request_id:
+            if len(self._inbound) >= self.config.max_inflight_requests:
+                raise RateLimited(
+                    f"more than {self.config.max_inflight_requests} requests in flight", frame.request_id
+                )
+            self._inbound.add(frame.request_id)
+        return [MessageReceived(message, frame.request_id, False)]
+
+    def _response_received(self, frame):
+        pending = self._pending.get(frame.request_id)
+        message = frame.message
+        if pending is None or RESPONSES[pending[0]] != message.TYPE:
+            raise UnexpectedMessage(
+                f"{message.TYPE.name} answers no request of ours (id {frame.request_id})", frame.request_id
+            )
+        del self._pending[frame.request_id]
+        if isinstance(message, Pong):
+            sent_at = self._ping_nonces.pop(message.nonce, None)
+            if sent_at is None:
+                raise UnexpectedMessage(f"PONG with an unknown nonce {message.nonce}", frame.request_id)
+            return [RttMeasured((self.clock.seconds() - sent_at) * 1000.0)]
+        if isinstance(message, Addr):
+            return self._addr_received(frame, message)
+        return [MessageReceived(message, frame.request_id, True)]
+
+    def _addr_received(self, frame, message):
+        now = self.clock.seconds()
+        cap = self.config.addr_burst + self.config.addr_credit_per_getaddr
+        self._addr_tokens = min(cap, self._addr_tokens + (now - self._addr_refilled_at) * self.config.addr_rate_per_s)
+        self._addr_refilled_at = now
+        allowed = int(self._addr_tokens)
+        entries = message.entries
+        events = []
+        if len(entries) > allowed:
+            events.append(AddrThrottled(len(entries) - allowed))
+            message = attrs.evolve(message, entries=entries[:allowed])
+        self._addr_tokens -= len(message.entries)
+        events.append(MessageReceived(message, frame.request_id, frame.is_response))
+        return events
+
+    # --- handshake -------------------------------------------------------------
+
+    def _handshake_frame(self, frame):
+        message = frame.message
+        if isinstance(message, Error):
+            return [ErrorReceived(message.code, message.text, message.ref_request_id)]
+        if self.initiator:
+            if not isinstance(message, HelloAck):
+                raise UnexpectedMessage(f"expected HELLO_ACK, got {message.TYPE.name}", frame.request_id)
+            if message.version not in self.config.versions:
+                raise VersionMismatch(f"HELLO_ACK chose version {message.version}")
+            self._check_identity(message)
+            self.version = message.version
+            return self._ready(message, message.version)
+        if not isinstance(message, Hello):
+            raise UnexpectedMessage(f"expected HELLO, got {message.TYPE.name}", frame.request_id)
+        common = set(message.versions) & set(self.config.versions)
+        if not common:
+            raise VersionMismatch(
+                f"no common version: remote speaks {sorted(message.versions)}, we speak {sorted(self.config.versions)}"
+            )
+        if self.is_own_nonce(message.nonce):
+            raise SelfConnection("HELLO carries one of our own nonces")
+        self._check_identity(message)
+        version = max(common)
+        ack = HelloAck(
+            version=version,
+            node_id=self.identity.node_id,
+            public_key=self.identity.public_key,
+            roles=self.identity.roles,
+            features=self.identity.features,
+            timestamp=int(self.clock.seconds()),
+            nonce=self.local_nonce,
+            observed=self.remote_address,
+            listen=self.identity.listen,
+            user_agent=self.identity.user_agent,
+        )
+        self._queue(ack)
+        self.version = version
+        return self._ready(message, version)
+
+    def _check_identity(self, hello):
+        if node_id_for(hello.public_key) != hello.node_id:
+            raise IdentityMismatch("node id is not the SHA-256 of the public key")
+        if self.certificate_key is not None and self.certificate_key != hello.public_key:
+            raise IdentityMismatch("TLS certificate key differs from the HELLO key")
+        if hello.node_id == self.identity.node_id:
+            raise SelfConnection("the remote has our own node id")
+        if self.expected_node_id is not None and hello.node_id != self.expected_node_id:
+            raise IdentityMismatch(
+                f"dialled node {self.expected_node_id.hex()[:16]}, reached {hello.node_id.hex()[:16]}"
+            )
+
+    def _ready(self, hello, version):
+        self.remote = RemoteInfo(
+            node_id=hello.node_id,
+            public_key=hello.public_key,
+            roles=hello.roles,
+            features=hello.features & self.identity.features & int(SUPPORTED_FEATURES),
+            version=version,
+            listen=hello.listen,
+            observed_us=hello.observed,
+            user_agent=hello.user_agent,
+            timestamp=hello.timestamp,
+        )
+        self.state = State.READY
+        return [HandshakeCompleted(self.remote)]
+
+    # --- errors ------------------------------------------------------------------
+
+    def _refuse(self, error):
+        """A survivable violation: answer ERROR(code) and carry on."""
+        self._queue(Error(code=error.code, ref_request_id=error.request_id, text=error.message[:200]), error.request_id, Flag.RESPONSE if error.request_id else 0)
+        return [Misbehaved(error)]
+
+    def _fail(self, error):
+        """A fatal violation: queue ERROR(code) (unless the remote is not ORB at all) and stop."""
+        if self.state in (State.ERROR, State.CLOSED):
+            return []
+        if not isinstance(error, WrongNetwork):
+            self._queue(Error(code=error.code, ref_request_id=error.request_id, text=error.message[:200]))
+        self.state = State.ERROR
+        self._pending.clear()
+        self._inbound.clear()
+        return [SessionFailed(error)]
