@@ -1,0 +1,368 @@
+# -*- test-case-name: tests.test_exec_jail -*-
+"""
+What a freshly forked child does between ``fork()`` in the zygote and the
+first instruction of function code: enter the jail, then run the runtime.
+
+Nothing here returns: every path ends in ``os._exit`` or ``execve``.  The
+order matters and is fixed:
+
+1. own session and process group; die with the zygote (PDEATHSIG);
+2. build the Landlock ruleset from the zygote's pre-opened runtime paths,
+   the package dir (read-only) and the scratch dir (read-write);
+3. move the call's pipes to fds 0-3 and close every other fd;
+4. chdir to scratch, empty environment, rlimits (CPU, AS, FSIZE, NOFILE,
+   CORE=0, NPROC), no_new_privs, drop every capability;
+5. Landlock ``restrict_self``; SIGSYS reporter (python runtime);
+6. seccomp, last, so the layers above cannot be undone;
+7. report ready on the status pipe, then run the function.
+
+Status pipe (fd 3) bytes understood by the zygote: ``R`` ready (function
+code starts now), ``S`` + int32 little-endian syscall number (seccomp
+trapped it), ``E`` + text (the jail could not be built; nothing ran).
+"""
+
+import ctypes
+import io
+import json
+import os
+import resource
+import signal
+import struct
+import sys
+import time
+import traceback
+
+from . import _landlock, _seccomp
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_MEMORY = 3
+EXIT_SETUP = 4
+EXIT_SIGSYS = 159
+
+_PR_SET_PDEATHSIG = 1
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+class _Sigaction(ctypes.Structure):
+    _fields_ = [
+        ("sa_sigaction", ctypes.c_void_p),
+        ("sa_mask", ctypes.c_ulong * 16),
+        ("sa_flags", ctypes.c_int),
+        ("sa_restorer", ctypes.c_void_p),
+    ]
+
+
+_SA_SIGINFO = 4
+_SIGINFO_SYSCALL_OFFSET = 24  # si_syscall in siginfo_t on x86_64 / aarch64
+_HANDLER_T = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_keep_alive = []
+
+
+class Context:
+    """The ``context`` argument a python handler receives."""
+
+    __slots__ = ("fid", "request_id", "deadline")
+
+    def __init__(self, fid: str, request_id: str, deadline: float):
+        self.fid = fid
+        self.request_id = request_id
+        self.deadline = deadline  # time.monotonic() value
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def __repr__(self) -> str:
+        return f"Context(fid={self.fid!r}, request_id={self.request_id!r}, remaining_s={self.remaining_s():.3f})"
+
+
+class JailSetupError(Exception):
+    pass
+
+
+def _drop_capabilities(last_cap: int) -> None:
+    for cap in range(last_cap + 1):
+        _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capset(ctypes.byref(hdr), data) != 0:
+        raise JailSetupError(f"capset: {os.strerror(ctypes.get_errno())}")
+
+
+def _install_sigsys_reporter(status_fd: int) -> None:
+    def on_sigsys(signo, info, uctx):  # pragma: no cover - runs in the dying child
+        try:
+            nr = ctypes.c_int.from_address(info + _SIGINFO_SYSCALL_OFFSET).value
+            os.write(status_fd, b"S" + struct.pack("<i", nr))
+        finally:
+            os._exit(EXIT_SIGSYS)
+
+    cb = _HANDLER_T(on_sigsys)
+    _keep_alive.append(cb)
+    act = _Sigaction()
+    act.sa_sigaction = ctypes.cast(cb, ctypes.c_void_p).value
+    act.sa_flags = _SA_SIGINFO
+    if _libc.sigaction(signal.SIGSYS, ctypes.byref(act), None) != 0:
+        raise JailSetupError("sigaction(SIGSYS) failed")
+
+
+def _build_ruleset(jail, spec) -> int | None:
+    abi = jail.landlock_abi
+    if abi <= 0:
+        return None
+    rs = _landlock.create_ruleset(abi)
+    ro = _landlock.READ_ONLY
+    for fd, is_dir in jail.ro_fds:
+        _landlock.add_path_rule(rs, fd, ro, abi, is_dir)
+    extra = []
+    try:
+        pkg = _landlock.open_path(spec["package_dir"])
+        if pkg is None:
+            raise JailSetupError(f"package dir {spec['package_dir']} is missing")
+        extra.append(pkg[0])
+        pkg_rights = ro | (_landlock.FS_EXECUTE if spec["runtime"] == "exec" else 0)
+        _landlock.add_path_rule(rs, pkg[0], pkg_rights, abi, pkg[1])
+        scratch = _landlock.open_path(spec["scratch"])
+        if scratch is None:
+            raise JailSetupError("scratch dir is missing")
+        extra.append(scratch[0])
+        _landlock.add_path_rule(rs, scratch[0], _landlock.READ_WRITE, abi, True)
+        for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
+            dev = _landlock.open_path(path)
+            if dev is not None:
+                extra.append(dev[0])
+                _landlock.add_path_rule(
+                    rs, dev[0], _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False
+                )
+        for path in spec.get("exec_paths", ()):
+            got = _landlock.open_path(path)
+            if got is not None:
+                extra.append(got[0])
+                _landlock.add_path_rule(
+                    rs, got[0], _landlock.FS_EXECUTE | _landlock.FS_READ_FILE, abi, got[1]
+                )
+    finally:
+        for fd in extra:
+            os.close(fd)
+    return rs
+
+
+def _setup_fds(fds: tuple[int, int, int, int], keep: int | None) -> int | None:
+    """Put the call's fds at 0..3, close the rest; return ``keep``'s new number."""
+    high = [os.dup(fd) if fd >= 0 else -1 for fd in fds]
+    # os.dup can return a low number; move everything above 3 first.
+    import fcntl
+
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) if fd >= 0 else -1 for fd in high]
+    keep_moved = fcntl.fcntl(keep, fcntl.F_DUPFD, 64) if keep is not None else None
+    for target, fd in enumerate(moved):
+        if fd >= 0:
+            os.dup2(fd, target, inheritable=True)
+    lo = 4
+    if keep_moved is None:
+        os.closerange(lo, 1 << 20)
+        return None
+    os.closerange(lo, keep_moved)
+    os.closerange(keep_moved + 1, 1 << 20)
+    return keep_moved
+
+
+def _set_rlimits(spec) -> None:
+    mem = int(spec["memory_mb"]) * 1024 * 1024
+    cpu = int(spec["cpu_s"])
+    limits = [
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_FSIZE, int(spec["fsize_bytes"])),
+        (resource.RLIMIT_NOFILE, int(spec["nofile"])),
+        (resource.RLIMIT_NPROC, int(spec.get("nproc", 64))),
+        (resource.RLIMIT_AS, mem),
+    ]
+    for what, value in limits:
+        resource.setrlimit(what, (value, value))
+
+
+def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # noqa: F821
+    """Run in the child right after fork.  Never returns."""
+    status_fd = fds[3]
+    try:
+        os.setsid()
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        if spec["runtime"] == "exec":
+            # Ignored signals survive execve; give the binary the defaults.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+        ruleset = _build_ruleset(jail, spec) if jail.use_landlock else None
+        ruleset = _setup_fds(fds, ruleset)
+        status_fd = 3
+        if spec["runtime"] == "exec":
+            os.set_inheritable(3, False)
+        os.chdir(spec["scratch"])
+        os.environ.clear()
+        _set_rlimits(spec)
+        _seccomp.set_no_new_privs()
+        _drop_capabilities(jail.last_cap)
+        if ruleset is not None:
+            _landlock.restrict_self(ruleset)
+            os.close(ruleset)
+        if spec["runtime"] == "python":
+            _install_sigsys_reporter(3)
+        if jail.use_seccomp:
+            _seccomp.load(jail.programs[spec["runtime"]])
+    except BaseException as e:  # the jail is incomplete: run nothing
+        try:
+            os.write(status_fd, b"E" + f"jail setup failed: {e!r}"[:500].encode())
+        finally:
+            os._exit(EXIT_SETUP)
+    try:
+        if spec["runtime"] == "exec":
+            os.write(3, b"R")
+            entry = spec["entry"]
+            os.execve(entry, [entry], {})
+        elif spec.get("worker"):
+            _run_worker(spec)
+        else:
+            _run_python_once(spec)
+    except BaseException:
+        try:
+            traceback.print_exc()
+        finally:
+            os._exit(EXIT_ERROR)
+    os._exit(EXIT_ERROR)
+
+
+def _log_stream():
+    return io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace"
+    )
+
+
+def _load_handler(spec):
+    import importlib.util
+
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, spec["package_dir"])
+    mod_spec = importlib.util.spec_from_file_location("orb_function", spec["entry"])
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules["orb_function"] = module
+    mod_spec.loader.exec_module(module)
+    handler = getattr(module, "handler", None)
+    if not callable(handler):
+        raise TypeError(f"{os.path.basename(spec['entry'])} defines no callable handler(event, context)")
+    return handler
+
+
+def _encode_result(result) -> bytes:
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return bytes(result)
+    if isinstance(result, str):
+        return result.encode("utf-8")
+    return json.dumps(result).encode("utf-8")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _memory_exit() -> "NoReturn":  # noqa: F821
+    try:
+        os.write(2, b"\nMemoryError: the function passed its memory limit\n")
+    finally:
+        os._exit(EXIT_MEMORY)
+
+
+def _run_python_once(spec) -> "NoReturn":  # noqa: F821
+    os.write(3, b"R")
+    deadline = time.monotonic() + float(spec["timeout_s"])
+    event = _read_all(0)
+    log = _log_stream()
+    sys.stdout = sys.stderr = log
+    sys.stdin = None
+    ctx = Context(spec.get("fid", ""), spec.get("request_id", ""), deadline)
+    try:
+        handler = _load_handler(spec)
+        out = _encode_result(handler(event, ctx))
+    except MemoryError:
+        _memory_exit()
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except MemoryError:
+            _memory_exit()
+        os._exit(EXIT_ERROR)
+    _write_all(1, out)
+    os._exit(EXIT_OK)
+
+
+def _run_worker(spec) -> "NoReturn":  # noqa: F821
+    """Per-function reuse: serve framed calls on fds 0/1 until stdin closes."""
+    from ._frames import FrameDecoder, FrameError, encode
+
+    os.write(3, b"R")
+    log = _log_stream()
+    sys.stdout = sys.stderr = log
+    sys.stdin = None
+    decoder = FrameDecoder(max_data_bytes=int(spec["input_max_bytes"]))
+    handler = None
+    while True:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            os._exit(EXIT_OK)
+        try:
+            frames = decoder.feed(chunk)
+        except FrameError:
+            os._exit(EXIT_ERROR)
+        for ctl, event in frames:
+            ctx = Context(
+                ctl.get("fid", ""),
+                ctl.get("request_id", ""),
+                time.monotonic() + float(ctl.get("timeout_s", 0)),
+            )
+            kind = "ok"
+            out = b""
+            try:
+                if handler is None:
+                    handler = _load_handler(spec)
+                out = _encode_result(handler(event, ctx))
+            except MemoryError:
+                _memory_exit()
+            except BaseException:
+                kind = "error"
+                try:
+                    traceback.print_exc()
+                except MemoryError:
+                    _memory_exit()
+            log.flush()
+            _write_all(1, encode({"kind": kind}, out))
