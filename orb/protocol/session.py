@@ -266,6 +266,16 @@ class Session:
             self._queue(Error(code=ErrorCode.SHUTDOWN, ref_request_id=0, text=text))
             self.state = State.CLOSING
 
+    def abort(self, error):
+        """Fail the session with ``error`` found outside the codec (e.g. by TLS)."""
+        return self._fail(error)
+
+    def forget(self, request_id):
+        """Stop waiting for the answer to one of our requests (it timed out)."""
+        entry = self._pending.pop(request_id, None)
+        if entry is not None and entry[0] == MessageType.PING:
+            self._ping_nonces.clear()
+
     @property
     def pending_requests(self):
         return len(self._pending)

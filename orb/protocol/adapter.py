@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.test_adapter -*-
+"""
+The thin Twisted adapter: a Protocol that feeds a Session and hands its
+events to a handler (the node's core). The only module of orb.protocol
+that knows about transports; it still takes time from an injected clock.
+
+A handler is any object with these methods (see ``SessionHandler``):
+
+    session_ready(protocol)                     the handshake finished
+    message_received(protocol, message, request_id)   a request or notification
+    session_lost(protocol, reason)              the connection is gone
+    misbehaved(protocol, error)                 the remote broke a rule
+
+Requests are sent with ``protocol.request(message)``, which returns a
+Deferred that fires with the response message, or fails with RemoteError
+(the remote answered ERROR), RequestTimeout or ConnectionLost.
+"""
+
+import collections
+
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from orb.protocol.codes import ErrorCode
+from orb.protocol.errors import IdentityMismatch
+from orb.protocol.messages import Endpoint
+from orb.protocol.session import (
+    AddrThrottled,
+    ErrorReceived,
+    HandshakeCompleted,
+    MessageReceived,
+    Misbehaved,
+    RttMeasured,
+    Session,
+    SessionConfig,
+    SessionFailed,
+    State,
+)
+
+log = Logger()
+
+MAX_OWN_NONCES = 4096
+
+
+class RemoteError(Exception):
+    """The remote answered a request with ERROR."""
+
+    def __init__(self, code, text):
+        super().__init__(f"{_code_name(code)}: {text}")
+        self.code = code
+        self.text = text
+
+
+class RequestTimeout(Exception):
+    """No answer within the request's timeout."""
+
+
+def _code_name(code):
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return f"code {code}"
+
+
+class SessionHandler:
+    """A handler that ignores everything; subclass what you need."""
+
+    def session_ready(self, protocol):
+        pass
+
+    def message_received(self, protocol, message, request_id):
+        pass
+
+    def session_lost(self, protocol, reason):
+        pass
+
+    def misbehaved(self, protocol, error):
+        pass
+
+
+class OwnNonces:
+    """The HELLO nonces a node sent recently, shared by its client and server sides."""
+
+    def __init__(self, limit=MAX_OWN_NONCES):
+        self._order = collections.deque(maxlen=limit)
+        self._set = set()
+
+    def add(self, nonce):
+        if len(self._order) == self._order.maxlen:
+            self._set.discard(self._order[0])
+        self._order.append(nonce)
+        self._set.add(nonce)
+
+    def __contains__(self, nonce):
+        return nonce in self._set
+
+
+def _endpoint_of(address):
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", 0)
+    try:
+        return Endpoint(host, port)
+    except (TypeError, ValueError):
+        return Endpoint("::", 0)
+
+
+@implementer(IHandshakeListener)
+class OrbProtocol(Protocol):
+    def __init__(self, factory, expected_node_id=None):
+        self.factory = factory
+        self.expected_node_id = expected_node_id
+        self.session = None
+        self.rtt_ms = None
+        self._waiting = {}  # request id -> (Deferred, timeout call)
+        self._timer = None
+        self._last_rx_head = b""
+
+    # --- Twisted callbacks ----------------------------------------------------
+
+    def connectionMade(self):
+        f = self.factory
+        self.session = Session(
+            f.identity,
+            f.clock,
+            initiator=f.initiator,
+            remote_address=_endpoint_of(self.transport.getPeer()),
+            config=f.config,
+            is_own_nonce=f.own_nonces.__contains__,
+            expected_node_id=self.expected_node_id,
+        )
+        if f.initiator:
+            f.own_nonces.add(self.session.local_nonce)
+        self.session.connection_made()
+        self._flush()
+        self._reschedule()
+
+    def handshakeCompleted(self):
+        if self.factory.tls_binding:
+            from orb.tls import peer_ed25519_key
+
+            self.session.certificate_key = peer_ed25519_key(self.transport)
+
+    def dataReceived(self, data):
+        if self.factory.tls_binding and self.session.certificate_key is None:
+            self.handshakeCompleted()
+            if self.session.certificate_key is None:
+                self._dispatch(self.session.abort(IdentityMismatch("the TLS certificate holds no Ed25519 key")))
+                return
+        self._last_rx_head = data[:64]
+        self._observe("rx", data)
+        events = self.session.feed(data)
+        self._flush()
+        self._dispatch(events)
+        self._reschedule()
+
+    def connectionLost(self, reason=None):
+        if self.session is not None:
+            self.session.connection_lost()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        waiting, self._waiting = self._waiting, {}
+        for d, timeout in waiting.values():
+            if timeout.active():
+                timeout.cancel()
+            d.errback(error.ConnectionLost("session closed"))
+        self.factory.handler.session_lost(self, reason)
+
+    # --- API for the node ----------------------------------------------------
+
+    @property
+    def remote(self):
+        return self.session.remote if self.session else None
+
+    @property
+    def ready(self):
+        return self.session is not None and self.session.state is State.READY
+
+    def send(self, message, response_to=0):
+        data = self.session.send(message, response_to=response_to)
+        self._write(data)
+
+    def request(self, message, timeout_s=30.0):
+        request_id, data = self.session.request(message)
+        d = defer.Deferred()
+        timeout = self.factory.clock.callLater(timeout_s, self._request_timed_out, request_id, timeout_s)
+        self._waiting[request_id] = (d, timeout)
+        self._write(data)
+        return d
+
+    def ping(self):
+        self._write(self.session.ping())
+
+    def close(self, text="shutting down"):
+        if self.session.state in (State.HANDSHAKING, State.READY):
+            self.session.close(text)
+            self._flush()
+        self.transport.loseConnection()
+
+    # --- internals -------------------------------------------------------------
+
+    def _write(self, data):
+        self._observe("tx", data)
+        self.transport.write(data)
+
+    def _flush(self):
+        data = self.session.data_to_send()
+        if data:
+            self._write(data)
+
+    def _observe(self, direction, data):
+        if self.factory.observer is not None:
+            self.factory.observer(self, direction, data)
+
+    def _dispatch(self, events):
+        handler = self.factory.handler
+        for event in events:
+            if isinstance(event, MessageReceived):
+                if event.is_response:
+                    self._answer(event.request_id, result=event.message)
+                else:
+                    handler.message_received(self, event.message, event.request_id)
+            elif isinstance(event, HandshakeCompleted):
+                handler.session_ready(self)
+            elif isinstance(event, RttMeasured):
+                self.rtt_ms = event.rtt_ms
+            elif isinstance(event, ErrorReceived):
+                if event.ref_request_id in self._waiting:
+                    self._answer(event.ref_request_id, failure=RemoteError(event.code, event.text))
+                else:
+                    log.info(
+                        "{peer} sent ERROR {code}: {text}",
+                        peer=self._peer_name(),
+                        code=_code_name(event.code),
+                        text=event.text[:200],
+                    )
+            elif isinstance(event, (Misbehaved, AddrThrottled)):
+                err = getattr(event, "error", event)
+                log.info("{peer} misbehaved: {error!r}", peer=self._peer_name(), error=err)
+                handler.misbehaved(self, err)
+            elif isinstance(event, SessionFailed):
+                log.warn(
+                    "closing session with {peer}: {code} ({reason}); last input began {head!r}",
+                    peer=self._peer_name(),
+                    code=_code_name(event.error.code),
+                    reason=event.error.message[:200],
+                    head=self._last_rx_head,
+                )
+                self._flush()
+                handler.misbehaved(self, event.error)
+                self.transport.loseConnection()
+
+    def _answer(self, request_id, result=None, failure=None):
+        entry = self._waiting.pop(request_id, None)
+        if entry is None:
+            return
+        d, timeout = entry
+        if timeout.active():
+            timeout.cancel()
+        if failure is not None:
+            d.errback(failure)
+        else:
+            d.callback(result)
+
+    def _request_timed_out(self, request_id, timeout_s):
+        self.session.forget(request_id)
+        entry = self._waiting.pop(request_id, None)
+        if entry is not None:
+            entry[0].errback(RequestTimeout(f"no answer to request {request_id} within {timeout_s:g} s"))
+
+    def _reschedule(self):
+        deadline = self.session.next_deadline()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - self.factory.clock.seconds())
+            self._timer = self.factory.clock.callLater(delay, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        events = self.session.tick()
+        self._flush()
+        self._dispatch(events)
+        self._reschedule()
+
+    def _peer_name(self):
+        remote = self.session.remote if self.session else None
+        if remote is not None:
+            return remote.node_id.hex()[:16]
+        peer = self.transport.getPeer() if self.transport else None
+        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+
+class OrbFactory(Factory):
+    """Builds OrbProtocols for one node, inbound (initiator=False) or outbound."""
+
+    protocol = OrbProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        identity,
+        handler,
+        clock,
+        *,
+        initiator,
+        config=SessionConfig(),
+        own_nonces=None,
+        tls_binding=True,
+        expected_node_id=None,
+        observer=None,
+    ):
+        self.identity = identity
+        self.handler = handler
+        self.clock = clock
+        self.initiator = initiator
+        self.config = config
+        self.own_nonces = own_nonces if own_nonces is not None else OwnNonces()
+        self.tls_binding = tls_binding
+        self.expected_node_id = expected_node_id
+        self.observer = observer
+
+    def buildProtocol(self, addr):
+        return self.protocol(self, self.expected_node_id)
