@@ -1,0 +1,59 @@
+"""
+The jail: runs untrusted functions in sandboxed children of a zygote.
+
+Public API (everything else here is private)::
+
+    from orb.exec import Executor, ExecConfig, RuntimeSpec, ExecResult
+
+    executor = Executor(reactor, ExecConfig(max_concurrent=2))
+    layers = yield executor.start()          # Deferred[dict]: the zygote's hello
+    result = yield executor.invoke(
+        fid, package_dir,                     # the package, read-only to the function
+        RuntimeSpec(runtime="python", entry="main.py", reuse="per-call"),
+        input_bytes, deadline_s=5.0, request_id="r1")
+    result.status   # orb.protocol.codes.ResultStatus
+    result.output, result.log, result.message
+    result.queue_ms, result.boot_ms, result.exec_ms
+    yield executor.stop()                    # kills the zygote and every child
+
+``invoke`` accepts a :class:`RuntimeSpec` or a manifest mapping
+(``{"runtime": "python", "entry": "main.py", "reuse": "per-function"}``,
+see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
+:class:`ExecResult`, never an errback:
+
+- ``OK``: output is the handler's return value (bytes as is, str as UTF-8,
+  anything else as JSON) or the ``exec`` program's stdout;
+- ``ERROR``: the function failed; ``log`` holds its stderr (traceback);
+- ``TIMEOUT``: the wall-clock deadline (or the CPU limit) was reached and
+  the child's whole process group was killed; also for a call whose
+  deadline passed while it waited in the queue;
+- ``MEMORY``: the address-space limit was reached;
+- ``KILLED_BY_POLICY``: seccomp stopped a forbidden syscall, named in
+  ``message`` (e.g. ``seccomp stopped forbidden syscall socket``);
+- ``OUTPUT_TOO_LARGE``: stdout passed ``output_max_bytes``;
+- ``BUSY``: ``max_concurrent`` calls are running and ``max_queue`` wait;
+- ``REFUSED``: a required jail layer is missing on this host and
+  ``ExecConfig.allow_unconfined`` (the operator's loud opt-out) is off;
+- ``INTERNAL``: the zygote died or the executor is stopping.
+
+Layers applied to every child before function code runs: seccomp (no
+sockets, tracing, namespaces, mounts, BPF, keyrings, io_uring, modules,
+fork/vfork/non-thread clone, exec for python), Landlock (read-only package
+and runtime files, read-write per-call tmpfs scratch, TCP bind/connect
+denied, signals and abstract unix sockets scoped), rlimits (CPU, AS,
+FSIZE, NOFILE, NPROC, CORE=0), no_new_privs, no capabilities, an empty
+environment, its own session and process group, and the zygote's empty
+network namespace.
+
+Runtimes: ``python`` (the entry module defines ``handler(event: bytes,
+context)``; ``context.fid``, ``context.request_id``,
+``context.remaining_s()``; stdlib plus pure-Python code in the package) and
+``exec`` (an ELF binary or a ``#!`` script whose interpreter is on the
+allowlist; reads stdin, writes stdout).  ``reuse="per-function"`` (python
+only) keeps a warm jailed worker per function; its module state and scratch
+persist between that function's calls.
+"""
+
+from ._executor import ExecConfig, ExecResult, Executor, RuntimeSpec
+
+__all__ = ["Executor", "ExecConfig", "ExecResult", "RuntimeSpec"]

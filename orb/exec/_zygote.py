@@ -262,6 +262,7 @@ class Call:
         self.finished = False
         self.protocol_error: str | None = None
         self.worker_result: str | None = None
+        self.aborted = False
 
     @property
     def output_max(self) -> int:
@@ -369,6 +370,8 @@ class Loop:
             self.sel.unregister(0)
         except (KeyError, ValueError):
             pass
+        for call in self.calls.values():
+            call.aborted = True
         for proc, _owner in list(self.procs.values()):
             proc.kill()
 
@@ -719,6 +722,8 @@ class Loop:
             self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
         elif call.timed_out:
             self.finish(call, "TIMEOUT", f"wall-clock deadline of {limit} s reached; process group killed")
+        elif call.aborted:
+            self.finish(call, "INTERNAL", "the executor stopped during the call")
         elif call.protocol_error:
             self.finish(call, "ERROR", call.protocol_error)
         elif os.WIFSIGNALED(status):

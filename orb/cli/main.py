@@ -1,0 +1,56 @@
+"""
+The ``orb`` command: an argparse dispatcher over subcommand modules.
+
+To add subcommands, write a module with ``register(subparsers)`` that calls
+``subparsers.add_parser(...)`` and sets ``func=`` (``func(args) -> int``)
+with ``set_defaults``, then list the module in :data:`COMMAND_MODULES`.
+Bad arguments give one ``orb: error: ...`` line and exit status 2.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "orb.cli._sandbox",
+]
+
+
+class UsageError(Exception):
+    """A subcommand found its arguments unusable; the message is for a person."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="orb", description="ORB: a decentralized Function-as-a-Service network")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if not getattr(args, "func", None):
+            raise UsageError("orb: error: a command is required (see orb --help)")
+        return int(args.func(args))
+    except UsageError as e:
+        msg = str(e)
+        if not msg.startswith("orb"):
+            msg = f"orb {getattr(args, 'command', '')}: error: {msg}"
+        print(msg, file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+# -*- test-case-name: tests.test_exec_executor -*-
+"""
+The peer's side of the executor: scheduling, the queue, BUSY, and the
+zygote process.  Nothing here blocks; the zygote does the forking.
+"""
+
+import collections
+import os
+import sys
+
+import attrs
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+
+from ..protocol.codes import ResultStatus
+from ._frames import FrameDecoder, FrameError, encode
+
+log = Logger(namespace="orb.exec")
+
+RUNTIMES = ("python", "exec")
+REUSE_POLICIES = ("per-call", "per-function")
+
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from orb.exec._zygote import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@attrs.frozen
+class RuntimeSpec:
+    """How to run one function: the manifest's ``runtime`` section."""
+
+    runtime: str = attrs.field(validator=attrs.validators.in_(RUNTIMES))
+    entry: str = attrs.field()
+    reuse: str = attrs.field(default="per-call", validator=attrs.validators.in_(REUSE_POLICIES))
+    memory_mb: int | None = None
+    timeout_s: float | None = None
+
+    @entry.validator
+    def _check_entry(self, _attribute, value):
+        if not isinstance(value, str) or not value or os.path.isabs(value):
+            raise ValueError("entry must be a path relative to the package dir")
+        if ".." in value.split("/"):
+            raise ValueError("entry must stay inside the package dir")
+
+    def __attrs_post_init__(self):
+        if self.runtime == "exec" and self.reuse != "per-call":
+            raise ValueError("the exec runtime supports only per-call reuse")
+
+    @classmethod
+    def from_manifest(cls, manifest) -> "RuntimeSpec":
+        """Build from a manifest mapping: ``runtime``, ``entry``, optional ``reuse``,
+        ``memory_mb`` and ``timeout_s``.  Raises ValueError with a readable message."""
+        try:
+            return cls(
+                runtime=manifest["runtime"],
+                entry=manifest.get("entry", "main.py" if manifest["runtime"] == "python" else "main"),
+                reuse=manifest.get("reuse", "per-call"),
+                memory_mb=manifest.get("memory_mb"),
+                timeout_s=manifest.get("timeout_s"),
+            )
+        except KeyError as e:
+            raise ValueError(f"manifest lacks {e.args[0]!r}") from None
+        except TypeError as e:
+            raise ValueError(f"bad manifest: {e}") from None
+
+
+@attrs.frozen
+class ExecResult:
+    """How one invocation ended.  ``log`` is the function's capped stderr."""
+
+    status: ResultStatus
+    output: bytes = b""
+    log: bytes = b""
+    message: str = ""
+    queue_ms: float = 0.0
+    boot_ms: float = 0.0
+    exec_ms: float = 0.0
+    request_id: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "status": self.status.name,
+            "code": int(self.status),
+            "message": self.message,
+            "output": self.output.decode("utf-8", errors="backslashreplace"),
+            "log": self.log.decode("utf-8", errors="backslashreplace"),
+            "timing": {"queue_ms": self.queue_ms, "boot_ms": self.boot_ms, "exec_ms": self.exec_ms},
+            "request_id": self.request_id,
+        }
+
+
+@attrs.frozen
+class ExecConfig:
+    max_concurrent: int = attrs.field(factory=_cores)
+    max_queue: int = attrs.field(factory=lambda: 4 * _cores())
+    memory_mb: int = 256
+    default_timeout_s: float = 10.0
+    max_timeout_s: float = 300.0
+    output_max_bytes: int = 1024 * 1024
+    log_max_bytes: int = 64 * 1024
+    input_max_bytes: int = 1024 * 1024
+    scratch_max_bytes: int = 16 * 1024 * 1024
+    nofile: int = 64
+    max_workers: int = attrs.field(factory=lambda: 2 * _cores())
+    worker_idle_s: float = 60.0
+    allow_unconfined: bool = False
+    python: str = sys.executable
+    scratch_root: str | None = None
+    grace_s: float = 2.0
+    restart_delay_s: float = 1.0
+    max_restarts: int = 5
+
+
+@attrs.define(eq=False)
+class _Pending:
+    id: int
+    fid: str
+    package_dir: str
+    spec: RuntimeSpec
+    data: bytes
+    timeout_s: float
+    request_id: str
+    t_submit: float
+    d: defer.Deferred
+    t_dispatch: float | None = None
+    watchdog: object = None
+
+
+class _ZygoteProtocol(protocol.ProcessProtocol):
+    def __init__(self, executor: "Executor", max_data_bytes: int):
+        self.executor = executor
+        self.decoder = FrameDecoder(max_data_bytes=max_data_bytes)
+        self.ended = defer.Deferred()
+        self._stderr_budget = 64 * 1024
+
+    def childDataReceived(self, fd, data):
+        if fd == 1:
+            try:
+                frames = self.decoder.feed(data)
+            except FrameError as e:
+                log.error("zygote sent a bad frame: {err}", err=str(e))
+                self.transport.signalProcess("KILL")
+                return
+            for ctl, payload in frames:
+                self.executor._frame_received(self, ctl, payload)
+        elif fd == 2 and self._stderr_budget > 0:
+            text = data[: self._stderr_budget].decode("utf-8", errors="replace")
+            self._stderr_budget -= len(data)
+            log.warn("zygote stderr: {text}", text=text.rstrip())
+
+    def processEnded(self, reason):
+        self.executor._zygote_ended(self, reason)
+        self.ended.callback(None)
+
+
+class Executor:
+    """Runs functions in jailed children of a zygote.  See :mod:`orb.exec`."""
+
+    def __init__(self, reactor, config: ExecConfig = ExecConfig(), clock=None):
+        self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
+        self.config = config
+        self.layers: dict = {}
+        self.missing_layers: list[str] = []
+        self._state = "new"
+        self._proto: _ZygoteProtocol | None = None
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._running: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._start_d: defer.Deferred | None = None
+        self._stop_d: defer.Deferred | None = None
+        self._restarts = 0
+        self._restart_call = None
+        self._kill_call = None
+
+    # -- public ----------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> defer.Deferred:
+        """Start the zygote.  Fires with the layer report once it said hello."""
+        if self._state != "new":
+            raise RuntimeError("executor already started")
+        self._start_d = defer.Deferred()
+        self._spawn_zygote()
+        return self._start_d
+
+    def invoke(self, fid: str, package_dir: str, spec, input_bytes: bytes,
+               deadline_s: float | None = None, request_id: str = "") -> defer.Deferred:
+        """Run one call.  Fires with an :class:`ExecResult`; never errbacks."""
+        now = self._clock.seconds()
+        if not isinstance(spec, RuntimeSpec):
+            try:
+                spec = RuntimeSpec.from_manifest(spec)
+            except ValueError as e:
+                return defer.succeed(self._result(ResultStatus.ERROR, f"bad runtime spec: {e}",
+                                                  request_id=request_id))
+        timeout = deadline_s if deadline_s is not None else (
+            spec.timeout_s if spec.timeout_s is not None else self.config.default_timeout_s)
+        timeout = min(float(timeout), self.config.max_timeout_s)
+        if len(input_bytes) > self.config.input_max_bytes:
+            return defer.succeed(self._result(
+                ResultStatus.ERROR,
+                f"input of {len(input_bytes)} bytes passes the {self.config.input_max_bytes}-byte cap",
+                request_id=request_id))
+        if self._state in ("stopping", "stopped", "failed"):
+            return defer.succeed(self._result(ResultStatus.INTERNAL, f"executor is {self._state}",
+                                              request_id=request_id))
+        if self._state == "refusing":
+            return defer.succeed(self._refusal(request_id))
+        if self.missing_layers:
+            log.warn("UNCONFINED: running {fid} without jail layers {missing} (operator opt-out)",
+                     fid=fid, missing=", ".join(self.missing_layers))
+        self._next_id += 1
+        p = _Pending(self._next_id, fid, os.path.abspath(package_dir), spec, bytes(input_bytes),
+                     timeout, request_id, now, defer.Deferred())
+        if self._state == "ready" and len(self._running) < self.config.max_concurrent:
+            self._dispatch(p)
+        elif len(self._queue) < self.config.max_queue:
+            self._queue.append(p)
+        else:
+            return defer.succeed(self._result(
+                ResultStatus.BUSY,
+                f"executor busy: {len(self._running)} running, {len(self._queue)} queued",
+                request_id=request_id))
+        p.watchdog = self._clock.callLater(timeout + self.config.grace_s, self._watchdog, p)
+        return p.d
+
+    def stop(self) -> defer.Deferred:
+        """Stop the zygote and every child; pending calls end INTERNAL."""
+        if self._stop_d is not None:
+            return self._stop_d
+        self._stop_d = defer.Deferred()
+        self._state = "stopping"
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        while self._queue:
+            self._fail(self._queue.popleft(), ResultStatus.INTERNAL, "executor stopping")
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            self._finish_stop()
+        else:
+            try:
+                proto.transport.write(encode({"op": "stop"}))
+                proto.transport.closeStdin()
+            except Exception:
+                log.failure("could not ask the zygote to stop")
+            self._kill_call = self._clock.callLater(self.config.grace_s, self._kill_zygote)
+        return self._stop_d
+
+    # -- zygote lifecycle ---------------------------------------------------
+
+    def _spawn_zygote(self) -> None:
+        c = self.config
+        orb_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        args = [c.python, "-I", "-B", "-c", _BOOTSTRAP, orb_parent,
+                "--max-workers", str(c.max_workers), "--worker-idle-s", str(c.worker_idle_s)]
+        if c.scratch_root:
+            args += ["--scratch-root", c.scratch_root]
+        if c.allow_unconfined:
+            args.append("--allow-unconfined")
+        max_data = c.output_max_bytes + c.log_max_bytes + 4096
+        self._proto = _ZygoteProtocol(self, max_data)
+        self._state = "starting"
+        try:
+            self._reactor.spawnProcess(self._proto, c.python, args, env={},
+                                       childFDs={0: "w", 1: "r", 2: "r"})
+        except Exception as e:
+            log.failure("could not spawn the zygote")
+            self._proto = None
+            self._start_failed(f"could not spawn the zygote: {e}")
+
+    def _start_failed(self, why: str) -> None:
+        self._state = "failed"
+        while self._queue:
+            self._fail(self._queue.popleft(), ResultStatus.INTERNAL, why)
+        if self._start_d is not None:
+            d, self._start_d = self._start_d, None
+            d.errback(RuntimeError(why))
+
+    def _frame_received(self, proto, ctl: dict, payload: bytes) -> None:
+        if proto is not self._proto:
+            return
+        op = ctl.get("op")
+        if op == "hello":
+            self._hello(ctl)
+        elif op == "done":
+            self._done(ctl, payload)
+        elif op == "started":
+            pass
+        else:
+            log.warn("zygote sent unknown op {op!r}", op=op)
+
+    def _hello(self, ctl: dict) -> None:
+        self.layers = dict(ctl.get("layers", {}))
+        missing = list(ctl.get("missing", []))
+        self._restarts = 0
+        if missing and not self.config.allow_unconfined:
+            self._state = "refusing"
+            self.missing_layers = missing
+            log.error("jail layers missing on this host: {missing}; refusing untrusted functions "
+                      "(pass the explicit opt-out to run them anyway)", missing=", ".join(missing))
+            while self._queue:
+                p = self._queue.popleft()
+                self._cancel_watchdog(p)
+                p.d.callback(self._refusal(p.request_id))
+        else:
+            self._state = "ready"
+            self.missing_layers = missing
+            if missing:
+                log.critical("UNCONFINED EXECUTION ENABLED: jail layers {missing} are missing and the "
+                             "operator opted out of refusing; hostile functions can harm this host",
+                             missing=", ".join(missing))
+            log.info("executor ready: zygote pid {pid}, layers {layers}", pid=ctl.get("pid"),
+                     layers=self.layers)
+        if self._start_d is not None:
+            d, self._start_d = self._start_d, None
+            d.callback(dict(ctl))
+        self._pump()
+
+    def _refusal(self, request_id: str) -> ExecResult:
+        return self._result(
+            ResultStatus.REFUSED,
+            "refusing untrusted code: jail layers missing on this host: " + ", ".join(self.missing_layers),
+            request_id=request_id)
+
+    def _zygote_ended(self, proto, reason) -> None:
+        if proto is not self._proto:
+            return
+        self._proto = None
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
+        why = "the zygote exited"
+        if not reason.check(error.ProcessDone):
+            why = f"the zygote died: {reason.getErrorMessage()}"
+        for p in list(self._running.values()):
+            self._fail(p, ResultStatus.INTERNAL, why)
+        self._running.clear()
+        if self._state == "stopping":
+            self._finish_stop()
+            return
+        if self._state == "starting" and self._start_d is not None:
+            self._start_failed(why)
+            return
+        log.error("{why}; restarting it", why=why)
+        self._restarts += 1
+        if self._restarts > self.config.max_restarts:
+            self._start_failed(f"{why}; gave up after {self.config.max_restarts} restarts")
+            return
+        self._state = "restarting"
+        self._restart_call = self._clock.callLater(self.config.restart_delay_s, self._spawn_zygote)
+
+    def _kill_zygote(self) -> None:
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            try:
+                proto.transport.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
+
+    def _finish_stop(self) -> None:
+        self._state = "stopped"
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
+        for p in list(self._running.values()):
+            self._fail(p, ResultStatus.INTERNAL, "executor stopped")
+        self._running.clear()
+        d, self._stop_d = self._stop_d, defer.Deferred()
+        self._stop_d.callback(None)
+        d.callback(None)
+
+    # -- scheduling ----------------------------------------------------------
+
+    def _pump(self) -> None:
+        while (self._state == "ready" and self._queue
+               and len(self._running) < self.config.max_concurrent):
+            self._dispatch(self._queue.popleft())
+
+    def _dispatch(self, p: _Pending) -> None:
+        now = self._clock.seconds()
+        p.t_dispatch = now
+        remaining = p.timeout_s - (now - p.t_submit)
+        if remaining <= 0:
+            self._fail(p, ResultStatus.TIMEOUT, "deadline passed while queued")
+            return
+        c = self.config
+        ctl = {
+            "op": "run", "id": p.id, "fid": p.fid, "request_id": p.request_id,
+            "runtime": p.spec.runtime, "entry": p.spec.entry, "package_dir": p.package_dir,
+            "reuse": p.spec.reuse, "timeout_s": round(remaining, 6),
+            "memory_mb": p.spec.memory_mb or c.memory_mb,
+            "output_max_bytes": c.output_max_bytes, "log_max_bytes": c.log_max_bytes,
+            "scratch_max_bytes": c.scratch_max_bytes, "nofile": c.nofile,
+        }
+        self._running[p.id] = p
+        self._proto.transport.write(encode(ctl, p.data))
+        p.data = b""
+
+    def _done(self, ctl: dict, payload: bytes) -> None:
+        p = self._running.pop(ctl.get("id"), None)
+        if p is None:
+            return  # already failed by the watchdog
+        self._cancel_watchdog(p)
+        try:
+            status = ResultStatus[ctl["status"]]
+            out_len = int(ctl["out_len"])
+            log_len = int(ctl["log_len"])
+            if out_len < 0 or log_len < 0 or out_len + log_len != len(payload):
+                raise ValueError("lengths do not match the payload")
+        except (KeyError, ValueError, TypeError) as e:
+            log.error("zygote sent a malformed result: {err}", err=str(e))
+            status, out_len, log_len = ResultStatus.INTERNAL, 0, 0
+            payload = b""
+            ctl = dict(ctl, message="malformed result from the zygote")
+        p.d.callback(ExecResult(
+            status=status, output=payload[:out_len], log=payload[out_len:out_len + log_len],
+            message=str(ctl.get("message", "")), queue_ms=self._queue_ms(p),
+            boot_ms=float(ctl.get("boot_ms", 0.0)), exec_ms=float(ctl.get("exec_ms", 0.0)),
+            request_id=p.request_id))
+        self._pump()
+
+    def _watchdog(self, p: _Pending) -> None:
+        p.watchdog = None
+        if p in self._queue:
+            self._queue.remove(p)
+            self._fail(p, ResultStatus.TIMEOUT, "deadline passed while queued")
+        elif self._running.get(p.id) is p:
+            del self._running[p.id]
+            log.error("zygote did not answer call {id} within its deadline plus grace; restarting it",
+                      id=p.id)
+            self._fail(p, ResultStatus.TIMEOUT, "deadline passed and the zygote did not answer")
+            self._kill_zygote()
+            self._pump()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _queue_ms(self, p: _Pending) -> float:
+        end = p.t_dispatch if p.t_dispatch is not None else self._clock.seconds()
+        return round(max(0.0, end - p.t_submit) * 1000.0, 3)
+
+    def _cancel_watchdog(self, p: _Pending) -> None:
+        if p.watchdog is not None and p.watchdog.active():
+            p.watchdog.cancel()
+        p.watchdog = None
+
+    def _fail(self, p: _Pending, status: ResultStatus, message: str) -> None:
+        self._cancel_watchdog(p)
+        if not p.d.called:
+            p.d.callback(ExecResult(status=status, message=message, queue_ms=self._queue_ms(p),
+                                    request_id=p.request_id))
+
+    @staticmethod
+    def _result(status: ResultStatus, message: str, request_id: str = "") -> ExecResult:
+        return ExecResult(status=status, message=message, request_id=request_id)
