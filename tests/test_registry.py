@@ -317,8 +317,12 @@ ops = st.lists(
 
 
 def make_changes(script):
+    """Run the script on three trackers and return every change they
+    originated (re-announcements included), in emission order."""
     regs = {o: Registry(Clock(), o) for o in (A, B, C)}
     out = []
+    for o, r in regs.items():
+        r.subscribe(lambda ch, o=o: out.append(ch) if ch.origin == o else None)
     for origin, op, n, fid in script:
         r = regs[origin]
         if op == "peer":
@@ -329,13 +333,11 @@ def make_changes(script):
             ch = r.upsert_function(fid, len(out), OWNER)
         else:
             ch = r.remove_function(fid)
-        if ch is not None:
-            out.append(ch)
-            # Let the others see it sometimes, so lamports interleave.
-            if n % 2:
-                for o, other in regs.items():
-                    if o != origin:
-                        other.apply_remote(ch)
+        # Let the others see it sometimes, so lamports interleave.
+        if ch is not None and n % 2:
+            for o, other in regs.items():
+                if o != origin:
+                    apply_all(other, [c for c in out if c.origin != o])
     return out
 
 
