@@ -384,7 +384,6 @@ def message(type_, *subcons, nested=None, single=None):
 
 @message(
     MessageType.HELLO,
-    "versions" / PrefixedArray(Int8ub, Int8ub),
     "node_id" / NodeId,
     "public_key" / PublicKey,
     "roles" / Int8ub,
@@ -392,6 +391,7 @@ def message(type_, *subcons, nested=None, single=None):
     "timestamp" / Int64ub,
     "nonce" / Int64ub,
     "observed" / EndpointStruct,
+    "versions" / PrefixedArray(Int8ub, Int8ub),
     "listen" / PrefixedArray(Int8ub, EndpointStruct),
     "user_agent" / ShortText,
     nested={"listen": Endpoint},
@@ -400,7 +400,6 @@ def message(type_, *subcons, nested=None, single=None):
 class Hello(Message):
     """Opens a session: who I am, what I speak, and where I see you."""
 
-    versions: tuple = attrs.field(converter=tuple, validator=_max_items(255))
     node_id: bytes = attrs.field(validator=_node_id)
     public_key: bytes = attrs.field(validator=_exact_bytes(32))
     roles: int = attrs.field(validator=_u8)
@@ -408,6 +407,7 @@ class Hello(Message):
     timestamp: int = attrs.field(validator=_u64)
     nonce: int = attrs.field(validator=_u64)
     observed: Endpoint
+    versions: tuple = attrs.field(converter=tuple, validator=_max_items(255))
     listen: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_LISTEN_ADDRESSES))
     user_agent: str = attrs.field(validator=_max_text(MAX_USER_AGENT_BYTES))
     ext: tuple = _ext()

@@ -1,0 +1,609 @@
+# -*- test-case-name: tests.test_rfc -*-
+"""
+Generates the parts of docs/rfc-orb.md that must equal the code: the
+layout tables (from the construct declarations), the registries (from the
+enums), the test vectors and the handshake transcript (from the codec).
+
+    python -m orb.protocol.spec update       rewrite the generated parts of the RFC
+                                             and tests/vectors/v1.json
+    python -m orb.protocol.spec check        exit 1 if either is stale
+
+tests/test_rfc.py runs ``check``'s comparison, so the RFC and the code
+cannot drift apart.
+"""
+
+import json
+import os
+import random
+import re
+import sys
+
+import attrs
+from construct import FocusedSeq, FormatField, GreedyBytes, Renamed, Struct
+
+from orb.protocol import messages as m
+from orb.protocol._wiretypes import FixedBytes, PrefixedBytes, PrefixedText
+from orb.protocol.codes import ErrorCode, Feature, ResultStatus, Role, TlvType
+from orb.protocol.frame import HEADER, Flag, FrameDecoder, encode_frame, network_magic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RFC_PATH = os.path.join(ROOT, "docs", "rfc-orb.md")
+VECTORS_PATH = os.path.join(ROOT, "tests", "vectors", "v1.json")
+VECTOR_NETWORK = "devnet"
+
+RECORDS = {
+    "Endpoint": m.EndpointStruct,
+    "AddrEntry": m.AddrEntryStruct,
+    "FunctionEntry": m.FunctionEntryStruct,
+    "Replica": m.ReplicaStruct,
+    "Source": m.SourceStruct,
+}
+
+# The meaning of every field; tests fail if a declared field has none.
+FIELD_DOCS = {
+    "Endpoint": {"ip": "IPv6 address, or IPv4-mapped IPv6 (::ffff:a.b.c.d)", "port": "TCP port"},
+    "AddrEntry": {
+        "timestamp": "when the address was last known good, Unix seconds",
+        "ip": "IPv6 or IPv4-mapped address",
+        "port": "ORB wire port",
+        "roles": "role bits of the node",
+        "node_id": "SHA-256 of the node's public key",
+    },
+    "FunctionEntry": {"fid": "function id (raw bytes)", "version": "the version the node hosts"},
+    "Replica": {
+        "node_id": "the hosting peer",
+        "ip": "its wire address (or its relaying tracker's, if relayed)",
+        "port": "its wire port",
+        "roles": "its role bits",
+        "reachability": "0 unknown, 1 direct, 2 relayed",
+        "rtt_ms": "RTT the tracker measured to it, ms",
+        "load_permille": "the load it last reported, 0..1000",
+    },
+    "Source": {"node_id": "a node that holds the package", "ip": "its address", "port": "its wire port"},
+    "header": {
+        "magic": "network magic: SHA-256(\"orb-network:\" + network name)[0:4]",
+        "version": "protocol version of this frame",
+        "type": "message type (registry 11.1)",
+        "flags": "bit 0 RESPONSE; other bits sent as 0, ignored on receipt",
+        "request_id": "0 for notifications; else the request this frame is or answers",
+        "length": "body length in bytes; checked against the limit before reading the body",
+    },
+    "HELLO": {
+        "versions": "protocol versions the sender speaks",
+        "node_id": "SHA-256(public_key)",
+        "public_key": "Ed25519 public key; equals the TLS certificate's key",
+        "roles": "role bits",
+        "features": "feature bits the sender supports",
+        "timestamp": "sender's clock, Unix seconds",
+        "nonce": "random; detects connections to oneself",
+        "observed": "the receiver's address as the sender sees it",
+        "listen": "addresses where the sender accepts connections",
+        "user_agent": "software name and version",
+    },
+    "HELLO_ACK": {
+        "version": "the version chosen: the highest in common",
+        "node_id": "SHA-256(public_key)",
+        "public_key": "Ed25519 public key; equals the TLS certificate's key",
+        "roles": "role bits",
+        "features": "feature bits the sender supports",
+        "timestamp": "sender's clock, Unix seconds",
+        "nonce": "random",
+        "observed": "the initiator's address as the responder sees it",
+        "listen": "addresses where the sender accepts connections",
+        "user_agent": "software name and version",
+    },
+    "PING": {"nonce": "echoed in PONG"},
+    "PONG": {"nonce": "the PING's nonce"},
+    "GETADDR": {},
+    "ADDR": {"entries": "at most 1000 addresses"},
+    "ERROR": {
+        "code": "error code (registry 11.2)",
+        "ref_request_id": "the request refused, or 0",
+        "text": "human-readable reason, at most 1024 bytes",
+    },
+    "ANNOUNCE": {
+        "load_permille": "the sender's current load, 0..1000",
+        "functions": "every function the sender hosts (replaces the last ANNOUNCE)",
+    },
+    "LOOKUP": {"fid": "function id", "max_replicas": "how many replicas to return at most"},
+    "PEERS": {"fid": "the fid looked up", "replicas": "replicas ranked best first"},
+    "DEPLOY": {
+        "fid": "function id of the package",
+        "owner_key": "the owner's Ed25519 public key",
+        "manifest": "the package manifest (canonical JSON)",
+        "signature": "owner's Ed25519 signature over the manifest",
+        "package_size": "size of the canonical package in bytes",
+        "replicas": "replicas wanted",
+    },
+    "DEPLOY_ACK": {
+        "fid": "the fid deployed or offered",
+        "status": "0 accepted, else an error code",
+        "replicas": "replicas placed (DEPLOY) or 1 if the peer will host (OFFER)",
+        "text": "detail, at most 1024 bytes",
+    },
+    "OFFER": {
+        "fid": "the function the receiver is asked to host",
+        "package_size": "package size in bytes",
+        "sources": "nodes to FETCH the package from",
+    },
+    "FETCH": {"fid": "the package wanted", "offset": "first byte wanted", "length": "bytes wanted"},
+    "PACKAGE": {
+        "fid": "the package",
+        "offset": "offset of data in the package",
+        "total_size": "package size in bytes",
+        "data": "the chunk",
+    },
+    "CHALLENGE": {"fid": "the package to prove", "nonce": "32 fresh random bytes"},
+    "PROOF": {"fid": "the package", "digest": "SHA-256(nonce || package)"},
+    "INVOKE": {
+        "fid": "the function to run",
+        "deadline_ms": "time budget from receipt, ms",
+        "token": "capability token (opaque; may be empty)",
+        "input": "the event bytes passed to the function",
+    },
+    "RESULT": {
+        "status": "result status (registry 11.6)",
+        "queue_us": "time queued, microseconds",
+        "fetch_us": "time fetching the package, microseconds",
+        "boot_us": "time starting the jail, microseconds",
+        "exec_us": "time running the function, microseconds",
+        "output": "the function's output",
+        "log": "the function's log (stderr), capped",
+    },
+    "NAME": {
+        "owner_key": "the owner's Ed25519 public key",
+        "name": "the name under the owner, a DNS label",
+        "seq": "sequence number; higher replaces lower",
+        "fid": "the function the name points to",
+        "deprecated": "1 if deprecated",
+        "successor": "fid that replaces it, or empty",
+        "sunset": "Unix seconds after which it stops, or 0",
+        "signature": "owner's signature (section 9.3)",
+    },
+    "RELAY": {"target": "node id of the peer to deliver to", "frame": "a complete ORB frame"},
+}
+
+REGISTRY_DOCS = {
+    "message-types": (
+        m.MessageType,
+        {
+            "HELLO": "opens a session",
+            "HELLO_ACK": "accepts a session",
+            "PING": "keepalive and RTT probe (request)",
+            "PONG": "answers PING",
+            "GETADDR": "asks for addresses (request)",
+            "ADDR": "addresses; answers GETADDR or relays fresh ones",
+            "ERROR": "refuses a frame or a request",
+            "ANNOUNCE": "the functions a node hosts",
+            "LOOKUP": "asks for the replicas of a fid (request)",
+            "PEERS": "answers LOOKUP",
+            "DEPLOY": "asks a tracker to deploy a package (request)",
+            "DEPLOY_ACK": "answers DEPLOY and OFFER",
+            "OFFER": "asks a peer to host a fid (request)",
+            "FETCH": "asks for a chunk of a package (request)",
+            "PACKAGE": "answers FETCH with a chunk",
+            "CHALLENGE": "asks for proof of a stored package (request)",
+            "PROOF": "answers CHALLENGE",
+            "INVOKE": "runs a function (request)",
+            "RESULT": "answers INVOKE",
+            "NAME": "an owner-signed name record",
+            "RELAY": "a frame forwarded to a peer behind NAT",
+        },
+    ),
+    "error-codes": (ErrorCode, None),
+    "roles": (Role, None),
+    "features": (Feature, None),
+    "tlv-types": (TlvType, None),
+    "result-status": (ResultStatus, None),
+}
+
+
+# --- layout tables -----------------------------------------------------------
+
+
+def _record_name(sub):
+    for name, record in RECORDS.items():
+        if sub is record:
+            return name
+    return None
+
+
+def type_and_size(sub):
+    """(type name, fixed size or None) of a construct field."""
+    if isinstance(sub, Renamed):
+        sub = sub.subcon
+    if isinstance(sub, FormatField):
+        size = sub.length
+        return f"u{8 * size}", size
+    if isinstance(sub, FixedBytes):
+        return f"bytes[{sub.length}]", sub.length
+    if isinstance(sub, PrefixedText):
+        return f"text{8 * sub.width}", None
+    if isinstance(sub, PrefixedBytes):
+        return f"bytes{8 * sub.width}", None
+    if isinstance(sub, FocusedSeq):  # what PrefixedArray(count, item) expands to
+        count_field = sub.subcons[0].subcon.subcon  # "count" / Rebuild(<count>, ...)
+        item = sub.subcons[1].subcon.subcon  # "items" / Array(count, <item>)
+        count_type, _ = type_and_size(count_field)
+        return f"array{count_type[1:]}<{_record_name(item) or type_and_size(item)[0]}>", None
+    if isinstance(sub, Struct):
+        sizes = [type_and_size(s)[1] for s in sub.subcons]
+        return _record_name(sub), None if None in sizes else sum(sizes)
+    if sub is GreedyBytes:
+        return "tlv-area", None
+    raise ValueError(f"no RFC type for {sub!r}")
+
+
+def _rows(fields, docs):
+    lines = ["| Offset | Size | Type | Name | Meaning |", "|---|---|---|---|---|"]
+    offset = 0
+    for sub in fields:
+        type_name, size = type_and_size(sub)
+        if sub.name == "ext":
+            meaning = "TLV extension area, to the end of the body (section 12)"
+        else:
+            meaning = docs[sub.name]
+        where = str(offset) if offset is not None else "var"
+        lines.append(f"| {where} | {size if size is not None else 'var'} | {type_name} | {sub.name} | {meaning} |")
+        offset = offset + size if (offset is not None and size is not None) else None
+    return "\n".join(lines)
+
+
+def header_table():
+    names = ["magic", "version", "type", "flags", "request_id", "length"]
+    sizes = [4, 1, 1, 2, 4, 4]
+    types = ["bytes[4]", "u8", "u8", "u16", "u32", "u32"]
+    assert sum(sizes) == HEADER.size
+    lines = ["| Offset | Size | Type | Name | Meaning |", "|---|---|---|---|---|"]
+    offset = 0
+    for name, size, type_name in zip(names, sizes, types):
+        lines.append(f"| {offset} | {size} | {type_name} | {name} | {FIELD_DOCS['header'][name]} |")
+        offset += size
+    return "\n".join(lines)
+
+
+def records_table():
+    parts = []
+    for name, record in RECORDS.items():
+        _, size = type_and_size(record)
+        size_text = f"{size} bytes" if size is not None else "variable size"
+        parts.append(f"**{name}** ({size_text})\n\n" + _rows(record.subcons, FIELD_DOCS[name]))
+    return "\n\n".join(parts)
+
+
+def layout(name):
+    if name == "header":
+        return header_table()
+    if name == "records":
+        return records_table()
+    cls = m.MESSAGES[m.MessageType[name]]
+    return _rows(cls.BODY.subcons, FIELD_DOCS[name])
+
+
+def registry(name):
+    enum_cls, docs = REGISTRY_DOCS[name]
+    width = 4 if name in ("tlv-types",) else 2
+    lines = ["| Value | Name | Meaning |", "|---|---|---|"]
+    for member in enum_cls:
+        meaning = (docs or {}).get(member.name) or _enum_comment(enum_cls, member.name)
+        lines.append(f"| 0x{int(member):0{width}x} | {member.name.lower()} | {meaning} |")
+    return "\n".join(lines)
+
+
+def _enum_comment(enum_cls, member_name):
+    """The trailing '# comment' of an enum member's line in its source."""
+    import inspect
+
+    source = inspect.getsource(enum_cls)
+    match = re.search(rf"^\s*{member_name}\s*=.*?#\s*(.+)$", source, re.M)
+    return match.group(1).strip() if match else ""
+
+
+# --- vectors ------------------------------------------------------------------
+
+
+def to_json(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
+    if attrs.has(type(value)):
+        return {a.name: to_json(getattr(value, a.name)) for a in attrs.fields(type(value))}
+    return value
+
+
+def message_from_json(type_name, fields):
+    """Rebuild a message from its JSON form (the inverse of to_json)."""
+    cls = m.MESSAGES[m.MessageType[type_name]]
+    kwargs = {}
+    for a in attrs.fields(cls):
+        kwargs[a.name] = _field_from_json(cls, a, fields[a.name])
+    return cls(**kwargs)
+
+
+def _field_from_json(cls, a, value):
+    if a.name == "ext":
+        return tuple(m.Tlv(t["type"], bytes.fromhex(t["value"])) for t in value)
+    if a.name in cls.NESTED:
+        record = cls.NESTED[a.name]
+        return tuple(_record_from_json(record, v) for v in value)
+    if a.name in cls.SINGLE:
+        return _record_from_json(cls.SINGLE[a.name], value)
+    if a.name == "versions":
+        return tuple(value)
+    if isinstance(value, str) and a.type is bytes:
+        return bytes.fromhex(value)
+    return value
+
+
+def _record_from_json(record, value):
+    kwargs = {}
+    for a in attrs.fields(record):
+        v = value[a.name]
+        kwargs[a.name] = bytes.fromhex(v) if a.type is bytes else v
+    return record(**kwargs)
+
+
+def _det_bytes(label, n):
+    import hashlib
+
+    out = b""
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{label}:{counter}".encode()).digest()
+        counter += 1
+    return out[:n]
+
+
+def sample_keys():
+    """Two fixed Ed25519 keys for the vectors (seeds are SHA-256 of a label)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from orb.identity import NodeKey
+
+    return (
+        NodeKey(Ed25519PrivateKey.from_private_bytes(_det_bytes("orb-vector-tracker", 32))),
+        NodeKey(Ed25519PrivateKey.from_private_bytes(_det_bytes("orb-vector-peer", 32))),
+    )
+
+
+def sample_messages():
+    """One message of every type, deterministic, with (request_id, flags)."""
+    tracker, peer = sample_keys()
+    fid = b"\x01" + _det_bytes("orb-vector-package", 32)
+    fid2 = b"\x01" + _det_bytes("orb-vector-package-2", 32)
+    ts = 1_764_000_000
+    here = m.Endpoint("127.0.0.1", 7400)
+    there = m.Endpoint("127.0.0.1", 50123)
+    v6 = m.Endpoint("::1", 7400)
+    name = m.Name(
+        owner_key=peer.public_bytes,
+        name="adder",
+        seq=3,
+        fid=fid,
+        deprecated=1,
+        successor=fid2,
+        sunset=ts + 86400,
+        signature=b"\x00" * 64,
+    )
+    name = attrs.evolve(name, signature=peer.sign(name.signed_bytes()))
+    inner = encode_frame(network_magic(VECTOR_NETWORK), m.Ping(nonce=42), 0, 0, 1)
+    manifest = b'{"entry":"main.py","name":"adder","runtime":"python"}'
+    return [
+        ("hello", m.Hello(
+            versions=(1,), node_id=peer.node_id, public_key=peer.public_bytes, roles=int(Role.PEER),
+            features=int(Feature.RELAY | Feature.CHUNKED_PACKAGE), timestamp=ts, nonce=0x0123456789ABCDEF,
+            observed=here, listen=(m.Endpoint("127.0.0.1", 7401),), user_agent="orb/0.1",
+        ), 0, 0),
+        ("hello_ack", m.HelloAck(
+            version=1, node_id=tracker.node_id, public_key=tracker.public_bytes,
+            roles=int(Role.TRACKER | Role.RELAY), features=int(Feature.RELAY | Feature.FEDERATION),
+            timestamp=ts, nonce=0xFEDCBA9876543210, observed=there, listen=(here, v6), user_agent="orb/0.1",
+        ), 0, 0),
+        ("ping", m.Ping(nonce=7), 1, 0),
+        ("pong", m.Pong(nonce=7), 1, int(Flag.RESPONSE)),
+        ("getaddr", m.GetAddr(), 2, 0),
+        ("addr", m.Addr(entries=(
+            m.AddrEntry(ts, "127.0.0.1", 7400, int(Role.TRACKER), tracker.node_id),
+            m.AddrEntry(ts - 60, "::1", 7401, int(Role.PEER), peer.node_id),
+        )), 2, int(Flag.RESPONSE)),
+        ("error", m.Error(code=int(ErrorCode.UNSUPPORTED), ref_request_id=9, text="unknown message type 0x99"),
+         9, int(Flag.RESPONSE)),
+        ("announce", m.Announce(load_permille=125, functions=(m.FunctionEntry(fid, 1), m.FunctionEntry(fid2, 2))),
+         0, 0),
+        ("lookup", m.Lookup(fid=fid, max_replicas=3), 3, 0),
+        ("peers", m.Peers(fid=fid, replicas=(
+            m.Replica(peer.node_id, "127.0.0.1", 7401, int(Role.PEER), 1, 3, 125),
+        )), 3, int(Flag.RESPONSE)),
+        ("deploy", m.Deploy(fid=fid, owner_key=peer.public_bytes, manifest=manifest,
+                            signature=peer.sign(manifest), package_size=1234, replicas=3), 4, 0),
+        ("deploy_ack", m.DeployAck(fid=fid, status=0, replicas=3, text="placed"), 4, int(Flag.RESPONSE)),
+        ("offer", m.Offer(fid=fid, package_size=1234, sources=(m.Source(tracker.node_id, "127.0.0.1", 7400),)),
+         5, 0),
+        ("fetch", m.Fetch(fid=fid, offset=0, length=65536), 6, 0),
+        ("package", m.Package(fid=fid, offset=0, total_size=5, data=b"hello"), 6, int(Flag.RESPONSE)),
+        ("challenge", m.Challenge(fid=fid, nonce=_det_bytes("orb-vector-nonce", 32)), 7, 0),
+        ("proof", m.Proof(fid=fid, digest=_det_bytes("orb-vector-digest", 32)), 7, int(Flag.RESPONSE)),
+        ("invoke", m.Invoke(fid=fid, deadline_ms=5000, token=b"", input=b'{"a":2,"b":3}',
+                            ext=(m.Tlv(int(TlvType.TRACE_ID), _det_bytes("trace", 16)),)), 8, 0),
+        ("result", m.Result(status=int(ResultStatus.OK), queue_us=120, fetch_us=0, boot_us=2100, exec_us=350,
+                            output=b"5", log=b""), 8, int(Flag.RESPONSE)),
+        ("name", name, 0, 0),
+        ("relay", m.Relay(target=peer.node_id, frame=inner), 0, 0),
+    ]
+
+
+class _FixedClock:
+    def __init__(self, now):
+        self.now = now
+
+    def seconds(self):
+        return self.now
+
+
+def handshake_transcript():
+    """A complete, deterministic session opening: HELLO, HELLO_ACK, PING/PONG, GETADDR/ADDR."""
+    from orb.protocol.session import LocalIdentity, Session, SessionConfig
+
+    tracker, peer = sample_keys()
+    clock = _FixedClock(1_764_000_000)
+    config = SessionConfig(network=VECTOR_NETWORK)
+    client = Session(
+        LocalIdentity(peer.public_bytes, int(Role.PEER), user_agent="orb/0.1"),
+        clock, initiator=True, remote_address=m.Endpoint("127.0.0.1", 7400), config=config,
+        rng=random.Random(1),
+    )
+    server = Session(
+        LocalIdentity(tracker.public_bytes, int(Role.TRACKER | Role.RELAY), user_agent="orb/0.1"),
+        clock, initiator=False, remote_address=m.Endpoint("127.0.0.1", 50123), config=config,
+        rng=random.Random(2),
+    )
+    steps = []
+    client.connection_made()
+    server.connection_made()
+
+    def carry(src, dst, label, data=None):
+        data = src.data_to_send() if data is None else data
+        steps.append((label, data))
+        dst.feed(data)
+
+    carry(client, server, "peer -> tracker")
+    carry(server, client, "tracker -> peer")
+    carry(client, server, "peer -> tracker", client.ping())
+    carry(server, client, "tracker -> peer")
+    request_id, data = client.request(m.GetAddr())
+    carry(client, server, "peer -> tracker", data)
+    entries = (m.AddrEntry(clock.now, "127.0.0.1", 7401, int(Role.PEER), _det_bytes("other-peer", 32)),)
+    carry(server, client, "tracker -> peer", server.send(m.Addr(entries=entries), response_to=request_id))
+    return steps
+
+
+def _frame_json(label, data):
+    decoder = FrameDecoder(network_magic(VECTOR_NETWORK))
+    (frame,) = decoder.feed(data)
+    msg = frame.message
+    return {
+        "direction": label,
+        "type": msg.TYPE.name,
+        "request_id": frame.request_id,
+        "flags": frame.flags,
+        "hex": data.hex(),
+        "fields": to_json(msg),
+    }
+
+
+def vectors_document():
+    magic = network_magic(VECTOR_NETWORK)
+    vectors = []
+    for name, msg, request_id, flags in sample_messages():
+        data = encode_frame(magic, msg, request_id, flags, 1)
+        vectors.append({
+            "name": name, "type": msg.TYPE.name, "request_id": request_id, "flags": flags,
+            "hex": data.hex(), "fields": to_json(msg),
+        })
+    return {
+        "network": VECTOR_NETWORK,
+        "magic": magic.hex(),
+        "vectors": vectors,
+        "transcript": [_frame_json(label, data) for label, data in handshake_transcript()],
+    }
+
+
+def _hexdump(hex_string, width=32):
+    return "\n".join(hex_string[i : i + width * 2] for i in range(0, len(hex_string), width * 2))
+
+
+def _fields_text(fields):
+    out = []
+    for key, value in fields.items():
+        text = json.dumps(value, separators=(",", ":"))
+        if len(text) > 100:
+            text = text[:97] + "..."
+        out.append(f"    {key} = {text}")
+    return "\n".join(out)
+
+
+def vectors_markdown(doc):
+    parts = [
+        f"Network `{doc['network']}`, magic `{doc['magic']}`. Each frame is given in hex "
+        "(header and body), followed by its decoded fields (bytes in hex; long values are "
+        "shortened here but complete in tests/vectors/v1.json).",
+    ]
+    for v in doc["vectors"]:
+        parts.append(
+            f"**{v['type']}** (request_id {v['request_id']}, flags 0x{v['flags']:04x}, "
+            f"{len(v['hex']) // 2} bytes)\n\n```\n{_hexdump(v['hex'])}\n\n{_fields_text(v['fields'])}\n```"
+        )
+    return "\n\n".join(parts)
+
+
+def transcript_markdown(doc):
+    parts = [
+        "A peer (initiator) opens a session to a tracker on network "
+        f"`{doc['network']}`, measures RTT and asks for addresses. Keys are those of Appendix A; "
+        "nonces and request ids come from a seeded generator.",
+    ]
+    for i, step in enumerate(doc["transcript"], 1):
+        parts.append(
+            f"{i}. {step['direction']}: **{step['type']}** (request_id {step['request_id']}, "
+            f"flags 0x{step['flags']:04x})\n\n```\n{_hexdump(step['hex'])}\n\n{_fields_text(step['fields'])}\n```"
+        )
+    return "\n\n".join(parts)
+
+
+# --- the RFC file ------------------------------------------------------------------
+
+_BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+
+
+def render(text, doc):
+    """The RFC text with every generated block replaced by its current content."""
+
+    def block(match):
+        kind, name = match.group(2), match.group(3)
+        body = layout(name) if kind == "layout" else registry(name)
+        return f"{match.group(1)}{body}\n{match.group(5)}"
+
+    def single(match):
+        body = vectors_markdown(doc) if match.group(2) == "vectors" else transcript_markdown(doc)
+        return f"{match.group(1)}{body}\n{match.group(4)}"
+
+    return _SINGLE.sub(single, _BLOCK.sub(block, text))
+
+
+def markers(text):
+    """The set of generated blocks present in the RFC, e.g. {('layout', 'HELLO'), ...}."""
+    found = {(mt.group(2), mt.group(3)) for mt in _BLOCK.finditer(text)}
+    found |= {(mt.group(2), None) for mt in _SINGLE.finditer(text)}
+    return found
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in ("update", "check"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    doc = vectors_document()
+    vectors_text = json.dumps(doc, indent=1) + "\n"
+    with open(RFC_PATH) as f:
+        rfc = f.read()
+    new_rfc = render(rfc, doc)
+    if argv[1] == "update":
+        with open(RFC_PATH, "w") as f:
+            f.write(new_rfc)
+        os.makedirs(os.path.dirname(VECTORS_PATH), exist_ok=True)
+        with open(VECTORS_PATH, "w") as f:
+            f.write(vectors_text)
+        return 0
+    stale = []
+    if new_rfc != rfc:
+        stale.append(RFC_PATH)
+    if not os.path.exists(VECTORS_PATH) or open(VECTORS_PATH).read() != vectors_text:
+        stale.append(VECTORS_PATH)
+    for path in stale:
+        print(f"stale: {path} (run python -m orb.protocol.spec update)", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
