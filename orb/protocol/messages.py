@@ -679,6 +679,6 @@ def decode_body(message_type, body):
     except Exception as e:  # construct, struct, unicode, attrs validators
         raise DecodeError(f"malformed {cls.TYPE.name} body: {type(e).__name__}: {str(e)[:120]}") from None
     for tlv in msg.ext:
-        if tlv.critical and tlv.type not in KNOWN_TLV_TYPES:
+        if tlv.critical and tlv.type & ~TLV_CRITICAL not in KNOWN_TLV_TYPES:
             raise UnsupportedMessage(f"unknown critical TLV 0x{tlv.type:04x} in {cls.TYPE.name}")
     return msg

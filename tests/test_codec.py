@@ -1,0 +1,249 @@
+"""
+The wire codec: golden bytes, round trips, byte-at-a-time feeding,
+truncated and oversized frames, and hostile input.
+"""
+
+import struct
+
+import attrs
+from construct import Struct
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from orb.protocol import messages as m
+from orb.protocol import spec
+from orb.protocol.codes import TLV_CRITICAL, ErrorCode, TlvType
+from orb.protocol.errors import (
+    DecodeError,
+    FrameTooLarge,
+    ProtocolError,
+    UnsupportedMessage,
+    VersionMismatch,
+    WrongNetwork,
+)
+from orb.protocol.frame import HEADER, HEADER_SIZE, Flag, Frame, FrameDecoder, encode_frame, network_magic
+from tests.strategies import any_message, message_strategy
+
+MAGIC = network_magic("devnet")
+
+
+def frames_of(data, **kw):
+    return FrameDecoder(MAGIC, **kw).feed(data)
+
+
+class GoldenBytesTests(SynchronousTestCase):
+    def test_ping_frame(self):
+        """A PING frame, field by field, as in the RFC's header table."""
+        data = encode_frame(MAGIC, m.Ping(nonce=0x0102030405060708), request_id=0x0A0B0C0D)
+        self.assertEqual(
+            data,
+            b"\xd5\x43\xfd\xdc"  # magic: SHA-256("orb-network:devnet")[:4]
+            b"\x01"  # version 1
+            b"\x03"  # type PING
+            b"\x00\x00"  # flags: none
+            b"\x0a\x0b\x0c\x0d"  # request id
+            b"\x00\x00\x00\x08"  # body length: 8
+            b"\x01\x02\x03\x04\x05\x06\x07\x08",  # nonce; empty TLV area
+        )
+
+    def test_error_frame(self):
+        data = encode_frame(MAGIC, m.Error(code=ErrorCode.MALFORMED, ref_request_id=5, text="bad"), 5, Flag.RESPONSE)
+        self.assertEqual(
+            data[HEADER_SIZE:],
+            b"\x00\x01"  # code: malformed
+            b"\x00\x00\x00\x05"  # ref_request_id
+            b"\x00\x03bad",  # text16
+        )
+        self.assertEqual(HEADER.unpack(data[:HEADER_SIZE])[3], Flag.RESPONSE)
+
+    def test_ipv4_is_mapped(self):
+        body = m.Endpoint("10.1.2.3", 80).to_wire()
+        self.assertEqual(body["ip"], b"\x00" * 10 + b"\xff\xff\x0a\x01\x02\x03")
+
+    def test_main_and_devnet_magics_differ(self):
+        self.assertNotEqual(network_magic("main"), network_magic("devnet"))
+        self.assertEqual(len(network_magic("main")), 4)
+
+
+class RoundTripTests(SynchronousTestCase):
+    def test_every_sample_round_trips(self):
+        for name, msg, request_id, flags in spec.sample_messages():
+            data = encode_frame(MAGIC, msg, request_id, flags)
+            (frame,) = frames_of(data)
+            self.assertEqual(frame, Frame(1, flags, request_id, msg), name)
+            self.assertEqual(encode_frame(MAGIC, frame.message, request_id, flags), data, name)
+
+    def test_every_type_has_a_sample(self):
+        sampled = {msg.TYPE for _, msg, _, _ in spec.sample_messages()}
+        self.assertEqual(sampled, set(m.MESSAGES))
+
+    def test_compiled_matches_interpreted(self):
+        """Each compiled struct parses and builds exactly like its interpreted twin."""
+        for name, msg, _, _ in spec.sample_messages():
+            body = msg.encode_body()
+            self.assertEqual(msg.BODY.build(msg.to_wire()), body, name)
+            self.assertEqual(type(msg).from_wire(msg.BODY.parse(body)), type(msg).from_wire(msg.COMPILED.parse(body)), name)
+
+    def test_byte_at_a_time(self):
+        stream = b"".join(encode_frame(MAGIC, msg, rid, fl) for _, msg, rid, fl in spec.sample_messages())
+        decoder = FrameDecoder(MAGIC)
+        frames = []
+        for i in range(len(stream)):
+            frames.extend(decoder.feed(stream[i : i + 1]))
+        self.assertEqual([f.message for f in frames], [msg for _, msg, _, _ in spec.sample_messages()])
+        self.assertEqual(decoder.buffered_bytes, 0)
+
+    def test_unknown_noncritical_tlv_is_kept_and_ignored(self):
+        msg = m.Ping(nonce=1, ext=(m.Tlv(0x7ABC, b"future"),))
+        (frame,) = frames_of(encode_frame(MAGIC, msg))
+        self.assertEqual(frame.message.nonce, 1)
+        self.assertEqual(frame.message.ext, (m.Tlv(0x7ABC, b"future"),))
+
+    def test_known_critical_tlv_is_accepted(self):
+        msg = m.Ping(nonce=1, ext=(m.Tlv(TLV_CRITICAL | TlvType.TRACE_ID, b"x" * 16),))
+        self.assertEqual(frames_of(encode_frame(MAGIC, msg))[0].message, msg)
+
+    @settings(max_examples=300, deadline=None)
+    @given(any_message, st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 1]))
+    def test_decode_encode_property(self, msg, request_id, flags):
+        """decode(encode(m)) == m, for every message type."""
+        (frame,) = frames_of(encode_frame(MAGIC, msg, request_id, flags))
+        self.assertEqual(frame.message, msg)
+        self.assertEqual(frame.request_id, request_id)
+
+    def test_property_covers_every_type(self):
+        for cls in m.MESSAGES.values():
+            example = message_strategy(cls).example()
+            self.assertIsInstance(example, cls)
+
+
+class BadInputTests(SynchronousTestCase):
+    def test_truncated_frame_waits(self):
+        data = encode_frame(MAGIC, m.Lookup(fid=b"\x01" * 33, max_replicas=3))
+        decoder = FrameDecoder(MAGIC)
+        self.assertEqual(decoder.feed(data[:5]), [])
+        self.assertEqual(decoder.feed(data[5:-1]), [])
+        self.assertEqual(len(decoder.feed(data[-1:])), 1)
+
+    def test_oversized_length_refused_from_header(self):
+        """Refused as soon as the header is in, before any body byte."""
+        header = HEADER.pack(MAGIC, 1, m.MessageType.INVOKE, 0, 3, 5 * 1024 * 1024)
+        decoder = FrameDecoder(MAGIC, max_frame_bytes=4 * 1024 * 1024)
+        err = self.assertRaises(FrameTooLarge, decoder.feed, header)
+        self.assertEqual(err.code, ErrorCode.FRAME_TOO_LARGE)
+        self.assertEqual(err.request_id, 3)
+
+    def test_limit_is_a_parameter(self):
+        data = encode_frame(MAGIC, m.Invoke(fid=b"\x01", deadline_ms=1, token=b"", input=b"x" * 100))
+        self.assertRaises(FrameTooLarge, frames_of, data, max_frame_bytes=64)
+        self.assertEqual(len(frames_of(data, max_frame_bytes=200)), 1)
+
+    def test_wrong_magic(self):
+        data = encode_frame(network_magic("main"), m.Ping(nonce=1))
+        self.assertRaises(WrongNetwork, frames_of, data)
+
+    def test_unknown_version(self):
+        data = bytearray(encode_frame(MAGIC, m.Ping(nonce=1)))
+        data[4] = 9
+        self.assertRaises(VersionMismatch, frames_of, bytes(data))
+
+    def test_short_body(self):
+        body = b"\x00\x00\x00\x01"  # 4 of PING's 8 nonce bytes
+        data = HEADER.pack(MAGIC, 1, m.MessageType.PING, 0, 0, len(body)) + body
+        err = self.assertRaises(DecodeError, frames_of, data)
+        self.assertEqual(err.code, ErrorCode.MALFORMED)
+
+    def test_short_fixed_field_at_end(self):
+        """The compiled parser would accept a short signature; we do not."""
+        _, name, _, _ = [s for s in spec.sample_messages() if s[0] == "name"][0]
+        body = name.encode_body()[:-1]
+        data = HEADER.pack(MAGIC, 1, m.MessageType.NAME, 0, 0, len(body)) + body
+        self.assertRaises(DecodeError, frames_of, data)
+
+    def test_length_prefix_past_end(self):
+        body = b"\x21" + b"\x01" * 10  # fid announces 33 bytes, 10 follow
+        data = HEADER.pack(MAGIC, 1, m.MessageType.LOOKUP, 0, 0, len(body)) + body
+        self.assertRaises(DecodeError, frames_of, data)
+
+    def test_bad_utf8(self):
+        body = struct.pack(">HI", 1, 0) + b"\x00\x02\xff\xfe"
+        data = HEADER.pack(MAGIC, 1, m.MessageType.ERROR, 0, 0, len(body)) + body
+        self.assertRaises(DecodeError, frames_of, data)
+
+    def test_partial_tlv(self):
+        body = m.Ping(nonce=1).encode_body() + b"\x00\x01\x00"
+        data = HEADER.pack(MAGIC, 1, m.MessageType.PING, 0, 0, len(body)) + body
+        self.assertRaises(DecodeError, frames_of, data)
+
+    def test_tlv_longer_than_body(self):
+        body = m.Ping(nonce=1).encode_body() + b"\x00\x01\x00\x09abc"
+        data = HEADER.pack(MAGIC, 1, m.MessageType.PING, 0, 0, len(body)) + body
+        self.assertRaises(DecodeError, frames_of, data)
+
+    def test_too_many_addr_entries(self):
+        entry = m.AddrEntry(1, "1.2.3.4", 1, 1, b"\x00" * 32).to_wire()
+        body = Struct("entries" / m.PrefixedArray(m.Int16ub, m.AddrEntryStruct)).build({"entries": [entry] * 1001})
+        data = HEADER.pack(MAGIC, 1, m.MessageType.ADDR, 0, 0, len(body)) + body
+        err = self.assertRaises(DecodeError, frames_of, data)
+        self.assertIn("1001", str(err))
+
+    def test_unknown_type_is_reported_and_stream_goes_on(self):
+        data = (
+            HEADER.pack(MAGIC, 1, 0x99, 0, 4, 3)
+            + b"abc"
+            + encode_frame(MAGIC, m.Ping(nonce=2), 5)
+        )
+        unknown, ping = frames_of(data)
+        self.assertIsInstance(unknown, UnsupportedMessage)
+        self.assertEqual(unknown.request_id, 4)
+        self.assertEqual(ping.message, m.Ping(nonce=2))
+
+    def test_unknown_critical_tlv(self):
+        msg = m.Ping(nonce=1, ext=(m.Tlv(TLV_CRITICAL | 0x7ABC, b""),))
+        (err,) = frames_of(encode_frame(MAGIC, msg, 6))
+        self.assertIsInstance(err, UnsupportedMessage)
+        self.assertIn("critical", err.message)
+
+    def test_encoder_refuses_invalid_fields(self):
+        self.assertRaises(ValueError, m.Ping, nonce=-1)
+        self.assertRaises(ValueError, m.Proof, fid=b"\x01", digest=b"short")
+        self.assertRaises(ValueError, m.Endpoint, "not-an-ip", 1)
+        self.assertRaises(ValueError, m.Addr, entries=[m.AddrEntry(1, "1.2.3.4", 1, 1, b"\x00" * 32)] * 1001)
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.sampled_from(sorted(m.MESSAGES) + [0x00, 0x7F, 0xFF]), st.binary(max_size=300))
+    def test_arbitrary_bodies_raise_only_protocol_errors(self, message_type, body):
+        data = HEADER.pack(MAGIC, 1, message_type, 0, 1, len(body)) + body
+        try:
+            frames_of(data)
+        except ProtocolError:
+            pass
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.binary(max_size=400))
+    def test_arbitrary_streams_raise_only_protocol_errors(self, data):
+        try:
+            frames_of(MAGIC + data)
+        except ProtocolError:
+            pass
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.data())
+    def test_mutated_vectors_raise_only_protocol_errors(self, data):
+        samples = spec.sample_messages()
+        _, msg, rid, flags = data.draw(st.sampled_from(samples))
+        frame = bytearray(encode_frame(MAGIC, msg, rid, flags))
+        for _ in range(data.draw(st.integers(1, 4))):
+            position = data.draw(st.integers(HEADER_SIZE, len(frame) - 1)) if len(frame) > HEADER_SIZE else 0
+            frame[position] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(HEADER_SIZE, len(frame)))
+        body = bytes(frame[HEADER_SIZE:cut])
+        mutated = HEADER.pack(MAGIC, 1, msg.TYPE, flags, rid, len(body)) + body
+        try:
+            (result,) = frames_of(mutated)
+        except ProtocolError:
+            return
+        if isinstance(result, Frame):
+            self.assertIsInstance(result.message, type(msg))
+            self.assertTrue(attrs.has(type(result.message)))
