@@ -1,0 +1,416 @@
+# -*- test-case-name: tests.test_tracker_http -*-
+"""
+The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
+
+``build_resource(registry, stats)`` returns the root ``Resource``:
+
+=====================  ======================================================
+``/``                  dashboard (static HTML + JS, polls the API)
+``/dashboard.js``,     its script and style sheet
+``/style.css``
+``/api/v1/peers``      live peers (``?limit=&offset=``, sorted by id)
+``/api/v1/peers/<id>`` one peer by 64-hex-digit node id (400 if malformed)
+``/api/v1/trackers``   known trackers, with liveness
+``/api/v1/functions``  functions, with the peers hosting each
+``/api/v1/stats``      counts, message totals and rates, uptime
+``/metrics``           Prometheus text exposition format 0.0.4
+=====================  ======================================================
+
+Everything under ``/api`` answers JSON, errors included:
+``{"error": "<code>", "message": "..."}`` with the matching status.  The
+adapter is read-only: only GET and HEAD are allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import Resource
+
+from orb.tracker.registry import ID_BYTES, MAX_PEERS, PeerRecord, Registry
+from orb.tracker.stats import Stats
+
+log = Logger()
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_FILES = {
+    b"": ("index.html", b"text/html; charset=utf-8"),
+    b"index.html": ("index.html", b"text/html; charset=utf-8"),
+    b"dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
+    b"style.css": ("style.css", b"text/css; charset=utf-8"),
+}
+DEFAULT_PAGE_SIZE = 1000
+CSP = b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:"
+JSON_TYPE = b"application/json"
+METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _common_headers(request: Any) -> None:
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Cache-Control", b"no-store")
+
+
+def json_body(request: Any, obj: Any, status: int = http.OK) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", JSON_TYPE)
+    _common_headers(request)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def json_error(request: Any, status: int, code: str, message: str) -> bytes:
+    return json_body(request, {"error": code, "message": message}, status)
+
+
+class _Json(Resource):
+    """A GET-only JSON resource; subclasses implement ``get(request)``."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return json_error(request, http.NOT_ALLOWED, "method-not-allowed", "this API is read-only")
+        try:
+            return self.get(request)
+        except _BadRequest as e:
+            return json_error(request, http.BAD_REQUEST, e.code, str(e))
+        except Exception:
+            log.failure("HTTP {uri} failed", uri=getattr(request, "uri", b"?")[:200])
+            return json_error(request, http.INTERNAL_SERVER_ERROR, "internal", "internal error")
+
+    def get(self, request: Any) -> bytes:
+        raise NotImplementedError
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JsonError(_Json):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__()
+        self.status, self.code, self.message = status, code, message
+
+    def render(self, request: Any) -> bytes:
+        return json_error(request, self.status, self.code, self.message)
+
+
+def not_found(what: str = "no such resource") -> JsonError:
+    return JsonError(http.NOT_FOUND, "not-found", what)
+
+
+def _int_arg(request: Any, name: bytes, default: int, lo: int, hi: int) -> int:
+    values = request.args.get(name)
+    if not values:
+        return default
+    raw = values[0]
+    try:
+        v = int(raw.decode("ascii"), 10)
+    except (UnicodeDecodeError, ValueError):
+        raise _BadRequest("bad-query", f"{name.decode()} must be an integer") from None
+    if not lo <= v <= hi:
+        raise _BadRequest("bad-query", f"{name.decode()} must be between {lo} and {hi}")
+    return v
+
+
+def parse_node_id(segment: bytes) -> bytes | None:
+    """A node id from a path segment (64 hex digits), or None."""
+    if len(segment) != 2 * ID_BYTES:
+        return None
+    try:
+        return bytes.fromhex(segment.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _round(v: float | None, digits: int = 3) -> float | None:
+    if v is None or not math.isfinite(v):
+        return None
+    return round(v, digits)
+
+
+def peer_json(registry: Registry, p: PeerRecord) -> dict:
+    now = registry.now()
+    seen = registry.peer_last_seen(p.node_id)
+    return {
+        "node_id": p.node_id.hex(),
+        "home": p.home.hex(),
+        "home_is_here": p.home == registry.tracker_id,
+        "addresses": [{"ip": ip, "port": port} for ip, port in p.addresses],
+        "reachability": p.reachability,
+        "rtt_ms": _round(p.rtt_ms),
+        "load": _round(p.load),
+        "functions": p.function_map,
+        "roles": p.roles,
+        "last_seen_s": _round(seen),
+        "age_s": None if seen is None else _round(max(0.0, now - seen)),
+    }
+
+
+class PeersResource(_Json):
+    isLeaf = False
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"":
+            return self
+        node_id = parse_node_id(path)
+        if node_id is None:
+            return JsonError(http.BAD_REQUEST, "bad-id", "a peer id is 64 hexadecimal digits")
+        if len(request.postpath) > 0 and request.postpath != [b""]:
+            return not_found()
+        peer = self.registry.peer(node_id)
+        if peer is None:
+            return not_found(f"no live peer {path.decode('ascii')}")
+        return PeerResource(self.registry, peer)
+
+    def get(self, request: Any) -> bytes:
+        limit = _int_arg(request, b"limit", DEFAULT_PAGE_SIZE, 1, MAX_PEERS)
+        offset = _int_arg(request, b"offset", 0, 0, MAX_PEERS)
+        peers = sorted(self.registry.peers(), key=lambda p: p.node_id)
+        page = peers[offset : offset + limit]
+        return json_body(
+            request,
+            {
+                "total": len(peers),
+                "offset": offset,
+                "limit": limit,
+                "peers": [peer_json(self.registry, p) for p in page],
+            },
+        )
+
+
+class PeerResource(_Json):
+    def __init__(self, registry: Registry, peer: PeerRecord) -> None:
+        super().__init__()
+        self.registry, self.peer = registry, peer
+
+    def get(self, request: Any) -> bytes:
+        return json_body(request, peer_json(self.registry, self.peer))
+
+
+class TrackersResource(_Json):
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def get(self, request: Any) -> bytes:
+        reg = self.registry
+        now = reg.now()
+        out = []
+        for t in sorted(reg.trackers(), key=lambda t: t.node_id):
+            seen = reg.tracker_last_seen(t.node_id)
+            is_self = t.node_id == reg.tracker_id
+            out.append(
+                {
+                    "node_id": t.node_id.hex(),
+                    "addresses": [{"ip": ip, "port": port} for ip, port in t.addresses],
+                    "self": is_self,
+                    "connected": is_self or reg.tracker_connected(t.node_id),
+                    "last_seen_s": _round(seen),
+                    "age_s": None if seen is None else _round(max(0.0, now - seen)),
+                    "peers": sum(1 for p in reg.peers() if p.home == t.node_id),
+                }
+            )
+        return json_body(request, {"self": reg.tracker_id.hex(), "total": len(out), "trackers": out})
+
+
+class FunctionsResource(_Json):
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def get(self, request: Any) -> bytes:
+        reg = self.registry
+        hosts: dict[str, list[PeerRecord]] = {}
+        for p in reg.peers():
+            for fid, _ in p.functions:
+                hosts.setdefault(fid, []).append(p)
+        out = []
+        for f in sorted(reg.functions(), key=lambda f: f.fid):
+            hs = sorted(hosts.get(f.fid, []), key=lambda p: (p.rtt_ms is None, p.rtt_ms or 0.0))
+            out.append(
+                {
+                    "fid": f.fid,
+                    "version": f.version,
+                    "owner": f.owner.hex(),
+                    "replicas": f.replicas,
+                    "live_replicas": len(hs),
+                    "hosted_by": [p.node_id.hex() for p in hs],
+                }
+            )
+        return json_body(request, {"total": len(out), "functions": out})
+
+
+class StatsResource(_Json):
+    def __init__(self, registry: Registry, stats: Stats) -> None:
+        super().__init__()
+        self.registry, self.stats = registry, stats
+
+    def get(self, request: Any) -> bytes:
+        reg, st = self.registry, self.stats
+        reach = {"reachable": 0, "relayed": 0, "unknown": 0}
+        rtts = []
+        for p in reg.peers():
+            reach[p.reachability] = reach.get(p.reachability, 0) + 1
+            if p.rtt_ms is not None:
+                rtts.append(p.rtt_ms)
+        rtts.sort()
+        return json_body(
+            request,
+            {
+                "tracker_id": reg.tracker_id.hex(),
+                "started_at_s": _round(st.started_at_s),
+                "uptime_s": _round(st.uptime_s()),
+                "counts": reg.counts(),
+                "reachability": reach,
+                "rtt_ms": {
+                    "peers_measured": len(rtts),
+                    "median": _round(rtts[len(rtts) // 2]) if rtts else None,
+                    "max": _round(rtts[-1]) if rtts else None,
+                },
+                "messages": st.messages_by_direction(),
+                "rates_per_s": st.rates_per_s(),
+            },
+        )
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    if v == math.inf:
+        return "+Inf"
+    if float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))
+
+
+def render_metrics(registry: Registry, stats: Stats) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, dict, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for suffix, labels, value in samples:
+            lab = ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items())
+            lines.append(f"{name}{suffix}{{{lab}}} {_num(value)}" if lab else f"{name}{suffix} {_num(value)}")
+
+    counts = registry.counts()
+    metric("orb_peers", "gauge", "Live peers in the registry.", [("", {}, counts["peers"])])
+    reach: dict[str, int] = {"reachable": 0, "relayed": 0, "unknown": 0}
+    for p in registry.peers():
+        reach[p.reachability] = reach.get(p.reachability, 0) + 1
+    metric(
+        "orb_peers_by_reachability",
+        "gauge",
+        "Live peers by reachability.",
+        [("", {"reachability": k}, v) for k, v in sorted(reach.items())],
+    )
+    metric("orb_trackers", "gauge", "Trackers in the registry.", [("", {}, counts["trackers"])])
+    metric("orb_functions", "gauge", "Functions in the registry.", [("", {}, counts["functions"])])
+    metric(
+        "orb_registry_changes_logged",
+        "gauge",
+        "Entries in the federation change log.",
+        [("", {}, counts["changes_logged"])],
+    )
+    totals = stats.message_totals()
+    metric(
+        "orb_messages_total",
+        "counter",
+        "Protocol messages by direction and type.",
+        [("", {"direction": d, "type": t}, n) for (d, t), n in sorted(totals.items())],
+    )
+    metric(
+        "orb_message_bytes_total",
+        "counter",
+        "Protocol message bytes by direction and type.",
+        [("", {"direction": d, "type": t}, n) for (d, t), n in sorted(stats.byte_totals().items())],
+    )
+    metric("orb_uptime_seconds", "gauge", "Seconds since the tracker started.", [("", {}, round(stats.uptime_s(), 3))])
+    hist = [("_bucket", {"le": _num(bound)}, n) for bound, n in stats.rtt_histogram()]
+    hist.append(("_sum", {}, round(stats.rtt_sum_ms, 3)))
+    hist.append(("_count", {}, stats.rtt_count))
+    metric("orb_peer_rtt_ms", "histogram", "PING/PONG round-trip times to peers, in milliseconds.", hist)
+    return "\n".join(lines) + "\n"
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, registry: Registry, stats: Stats) -> None:
+        super().__init__()
+        self.registry, self.stats = registry, stats
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", METRICS_TYPE)
+        _common_headers(request)
+        return render_metrics(self.registry, self.stats).encode("utf-8")
+
+    def render(self, request: Any) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return json_error(request, http.NOT_ALLOWED, "method-not-allowed", "read-only")
+        return self.render_GET(request)
+
+
+class StaticFile(Resource):
+    """One file of the dashboard, read once at start-up."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        super().__init__()
+        self.body, self.content_type = body, content_type
+
+    def render(self, request: Any) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return json_error(request, http.NOT_ALLOWED, "method-not-allowed", "read-only")
+        request.setHeader(b"Content-Type", self.content_type)
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Content-Security-Policy", CSP)
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return self.body
+
+
+class _Dir(Resource):
+    """A node whose unknown children are JSON 404s."""
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"" and b"" in self.children:
+            return self.children[b""]
+        return not_found()
+
+    def render(self, request: Any) -> bytes:
+        return json_error(request, http.NOT_FOUND, "not-found", "no such resource")
+
+
+def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DIR) -> Resource:
+    """The root resource for ``twisted.web.server.Site``."""
+    root = _Dir()
+    for name, (filename, ctype) in STATIC_FILES.items():
+        with open(os.path.join(static_dir, filename), "rb") as f:
+            root.putChild(name, StaticFile(f.read(), ctype))
+    api = _Dir()
+    v1 = _Dir()
+    root.putChild(b"api", api)
+    api.putChild(b"v1", v1)
+    v1.putChild(b"peers", PeersResource(registry))
+    v1.putChild(b"trackers", TrackersResource(registry))
+    v1.putChild(b"functions", FunctionsResource(registry))
+    v1.putChild(b"stats", StatsResource(registry, stats))
+    root.putChild(b"metrics", MetricsResource(registry, stats))
+    return root

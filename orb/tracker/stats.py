@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_tracker_http -*-
+"""
+Counters the tracker's adapters feed and its HTTP API reads.
+
+The wire adapter calls ``count_message("in" | "out", type_name, size_bytes)``
+for every frame and ``observe_rtt_ms`` for every PONG; ``/api/v1/stats``
+and ``/metrics`` read the totals, the per-second rates over the last
+minute, the uptime and the RTT histogram.  No I/O; time from ``clock``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import re
+from typing import Any
+
+import attrs
+
+DIRECTIONS = ("in", "out")
+MAX_MESSAGE_TYPES = 64  # distinct type names kept; the rest count as "other"
+RATE_SAMPLE_INTERVAL_S = 10.0
+RATE_WINDOW_S = 60.0
+RATE_WINDOW_SAMPLES = 8  # enough samples to always have one about RATE_WINDOW_S old
+RTT_BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0)
+_TYPE_RE = re.compile(r"[A-Za-z0-9_]{1,32}\Z")
+
+Key = tuple[str, str]
+
+
+@attrs.define
+class Stats:
+    """Message and RTT statistics for one tracker process."""
+
+    clock: Any
+    started_at_s: float = attrs.field(init=False)
+    _messages: dict[Key, int] = attrs.field(init=False, factory=dict)
+    _bytes: dict[Key, int] = attrs.field(init=False, factory=dict)
+    _samples: collections.deque = attrs.field(init=False)
+    _rtt_buckets: list[int] = attrs.field(init=False)
+    rtt_sum_ms: float = attrs.field(init=False, default=0.0)
+    rtt_count: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self.started_at_s = self.clock.seconds()
+        self._samples = collections.deque(maxlen=RATE_WINDOW_SAMPLES)
+        self._samples.append((self.started_at_s, {}))
+        self._rtt_buckets = [0] * (len(RTT_BUCKETS_MS) + 1)
+
+    def _key(self, direction: str, type_name: str) -> Key:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
+        if not isinstance(type_name, str) or not _TYPE_RE.match(type_name):
+            type_name = "unknown"
+        key = (direction, type_name)
+        if key not in self._messages and len(self._messages) >= MAX_MESSAGE_TYPES:
+            key = (direction, "other")
+        return key
+
+    def count_message(self, direction: str, type_name: str, size_bytes: int = 0) -> None:
+        """One frame of ``type_name`` went ``direction`` ("in" or "out")."""
+        key = self._key(direction, type_name)
+        self._messages[key] = self._messages.get(key, 0) + 1
+        self._bytes[key] = self._bytes.get(key, 0) + max(0, int(size_bytes))
+        self._maybe_sample()
+
+    def observe_rtt_ms(self, rtt_ms: float) -> None:
+        if not rtt_ms >= 0:  # also refuses NaN
+            return
+        self._rtt_buckets[bisect.bisect_left(RTT_BUCKETS_MS, rtt_ms)] += 1
+        self.rtt_sum_ms += rtt_ms
+        self.rtt_count += 1
+
+    def uptime_s(self) -> float:
+        return max(0.0, self.clock.seconds() - self.started_at_s)
+
+    def _maybe_sample(self) -> None:
+        now = self.clock.seconds()
+        if now - self._samples[-1][0] >= RATE_SAMPLE_INTERVAL_S:
+            self._samples.append((now, dict(self._messages)))
+
+    def message_totals(self) -> dict[Key, int]:
+        return dict(self._messages)
+
+    def byte_totals(self) -> dict[Key, int]:
+        return dict(self._bytes)
+
+    def messages_by_direction(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {d: {} for d in DIRECTIONS}
+        for (d, t), n in sorted(self._messages.items()):
+            out[d][t] = n
+        return out
+
+    def rates_per_s(self) -> dict[str, dict[str, float]]:
+        """Messages per second per direction and type, over the last
+        minute (or since start, if younger)."""
+        self._maybe_sample()
+        now = self.clock.seconds()
+        then, old = self._samples[-1]
+        for t, counts in self._samples:
+            if now - t <= RATE_WINDOW_S:
+                then, old = t, counts
+                break
+        span = now - then
+        out: dict[str, dict[str, float]] = {d: {} for d in DIRECTIONS}
+        for (d, t), n in sorted(self._messages.items()):
+            out[d][t] = round((n - old.get((d, t), 0)) / span, 3) if span > 0 else 0.0
+        return out
+
+    def rtt_histogram(self) -> list[tuple[float, int]]:
+        """Cumulative (upper bound ms, count) pairs; the last bound is inf."""
+        out = []
+        total = 0
+        for bound, n in zip((*RTT_BUCKETS_MS, float("inf")), self._rtt_buckets):
+            total += n
+            out.append((bound, total))
+        return out

@@ -1,0 +1,302 @@
+"""Tests for orb.tracker.http and orb.tracker.stats."""
+
+import json
+import math
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.resource import getChildForRequest
+from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyRequest
+
+from orb.tracker import stats as statsmod
+from orb.tracker.http import build_resource, render_metrics
+from orb.tracker.registry import Registry
+from orb.tracker.stats import Stats
+
+TRACKER = b"\xaa" * 32
+OTHER = b"\xbb" * 32
+OWNER = b"\x0f" * 32
+
+
+def pid(n):
+    return n.to_bytes(2, "big") * 16
+
+
+def populated(clock=None):
+    clock = clock or Clock()
+    clock.advance(1000)
+    reg = Registry(clock, TRACKER)
+    stats = Stats(clock)
+    reg.upsert_tracker(TRACKER, [("127.0.0.1", 7400)])
+    reg.upsert_tracker(OTHER, [("127.0.0.2", 7400)])
+    reg.set_tracker_connected(OTHER, True)
+    reg.upsert_function("abcdef", 2, OWNER, replicas=3)
+    reg.upsert_peer(pid(1), [("127.0.0.1", 7401)], "reachable", rtt_ms=4.25, load=0.5, functions={"abcdef": 2})
+    reg.upsert_peer(pid(2), [("::1", 7402)], "relayed", rtt_ms=40.0, functions={"abcdef": 2})
+    reg.upsert_peer(pid(3), [], "unknown")
+    return reg, stats, clock
+
+
+def get(root, path, method=b"GET", args=None):
+    """Render ``path`` through the resource tree with a DummyRequest."""
+    segments = path.lstrip(b"/").split(b"/")
+    req = DummyRequest(segments)
+    req.method = method
+    req.args = args or {}
+    resource = getChildForRequest(root, req)
+    body = resource.render(req)
+    return req, body
+
+
+def header(req, name):
+    values = req.responseHeaders.getRawHeaders(name)
+    return values[0] if values else None
+
+
+class ApiTests(SynchronousTestCase):
+    def setUp(self):
+        self.reg, self.stats, self.clock = populated()
+        self.root = build_resource(self.reg, self.stats)
+
+    def get_json(self, path, status=200, **kw):
+        req, body = get(self.root, path, **kw)
+        self.assertEqual(req.responseCode or 200, status, body)
+        self.assertEqual(header(req, b"content-type"), b"application/json")
+        return json.loads(body)
+
+    def test_peers(self):
+        self.clock.advance(5)
+        self.reg.touch(pid(1))
+        data = self.get_json(b"/api/v1/peers")
+        self.assertEqual(data["total"], 3)
+        first = data["peers"][0]
+        self.assertEqual(first["node_id"], pid(1).hex())
+        self.assertEqual(first["reachability"], "reachable")
+        self.assertEqual(first["rtt_ms"], 4.25)
+        self.assertEqual(first["addresses"], [{"ip": "127.0.0.1", "port": 7401}])
+        self.assertEqual(first["functions"], {"abcdef": 2})
+        self.assertEqual(first["age_s"], 0)
+        self.assertTrue(first["home_is_here"])
+        self.assertEqual(data["peers"][1]["age_s"], 5)
+
+    def test_peers_paging(self):
+        data = self.get_json(b"/api/v1/peers", args={b"limit": [b"1"], b"offset": [b"1"]})
+        self.assertEqual([p["node_id"] for p in data["peers"]], [pid(2).hex()])
+        self.assertEqual(data["total"], 3)
+        bad = self.get_json(b"/api/v1/peers", status=400, args={b"limit": [b"lots"]})
+        self.assertEqual(bad["error"], "bad-query")
+        self.get_json(b"/api/v1/peers", status=400, args={b"limit": [b"0"]})
+
+    def test_one_peer(self):
+        data = self.get_json(b"/api/v1/peers/" + pid(2).hex().encode())
+        self.assertEqual(data["reachability"], "relayed")
+        self.assertEqual(data["addresses"], [{"ip": "::1", "port": 7402}])
+        # Upper-case hex is the same id.
+        self.get_json(b"/api/v1/peers/" + pid(2).hex().upper().encode())
+
+    def test_unknown_peer_is_404(self):
+        data = self.get_json(b"/api/v1/peers/" + pid(9).hex().encode(), status=404)
+        self.assertEqual(data["error"], "not-found")
+
+    def test_malformed_peer_id_is_400(self):
+        for bad in [b"xyz", b"00" * 31, b"zz" * 32, b"\xff" * 64, b"00" * 33]:
+            data = self.get_json(b"/api/v1/peers/" + bad, status=400)
+            self.assertEqual(data["error"], "bad-id")
+
+    def test_unknown_paths_are_json_404(self):
+        for path in [b"/api", b"/api/v2/peers", b"/api/v1/nope", b"/nope", b"/api/v1/peers/" + pid(1).hex().encode() + b"/x"]:
+            data = self.get_json(path, status=404)
+            self.assertEqual(data["error"], "not-found")
+
+    def test_read_only(self):
+        req, body = get(self.root, b"/api/v1/peers", method=b"POST")
+        self.assertEqual(req.responseCode, 405)
+        self.assertEqual(header(req, b"allow"), b"GET, HEAD")
+        self.assertEqual(json.loads(body)["error"], "method-not-allowed")
+
+    def test_trackers(self):
+        data = self.get_json(b"/api/v1/trackers")
+        self.assertEqual(data["self"], TRACKER.hex())
+        by_id = {t["node_id"]: t for t in data["trackers"]}
+        self.assertTrue(by_id[TRACKER.hex()]["self"])
+        self.assertEqual(by_id[TRACKER.hex()]["peers"], 3)
+        self.assertTrue(by_id[OTHER.hex()]["connected"])
+        self.assertEqual(by_id[OTHER.hex()]["addresses"], [{"ip": "127.0.0.2", "port": 7400}])
+
+    def test_functions(self):
+        data = self.get_json(b"/api/v1/functions")
+        (f,) = data["functions"]
+        self.assertEqual(f["fid"], "abcdef")
+        self.assertEqual(f["version"], 2)
+        self.assertEqual(f["owner"], OWNER.hex())
+        self.assertEqual((f["replicas"], f["live_replicas"]), (3, 2))
+        self.assertEqual(f["hosted_by"], [pid(1).hex(), pid(2).hex()])  # fastest first
+
+    def test_stats(self):
+        self.stats.count_message("in", "PING", 40)
+        self.stats.count_message("in", "PING", 40)
+        self.stats.count_message("out", "PONG", 40)
+        self.clock.advance(20)
+        data = self.get_json(b"/api/v1/stats")
+        self.assertEqual(data["uptime_s"], 20)
+        self.assertEqual(data["counts"]["peers"], 3)
+        self.assertEqual(data["counts"]["functions"], 1)
+        self.assertEqual(data["reachability"], {"reachable": 1, "relayed": 1, "unknown": 1})
+        self.assertEqual(data["messages"], {"in": {"PING": 2}, "out": {"PONG": 1}})
+        self.assertEqual(data["rates_per_s"]["in"]["PING"], 0.1)
+        self.assertEqual(data["rtt_ms"]["peers_measured"], 2)
+
+    def test_internal_error_is_json_500(self):
+        def broken():
+            raise RuntimeError("bug")
+
+        self.patch(self.reg, "peers", broken)
+        data = self.get_json(b"/api/v1/peers", status=500)
+        self.assertEqual(data["error"], "internal")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_dashboard_files(self):
+        req, body = get(self.root, b"/")
+        self.assertEqual(header(req, b"content-type"), b"text/html; charset=utf-8")
+        self.assertIn(b'id="peer-count"', body)
+        self.assertIn(b"script-src 'self'", header(req, b"content-security-policy"))
+        req, body = get(self.root, b"/dashboard.js")
+        self.assertEqual(header(req, b"content-type"), b"text/javascript; charset=utf-8")
+        self.assertIn(b"/api/v1/peers", body)
+        req, body = get(self.root, b"/style.css")
+        self.assertTrue(header(req, b"content-type").startswith(b"text/css"))
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_exposition_format(self):
+        reg, stats, clock = populated()
+        stats.count_message("in", "PING", 10)
+        stats.count_message("out", "ADDR", 1000)
+        for rtt in (0.5, 3.0, 40.0, 9000.0):
+            stats.observe_rtt_ms(rtt)
+        clock.advance(12.5)
+        root = build_resource(reg, stats)
+        req, body = get(root, b"/metrics")
+        self.assertEqual(header(req, b"content-type"), b"text/plain; version=0.0.4; charset=utf-8")
+        text = body.decode()
+        lines = text.splitlines()
+        self.assertIn("# TYPE orb_peers gauge", lines)
+        self.assertIn("orb_peers 3", lines)
+        self.assertIn("orb_trackers 2", lines)
+        self.assertIn("orb_functions 1", lines)
+        self.assertIn("# TYPE orb_messages_total counter", lines)
+        self.assertIn('orb_messages_total{direction="in",type="PING"} 1', lines)
+        self.assertIn('orb_messages_total{direction="out",type="ADDR"} 1', lines)
+        self.assertIn('orb_message_bytes_total{direction="out",type="ADDR"} 1000', lines)
+        self.assertIn("orb_uptime_seconds 12.5", lines)
+        self.assertIn('orb_peers_by_reachability{reachability="relayed"} 1', lines)
+        self.assertIn("# TYPE orb_peer_rtt_ms histogram", lines)
+        self.assertIn('orb_peer_rtt_ms_bucket{le="1"} 1', lines)
+        self.assertIn('orb_peer_rtt_ms_bucket{le="5"} 2', lines)
+        self.assertIn('orb_peer_rtt_ms_bucket{le="5000"} 3', lines)
+        self.assertIn('orb_peer_rtt_ms_bucket{le="+Inf"} 4', lines)
+        self.assertIn("orb_peer_rtt_ms_count 4", lines)
+        self.assertIn("orb_peer_rtt_ms_sum 9043.5", lines)
+        # Every sample line belongs to a family with HELP and TYPE.
+        families = {l.split()[2] for l in lines if l.startswith("# TYPE")}
+        helps = {l.split()[2] for l in lines if l.startswith("# HELP")}
+        self.assertEqual(families, helps)
+        for line in lines:
+            if line.startswith("#"):
+                continue
+            name = line.split("{")[0].split(" ")[0]
+            self.assertTrue(any(name == f or name.startswith(f + "_") for f in families), line)
+            float(line.rsplit(" ", 1)[1].replace("+Inf", "inf"))
+
+    def test_label_escaping(self):
+        reg, stats, _ = populated()
+        stats.count_message("in", 'bad"type\n')  # not a valid type name
+        text = render_metrics(reg, stats)
+        self.assertIn('orb_messages_total{direction="in",type="unknown"} 1', text)
+
+
+class StatsTests(SynchronousTestCase):
+    def test_type_names_bounded(self):
+        self.patch(statsmod, "MAX_MESSAGE_TYPES", 3)
+        stats = Stats(Clock())
+        for i in range(10):
+            stats.count_message("in", f"T{i}")
+        totals = stats.message_totals()
+        self.assertLessEqual(len(totals), 4)
+        self.assertEqual(sum(totals.values()), 10)
+        self.assertEqual(totals[("in", "other")], 7)
+
+    def test_direction_is_checked(self):
+        with self.assertRaises(ValueError):
+            Stats(Clock()).count_message("sideways", "PING")
+
+    def test_rates_over_last_minute(self):
+        clock = Clock()
+        stats = Stats(clock)
+        for _ in range(600):  # 10/s for a minute
+            clock.advance(0.1)
+            stats.count_message("in", "PING")
+        self.assertAlmostEqual(stats.rates_per_s()["in"]["PING"], 10.0, delta=0.5)
+        for _ in range(60):  # then 1/s for a minute
+            clock.advance(1)
+            stats.count_message("in", "PING")
+        self.assertAlmostEqual(stats.rates_per_s()["in"]["PING"], 1.0, delta=0.3)
+
+    def test_rtt_ignores_nonsense(self):
+        stats = Stats(Clock())
+        stats.observe_rtt_ms(math.nan)
+        stats.observe_rtt_ms(-1)
+        self.assertEqual(stats.rtt_count, 0)
+
+
+class RealServerTests(TestCase):
+    """The resource tree behind a real Site on a loopback port."""
+
+    def setUp(self):
+        self.reg, self.stats, _ = populated()
+        self.reg._clock = reactor
+        self.stats.clock = reactor
+        self.port = reactor.listenTCP(0, Site(build_resource(self.reg, self.stats)), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}".encode()
+        self.agent = Agent(reactor)
+
+    @inlineCallbacks
+    def fetch(self, path, method=b"GET"):
+        resp = yield self.agent.request(method, self.base + path, Headers({}))
+        body = yield readBody(resp)
+        return resp, body
+
+    @inlineCallbacks
+    def test_peers_over_http(self):
+        resp, body = yield self.fetch(b"/api/v1/peers")
+        self.assertEqual(resp.code, 200)
+        self.assertEqual(resp.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(json.loads(body)["total"], 3)
+
+    @inlineCallbacks
+    def test_errors_over_http(self):
+        resp, body = yield self.fetch(b"/api/v1/peers/nothex")
+        self.assertEqual(resp.code, 400)
+        self.assertEqual(json.loads(body)["error"], "bad-id")
+        resp, body = yield self.fetch(b"/api/v1/peers/" + pid(7).hex().encode())
+        self.assertEqual(resp.code, 404)
+        resp, body = yield self.fetch(b"/api/v1/stats", method=b"DELETE")
+        self.assertEqual(resp.code, 405)
+
+    @inlineCallbacks
+    def test_metrics_and_dashboard_over_http(self):
+        self.stats.count_message("in", "HELLO", 100)
+        resp, body = yield self.fetch(b"/metrics")
+        self.assertEqual(resp.code, 200)
+        self.assertIn(b'orb_messages_total{direction="in",type="HELLO"} 1', body)
+        resp, body = yield self.fetch(b"/")
+        self.assertEqual(resp.code, 200)
+        self.assertIn(b"peer-count", body)
+        resp, body = yield self.fetch(b"/", method=b"HEAD")
+        self.assertEqual((resp.code, body), (200, b""))
