@@ -101,7 +101,8 @@ class Stats:
             if now - t <= RATE_WINDOW_S:
                 then, old = t, counts
                 break
-        span = now - then
+        # A few messages in the first second are not "thousands per second".
+        span = max(now - then, RATE_SAMPLE_INTERVAL_S) if self._messages else 0.0
         out: dict[str, dict[str, float]] = {d: {} for d in DIRECTIONS}
         for (d, t), n in sorted(self._messages.items()):
             out[d][t] = round((n - old.get((d, t), 0)) / span, 3) if span > 0 else 0.0

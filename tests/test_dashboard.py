@@ -1,0 +1,145 @@
+"""The dashboard, rendered for real by headless Chromium.
+
+Starts the tracker's HTTP resource on a loopback port with a registry of
+live peers, loads ``/`` in Chromium (which runs dashboard.js against the
+API), and checks the rendered DOM and a screenshot.  Skipped, with the
+reason, where Chromium is not installed; CI installs it (.ci/apt-deps).
+"""
+
+import os
+import re
+import shutil
+import signal
+import struct
+import tempfile
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+
+from orb.tracker.http import build_resource
+from orb.tracker.registry import Registry
+from orb.tracker.stats import Stats
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SETSID = shutil.which("setsid")
+CHROMIUM_TIMEOUT_S = 60
+TRACKER = b"\xaa" * 32
+OWNER = b"\x0f" * 32
+PEER_COUNT_RE = re.compile(r'id="peer-count"[^>]*>\s*(\d+)\s*<')
+
+
+def pid(n):
+    return n.to_bytes(2, "big") * 16
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self):
+        self.out = bytearray()
+        self.done = defer.Deferred()
+
+    def outReceived(self, data):
+        if len(self.out) < 8 * 1024 * 1024:
+            self.out += data
+
+    def errReceived(self, data):
+        pass  # Chromium is chatty about D-Bus; nothing to act on
+
+    def processEnded(self, reason):
+        self.done.callback(reason.value.exitCode)
+
+
+class DashboardTests(TestCase):
+    if CHROMIUM is None:
+        skip = "chromium is not installed (Debian package 'chromium'; .ci/apt-deps installs it)"
+    elif SETSID is None:
+        skip = "setsid (util-linux) is needed to clean up Chromium's process group"
+
+    timeout = 4 * CHROMIUM_TIMEOUT_S
+
+    def setUp(self):
+        self.registry = Registry(reactor, TRACKER)
+        self.stats = Stats(reactor)
+        self.registry.upsert_tracker(TRACKER, [("127.0.0.1", 7400)])
+        self.registry.upsert_function("abcdefgh", 1, OWNER, replicas=2)
+        for i in range(1, 8):
+            self.registry.upsert_peer(
+                pid(i),
+                [(f"127.0.{i}.1", 7400 + i)],
+                ("reachable", "relayed", "unknown")[i % 3],
+                rtt_ms=3.5 * i * i,
+                load=i / 10,
+                functions={"abcdefgh": 1} if i % 2 else {},
+            )
+            self.stats.observe_rtt_ms(3.5 * i * i)
+        self.stats.count_message("in", "HELLO", 200)
+        self.stats.count_message("out", "HELLO_ACK", 200)
+        self.port = reactor.listenTCP(0, Site(build_resource(self.registry, self.stats)), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}/"
+
+    @inlineCallbacks
+    def chromium(self, *mode):
+        """Run headless Chromium on the dashboard; returns its stdout."""
+        profile = tempfile.mkdtemp(prefix="orb-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        args = [
+            SETSID, CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900",
+            "--virtual-time-budget=5000", *mode, self.url,
+        ]
+        env = {"HOME": profile, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        proto = _Collect()
+        proc = reactor.spawnProcess(proto, SETSID, args, env=env)
+        group = proc.pid  # setsid made Chromium the leader of a fresh group
+
+        def kill_group():
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        self.addCleanup(kill_group)
+        timer = reactor.callLater(CHROMIUM_TIMEOUT_S, kill_group)
+        code = yield proto.done
+        if timer.active():
+            timer.cancel()
+        kill_group()  # renderer and zygote children, if any linger
+        self.assertEqual(code, 0, f"chromium exited with {code}")
+        return bytes(proto.out).decode("utf-8", "replace")
+
+    def rendered_peer_count(self, dom):
+        m = PEER_COUNT_RE.search(dom)
+        self.assertIsNotNone(m, "no #peer-count in the rendered page")
+        return int(m.group(1))
+
+    @inlineCallbacks
+    def test_dashboard_shows_live_peer_count(self):
+        dom = yield self.chromium("--dump-dom")
+        self.assertEqual(self.rendered_peer_count(dom), 7)
+        # The tables were filled from the API, not left as placeholders.
+        self.assertIn(pid(3).hex(), dom)
+        self.assertIn("abcdefgh", dom)
+        self.assertIn('class="status live"', dom)
+
+        # The registry changes; the page shows the new count.
+        for i in range(8, 11):
+            self.registry.upsert_peer(pid(i), [(f"127.0.{i}.1", 7400)], "reachable", rtt_ms=1.0)
+        self.registry.remove_peer(pid(1))
+        dom = yield self.chromium("--dump-dom")
+        self.assertEqual(self.rendered_peer_count(dom), 9)
+
+    @inlineCallbacks
+    def test_screenshot(self):
+        shot = os.path.abspath(self.mktemp() + ".png")
+        yield self.chromium(f"--screenshot={shot}")
+        self.assertTrue(os.path.exists(shot), "chromium wrote no screenshot")
+        with open(shot, "rb") as f:
+            png = f.read()
+        self.assertEqual(png[:8], b"\x89PNG\r\n\x1a\n")
+        width, height = struct.unpack(">II", png[16:24])
+        self.assertEqual((width, height), (1280, 900))
+        # A blank or error page compresses to almost nothing; the dashboard does not.
+        self.assertGreater(len(png), 30_000)
