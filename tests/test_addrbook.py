@@ -465,7 +465,7 @@ ips = st.one_of(
 )
 addresses = st.builds(
     PeerAddress,
-    ip=ips,
+    ip=st.one_of(ips, st.none(), st.binary(max_size=4), st.lists(st.integers(), max_size=2)),
     port=st.integers(-1, 70000),
     roles=st.integers(-1, 2**33),
     node_id=st.one_of(st.just(NODE), st.binary(max_size=40)),

@@ -54,6 +54,7 @@ an injectable ``random.Random``, and persistence goes through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -125,6 +126,11 @@ def normalize_ip(ip: str) -> str:
     ``AddressError`` for anything that is not an IP literal."""
     if not isinstance(ip, str) or len(ip) > 45:
         raise AddressError(f"not an IP address: {ip!r:.64}")
+    return _normalize_ip(ip)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalize_ip(ip: str) -> str:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -159,6 +165,13 @@ _PRIVATE_V4 = [
 ]
 
 
+_ULA_V6 = ipaddress.ip_network("fc00::/7")
+_DOCUMENTATION = [
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+]
+
+
+@functools.lru_cache(maxsize=65536)
 def is_routable(ip: str, allow_loopback: bool = False, allow_private: bool = False) -> bool:
     """Would it make sense to gossip and dial this IP?  ``ip`` must be
     normalized already."""
@@ -175,15 +188,12 @@ def is_routable(ip: str, allow_loopback: bool = False, allow_private: bool = Fal
     else:
         if addr.is_reserved and not addr.is_loopback:
             return False
-        if addr in ipaddress.ip_network("fc00::/7"):
+        if addr in _ULA_V6:
             return allow_private
     if addr.is_loopback:
         return allow_loopback
-    if any(
-        addr in ipaddress.ip_network(n)
-        for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-    ):
-        return False  # documentation ranges
+    if any(addr in n for n in _DOCUMENTATION):
+        return False
     return True
 
 
@@ -650,6 +660,8 @@ class AddressBook:
         self._discouraged[ip] = max(until_s, self._discouraged.get(ip, 0.0))
 
     def is_discouraged(self, ip: str, now: float | None = None) -> bool:
+        if not isinstance(ip, str):
+            return False
         until = self._discouraged.get(ip)
         if until is None:
             try:

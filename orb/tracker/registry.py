@@ -655,8 +655,9 @@ class Registry:
 
     def _set_view(self, record: Record, now: float) -> None:
         if isinstance(record, PeerRecord):
+            # For a peer homed elsewhere, "seen" is the last news of it.
             self._peers[record.node_id] = record
-            self._peer_seen.setdefault(record.node_id, now)
+            self._peer_seen[record.node_id] = now
         elif isinstance(record, FunctionRecord):
             self._functions[record.fid] = record
         else:
@@ -876,8 +877,10 @@ class Registry:
         if origin == self.tracker_id:
             if change.seq <= self._seq:
                 return ApplyResult.STALE
-            # Our own past, from before we lost our database: never reuse it.
+            # Our own past, from before we lost our database: never reuse
+            # it.  Our log no longer runs without gaps, so drop it.
             self._seq = change.seq
+            self._drop_log(origin)
         else:
             known = self._known.get(origin, 0)
             if change.seq <= known:
