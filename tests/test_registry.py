@@ -197,6 +197,14 @@ class FederationTests(SynchronousTestCase):
         self.assertEqual(b.apply_remote(c2), ApplyResult.STALE)
         self.assertEqual(len(b.peers()), 2)
 
+    def test_origins_bounded(self):
+        self.patch(regmod, "MAX_ORIGINS", 2)
+        a, _ = make(A)
+        a.upsert_function("abc", 1, OWNER)
+        self.assertEqual(a.apply_remote(Registry(Clock(), B).upsert_peer(pid(1))), ApplyResult.APPLIED)
+        self.assertEqual(a.apply_remote(Registry(Clock(), C).upsert_peer(pid(2))), ApplyResult.REFUSED)
+        self.assertIsNone(a.peer(pid(2)))
+
     def test_own_changes_coming_back_are_stale(self):
         a, _ = make(A)
         ch = a.upsert_peer(pid(1))

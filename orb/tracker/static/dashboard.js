@@ -129,8 +129,8 @@ async function poll() {
   const status = document.getElementById("status");
   try {
     const [stats, peers, trackers, functions] = await Promise.all([
-      getJson("/api/v1/stats"), getJson("/api/v1/peers"),
-      getJson("/api/v1/trackers"), getJson("/api/v1/functions")]);
+      getJson("api/v1/stats"), getJson("api/v1/peers"),
+      getJson("api/v1/trackers"), getJson("api/v1/functions")]);
     renderStats(stats);
     renderPeers(peers);
     renderTrackers(trackers);
