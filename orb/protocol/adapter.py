@@ -131,6 +131,7 @@ class OrbProtocol(Protocol):
             is_own_nonce=f.own_nonces.__contains__,
             expected_node_id=self.expected_node_id,
         )
+        self.session.on_frame = f.frame_counter
         if f.initiator:
             f.own_nonces.add(self.session.local_nonce)
         self.session.connection_made()
@@ -313,6 +314,7 @@ class OrbFactory(Factory):
         tls_binding=True,
         expected_node_id=None,
         observer=None,
+        frame_counter=None,
     ):
         self.identity = identity
         self.handler = handler
@@ -323,6 +325,7 @@ class OrbFactory(Factory):
         self.tls_binding = tls_binding
         self.expected_node_id = expected_node_id
         self.observer = observer
+        self.frame_counter = frame_counter
 
     def buildProtocol(self, addr):
         return self.protocol(self, self.expected_node_id)

@@ -56,6 +56,8 @@ class MessageType(enum.IntEnum):
     RESULT = 0x31
     NAME = 0x40
     RELAY = 0x50
+    SYNC = 0x60
+    DELTA = 0x61
 
 
 # --- wire types, named so the RFC tables can refer to them -----------------
@@ -659,6 +661,31 @@ class Name(Message):
 class Relay(Message):
     target: bytes = attrs.field(validator=_node_id)
     frame: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
+    ext: tuple = _ext()
+
+
+class DeltaKind(enum.IntEnum):
+    CHANGES = 0  # registry changes, oldest first
+    SNAPSHOT = 1  # one part of a full registry snapshot
+
+
+MAX_REGISTRY_JSON_BYTES = 3 * 1024 * 1024
+
+
+@message(MessageType.SYNC, "digest" / LongBytes)
+class Sync(Message):
+    """Anti-entropy between trackers: what I have; answered by DELTA."""
+
+    digest: bytes = attrs.field(validator=_max_bytes(MAX_REGISTRY_JSON_BYTES))
+    ext: tuple = _ext()
+
+
+@message(MessageType.DELTA, "kind" / Int8ub, "payload" / LongBytes)
+class Delta(Message):
+    """Registry changes (or a snapshot part) between trackers."""
+
+    kind: int = attrs.field(validator=_u8)
+    payload: bytes = attrs.field(validator=_max_bytes(MAX_REGISTRY_JSON_BYTES))
     ext: tuple = _ext()
 
 

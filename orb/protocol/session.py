@@ -63,6 +63,7 @@ RESPONSES = {
     MessageType.FETCH: MessageType.PACKAGE,
     MessageType.CHALLENGE: MessageType.PROOF,
     MessageType.INVOKE: MessageType.RESULT,
+    MessageType.SYNC: MessageType.DELTA,
 }
 REQUEST_TYPES = frozenset(RESPONSES)
 MAX_REQUEST_ID = 0xFFFFFFFF
@@ -220,6 +221,7 @@ class Session:
         self.remote = None
         self.version = BASE_VERSION
         self.certificate_key = None  # set by the TLS adapter before feeding
+        self.on_frame = None  # optional callable(direction "rx"|"tx", MessageType) for statistics
         self.local_nonce = self.rng.getrandbits(64)
         self._decoder = FrameDecoder(config.magic, config.max_frame_bytes, config.versions)
         self._outbox = []
@@ -295,7 +297,7 @@ class Session:
         if response_to:
             self._inbound.discard(response_to)
             flags = Flag.RESPONSE
-        return encode_frame(self.config.magic, message, response_to, flags, self.version)
+        return self._encode(message, response_to, flags)
 
     def request(self, message):
         """Encode a request. Returns (request_id, bytes)."""
@@ -309,7 +311,7 @@ class Session:
             self._addr_tokens += self.config.addr_credit_per_getaddr
         elif message.TYPE == MessageType.PING:
             self._ping_nonces[message.nonce] = now
-        return request_id, encode_frame(self.config.magic, message, request_id, 0, self.version)
+        return request_id, self._encode(message, request_id, 0)
 
     def ping(self):
         """Encode a PING whose PONG will yield RttMeasured."""
@@ -328,7 +330,12 @@ class Session:
 
     def _queue(self, message, request_id=0, flags=0):
         version = BASE_VERSION if isinstance(message, (Hello, HelloAck)) else self.version
-        self._outbox.append(encode_frame(self.config.magic, message, request_id, flags, version))
+        self._outbox.append(self._encode(message, request_id, flags, version))
+
+    def _encode(self, message, request_id, flags, version=None):
+        if self.on_frame is not None:
+            self.on_frame("tx", message.TYPE)
+        return encode_frame(self.config.magic, message, request_id, flags, self.version if version is None else version)
 
     # --- timers --------------------------------------------------------------
 
@@ -373,6 +380,8 @@ class Session:
             if self.state in (State.ERROR, State.CLOSED):
                 break
             self._last_rx = self.clock.seconds()
+            if self.on_frame is not None and not isinstance(item, ProtocolError):
+                self.on_frame("rx", item.message.TYPE)
             try:
                 if isinstance(item, ProtocolError):
                     raise item
@@ -399,9 +408,7 @@ class Session:
         if frame.is_response:
             return self._response_received(frame)
         if message.TYPE == MessageType.PING:
-            self._outbox.append(
-                encode_frame(self.config.magic, Pong(nonce=message.nonce), frame.request_id, Flag.RESPONSE, self.version)
-            )
+            self._outbox.append(self._encode(Pong(nonce=message.nonce), frame.request_id, Flag.RESPONSE))
             return []
         if isinstance(message, Addr):
             return self._addr_received(frame, message)

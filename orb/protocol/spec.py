@@ -161,6 +161,11 @@ FIELD_DOCS = {
         "signature": "owner's signature (section 9.3)",
     },
     "RELAY": {"target": "node id of the peer to deliver to", "frame": "a complete ORB frame"},
+    "SYNC": {"digest": "the sender's registry digest, canonical JSON (section 8.6)"},
+    "DELTA": {
+        "kind": "0 changes, 1 snapshot part",
+        "payload": "canonical JSON: a change list or a snapshot part (section 8.6)",
+    },
 }
 
 REGISTRY_DOCS = {
@@ -188,6 +193,8 @@ REGISTRY_DOCS = {
             "RESULT": "answers INVOKE",
             "NAME": "an owner-signed name record",
             "RELAY": "a frame forwarded to a peer behind NAT",
+            "SYNC": "tracker anti-entropy: my registry digest (request)",
+            "DELTA": "registry changes or a snapshot part; answers SYNC or pushes news",
         },
     ),
     "error-codes": (ErrorCode, None),
@@ -430,7 +437,26 @@ def sample_messages():
                             output=b"5", log=b""), 8, int(Flag.RESPONSE)),
         ("name", name, 0, 0),
         ("relay", m.Relay(target=peer.node_id, frame=inner), 0, 0),
+        ("sync", m.Sync(digest=_sample_digest(tracker)), 10, 0),
+        ("delta", m.Delta(kind=int(m.DeltaKind.CHANGES), payload=_sample_delta(tracker, peer)), 10,
+         int(Flag.RESPONSE)),
     ]
+
+
+def _sample_digest(tracker):
+    from orb.tracker.registry import Digest
+
+    return Digest(known={tracker.node_id: 3}, state_hash=_det_bytes("orb-vector-state", 32)).to_bytes()
+
+
+def _sample_delta(tracker, peer):
+    from orb.tracker.registry import Registry
+
+    registry = Registry(_FixedClock(1_764_000_000), tracker.node_id)
+    change = registry.upsert_peer(peer.node_id, addresses=[("127.0.0.1", 7401)], roles=int(Role.PEER))
+    from orb.tracker.registry import Delta
+
+    return Delta(changes=(change,), more=False).to_bytes()
 
 
 class _FixedClock:

@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.test_daemons -*-
+"""
+Option parsing shared by ``twistd orb-tracker`` and ``twistd orb-peer``:
+conversions and checks that give a person one actionable line.
+"""
+
+import os
+import re
+
+from twisted.internet.endpoints import _parseServer
+from twisted.python import usage
+
+NETWORK_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+
+
+def parse_hostport(text, what="address"):
+    """'127.0.0.1:7400' or '[::1]:7400' -> ('127.0.0.1', 7400)."""
+    import socket
+
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text or "")
+    if not match:
+        raise usage.UsageError(f"{what} {text!r} is not HOST:PORT (use [v6]:PORT for IPv6)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise usage.UsageError(f"{what} {text!r}: port must be 1..65535")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return host, port
+        except OSError:
+            pass
+    raise usage.UsageError(f"{what} {text!r}: {host!r} is not an IP address")
+
+
+def check_endpoint(text, what):
+    """A Twisted server endpoint string, checked for syntax without listening."""
+    try:
+        _parseServer(text, None)
+    except (ValueError, KeyError, TypeError) as e:
+        raise usage.UsageError(f"{what} {text!r} is not a valid endpoint string ({e})") from None
+    if not text.startswith(("tcp:", "tcp6:", "unix:")):
+        raise usage.UsageError(f"{what} {text!r}: only tcp:, tcp6: and unix: endpoints are supported")
+    return text
+
+
+def listen_address(endpoint_text):
+    """(interface, port) of a tcp:/tcp6: endpoint string, or None."""
+    kind, args, kw = _parseServer(endpoint_text, None)
+    if kind not in ("TCP", "TCP6"):
+        return None
+    default = "::" if endpoint_text.startswith("tcp6:") else "0.0.0.0"
+    return kw.get("interface", default), int(args[0])
+
+
+def check_data_dir(path):
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise usage.UsageError(f"data dir {path}: cannot create it ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise usage.UsageError(f"data dir {path} is not writable")
+    probe = os.path.join(path, ".write-test")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise usage.UsageError(f"data dir {path} is not writable ({e.strerror})") from None
+    return path
+
+
+def check_network(name):
+    if not NETWORK_RE.match(name or ""):
+        raise usage.UsageError(f"network name {name!r}: use 1-32 lowercase letters, digits and '-'")
+    return name
+
+
+def positive_int(name, value, maximum=100_000):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{name} must be an integer, not {value!r}") from None
+    if not 0 <= number <= maximum:
+        raise usage.UsageError(f"--{name} must be between 0 and {maximum}")
+    return number
+
+
+def positive_float(name, value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{name} must be a number, not {value!r}") from None
+    if not number > 0:
+        raise usage.UsageError(f"--{name} must be positive")
+    return number
