@@ -19,7 +19,6 @@ from orb.tracker.registry import (
     Delta,
     Digest,
     FunctionRecord,
-    PeerRecord,
     Registry,
     RegistryChangeError,
     RegistryFull,
