@@ -619,6 +619,9 @@ class Registry:
         return self._seq
 
     def subscribe(self, observer: Callable[[Change], None]) -> None:
+        """Call ``observer(change)`` for every change entering the log.
+        It runs synchronously inside the registry call: it must only queue
+        (e.g. write to transports), never call back into the registry."""
         self._observers.append(observer)
 
     def unsubscribe(self, observer: Callable[[Change], None]) -> None:
