@@ -46,8 +46,8 @@ case "$cmd" in
         summary="$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -n 1 || true)"
         field() { sed -nE "s/.*[( ]$1=([0-9]+).*/\1/p" <<<"$summary"; }
         passed="$(field successes)"; failures="$(field failures)"; errors="$(field errors)"
-        skips="$(field skips)"
-        failed=$(( ${failures:-0} + ${errors:-0} + $(field unexpectedSuccesses | sed 's/^$/0/') ))
+        skips="$(field skips)"; unexpected="$(field unexpectedSuccesses)"
+        failed=$(( ${failures:-0} + ${errors:-0} + ${unexpected:-0} ))
         echo "${passed:-0} passed, ${failed} failed, ${skips:-0} skipped"
         if [ -z "$summary" ] || [ "${passed:-0}" -eq 0 ]; then
             echo "no test summary found: treating as failure" >&2
