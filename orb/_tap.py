@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.test_daemons -*-
+"""
+What the two twistd plugins share: the common options, their conversion
+into a frozen NodeConfig, and the service wrapper that logs to JSON when
+asked.
+"""
+
+import os
+
+from twisted.python import usage
+
+from orb import _options as opt
+from orb.node import NodeConfig
+from orb.protocol.session import SessionConfig
+
+
+class NodeOptions(usage.Options):
+    """Options both daemons take. Subclasses set the defaults."""
+
+    default_data_dir = "~/.orb/node"
+    default_listen = "tcp:7400:interface=127.0.0.1"
+
+    optFlags = [
+        ["public", None, "treat private address ranges (10/8, 172.16/12, 192.168/16) as unroutable in gossip"],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["join"] = []
+        self["data-dir"] = self.default_data_dir
+        self["listen"] = self.default_listen
+
+    def opt_data_dir(self, path):
+        """Where the node keeps its key, address book and state [default: ~/.orb/tracker or ~/.orb/peer]."""
+        self["data-dir"] = path
+
+    def opt_listen(self, endpoint):
+        """Wire protocol listen endpoint, a Twisted endpoint string [default: tcp:7400:interface=127.0.0.1 for a tracker, tcp:7401:interface=127.0.0.1 for a peer]."""
+        self["listen"] = endpoint
+
+    def opt_network(self, name):
+        """Network name; nodes of different networks never talk [default: main]."""
+        self["network"] = name
+
+    def opt_advertise(self, hostport):
+        """Public HOST:PORT to advertise (default: the listen address, if specific)."""
+        self["advertise"] = hostport
+
+    def opt_max_inbound(self, value):
+        """Most inbound sessions accepted [default: 117]."""
+        self["max-inbound"] = value
+
+    def postOptions(self):
+        self["data-dir"] = opt.check_data_dir(self["data-dir"])
+        self["listen"] = opt.check_endpoint(self["listen"], "--listen")
+        self["network"] = opt.check_network(self.get("network", "main"))
+        advertise = self.get("advertise")
+        self["advertise"] = opt.parse_hostport(advertise, "--advertise") if advertise else None
+        self["join"] = tuple(opt.parse_hostport(a, self.join_flag) for a in self["join"])
+        self["max-inbound"] = opt.positive_int("max-inbound", self.get("max-inbound", 117), 10_000)
+        address = opt.listen_address(self["listen"])
+        if address is not None:
+            check_port_free(*address)
+
+    def node_config(self, user_agent):
+        return NodeConfig(
+            data_dir=self["data-dir"],
+            network=self["network"],
+            listen=self["listen"],
+            advertise=self["advertise"],
+            bootstrap=self["join"],
+            max_inbound=self["max-inbound"],
+            user_agent=user_agent,
+            allow_private=not self["public"],
+            session=SessionConfig(network=self["network"]),
+        )
+
+
+def check_port_free(host, port):
+    """A friendly early error for a port in use (the listen itself still decides)."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except OSError as e:
+        raise usage.UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    finally:
+        s.close()
+
+
+def expand(path):
+    return os.path.abspath(os.path.expanduser(path))

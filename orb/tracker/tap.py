@@ -1,0 +1,47 @@
+# -*- test-case-name: tests.test_daemons -*-
+"""``twistd orb-tracker``: options and makeService."""
+
+from twisted.internet import reactor
+
+from orb import _options as opt
+from orb._tap import NodeOptions, check_port_free
+from orb.tracker.service import Tracker, TrackerConfig
+
+
+class Options(NodeOptions):
+    synopsis = "[options]"
+    longdesc = (
+        "Run an ORB tracker (supernode): it keeps the registry of live peers, trackers and "
+        "functions, federates it with other trackers, and serves the REST analytics API, "
+        "/metrics and a dashboard over HTTP."
+    )
+    default_data_dir = "~/.orb/tracker"
+    default_listen = "tcp:7400:interface=127.0.0.1"
+    join_flag = "--join"
+
+    def opt_join(self, hostport):
+        """HOST:PORT of another tracker to federate with (repeatable)."""
+        self["join"].append(hostport)
+
+    def opt_http(self, endpoint):
+        """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
+        self["http"] = endpoint
+
+    def opt_peer_ttl(self, seconds):
+        """Seconds without a sign of life before a peer expires [default: 90]."""
+        self["peer-ttl"] = seconds
+
+    def postOptions(self):
+        super().postOptions()
+        self["http"] = opt.check_endpoint(self.get("http", "tcp:7480:interface=127.0.0.1"), "--http")
+        self["peer-ttl"] = opt.positive_float("peer-ttl", self.get("peer-ttl", 90))
+        address = opt.listen_address(self["http"])
+        if address is not None:
+            check_port_free(*address)
+
+
+def makeService(config):
+    tracker_config = TrackerConfig(
+        node=config.node_config("orb-tracker/0.1"), http=config["http"], peer_ttl_s=config["peer-ttl"]
+    )
+    return Tracker(tracker_config, reactor)
