@@ -73,7 +73,6 @@ class _Sigaction(ctypes.Structure):
 _SA_SIGINFO = 4
 _SIGINFO_SYSCALL_OFFSET = 24  # si_syscall in siginfo_t on x86_64 / aarch64
 _HANDLER_T = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-_keep_alive = []
 
 
 class Context:
@@ -98,8 +97,9 @@ class JailSetupError(Exception):
 
 
 def _drop_capabilities(last_cap: int) -> None:
-    for cap in range(last_cap + 1):
-        _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    # Empty effective, permitted, inheritable and ambient sets.  With
+    # no_new_privs, execve can never give more than the (empty) permitted
+    # set back, even to uid 0, so the bounding set needs no 41 prctl calls.
     _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
@@ -107,20 +107,24 @@ def _drop_capabilities(last_cap: int) -> None:
         raise JailSetupError(f"capset: {os.strerror(ctypes.get_errno())}")
 
 
-def _install_sigsys_reporter(status_fd: int) -> None:
-    def on_sigsys(signo, info, uctx):  # pragma: no cover - runs in the dying child
-        try:
-            nr = ctypes.c_int.from_address(info + _SIGINFO_SYSCALL_OFFSET).value
-            os.write(status_fd, b"S" + struct.pack("<i", nr))
-        finally:
-            os._exit(EXIT_SIGSYS)
+def _on_sigsys(signo, info, uctx):  # pragma: no cover - runs in the dying child
+    try:
+        nr = ctypes.c_int.from_address(info + _SIGINFO_SYSCALL_OFFSET).value
+        os.write(3, b"S" + struct.pack("<i", nr))
+    finally:
+        os._exit(EXIT_SIGSYS)
 
-    cb = _HANDLER_T(on_sigsys)
-    _keep_alive.append(cb)
-    act = _Sigaction()
-    act.sa_sigaction = ctypes.cast(cb, ctypes.c_void_p).value
-    act.sa_flags = _SA_SIGINFO
-    if _libc.sigaction(signal.SIGSYS, ctypes.byref(act), None) != 0:
+
+# Built once at import (in the zygote), so a child only pays for sigaction().
+_SIGSYS_CB = _HANDLER_T(_on_sigsys)
+_SIGSYS_ACT = _Sigaction()
+_SIGSYS_ACT.sa_sigaction = ctypes.cast(_SIGSYS_CB, ctypes.c_void_p).value
+_SIGSYS_ACT.sa_flags = _SA_SIGINFO
+
+
+def _install_sigsys_reporter() -> None:
+    """SIGSYS (seccomp TRAP) writes ``S`` + the syscall number to fd 3, then exits."""
+    if _libc.sigaction(signal.SIGSYS, ctypes.byref(_SIGSYS_ACT), None) != 0:
         raise JailSetupError("sigaction(SIGSYS) failed")
 
 
@@ -145,13 +149,10 @@ def _build_ruleset(jail, spec) -> int | None:
             raise JailSetupError("scratch dir is missing")
         extra.append(scratch[0])
         _landlock.add_path_rule(rs, scratch[0], _landlock.READ_WRITE, abi, True)
-        for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
-            dev = _landlock.open_path(path)
-            if dev is not None:
-                extra.append(dev[0])
-                _landlock.add_path_rule(
-                    rs, dev[0], _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False
-                )
+        for fd in jail.dev_fds:
+            _landlock.add_path_rule(
+                rs, fd, _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False
+            )
         for path in spec.get("exec_paths", ()):
             got = _landlock.open_path(path)
             if got is not None:
@@ -226,7 +227,7 @@ def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # no
             _landlock.restrict_self(ruleset)
             os.close(ruleset)
         if spec["runtime"] == "python":
-            _install_sigsys_reporter(3)
+            _install_sigsys_reporter()
         if jail.use_seccomp:
             _seccomp.load(jail.programs[spec["runtime"]])
     except BaseException as e:  # the jail is incomplete: run nothing
@@ -265,7 +266,11 @@ def _load_handler(spec):
     mod_spec = importlib.util.spec_from_file_location("orb_function", spec["entry"])
     module = importlib.util.module_from_spec(mod_spec)
     sys.modules["orb_function"] = module
-    mod_spec.loader.exec_module(module)
+    code = spec.get("code")
+    if code is not None:  # compiled by the zygote; run it here, in the jail
+        exec(code, module.__dict__)
+    else:
+        mod_spec.loader.exec_module(module)
     handler = getattr(module, "handler", None)
     if not callable(handler):
         raise TypeError(f"{os.path.basename(spec['entry'])} defines no callable handler(event, context)")

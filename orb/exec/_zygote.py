@@ -23,6 +23,7 @@ import argparse
 import ctypes
 import errno
 import fcntl
+import gc
 import json
 import os
 import selectors
@@ -169,6 +170,11 @@ class Jail:
             got = _landlock.open_path(path)
             if got is not None:
                 self.ro_fds.append(got)
+        self.dev_fds = []
+        for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
+            got = _landlock.open_path(path)
+            if got is not None:
+                self.dev_fds.append(got[0])
         self.interpreters = interpreter_allowlist()
         self.loaders = _loader_paths()
         self.mountns = False
@@ -328,6 +334,8 @@ class Loop:
         self.workers: list[Worker] = []
         self.running = True
         self.runs_seen = 0
+        self.scratch_seq = 0
+        self.code_cache: dict = {}
         self.decoder = FrameDecoder(max_data_bytes=MAX_INPUT_BYTES)
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
@@ -437,6 +445,8 @@ class Loop:
             "input_max_bytes": MAX_INPUT_BYTES,
             "exec_paths": [],
         }
+        if runtime == "python":
+            spec["code"] = self.compiled(entry, st)
         if runtime == "exec":
             if not st.st_mode & 0o111:
                 raise ValueError(f"entry {ctl['entry']} is not executable")
@@ -455,8 +465,30 @@ class Loop:
             spec["exec_paths"].extend(self.jail.loaders)
         return spec
 
+    def compiled(self, entry: str, st: os.stat_result):
+        """The entry's code object, compiled here once so each child only runs it.
+
+        Compiling executes nothing; a syntax error is left for the child to
+        report in its log.  Bounded: 64 entries, sources up to 1 MiB."""
+        key = (entry, st.st_mtime_ns, st.st_size, st.st_ino)
+        if key in self.code_cache:
+            return self.code_cache[key]
+        code = None
+        if st.st_size <= (1 << 20):
+            try:
+                with open(entry, "rb") as f:
+                    code = compile(f.read(), entry, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError, OSError):
+                code = None
+        if len(self.code_cache) >= 64:
+            self.code_cache.pop(next(iter(self.code_cache)))
+        self.code_cache[key] = code
+        return code
+
     def new_scratch(self, max_bytes: int) -> tuple[str, bool]:
-        path = tempfile.mkdtemp(prefix="call-", dir=self.scratch_root)
+        self.scratch_seq += 1
+        path = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
+        os.mkdir(path, 0o700)
         mounted = False
         if self.jail.mountns:
             opts = f"size={max(max_bytes, 4096)},nr_inodes=4096,mode=0700"
@@ -674,7 +706,12 @@ class Loop:
         self.sel.unregister(proc.pidfd)
         os.close(proc.pidfd)
         del self.procs[proc.pidfd]
-        self.drop_scratch(proc)
+        try:
+            self._finish_exit(proc, owner)
+        finally:
+            self.drop_scratch(proc)
+
+    def _finish_exit(self, proc: Proc, owner) -> None:
         if isinstance(owner, Worker):
             owner.dead = True
             owner.stdin.close()
@@ -800,6 +837,12 @@ class Loop:
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
             for key, _mask in self.sel.select(timeout):
+                # An earlier callback in this batch may have closed this fd
+                # (a child's exit drains and closes its pipes) or even reused
+                # its number for a new call: skip events for stale keys.
+                current = self.sel.get_map().get(key.fd)
+                if current is None or current.data is not key.data:
+                    continue
                 cb = key.data
                 if isinstance(cb, tuple):
                     cb[0](*cb[1:])
@@ -846,6 +889,10 @@ def main(argv=None) -> int:
     os.makedirs(root, mode=0o700, exist_ok=True)
     scratch_root = tempfile.mkdtemp(prefix=f"orb-zygote-{os.getpid()}-", dir=root)
     loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s)
+    # Children start from this heap: keep the collector from touching (and
+    # so copying) the zygote's pages in each of them.
+    gc.collect()
+    gc.freeze()
     loop.send({"op": "hello", "pid": os.getpid(), "layers": jail.layers,
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
                "allow_unconfined": jail.allow_unconfined, "max_ctl_bytes": MAX_CTL_BYTES})
