@@ -1,0 +1,327 @@
+"""
+The executor's scheduling around the zygote: queue, BUSY, deadlines,
+restarts, refusal.  A fake process reactor stands in for the zygote, in the
+style of Twisted's runner/test/test_procmon.py DummyProcessReactor.
+"""
+
+from twisted.internet import error
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from orb.exec import ExecConfig, Executor, RuntimeSpec
+from orb.exec._frames import FrameDecoder, encode
+from orb.protocol.codes import ResultStatus
+
+SPEC = RuntimeSpec(runtime="python", entry="main.py")
+LAYERS = {"seccomp": True, "landlock_fs": True}
+
+
+class DummyProcessTransport:
+    def __init__(self, proto, executable, args, env, child_fds):
+        self.proto = proto
+        self.executable = executable
+        self.args = args
+        self.env = env
+        self.child_fds = child_fds
+        self.pid = 4242
+        self.written = bytearray()
+        self.stdin_closed = False
+        self.signals = []
+        self.decoder = FrameDecoder(1 << 24)
+
+    def write(self, data):
+        self.written += data
+
+    def closeStdin(self):
+        self.stdin_closed = True
+
+    def signalProcess(self, sig):
+        self.signals.append(sig)
+
+    def frames(self):
+        data, self.written = bytes(self.written), bytearray()
+        return self.decoder.feed(data)
+
+    def say(self, ctl, payload=b""):
+        self.proto.childDataReceived(1, encode(ctl, payload))
+
+    def hello(self, missing=()):
+        self.say({"op": "hello", "pid": self.pid, "layers": LAYERS, "missing": list(missing)})
+
+    def done(self, call_id, status="OK", out=b"", log=b"", boot_ms=1.5, exec_ms=0.5, message=""):
+        self.say({"op": "done", "id": call_id, "status": status, "message": message,
+                  "boot_ms": boot_ms, "exec_ms": exec_ms, "out_len": len(out),
+                  "log_len": len(log)}, out + log)
+
+    def end(self, exc=None):
+        self.proto.processEnded(Failure(exc or error.ProcessDone(0)))
+
+
+class DummyProcessReactor(Clock):
+    def __init__(self):
+        super().__init__()
+        self.spawned = []
+
+    def spawnProcess(self, proto, executable, args=(), env=None, path=None, uid=None, gid=None,
+                     usePTY=0, childFDs=None):
+        t = DummyProcessTransport(proto, executable, args, env, childFDs)
+        proto.makeConnection(t)
+        self.spawned.append(t)
+        return t
+
+
+def runs(t):
+    return [(ctl, data) for ctl, data in t.frames() if ctl.get("op") == "run"]
+
+
+class ExecutorTests(SynchronousTestCase):
+    def make(self, **kw):
+        self.reactor = DummyProcessReactor()
+        cfg = dict(max_concurrent=2, max_queue=2, default_timeout_s=5.0, grace_s=1.0,
+                   restart_delay_s=1.0)
+        cfg.update(kw)
+        self.executor = Executor(self.reactor, ExecConfig(**cfg))
+        d = self.executor.start()
+        self.zygote = self.reactor.spawned[-1]
+        return d
+
+    def started(self, **kw):
+        d = self.make(**kw)
+        self.zygote.hello()
+        self.successResultOf(d)
+        return self.zygote
+
+    def test_spawns_zygote_with_empty_env_and_reports_hello(self):
+        d = self.make()
+        t = self.zygote
+        self.assertEqual(t.env, {})
+        self.assertEqual(t.child_fds, {0: "w", 1: "r", 2: "r"})
+        self.assertIn("-I", t.args)
+        self.assertNoResult(d)
+        t.hello()
+        self.assertEqual(self.successResultOf(d)["layers"], LAYERS)
+        self.assertEqual(self.executor.layers, LAYERS)
+
+    def test_invoke_sends_run_and_maps_done_to_result(self):
+        t = self.started()
+        d = self.executor.invoke("fid1", "/pkg", SPEC, b"input", deadline_s=3.0, request_id="r1")
+        [(ctl, data)] = runs(t)
+        self.assertEqual(data, b"input")
+        self.assertEqual((ctl["fid"], ctl["request_id"], ctl["runtime"], ctl["entry"]),
+                         ("fid1", "r1", "python", "main.py"))
+        self.assertEqual(ctl["timeout_s"], 3.0)
+        self.assertEqual(ctl["package_dir"], "/pkg")
+        self.assertNoResult(d)
+        t.done(ctl["id"], out=b"result", log=b"a log line\n")
+        r = self.successResultOf(d)
+        self.assertEqual((r.status, r.output, r.log), (ResultStatus.OK, b"result", b"a log line\n"))
+        self.assertEqual((r.boot_ms, r.exec_ms, r.queue_ms, r.request_id), (1.5, 0.5, 0.0, "r1"))
+
+    def test_manifest_mapping_accepted(self):
+        t = self.started()
+        self.executor.invoke("f", "/pkg", {"runtime": "python", "entry": "h.py",
+                                           "reuse": "per-function"}, b"")
+        [(ctl, _)] = runs(t)
+        self.assertEqual((ctl["entry"], ctl["reuse"]), ("h.py", "per-function"))
+
+    def test_bad_manifest_is_an_error_result(self):
+        self.started()
+        r = self.successResultOf(self.executor.invoke("f", "/pkg", {"entry": "x"}, b""))
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn("runtime", r.message)
+
+    def test_concurrency_limit_then_queue_then_busy(self):
+        t = self.started()
+        ds = [self.executor.invoke("f", "/pkg", SPEC, b"%d" % i) for i in range(5)]
+        sent = runs(t)
+        self.assertEqual([d for _, d in sent], [b"0", b"1"])  # max_concurrent=2
+        self.assertEqual((self.executor.running, self.executor.queued), (2, 2))
+        busy = self.successResultOf(ds[4])
+        self.assertEqual(busy.status, ResultStatus.BUSY)
+        self.assertIn("busy", busy.message)
+        for d in ds[:4]:
+            self.assertNoResult(d)
+
+    def test_queued_call_runs_when_a_slot_frees_with_queue_time(self):
+        t = self.started()
+        ds = [self.executor.invoke("f", "/pkg", SPEC, b"%d" % i) for i in range(3)]
+        first, _second = runs(t)
+        self.reactor.advance(0.25)
+        t.done(first[0]["id"])
+        [(ctl, data)] = runs(t)
+        self.assertEqual(data, b"2")
+        self.assertAlmostEqual(ctl["timeout_s"], 4.75)  # the queue time came off the deadline
+        t.done(ctl["id"])
+        r = self.successResultOf(ds[2])
+        self.assertEqual(r.queue_ms, 250.0)
+        self.assertEqual(self.successResultOf(ds[0]).queue_ms, 0.0)
+
+    def test_fifo_order(self):
+        t = self.started(max_concurrent=1, max_queue=3)
+        for i in range(4):
+            self.executor.invoke("f", "/pkg", SPEC, b"%d" % i)
+        order = []
+        for _ in range(4):
+            [(ctl, data)] = runs(t)
+            order.append(data)
+            t.done(ctl["id"])
+        self.assertEqual(order, [b"0", b"1", b"2", b"3"])
+
+    def test_deadline_passes_while_queued(self):
+        t = self.started(max_concurrent=1)
+        self.executor.invoke("f", "/pkg", SPEC, b"a", deadline_s=10)
+        d = self.executor.invoke("f", "/pkg", SPEC, b"b", deadline_s=1)
+        runs(t)
+        self.reactor.advance(2.0)  # deadline 1 s + grace 1 s
+        r = self.successResultOf(d)
+        self.assertEqual(r.status, ResultStatus.TIMEOUT)
+        self.assertIn("queued", r.message)
+        self.assertEqual(self.executor.queued, 0)
+
+    def test_watchdog_kills_silent_zygote_and_restarts_it(self):
+        t = self.started()
+        d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=1)
+        runs(t)
+        self.reactor.advance(1.9)
+        self.assertNoResult(d)
+        with capturedLogs() as logs:
+            self.reactor.advance(0.1)
+        r = self.successResultOf(d)
+        self.assertEqual(r.status, ResultStatus.TIMEOUT)
+        self.assertEqual(t.signals, ["KILL"])
+        self.assertTrue(any(e["log_level"] == LogLevel.error for e in logs))
+        t.end(error.ProcessTerminated(signal=9))
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.reactor.spawned), 2)
+
+    def test_zygote_death_fails_running_calls_and_requeues_after_restart(self):
+        t = self.started(max_concurrent=1)
+        d1 = self.executor.invoke("f", "/pkg", SPEC, b"1")
+        d2 = self.executor.invoke("f", "/pkg", SPEC, b"2")
+        runs(t)
+        t.end(error.ProcessTerminated(exitCode=1))
+        r1 = self.successResultOf(d1)
+        self.assertEqual(r1.status, ResultStatus.INTERNAL)
+        self.assertIn("zygote", r1.message)
+        self.assertNoResult(d2)
+        self.reactor.advance(1.0)
+        t2 = self.reactor.spawned[-1]
+        self.assertIsNot(t2, t)
+        t2.hello()
+        [(ctl, data)] = runs(t2)
+        self.assertEqual(data, b"2")
+        t2.done(ctl["id"], out=b"ok")
+        self.assertEqual(self.successResultOf(d2).output, b"ok")
+        self.flushLoggedErrors()
+
+    def test_gives_up_after_max_restarts(self):
+        self.started(max_restarts=1)
+        self.zygote.end(error.ProcessTerminated(exitCode=1))
+        self.reactor.advance(1.0)
+        self.reactor.spawned[-1].end(error.ProcessTerminated(exitCode=1))
+        r = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b""))
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.assertIn("failed", r.message)
+
+    def test_missing_layer_refuses_untrusted_code(self):
+        d = self.make()
+        queued = self.executor.invoke("f", "/pkg", SPEC, b"")
+        with capturedLogs() as logs:
+            self.zygote.hello(missing=["landlock_scope"])
+        self.successResultOf(d)
+        r = self.successResultOf(queued)
+        self.assertEqual(r.status, ResultStatus.REFUSED)
+        self.assertIn("landlock_scope", r.message)
+        self.assertEqual(runs(self.zygote), [])
+        self.assertTrue(any(e["log_level"] == LogLevel.error and "landlock_scope" in e["missing"]
+                            for e in logs))
+        r2 = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b""))
+        self.assertEqual(r2.status, ResultStatus.REFUSED)
+
+    def test_opt_out_runs_but_logs_loudly(self):
+        d = self.make(allow_unconfined=True)
+        self.assertIn("--allow-unconfined", self.zygote.args)
+        with capturedLogs() as logs:
+            self.zygote.hello(missing=["seccomp"])
+            self.successResultOf(d)
+            self.executor.invoke("f", "/pkg", SPEC, b"")
+        self.assertEqual(len(runs(self.zygote)), 1)
+        levels = [e["log_level"] for e in logs]
+        self.assertIn(LogLevel.critical, levels)
+        self.assertIn(LogLevel.warn, levels)
+
+    def test_input_over_cap_is_refused_without_running(self):
+        t = self.started(input_max_bytes=4)
+        r = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b"12345"))
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn("cap", r.message)
+        self.assertEqual(runs(t), [])
+
+    def test_malformed_done_is_internal(self):
+        t = self.started()
+        d = self.executor.invoke("f", "/pkg", SPEC, b"")
+        [(ctl, _)] = runs(t)
+        t.say({"op": "done", "id": ctl["id"], "status": "OK", "out_len": 5, "log_len": 0}, b"ab")
+        self.assertEqual(self.successResultOf(d).status, ResultStatus.INTERNAL)
+        self.flushLoggedErrors()
+
+    def test_garbage_from_zygote_kills_it(self):
+        t = self.started()
+        t.proto.childDataReceived(1, b"\xff\xff\xff\xff\x00\x00\x00\x00")
+        self.assertEqual(t.signals, ["KILL"])
+
+    def test_late_done_after_watchdog_is_ignored(self):
+        t = self.started()
+        d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=1)
+        [(ctl, _)] = runs(t)
+        self.reactor.advance(2.0)
+        self.assertEqual(self.successResultOf(d).status, ResultStatus.TIMEOUT)
+        t.done(ctl["id"])  # no exception, no double callback
+
+    def test_stop_fails_queue_and_kills_after_grace(self):
+        t = self.started(max_concurrent=1)
+        running = self.executor.invoke("f", "/pkg", SPEC, b"")
+        queued = self.executor.invoke("f", "/pkg", SPEC, b"")
+        runs(t)
+        stopped = self.executor.stop()
+        self.assertEqual(self.successResultOf(queued).status, ResultStatus.INTERNAL)
+        self.assertEqual([c["op"] for c, _ in t.frames()], ["stop"])
+        self.assertTrue(t.stdin_closed)
+        self.assertNoResult(stopped)
+        self.reactor.advance(1.0)
+        self.assertEqual(t.signals, ["KILL"])
+        t.end(error.ProcessTerminated(signal=9))
+        self.successResultOf(stopped)
+        self.assertEqual(self.successResultOf(running).status, ResultStatus.INTERNAL)
+        after = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b""))
+        self.assertEqual(after.status, ResultStatus.INTERNAL)
+        self.assertEqual(len(self.reactor.spawned), 1)  # no restart after stop
+
+    def test_calls_before_hello_wait_for_it(self):
+        d = self.make()
+        call = self.executor.invoke("f", "/pkg", SPEC, b"early")
+        self.assertEqual(runs(self.zygote), [])
+        self.zygote.hello()
+        self.successResultOf(d)
+        [(ctl, data)] = runs(self.zygote)
+        self.assertEqual(data, b"early")
+        self.zygote.done(ctl["id"], status="TIMEOUT", message="wall-clock deadline")
+        r = self.successResultOf(call)
+        self.assertEqual((r.status, r.message), (ResultStatus.TIMEOUT, "wall-clock deadline"))
+
+
+class RuntimeSpecTests(SynchronousTestCase):
+    def test_from_manifest_defaults(self):
+        s = RuntimeSpec.from_manifest({"runtime": "python"})
+        self.assertEqual((s.entry, s.reuse), ("main.py", "per-call"))
+        self.assertEqual(RuntimeSpec.from_manifest({"runtime": "exec"}).entry, "main")
+
+    def test_rejects_bad_values(self):
+        for bad in ({"runtime": "java"}, {"runtime": "python", "entry": "/abs.py"},
+                    {"runtime": "python", "entry": "../up.py"},
+                    {"runtime": "python", "reuse": "forever"},
+                    {"runtime": "exec", "reuse": "per-function"}, {}):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                RuntimeSpec.from_manifest(bad)
