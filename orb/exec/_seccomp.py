@@ -17,6 +17,10 @@ Choice of actions:
   KILLED_BY_POLICY, syscall unknown).  A forced SIGSYS cannot be blocked or
   ignored, and even a handler the code installs itself cannot make the
   forbidden call happen: TRAP never executes it.
+- In the ``exec`` runtime ``socket``/``socketpair`` return EACCES instead:
+  glibc's NSS (``getpwuid``, which interpreter start-up calls) probes nscd
+  over a unix socket and must be able to fall back.  No socket is created
+  either way; with no socket, connect/bind/sendto have nothing to act on.
 - ``clone3`` returns ENOSYS, so glibc falls back to ``clone`` whose flags
   BPF can inspect: ``clone`` without ``CLONE_THREAD`` (fork, vfork,
   posix_spawn) traps, threads are allowed.
@@ -79,7 +83,13 @@ def compile_policy(runtime: str) -> bytes:
 
     flt = sc.SyscallFilter(defaction=sc.ALLOW)
     for name in DENIED:
-        _add(flt, sc.TRAP, name)
+        if runtime == "exec" and name in ("socket", "socketpair"):
+            # glibc's NSS (getpwuid, run by every interpreter's startup)
+            # probes nscd over a unix socket and falls back on an error;
+            # an exec'd program gets EACCES instead of being killed.
+            _add(flt, sc.ERRNO(errno.EACCES), name)
+        else:
+            _add(flt, sc.TRAP, name)
     _add(flt, sc.ERRNO(errno.ENOSYS), "clone3")
     _add(flt, sc.TRAP, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
     if runtime == "python":

@@ -84,6 +84,8 @@ STATUS = (
 )
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
+_EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
+                        b"out of memory")
 WORKER_CPU_S = 600
 WORKER_MAX_CALLS = 10000
 
@@ -784,8 +786,14 @@ class Loop:
                 self.finish(call, "ERROR", "the warm worker exited during the call")
             elif code == _child.EXIT_OK and call.worker is None:
                 self.finish(call, "OK", "")
-            elif code == _child.EXIT_MEMORY:
+            elif code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
                 self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached")
+            elif call.ctl.get("runtime") == "exec" and any(
+                    m in call.log[-4096:] for m in _EXEC_MEMORY_MARKERS):
+                # An exec'd program reports failed allocations in its own
+                # words; these are the common ones (glibc, Python, Rust, Go).
+                self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached "
+                            f"(exit status {code}; see log)")
             else:
                 self.finish(call, "ERROR", f"function exited with status {code} (see log)")
 

@@ -1,0 +1,1 @@
+"""Hostile functions run through the real jail (issue 4)."""

@@ -1,0 +1,120 @@
+"""
+Shared fixtures for tests that run real jailed children: one real Executor
+per test on the real reactor, a skip (with the reason) when this kernel
+lacks a jail layer, and a fake peer data dir with a key file.
+"""
+
+import hashlib
+import os
+import stat
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SkipTest, TestCase
+
+from orb.exec import ExecConfig, Executor, RuntimeSpec
+
+_probe_cache = {}
+
+
+def missing_layers_reason() -> str | None:
+    """Why real-jail tests cannot run here, or None when they can."""
+    if "reason" not in _probe_cache:
+        reason = None
+        if not sys.platform.startswith("linux"):
+            reason = "the jail needs Linux"
+        else:
+            try:
+                from orb.cli._sandbox import probe_layers
+
+                report = probe_layers()
+                if report["missing"]:
+                    reason = "kernel lacks jail layers: " + ", ".join(report["missing"])
+            except Exception as e:  # pragma: no cover - depends on the host
+                reason = f"could not probe jail layers: {e}"
+        if reason:
+            print(f"\nSKIP real-jail tests: {reason}", file=sys.stderr)
+        _probe_cache["reason"] = reason
+    return _probe_cache["reason"]
+
+
+def tree_checksum(root: str) -> str:
+    """sha256 over every path, mode and content under ``root``."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            h.update(os.path.relpath(path, root).encode() + b"\0" + oct(st.st_mode).encode())
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def make_fake_data_dir(base: str) -> tuple[str, str]:
+    """A peer data dir like the real one: private/node.key (0600), a db, a store."""
+    data = os.path.join(base, "peer-data")
+    os.makedirs(os.path.join(data, "private"), mode=0o700)
+    os.makedirs(os.path.join(data, "store"), mode=0o755)
+    key = os.path.join(data, "private", "node.key")
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"FAKE-ED25519-SECRET-KEY-" + os.urandom(32).hex().encode())
+    os.close(fd)
+    with open(os.path.join(data, "orb.sqlite"), "wb") as f:
+        f.write(b"SQLite format 3\0" + b"\0" * 100)
+    with open(os.path.join(data, "store", "index"), "w") as f:
+        f.write("fid1\nfid2\n")
+    return data, key
+
+
+class JailTestCase(TestCase):
+    """Starts a real Executor (real zygote, real jail) for each test."""
+
+    config = {}
+    timeout = 60
+
+    def setUp(self):
+        reason = missing_layers_reason()
+        if reason:
+            raise SkipTest(reason)
+        cfg = dict(max_concurrent=2, max_queue=8, default_timeout_s=5.0,
+                   scratch_root=os.path.abspath(self.mktemp()))
+        cfg.update(self.config)
+        self.executor = Executor(reactor, ExecConfig(**cfg))
+        self.addCleanup(self.executor.stop)
+        d = self.executor.start()
+        d.addCallback(lambda hello: setattr(self, "hello", hello))
+        return d
+
+    def make_package(self, files: dict) -> str:
+        pkg = os.path.abspath(self.mktemp())
+        os.makedirs(pkg)
+        os.chmod(pkg, 0o755)
+        for name, body in files.items():
+            path = os.path.join(pkg, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            mode = 0o755 if body.startswith("#!") else 0o644
+            with open(path, "w") as f:
+                f.write(body)
+            os.chmod(path, mode)
+        return pkg
+
+    def call(self, pkg, entry="main.py", data=b"", runtime="python", timeout=5.0,
+             reuse="per-call", memory_mb=None, request_id="req") -> defer.Deferred:
+        spec = RuntimeSpec(runtime=runtime, entry=entry, reuse=reuse, memory_mb=memory_mb)
+        return self.executor.invoke("fid-test", pkg, spec, data, deadline_s=timeout,
+                                    request_id=request_id)
+
+    def zygote_children(self) -> list[int]:
+        """Live children of the zygote (the jailed calls and warm workers)."""
+        pid = self.hello["pid"]
+        kids = []
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    kids += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        return kids

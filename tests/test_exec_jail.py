@@ -1,0 +1,321 @@
+"""
+Every jail layer and every result code, with real jailed children of a
+real zygote.  (tests/hostile/ holds the attack suite.)
+"""
+
+import json
+import os
+
+from twisted.internet import defer
+
+from orb.protocol.codes import ResultStatus
+
+from .hostile._support import JailTestCase
+
+ECHO = """
+import json
+def handler(event, context):
+    print("seen", len(event), "bytes")
+    return {"event": event.decode(), "fid": context.fid, "request_id": context.request_id,
+            "remaining_ok": 0 < context.remaining_s() <= 5}
+"""
+
+PROBE = """
+import ctypes, os, resource
+def handler(event, context):
+    libc = ctypes.CDLL(None)
+    return {
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "no_new_privs": libc.prctl(39, 0, 0, 0, 0),
+        "pgid_is_pid": os.getpgid(0) == os.getpid(),
+        "sid_is_pid": os.getsid(0) == os.getpid(),
+        "as": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "core": resource.getrlimit(resource.RLIMIT_CORE)[0],
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0],
+        "fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[0],
+    }
+"""
+
+SCRATCH = """
+import os
+def handler(event, context):
+    before = sorted(os.listdir("."))
+    with open("note.txt", "w") as f:
+        f.write("x" * 1000)
+    os.mkdir("sub")
+    os.symlink("../note.txt", "sub/link")
+    with open("sub/link") as f:
+        n = len(f.read())
+    return {"before": before, "read_back": n}
+"""
+
+
+class PythonRuntimeTests(JailTestCase):
+    @defer.inlineCallbacks
+    def test_ok_json_result_context_and_log(self):
+        pkg = self.make_package({"main.py": ECHO})
+        r = yield self.call(pkg, data=b"hello", request_id="r-42")
+        self.assertEqual(r.status, ResultStatus.OK, r)
+        self.assertEqual(json.loads(r.output), {"event": "hello", "fid": "fid-test",
+                                                "request_id": "r-42", "remaining_ok": True})
+        self.assertEqual(r.log, b"seen 5 bytes\n")  # print() goes to the log, not the output
+        self.assertGreater(r.boot_ms, 0)
+        self.assertGreater(r.exec_ms, 0)
+        self.assertGreaterEqual(r.queue_ms, 0)
+
+    @defer.inlineCallbacks
+    def test_bytes_and_str_results_are_raw(self):
+        pkg = self.make_package({"b.py": "def handler(e, c):\n    return b'\\x00\\xff' + e\n",
+                                 "s.py": "def handler(e, c):\n    return 'caf\\u00e9'\n"})
+        rb = yield self.call(pkg, "b.py", data=b"!")
+        rs = yield self.call(pkg, "s.py")
+        self.assertEqual(rb.output, b"\x00\xff!")
+        self.assertEqual(rs.output, "café".encode())
+
+    @defer.inlineCallbacks
+    def test_package_may_ship_pure_python_deps(self):
+        pkg = self.make_package({"main.py": "import helper\ndef handler(e, c):\n    return helper.double(e)\n",
+                                 "helper.py": "def double(b):\n    return b + b\n"})
+        r = yield self.call(pkg, data=b"ab")
+        self.assertEqual((r.status, r.output), (ResultStatus.OK, b"abab"))
+
+    @defer.inlineCallbacks
+    def test_exception_is_error_with_traceback_log(self):
+        pkg = self.make_package({"main.py": "def handler(e, c):\n    raise ValueError('bad input here')\n"})
+        r = yield self.call(pkg)
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn(b"ValueError: bad input here", r.log)
+        self.assertIn(b"Traceback", r.log)
+
+    @defer.inlineCallbacks
+    def test_missing_handler_and_syntax_error(self):
+        pkg = self.make_package({"none.py": "x = 1\n", "syn.py": "def handler(:\n"})
+        r1 = yield self.call(pkg, "none.py")
+        r2 = yield self.call(pkg, "syn.py")
+        self.assertEqual(r1.status, ResultStatus.ERROR)
+        self.assertIn(b"no callable handler", r1.log)
+        self.assertEqual(r2.status, ResultStatus.ERROR)
+        self.assertIn(b"SyntaxError", r2.log)
+
+    @defer.inlineCallbacks
+    def test_missing_entry(self):
+        pkg = self.make_package({"main.py": ECHO})
+        r = yield self.call(pkg, "nope.py")
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn("not found", r.message)
+
+    @defer.inlineCallbacks
+    def test_process_hygiene_and_rlimits(self):
+        pkg = self.make_package({"main.py": PROBE})
+        r = yield self.call(pkg, memory_mb=128, timeout=3)
+        self.assertEqual(r.status, ResultStatus.OK, r.log)
+        got = json.loads(r.output)
+        self.assertEqual(got["env"], {})
+        self.assertEqual(got["no_new_privs"], 1)
+        self.assertTrue(got["pgid_is_pid"])
+        self.assertTrue(got["sid_is_pid"])
+        self.assertEqual(got["as"], 128 * 1024 * 1024)
+        self.assertEqual(got["core"], 0)
+        self.assertEqual(got["nofile"], self.executor.config.nofile)
+        self.assertLessEqual(got["cpu"], 5)
+        self.assertEqual(got["fsize"], self.executor.config.scratch_max_bytes)
+        self.assertIn(os.path.basename(os.path.dirname(got["cwd"])), os.listdir(self.executor.config.scratch_root))
+
+    @defer.inlineCallbacks
+    def test_scratch_is_writable_fresh_and_wiped(self):
+        pkg = self.make_package({"main.py": SCRATCH})
+        r1 = yield self.call(pkg)
+        r2 = yield self.call(pkg)
+        self.assertEqual(r1.status, ResultStatus.OK, r1.log)
+        self.assertEqual(json.loads(r1.output), {"before": [], "read_back": 1000})
+        self.assertEqual(json.loads(r2.output)["before"], [])  # nothing carried over
+        leftovers = []
+        for _dirpath, dirnames, filenames in os.walk(self.executor.config.scratch_root):
+            leftovers += [d for d in dirnames if d.startswith("call-")] + filenames
+        self.assertEqual(leftovers, [])
+
+    @defer.inlineCallbacks
+    def test_package_is_read_only(self):
+        pkg = self.make_package({"main.py": "def handler(e, c):\n    open(__file__, 'a').write('#')\n"})
+        r = yield self.call(pkg)
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn(b"PermissionError", r.log)
+        with open(os.path.join(pkg, "main.py")) as f:
+            self.assertFalse(f.read().endswith("#"))
+
+    @defer.inlineCallbacks
+    def test_timeout_kills_and_reports(self):
+        pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(60)\n"})
+        r = yield self.call(pkg, timeout=0.5)
+        self.assertEqual(r.status, ResultStatus.TIMEOUT)
+        self.assertIn("deadline", r.message)
+        self.assertLess(r.boot_ms + r.exec_ms, 2000)
+
+    @defer.inlineCallbacks
+    def test_memory_limit(self):
+        pkg = self.make_package({"main.py": "def handler(e, c):\n    return len(bytearray(512 * 1024 * 1024))\n"})
+        r = yield self.call(pkg, memory_mb=128)
+        self.assertEqual(r.status, ResultStatus.MEMORY)
+        self.assertIn("128 MB", r.message)
+
+    @defer.inlineCallbacks
+    def test_output_cap(self):
+        cap = self.executor.config.output_max_bytes
+        pkg = self.make_package({"main.py": f"def handler(e, c):\n    return b'x' * {cap + 1}\n",
+                                 "fits.py": f"def handler(e, c):\n    return b'x' * {cap}\n"})
+        r = yield self.call(pkg)
+        ok = yield self.call(pkg, "fits.py")
+        self.assertEqual(r.status, ResultStatus.OUTPUT_TOO_LARGE)
+        self.assertEqual(r.output, b"")
+        self.assertEqual((ok.status, len(ok.output)), (ResultStatus.OK, cap))
+
+    @defer.inlineCallbacks
+    def test_log_is_capped_not_fatal(self):
+        cap = self.executor.config.log_max_bytes
+        pkg = self.make_package({"main.py": f"import sys\ndef handler(e, c):\n    sys.stderr.write('y' * {cap * 4})\n    return 'done'\n"})
+        r = yield self.call(pkg)
+        self.assertEqual((r.status, r.output), (ResultStatus.OK, b"done"))
+        self.assertLessEqual(len(r.log), cap)
+        self.assertIn(b"log truncated", r.log)
+
+    @defer.inlineCallbacks
+    def test_seccomp_names_the_syscall(self):
+        pkg = self.make_package({"main.py": "import socket\ndef handler(e, c):\n    socket.socket()\n"})
+        r = yield self.call(pkg)
+        self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
+        self.assertEqual(r.message, "seccomp stopped forbidden syscall socket")
+
+    @defer.inlineCallbacks
+    def test_threads_are_allowed(self):
+        pkg = self.make_package({"main.py": (
+            "import threading\n"
+            "def handler(e, c):\n"
+            "    out = []\n"
+            "    ts = [threading.Thread(target=out.append, args=(i,)) for i in range(4)]\n"
+            "    [t.start() for t in ts]; [t.join() for t in ts]\n"
+            "    return sorted(out)\n")})
+        r = yield self.call(pkg)
+        self.assertEqual((r.status, json.loads(r.output)), (ResultStatus.OK, [0, 1, 2, 3]))
+
+    @defer.inlineCallbacks
+    def test_landlock_hides_host_files(self):
+        pkg = self.make_package({"main.py": "def handler(e, c):\n    return open('/etc/passwd').read()\n"})
+        r = yield self.call(pkg)
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn(b"PermissionError", r.log)
+
+
+class ReuseTests(JailTestCase):
+    COUNTER = "n = 0\ndef handler(e, c):\n    global n\n    n += 1\n    return n\n"
+
+    @defer.inlineCallbacks
+    def test_per_call_is_isolated_per_function_keeps_state(self):
+        pkg = self.make_package({"main.py": self.COUNTER})
+        per_call, warm = [], []
+        for _ in range(3):
+            per_call.append((yield self.call(pkg)).output)
+        for _ in range(3):
+            warm.append((yield self.call(pkg, reuse="per-function")).output)
+        self.assertEqual(per_call, [b"1", b"1", b"1"])
+        self.assertEqual(warm, [b"1", b"2", b"3"])
+
+    @defer.inlineCallbacks
+    def test_warm_worker_errors_and_recovers_after_timeout(self):
+        pkg = self.make_package({"main.py": (
+            "import time\n"
+            "def handler(e, c):\n"
+            "    if e == b'raise': raise KeyError('boom')\n"
+            "    if e == b'hang': time.sleep(60)\n"
+            "    print('log for', e)\n"
+            "    return e\n")})
+        r1 = yield self.call(pkg, data=b"a", reuse="per-function")
+        r2 = yield self.call(pkg, data=b"raise", reuse="per-function")
+        r3 = yield self.call(pkg, data=b"hang", reuse="per-function", timeout=0.5)
+        r4 = yield self.call(pkg, data=b"b", reuse="per-function")
+        self.assertEqual((r1.status, r1.output, r1.log), (ResultStatus.OK, b"a", b"log for b'a'\n"))
+        self.assertEqual(r2.status, ResultStatus.ERROR)
+        self.assertIn(b"KeyError: 'boom'", r2.log)
+        self.assertEqual(r3.status, ResultStatus.TIMEOUT)
+        self.assertEqual((r4.status, r4.output), (ResultStatus.OK, b"b"))
+
+    @defer.inlineCallbacks
+    def test_warm_worker_policy_kill(self):
+        pkg = self.make_package({"main.py": "import os\ndef handler(e, c):\n    os.fork()\n"})
+        r = yield self.call(pkg, reuse="per-function")
+        self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
+        self.assertIn("clone", r.message)
+
+    @defer.inlineCallbacks
+    def test_warm_worker_output_cap(self):
+        cap = self.executor.config.output_max_bytes
+        pkg = self.make_package({"main.py": f"def handler(e, c):\n    return b'z' * {cap + 10}\n"})
+        r = yield self.call(pkg, reuse="per-function")
+        self.assertEqual(r.status, ResultStatus.OUTPUT_TOO_LARGE)
+
+
+class ExecRuntimeTests(JailTestCase):
+    @defer.inlineCallbacks
+    def test_shell_script_echoes_stdin(self):
+        pkg = self.make_package({"main": "#!/bin/sh\nread line\necho \"got $line\"\n"})
+        r = yield self.call(pkg, "main", data=b"abc\n", runtime="exec")
+        self.assertEqual((r.status, r.output), (ResultStatus.OK, b"got abc\n"), r)
+
+    @defer.inlineCallbacks
+    def test_python_script_and_exit_code(self):
+        pkg = self.make_package({
+            "ok": "#!/usr/bin/python3\nimport sys\nsys.stdout.write(sys.stdin.read().upper())\n",
+            "fail": "#!/usr/bin/python3\nimport sys\nprint('oops', file=sys.stderr)\nsys.exit(3)\n"})
+        ok = yield self.call(pkg, "ok", data=b"shout", runtime="exec")
+        fail = yield self.call(pkg, "fail", runtime="exec")
+        self.assertEqual((ok.status, ok.output), (ResultStatus.OK, b"SHOUT"), ok)
+        self.assertEqual(fail.status, ResultStatus.ERROR)
+        self.assertIn("status 3", fail.message)
+        self.assertIn(b"oops", fail.log)
+
+    @defer.inlineCallbacks
+    def test_interpreter_not_on_allowlist(self):
+        pkg = self.make_package({"main": "#!/usr/bin/env python3\nprint(1)\n"})
+        r = yield self.call(pkg, "main", runtime="exec")
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn("allowlist", r.message)
+
+    @defer.inlineCallbacks
+    def test_exec_cannot_run_other_binaries(self):
+        pkg = self.make_package({"main": "#!/usr/bin/python3\nimport os\nos.execv('/bin/ls', ['ls'])\n"})
+        r = yield self.call(pkg, "main", runtime="exec")
+        self.assertEqual(r.status, ResultStatus.ERROR)
+        self.assertIn(b"PermissionError", r.log)
+
+    @defer.inlineCallbacks
+    def test_exec_seccomp_still_applies(self):
+        pkg = self.make_package({
+            "sock": "#!/usr/bin/python3\nimport socket\nsocket.socket()\n",
+            "fork": "#!/usr/bin/python3\nimport os\nos.fork()\n"})
+        sock = yield self.call(pkg, "sock", runtime="exec")
+        fork = yield self.call(pkg, "fork", runtime="exec")
+        self.assertEqual(sock.status, ResultStatus.ERROR)
+        self.assertIn(b"PermissionError", sock.log)
+        self.assertEqual(fork.status, ResultStatus.KILLED_BY_POLICY)
+
+    @defer.inlineCallbacks
+    def test_exec_timeout(self):
+        pkg = self.make_package({"main": "#!/bin/sh\nwhile :; do :; done\n"})
+        r = yield self.call(pkg, "main", runtime="exec", timeout=0.5)
+        self.assertEqual(r.status, ResultStatus.TIMEOUT)
+
+
+class BusyTests(JailTestCase):
+    config = {"max_concurrent": 1, "max_queue": 1}
+
+    @defer.inlineCallbacks
+    def test_busy_when_queue_full_and_queue_time_reported(self):
+        pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return e\n"})
+        ds = [self.call(pkg, data=b"%d" % i) for i in range(3)]
+        third = yield ds[2]
+        first = yield ds[0]
+        second = yield ds[1]
+        self.assertEqual(third.status, ResultStatus.BUSY)
+        self.assertEqual((first.status, second.status), (ResultStatus.OK, ResultStatus.OK))
+        self.assertGreater(second.queue_ms, 200)
