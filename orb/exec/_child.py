@@ -40,6 +40,9 @@ EXIT_MEMORY = 3
 EXIT_SETUP = 4
 EXIT_SIGSYS = 159
 
+THREAD_STACK_BYTES = 1024 * 1024
+_M_ARENA_MAX = -8
+
 _PR_SET_PDEATHSIG = 1
 _PR_CAPBSET_DROP = 24
 _PR_CAP_AMBIENT = 47
@@ -308,7 +311,19 @@ def _memory_exit() -> "NoReturn":  # noqa: F821
         os._exit(EXIT_MEMORY)
 
 
+def _runtime_setup() -> None:
+    """Thread stacks of 1 MiB and one malloc arena, so that threads cost
+    address space in proportion to use: with glibc's defaults each thread
+    reserves an 8 MiB stack and up to a 64 MiB arena, and a handful of threads
+    would exhaust the RLIMIT_AS budget."""
+    import threading
+
+    threading.stack_size(THREAD_STACK_BYTES)
+    _libc.mallopt(_M_ARENA_MAX, 1)
+
+
 def _run_python_once(spec) -> "NoReturn":  # noqa: F821
+    _runtime_setup()
     os.write(3, b"R")
     deadline = time.monotonic() + float(spec["timeout_s"])
     event = _read_all(0)
@@ -335,6 +350,7 @@ def _run_worker(spec) -> "NoReturn":  # noqa: F821
     """Per-function reuse: serve framed calls on fds 0/1 until stdin closes."""
     from ._frames import FrameDecoder, FrameError, encode
 
+    _runtime_setup()
     os.write(3, b"R")
     log = _log_stream()
     sys.stdout = sys.stderr = log

@@ -1,0 +1,7 @@
+"""Spin forever."""
+
+
+def handler(event, context):
+    n = 0
+    while True:
+        n += 1

