@@ -51,6 +51,13 @@ class NodeOptions(usage.Options):
         self["max-inbound"] = value
 
     def postOptions(self):
+        """One line for the operator, no usage dump and no traceback."""
+        try:
+            self.check()
+        except usage.UsageError as e:
+            raise SystemExit(f"{self.command_name}: error: {e}") from None
+
+    def check(self):
         self["data-dir"] = opt.check_data_dir(self["data-dir"])
         self["listen"] = opt.check_endpoint(self["listen"], "--listen")
         self["network"] = opt.check_network(self.get("network", "main"))

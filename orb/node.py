@@ -238,6 +238,7 @@ class Node(service.Service, SessionHandler):
             "inbound": len(sessions) - len(outbound),
             "outbound_peers": sum(1 for p in outbound if not p.remote.roles & Role.TRACKER),
             "outbound_trackers": sum(1 for p in outbound if p.remote.roles & Role.TRACKER),
+            "peer_sessions": sum(1 for p in sessions if not p.remote.roles & Role.TRACKER),
             "address_book": len(self.addrbook),
             "advertise": list(self.advertise) if self.advertise else None,
         }
@@ -396,11 +397,18 @@ class Node(service.Service, SessionHandler):
 
     # --- GETADDR / ADDR gossip ---------------------------------------------------------------
 
+    # Seconds between two full GETADDR answers on one session; None: once per
+    # session, as Bitcoin does against address harvesting. Trackers, whose job
+    # is discovery, answer again after an interval.
+    getaddr_interval_s = None
+
     def rx_getaddr(self, protocol, message, request_id):
-        if getattr(protocol, "answered_getaddr", False):
-            entries = ()  # Bitcoin: one answer per connection, against address harvesting
+        now = self.clock.seconds()
+        last = getattr(protocol, "answered_getaddr_at", None)
+        if last is not None and (self.getaddr_interval_s is None or now - last < self.getaddr_interval_s):
+            entries = ()
         else:
-            protocol.answered_getaddr = True
+            protocol.answered_getaddr_at = now
             entries = [self._entry(a) for a in self.addrbook.get_addr()]
             entries.extend(self.extra_addresses())
             entries = entries[: m.MAX_ADDR_ENTRIES]

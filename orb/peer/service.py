@@ -33,6 +33,7 @@ from orb.protocol.codes import Role
 log = Logger()
 
 ANNOUNCE_INTERVAL_S = 30.0
+READDR_INTERVAL_S = 15.0  # ask trackers for addresses again while short of outbound peers
 MAX_DIALS_PER_TICK = 4
 MIN_RELAYED_TRACKERS = 2
 RETRY_BASE_S = 1.0
@@ -85,6 +86,7 @@ class Peer(Node):
     def on_session_ready(self, protocol):
         remote = protocol.remote
         if protocol.factory.initiator:
+            protocol.asked_addr_at = self.clock.seconds()
             self.ask_addresses(protocol)
         if remote.roles & Role.TRACKER and protocol.factory.initiator:
             if self.primary is None:
@@ -174,6 +176,12 @@ class Peer(Node):
                 budget -= 1
         if not self.sessions and not self.dialling and not self._tracker_candidates():
             self._seed()
+        if len(self.outbound(Role.PEER)) < self.peer_config.outbound_peers:
+            for tracker in self.outbound(Role.TRACKER):
+                asked = getattr(tracker, "asked_addr_at", None)
+                if asked is None or now - asked >= READDR_INTERVAL_S:
+                    tracker.asked_addr_at = now
+                    self.ask_addresses(tracker)
 
     def _tracker_candidates(self):
         """The address book's trackers first, then the configured ones."""

@@ -31,8 +31,10 @@ class Options(NodeOptions):
         """Outbound tracker connections to keep [default: 2]."""
         self["outbound-trackers"] = value
 
-    def postOptions(self):
-        super().postOptions()
+    command_name = "orb-peer"
+
+    def check(self):
+        super().check()
         self["outbound-peers"] = opt.positive_int("outbound-peers", self.get("outbound-peers", 8), 1000)
         self["outbound-trackers"] = opt.positive_int("outbound-trackers", self.get("outbound-trackers", 2), 100)
 

@@ -238,10 +238,13 @@ class OrbProtocol(Protocol):
                         code=_code_name(event.code),
                         text=event.text[:200],
                     )
-            elif isinstance(event, (Misbehaved, AddrThrottled)):
-                err = getattr(event, "error", event)
-                log.info("{peer} misbehaved: {error!r}", peer=self._peer_name(), error=err)
-                handler.misbehaved(self, err)
+            elif isinstance(event, AddrThrottled):
+                # Rate limiting is not misbehaviour: the excess is dropped.
+                log.debug("{peer}: {dropped} ADDR entries over the rate dropped", peer=self._peer_name(),
+                          dropped=event.dropped)
+            elif isinstance(event, Misbehaved):
+                log.info("{peer} misbehaved: {error!r}", peer=self._peer_name(), error=event.error)
+                handler.misbehaved(self, event.error)
             elif isinstance(event, SessionFailed):
                 log.warn(
                     "closing session with {peer}: {code} ({reason}); last input began {head!r}",

@@ -65,6 +65,7 @@ def fid_text(fid_bytes):
 
 class Tracker(Node):
     roles = Role.TRACKER | Role.RELAY
+    getaddr_interval_s = 10.0
 
     def __init__(self, config, reactor, key=None, rng=None):
         super().__init__(config.node, reactor, key, rng)

@@ -31,8 +31,10 @@ class Options(NodeOptions):
         """Seconds without a sign of life before a peer expires [default: 90]."""
         self["peer-ttl"] = seconds
 
-    def postOptions(self):
-        super().postOptions()
+    command_name = "orb-tracker"
+
+    def check(self):
+        super().check()
         self["http"] = opt.check_endpoint(self.get("http", "tcp:7480:interface=127.0.0.1"), "--http")
         self["peer-ttl"] = opt.positive_float("peer-ttl", self.get("peer-ttl", 90))
         address = opt.listen_address(self["http"])

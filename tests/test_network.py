@@ -1,0 +1,281 @@
+"""
+The network, for real: twistd tracker and peer processes on loopback.
+
+These tests start real daemons (TLS, SQLite, the HTTP API) and stop every
+one of them. They take some seconds each, and are the few integration
+tests of the suite.
+"""
+
+import os
+import signal
+
+from twisted.internet import defer, endpoints, reactor
+from twisted.trial.unittest import TestCase
+
+from orb.identity import NodeKey
+from orb.protocol import messages as m
+from orb.protocol.adapter import OrbFactory, SessionHandler
+from orb.protocol.codes import ErrorCode, Role
+from orb.protocol.frame import HEADER, encode_frame
+from orb.protocol.session import LocalIdentity, SessionConfig
+from orb.tls import NodeTLS
+from tests._daemons import DaemonTestMixin, eventually, sleep
+
+
+def peer_ids(listing):
+    return {p["node_id"] for p in listing["peers"]}
+
+
+class Client(SessionHandler):
+    """An in-test ORB client, honest or not, speaking real TLS to a daemon."""
+
+    def __init__(self, network):
+        self.key = NodeKey.generate()
+        self.network = network
+        self.ready = defer.Deferred()
+        self.lost = defer.Deferred()
+        self.protocol = None
+
+    def session_ready(self, protocol):
+        self.protocol = protocol
+        self.ready.callback(protocol)
+
+    def session_lost(self, protocol, reason):
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    @defer.inlineCallbacks
+    def connect(self, host, port):
+        factory = OrbFactory(LocalIdentity(self.key.public_bytes, int(Role.PEER)), self, reactor, initiator=True,
+                             config=SessionConfig(network=self.network))
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5)
+        wrapper = yield endpoint.connect(NodeTLS(self.key).wrap(factory, is_client=True))
+        self.wrapper = wrapper
+        yield self.ready
+        return self.protocol
+
+    def close(self):
+        if not self.lost.called:
+            self.wrapper.transport.abortConnection()
+
+
+class NetworkTests(DaemonTestMixin, TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_two_trackers_five_peers_converge(self):
+        """Every peer is visible at both trackers (federation), and peers find each other."""
+        t1 = yield self.start_tracker("t1")
+        t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
+        peers = []
+        for i in range(5):
+            tracker = t1 if i < 3 else t2
+            peer = yield self.start_peer(f"p{i}", "--tracker", tracker.wire_text, "--outbound-peers", "4")
+            peers.append(peer)
+        expected = {p.node_id for p in peers}
+
+        @defer.inlineCallbacks
+        def converged():
+            for tracker in (t1, t2):
+                code, listing = yield tracker.get_json("/api/v1/peers")
+                if peer_ids(listing) != expected:
+                    return False
+                code, trackers = yield tracker.get_json("/api/v1/trackers")
+                if len(trackers["trackers"]) != 2:
+                    return False
+            return True
+
+        yield eventually(converged, timeout_s=40, what="both trackers know all 5 peers")
+        code, listing = yield t2.get_json("/api/v1/peers")
+        homes = {p["node_id"]: p["home"] for p in listing["peers"]}
+        self.assertEqual({homes[p.node_id] for p in peers[:3]}, {t1.node_id})
+        self.assertEqual({p["reachability"] for p in listing["peers"]}, {"reachable"})
+        # Peers find each other: one session per pair of nodes, whoever dialled.
+        yield eventually(lambda: all(p.status()["peer_sessions"] >= 2 for p in peers), timeout_s=40,
+                         what="every peer has sessions with other peers")
+        self.assertGreaterEqual(sum(p.status()["outbound_peers"] for p in peers), 5)
+
+    @defer.inlineCallbacks
+    def test_kill_a_tracker_and_its_peers_rehome(self):
+        t1 = yield self.start_tracker("t1")
+        t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
+        peers = []
+        for i in range(3):
+            peer = yield self.start_peer(f"p{i}", "--tracker", t1.wire_text, "--outbound-peers", "2")
+            peers.append(peer)
+        yield eventually(lambda: all(p.status()["outbound_trackers"] == 2 for p in peers), timeout_s=40,
+                         what="peers linked to both trackers")
+        yield t1.stop(signal.SIGKILL)
+
+        @defer.inlineCallbacks
+        def rehomed():
+            code, listing = yield t2.get_json("/api/v1/peers")
+            homes = {p["node_id"]: p["home"] for p in listing["peers"]}
+            return all(homes.get(p.node_id) == t2.node_id for p in peers)
+
+        yield eventually(rehomed, timeout_s=30, what="peers re-homed to the surviving tracker")
+
+    @defer.inlineCallbacks
+    def test_restart_restores_identity_registry_and_address_book(self):
+        t1 = yield self.start_tracker("t1")
+        p1 = yield self.start_peer("p1", "--tracker", t1.wire_text)
+
+        @defer.inlineCallbacks
+        def registered():
+            code, listing = yield t1.get_json("/api/v1/peers")
+            return p1.node_id in peer_ids(listing)
+
+        yield eventually(registered, what="peer registered")
+        yield sleep(5.5)  # one save period, so the peer's address book holds the tracker
+        yield p1.stop()
+        yield t1.stop()
+        for daemon in (p1, t1):  # twistd re-raises SIGTERM after a clean shutdown
+            self.assertEqual(daemon.exit_signal, signal.SIGTERM)
+            self.assertIn("stopped; state saved", daemon.text)
+        tracker_port = t1.info["wire"]
+
+        t1_again = self.daemon("orb-tracker", "t1", "--listen", f"tcp:{tracker_port}:interface=127.0.0.1",
+                               "--http", "tcp:0:interface=127.0.0.1")
+        yield t1_again.start()
+        self.assertEqual(t1_again.node_id, t1.node_id)
+        code, listing = yield t1_again.get_json("/api/v1/peers")
+        self.assertIn(p1.node_id, peer_ids(listing))  # restored from SQLite before any reconnect
+
+        # No --tracker: the peer rejoins from its persisted address book.
+        p1_again = self.daemon("orb-peer", "p1", "--listen", f"tcp:{p1.info['wire']}:interface=127.0.0.1")
+        yield p1_again.start()
+        self.assertEqual(p1_again.node_id, p1.node_id)
+        yield eventually(lambda: p1_again.status()["outbound_trackers"] >= 1, what="peer rejoined from its book")
+
+    @defer.inlineCallbacks
+    def test_bad_gossip_is_survived(self):
+        """Oversized ADDR, ADDR floods, garbage and self addresses: the tracker keeps serving."""
+        t1 = yield self.start_tracker("t1")
+        honest = yield self.start_peer("honest", "--tracker", t1.wire_text)
+
+        # 1. An ADDR announcing 1001 entries: malformed, the session is dropped.
+        bad = Client(self.network)
+        protocol = yield bad.connect(*t1.wire)
+        body = b"\x03\xe9" + b"\x00" * 59 * 1001
+        protocol.transport.write(HEADER.pack(protocol.session.config.magic, 1, m.MessageType.ADDR, 0, 0, len(body)) + body)
+        yield bad.lost
+
+        # 2. A flood of garbage and self addresses.
+        flooder = Client(self.network)
+        protocol = yield flooder.connect(*t1.wire)
+        now = int(reactor.seconds())
+        garbage = [
+            m.AddrEntry(now, "0.0.0.0", 7400, 1, os.urandom(32)),
+            m.AddrEntry(now, "224.0.0.1", 7400, 1, os.urandom(32)),
+            m.AddrEntry(now, "255.255.255.255", 7400, 1, os.urandom(32)),
+            m.AddrEntry(now, "127.0.0.1", 0, 1, os.urandom(32)),
+            m.AddrEntry(now, "127.0.0.1", t1.info["wire"], 2, bytes.fromhex(t1.node_id)),
+            m.AddrEntry(2**63, "127.0.0.1", 9, 1, os.urandom(32)),
+        ]
+        flood = [m.AddrEntry(now, f"10.{i // 250}.{i % 250}.7", 7400, 1, os.urandom(32)) for i in range(994)]
+        for _ in range(30):
+            protocol.send(m.Addr(entries=garbage + flood))
+        yield sleep(1.0)
+
+        # The honest peer is still listed, and a new honest client is served.
+        code, listing = yield t1.get_json("/api/v1/peers")
+        self.assertIn(honest.node_id, peer_ids(listing))
+        client = Client(self.network)
+        served = yield client.connect(*t1.wire)
+        answer = yield served.request(m.GetAddr(), timeout_s=10)
+        hosts = {(e.host, e.port) for e in answer.entries}
+        for entry in garbage:
+            self.assertNotIn((entry.host, entry.port), hosts - {("127.0.0.1", t1.info["wire"])})
+        # The flood was rate-limited: far fewer than 30 x 1000 addresses were taken in.
+        self.assertLess(len(answer.entries), 1000)
+        code, stats = yield t1.get_json("/api/v1/stats")
+        self.assertEqual(code, 200)
+        for c in (bad, flooder, client):
+            c.close()
+        # The daemon is alive and still answers its API.
+        self.assertTrue(t1.running)
+
+    @defer.inlineCallbacks
+    def test_wrong_network_is_refused(self):
+        t1 = yield self.start_tracker("t1")
+        client = Client("main")  # the daemons run on network "itest"
+        factory = OrbFactory(LocalIdentity(client.key.public_bytes, int(Role.PEER)), client, reactor,
+                             initiator=True, config=SessionConfig(network="main"))
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, *t1.wire, timeout=5)
+        yield endpoint.connect(NodeTLS(client.key).wrap(factory, is_client=True))
+        yield client.lost
+        self.assertFalse(client.ready.called)
+        self.assertTrue(t1.running)
+
+
+class DaemonLifecycleTests(DaemonTestMixin, TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_sigterm_stops_cleanly(self):
+        t1 = yield self.start_tracker("t1")
+        yield t1.stop(signal.SIGTERM)
+        # twistd shuts down, then re-raises the signal so the exit status tells why.
+        self.assertEqual(t1.exit_signal, signal.SIGTERM)
+        self.assertIn("Received SIGTERM", t1.text)
+        self.assertIn("stopped; state saved", t1.text)
+        self.assertNotIn("Traceback", t1.text)
+
+    @defer.inlineCallbacks
+    def test_key_is_private_and_reused(self):
+        t1 = yield self.start_tracker("t1")
+        key_path = os.path.join(t1.data_dir, "private", "node.key")
+        self.assertEqual(os.stat(key_path).st_mode & 0o777, 0o600)
+        yield t1.stop()
+        again = yield self.start_tracker("t1")
+        self.assertEqual(again.node_id, t1.node_id)
+
+    @defer.inlineCallbacks
+    def test_port_in_use_is_one_line(self):
+        t1 = yield self.start_tracker("t1")
+        clash = self.daemon("orb-tracker", "t2", "--listen", f"tcp:{t1.info['wire']}:interface=127.0.0.1",
+                            "--http", "tcp:0:interface=127.0.0.1")
+        try:
+            yield clash.start()
+        except Exception:
+            pass
+        code = yield clash.exited
+        self.assertNotEqual(code, 0)
+        self.assertNotIn("Traceback", clash.text)
+        self.assertIn("Address already in use", clash.text)
+        self.assertEqual(len([line for line in clash.text.splitlines() if line.strip()]), 1)
+
+    @defer.inlineCallbacks
+    def test_bad_options_are_one_line(self):
+        for args, expected in (
+            (("--listen", "bogus:1"), "not a valid endpoint string"),
+            (("--join", "nonsense"), "is not HOST:PORT"),
+            (("--network", "Bad Name!"), "network name"),
+            (("--peer-ttl", "-3"), "--peer-ttl must be positive"),
+        ):
+            daemon = self.daemon("orb-tracker", "bad", *args)
+            try:
+                yield daemon.start()
+            except Exception:
+                pass
+            code = yield daemon.exited
+            self.assertEqual(code, 1, args)
+            self.assertIn(expected, daemon.text)
+            self.assertNotIn("Traceback", daemon.text)
+            self.assertEqual(len(daemon.text.strip().splitlines()), 1, daemon.text)
+
+    @defer.inlineCallbacks
+    def test_unwritable_data_dir(self):
+        blocker = os.path.join(self.base_dir(), "file")
+        with open(blocker, "w") as f:
+            f.write("x")
+        daemon = self.daemon("orb-peer", "unused", "--data-dir", os.path.join(blocker, "sub"))
+        daemon.data_dir = os.path.join(self.base_dir(), "unused")
+        try:
+            yield daemon.start()
+        except Exception:
+            pass
+        code = yield daemon.exited
+        self.assertEqual(code, 1)
+        self.assertIn("data dir", daemon.text)
+        self.assertNotIn("Traceback", daemon.text)
