@@ -1,0 +1,48 @@
+"""
+The README's main command and the twistd plugins, run as a user would:
+real processes, real output.
+"""
+
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import TestCase
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def run(argv, timeout_s=60):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=os.getcwd())
+
+
+class DemoTests(TestCase):
+    def test_demo_prints_a_transcript(self):
+        result = run([sys.executable, "-m", "orb.demo"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout
+        for expected in ("HELLO ", "HELLO_ACK", "PING", "PONG", "GETADDR", "ADDR", "handshake complete: TLSv1.3"):
+            self.assertIn(expected, out)
+        self.assertIn("RTT", out)
+        self.assertNotIn("Traceback", out + result.stderr)
+
+
+class TranscriptTests(TestCase):
+    def test_lines_name_codes(self):
+        from orb.protocol import messages as m
+        from orb.protocol.frame import Frame
+        from orb.transcript import frame_line
+
+        line = frame_line(Frame(1, 1, 5, m.Error(code=4, ref_request_id=5, text="nope")))
+        self.assertIn("code=unsupported", line)
+        self.assertIn("response", line)
+
+
+class PluginTests(TestCase):
+    def test_twistd_knows_both_daemons(self):
+        for name, expected in (("orb-tracker", "--join"), ("orb-peer", "--tracker")):
+            result = run([TWISTD, name, "--help"])
+            self.assertEqual(result.returncode, 0, result.stderr)
+            for option in ("--data-dir", "--listen", "--network", "--advertise", expected):
+                self.assertIn(option, result.stdout)
+        self.assertIn("--http", run([TWISTD, "orb-tracker", "--help"]).stdout)
