@@ -48,7 +48,7 @@ def handler(event, context):
     os.symlink("../note.txt", "sub/link")
     with open("sub/link") as f:
         n = len(f.read())
-    return {"before": before, "read_back": n}
+    return {"before": before, "read_back": n, "cwd": os.getcwd()}
 """
 
 
@@ -129,12 +129,15 @@ class PythonRuntimeTests(JailTestCase):
         r1 = yield self.call(pkg)
         r2 = yield self.call(pkg)
         self.assertEqual(r1.status, ResultStatus.OK, r1.log)
-        self.assertEqual(json.loads(r1.output), {"before": [], "read_back": 1000})
-        self.assertEqual(json.loads(r2.output)["before"], [])  # nothing carried over
-        leftovers = []
-        for _dirpath, dirnames, filenames in os.walk(self.executor.config.scratch_root):
-            leftovers += [d for d in dirnames if d.startswith("call-")] + filenames
-        self.assertEqual(leftovers, [])
+        first = json.loads(r1.output)
+        second = json.loads(r2.output)
+        self.assertEqual((first["before"], first["read_back"]), ([], 1000))
+        self.assertEqual(second["before"], [])  # nothing carried over
+        self.assertNotEqual(first["cwd"], second["cwd"])
+        self.assertTrue(first["cwd"].startswith(self.executor.config.scratch_root))
+        # The zygote wipes a call's scratch right after sending its result,
+        # before it reads the next request.
+        self.assertFalse(os.path.exists(first["cwd"]))
 
     @defer.inlineCallbacks
     def test_package_is_read_only(self):
