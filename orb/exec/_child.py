@@ -16,8 +16,8 @@ order matters and is fixed:
 6. seccomp, last, so the layers above cannot be undone;
 7. report ready on the status pipe, then run the function.
 
-Status pipe (fd 3) bytes understood by the zygote: ``R`` ready (function
-code starts now), ``S`` + int32 little-endian syscall number (seccomp
+Status pipe (fd 3) records understood by the zygote: ``R`` + float64
+CLOCK_MONOTONIC (the jail is closed, function code starts now), ``S`` + int32 little-endian syscall number (seccomp
 trapped it), ``E`` + text (the jail could not be built; nothing ran).
 """
 
@@ -240,7 +240,7 @@ def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # no
             os._exit(EXIT_SETUP)
     try:
         if spec["runtime"] == "exec":
-            os.write(3, b"R")
+            _ready()
             entry = spec["entry"]
             os.execve(entry, [entry], {})
         elif spec.get("worker"):
@@ -253,6 +253,11 @@ def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # no
         finally:
             os._exit(EXIT_ERROR)
     os._exit(EXIT_ERROR)
+
+
+def _ready() -> None:
+    """Tell the zygote the jail is closed and function code starts now."""
+    os.write(3, b"R" + struct.pack("<d", time.monotonic()))
 
 
 def _log_stream():
@@ -324,7 +329,7 @@ def _runtime_setup() -> None:
 
 def _run_python_once(spec) -> "NoReturn":  # noqa: F821
     _runtime_setup()
-    os.write(3, b"R")
+    _ready()
     deadline = time.monotonic() + float(spec["timeout_s"])
     event = _read_all(0)
     log = _log_stream()
@@ -351,7 +356,7 @@ def _run_worker(spec) -> "NoReturn":  # noqa: F821
     from ._frames import FrameDecoder, FrameError, encode
 
     _runtime_setup()
-    os.write(3, b"R")
+    _ready()
     log = _log_stream()
     sys.stdout = sys.stderr = log
     sys.stdin = None

@@ -530,7 +530,10 @@ class Loop:
     def watch(self, proc: Proc, owner, out_r: int, err_r: int, st_r: int) -> None:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
         for fd, kind in proc.fds.items():
-            self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
+            # The status pipe is read when the child exits or answers: not
+            # waking up for "ready" saves a context switch on every call.
+            if kind != "status":
+                self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
         self.sel.register(proc.pidfd, selectors.EVENT_READ, (self.on_exit, proc, owner))
         self.procs[proc.pidfd] = (proc, owner)
 
@@ -547,7 +550,6 @@ class Loop:
         call.event = b""
         call.proc = proc
         self.watch(proc, call, out_r, err_r, st_r)
-        self.send({"op": "started", "id": call.id, "pid": proc.pid})
 
     # -- warm workers -----------------------------------------------------
 
@@ -595,7 +597,6 @@ class Loop:
                                    "request_id": call.ctl.get("request_id", ""),
                                    "timeout_s": call.ctl["timeout_s"]}, call.event))
         call.event = b""
-        self.send({"op": "started", "id": call.id, "pid": worker.proc.pid})
 
     def retire(self, worker: Worker) -> None:
         worker.dead = True
@@ -662,10 +663,14 @@ class Loop:
         while buf:
             tag = buf[:1]
             if tag == b"R":
-                del buf[:1]
-                proc.t_ready = _now()
-                if call is not None and call.t_ready is None:
-                    call.t_ready = proc.t_ready
+                if len(buf) < 9:
+                    return
+                (t_ready,) = struct.unpack("<d", bytes(buf[1:9]))
+                del buf[:9]
+                if proc.t_ready is None:
+                    proc.t_ready = t_ready
+                    if call is not None and call.t_ready is None:
+                        call.t_ready = t_ready
             elif tag == b"S":
                 if len(buf) < 5:
                     return
@@ -691,7 +696,8 @@ class Loop:
                 if not data:
                     break
                 self.pipe_data(proc, owner, kind, data)
-            self.sel.unregister(fd)
+            if kind != "status":
+                self.sel.unregister(fd)
             os.close(fd)
         proc.fds.clear()
 
@@ -729,9 +735,10 @@ class Loop:
         call = worker.call
         if call is None:
             return
-        # The worker flushed its log before answering; collect it.
+        # The worker flushed its log before answering; collect it, and its
+        # ready report if this was its first call.
         for fd, kind in list(worker.proc.fds.items()):
-            if kind == "err":
+            if kind in ("err", "status"):
                 while True:
                     try:
                         data = os.read(fd, 1 << 16)
@@ -739,7 +746,11 @@ class Loop:
                         break
                     if not data:
                         break
-                    call.add_log(data)
+                    if kind == "err":
+                        call.add_log(data)
+                    else:
+                        worker.proc.status_buf += data
+                        self.parse_status(worker.proc, call)
         worker.call = None
         worker.calls_served += 1
         worker.last_used = _now()
