@@ -298,7 +298,10 @@ class Node(service.Service, SessionHandler):
         reason = self._refusal(protocol, inbound)
         if reason:
             log.debug("refusing session with {peer}: {reason}", peer=remote.node_id.hex()[:16], reason=reason)
-            protocol.close(reason)
+            code = ErrorCode.SHUTDOWN if reason in ("shutting down", "dial-back answered") else ErrorCode.BUSY
+            if reason == "discouraged":
+                code = ErrorCode.DENIED
+            protocol.close(reason, code)
             if factory.ready is not None and not factory.ready.called:
                 factory.ready.errback(RemoteError(ErrorCode.SHUTDOWN, reason))
             return

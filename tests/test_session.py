@@ -272,6 +272,51 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(client.pending_requests, 0)
 
 
+class RequestIdTests(SynchronousTestCase):
+    def test_late_response_is_dropped_silently(self):
+        clock, client, server = ready_pair()
+        request_id, data = client.request(m.Lookup(fid=b"\x01", max_replicas=1))
+        server.feed(data)
+        client.forget(request_id)  # the caller gave up (timeout)
+        self.assertEqual(client.pending_requests, 0)
+        late = server.send(m.Peers(fid=b"\x01", replicas=()), response_to=request_id)
+        self.assertEqual(client.feed(late), [])
+        self.assertEqual(client.data_to_send(), b"")  # no ERROR back: it is not misbehaviour
+
+    def test_request_without_id_is_refused(self):
+        clock, client, server = ready_pair()
+        (event,) = server.feed(encode_frame(CONFIG.magic, m.Lookup(fid=b"\x01", max_replicas=1), 0))
+        self.assertIsInstance(event, Misbehaved)
+        self.assertEqual(sent_errors(server)[0].code, ErrorCode.UNEXPECTED)
+        self.assertEqual(server.state, State.READY)
+
+    def test_reused_request_id_is_refused(self):
+        clock, client, server = ready_pair()
+        frame = encode_frame(CONFIG.magic, m.Lookup(fid=b"\x01", max_replicas=1), 7)
+        first, second = server.feed(frame + frame)
+        self.assertIsInstance(first, MessageReceived)
+        self.assertIsInstance(second, Misbehaved)
+        (err,) = sent_errors(server)
+        self.assertEqual((err.code, err.ref_request_id), (ErrorCode.UNEXPECTED, 7))
+
+    def test_error_notification_frees_the_request(self):
+        clock, client, server = ready_pair()
+        request_id, data = client.request(m.Lookup(fid=b"\x01", max_replicas=1))
+        error = m.Error(code=ErrorCode.BUSY, ref_request_id=request_id, text="busy")
+        (event,) = client.feed(encode_frame(CONFIG.magic, error))  # no RESPONSE flag
+        self.assertEqual(event.ref_request_id, request_id)
+        self.assertEqual(client.pending_requests, 0)
+
+    def test_error_during_handshake_ends_it(self):
+        clock, client, server = make_pair()
+        client.data_to_send()
+        refusal = m.Error(code=ErrorCode.BUSY, ref_request_id=0, text="too many inbound connections")
+        (event,) = client.feed(encode_frame(CONFIG.magic, refusal))
+        self.assertEqual(event.code, ErrorCode.BUSY)
+        self.assertEqual(client.state, State.ERROR)
+        self.assertEqual(client.data_to_send(), b"")  # an ERROR is never answered
+
+
 class AddrRateTests(SynchronousTestCase):
     def entries(self, n):
         return tuple(m.AddrEntry(1, f"10.0.{i // 250}.{i % 250 + 1}", 7400, 1, os.urandom(32)) for i in range(n))
@@ -289,6 +334,15 @@ class AddrRateTests(SynchronousTestCase):
         clock.advance(100)  # 0.1 entries/s -> 10 entries
         (delivered,) = [e for e in client.feed(server.send(m.Addr(entries=self.entries(10)))) if isinstance(e, MessageReceived)]
         self.assertEqual(len(delivered.message.entries), 10)
+
+    def test_getaddr_credit_is_not_clamped_by_refill(self):
+        clock, client, server = ready_pair()
+        client.request(m.GetAddr())
+        client.request(m.GetAddr())  # 1 + 2 x 1000 tokens, above the 1000 burst
+        clock.advance(10)
+        events = client.feed(server.send(m.Addr(entries=self.entries(1000))))
+        events += client.feed(server.send(m.Addr(entries=self.entries(1000))))
+        self.assertEqual([type(e) for e in events], [MessageReceived, MessageReceived])
 
     def test_getaddr_answer_is_not_throttled(self):
         clock, client, server = ready_pair()

@@ -204,14 +204,86 @@ def _set_rlimits(spec) -> None:
         resource.setrlimit(what, (value, value))
 
 
+def prepare() -> None:
+    """The call-independent part of the jail, done ahead of time in a spare."""
+    os.setsid()
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    os.environ.clear()
+    _seccomp.set_no_new_privs()
+
+
+def _setup_failed(status_fd: int, e: BaseException) -> "NoReturn":  # noqa: F821
+    try:
+        os.write(status_fd, b"E" + f"jail setup failed: {e!r}"[:500].encode())
+    finally:
+        os._exit(EXIT_SETUP)
+
+
 def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # noqa: F821
     """Run in the child right after fork.  Never returns."""
+    try:
+        prepare()
+    except BaseException as e:
+        _setup_failed(fds[3], e)
+    _enter_jail(jail, spec, fds)
+
+
+ORDER_HEADER = struct.Struct(">II")  # spec JSON length, marshalled code length
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError("order pipe closed early")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noqa: F821
+    """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
+
+    The order is ``ORDER_HEADER`` + spec JSON + marshalled code (compiled by
+    the zygote, never by the function); the call's input follows until EOF,
+    so for ``exec`` the same pipe becomes the program's stdin."""
+    order_fd, status_fd = fds[0], fds[3]
+    try:
+        # Drop every fd but ours at once: a copy of another call's input
+        # pipe held here would keep that call from ever seeing EOF.
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        prepare()
+    except BaseException as e:
+        _setup_failed(status_fd, e)
+    try:
+        head = os.read(order_fd, ORDER_HEADER.size)
+        if not head:
+            os._exit(EXIT_OK)  # the zygote is stopping: no order will come
+        if len(head) < ORDER_HEADER.size:
+            head += _read_exact(order_fd, ORDER_HEADER.size - len(head))
+        spec_len, code_len = ORDER_HEADER.unpack(head)
+        spec = json.loads(_read_exact(order_fd, spec_len))
+        if code_len:
+            import marshal
+
+            spec["code"] = marshal.loads(_read_exact(order_fd, code_len))
+    except BaseException as e:
+        _setup_failed(status_fd, e)
+    _enter_jail(jail, spec, fds)
+
+
+def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # noqa: F821
     status_fd = fds[3]
     try:
-        os.setsid()
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
         if spec["runtime"] == "exec":
             # Ignored signals survive execve; give the binary the defaults.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -222,9 +294,7 @@ def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # no
         if spec["runtime"] == "exec":
             os.set_inheritable(3, False)
         os.chdir(spec["scratch"])
-        os.environ.clear()
         _set_rlimits(spec)
-        _seccomp.set_no_new_privs()
         _drop_capabilities(jail.last_cap)
         if ruleset is not None:
             _landlock.restrict_self(ruleset)
@@ -234,10 +304,7 @@ def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # no
         if jail.use_seccomp:
             _seccomp.load(jail.programs[spec["runtime"]])
     except BaseException as e:  # the jail is incomplete: run nothing
-        try:
-            os.write(status_fd, b"E" + f"jail setup failed: {e!r}"[:500].encode())
-        finally:
-            os._exit(EXIT_SETUP)
+        _setup_failed(status_fd, e)
     try:
         if spec["runtime"] == "exec":
             _ready()

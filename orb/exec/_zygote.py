@@ -25,6 +25,7 @@ import errno
 import fcntl
 import gc
 import json
+import marshal
 import os
 import selectors
 import shutil
@@ -205,6 +206,7 @@ class Writer:
         self.buf = bytearray()
         self.registered = False
         self.closed = False
+        self.closing = False
         self.on_error = on_error
         os.set_blocking(fd, False)
 
@@ -212,6 +214,10 @@ class Writer:
         if self.closed:
             return
         self.buf += data
+        self._flush()
+
+    def close_when_flushed(self) -> None:
+        self.closing = True
         self._flush()
 
     def _flush(self) -> None:
@@ -225,6 +231,9 @@ class Writer:
             self.close()
             if self.on_error:
                 self.on_error()
+            return
+        if not self.buf and self.closing:
+            self.close()
             return
         if self.buf and not self.registered:
             self.loop.sel.register(self.fd, selectors.EVENT_WRITE, self.on_writable)
@@ -338,6 +347,8 @@ class Loop:
         self.runs_seen = 0
         self.scratch_seq = 0
         self.code_cache: dict = {}
+        self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
+        self.use_spare = not once
         self.decoder = FrameDecoder(max_data_bytes=MAX_INPUT_BYTES)
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
@@ -380,6 +391,7 @@ class Loop:
             self.sel.unregister(0)
         except (KeyError, ValueError):
             pass
+        self.drop_spare()
         for call in self.calls.values():
             call.aborted = True
         for proc, _owner in list(self.procs.values()):
@@ -537,7 +549,81 @@ class Loop:
         self.sel.register(proc.pidfd, selectors.EVENT_READ, (self.on_exit, proc, owner))
         self.procs[proc.pidfd] = (proc, owner)
 
+    def make_spare(self) -> None:
+        """Pre-fork the next call's child while the zygote is idle.
+
+        The spare runs :func:`_child.spare`: it does the call-independent
+        setup now and waits on its order pipe, so a call starts without
+        paying for fork() and its copy-on-write aftermath."""
+        if self.spare is not None or not self.running or not self.use_spare:
+            return
+        order_r, order_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        st_r, st_w = os.pipe2(os.O_CLOEXEC)
+        child_fds = (order_r, out_w, err_w, st_w)
+        keep = set(child_fds) | {fd for fd, _ in self.jail.ro_fds} | set(self.jail.dev_fds)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (order_r, order_w, out_r, out_w, err_r, err_w, st_r, st_w):
+                os.close(fd)
+            self.use_spare = False
+            return
+        if pid == 0:  # pragma: no cover - the child never returns
+            try:
+                _child.spare(self.jail, child_fds, keep)
+            finally:
+                os._exit(_child.EXIT_SETUP)
+        for fd in child_fds:
+            os.close(fd)
+        self.spare = (pid, order_w, out_r, err_r, st_r)
+
+    def drop_spare(self) -> None:
+        if self.spare is None:
+            return
+        pid, order_w, out_r, err_r, st_r = self.spare
+        self.spare = None
+        for fd in (order_w, out_r, err_r, st_r):
+            os.close(fd)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+    def use_spare_for(self, call: Call, spec: dict) -> bool:
+        pid, order_w, out_r, err_r, st_r = self.spare
+        try:
+            gone = os.waitpid(pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            gone = True
+        if gone:
+            self.spare = (-1, order_w, out_r, err_r, st_r)
+            self.drop_spare()
+            return False
+        self.spare = None
+        scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
+        order = dict(spec, scratch=scratch)
+        code = order.pop("code", None)
+        body = json.dumps(order).encode()
+        code_bytes = marshal.dumps(code) if code is not None else b""
+        proc = Proc(self, pid, scratch, mounted)
+        for fd in (out_r, err_r, st_r):
+            os.set_blocking(fd, False)
+        writer = Writer(self, order_w)
+        writer.write(_child.ORDER_HEADER.pack(len(body), len(code_bytes)) + body + code_bytes)
+        writer.write(call.event)
+        writer.close_when_flushed()
+        call.event = b""
+        call.proc = proc
+        call.input_writer = writer
+        self.watch(proc, call, out_r, err_r, st_r)
+        return True
+
     def fork_once(self, call: Call, spec: dict) -> None:
+        if self.spare is not None and self.use_spare_for(call, spec):
+            return
         memfd = os.memfd_create("orb-input", os.MFD_CLOEXEC)
         try:
             view = memoryview(call.event)
@@ -710,6 +796,9 @@ class Loop:
             return
         proc.exit_status = status
         proc.kill()  # nothing should be left in its group; make sure
+        writer = getattr(owner, "input_writer", None)
+        if writer is not None:
+            writer.close()
         self.drain(proc, owner)
         self.sel.unregister(proc.pidfd)
         os.close(proc.pidfd)
@@ -855,7 +944,12 @@ class Loop:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
-            for key, _mask in self.sel.select(timeout):
+            events = self.sel.select(0)
+            if not events and self.use_spare and self.spare is None and self.running:
+                self.make_spare()
+            if not events:
+                events = self.sel.select(timeout)
+            for key, _mask in events:
                 # An earlier callback in this batch may have closed this fd
                 # (a child's exit drains and closes its pipes) or even reused
                 # its number for a new call: skip events for stale keys.

@@ -155,6 +155,8 @@ class OrbProtocol(Protocol):
         events = self.session.feed(data)
         self._flush()
         self._dispatch(events)
+        if self.session.state is State.ERROR and not self.transport.disconnecting:
+            self.transport.loseConnection()  # e.g. the remote refused the handshake
         self._reschedule()
 
     def connectionLost(self, reason=None):
@@ -195,9 +197,9 @@ class OrbProtocol(Protocol):
     def ping(self):
         self._write(self.session.ping())
 
-    def close(self, text="shutting down"):
+    def close(self, text="shutting down", code=ErrorCode.SHUTDOWN):
         if self.session.state in (State.HANDSHAKING, State.READY):
-            self.session.close(text)
+            self.session.close(text, code)
             self._flush()
         self.transport.loseConnection()
 

@@ -37,8 +37,8 @@ class ErrorCode(enum.IntEnum):
     IDENTITY = 6  # the TLS certificate key does not match HELLO's key or node id; closed
     SELF_CONNECTION = 7  # the HELLO nonce is one of our own; closed
     TIMEOUT = 8  # the handshake or the idle timer ran out; closed
-    RATE_LIMITED = 9  # too many in-flight requests or ADDR entries; the request is refused
-    NETWORK = 10  # the frame carries another network's magic (sent only in HELLO-time errors)
+    RATE_LIMITED = 9  # too many requests in flight; the request is refused
+    NETWORK = 10  # reserved: another network's magic (such sessions are closed without ERROR)
     NOT_FOUND = 11  # the fid or node named in the request is not known
     DENIED = 12  # the request is not authorised (bad signature, bad token)
     BUSY = 13  # the node is overloaded; try another

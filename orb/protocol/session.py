@@ -14,6 +14,7 @@ from an injected ``clock`` (anything with ``seconds()``).
 Everything that affects the state lives here, as in h11's ``_state.py``.
 """
 
+import collections
 import enum
 import hashlib
 import random
@@ -67,6 +68,7 @@ RESPONSES = {
 }
 REQUEST_TYPES = frozenset(RESPONSES)
 MAX_REQUEST_ID = 0xFFFFFFFF
+MAX_FORGOTTEN = 256
 
 
 class State(enum.Enum):
@@ -231,6 +233,7 @@ class Session:
         self._pending = {}  # our request id -> (MessageType, sent at)
         self._inbound = set()  # remote request ids not yet answered
         self._ping_nonces = {}  # keepalive/RTT ping nonce -> sent at
+        self._forgotten = collections.OrderedDict()  # ids we gave up on; their late answers are dropped
         self._addr_tokens = 1.0
         self._addr_refilled_at = None
 
@@ -262,10 +265,10 @@ class Session:
         self._pending.clear()
         self._inbound.clear()
 
-    def close(self, text="shutting down"):
-        """Start a graceful close: queue ERROR(shutdown)."""
+    def close(self, text="shutting down", code=ErrorCode.SHUTDOWN):
+        """Start a graceful close: queue ERROR(code), shutdown by default."""
         if self.state in (State.HANDSHAKING, State.READY):
-            self._queue(Error(code=ErrorCode.SHUTDOWN, ref_request_id=0, text=text))
+            self._queue(Error(code=int(code), ref_request_id=0, text=text))
             self.state = State.CLOSING
 
     def abort(self, error):
@@ -275,8 +278,13 @@ class Session:
     def forget(self, request_id):
         """Stop waiting for the answer to one of our requests (it timed out)."""
         entry = self._pending.pop(request_id, None)
-        if entry is not None and entry[0] == MessageType.PING:
+        if entry is None:
+            return
+        if entry[0] == MessageType.PING:
             self._ping_nonces.clear()
+        self._forgotten[request_id] = True
+        if len(self._forgotten) > MAX_FORGOTTEN:
+            self._forgotten.popitem(last=False)
 
     @property
     def pending_requests(self):
@@ -402,17 +410,26 @@ class Session:
         if frame.version != self.version:
             raise VersionMismatch(f"frame version {frame.version} in a version-{self.version} session")
         if isinstance(message, Error):
-            if frame.is_response:
-                self._pending.pop(frame.request_id, None)
+            # ref_request_id is authoritative, with or without the RESPONSE flag.
+            self._pending.pop(message.ref_request_id, None)
+            self._forgotten.pop(message.ref_request_id, None)
             return [ErrorReceived(message.code, message.text, message.ref_request_id)]
         if frame.is_response:
+            if self._forgotten.pop(frame.request_id, None):
+                return []  # a late answer to a request we gave up on
             return self._response_received(frame)
         if message.TYPE == MessageType.PING:
+            if not frame.request_id:
+                raise UnexpectedMessage("PING request without a request id")
             self._outbox.append(self._encode(Pong(nonce=message.nonce), frame.request_id, Flag.RESPONSE))
             return []
         if isinstance(message, Addr):
             return self._addr_received(frame, message)
-        if message.TYPE in REQUEST_TYPES and frame.request_id:
+        if message.TYPE in REQUEST_TYPES:
+            if not frame.request_id:
+                raise UnexpectedMessage(f"{message.TYPE.name} request without a request id")
+            if frame.request_id in self._inbound:
+                raise UnexpectedMessage(f"request id {frame.request_id} is already in use", frame.request_id)
             if len(self._inbound) >= self.config.max_inflight_requests:
                 raise RateLimited(
                     f"more than {self.config.max_inflight_requests} requests in flight", frame.request_id
@@ -439,8 +456,9 @@ class Session:
 
     def _addr_received(self, frame, message):
         now = self.clock.seconds()
-        cap = self.config.addr_burst + self.config.addr_credit_per_getaddr
-        self._addr_tokens = min(cap, self._addr_tokens + (now - self._addr_refilled_at) * self.config.addr_rate_per_s)
+        if self._addr_tokens < self.config.addr_burst:  # refill up to the burst; GETADDR credit may exceed it
+            refill = (now - self._addr_refilled_at) * self.config.addr_rate_per_s
+            self._addr_tokens = min(self.config.addr_burst, self._addr_tokens + refill)
         self._addr_refilled_at = now
         allowed = int(self._addr_tokens)
         entries = message.entries
@@ -457,6 +475,8 @@ class Session:
     def _handshake_frame(self, frame):
         message = frame.message
         if isinstance(message, Error):
+            # The remote refused the session: stop here, without answering.
+            self.state = State.ERROR
             return [ErrorReceived(message.code, message.text, message.ref_request_id)]
         if self.initiator:
             if not isinstance(message, HelloAck):

@@ -28,6 +28,7 @@ from twisted.web.server import Site
 
 from orb._db import Database
 from orb.node import Node, NodeConfig, StartupError
+from orb.protocol import fid
 from orb.protocol import messages as m
 from orb.protocol.adapter import RemoteError, RequestTimeout
 from orb.protocol.codes import ErrorCode, Feature, Role
@@ -55,12 +56,6 @@ class TrackerConfig:
     node: NodeConfig
     http: str = "tcp:7480:interface=127.0.0.1"
     peer_ttl_s: float = reg.DEFAULT_PEER_TTL_S
-
-
-def fid_text(fid_bytes):
-    import base64
-
-    return base64.b32encode(fid_bytes).decode("ascii").lower().rstrip("=")
 
 
 class Tracker(Node):
@@ -188,7 +183,13 @@ class Tracker(Node):
         remote = protocol.remote
         if remote.roles & Role.TRACKER:
             return
-        functions = {fid_text(f.fid): f.version for f in message.functions[: reg.MAX_FUNCTIONS_PER_PEER]}
+        functions = {}
+        for entry in message.functions[: reg.MAX_FUNCTIONS_PER_PEER]:
+            try:
+                functions[fid.to_text(entry.fid)] = entry.version
+            except fid.FidError:
+                self.misbehaved(protocol, _Bad(f"ANNOUNCE with an invalid fid {entry.fid.hex()[:16]}"))
+                return
         self.registry.upsert_peer(
             remote.node_id,
             addresses=[(e.host, e.port) for e in remote.listen][: reg.MAX_ADDRESSES],
