@@ -85,6 +85,11 @@ class Peer(Node):
 
     def on_session_ready(self, protocol):
         remote = protocol.remote
+        if self.advertise is None and remote.roles & Role.TRACKER and self.listening_port is not None:
+            # Listening on a wildcard address: advertise what the tracker sees, at our port.
+            self.advertise = (remote.observed_us.host, self.listening_port.getHost().port)
+            log.info("advertising {addr}, as observed by tracker {peer}", addr=self.advertise,
+                     peer=remote.node_id.hex()[:16])
         if protocol.factory.initiator:
             protocol.asked_addr_at = self.clock.seconds()
             self.ask_addresses(protocol)
@@ -174,6 +179,7 @@ class Peer(Node):
                 groups.add(group)
                 missing -= 1
                 budget -= 1
+        self._test_before_evict(now)
         if not self.sessions and not self.dialling and not self._tracker_candidates():
             self._seed()
         if len(self.outbound(Role.PEER)) < self.peer_config.outbound_peers:
@@ -182,6 +188,20 @@ class Peer(Node):
                 if asked is None or now - asked >= READDR_INTERVAL_S:
                     tracker.asked_addr_at = now
                     self.ask_addresses(tracker)
+
+    def _test_before_evict(self, now):
+        """Dial a tried address that a newcomer wants to evict; evict it only if it fails."""
+        self.addrbook.resolve_collisions()
+        victim = self.addrbook.select_tried_collision()
+        if victim is None or self.is_dialling(victim.ip, victim.port, "probe"):
+            return
+        d = self.dial(victim.ip, victim.port, expected_node_id=None, purpose="probe")
+
+        def alive(protocol):
+            self.addrbook.good(victim.ip, victim.port, node_id=protocol.remote.node_id)
+            protocol.close("probe done")
+
+        d.addCallbacks(alive, lambda f: self.addrbook.attempt(victim.ip, victim.port))
 
     def _tracker_candidates(self):
         """The address book's trackers first, then the configured ones."""
