@@ -3,7 +3,6 @@ Hypothesis strategies for every ORB message, derived from the construct
 declarations so that a new message type is covered without new code.
 """
 
-import ipaddress
 
 import attrs
 from construct import FocusedSeq, FormatField, Renamed

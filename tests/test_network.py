@@ -15,8 +15,8 @@ from twisted.trial.unittest import TestCase
 from orb.identity import NodeKey
 from orb.protocol import messages as m
 from orb.protocol.adapter import OrbFactory, SessionHandler
-from orb.protocol.codes import ErrorCode, Role
-from orb.protocol.frame import HEADER, encode_frame
+from orb.protocol.codes import Role
+from orb.protocol.frame import HEADER
 from orb.protocol.session import LocalIdentity, SessionConfig
 from orb.tls import NodeTLS
 from tests._daemons import DaemonTestMixin, eventually, sleep
