@@ -1,11 +1,17 @@
 # -*- test-case-name: tests.test_demo -*-
 """
-The main job on the embedded default: a tracker and a peer on loopback,
-with fresh keys in a throwaway data dir, complete a TLS 1.3 handshake,
-exchange PING/PONG and GETADDR/ADDR, and the frames are printed as a
-readable transcript.
+The main job on the embedded default, in two acts, with fresh keys in a
+throwaway data dir and everything on loopback:
 
-    python -m orb.demo [--data-dir DIR] [--network NAME]
+1. the wire: a tracker and a peer complete a TLS 1.3 handshake, exchange
+   PING/PONG and GETADDR/ADDR, and every frame is printed as a readable
+   transcript;
+2. a devnet: two ``twistd orb-tracker`` and three ``twistd orb-peer``
+   daemons start, federate and discover each other, and the registry is
+   read back from the trackers' REST API. Every daemon is stopped at the
+   end.
+
+    python -m orb.demo [--data-dir DIR] [--network NAME] [--peers N]
 """
 
 import argparse
@@ -17,6 +23,9 @@ from rich.console import Console
 from twisted.internet import defer, endpoints, task
 from twisted.internet.task import react
 
+from rich.table import Table
+
+from orb.devnet import Devnet, eventually
 from orb.identity import NodeKey
 from orb.protocol import messages as m
 from orb.protocol.adapter import OrbFactory, SessionHandler
@@ -125,18 +134,82 @@ def run(reactor, data_dir, network, console):
         yield port.stopListening()
 
 
+@defer.inlineCallbacks
+def run_devnet(reactor, base_dir, network, peer_count, console):
+    console.rule("[bold]a local devnet of real daemons")
+    net = Devnet(base_dir, network=network)
+    started = reactor.seconds()
+    try:
+        t1 = yield net.start_tracker("tracker-1")
+        t2 = yield net.start_tracker("tracker-2", "--join", t1.wire_text)
+        trackers = (t1, t2)
+        for t in trackers:
+            console.print(f"[bold]{t.data_dir.rsplit('/', 1)[-1]}[/] {t.node_id[:16]}  wire {t.wire_text}  "
+                          f"http://127.0.0.1:{t.info['http']}/", highlight=False)
+        peers = []
+        for i in range(peer_count):
+            home = trackers[i % 2]
+            peer = yield net.start_peer(f"peer-{i + 1}", "--tracker", home.wire_text, "--outbound-peers", "4")
+            peers.append(peer)
+            console.print(f"[bold]peer-{i + 1}[/]    {peer.node_id[:16]}  wire {peer.wire_text}  joins via "
+                          f"{home.wire_text}", highlight=False)
+        expected = {p.node_id for p in peers}
+
+        @defer.inlineCallbacks
+        def converged():
+            views = []
+            for t in trackers:
+                code, listing = yield t.get_json("/api/v1/peers")
+                if {p["node_id"] for p in listing["peers"]} != expected:
+                    return None
+                if any(p["reachability"] != "reachable" or p["rtt_ms"] is None for p in listing["peers"]):
+                    return None
+                views.append(listing)
+            return views
+
+        views = yield eventually(converged, timeout_s=45, what="both trackers know every peer")
+        console.print(f"\n[green]converged[/] in {reactor.seconds() - started:.1f} s: both trackers list all "
+                      f"{peer_count} peers (federation), each dialled back as reachable\n")
+        names = {t.node_id: n for n, t in (("tracker-1", t1), ("tracker-2", t2))}
+        names.update({p.node_id: f"peer-{i + 1}" for i, p in enumerate(peers)})
+        table = Table(title="registry at tracker-2 (GET /api/v1/peers)")
+        for column in ("peer", "node id", "home tracker", "reachability", "address", "rtt ms"):
+            table.add_column(column, no_wrap=True)
+        for p in sorted(views[1]["peers"], key=lambda p: names[p["node_id"]]):
+            address = ", ".join(f"{a['ip']}:{a['port']}" for a in p["addresses"])
+            rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.2f}"
+            table.add_row(names[p["node_id"]], p["node_id"][:8], names.get(p["home"], p["home"][:16]),
+                          p["reachability"], address, rtt)
+        console.print(table)
+        code, stats = yield t1.get_json("/api/v1/stats")
+        received = sum(stats["messages"]["in"].values())
+        sent = sum(stats["messages"]["out"].values())
+        console.print(f"tracker-1 counted {received} frames in and {sent} out so far.")
+    finally:
+        yield net.stop_all()
+        console.print("\nall daemons stopped (SIGTERM; state saved in their data dirs)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m orb.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="keep node keys here (default: a fresh temporary dir)")
     parser.add_argument("--network", default="devnet", help="network name (default: devnet)")
+    parser.add_argument("--peers", type=int, default=3, choices=range(1, 21), metavar="N",
+                        help="peers in the devnet (1-20, default 3)")
     args = parser.parse_args(argv)
     console = Console()
 
+    @defer.inlineCallbacks
+    def both(reactor, base_dir):
+        console.rule("[bold]the wire: one TLS session, frame by frame")
+        yield run(reactor, os.path.join(base_dir, "wire"), args.network, console)
+        yield run_devnet(reactor, os.path.join(base_dir, "devnet"), args.network, args.peers, console)
+
     def go(reactor):
         if args.data_dir:
-            return run(reactor, args.data_dir, args.network, console)
+            return both(reactor, os.path.abspath(args.data_dir))
         tmp = tempfile.TemporaryDirectory(prefix="orb-demo-")
-        d = run(reactor, tmp.name, args.network, console)
+        d = both(reactor, tmp.name)
         d.addBoth(lambda r: (tmp.cleanup(), r)[1])
         return d
 

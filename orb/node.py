@@ -153,6 +153,7 @@ class Node(service.Service, SessionHandler):
         self.start_loop(self.maintain, MAINTAIN_INTERVAL_S)
         self.start_loop(self.save_state, SAVE_INTERVAL_S, now=False)
         yield self.on_started()
+        self._write_json("status.json", self.status())
         self._write_ports()
         return self
 

@@ -1,143 +1,14 @@
 """
-Real ``twistd -n orb-tracker`` / ``orb-peer`` processes for integration
-tests: start on ephemeral loopback ports, wait for ports.json, query the
-HTTP API, stop with SIGTERM (or SIGKILL). Every process a test starts is
-stopped by its cleanup.
+Test helpers for real daemons (see orb.devnet): a mixin whose daemons are
+stopped by each test's cleanup.
 """
 
-import json
 import os
 import signal
-import sys
 
-from twisted.internet import defer, protocol, reactor, task
-from twisted.web.client import Agent, readBody
+from twisted.internet import defer
 
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-STARTUP_TIMEOUT_S = 30.0
-
-
-class DaemonExited(Exception):
-    pass
-
-
-class Daemon(protocol.ProcessProtocol):
-    def __init__(self, kind, data_dir, args, network="itest"):
-        self.kind = kind
-        self.data_dir = data_dir
-        self.args = list(args)
-        self.network = network
-        self.output = bytearray()
-        self.exited = defer.Deferred()
-        self.exit_code = None
-        self.exit_signal = None
-        self.running = False
-        self.info = None
-
-    # --- process ---------------------------------------------------------------------
-
-    def start(self):
-        os.makedirs(self.data_dir, exist_ok=True)
-        ports = os.path.join(self.data_dir, "ports.json")
-        if os.path.exists(ports):
-            os.remove(ports)
-        argv = [TWISTD, "-n", "--pidfile=", self.kind, "--data-dir", self.data_dir,
-                "--network", self.network] + self.args
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.exited = defer.Deferred()
-        self.running = True
-        self.transport = reactor.spawnProcess(self, TWISTD, argv, env=env, path=os.getcwd())
-        return self.wait_ready()
-
-    @defer.inlineCallbacks
-    def wait_ready(self):
-        path = os.path.join(self.data_dir, "ports.json")
-        waited = 0.0
-        while not os.path.exists(path):
-            if not self.running:
-                raise DaemonExited(f"{self.kind} exited with {self.exit_code}:\n{self.text[-3000:]}")
-            if waited > STARTUP_TIMEOUT_S:
-                raise DaemonExited(f"{self.kind} did not start:\n{self.text[-3000:]}")
-            yield sleep(0.1)
-            waited += 0.1
-        with open(path) as f:
-            self.info = json.load(f)
-        return self
-
-    def outReceived(self, data):
-        self.output += data[-100_000:]
-        del self.output[:-200_000]
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.running = False
-        self.exit_code = reason.value.exitCode
-        self.exit_signal = reason.value.signal
-        self.exited.callback(self.exit_code)
-
-    @property
-    def text(self):
-        return self.output.decode("utf-8", "replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout_s=20.0):
-        if not self.running:
-            return defer.succeed(self.exit_code)
-        self.transport.signalProcess(sig)
-        timer = reactor.callLater(timeout_s, self._kill)
-        d = self.exited
-        d.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
-        return d
-
-    def _kill(self):
-        if self.running:
-            self.transport.signalProcess("KILL")
-
-    # --- what it exposes ------------------------------------------------------------------
-
-    @property
-    def wire(self):
-        return ("127.0.0.1", self.info["wire"])
-
-    @property
-    def wire_text(self):
-        return f"127.0.0.1:{self.info['wire']}"
-
-    @property
-    def node_id(self):
-        return self.info["node_id"]
-
-    def status(self):
-        with open(os.path.join(self.data_dir, "status.json")) as f:
-            return json.load(f)
-
-    @defer.inlineCallbacks
-    def get_json(self, path):
-        agent = Agent(reactor)
-        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.info['http']}{path}".encode())
-        body = yield readBody(response)
-        return response.code, json.loads(body)
-
-
-def sleep(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def eventually(check, timeout_s=30.0, interval_s=0.25, what="condition"):
-    """Call ``check`` (which may return a Deferred) until it returns a true value."""
-    waited = 0.0
-    last = None
-    while waited <= timeout_s:
-        try:
-            last = yield defer.maybeDeferred(check)
-        except (OSError, ValueError, KeyError) as e:  # files not written yet, daemon busy
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        yield sleep(interval_s)
-        waited += interval_s
-    raise AssertionError(f"{what} not reached in {timeout_s:g} s (last: {last!r})")
+from orb.devnet import Daemon, eventually, sleep  # noqa: F401
 
 
 class DaemonTestMixin:

@@ -18,12 +18,17 @@ def run(argv, timeout_s=60):
 
 class DemoTests(TestCase):
     def test_demo_prints_a_transcript(self):
-        result = run([sys.executable, "-m", "orb.demo"])
+        result = run([sys.executable, "-m", "orb.demo"], timeout_s=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout
         for expected in ("HELLO ", "HELLO_ACK", "PING", "PONG", "GETADDR", "ADDR", "handshake complete: TLSv1.3"):
             self.assertIn(expected, out)
         self.assertIn("RTT", out)
+        # The devnet act: real daemons federate, converge and are all stopped.
+        self.assertIn("converged", out)
+        self.assertIn("registry at tracker-2", out)
+        self.assertEqual(out.count("reachable  "), 3)
+        self.assertIn("all daemons stopped", out)
         self.assertNotIn("Traceback", out + result.stderr)
 
 

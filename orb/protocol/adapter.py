@@ -10,6 +10,7 @@ A handler is any object with these methods (see ``SessionHandler``):
     message_received(protocol, message, request_id)   a request or notification
     session_lost(protocol, reason)              the connection is gone
     misbehaved(protocol, error)                 the remote broke a rule
+    rtt_measured(protocol, rtt_ms)              a PONG came back
 
 Requests are sent with ``protocol.request(message)``, which returns a
 Deferred that fires with the response message, or fails with RemoteError
@@ -78,6 +79,9 @@ class SessionHandler:
         pass
 
     def misbehaved(self, protocol, error):
+        pass
+
+    def rtt_measured(self, protocol, rtt_ms):
         pass
 
 
@@ -230,6 +234,7 @@ class OrbProtocol(Protocol):
                 handler.session_ready(self)
             elif isinstance(event, RttMeasured):
                 self.rtt_ms = event.rtt_ms
+                handler.rtt_measured(self, event.rtt_ms)
             elif isinstance(event, ErrorReceived):
                 if event.ref_request_id in self._waiting:
                     self._answer(event.ref_request_id, failure=RemoteError(event.code, event.text))

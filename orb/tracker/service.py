@@ -139,6 +139,7 @@ class Tracker(Node):
             log.info("tracker {peer} linked", peer=remote.node_id.hex()[:16])
         else:
             self.registry.touch(remote.node_id)
+            protocol.ping()  # a first RTT for the registry
             self.dial_back(protocol)
         self.advertise_self(protocol)
         if protocol.factory.initiator:
@@ -208,12 +209,17 @@ class Tracker(Node):
                 self.registry.touch_tracker(node_id)
             else:
                 self.registry.touch(node_id)
-                if protocol.rtt_ms is not None:
-                    self.stats.observe_rtt_ms(protocol.rtt_ms)
-                    peer = self.registry.peer(node_id)
-                    if peer is not None and peer.home == self.node_id:
-                        self.registry.record_rtt(node_id, protocol.rtt_ms)
             protocol.ping()
+
+    def rtt_measured(self, protocol, rtt_ms):
+        remote = protocol.remote
+        if remote is None or self.sessions.get(remote.node_id) is not protocol or remote.roles & Role.TRACKER:
+            return
+        self.stats.observe_rtt_ms(rtt_ms)
+        self.registry.touch(remote.node_id)
+        peer = self.registry.peer(remote.node_id)
+        if peer is not None and peer.home == self.node_id:
+            self.registry.record_rtt(remote.node_id, rtt_ms)
 
     def expire(self):
         for change in self.registry.expire():
