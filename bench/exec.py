@@ -8,6 +8,7 @@ Measures (p50 / p99 latency, milliseconds):
 - ``bare fork``: os.fork() + child _exit + waitpid, from this process;
 - ``python -c pass``: a plain interpreter start;
 - ``zygote per-call``: Executor.invoke round trip, a fresh jailed child per call;
+- ``zygote, no prefork``: the same without the zygote's pre-forked spare;
 - ``warm worker``: the same with reuse="per-function";
 - ``fresh jailed process``: a new interpreter per call that builds the whole
   jail (seccomp compile, Landlock, namespaces) and runs the call;
@@ -108,10 +109,10 @@ def bench_fresh(n, pkg):
     return out
 
 
-async def bench_executor(reactor, pkg, calls, reuse):
+async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
     from twisted.internet import defer
 
-    ex = Executor(reactor, ExecConfig(max_queue=64))
+    ex = Executor(reactor, ExecConfig(max_queue=64, prefork=prefork))
     try:
         await defer.ensureDeferred(ex.start())
         spec = RuntimeSpec(runtime="python", entry="main.py", reuse=reuse)
@@ -186,6 +187,8 @@ def main():
 
         async def run_all(reactor):
             box["zygote"] = await bench_executor(reactor, pkg, args.calls, "per-call")
+            box["zygote_nopre"] = await bench_executor(reactor, pkg, args.calls, "per-call",
+                                                       prefork=False)
             box["warm"] = await bench_executor(reactor, pkg, args.calls, "per-function")
 
         try:
@@ -194,6 +197,7 @@ def main():
             if e.code:
                 raise
         results["zygote_per_call"] = box["zygote"]
+        results["zygote_per_call_no_prefork"] = box["zygote_nopre"]
         results["warm_worker"] = box["warm"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -218,11 +222,12 @@ def main():
             ("zygote per-call", results["zygote_per_call"]["latency"]),
             ("  boot (in zygote)", results["zygote_per_call"]["boot"]),
             ("  exec (in zygote)", results["zygote_per_call"]["exec"]),
+            ("zygote, no prefork", results["zygote_per_call_no_prefork"]["latency"]),
             ("warm worker", results["warm_worker"]["latency"])]
     print(f"{'measure':24} {'p50 ms':>9} {'p99 ms':>9} {'n':>6}")
     for name, s in rows:
         print(f"{name:24} {s['p50_ms']:9.3f} {s['p99_ms']:9.3f} {s['n']:6d}")
-    for name in ("zygote_per_call", "warm_worker"):
+    for name in ("zygote_per_call", "zygote_per_call_no_prefork", "warm_worker"):
         r = results[name]
         print(f"throughput {name.replace('_', ' ')}: {r['throughput_per_s']:.0f} calls/s "
               f"({r['throughput_calls']} calls, concurrency {r['concurrency']}, "

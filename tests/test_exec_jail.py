@@ -135,9 +135,11 @@ class PythonRuntimeTests(JailTestCase):
         self.assertEqual(second["before"], [])  # nothing carried over
         self.assertNotEqual(first["cwd"], second["cwd"])
         self.assertTrue(first["cwd"].startswith(self.executor.config.scratch_root))
-        # The zygote wipes a call's scratch right after sending its result,
-        # before it reads the next request.
+        # The zygote wipes scratch when idle after each call, and everything
+        # when it stops.
+        yield self.executor.stop()
         self.assertFalse(os.path.exists(first["cwd"]))
+        self.assertFalse(os.path.exists(second["cwd"]))
 
     @defer.inlineCallbacks
     def test_package_is_read_only(self):

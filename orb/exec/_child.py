@@ -131,14 +131,27 @@ def _install_sigsys_reporter() -> None:
         raise JailSetupError("sigaction(SIGSYS) failed")
 
 
-def _build_ruleset(jail, spec) -> int | None:
+def _base_ruleset(jail) -> int | None:
+    """A ruleset with the call-independent rules: runtime files, /dev/null etc."""
     abi = jail.landlock_abi
-    if abi <= 0:
+    if abi <= 0 or not jail.use_landlock:
         return None
     rs = _landlock.create_ruleset(abi)
-    ro = _landlock.READ_ONLY
     for fd, is_dir in jail.ro_fds:
-        _landlock.add_path_rule(rs, fd, ro, abi, is_dir)
+        _landlock.add_path_rule(rs, fd, _landlock.READ_ONLY, abi, is_dir)
+    for fd in jail.dev_fds:
+        _landlock.add_path_rule(rs, fd, _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False)
+    return rs
+
+
+def _build_ruleset(jail, spec, rs: int | None = None) -> int | None:
+    """Add the call's rules (package read-only, scratch read-write) to ``rs``."""
+    abi = jail.landlock_abi
+    if rs is None:
+        rs = _base_ruleset(jail)
+    if rs is None:
+        return None
+    ro = _landlock.READ_ONLY
     extra = []
     try:
         pkg = _landlock.open_path(spec["package_dir"])
@@ -152,10 +165,6 @@ def _build_ruleset(jail, spec) -> int | None:
             raise JailSetupError("scratch dir is missing")
         extra.append(scratch[0])
         _landlock.add_path_rule(rs, scratch[0], _landlock.READ_WRITE, abi, True)
-        for fd in jail.dev_fds:
-            _landlock.add_path_rule(
-                rs, fd, _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False
-            )
         for path in spec.get("exec_paths", ()):
             got = _landlock.open_path(path)
             if got is not None:
@@ -212,6 +221,9 @@ def prepare() -> None:
         signal.signal(sig, signal.SIG_DFL)
     os.environ.clear()
     _seccomp.set_no_new_privs()
+    # The SIGSYS reporter, for every runtime: execve resets caught signals,
+    # so an exec'd binary still gets the default (die) action.
+    _install_sigsys_reporter()
 
 
 def _setup_failed(status_fd: int, e: BaseException) -> "NoReturn":  # noqa: F821
@@ -265,6 +277,7 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noq
     except BaseException as e:
         _setup_failed(status_fd, e)
     try:
+        base = _base_ruleset(jail)
         head = os.read(order_fd, ORDER_HEADER.size)
         if not head:
             os._exit(EXIT_OK)  # the zygote is stopping: no order will come
@@ -278,17 +291,18 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noq
             spec["code"] = marshal.loads(_read_exact(order_fd, code_len))
     except BaseException as e:
         _setup_failed(status_fd, e)
-    _enter_jail(jail, spec, fds)
+    _enter_jail(jail, spec, fds, base)
 
 
-def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # noqa: F821
+def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
+                base: int | None = None) -> "NoReturn":  # noqa: F821
     status_fd = fds[3]
     try:
         if spec["runtime"] == "exec":
             # Ignored signals survive execve; give the binary the defaults.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
-        ruleset = _build_ruleset(jail, spec) if jail.use_landlock else None
+        ruleset = _build_ruleset(jail, spec, base) if jail.use_landlock else None
         ruleset = _setup_fds(fds, ruleset)
         status_fd = 3
         if spec["runtime"] == "exec":
@@ -299,8 +313,6 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":
         if ruleset is not None:
             _landlock.restrict_self(ruleset)
             os.close(ruleset)
-        if spec["runtime"] == "python":
-            _install_sigsys_reporter()
         if jail.use_seccomp:
             _seccomp.load(jail.programs[spec["runtime"]])
     except BaseException as e:  # the jail is incomplete: run nothing

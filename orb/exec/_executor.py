@@ -117,6 +117,7 @@ class ExecConfig:
     grace_s: float = 2.0
     restart_delay_s: float = 1.0
     max_restarts: int = 5
+    prefork: bool = True  # keep one pre-forked spare child in the zygote
 
 
 @attrs.define(eq=False)
@@ -273,6 +274,8 @@ class Executor:
             args += ["--scratch-root", c.scratch_root]
         if c.allow_unconfined:
             args.append("--allow-unconfined")
+        if not c.prefork:
+            args.append("--no-prefork")
         max_data = c.output_max_bytes + c.log_max_bytes + 4096
         self._proto = _ZygoteProtocol(self, max_data)
         self._state = "starting"

@@ -20,6 +20,7 @@ Usage (internal)::
 """
 
 import argparse
+import collections
 import ctypes
 import errno
 import fcntl
@@ -333,7 +334,8 @@ class Worker:
 
 
 class Loop:
-    def __init__(self, jail: Jail, scratch_root: str, once: bool, max_workers: int, worker_idle_s: float):
+    def __init__(self, jail: Jail, scratch_root: str, once: bool, max_workers: int,
+                 worker_idle_s: float, prefork: bool = True):
         self.jail = jail
         self.scratch_root = scratch_root
         self.once = once
@@ -348,7 +350,8 @@ class Loop:
         self.scratch_seq = 0
         self.code_cache: dict = {}
         self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
-        self.use_spare = not once
+        self.use_spare = prefork and not once
+        self.cleanup: collections.deque = collections.deque()
         self.decoder = FrameDecoder(max_data_bytes=MAX_INPUT_BYTES)
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
@@ -510,9 +513,18 @@ class Loop:
         return path, mounted
 
     def drop_scratch(self, proc: Proc) -> None:
-        if proc.mounted:
-            _libc.umount2(proc.scratch.encode(), MNT_DETACH)
-        shutil.rmtree(proc.scratch, ignore_errors=True)
+        """Wipe a finished call's scratch when the loop is next idle (at most
+        8 wait), so the wipe never delays the next request."""
+        self.cleanup.append((proc.scratch, proc.mounted))
+        if len(self.cleanup) > 8:
+            self.run_cleanup()
+
+    def run_cleanup(self) -> None:
+        while self.cleanup:
+            scratch, mounted = self.cleanup.popleft()
+            if mounted:
+                _libc.umount2(scratch.encode(), MNT_DETACH)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def spawn(self, spec: dict, stdin_fd: int, stdout_w_fd: int | None = None):
         """Fork a jailed child.  Returns (proc, out_r, err_r, status_r)."""
@@ -945,8 +957,12 @@ class Loop:
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
             events = self.sel.select(0)
-            if not events and self.use_spare and self.spare is None and self.running:
-                self.make_spare()
+            if not events:
+                # Idle: housekeeping that must not delay a waiting request.
+                self.run_cleanup()
+                if self.use_spare and self.spare is None and self.running:
+                    self.make_spare()
+                events = self.sel.select(0)
             if not events:
                 events = self.sel.select(timeout)
             for key, _mask in events:
@@ -971,6 +987,7 @@ class Loop:
         while self.stdout.buf and not self.stdout.closed and _now() < end:
             self.sel.select(0.1)
             self.stdout._flush()
+        self.run_cleanup()
         shutil.rmtree(self.scratch_root, ignore_errors=True)
         return 0
 
@@ -990,6 +1007,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-workers", type=int, default=4)
     parser.add_argument("--worker-idle-s", type=float, default=60.0)
     parser.add_argument("--allow-unconfined", action="store_true")
+    parser.add_argument("--no-prefork", action="store_true")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
@@ -1001,7 +1019,8 @@ def main(argv=None) -> int:
     root = args.scratch_root or tempfile.gettempdir()
     os.makedirs(root, mode=0o700, exist_ok=True)
     scratch_root = tempfile.mkdtemp(prefix=f"orb-zygote-{os.getpid()}-", dir=root)
-    loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s)
+    loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
+                prefork=not args.no_prefork)
     # Children start from this heap: keep the collector from touching (and
     # so copying) the zygote's pages in each of them.
     gc.collect()

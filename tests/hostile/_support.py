@@ -108,7 +108,10 @@ class JailTestCase(TestCase):
                                     request_id=request_id)
 
     def zygote_children(self) -> list[int]:
-        """Live children of the zygote (the jailed calls and warm workers)."""
+        """Jailed (seccomp-filtered) children of the zygote still alive.
+
+        The zygote keeps one pre-forked spare child that is not jailed yet
+        (``Seccomp: 0``); it is not counted."""
         pid = self.hello["pid"]
         kids = []
         try:
@@ -117,4 +120,13 @@ class JailTestCase(TestCase):
                     kids += [int(x) for x in f.read().split()]
         except OSError:
             pass
-        return kids
+        jailed = []
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if fields.get("Seccomp", "0").strip() != "0":
+                jailed.append(kid)
+        return jailed
