@@ -269,7 +269,8 @@ class Executor:
         c = self.config
         orb_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         args = [c.python, "-I", "-B", "-c", _BOOTSTRAP, orb_parent,
-                "--max-workers", str(c.max_workers), "--worker-idle-s", str(c.worker_idle_s)]
+                "--max-workers", str(c.max_workers), "--worker-idle-s", str(c.worker_idle_s),
+                "--max-calls", str(2 * c.max_concurrent + 4)]
         if c.scratch_root:
             args += ["--scratch-root", c.scratch_root]
         if c.allow_unconfined:

@@ -16,7 +16,8 @@ says ``hello`` with the layers it found.
 Usage (internal)::
 
     python -m orb.exec._zygote [--once] [--probe] [--scratch-root DIR]
-                               [--max-workers N] [--allow-unconfined]
+                               [--max-workers N] [--worker-idle-s S]
+                               [--max-calls N] [--no-prefork] [--allow-unconfined]
 """
 
 import argparse
@@ -89,6 +90,7 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024
 _EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
                         b"out of memory")
 WORKER_CPU_S = 600
+ZYGOTE_COMPILE_MAX_BYTES = 64 * 1024
 WORKER_MAX_CALLS = 10000
 
 
@@ -310,8 +312,11 @@ class Proc:
         self.t_ready: float | None = None
         self.exit_status: int | None = None
         self.status_buf = bytearray()
+        self.reaped = False
 
     def kill(self) -> None:
+        if self.reaped:  # its pid may belong to someone else by now
+            return
         for fn in (os.killpg, os.kill):
             try:
                 fn(self.pid, signal.SIGKILL)
@@ -335,7 +340,7 @@ class Worker:
 
 class Loop:
     def __init__(self, jail: Jail, scratch_root: str, once: bool, max_workers: int,
-                 worker_idle_s: float, prefork: bool = True):
+                 worker_idle_s: float, prefork: bool = True, max_calls: int = 64):
         self.jail = jail
         self.scratch_root = scratch_root
         self.once = once
@@ -351,6 +356,7 @@ class Loop:
         self.code_cache: dict = {}
         self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
         self.use_spare = prefork and not once
+        self.max_calls = max_calls
         self.cleanup: collections.deque = collections.deque()
         self.decoder = FrameDecoder(max_data_bytes=MAX_INPUT_BYTES)
         self.stdout = Writer(self, 1, on_error=self.shutdown)
@@ -410,6 +416,14 @@ class Loop:
             self.send({"op": "done", "id": ctl.get("id"), "status": "INTERNAL",
                        "message": f"bad run request: {e}", "boot_ms": 0, "exec_ms": 0,
                        "out_len": 0, "log_len": 0})
+            return
+        if len(self.calls) >= self.max_calls:
+            # The peer bounds its own concurrency; this bounds the zygote's
+            # memory even if a peer does not.
+            call.finished = True
+            self.send({"op": "done", "id": call.id, "status": "BUSY",
+                       "message": f"zygote is running {len(self.calls)} calls already",
+                       "boot_ms": 0, "exec_ms": 0, "out_len": 0, "log_len": 0})
             return
         self.calls[call.id] = call
         missing = self.jail.missing()
@@ -485,17 +499,21 @@ class Loop:
     def compiled(self, entry: str, st: os.stat_result):
         """The entry's code object, compiled here once so each child only runs it.
 
-        Compiling executes nothing; a syntax error is left for the child to
-        report in its log.  Bounded: 64 entries, sources up to 1 MiB."""
+        Compiling executes nothing, but it is work done outside the jail on
+        a stranger's source, so only small sources (64 KiB, which compile in
+        well under a millisecond) are compiled here; anything larger, and any
+        source that fails to compile, is compiled by the jailed child itself
+        and its error lands in the call's log.  Bounded: 64 entries."""
         key = (entry, st.st_mtime_ns, st.st_size, st.st_ino)
         if key in self.code_cache:
             return self.code_cache[key]
         code = None
-        if st.st_size <= (1 << 20):
+        if st.st_size <= ZYGOTE_COMPILE_MAX_BYTES:
             try:
                 with open(entry, "rb") as f:
-                    code = compile(f.read(), entry, "exec", dont_inherit=True)
-            except (SyntaxError, ValueError, OSError):
+                    code = compile(f.read(ZYGOTE_COMPILE_MAX_BYTES + 1), entry, "exec",
+                                   dont_inherit=True)
+            except Exception:  # SyntaxError, RecursionError, MemoryError, ...
                 code = None
         if len(self.code_cache) >= 64:
             self.code_cache.pop(next(iter(self.code_cache)))
@@ -591,13 +609,15 @@ class Loop:
             os.close(fd)
         self.spare = (pid, order_w, out_r, err_r, st_r)
 
-    def drop_spare(self) -> None:
+    def drop_spare(self, reaped: bool = False) -> None:
         if self.spare is None:
             return
         pid, order_w, out_r, err_r, st_r = self.spare
         self.spare = None
         for fd in (order_w, out_r, err_r, st_r):
             os.close(fd)
+        if reaped or pid <= 0:
+            return
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -610,9 +630,8 @@ class Loop:
             gone = os.waitpid(pid, os.WNOHANG)[0] != 0
         except ChildProcessError:
             gone = True
-        if gone:
-            self.spare = (-1, order_w, out_r, err_r, st_r)
-            self.drop_spare()
+        if gone:  # the spare died while idle (already reaped): fork directly
+            self.drop_spare(reaped=True)
             return False
         self.spare = None
         scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
@@ -801,13 +820,19 @@ class Loop:
 
     def on_exit(self, proc: Proc, owner) -> None:
         try:
-            _pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return
         except ChildProcessError:
-            _pid, status = proc.pid, 0
-        if _pid == 0:
-            return
+            pass
+        # Still a zombie, so its pid and process group cannot have been
+        # reused: kill anything left in the group, then reap.
+        proc.kill()
+        try:
+            _pid, status = os.waitpid(proc.pid, 0)
+        except ChildProcessError:
+            status = 0
+        proc.reaped = True
         proc.exit_status = status
-        proc.kill()  # nothing should be left in its group; make sure
         writer = getattr(owner, "input_writer", None)
         if writer is not None:
             writer.close()
@@ -1008,6 +1033,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker-idle-s", type=float, default=60.0)
     parser.add_argument("--allow-unconfined", action="store_true")
     parser.add_argument("--no-prefork", action="store_true")
+    parser.add_argument("--max-calls", type=int, default=64)
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
@@ -1020,7 +1046,7 @@ def main(argv=None) -> int:
     os.makedirs(root, mode=0o700, exist_ok=True)
     scratch_root = tempfile.mkdtemp(prefix=f"orb-zygote-{os.getpid()}-", dir=root)
     loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
-                prefork=not args.no_prefork)
+                prefork=not args.no_prefork, max_calls=args.max_calls)
     # Children start from this heap: keep the collector from touching (and
     # so copying) the zygote's pages in each of them.
     gc.collect()
