@@ -396,8 +396,7 @@ class Node(service.Service, SessionHandler):
             self.banned_ids[protocol.remote.node_id] = until
         log.warn("discouraging {peer} ({ip}) for misbehaviour: {error}", peer=_name(protocol), ip=ip,
                  error=getattr(err, "message", repr(err))[:120])
-        if protocol.transport is not None:
-            protocol.transport.loseConnection()
+        protocol.disconnect()
 
     # --- GETADDR / ADDR gossip ---------------------------------------------------------------
 

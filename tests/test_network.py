@@ -148,6 +148,46 @@ class NetworkTests(DaemonTestMixin, TestCase):
         yield eventually(lambda: p1_again.status()["outbound_trackers"] >= 1, what="peer rejoined from its book")
 
     @defer.inlineCallbacks
+    def test_sigkill_loses_no_identity_or_registry(self):
+        t1 = yield self.start_tracker("t1")
+        p1 = yield self.start_peer("p1", "--tracker", t1.wire_text)
+
+        @defer.inlineCallbacks
+        def registered():
+            code, listing = yield t1.get_json("/api/v1/peers")
+            return p1.node_id in peer_ids(listing)
+
+        yield eventually(registered, what="peer registered")
+        yield sleep(5.5)  # one save period
+        yield p1.stop(signal.SIGKILL)
+        yield t1.stop(signal.SIGKILL)
+        again = self.daemon("orb-tracker", "t1", "--listen", "tcp:0:interface=127.0.0.1",
+                            "--http", "tcp:0:interface=127.0.0.1")
+        yield again.start()
+        self.assertEqual(again.node_id, t1.node_id)
+        code, listing = yield again.get_json("/api/v1/peers")
+        self.assertIn(p1.node_id, peer_ids(listing))
+
+    @defer.inlineCallbacks
+    def test_unreachable_peer_is_relayed(self):
+        """A peer whose advertised address does not answer is relayed, and keeps 2 tracker links."""
+        t1 = yield self.start_tracker("t1")
+        t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
+        closed_port = t2.info["http"] + 0  # an HTTP port answers TCP but not TLS/ORB: the dial-back fails
+        p1 = yield self.start_peer("p1", "--tracker", t1.wire_text, "--advertise", f"127.0.0.1:{closed_port}")
+
+        @defer.inlineCallbacks
+        def relayed_at_tracker():
+            code, listing = yield t1.get_json("/api/v1/peers")
+            return any(p["node_id"] == p1.node_id and p["reachability"] == "relayed" for p in listing["peers"])
+
+        yield eventually(relayed_at_tracker, timeout_s=30, what="tracker marks the peer relayed")
+        yield eventually(lambda: p1.status()["reachability"] == "relayed", timeout_s=30,
+                         what="the peer knows it is relayed")
+        yield eventually(lambda: p1.status()["outbound_trackers"] >= 2, timeout_s=30,
+                         what="a relayed peer keeps two tracker links")
+
+    @defer.inlineCallbacks
     def test_bad_gossip_is_survived(self):
         """Oversized ADDR, ADDR floods, garbage and self addresses: the tracker keeps serving."""
         t1 = yield self.start_tracker("t1")

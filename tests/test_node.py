@@ -59,6 +59,9 @@ class StubProtocol:
     def close(self, text="", code=ErrorCode.SHUTDOWN):
         self.closed = (text, code)
 
+    def disconnect(self):
+        self.transport.loseConnection()
+
 
 def make_node(clock, cls=Node):
     data_dir = os.path.abspath(os.path.join("node-data", os.urandom(4).hex()))

@@ -44,6 +44,7 @@ from orb.protocol.session import (
 log = Logger()
 
 MAX_OWN_NONCES = 4096
+CLOSE_GRACE_S = 2.0  # after loseConnection, abort if the remote has not let go (e.g. a stalled TLS handshake)
 
 
 class RemoteError(Exception):
@@ -120,6 +121,7 @@ class OrbProtocol(Protocol):
         self.rtt_ms = None
         self._waiting = {}  # request id -> (Deferred, timeout call)
         self._timer = None
+        self._abort_timer = None
         self._last_rx_head = b""
 
     # --- Twisted callbacks ----------------------------------------------------
@@ -159,11 +161,13 @@ class OrbProtocol(Protocol):
         events = self.session.feed(data)
         self._flush()
         self._dispatch(events)
-        if self.session.state is State.ERROR and not self.transport.disconnecting:
-            self.transport.loseConnection()  # e.g. the remote refused the handshake
+        if self.session.state is State.ERROR and self._abort_timer is None:
+            self.disconnect()  # e.g. the remote refused the handshake
         self._reschedule()
 
     def connectionLost(self, reason=None):
+        if self._abort_timer is not None and self._abort_timer.active():
+            self._abort_timer.cancel()
         if self.session is not None:
             self.session.connection_lost()
         if self._timer is not None and self._timer.active():
@@ -205,7 +209,21 @@ class OrbProtocol(Protocol):
         if self.session.state in (State.HANDSHAKING, State.READY):
             self.session.close(text, code)
             self._flush()
+        self.disconnect()
+
+    def disconnect(self):
+        """Close gracefully, and abort if that has not happened within CLOSE_GRACE_S."""
+        if self.transport is None:
+            return
         self.transport.loseConnection()
+        if self._abort_timer is None:
+            self._abort_timer = self.factory.clock.callLater(CLOSE_GRACE_S, self._abort)
+
+    def _abort(self):
+        self._abort_timer = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
 
     # --- internals -------------------------------------------------------------
 
@@ -262,7 +280,7 @@ class OrbProtocol(Protocol):
                 )
                 self._flush()
                 handler.misbehaved(self, event.error)
-                self.transport.loseConnection()
+                self.disconnect()
 
     def _answer(self, request_id, result=None, failure=None):
         entry = self._waiting.pop(request_id, None)
