@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_exec_cli -*-
 """
 The ``orb`` command: an argparse dispatcher over subcommand modules.
 

@@ -38,6 +38,9 @@ import os
 import signal
 
 CLONE_THREAD = 0x00010000
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+CLONE_NEW_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
+                   0x40000000, 0x00000080)
 
 _SYS_SECCOMP = 317
 _SECCOMP_SET_MODE_FILTER = 1
@@ -92,6 +95,8 @@ def compile_policy(runtime: str) -> bytes:
             _add(flt, sc.TRAP, name)
     _add(flt, sc.ERRNO(errno.ENOSYS), "clone3")
     _add(flt, sc.TRAP, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
+    for flag in CLONE_NEW_FLAGS:  # a "thread" in a new namespace is not a thread
+        _add(flt, sc.TRAP, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     if runtime == "python":
         # The child is forked from the zygote: it never needs exec.
         _add(flt, sc.TRAP, "execve")

@@ -912,7 +912,8 @@ class Loop:
             elif sig == signal.SIGXFSZ:
                 self.finish(call, "ERROR", "file-size limit reached in scratch (SIGXFSZ)")
             elif sig == signal.SIGKILL:
-                self.finish(call, "MEMORY", "killed by SIGKILL (out of memory)")
+                self.finish(call, "ERROR", "killed by SIGKILL (by the function itself, or the "
+                            "kernel's out-of-memory killer)")
             else:
                 self.finish(call, "ERROR", f"killed by signal {name}")
         else:
