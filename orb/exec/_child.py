@@ -31,6 +31,7 @@ import struct
 import sys
 import time
 import traceback
+import types
 
 from . import _landlock, _seccomp
 
@@ -213,17 +214,23 @@ def _set_rlimits(spec) -> None:
         resource.setrlimit(what, (value, value))
 
 
+def zygote_setup() -> None:
+    """Process state every child inherits, set once in the zygote: an empty
+    environment, no_new_privs (inherited across fork, and the zygote never
+    needs to gain privileges through exec), and the SIGSYS reporter
+    (dispositions are inherited across fork; execve resets a caught signal
+    to its default, so an exec'd binary simply dies of SIGSYS)."""
+    os.environ.clear()
+    _seccomp.set_no_new_privs()
+    _install_sigsys_reporter()
+    _runtime_setup()  # thread stack size and malloc arenas are inherited too
+
+
 def prepare() -> None:
     """The call-independent part of the jail, done ahead of time in a spare."""
     os.setsid()
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    os.environ.clear()
-    _seccomp.set_no_new_privs()
-    # The SIGSYS reporter, for every runtime: execve resets caught signals,
-    # so an exec'd binary still gets the default (die) action.
-    _install_sigsys_reporter()
+    os.environ.clear()  # no-op after zygote_setup(); kept for safety
 
 
 def _setup_failed(status_fd: int, e: BaseException) -> "NoReturn":  # noqa: F821
@@ -300,8 +307,10 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
     try:
         if spec["runtime"] == "exec":
             # Ignored signals survive execve; give the binary the defaults.
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+        if jail.use_seccomp:
+            _seccomp.set_no_new_privs()  # already inherited; cheap and explicit
         ruleset = _build_ruleset(jail, spec, base) if jail.use_landlock else None
         ruleset = _setup_fds(fds, ruleset)
         status_fd = 3
@@ -346,17 +355,20 @@ def _log_stream():
 
 
 def _load_handler(spec):
-    import importlib.util
-
     sys.dont_write_bytecode = True
     sys.path.insert(0, spec["package_dir"])
-    mod_spec = importlib.util.spec_from_file_location("orb_function", spec["entry"])
-    module = importlib.util.module_from_spec(mod_spec)
-    sys.modules["orb_function"] = module
     code = spec.get("code")
     if code is not None:  # compiled by the zygote; run it here, in the jail
+        module = types.ModuleType("orb_function")
+        module.__file__ = spec["entry"]
+        sys.modules["orb_function"] = module
         exec(code, module.__dict__)
     else:
+        import importlib.util
+
+        mod_spec = importlib.util.spec_from_file_location("orb_function", spec["entry"])
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules["orb_function"] = module
         mod_spec.loader.exec_module(module)
     handler = getattr(module, "handler", None)
     if not callable(handler):
@@ -407,7 +419,6 @@ def _runtime_setup() -> None:
 
 
 def _run_python_once(spec) -> "NoReturn":  # noqa: F821
-    _runtime_setup()
     _ready()
     deadline = time.monotonic() + float(spec["timeout_s"])
     event = _read_all(0)
@@ -434,7 +445,6 @@ def _run_worker(spec) -> "NoReturn":  # noqa: F821
     """Per-function reuse: serve framed calls on fds 0/1 until stdin closes."""
     from ._frames import FrameDecoder, FrameError, encode
 
-    _runtime_setup()
     _ready()
     log = _log_stream()
     sys.stdout = sys.stderr = log

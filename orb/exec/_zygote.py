@@ -354,6 +354,7 @@ class Loop:
         self.runs_seen = 0
         self.scratch_seq = 0
         self.code_cache: dict = {}
+        self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
         self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
         self.use_spare = prefork and not once
         self.max_calls = max_calls
@@ -449,15 +450,23 @@ class Loop:
         runtime = ctl.get("runtime")
         if runtime not in ("python", "exec"):
             raise ValueError(f"unknown runtime {runtime!r}")
-        pkg = os.path.realpath(str(ctl["package_dir"]))
-        entry = os.path.realpath(os.path.join(pkg, str(ctl["entry"])))
-        if not os.path.isdir(pkg):
-            raise ValueError(f"package dir {pkg} does not exist")
-        if os.path.commonpath([pkg, entry]) != pkg:
-            raise ValueError("entry is outside the package dir")
+        key = (str(ctl["package_dir"]), str(ctl["entry"]))
+        resolved = self.path_cache.get(key)
+        if resolved is None:
+            pkg = os.path.realpath(key[0])
+            entry = os.path.realpath(os.path.join(pkg, key[1]))
+            if not os.path.isdir(pkg):
+                raise ValueError(f"package dir {pkg} does not exist")
+            if os.path.commonpath([pkg, entry]) != pkg:
+                raise ValueError("entry is outside the package dir")
+            if len(self.path_cache) >= 256:
+                self.path_cache.pop(next(iter(self.path_cache)))
+            self.path_cache[key] = resolved = (pkg, entry)
+        pkg, entry = resolved
         try:
             st = os.stat(entry)
         except OSError:
+            self.path_cache.pop(key, None)
             raise ValueError(f"entry {ctl['entry']} not found in the package") from None
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"entry {ctl['entry']} is not a regular file")
@@ -650,6 +659,9 @@ class Loop:
         call.proc = proc
         call.input_writer = writer
         self.watch(proc, call, out_r, err_r, st_r)
+        # Fork the next spare now, while this call runs on another core,
+        # so that back-to-back calls each find one ready.
+        self.make_spare()
         return True
 
     def fork_once(self, call: Call, spec: dict) -> None:
@@ -1048,6 +1060,7 @@ def main(argv=None) -> int:
     scratch_root = tempfile.mkdtemp(prefix=f"orb-zygote-{os.getpid()}-", dir=root)
     loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
                 prefork=not args.no_prefork, max_calls=args.max_calls)
+    _child.zygote_setup()
     # Children start from this heap: keep the collector from touching (and
     # so copying) the zygote's pages in each of them.
     gc.collect()
