@@ -45,6 +45,7 @@ THREAD_STACK_BYTES = 1024 * 1024
 _M_ARENA_MAX = -8
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _PR_CAPBSET_DROP = 24
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -226,6 +227,11 @@ def zygote_setup() -> None:
     _runtime_setup()  # thread stack size and malloc arenas are inherited too
 
 
+def _set_name(name: bytes) -> None:
+    """The process name (``/proc/PID/comm``) that tells a waiting spare from a call."""
+    _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
 def prepare() -> None:
     """The call-independent part of the jail, done ahead of time in a spare."""
     os.setsid()
@@ -273,18 +279,22 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noq
     try:
         # Drop every fd but ours at once: a copy of another call's input
         # pipe held here would keep that call from ever seeing EOF.
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd > 2 and fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        lo = 3
+        for fd in sorted(keep):
+            if fd > lo:
+                os.closerange(lo, fd)
+            lo = max(lo, fd + 1)
+        os.closerange(lo, 1 << 20)
         prepare()
+        _set_name(b"orb-spare")
+        base = _base_ruleset(jail)
+        if jail.use_seccomp:
+            # The exec policy is the common core of both runtimes; a python
+            # call stacks python_extra on it once it knows its runtime.
+            _seccomp.load(jail.programs["exec"])
     except BaseException as e:
         _setup_failed(status_fd, e)
     try:
-        base = _base_ruleset(jail)
         head = os.read(order_fd, ORDER_HEADER.size)
         if not head:
             os._exit(EXIT_OK)  # the zygote is stopping: no order will come
@@ -296,13 +306,14 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noq
             import marshal
 
             spec["code"] = marshal.loads(_read_exact(order_fd, code_len))
+        _set_name(b"orb-call")
     except BaseException as e:
         _setup_failed(status_fd, e)
-    _enter_jail(jail, spec, fds, base)
+    _enter_jail(jail, spec, fds, base, preloaded=True)
 
 
 def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
-                base: int | None = None) -> "NoReturn":  # noqa: F821
+                base: int | None = None, preloaded: bool = False) -> "NoReturn":  # noqa: F821
     status_fd = fds[3]
     try:
         if spec["runtime"] == "exec":
@@ -323,7 +334,10 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
             _landlock.restrict_self(ruleset)
             os.close(ruleset)
         if jail.use_seccomp:
-            _seccomp.load(jail.programs[spec["runtime"]])
+            if not preloaded:
+                _seccomp.load(jail.programs[spec["runtime"]])
+            elif spec["runtime"] == "python":
+                _seccomp.load(jail.programs["python_extra"])
     except BaseException as e:  # the jail is incomplete: run nothing
         _setup_failed(status_fd, e)
     try:

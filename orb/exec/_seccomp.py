@@ -81,10 +81,21 @@ def _add(flt, action, name, *args) -> None:
 
 
 def compile_policy(runtime: str) -> bytes:
-    """The classic-BPF program for ``runtime`` (``python`` or ``exec``)."""
+    """The classic-BPF program for ``runtime``.
+
+    ``python`` and ``exec`` are complete policies.  ``python_extra`` is what
+    python adds to ``exec``: a pre-forked spare loads the ``exec`` policy
+    before it knows its runtime, and a python call then stacks
+    ``python_extra`` on top (the kernel applies the strictest action of all
+    stacked filters, so TRAP beats the ``exec`` policy's EACCES)."""
     import pyseccomp as sc
 
     flt = sc.SyscallFilter(defaction=sc.ALLOW)
+    if runtime == "python_extra":
+        for name in ("execve", "socket", "socketpair"):
+            _add(flt, sc.TRAP, name)
+        _add(flt, sc.ERRNO(errno.EPERM), "rt_sigaction", sc.Arg(0, sc.EQ, signal.SIGSYS))
+        return _export(flt)
     for name in DENIED:
         if runtime == "exec" and name in ("socket", "socketpair"):
             # glibc's NSS (getpwuid, run by every interpreter's startup)
@@ -106,6 +117,10 @@ def compile_policy(runtime: str) -> bytes:
         raise ValueError(f"unknown runtime {runtime!r}")
     # exec: execve stays allowed; Landlock's EXECUTE right limits it to the
     # package and the script's allowlisted interpreter.
+    return _export(flt)
+
+
+def _export(flt) -> bytes:
     fd = os.memfd_create("orb-seccomp", os.MFD_CLOEXEC)
     try:
         with os.fdopen(os.dup(fd), "rb") as f:

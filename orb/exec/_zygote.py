@@ -163,7 +163,8 @@ class Jail:
         try:
             if not _seccomp.available():
                 raise RuntimeError("kernel lacks seccomp filters or libseccomp is missing")
-            self.programs = {rt: _seccomp.compile_policy(rt) for rt in ("python", "exec")}
+            self.programs = {rt: _seccomp.compile_policy(rt)
+                             for rt in ("python", "exec", "python_extra")}
             self.layers["seccomp"] = True
         except Exception as e:
             self.layers["seccomp"] = False
