@@ -280,6 +280,15 @@ class ExecRuntimeTests(JailTestCase):
         self.assertIn(b"oops", fail.log)
 
     @defer.inlineCallbacks
+    def test_elf_binary(self):
+        import shutil
+
+        pkg = self.make_package({})
+        shutil.copy("/bin/cat", os.path.join(pkg, "main"))
+        r = yield self.call(pkg, "main", data=b"through a dynamic ELF", runtime="exec")
+        self.assertEqual((r.status, r.output), (ResultStatus.OK, b"through a dynamic ELF"), r)
+
+    @defer.inlineCallbacks
     def test_interpreter_not_on_allowlist(self):
         pkg = self.make_package({"main": "#!/usr/bin/env python3\nprint(1)\n"})
         r = yield self.call(pkg, "main", runtime="exec")

@@ -1,0 +1,94 @@
+"""The jail's building blocks: Landlock and seccomp helpers, the layer probe."""
+
+import os
+import sys
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from orb.exec import _landlock, _seccomp
+
+
+class LandlockTests(SynchronousTestCase):
+    def test_handled_rights_grow_with_the_abi(self):
+        self.assertEqual(_landlock.handled_fs(1), (1 << 13) - 1)
+        self.assertTrue(_landlock.handled_fs(2) & _landlock.FS_REFER)
+        self.assertTrue(_landlock.handled_fs(3) & _landlock.FS_TRUNCATE)
+        self.assertFalse(_landlock.handled_fs(4) & _landlock.FS_IOCTL_DEV)
+        self.assertTrue(_landlock.handled_fs(5) & _landlock.FS_IOCTL_DEV)
+        self.assertEqual(_landlock.handled_net(3), 0)
+        self.assertEqual(_landlock.handled_net(4),
+                         _landlock.NET_BIND_TCP | _landlock.NET_CONNECT_TCP)
+        self.assertEqual(_landlock.scopes(5), 0)
+        self.assertEqual(_landlock.scopes(6),
+                         _landlock.SCOPE_SIGNAL | _landlock.SCOPE_ABSTRACT_UNIX_SOCKET)
+
+    def test_kernel_abi_and_ruleset(self):
+        abi = _landlock.abi_version()
+        if abi < 1:
+            raise SkipTest("this kernel has no Landlock")
+        rs = _landlock.create_ruleset(abi)
+        try:
+            fd, is_dir = _landlock.open_path("/usr/lib")
+            try:
+                self.assertTrue(is_dir)
+                _landlock.add_path_rule(rs, fd, _landlock.READ_ONLY, abi, is_dir)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(rs)
+
+    def test_open_path_absent(self):
+        self.assertIsNone(_landlock.open_path("/no/such/path/at/all"))
+
+
+class SeccompTests(SynchronousTestCase):
+    def setUp(self):
+        if not _seccomp.available():
+            raise SkipTest("seccomp filters or libseccomp unavailable")
+
+    def test_policies_compile_to_bpf(self):
+        for runtime in ("python", "exec", "python_extra"):
+            prog = _seccomp.compile_policy(runtime)
+            self.assertEqual(len(prog) % 8, 0)
+            self.assertGreater(len(prog), 8)
+
+    def test_unknown_runtime(self):
+        self.assertRaises(ValueError, _seccomp.compile_policy, "ruby")
+
+    def test_syscall_names(self):
+        if sys.platform != "linux" or os.uname().machine != "x86_64":
+            raise SkipTest("syscall numbers below are x86_64")
+        self.assertEqual(_seccomp.syscall_name(41), "socket")
+        self.assertEqual(_seccomp.syscall_name(101), "ptrace")
+        self.assertEqual(_seccomp.syscall_name(59), "execve")
+
+    def test_load_in_a_child_blocks_sockets(self):
+        prog = _seccomp.compile_policy("exec")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                import socket
+
+                _seccomp.set_no_new_privs()
+                _seccomp.load(prog)
+                try:
+                    socket.socket()
+                    os._exit(1)
+                except PermissionError:
+                    os._exit(0)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
+
+class ProbeTests(SynchronousTestCase):
+    def test_probe_reports_every_layer(self):
+        from orb.cli._sandbox import probe_layers
+        from orb.exec._zygote import REQUIRED_LAYERS
+
+        report = probe_layers()
+        for name in REQUIRED_LAYERS + ("netns", "scratch_tmpfs"):
+            self.assertIn(name, report["layers"])
+        self.assertEqual(report["missing"],
+                         [n for n in REQUIRED_LAYERS if not report["layers"][n]])
