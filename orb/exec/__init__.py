@@ -52,6 +52,34 @@ context)``; ``context.fid``, ``context.request_id``,
 allowlist; reads stdin, writes stdout).  ``reuse="per-function"`` (python
 only) keeps a warm jailed worker per function; its module state and scratch
 persist between that function's calls.
+
+Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
+(default: cores), ``max_queue`` (default 4 x cores; beyond it BUSY),
+``memory_mb`` (RLIMIT_AS, default 256), ``default_timeout_s``,
+``output_max_bytes`` (1 MiB), ``log_max_bytes`` (64 KiB),
+``input_max_bytes`` (1 MiB), ``scratch_max_bytes`` (16 MiB: the per-call
+tmpfs size and RLIMIT_FSIZE), ``nofile``, ``max_workers``,
+``worker_idle_s``, ``prefork`` (keep one pre-forked spare child),
+``allow_unconfined`` (the loud opt-out), ``grace_s`` (how long past a
+deadline the peer waits for the zygote before restarting it).
+
+How it is built:
+
+- ``_executor``: the Twisted side.  Scheduling (concurrency limit, FIFO
+  queue, BUSY, deadlines, a watchdog per call, zygote restarts) with an
+  injected clock; it never blocks and never forks.
+- ``_zygote``: the fork server, started with ``spawnProcess``.  A plain
+  ``selectors`` loop (no Twisted, so it stays small and forks fast) in its
+  own network, IPC and mount namespaces.  It compiles the seccomp policy
+  once, pre-opens the runtime's read-only paths, keeps one pre-forked
+  spare, enforces deadlines and output caps, names trapped syscalls, mounts
+  and wipes each call's tmpfs scratch.
+- ``_child``: what a child does between fork and function code (see its
+  docstring for the order of the layers), and the python runtime.
+- ``_frames``: the peer <-> zygote (and zygote <-> worker) framing: a
+  ``>II`` header (JSON length, payload length), a JSON control object, a
+  raw payload.  Private to this package, not the ORB wire protocol.
+- ``_landlock``, ``_seccomp``: the two kernel interfaces.
 """
 
 __all__ = ["Executor", "ExecConfig", "ExecResult", "RuntimeSpec"]

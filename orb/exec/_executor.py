@@ -304,8 +304,6 @@ class Executor:
             self._hello(ctl)
         elif op == "done":
             self._done(ctl, payload)
-        elif op == "started":
-            pass
         else:
             log.warn("zygote sent unknown op {op!r}", op=op)
 

@@ -552,7 +552,10 @@ class Loop:
             scratch, mounted = self.cleanup.popleft()
             if mounted:
                 _libc.umount2(scratch.encode(), MNT_DETACH)
-            shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                os.rmdir(scratch)  # an unmounted tmpfs leaves an empty dir
+            except OSError:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def spawn(self, spec: dict, stdin_fd: int, stdout_w_fd: int | None = None):
         """Fork a jailed child.  Returns (proc, out_r, err_r, status_r)."""
