@@ -119,6 +119,13 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual((r.status, r.output, r.log), (ResultStatus.OK, b"result", b"a log line\n"))
         self.assertEqual((r.boot_ms, r.exec_ms, r.queue_ms, r.request_id), (1.5, 0.5, 0.0, "r1"))
 
+    def test_manifest_limits_are_clamped(self):
+        t = self.started(max_memory_mb=512, max_timeout_s=30)
+        self.executor.invoke("f", "/pkg", {"runtime": "python", "memory_mb": 100000}, b"",
+                             deadline_s=1e6)
+        [(ctl, _)] = runs(t)
+        self.assertEqual((ctl["memory_mb"], ctl["timeout_s"]), (512, 30.0))
+
     def test_manifest_mapping_accepted(self):
         t = self.started()
         self.executor.invoke("f", "/pkg", {"runtime": "python", "entry": "h.py",

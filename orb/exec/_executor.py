@@ -102,6 +102,7 @@ class ExecConfig:
     max_concurrent: int = attrs.field(factory=_cores)
     max_queue: int = attrs.field(factory=lambda: 4 * _cores())
     memory_mb: int = 256
+    max_memory_mb: int = 2048  # ceiling for a manifest's own memory_mb
     default_timeout_s: float = 10.0
     max_timeout_s: float = 300.0
     output_max_bytes: int = 1024 * 1024
@@ -404,7 +405,7 @@ class Executor:
             "op": "run", "id": p.id, "fid": p.fid, "request_id": p.request_id,
             "runtime": p.spec.runtime, "entry": p.spec.entry, "package_dir": p.package_dir,
             "reuse": p.spec.reuse, "timeout_s": round(remaining, 6),
-            "memory_mb": p.spec.memory_mb or c.memory_mb,
+            "memory_mb": min(p.spec.memory_mb or c.memory_mb, c.max_memory_mb),
             "output_max_bytes": c.output_max_bytes, "log_max_bytes": c.log_max_bytes,
             "scratch_max_bytes": c.scratch_max_bytes, "nofile": c.nofile,
         }
