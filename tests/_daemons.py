@@ -1,14 +1,12 @@
 """
-Test helpers for real daemons (see orb.devnet): a mixin whose daemons are
-stopped by each test's cleanup.
+Test helpers for real daemons (see orb.devnet): a mixin whose devnet is
+stopped, every process of it, by each test's cleanup.
 """
 
 import os
 import signal
 
-from twisted.internet import defer
-
-from orb.devnet import Daemon, eventually, sleep  # noqa: F401
+from orb.devnet import Daemon, Devnet, eventually, sleep  # noqa: F401
 
 
 class DaemonTestMixin:
@@ -16,29 +14,23 @@ class DaemonTestMixin:
 
     network = "itest"
 
-    def daemon(self, kind, name, *args):
-        data_dir = os.path.join(self.base_dir(), name)
-        daemon = Daemon(kind, data_dir, args, network=self.network)
-        self.addCleanup(daemon.stop, signal.SIGKILL, 10.0)
-        return daemon
+    @property
+    def net(self):
+        if not hasattr(self, "_net"):
+            base_dir = os.path.abspath(self.mktemp())
+            os.makedirs(base_dir)
+            self._net = Devnet(base_dir, network=self.network)
+            self.addCleanup(self._net.stop_all, signal.SIGKILL)
+        return self._net
 
     def base_dir(self):
-        if not hasattr(self, "_base_dir"):
-            self._base_dir = os.path.abspath(self.mktemp())
-            os.makedirs(self._base_dir)
-        return self._base_dir
+        return self.net.base_dir
 
-    @defer.inlineCallbacks
+    def daemon(self, kind, name, *args):
+        return self.net.daemon(kind, name, *args)
+
     def start_tracker(self, name, *args):
-        daemon = self.daemon(
-            "orb-tracker", name, "--listen", "tcp:0:interface=127.0.0.1", "--http", "tcp:0:interface=127.0.0.1",
-            *args,
-        )
-        yield daemon.start()
-        return daemon
+        return self.net.start_tracker(name, *args)
 
-    @defer.inlineCallbacks
     def start_peer(self, name, *args):
-        daemon = self.daemon("orb-peer", name, "--listen", "tcp:0:interface=127.0.0.1", *args)
-        yield daemon.start()
-        return daemon
+        return self.net.start_peer(name, *args)
