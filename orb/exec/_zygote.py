@@ -585,10 +585,7 @@ class Loop:
     def watch(self, proc: Proc, owner, out_r: int, err_r: int, st_r: int) -> None:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
         for fd, kind in proc.fds.items():
-            # The status pipe is read when the child exits or answers: not
-            # waking up for "ready" saves a context switch on every call.
-            if kind != "status":
-                self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
+            self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
         self.sel.register(proc.pidfd, selectors.EVENT_READ, (self.on_exit, proc, owner))
         self.procs[proc.pidfd] = (proc, owner)
 
@@ -804,6 +801,17 @@ class Loop:
                     proc.t_ready = t_ready
                     if call is not None and call.t_ready is None:
                         call.t_ready = t_ready
+            elif tag == b"D":
+                if len(buf) < 10:
+                    return
+                t_ready, code = struct.unpack("<dB", bytes(buf[1:10]))
+                del buf[:10]
+                if proc.t_ready is None:
+                    proc.t_ready = t_ready
+                    if call is not None and call.t_ready is None:
+                        call.t_ready = t_ready
+                if call is not None and not call.finished and call.worker is None:
+                    self.call_done(proc, call, code)
             elif tag == b"S":
                 if len(buf) < 5:
                     return
@@ -819,6 +827,38 @@ class Loop:
             else:
                 del buf[:]  # garbage from function code: ignore the rest
 
+    def call_done(self, proc: Proc, call: Call, code: int) -> None:
+        """The python runtime finished (``D`` record): its output is complete
+        in the pipes.  Answer now; the exit is reaped later, off the call's
+        critical path.  The process is killed first, so a forged early ``D``
+        cannot keep running outside the peer's concurrency accounting."""
+        proc.kill()
+        for fd, kind in list(proc.fds.items()):
+            if kind == "status":
+                continue
+            while not call.too_large:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                self.pipe_data(proc, call, kind, data)
+        limit = call.ctl["memory_mb"]
+        if call.syscall is not None:
+            name = _seccomp.syscall_name(call.syscall)
+            self.finish(call, "KILLED_BY_POLICY", f"seccomp stopped forbidden syscall {name}")
+        elif call.too_large:
+            self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
+        elif call.timed_out:
+            self.finish(call, "TIMEOUT", f"wall-clock deadline of {call.ctl['timeout_s']} s reached")
+        elif code == _child.EXIT_OK:
+            self.finish(call, "OK", "")
+        elif code == _child.EXIT_MEMORY:
+            self.finish(call, "MEMORY", f"memory limit of {limit} MB reached")
+        else:
+            self.finish(call, "ERROR", f"function exited with status {code} (see log)")
+
     def drain(self, proc: Proc, owner) -> None:
         for fd, kind in list(proc.fds.items()):
             while True:
@@ -829,8 +869,7 @@ class Loop:
                 if not data:
                     break
                 self.pipe_data(proc, owner, kind, data)
-            if kind != "status":
-                self.sel.unregister(fd)
+            self.sel.unregister(fd)
             os.close(fd)
         proc.fds.clear()
 
