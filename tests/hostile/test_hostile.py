@@ -175,3 +175,10 @@ class HostileWarmWorkerTests(HostileTests):
     def test_background_thread_dies_with_the_call(self):
         r = yield self.attack("background_thread.py", ResultStatus.OK)
         self.assertEqual(r.output, b"answered, thread still running")
+
+
+class HostileDirectForkTests(HostileTests):
+    """The same attacks with no pre-forked spare: every child is forked for
+    its call and loads the full seccomp policy itself."""
+
+    config = dict(HostileTests.config, prefork=False)
