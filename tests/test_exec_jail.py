@@ -314,6 +314,13 @@ class ExecRuntimeTests(JailTestCase):
         self.assertEqual(fork.status, ResultStatus.KILLED_BY_POLICY)
 
     @defer.inlineCallbacks
+    def test_exec_memory(self):
+        pkg = self.make_package({"main": "#!/usr/bin/python3\nx = bytearray(1 << 30)\n"})
+        r = yield self.call(pkg, "main", runtime="exec", memory_mb=128)
+        self.assertEqual(r.status, ResultStatus.MEMORY, r)
+        self.assertIn(b"MemoryError", r.log)
+
+    @defer.inlineCallbacks
     def test_exec_timeout(self):
         pkg = self.make_package({"main": "#!/bin/sh\nwhile :; do :; done\n"})
         r = yield self.call(pkg, "main", runtime="exec", timeout=0.5)
