@@ -18,8 +18,9 @@ order matters and is fixed:
 
 Status pipe (fd 3) records understood by the zygote: ``R`` + float64
 CLOCK_MONOTONIC (the jail is closed, function code starts now; exec runtime
-and warm workers), ``D`` + float64 ready time + uint8 exit code (python
-runtime: the output is complete, the child is exiting), ``S`` + int32 little-endian syscall number (seccomp
+and warm workers), ``D`` + ``DONE_HEADER`` (ready time, exit code,
+inline length) + inline output (python runtime: the output is complete,
+the child is exiting), ``S`` + int32 little-endian syscall number (seccomp
 trapped it), ``E`` + text (the jail could not be built; nothing ran).
 """
 
@@ -419,13 +420,24 @@ def _write_all(fd: int, data: bytes) -> None:
 _T_READY = [0.0]
 
 
-def _done(code: int) -> "NoReturn":  # noqa: F821
-    """Report the outcome on the status pipe, then exit.
+INLINE_MAX_BYTES = 32 * 1024
+DONE_HEADER = struct.Struct("<dBI")  # ready time, exit code, inline output length
 
-    The ``D`` record lets the zygote answer as soon as the output is in the
-    pipe, without waiting for this process's teardown and reaping."""
+
+def _done(code: int, out: bytes = b"") -> "NoReturn":  # noqa: F821
+    """Report the outcome (and a small output inline) on the status pipe, then exit.
+
+    The ``D`` record lets the zygote answer after one wake-up, without
+    waiting for this process's teardown and reaping.  Outputs over
+    ``INLINE_MAX_BYTES`` go through stdout first, which the zygote reads as
+    they are written."""
     try:
-        os.write(3, b"D" + struct.pack("<dB", _T_READY[0], code))
+        inline = b""
+        if len(out) > INLINE_MAX_BYTES:
+            _write_all(1, out)
+        else:
+            inline = out
+        _write_all(3, b"D" + DONE_HEADER.pack(_T_READY[0], code, len(inline)) + inline)
     finally:
         os._exit(code)
 
@@ -469,8 +481,7 @@ def _run_python_once(spec) -> "NoReturn":  # noqa: F821
         except MemoryError:
             _memory_exit()
         _done(EXIT_ERROR)
-    _write_all(1, out)
-    _done(EXIT_OK)
+    _done(EXIT_OK, out)
 
 
 def _run_worker(spec) -> "NoReturn":  # noqa: F821

@@ -91,6 +91,7 @@ _EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allo
                         b"out of memory")
 WORKER_CPU_S = 600
 ZYGOTE_COMPILE_MAX_BYTES = 64 * 1024
+IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
 
 
@@ -660,9 +661,6 @@ class Loop:
         call.proc = proc
         call.input_writer = writer
         self.watch(proc, call, out_r, err_r, st_r)
-        # Fork the next spare now, while this call runs on another core,
-        # so that back-to-back calls each find one ready.
-        self.make_spare()
         return True
 
     def fork_once(self, call: Call, spec: dict) -> None:
@@ -802,10 +800,19 @@ class Loop:
                     if call is not None and call.t_ready is None:
                         call.t_ready = t_ready
             elif tag == b"D":
-                if len(buf) < 10:
+                head = 1 + _child.DONE_HEADER.size
+                if len(buf) < head:
                     return
-                t_ready, code = struct.unpack("<dB", bytes(buf[1:10]))
-                del buf[:10]
+                t_ready, code, inline_len = _child.DONE_HEADER.unpack(bytes(buf[1:head]))
+                if inline_len > _child.INLINE_MAX_BYTES:
+                    del buf[:]  # not from our runtime: ignore the rest
+                    return
+                if len(buf) < head + inline_len:
+                    return
+                inline = bytes(buf[head:head + inline_len])
+                del buf[:head + inline_len]
+                if call is not None and not call.finished and call.worker is None:
+                    self.pipe_data(proc, call, "out", inline)
                 if proc.t_ready is None:
                     proc.t_ready = t_ready
                     if call is not None and call.t_ready is None:
@@ -1038,12 +1045,17 @@ class Loop:
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
             events = self.sel.select(0)
-            if not events:
-                # Idle: housekeeping that must not delay a waiting request.
-                self.run_cleanup()
-                if self.use_spare and self.spare is None and self.running:
+            if not events and (self.cleanup or (self.use_spare and self.spare is None
+                                                and self.running)):
+                # Housekeeping (scratch wipes, the next spare) waits for the
+                # loop to be idle for IDLE_S: back-to-back calls then never
+                # compete with it, and a call after any pause finds a spare.
+                wait = IDLE_S if timeout is None else min(timeout, IDLE_S)
+                events = self.sel.select(wait)
+                if not events:
+                    self.run_cleanup()
                     self.make_spare()
-                events = self.sel.select(0)
+                    events = self.sel.select(0)
             if not events:
                 events = self.sel.select(timeout)
             for key, _mask in events:
