@@ -223,6 +223,19 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d2).output, b"ok")
         self.flushLoggedErrors()
 
+    def test_dead_zygotes_scratch_root_is_removed(self):
+        import os
+
+        d = self.make()
+        root = os.path.join(os.path.abspath(self.mktemp()), "orb-zygote-4242-abcd")
+        os.makedirs(os.path.join(root, "call-1"))
+        self.zygote.say({"op": "hello", "pid": 4242, "layers": LAYERS, "missing": [],
+                         "scratch_root": root})
+        self.successResultOf(d)
+        self.zygote.end(error.ProcessTerminated(signal=9))
+        self.assertFalse(os.path.exists(root))
+        self.flushLoggedErrors()
+
     def test_gives_up_after_max_restarts(self):
         self.started(max_restarts=1)
         self.zygote.end(error.ProcessTerminated(exitCode=1))

@@ -340,3 +340,35 @@ class BusyTests(JailTestCase):
         self.assertEqual(third.status, ResultStatus.BUSY)
         self.assertEqual((first.status, second.status), (ResultStatus.OK, ResultStatus.OK))
         self.assertGreater(second.queue_ms, 200)
+
+
+class ZygoteCrashTests(JailTestCase):
+    @defer.inlineCallbacks
+    def test_killed_zygote_fails_calls_restarts_and_leaves_nothing(self):
+        import signal
+
+        from twisted.internet import reactor, task
+
+        pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(30)\n",
+                                 "ok.py": "def handler(e, c):\n    return 'ok'\n"})
+        old_pid = self.hello["pid"]
+        old_root = self.hello["scratch_root"]
+        hanging = self.call(pkg, timeout=30)
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        jailed = self.zygote_children()
+        self.assertEqual(len(jailed), 1)
+        os.kill(old_pid, signal.SIGKILL)
+        r = yield hanging
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.assertIn("zygote", r.message)
+        self.assertFalse(os.path.exists(old_root))
+        # PDEATHSIG: the jailed child died with its zygote.
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{jailed[0]}"):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertFalse(os.path.exists(f"/proc/{jailed[0]}"))
+        # The executor restarts the zygote (after restart_delay_s) and serves again.
+        after = yield self.call(pkg, "ok.py")
+        self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
+        self.flushLoggedErrors()

@@ -182,6 +182,7 @@ class Executor:
         self._restarts = 0
         self._restart_call = None
         self._kill_call = None
+        self._scratch_root: str | None = None
 
     # -- public ----------------------------------------------------------
 
@@ -310,6 +311,7 @@ class Executor:
 
     def _hello(self, ctl: dict) -> None:
         self.layers = dict(ctl.get("layers", {}))
+        self._scratch_root = ctl.get("scratch_root")
         missing = list(ctl.get("missing", []))
         self._restarts = 0
         if missing and not self.config.allow_unconfined:
@@ -345,6 +347,7 @@ class Executor:
         if proto is not self._proto:
             return
         self._proto = None
+        self._remove_scratch_root()
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         why = "the zygote exited"
@@ -366,6 +369,16 @@ class Executor:
             return
         self._state = "restarting"
         self._restart_call = self._clock.callLater(self.config.restart_delay_s, self._spawn_zygote)
+
+    def _remove_scratch_root(self) -> None:
+        """A zygote that was killed could not wipe its scratch root; its tmpfs
+        mounts died with its mount namespace, so only empty dirs are left."""
+        root, self._scratch_root = self._scratch_root, None
+        if not root or os.path.basename(root).split("-")[:2] != ["orb", "zygote"]:
+            return
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
 
     def _kill_zygote(self) -> None:
         proto = self._proto

@@ -35,7 +35,6 @@ import signal
 import stat
 import struct
 import sys
-import tempfile
 import time
 
 from . import _child, _landlock, _seccomp
@@ -1110,9 +1109,12 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jail = Jail(args.allow_unconfined)
     jail.enter_namespaces()
-    root = args.scratch_root or tempfile.gettempdir()
+    # Not tempfile: it imports random, whose at-fork hook would reseed (and
+    # read getrandom) in every child.
+    root = args.scratch_root or "/tmp"
     os.makedirs(root, mode=0o700, exist_ok=True)
-    scratch_root = tempfile.mkdtemp(prefix=f"orb-zygote-{os.getpid()}-", dir=root)
+    scratch_root = os.path.join(root, f"orb-zygote-{os.getpid()}-{os.urandom(6).hex()}")
+    os.mkdir(scratch_root, 0o700)
     loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
                 prefork=not args.no_prefork, max_calls=args.max_calls)
     _child.zygote_setup()
@@ -1121,6 +1123,7 @@ def main(argv=None) -> int:
     gc.collect()
     gc.freeze()
     loop.send({"op": "hello", "pid": os.getpid(), "layers": jail.layers,
+               "scratch_root": scratch_root,
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
                "allow_unconfined": jail.allow_unconfined, "max_ctl_bytes": MAX_CTL_BYTES})
     return loop.run()
