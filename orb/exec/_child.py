@@ -3,18 +3,30 @@
 What a freshly forked child does between ``fork()`` in the zygote and the
 first instruction of function code: enter the jail, then run the runtime.
 
-Nothing here returns: every path ends in ``os._exit`` or ``execve``.  The
-order matters and is fixed:
+Nothing here returns: every path ends in ``os._exit`` or ``execve``.
 
-1. own session and process group; die with the zygote (PDEATHSIG);
-2. build the Landlock ruleset from the zygote's pre-opened runtime paths,
-   the package dir (read-only) and the scratch dir (read-write);
-3. move the call's pipes to fds 0-3 and close every other fd;
-4. chdir to scratch, empty environment, rlimits (CPU, AS, FSIZE, NOFILE,
-   CORE=0, NPROC), no_new_privs, drop every capability;
-5. Landlock ``restrict_self``; SIGSYS reporter (python runtime);
-6. seccomp, last, so the layers above cannot be undone;
-7. report ready on the status pipe, then run the function.
+Set once in the zygote and inherited: an empty environment, no_new_privs,
+the SIGSYS reporter, 1 MiB thread stacks and one malloc arena.  Then, in
+the child, in this order:
+
+1. own session and process group; die with the zygote (PDEATHSIG)
+   (:func:`prepare`);
+2. Landlock ruleset: the zygote's pre-opened runtime paths and /dev/null
+   etc., the package dir (read-only, plus execute for ``exec``) and the
+   scratch dir (read-write); TCP bind/connect and signal/abstract-socket
+   scopes handled with no exceptions;
+3. move the call's fds to 0-3 and close every other fd;
+4. chdir to scratch, rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0),
+   drop every capability;
+5. Landlock ``restrict_self``;
+6. seccomp, last, so nothing above can be undone.
+
+A pre-forked spare (:func:`spare`) does step 1, the runtime half of step 2
+and the common seccomp policy before its call exists; once its order
+arrives it adds the call's rules and, for python, stacks ``python_extra``.
+Stacking only ever narrows what is allowed, so the early filter is safe:
+everything the spare still does after it (reading its order, landlock,
+dup/close, chdir, prlimit, capset) is allowed by it.
 
 Status pipe (fd 3) records understood by the zygote: ``R`` + float64
 CLOCK_MONOTONIC (the jail is closed, function code starts now; exec runtime
@@ -35,6 +47,7 @@ import sys
 import time
 import traceback
 import types
+from typing import NoReturn
 
 from . import _landlock, _seccomp
 
@@ -49,7 +62,6 @@ _M_ARENA_MAX = -8
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-_PR_CAPBSET_DROP = 24
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -242,14 +254,14 @@ def prepare() -> None:
     os.environ.clear()  # no-op after zygote_setup(); kept for safety
 
 
-def _setup_failed(status_fd: int, e: BaseException) -> "NoReturn":  # noqa: F821
+def _setup_failed(status_fd: int, e: BaseException) -> NoReturn:
     try:
         os.write(status_fd, b"E" + f"jail setup failed: {e!r}"[:500].encode())
     finally:
         os._exit(EXIT_SETUP)
 
 
-def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> "NoReturn":  # noqa: F821
+def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
     """Run in the child right after fork.  Never returns."""
     try:
         prepare()
@@ -272,7 +284,7 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noqa: F821
+def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
     """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
 
     The order is ``ORDER_HEADER`` + spec JSON + marshalled code (compiled by
@@ -316,7 +328,7 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> "NoReturn":  # noq
 
 
 def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
-                base: int | None = None, preloaded: bool = False) -> "NoReturn":  # noqa: F821
+                base: int | None = None, preloaded: bool = False) -> NoReturn:
     status_fd = fds[3]
     try:
         if spec["runtime"] == "exec":
@@ -424,7 +436,7 @@ INLINE_MAX_BYTES = 32 * 1024
 DONE_HEADER = struct.Struct("<dBI")  # ready time, exit code, inline output length
 
 
-def _done(code: int, out: bytes = b"") -> "NoReturn":  # noqa: F821
+def _done(code: int, out: bytes = b"") -> NoReturn:
     """Report the outcome (and a small output inline) on the status pipe, then exit.
 
     The ``D`` record lets the zygote answer after one wake-up, without
@@ -442,7 +454,7 @@ def _done(code: int, out: bytes = b"") -> "NoReturn":  # noqa: F821
         os._exit(code)
 
 
-def _memory_exit() -> "NoReturn":  # noqa: F821
+def _memory_exit() -> NoReturn:
     try:
         os.write(2, b"\nMemoryError: the function passed its memory limit\n")
     finally:
@@ -460,7 +472,7 @@ def _runtime_setup() -> None:
     _libc.mallopt(_M_ARENA_MAX, 1)
 
 
-def _run_python_once(spec) -> "NoReturn":  # noqa: F821
+def _run_python_once(spec) -> NoReturn:
     # No ready record here: the final D record carries the ready time, so
     # the zygote is woken once per call, not twice.
     _T_READY[0] = time.monotonic()
@@ -484,7 +496,7 @@ def _run_python_once(spec) -> "NoReturn":  # noqa: F821
     _done(EXIT_OK, out)
 
 
-def _run_worker(spec) -> "NoReturn":  # noqa: F821
+def _run_worker(spec) -> NoReturn:
     """Per-function reuse: serve framed calls on fds 0/1 until stdin closes."""
     from ._frames import FrameDecoder, FrameError, encode
 

@@ -23,8 +23,6 @@ Usage (internal)::
 import argparse
 import collections
 import ctypes
-import errno
-import fcntl
 import gc
 import json
 import marshal
@@ -282,7 +280,6 @@ class Call:
         self.proc: "Proc | None" = None
         self.finished = False
         self.protocol_error: str | None = None
-        self.worker_result: str | None = None
         self.aborted = False
 
     @property
@@ -337,6 +334,7 @@ class Worker:
         self.calls_served = 0
         self.last_used = _now()
         self.dead = False
+        self.new = True  # its first call pays for the jail (boot_ms)
 
 
 class Loop:
@@ -557,7 +555,7 @@ class Loop:
             except OSError:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def spawn(self, spec: dict, stdin_fd: int, stdout_w_fd: int | None = None):
+    def spawn(self, spec: dict, stdin_fd: int):
         """Fork a jailed child.  Returns (proc, out_r, err_r, status_r)."""
         scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
         spec = dict(spec, scratch=scratch)
@@ -705,7 +703,6 @@ class Loop:
         finally:
             os.close(in_r)
         worker = Worker(key, proc, Writer(self, in_w), call.output_max)
-        worker.new = True
         self.workers.append(worker)
         self.watch(proc, worker, out_r, err_r, st_r)
         return worker
@@ -714,7 +711,7 @@ class Loop:
         worker.call = call
         call.worker = worker
         call.proc = worker.proc
-        if getattr(worker, "new", False):
+        if worker.new:
             worker.new = False
         else:
             # Warm: the jail is already up; function code starts now.
