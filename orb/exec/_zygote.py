@@ -13,6 +13,22 @@ per-call scratch tmpfs mounts never show on the host), compiles the seccomp
 programs once, pre-opens the runtime's read-only paths for Landlock and
 says ``hello`` with the layers it found.
 
+Messages (frames of :mod:`orb.exec._frames`):
+
+- peer -> zygote ``{"op": "run", "id", "runtime", "entry", "package_dir",
+  "fid", "request_id", "reuse", "timeout_s", "memory_mb",
+  "output_max_bytes", "log_max_bytes", "scratch_max_bytes", "nofile"}`` with
+  the input as payload; ``{"op": "stop"}`` (or EOF on stdin) to shut down.
+- zygote -> peer ``{"op": "hello", "pid", "layers", "missing",
+  "landlock_abi", "notes", "scratch_root", ...}`` once, then per call
+  ``{"op": "done", "id", "status", "message", "boot_ms", "exec_ms",
+  "out_len", "log_len"}`` with output then log as payload.  ``status`` is a
+  :class:`orb.protocol.codes.ResultStatus` name.
+- zygote -> warm worker: ``{"fid", "request_id", "timeout_s"}`` + input;
+  worker -> zygote ``{"kind": "ok" | "error"}`` + output.
+- zygote -> spare: ``_child.ORDER_HEADER`` + spec JSON + marshalled code,
+  then the input until EOF.
+
 Usage (internal)::
 
     python -m orb.exec._zygote [--once] [--probe] [--scratch-root DIR]
