@@ -8,6 +8,8 @@ Measures (p50 / p99 latency, milliseconds):
 - ``bare fork``: os.fork() + child _exit + waitpid, from this process;
 - ``python -c pass``: a plain interpreter start;
 - ``zygote per-call``: Executor.invoke round trip, a fresh jailed child per call;
+- ``zygote, calls 5 ms apart``: the same with pauses between calls (the
+  zygote forks its spare after 1 ms of quiet, so here calls find one ready);
 - ``zygote, no prefork``: the same without the zygote's pre-forked spare;
 - ``warm worker``: the same with reuse="per-function";
 - ``fresh jailed process``: a new interpreter per call that builds the whole
@@ -110,7 +112,7 @@ def bench_fresh(n, pkg):
 
 
 async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
-    from twisted.internet import defer
+    from twisted.internet import defer, task
 
     ex = Executor(reactor, ExecConfig(max_queue=64, prefork=prefork))
     try:
@@ -128,6 +130,16 @@ async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
                 raise RuntimeError(f"call failed: {r}")
             boot.append(r.boot_ms / 1000)
             run.append(r.exec_ms / 1000)
+        # Calls 5 ms apart: traffic with pauses, where the pre-forked spare
+        # is ready when a call arrives.
+        gapped = []
+        for _ in range(min(200, calls)):
+            await task.deferLater(reactor, 0.005, lambda: None)
+            t = time.perf_counter()
+            r = await ex.invoke("bench", pkg, spec, b"ping", deadline_s=5)
+            gapped.append(time.perf_counter() - t)
+            if r.status != ResultStatus.OK:
+                raise RuntimeError(f"call failed: {r}")
         # Throughput: keep max_concurrent running and the queue topped up.
         total = calls * 2
         window = ex.config.max_concurrent * 4
@@ -156,6 +168,7 @@ async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
         await done
         elapsed = time.perf_counter() - t
         return {"latency": summary(lat), "boot": summary(boot), "exec": summary(run),
+                "latency_5ms_apart": summary(gapped),
                 "throughput_per_s": round(total / elapsed, 1), "throughput_calls": total,
                 "throughput_failed": state["other"], "concurrency": ex.config.max_concurrent}
     finally:
@@ -222,7 +235,9 @@ def main():
             ("zygote per-call", results["zygote_per_call"]["latency"]),
             ("  boot (in zygote)", results["zygote_per_call"]["boot"]),
             ("  exec (in zygote)", results["zygote_per_call"]["exec"]),
+            ("zygote, calls 5 ms apart", results["zygote_per_call"]["latency_5ms_apart"]),
             ("zygote, no prefork", results["zygote_per_call_no_prefork"]["latency"]),
+            ("  no prefork, 5 ms apart", results["zygote_per_call_no_prefork"]["latency_5ms_apart"]),
             ("warm worker", results["warm_worker"]["latency"])]
     print(f"{'measure':24} {'p50 ms':>9} {'p99 ms':>9} {'n':>6}")
     for name, s in rows:

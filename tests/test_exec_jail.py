@@ -82,6 +82,14 @@ class PythonRuntimeTests(JailTestCase):
         self.assertEqual((r.status, r.output), (ResultStatus.OK, b"abab"))
 
     @defer.inlineCallbacks
+    def test_large_input_and_output(self):
+        pkg = self.make_package({"main.py": "import hashlib\ndef handler(e, c):\n    return e[::-1]\n"})
+        data = os.urandom(900 * 1024)
+        for reuse in ("per-call", "per-function"):
+            r = yield self.call(pkg, data=data, reuse=reuse)
+            self.assertEqual((r.status, r.output), (ResultStatus.OK, data[::-1]), reuse)
+
+    @defer.inlineCallbacks
     def test_exception_is_error_with_traceback_log(self):
         pkg = self.make_package({"main.py": "def handler(e, c):\n    raise ValueError('bad input here')\n"})
         r = yield self.call(pkg)
@@ -280,6 +288,16 @@ class ExecRuntimeTests(JailTestCase):
         self.assertIn(b"oops", fail.log)
 
     @defer.inlineCallbacks
+    def test_elf_binary_large_stdin(self):
+        import shutil
+
+        pkg = self.make_package({})
+        shutil.copy("/bin/cat", os.path.join(pkg, "main"))
+        data = os.urandom(700 * 1024)
+        r = yield self.call(pkg, "main", data=data, runtime="exec")
+        self.assertEqual((r.status, r.output), (ResultStatus.OK, data))
+
+    @defer.inlineCallbacks
     def test_elf_binary(self):
         import shutil
 
@@ -372,3 +390,10 @@ class ZygoteCrashTests(JailTestCase):
         after = yield self.call(pkg, "ok.py")
         self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
         self.flushLoggedErrors()
+
+
+class PythonRuntimeDirectForkTests(PythonRuntimeTests):
+    """The python runtime again with no pre-forked spare (memfd input, the
+    full seccomp policy loaded by the child itself)."""
+
+    config = {"prefork": False}
