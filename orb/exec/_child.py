@@ -300,6 +300,11 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
                 os.closerange(lo, fd)
             lo = max(lo, fd + 1)
         os.closerange(lo, 1 << 20)
+        # Nor keep the zygote's control pipes while waiting.
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
         prepare()
         _set_name(b"orb-spare")
         base = _base_ruleset(jail)
