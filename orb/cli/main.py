@@ -10,6 +10,7 @@ Bad arguments give one ``orb: error: ...`` line and exit status 2.
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES = [
@@ -51,6 +52,13 @@ def main(argv=None) -> int:
         return e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``orb ... | head``): not an error worth a
+        # traceback.  Point stdout at /dev/null so the final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
 
 
 if __name__ == "__main__":
