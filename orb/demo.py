@@ -9,7 +9,10 @@ throwaway data dir and everything on loopback:
 2. a devnet: two ``twistd orb-tracker`` and three ``twistd orb-peer``
    daemons start, federate and discover each other, and the registry is
    read back from the trackers' REST API. Every daemon is stopped at the
-   end.
+   end;
+3. the jail: a function runs in the executor every peer uses (seccomp,
+   Landlock, rlimits, namespaces, zygote warm starts), and so does one
+   that tries to open a socket.
 
     python -m orb.demo [--data-dir DIR] [--network NAME] [--peers N]
 """
@@ -190,6 +193,55 @@ def run_devnet(reactor, base_dir, network, peer_count, console):
         console.print("\nall daemons stopped (SIGTERM; state saved in their data dirs)")
 
 
+DEMO_FUNCTION = b"""\
+import json
+
+
+def handler(event, context):
+    numbers = json.loads(event)
+    return {"sum": sum(numbers), "request": context.request_id}
+"""
+
+HOSTILE_FUNCTION = b"""\
+import socket
+
+
+def handler(event, context):
+    socket.create_connection(("127.0.0.1", 7400))
+    return "escaped"
+"""
+
+
+@defer.inlineCallbacks
+def run_jail(reactor, base_dir, console):
+    from orb.exec import ExecConfig, Executor, RuntimeSpec
+
+    console.rule("[bold]the jail: functions run as strangers' code")
+    packages = {}
+    for name, source in (("adder", DEMO_FUNCTION), ("escaper", HOSTILE_FUNCTION)):
+        package = os.path.join(base_dir, name)
+        os.makedirs(package, exist_ok=True)
+        with open(os.path.join(package, "main.py"), "wb") as f:
+            f.write(source)
+        packages[name] = package
+    executor = Executor(reactor, ExecConfig(max_concurrent=2))
+    try:
+        layers = yield executor.start()
+        present = ", ".join(sorted(k for k, v in layers.get("layers", layers).items() if v is True))
+        console.print(f"layers on this kernel: {present}", highlight=False)
+        spec = RuntimeSpec(runtime="python", entry="main.py", reuse="per-call")
+        for i in range(3):
+            result = yield executor.invoke("adder", packages["adder"], spec, b"[2, 3, %d]" % i, deadline_s=5.0,
+                                           request_id=f"call-{i}")
+            console.print(f"adder   {result.status.name} {result.output.decode()}  boot {result.boot_ms:.1f} ms, "
+                          f"exec {result.exec_ms:.1f} ms", highlight=False)
+        result = yield executor.invoke("escaper", packages["escaper"], spec, b"", deadline_s=5.0,
+                                       request_id="hostile")
+        console.print(f"escaper {result.status.name}: {result.message}", highlight=False)
+    finally:
+        yield executor.stop()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m orb.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="keep node keys here (default: a fresh temporary dir)")
@@ -204,6 +256,7 @@ def main(argv=None):
         console.rule("[bold]the wire: one TLS session, frame by frame")
         yield run(reactor, os.path.join(base_dir, "wire"), args.network, console)
         yield run_devnet(reactor, os.path.join(base_dir, "devnet"), args.network, args.peers, console)
+        yield run_jail(reactor, os.path.join(base_dir, "jail"), console)
 
     def go(reactor):
         if args.data_dir:

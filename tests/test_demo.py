@@ -29,6 +29,9 @@ class DemoTests(TestCase):
         self.assertIn("registry at tracker-2", out)
         self.assertEqual(out.count("reachable  "), 3)
         self.assertIn("all daemons stopped", out)
+        # The jail act: a function runs, a hostile one is stopped by seccomp.
+        self.assertIn('adder   OK {"sum": 5, "request": "call-0"}', out)
+        self.assertIn("escaper KILLED_BY_POLICY: seccomp stopped forbidden syscall socket", out)
         self.assertNotIn("Traceback", out + result.stderr)
 
 
