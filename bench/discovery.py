@@ -764,6 +764,9 @@ class Simulation:
                     self.add_peer(within_s=step_s)
                     joined += 1
             live_counts.append(len(self.live_peers()))
+            if self.args.verbose and round(t - start) % 30 == 0:
+                frames = sum(v for (k, d), v in self.net.frames.items() if d == "tx")
+                print(f"  +{t - start:4.0f}s {frames:,} frames so far, pending calls {self.clock.pending:,}", flush=True)
             if t - start >= sample_after_s and round(t - start) % sample_every_s == 0:
                 samples.append(self.snapshot(min_age_s=60.0))
         frames1, bytes1, types1 = self.net.counters()
@@ -936,8 +939,8 @@ def main(argv=None):
     parser.add_argument("--join-over", type=float, default=1.0,
                         help="initial peers start at uniformly random times in this window [s]")
     parser.add_argument("--bootstrap-limit", type=float, default=900.0, help="give up converging after this [s]")
-    parser.add_argument("--steady", type=float, default=None, help="steady-state window [120 s; 60 with --quick]")
-    parser.add_argument("--churn", type=float, default=None, help="churn phase [300 s; 180 with --quick]")
+    parser.add_argument("--steady", type=float, default=None, help="steady-state window [60 s]")
+    parser.add_argument("--churn", type=float, default=None, help="churn phase [120 s; 180 with --quick]")
     parser.add_argument("--churn-rate", type=float, default=0.10, help="fraction of peers replaced per minute")
     parser.add_argument("--min-latency-ms", type=float, default=5.0)
     parser.add_argument("--max-latency-ms", type=float, default=50.0)
@@ -952,9 +955,9 @@ def main(argv=None):
     if args.trackers is None:
         args.trackers = 3 if args.quick else 10
     if args.steady is None:
-        args.steady = 60.0 if args.quick else 120.0
+        args.steady = 60.0
     if args.churn is None:
-        args.churn = 180.0 if args.quick else 300.0
+        args.churn = 180.0 if args.quick else 120.0
     if args.tracker_max_inbound is None:
         args.tracker_max_inbound = max(117, 3 * args.peers // args.trackers)
     if args.relay_once:
@@ -1003,7 +1006,7 @@ def main(argv=None):
     if args.churn:
         w = time.perf_counter()
         sample_after_s = min(120.0, args.churn / 2)
-        churn = sim.measure_rates(args.churn, churn_per_min=args.churn_rate, sample_every_s=10.0,
+        churn = sim.measure_rates(args.churn, churn_per_min=args.churn_rate, sample_every_s=6.0,
                                   sample_after_s=sample_after_s)
         phase_wall["churn"] = time.perf_counter() - w
         result["churn"] = churn
@@ -1022,9 +1025,9 @@ def main(argv=None):
         w = time.perf_counter()
         # Let the last joiners age past the victims' minimum age of 120 s.
         sim.run_until(sim.clock.seconds() + 60.0)
-        victims = 2 if args.quick else 4
-        rounds = 3 if args.quick else 4
-        eclipse = sim.eclipse(victims, rounds, flood_s=120.0 if args.quick else 180.0, refill_s=30.0)
+        victims = 2 if args.quick else 3
+        rounds = 3
+        eclipse = sim.eclipse(victims, rounds, flood_s=120.0, refill_s=20.0)
         phase_wall["eclipse"] = time.perf_counter() - w
         result["eclipse"] = eclipse
         print(f"\n4. eclipse: attacker owns {ATTACKER_PREFIX}0.0/16 ({ATTACKER_ADDRESSES} live addresses), "
