@@ -11,6 +11,7 @@ bytes. Subclasses (``orb.tracker.service.Tracker``,
 methods, one per message type they accept.
 """
 
+import collections
 import os
 import random
 import sys
@@ -36,6 +37,8 @@ MAX_SESSIONS = 1024  # a hard bound on ready sessions of any kind
 ADDR_RELAY_FANOUT = 2  # fresh addresses go to this many random sessions
 ADDR_RELAY_MAX_ENTRIES = 10  # larger ADDR messages are answers, not news; not relayed
 ADDR_FRESH_S = 10 * 60  # an address is fresh if its timestamp is this recent
+ADDR_RELAY_ONCE_S = 24 * 3600  # an address is relayed at most once a day (as Bitcoin does)
+MAX_RELAYED_REMEMBERED = 10_000
 DISCOURAGE_S = 24 * 3600
 MISBEHAVIOUR_LIMIT = 100  # score at which a node is discouraged and dropped
 SAVE_INTERVAL_S = 5.0
@@ -94,6 +97,7 @@ class Node(service.Service, SessionHandler):
         self.dialling = {}  # (host, port, purpose) -> when the dial started
         self.inbound = set()  # ready inbound protocols
         self.misbehaviour = {}  # OrbProtocol -> score
+        self.relayed = collections.OrderedDict()  # (host, port) -> when we last relayed it
         self.banned_ids = {}  # node id -> until (seconds)
         self.addrbook = None
         self.listening_port = None
@@ -440,7 +444,18 @@ class Node(service.Service, SessionHandler):
         if not relay or len(entries) > ADDR_RELAY_MAX_ENTRIES:
             return
         now = self.clock.seconds()
-        fresh = [e for e in entries if now - ADDR_FRESH_S <= e.timestamp <= now + ADDR_FRESH_S and e.node_id != self.node_id]
+        fresh = []
+        for e in entries:
+            if not now - ADDR_FRESH_S <= e.timestamp <= now + ADDR_FRESH_S or e.node_id == self.node_id:
+                continue
+            last = self.relayed.get((e.host, e.port))
+            if last is not None and now - last < ADDR_RELAY_ONCE_S:
+                continue  # already relayed: relaying again would only echo around the network
+            self.relayed.pop((e.host, e.port), None)
+            self.relayed[(e.host, e.port)] = now
+            fresh.append(e)
+        while len(self.relayed) > MAX_RELAYED_REMEMBERED:
+            self.relayed.popitem(last=False)
         if not fresh:
             return
         others = [p for p in self.sessions.values() if p is not protocol and p.ready]

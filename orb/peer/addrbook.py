@@ -553,11 +553,10 @@ class AddressBook:
             not new_only and self._tried_count > 0 and (self._new_count == 0 or self._rng.random() < 0.5)
         )
         table = self._tried if use_tried else self._new
+        occupied = [b for b in table if b]  # drawing empty buckets only wastes rounds on a sparse table
         factor = 1.0
         for _ in range(MAX_SELECT_ROUNDS):
-            bucket = table[self._rng.randrange(len(table))]
-            if not bucket:
-                continue
+            bucket = self._rng.choice(occupied)
             endpoint = bucket[self._rng.choice(list(bucket))]
             info = self._infos[endpoint]
             if self.is_discouraged(info.addr.ip, now):

@@ -33,7 +33,8 @@ from orb.protocol.codes import Role
 log = Logger()
 
 ANNOUNCE_INTERVAL_S = 30.0
-READDR_INTERVAL_S = 15.0  # ask trackers for addresses again while short of outbound peers
+READDR_INTERVAL_S = 15.0
+DURABLE_SESSION_S = 60.0  # a session this old clears its address's redial back-off  # ask trackers for addresses again while short of outbound peers
 MAX_DIALS_PER_TICK = 4
 MIN_RELAYED_TRACKERS = 2
 RETRY_BASE_S = 1.0
@@ -150,6 +151,14 @@ class Peer(Node):
 
     def maintain(self):
         now = self.clock.seconds()
+        # A session that lasted clears its address's back-off; one refused right
+        # after the handshake (a full tracker says BUSY) does not.
+        for p in self.outbound():
+            ready_at = getattr(p, "ready_at", None)
+            if ready_at is None:
+                p.ready_at = now
+            elif now - ready_at >= DURABLE_SESSION_S:
+                self._retry.pop(self._dialled(p), None)
         budget = MAX_DIALS_PER_TICK - sum(1 for key in self.dialling if key[2] == "regular")
         want_trackers = self.peer_config.outbound_trackers
         if self.reachability == "relayed":
@@ -206,10 +215,12 @@ class Peer(Node):
     def _tracker_candidates(self):
         """The address book's trackers first, then the configured ones."""
         connected = {p.remote.node_id for p in self.sessions.values()}
+        tracker_bit = int(Role.TRACKER)  # plain ints: IntFlag '&' is slow in this loop
         known = [
             a.endpoint for a in self.addrbook.addresses()
-            if a.roles & Role.TRACKER and a.node_id not in connected
+            if a.roles & tracker_bit and a.node_id not in connected
         ]
+        self.rng.shuffle(known)  # peers must not all crowd the same tracker first
         configured = [a for a in self.config.bootstrap if a not in known]
         own = (self.advertise, self._listen_address())
         return [a for a in known + configured if a not in own]
@@ -229,7 +240,7 @@ class Peer(Node):
             self._retry.pop(next(iter(self._retry)))
         self._retry[address] = (now + delay, min(delay * 2, RETRY_MAX_S))
         d = self.dial(host, port, expected_node_id=node_id)
-        d.addCallbacks(lambda p: self._retry.pop(address, None), lambda f: None)
+        d.addErrback(lambda f: None)  # the back-off stays until a session proves durable (maintain)
         return True
 
     def _seed(self):

@@ -49,6 +49,7 @@ MAX_REACHABILITY_CACHE = 10_000
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 MAX_GETADDR_PEERS = 500
+DEPARTED_GRACE_S = 15.0  # a home peer whose session dropped is removed after this, unless it is back
 
 
 @attrs.frozen
@@ -150,6 +151,16 @@ class Tracker(Node):
         if remote.roles & Role.TRACKER:
             self.registry.set_tracker_connected(remote.node_id, False)
             log.info("tracker {peer} unlinked", peer=remote.node_id.hex()[:16])
+        elif not self._stopping:
+            # Do not wait for the TTL: a departed peer would be routed to for 90 s.
+            self.clock.callLater(DEPARTED_GRACE_S, self._check_departed, remote.node_id)
+
+    def _check_departed(self, node_id):
+        if self._stopping or node_id in self.sessions:
+            return
+        peer = self.registry.peer(node_id)
+        if peer is not None and peer.home == self.node_id:
+            self.registry.remove_peer(node_id, "disconnected")
 
     def extra_addresses(self):
         """GETADDR answers carry us, the other trackers and the registry's reachable peers."""
