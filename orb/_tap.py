@@ -19,6 +19,7 @@ class NodeOptions(usage.Options):
 
     default_data_dir = "~/.orb/node"
     default_listen = "tcp:7400:interface=127.0.0.1"
+    default_max_inbound = 117  # Bitcoin's 125 - 8 outbound
 
     optFlags = [
         ["public", None, "treat private address ranges (10/8, 172.16/12, 192.168/16) as unroutable in gossip"],
@@ -47,7 +48,7 @@ class NodeOptions(usage.Options):
         self["advertise"] = hostport
 
     def opt_max_inbound(self, value):
-        """Most inbound sessions accepted [default: 117]."""
+        """Most inbound sessions accepted [default: 117 for a peer, 2000 for a tracker]."""
         self["max-inbound"] = value
 
     def postOptions(self):
@@ -64,7 +65,7 @@ class NodeOptions(usage.Options):
         advertise = self.get("advertise")
         self["advertise"] = opt.parse_hostport(advertise, "--advertise") if advertise else None
         self["join"] = tuple(opt.parse_hostport(a, self.join_flag) for a in self["join"])
-        self["max-inbound"] = opt.positive_int("max-inbound", self.get("max-inbound", 117), 10_000)
+        self["max-inbound"] = opt.positive_int("max-inbound", self.get("max-inbound", self.default_max_inbound), 10_000)
         address = opt.listen_address(self["listen"])
         if address is not None:
             check_port_free(*address)

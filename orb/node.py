@@ -33,7 +33,7 @@ from orb.tls import NodeTLS
 
 log = Logger()
 
-MAX_SESSIONS = 1024  # a hard bound on ready sessions of any kind
+MAX_SESSIONS = 4096  # a hard bound on ready sessions of any kind
 ADDR_RELAY_FANOUT = 2  # fresh addresses go to this many random sessions
 ADDR_RELAY_MAX_ENTRIES = 10  # larger ADDR messages are answers, not news; not relayed
 ADDR_FRESH_S = 10 * 60  # an address is fresh if its timestamp is this recent

@@ -18,6 +18,7 @@ class Options(NodeOptions):
     default_data_dir = "~/.orb/tracker"
     default_listen = "tcp:7400:interface=127.0.0.1"
     join_flag = "--join"
+    default_max_inbound = 2000  # every peer keeps 2 tracker sessions
 
     def opt_join(self, hostport):
         """HOST:PORT of another tracker to federate with (repeatable)."""
