@@ -37,7 +37,6 @@ import collections
 import heapq
 import itertools
 import json
-import math
 import os
 import random
 import statistics
@@ -374,45 +373,9 @@ def seeded_key(rng):
 
 
 class SimAddressBook(ab.AddressBook):
-    """The real address book with one change: ``select`` draws among the
-    occupied buckets instead of drawing buckets until one is occupied.
-
-    The result has the same distribution, including the chance of giving
-    up after MAX_SELECT_ROUNDS: the number of empty buckets the original
-    would have drawn first is drawn from the geometric distribution. The
-    original costs up to 10,000 ``randrange`` calls per ``select`` on a sparse
-    table, and ``Peer.maintain`` calls it up to 16 times a second while the
-    book cannot fill the outbound slots: 99% of the simulation's time (see
-    the report). Everything else is inherited."""
-
-    def select(self, new_only=False, now=None):
-        now = self._now(now)
-        if self._new_count == 0 and (new_only or self._tried_count == 0):
-            return None
-        use_tried = (
-            not new_only and self._tried_count > 0 and (self._new_count == 0 or self._rng.random() < 0.5)
-        )
-        table = self._tried if use_tried else self._new
-        occupied = [b for b in table if b]
-        p_hit = len(occupied) / len(table)
-        log_miss = math.log1p(-p_hit) if p_hit < 1.0 else None
-        factor = 1.0
-        rounds = 0
-        while True:
-            if log_miss is not None:
-                rounds += int(math.log1p(-self._rng.random()) / log_miss)  # empty buckets drawn first
-            rounds += 1
-            if rounds > ab.MAX_SELECT_ROUNDS:
-                return None
-            bucket = self._rng.choice(occupied)
-            endpoint = bucket[self._rng.choice(list(bucket))]
-            info = self._infos[endpoint]
-            if self.is_discouraged(info.addr.ip, now):
-                factor *= 1.2
-                continue
-            if self._rng.random() < min(1.0, factor * info.chance(now)):
-                return info.addr
-            factor *= 1.2
+    """The real address book. (It once overrode ``select``, which drew empty
+    buckets up to 10,000 times on a sparse table; AddressBook.select now
+    draws only occupied buckets.)"""
 
 
 # --- what-if: the proposed fix for the ADDR relay storm (off unless --relay-once) --------------
