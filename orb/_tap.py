@@ -5,7 +5,6 @@ into a frozen NodeConfig, and the service wrapper that logs to JSON when
 asked.
 """
 
-import os
 
 from twisted.python import usage
 
@@ -100,6 +99,3 @@ def check_port_free(host, port):
     finally:
         s.close()
 
-
-def expand(path):
-    return os.path.abspath(os.path.expanduser(path))

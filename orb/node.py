@@ -391,7 +391,7 @@ class Node(service.Service, SessionHandler):
             return
         until = self.clock.seconds() + DISCOURAGE_S
         ip = peer_ip(protocol)
-        if ip and self.addrbook is not None and not _is_loopback(ip):
+        if ip and self.addrbook is not None and not is_loopback(ip):
             # On loopback every node shares one address: ban by node id only.
             self.addrbook.discourage(ip, until)
         if protocol.remote is not None:
@@ -487,7 +487,7 @@ class _Violation:
         self.message = ErrorCode(code).name.lower()
 
 
-def _is_loopback(ip):
+def is_loopback(ip):
     return ip.startswith("127.") or ip == "::1"
 
 

@@ -26,6 +26,13 @@ def peer_ids(listing):
     return {p["node_id"] for p in listing["peers"]}
 
 
+@defer.inlineCallbacks
+def listed(tracker, peer):
+    """True once the tracker's REST API lists the peer."""
+    code, listing = yield tracker.get_json("/api/v1/peers")
+    return peer.node_id in peer_ids(listing)
+
+
 class Client(SessionHandler):
     """An in-test ORB client, honest or not, speaking real TLS to a daemon."""
 
@@ -120,12 +127,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
         t1 = yield self.start_tracker("t1")
         p1 = yield self.start_peer("p1", "--tracker", t1.wire_text)
 
-        @defer.inlineCallbacks
-        def registered():
-            code, listing = yield t1.get_json("/api/v1/peers")
-            return p1.node_id in peer_ids(listing)
-
-        yield eventually(registered, what="peer registered")
+        yield eventually(lambda: listed(t1, p1), what="peer registered")
         yield sleep(5.5)  # one save period, so the peer's address book holds the tracker
         yield p1.stop()
         yield t1.stop()
@@ -152,12 +154,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
         t1 = yield self.start_tracker("t1")
         p1 = yield self.start_peer("p1", "--tracker", t1.wire_text)
 
-        @defer.inlineCallbacks
-        def registered():
-            code, listing = yield t1.get_json("/api/v1/peers")
-            return p1.node_id in peer_ids(listing)
-
-        yield eventually(registered, what="peer registered")
+        yield eventually(lambda: listed(t1, p1), what="peer registered")
         yield sleep(5.5)  # one save period
         yield p1.stop(signal.SIGKILL)
         yield t1.stop(signal.SIGKILL)

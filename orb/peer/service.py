@@ -25,7 +25,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from orb.node import Node, NodeConfig, peer_ip
+from orb.node import Node, NodeConfig, is_loopback, peer_ip
 from orb.peer import addrbook as ab
 from orb.protocol import messages as m
 from orb.protocol.codes import Role
@@ -164,7 +164,8 @@ class Peer(Node):
         if self.reachability == "relayed":
             want_trackers = max(want_trackers, MIN_RELAYED_TRACKERS)
         trackers = len(self.outbound(Role.TRACKER))
-        for host, port in self._tracker_candidates():
+        # The candidate list scans the whole address book: build it only when short of trackers.
+        for host, port in self._tracker_candidates() if trackers < want_trackers else ():
             if trackers >= want_trackers or budget <= 0:
                 break
             if self._try(host, port, now):
@@ -182,7 +183,7 @@ class Peer(Node):
             if address.roles & Role.TRACKER and not address.roles & Role.PEER:
                 continue
             group = self.peer_config.group_fn(address.ip)
-            if group in groups and not _loopback(address.ip):
+            if group in groups and not is_loopback(address.ip):
                 continue  # one outbound peer per network group (eclipse resistance)
             if self._try(address.ip, address.port, now, address.node_id):
                 groups.add(group)
@@ -257,6 +258,3 @@ class Peer(Node):
         d.addCallbacks(found, lambda f: log.info("DNS seed lookup failed: {e}", e=f.getErrorMessage()))
         d.addBoth(lambda r: setattr(self, "_seeded", False))
 
-
-def _loopback(ip):
-    return ip.startswith("127.") or ip == "::1"

@@ -165,27 +165,26 @@ class Tracker(Node):
     def extra_addresses(self):
         """GETADDR answers carry us, the other trackers and the registry's reachable peers."""
         now = int(self.clock.seconds())
-        entries = super().extra_addresses()
-        for tracker in self.registry.trackers():
-            if tracker.node_id != self.node_id:
-                entries.extend(m.AddrEntry(now, h, p, int(Role.TRACKER | Role.RELAY), tracker.node_id)
-                               for h, p in tracker.addresses[:1])
+        entries = super().extra_addresses() + self._tracker_entries()
         peers = [p for p in self.registry.peers() if p.reachability == "reachable" and p.addresses]
         for peer in self.rng.sample(peers, min(MAX_GETADDR_PEERS, len(peers))):
             host, port = peer.addresses[0]
             entries.append(m.AddrEntry(now, host, port, peer.roles & 0xFF or int(Role.PEER), peer.node_id))
         return entries
 
+    def _tracker_entries(self, exclude=None, limit=MAX_TRACKER_LINKS):
+        """ADDR entries for the other trackers the registry knows (first address each)."""
+        now = int(self.clock.seconds())
+        roles = int(Role.TRACKER | Role.RELAY)
+        others = [t for t in self.registry.trackers() if t.node_id not in (self.node_id, exclude) and t.addresses]
+        return [m.AddrEntry(now, *t.addresses[0], roles, t.node_id) for t in others[:limit]]
+
     def advertise_self(self, protocol):
         """Tell a new session about us and the trackers we know."""
         if not protocol.ready:
             return
-        now = int(self.clock.seconds())
         entries = [self.self_entry()] if self.advertise else []
-        for tracker in self.registry.trackers()[:8]:
-            if tracker.node_id not in (self.node_id, protocol.remote.node_id) and tracker.addresses:
-                host, port = tracker.addresses[0]
-                entries.append(m.AddrEntry(now, host, port, int(Role.TRACKER | Role.RELAY), tracker.node_id))
+        entries += self._tracker_entries(exclude=protocol.remote.node_id, limit=8)
         if entries:
             protocol.send(m.Addr(entries=entries))
 
