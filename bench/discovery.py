@@ -54,7 +54,7 @@ from twisted.python.failure import Failure
 
 from orb.identity import NodeKey
 from orb.node import DIAL_TIMEOUT_S, MAINTAIN_INTERVAL_S, NodeConfig
-from orb.peer import addrbook as ab
+from orb.net import addrbook as ab
 from orb.peer.service import Peer, PeerConfig
 from orb.protocol import messages as m
 from orb.protocol.codes import Role

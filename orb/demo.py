@@ -31,10 +31,10 @@ from rich.table import Table
 from orb.devnet import Devnet, eventually
 from orb.identity import NodeKey
 from orb.protocol import messages as m
-from orb.protocol.adapter import OrbFactory, SessionHandler
+from orb.net.adapter import OrbFactory, SessionHandler
 from orb.protocol.codes import Role
 from orb.protocol.session import LocalIdentity, SessionConfig
-from orb.tls import NodeTLS
+from orb.net.tls import NodeTLS
 from orb.transcript import Transcript, frame_line
 
 

@@ -24,12 +24,12 @@ from twisted.python.failure import Failure
 
 from orb._db import Database
 from orb.identity import NodeKey
-from orb.peer import addrbook as ab
+from orb.net import addrbook as ab
 from orb.protocol import messages as m
-from orb.protocol.adapter import OrbFactory, OwnNonces, RemoteError, RequestTimeout, SessionHandler
+from orb.net.adapter import OrbFactory, OwnNonces, RemoteError, RequestTimeout, SessionHandler
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.session import LocalIdentity, SessionConfig
-from orb.tls import NodeTLS
+from orb.net.tls import NodeTLS
 
 log = Logger()
 

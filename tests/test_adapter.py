@@ -14,7 +14,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from orb.protocol import messages as m
-from orb.protocol.adapter import OrbFactory, OwnNonces, RemoteError, RequestTimeout, SessionHandler
+from orb.net.adapter import OrbFactory, OwnNonces, RemoteError, RequestTimeout, SessionHandler
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.frame import HEADER, FrameDecoder
 from orb.protocol.session import LocalIdentity, SessionConfig, State

@@ -1,4 +1,4 @@
-"""Tests for orb.peer.addrbook: Bitcoin-style new/tried tables."""
+"""Tests for orb.net.addrbook: Bitcoin-style new/tried tables."""
 
 import collections
 import random
@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from orb._db import Database
-from orb.peer import addrbook
-from orb.peer.addrbook import (
+from orb.net import addrbook
+from orb.net.addrbook import (
     BUCKET_SIZE,
     MAX_ENTRIES,
     NEW_BUCKETS_PER_SOURCE_GROUP,

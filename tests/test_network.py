@@ -14,11 +14,11 @@ from twisted.trial.unittest import TestCase
 
 from orb.identity import NodeKey
 from orb.protocol import messages as m
-from orb.protocol.adapter import OrbFactory, SessionHandler
+from orb.net.adapter import OrbFactory, SessionHandler
 from orb.protocol.codes import Role
 from orb.protocol.frame import HEADER
 from orb.protocol.session import LocalIdentity, SessionConfig
-from orb.tls import NodeTLS
+from orb.net.tls import NodeTLS
 from tests._daemons import DaemonTestMixin, eventually, sleep
 
 

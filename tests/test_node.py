@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from orb.identity import NodeKey
 from orb.node import MISBEHAVIOUR_LIMIT, Node, NodeConfig, _Violation
-from orb.peer.addrbook import AddressBook
+from orb.net.addrbook import AddressBook
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.errors import DecodeError

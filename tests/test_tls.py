@@ -16,10 +16,10 @@ from twisted.trial.unittest import TestCase
 
 from orb.identity import NodeKey
 from orb.protocol import messages as m
-from orb.protocol.adapter import OrbFactory, SessionHandler
+from orb.net.adapter import OrbFactory, SessionHandler
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.session import LocalIdentity, SessionConfig
-from orb.tls import NodeTLS, ca_client_options
+from orb.net.tls import NodeTLS, ca_client_options
 
 CONFIG = SessionConfig(network="devnet")
 

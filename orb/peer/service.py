@@ -26,7 +26,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from orb.node import Node, NodeConfig, is_loopback, peer_ip
-from orb.peer import addrbook as ab
+from orb.net import addrbook as ab
 from orb.protocol import messages as m
 from orb.protocol.codes import Role
 

@@ -30,7 +30,7 @@ from orb._db import Database
 from orb.node import Node, NodeConfig, StartupError
 from orb.protocol import fid
 from orb.protocol import messages as m
-from orb.protocol.adapter import RemoteError, RequestTimeout
+from orb.net.adapter import RemoteError, RequestTimeout
 from orb.protocol.codes import ErrorCode, Feature, Role
 from orb.tracker import registry as reg
 from orb.tracker.http import build_resource

@@ -146,7 +146,7 @@ class OrbProtocol(Protocol):
 
     def handshakeCompleted(self):
         if self.factory.tls_binding:
-            from orb.tls import peer_ed25519_key
+            from orb.net.tls import peer_ed25519_key
 
             self.session.certificate_key = peer_ed25519_key(self.transport)
 
