@@ -9,7 +9,7 @@ asked.
 from twisted.python import usage
 
 from orb import _options as opt
-from orb.node import NodeConfig
+from orb.net.config import NodeConfig
 from orb.protocol.session import SessionConfig
 
 

@@ -128,8 +128,9 @@ class OrbProtocol(Protocol):
 
     def connectionMade(self):
         f = self.factory
+        identity = f.identity() if callable(f.identity) else f.identity  # a callable: what we say now
         self.session = Session(
-            f.identity,
+            identity,
             f.clock,
             initiator=f.initiator,
             remote_address=_endpoint_of(self.transport.getPeer()),
@@ -325,7 +326,12 @@ class OrbProtocol(Protocol):
 
 
 class OrbFactory(Factory):
-    """Builds OrbProtocols for one node, inbound (initiator=False) or outbound."""
+    """Builds OrbProtocols for one node, inbound (initiator=False) or outbound.
+
+    ``identity`` is a LocalIdentity, or a callable returning the one to
+    present now (a node learns its advertised address after it listens).
+    ``dial`` is the owner's record of the dial this factory serves (None
+    for a listener); the adapter only carries it."""
 
     protocol = OrbProtocol
     noisy = False
@@ -343,6 +349,7 @@ class OrbFactory(Factory):
         expected_node_id=None,
         observer=None,
         frame_counter=None,
+        dial=None,
     ):
         self.identity = identity
         self.handler = handler
@@ -354,6 +361,7 @@ class OrbFactory(Factory):
         self.expected_node_id = expected_node_id
         self.observer = observer
         self.frame_counter = frame_counter
+        self.dial = dial
 
     def buildProtocol(self, addr):
         return self.protocol(self, self.expected_node_id)

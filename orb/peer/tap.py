@@ -5,7 +5,8 @@ from twisted.internet import reactor
 
 from orb import _options as opt
 from orb._tap import NodeOptions
-from orb.peer.service import Peer, PeerConfig
+from orb.net.service import NodeService
+from orb.peer.wiring import Peer, PeerConfig
 
 
 class Options(NodeOptions):
@@ -45,4 +46,13 @@ def makeService(config):
         outbound_peers=config["outbound-peers"],
         outbound_trackers=config["outbound-trackers"],
     )
-    return Peer(peer_config, reactor)
+    return peer_service(peer_config, reactor)
+
+
+def peer_service(config, reactor):
+    """The peer's MultiService: its address book, its core and the wire listener."""
+
+    def build(key, rng, addrbook, states, connector):
+        return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector)
+
+    return NodeService(reactor, config.node, build, kind="orb-peer")

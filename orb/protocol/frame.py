@@ -46,6 +46,7 @@ class Frame:
     flags: int
     request_id: int
     message: object
+    size: int = attrs.field(default=0, eq=False)  # header + body bytes on the wire
 
     @property
     def is_response(self):
@@ -103,7 +104,7 @@ class FrameDecoder:
                     raise
                 frames.append(e)  # e.g. an unknown type: the stream goes on
                 continue
-            frames.append(Frame(version, flags, request_id, message))
+            frames.append(Frame(version, flags, request_id, message, HEADER_SIZE + length))
 
     def _check_header(self, header):
         magic, version, message_type, flags, request_id, length = header

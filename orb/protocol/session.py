@@ -223,7 +223,7 @@ class Session:
         self.remote = None
         self.version = BASE_VERSION
         self.certificate_key = None  # set by the TLS adapter before feeding
-        self.on_frame = None  # optional callable(direction "rx"|"tx", MessageType) for statistics
+        self.on_frame = None  # optional callable(direction "rx"|"tx", MessageType, size_bytes) for statistics
         self.local_nonce = self.rng.getrandbits(64)
         self._decoder = FrameDecoder(config.magic, config.max_frame_bytes, config.versions)
         self._outbox = []
@@ -341,9 +341,10 @@ class Session:
         self._outbox.append(self._encode(message, request_id, flags, version))
 
     def _encode(self, message, request_id, flags, version=None):
+        data = encode_frame(self.config.magic, message, request_id, flags, self.version if version is None else version)
         if self.on_frame is not None:
-            self.on_frame("tx", message.TYPE)
-        return encode_frame(self.config.magic, message, request_id, flags, self.version if version is None else version)
+            self.on_frame("tx", message.TYPE, len(data))
+        return data
 
     # --- timers --------------------------------------------------------------
 
@@ -389,7 +390,7 @@ class Session:
                 break
             self._last_rx = self.clock.seconds()
             if self.on_frame is not None and not isinstance(item, ProtocolError):
-                self.on_frame("rx", item.message.TYPE)
+                self.on_frame("rx", item.message.TYPE, item.size)
             try:
                 if isinstance(item, ProtocolError):
                     raise item

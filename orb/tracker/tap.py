@@ -2,10 +2,16 @@
 """``twistd orb-tracker``: options and makeService."""
 
 from twisted.internet import reactor
+from twisted.web.server import Site
 
 from orb import _options as opt
 from orb._tap import NodeOptions, check_port_free
-from orb.tracker.service import Tracker, TrackerConfig
+from orb.net.service import Endpoint, NodeService, Store
+from orb.tracker import registry as reg
+from orb.tracker.http import build_resource
+from orb.tracker.wiring import Tracker, TrackerConfig
+
+REGISTRY_FILE = "registry.sqlite"
 
 
 class Options(NodeOptions):
@@ -47,4 +53,22 @@ def makeService(config):
     tracker_config = TrackerConfig(
         node=config.node_config("orb-tracker/0.1"), http=config["http"], peer_ttl_s=config["peer-ttl"]
     )
-    return Tracker(tracker_config, reactor)
+    return tracker_service(tracker_config, reactor)
+
+
+def tracker_service(config, reactor):
+    """The tracker's MultiService: its stores, its core, the wire and HTTP listeners."""
+    def load_registry(db, key):
+        return reg.Registry.load(db, reactor, key.node_id, peer_ttl_s=config.peer_ttl_s)
+
+    def build(key, rng, addrbook, states, connector):
+        return Tracker(config, reactor, key, rng, addrbook=addrbook, registry=states["registry"], connector=connector)
+
+    def http_site(core):
+        return Site(build_resource(core.registry, core.stats))
+
+    return NodeService(
+        reactor, config.node, build, kind="orb-tracker",
+        stores=[Store("registry", REGISTRY_FILE, reg.MIGRATIONS, load_registry, lambda r, db: r.save(db))],
+        endpoints=[Endpoint("http", config.http, http_site)] if config.http else [],
+    )

@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_peer_core -*-
+"""
+What a peer is made of, wired in one place.
+
+    SessionTable   the sessions, admission, misbehaviour, dispatch  (orb.net.sessions)
+    Gossip         GETADDR/ADDR                                     (orb.net.gossip)
+    Connections    bootstrap, outbound targets, reachability        (orb.peer.connections)
+    Homing         the primary tracker and ANNOUNCE                 (orb.peer.homing)
+
+``Peer`` is the core: it takes a clock, an address book and a connector,
+and never listens, writes files, prints or exits. The service layer
+(``orb.net.service``, ``orb.peer.tap``) opens the address book, listens
+and hands the core its sessions.
+"""
+
+import attrs
+
+from orb.net import addrbook as ab
+from orb.net.config import NodeConfig
+from orb.net.gossip import Gossip
+from orb.net.periodic import Periodic
+from orb.net.sessions import LocalNode, SessionTable, session_status
+from orb.peer.connections import Connections
+from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
+from orb.protocol.codes import Role
+from orb.protocol.messages import MessageType
+
+MAINTAIN_INTERVAL_S = 1.0
+
+
+@attrs.frozen
+class PeerConfig:
+    node: NodeConfig
+    outbound_peers: int = 8
+    outbound_trackers: int = 2
+    dialback_wait_s: float = 10.0
+    group_fn: object = ab.network_group
+
+
+class Peer:
+    """A peer's components, wired. ``start()`` runs it; ``stop()`` ends it."""
+
+    kind = "peer"
+
+    def __init__(self, config, clock, key, rng, *, addrbook, connector, seed_lookup=None, tls_binding=True,
+                 frame_counter=None):
+        node = config.node
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.addrbook = addrbook
+        self.local = LocalNode(key, Role.PEER, node.user_agent, node.session, advertise=node.advertise)
+        self.table = SessionTable(clock, self.local, addrbook, connector=connector, max_inbound=node.max_inbound,
+                                  frame_counter=frame_counter, tls_binding=tls_binding)
+        self.gossip = Gossip(clock, self.local, self.table, addrbook, rng)
+        self.connections = Connections(
+            clock, self.local, self.table, self.gossip, addrbook, rng, bootstrap=node.bootstrap,
+            outbound_peers=config.outbound_peers, outbound_trackers=config.outbound_trackers,
+            dialback_wait_s=config.dialback_wait_s, group_fn=config.group_fn, seed_lookup=seed_lookup,
+        )
+        self.homing = Homing(self.table)
+        self.table.handlers.update({
+            MessageType.GETADDR: self.gossip.on_getaddr,
+            MessageType.ADDR: self.gossip.on_addr,
+        })
+        self.table.admission.append(self.connections.admit)
+        self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
+        self.table.lost_listeners.append(self.homing.session_lost)
+        self.periodic = Periodic(clock)
+
+    @property
+    def node_id(self):
+        return self.local.node_id
+
+    @property
+    def reachability(self):
+        return self.connections.reachability
+
+    def start(self):
+        self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
+        self.periodic.every(ANNOUNCE_INTERVAL_S, self.homing.announce, now=False)
+
+    def stop(self):
+        self.periodic.stop()
+        self.connections.stop()
+        self.table.close_all()
+
+    def status(self):
+        primary = self.homing.primary
+        return {**session_status(self.table, self.addrbook), "reachability": self.reachability.value,
+                "primary": primary.node_id.hex() if primary else None}

@@ -1,0 +1,203 @@
+# -*- test-case-name: tests.test_tracker_core -*-
+"""
+Tracker federation (RFC Section 8.6): links to the other trackers, and the
+registry kept in step over them with SYNC and DELTA.
+
+Links. A tracker dials every tracker it hears of (configured with --join,
+announced in ADDR with the tracker role, or present in the registry), up
+to MAX_TRACKER_LINKS, with an exponential back-off per address.
+
+Anti-entropy. On every new tracker session each side sends SYNC(digest)
+and applies the DELTA it gets back, so a partition heals on reconnect.
+Afterwards every registry change is pushed at once as an unsolicited DELTA
+to every tracker session; a gap in an origin's sequence numbers triggers
+another SYNC, and a SYNC runs every ANTI_ENTROPY_INTERVAL_S anyway.
+"""
+
+from twisted.internet import error
+from twisted.logger import Logger
+
+from orb.net.adapter import RemoteError, RequestTimeout
+from orb.net.sessions import violation
+from orb.protocol import messages as m
+from orb.protocol.codes import ErrorCode, Feature, Role
+from orb.protocol.messages import MessageType
+from orb.tracker import registry as reg
+
+log = Logger()
+
+MAX_TRACKER_LINKS = 16
+PUSH_INTERVAL_S = 0.2
+ANTI_ENTROPY_INTERVAL_S = 30.0
+SYNC_TIMEOUT_S = 30.0
+MAX_PENDING_PUSH = 2000
+RETRY_BASE_S = 1.0
+RETRY_MAX_S = 30.0
+MAX_RETRY_ENTRIES = 1024
+MAX_ADVERTISED_TRACKERS = 8
+
+
+class Federation:
+    def __init__(self, clock, local, table, registry, bootstrap=()):
+        self.clock = clock
+        self.local = local
+        self.table = table
+        self.registry = registry
+        self.bootstrap = tuple(bootstrap)
+        self._pending_push = []
+        self._push_overflow = False
+        self._retry = {}  # (host, port) -> (next try at, delay)
+        self._link_ids = {}  # (host, port) dialled -> tracker node id
+        registry.subscribe(self._queue_push)
+
+    def handlers(self):
+        return {MessageType.SYNC: self.on_sync, MessageType.DELTA: self.on_delta}
+
+    def links(self):
+        return [r for r in self.table.records() if r.is_tracker and r.remote.features & Feature.FEDERATION]
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def session_ready(self, record):
+        if not record.is_tracker:
+            return
+        self.registry.upsert_tracker(record.node_id, [(e.host, e.port) for e in record.remote.listen])
+        self.registry.set_tracker_connected(record.node_id, True)
+        if not record.inbound:
+            if len(self._link_ids) >= MAX_RETRY_ENTRIES:
+                self._link_ids.pop(next(iter(self._link_ids)))
+            self._link_ids[record.dialled] = record.node_id
+        if record.remote.features & Feature.FEDERATION:
+            self.sync_with(record)
+        log.info("tracker {peer} linked", peer=record.name)
+
+    def session_lost(self, record):
+        if record.is_tracker:
+            self.registry.set_tracker_connected(record.node_id, False)
+            log.info("tracker {peer} unlinked", peer=record.name)
+
+    # --- addresses the tracker adds to its gossip ---------------------------------------
+
+    def tracker_entries(self, exclude=None, limit=MAX_TRACKER_LINKS):
+        """ADDR entries for the other trackers the registry knows (first address each)."""
+        now = int(self.clock.seconds())
+        roles = int(Role.TRACKER | Role.RELAY)
+        others = [t for t in self.registry.trackers()
+                  if t.node_id not in (self.local.node_id, exclude) and t.addresses]
+        return [m.AddrEntry(now, *t.addresses[0], roles, t.node_id) for t in others[:limit]]
+
+    # --- links ------------------------------------------------------------------------
+
+    def maintain(self):
+        """Keep a link to every tracker we know of, up to MAX_TRACKER_LINKS."""
+        linked = {r.node_id for r in self.links()}
+        if len(linked) >= MAX_TRACKER_LINKS:
+            return
+        now = self.clock.seconds()
+        candidates = list(self.bootstrap)
+        for tracker in self.registry.trackers():
+            if tracker.node_id != self.local.node_id and tracker.node_id not in linked:
+                candidates.extend(tracker.addresses[:1])
+        for address in candidates:
+            host, port = address
+            if self.local.is_own(address) or self.table.is_dialling(host, port):
+                continue
+            if self._link_ids.get(address) in linked:
+                continue
+            next_try, delay = self._retry.get(address, (0.0, RETRY_BASE_S))
+            if now < next_try:
+                continue
+            if address not in self._retry and len(self._retry) >= MAX_RETRY_ENTRIES:
+                self._retry.pop(next(iter(self._retry)))
+            self._retry[address] = (now + delay, min(delay * 2, RETRY_MAX_S))
+            d = self.table.dial(host, port)
+            d.addCallbacks(lambda r, a=address: self._retry.pop(a, None), lambda f: None)
+
+    # --- SYNC and DELTA ---------------------------------------------------------------
+
+    def sync_with(self, record):
+        if record.syncing or not record.ready:
+            return
+        record.syncing = True
+        d = record.request(m.Sync(digest=self.registry.digest().to_bytes()), timeout_s=SYNC_TIMEOUT_S)
+
+        def done(result):
+            record.syncing = False
+            return result
+
+        d.addBoth(done)
+        d.addCallback(lambda delta: self.apply(record, delta))
+        d.addErrback(lambda f: f.trap(RemoteError, RequestTimeout, error.ConnectionLost, error.ConnectionDone))
+
+    def anti_entropy(self):
+        for record in self.links():
+            self.sync_with(record)
+
+    def on_sync(self, record, message, request_id):
+        if not record.is_tracker:
+            record.refuse(request_id, ErrorCode.DENIED, "SYNC is for trackers")
+            return
+        try:
+            digest = reg.Digest.from_bytes(message.digest)
+        except reg.RegistryChangeError as e:
+            record.refuse(request_id, ErrorCode.MALFORMED, f"bad digest: {e}")
+            self.table.misbehaved(record.protocol, violation(e))
+            return
+        answer = self.registry.delta_since(digest)
+        if isinstance(answer, reg.Snapshot):
+            parts = self.registry.snapshot_parts()
+            for part in parts[:-1]:
+                record.send(m.Delta(kind=int(m.DeltaKind.SNAPSHOT), payload=part.to_bytes()))
+            record.send(m.Delta(kind=int(m.DeltaKind.SNAPSHOT), payload=parts[-1].to_bytes()), response_to=request_id)
+        else:
+            record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=answer.to_bytes()), response_to=request_id)
+
+    def on_delta(self, record, message, request_id):
+        if not record.is_tracker:
+            self.table.misbehaved(record.protocol, violation("DELTA from a non-tracker", ErrorCode.DENIED))
+            return
+        self.apply(record, message)
+
+    def apply(self, record, message):
+        try:
+            if message.kind == m.DeltaKind.SNAPSHOT:
+                self.registry.apply_snapshot(reg.Snapshot.from_bytes(message.payload))
+                return
+            delta = reg.Delta.from_bytes(message.payload)
+        except reg.RegistryChangeError as e:
+            log.warn("bad DELTA from {peer}: {error}", peer=record.name, error=str(e)[:120])
+            self.table.misbehaved(record.protocol, violation(e))
+            return
+        gap = False
+        for change in delta.changes:
+            if self.registry.apply_remote(change) is reg.ApplyResult.GAP:
+                gap = True
+        if gap or delta.more:
+            self.clock.callLater(0, self.sync_with, record)
+
+    # --- pushing our changes ----------------------------------------------------------
+
+    def _queue_push(self, change):
+        if len(self._pending_push) >= MAX_PENDING_PUSH:
+            self._push_overflow = True  # anti-entropy will carry the rest
+            return
+        self._pending_push.append(change)
+
+    def push_changes(self):
+        if self._push_overflow:
+            self._push_overflow = False
+            self._pending_push.clear()
+            self.anti_entropy()
+            return
+        if not self._pending_push:
+            return
+        changes, self._pending_push = self._pending_push, []
+        links = self.links()
+        if not links:
+            return
+        payload = reg.Delta(changes=tuple(changes), more=False).to_bytes()
+        if len(payload) > m.MAX_REGISTRY_JSON_BYTES:
+            self.anti_entropy()
+            return
+        for record in links:
+            record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=payload))

@@ -1,0 +1,140 @@
+# -*- test-case-name: tests.test_tracker_core -*-
+"""
+The tracker's peers: who is registered here, whether they are alive, and
+whether they can be reached.
+
+- A peer enters the registry with its first ANNOUNCE, homed at the tracker
+  it announced to (RFC Section 8.6); its later ANNOUNCEs refresh the record.
+- Liveness: every PING_INTERVAL_S each session is PINGed; the PONG's RTT is
+  recorded for peers homed here. A peer silent for the registry's TTL
+  expires; a home peer whose session drops is removed after
+  DEPARTED_GRACE_S unless it is back.
+- Reachability: on each new peer session the tracker dials back the
+  address the peer advertises (a DIALBACK session that is never served).
+  If it answers, the peer is ``reachable``; otherwise ``relayed``.
+"""
+
+from twisted.logger import Logger
+
+from orb.net.sessions import Purpose, Reachability, violation
+from orb.protocol import fid
+from orb.protocol.messages import MessageType
+from orb.tracker import registry as reg
+
+log = Logger()
+
+PING_INTERVAL_S = 10.0
+EXPIRE_INTERVAL_S = 5.0
+DEPARTED_GRACE_S = 15.0  # a home peer whose session dropped is removed after this, unless it is back
+MAX_REACHABILITY_CACHE = 10_000
+
+
+class Membership:
+    def __init__(self, clock, local, table, registry, stats):
+        self.clock = clock
+        self.local = local
+        self.table = table
+        self.registry = registry
+        self.stats = stats
+        self.reachability = {}  # peer id -> Reachability, from our own dial-back
+
+    def handlers(self):
+        return {MessageType.ANNOUNCE: self.on_announce}
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def session_ready(self, record):
+        if record.is_tracker:
+            return
+        self.registry.touch(record.node_id)
+        record.protocol.ping()  # a first RTT for the registry
+        self.dial_back(record)
+
+    def session_lost(self, record):
+        if not record.is_tracker and not self.table.stopping:
+            # Do not wait for the TTL: a departed peer would be routed to for 90 s.
+            self.clock.callLater(DEPARTED_GRACE_S, self._check_departed, record.node_id)
+
+    def _check_departed(self, node_id):
+        if self.table.stopping or node_id in self.table:
+            return
+        peer = self.registry.peer(node_id)
+        if peer is not None and peer.home == self.local.node_id:
+            self.registry.remove_peer(node_id, "disconnected")
+
+    # --- ANNOUNCE ---------------------------------------------------------------------
+
+    def on_announce(self, record, message, request_id):
+        if record.is_tracker:
+            return  # trackers host nothing; their record comes from federation
+        functions = {}
+        for entry in message.functions[: reg.MAX_FUNCTIONS_PER_PEER]:
+            try:
+                functions[fid.to_text(entry.fid)] = entry.version
+            except fid.FidError:
+                self.table.misbehaved(record.protocol, violation(f"ANNOUNCE with an invalid fid {entry.fid.hex()[:16]}"))
+                return
+        self.registry.upsert_peer(
+            record.node_id,
+            addresses=[(e.host, e.port) for e in record.remote.listen][: reg.MAX_ADDRESSES],
+            reachability=self.reachability.get(record.node_id, Reachability.UNKNOWN).value,
+            rtt_ms=record.rtt_ms,
+            load=min(message.load_permille, 1000) / 1000.0,
+            functions=functions,
+            roles=record.remote.roles,
+        )
+
+    # --- liveness ---------------------------------------------------------------------
+
+    def ping_all(self):
+        for record in self.table.records():
+            if record.is_tracker:
+                self.registry.touch_tracker(record.node_id)
+            else:
+                self.registry.touch(record.node_id)
+            record.protocol.ping()
+
+    def rtt_measured(self, record, rtt_ms):
+        if record.is_tracker:
+            return
+        self.stats.observe_rtt_ms(rtt_ms)
+        self.registry.touch(record.node_id)
+        peer = self.registry.peer(record.node_id)
+        if peer is not None and peer.home == self.local.node_id:
+            self.registry.record_rtt(record.node_id, rtt_ms)
+
+    def expire(self):
+        for change in self.registry.expire():
+            log.info("peer {peer} expired ({reason})", peer=change.ident[:16] if change.ident else "?",
+                     reason=change.reason)
+
+    # --- reachability -----------------------------------------------------------------
+
+    def dial_back(self, record):
+        """Find out whether the peer accepts connections at the address it advertises."""
+        node_id = record.node_id
+        if not record.remote.listen:
+            self._set_reachability(node_id, Reachability.RELAYED)
+            return
+        target = record.remote.listen[0]
+        d = self.table.dial(target.host, target.port, expected_node_id=node_id, purpose=Purpose.DIALBACK)
+
+        def reached(dialback):
+            dialback.close("dial-back done")
+            self._set_reachability(node_id, Reachability.REACHABLE)
+
+        def unreachable(failure):
+            log.info("peer {peer} is not reachable at {host}:{port}; it will be relayed",
+                     peer=node_id.hex()[:16], host=target.host, port=target.port)
+            self._set_reachability(node_id, Reachability.RELAYED)
+
+        d.addCallbacks(reached, unreachable)
+
+    def _set_reachability(self, node_id, state):
+        self.reachability.pop(node_id, None)
+        if len(self.reachability) >= MAX_REACHABILITY_CACHE:
+            self.reachability.pop(next(iter(self.reachability)))
+        self.reachability[node_id] = state
+        peer = self.registry.peer(node_id)
+        if peer is not None and peer.home == self.local.node_id and peer.reachability != state.value:
+            self.registry.update_peer(node_id, reachability=state.value)

@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_tracker_core -*-
+"""
+What a tracker is made of, wired in one place.
+
+    SessionTable   the sessions, admission, misbehaviour, dispatch  (orb.net.sessions)
+    Gossip         GETADDR/ADDR                                     (orb.net.gossip)
+    Membership     ANNOUNCE, liveness, dial-back reachability       (orb.tracker.membership)
+    Federation     tracker links, SYNC/DELTA, pushes                (orb.tracker.federation)
+    Registry       peers, trackers, functions                       (orb.tracker.registry)
+    Stats          counters behind /metrics and the REST API        (orb.tracker.stats)
+
+``Tracker`` is the core: it takes a clock, an address book, a registry and
+a connector, and never listens, writes files, prints or exits. The service
+layer (``orb.net.service``, ``orb.tracker.tap``) opens the stores, listens
+on the endpoints and hands the core its sessions.
+"""
+
+import attrs
+
+from orb.net.config import NodeConfig
+from orb.net.gossip import Gossip
+from orb.net.periodic import Periodic
+from orb.net.sessions import LocalNode, Reachability, SessionTable, session_status
+from orb.protocol import messages as m
+from orb.protocol.codes import Role
+from orb.protocol.messages import MessageType
+from orb.tracker import registry as reg
+from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Federation
+from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
+from orb.tracker.stats import Stats
+
+MAINTAIN_INTERVAL_S = 1.0
+GETADDR_INTERVAL_S = 10.0  # trackers answer GETADDR again after this: discovery is their job
+MAX_GETADDR_PEERS = 500
+MAX_ADVERTISED_TRACKERS = 8
+ROLES = Role.TRACKER | Role.RELAY
+
+
+@attrs.frozen
+class TrackerConfig:
+    node: NodeConfig
+    http: str = "tcp:7480:interface=127.0.0.1"
+    peer_ttl_s: float = reg.DEFAULT_PEER_TTL_S
+
+
+class Tracker:
+    """A tracker's components, wired. ``start()`` runs it; ``stop()`` ends it."""
+
+    kind = "tracker"
+
+    def __init__(self, config, clock, key, rng, *, addrbook, registry, connector, stats=None, tls_binding=True):
+        node = config.node
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.addrbook = addrbook
+        self.registry = registry
+        self.stats = stats if stats is not None else Stats(clock)
+        self.local = LocalNode(key, ROLES, node.user_agent, node.session, advertise=node.advertise)
+        self.table = SessionTable(clock, self.local, addrbook, connector=connector, max_inbound=node.max_inbound,
+                                  frame_counter=self._count_frame, tls_binding=tls_binding)
+        self.membership = Membership(clock, self.local, self.table, registry, self.stats)
+        self.federation = Federation(clock, self.local, self.table, registry, node.bootstrap)
+        self.gossip = Gossip(
+            clock, self.local, self.table, addrbook, rng, getaddr_interval_s=GETADDR_INTERVAL_S,
+            extra_addresses=self._gossip_extras,
+            advertised_extras=lambda record: self.federation.tracker_entries(record.node_id, MAX_ADVERTISED_TRACKERS),
+        )
+        self.table.handlers.update({
+            MessageType.GETADDR: self.gossip.on_getaddr,
+            MessageType.ADDR: self.gossip.on_addr,
+            MessageType.ANNOUNCE: self.membership.on_announce,
+            MessageType.SYNC: self.federation.on_sync,
+            MessageType.DELTA: self.federation.on_delta,
+        })
+        self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet])
+        self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost])
+        self.table.rtt_listeners.append(self.membership.rtt_measured)
+        self.periodic = Periodic(clock)
+
+    @property
+    def node_id(self):
+        return self.local.node_id
+
+    def start(self):
+        self.registry.upsert_tracker(self.node_id, [self.local.advertise] if self.local.advertise else [])
+        self.periodic.every(MAINTAIN_INTERVAL_S, self.federation.maintain)
+        self.periodic.every(PING_INTERVAL_S, self.membership.ping_all)
+        self.periodic.every(EXPIRE_INTERVAL_S, self.membership.expire, now=False)
+        self.periodic.every(PUSH_INTERVAL_S, self.federation.push_changes, now=False)
+        self.periodic.every(ANTI_ENTROPY_INTERVAL_S, self.federation.anti_entropy, now=False)
+
+    def stop(self):
+        self.periodic.stop()
+        self.table.close_all()
+
+    def _count_frame(self, direction, message_type, size_bytes):
+        self.stats.count_message("in" if direction == "rx" else "out", message_type.name, size_bytes)
+
+    def _greet(self, record):
+        self.gossip.advertise(record)
+        if not record.inbound:
+            self.gossip.ask(record)
+
+    def _gossip_extras(self):
+        """GETADDR answers carry the other trackers and a sample of reachable peers."""
+        now = int(self.clock.seconds())
+        entries = self.federation.tracker_entries()
+        peers = [p for p in self.registry.peers() if p.reachability == Reachability.REACHABLE.value and p.addresses]
+        for peer in self.rng.sample(peers, min(MAX_GETADDR_PEERS, len(peers))):
+            host, port = peer.addresses[0]
+            entries.append(m.AddrEntry(now, host, port, peer.roles & 0xFF or int(Role.PEER), peer.node_id))
+        return entries
+
+    def status(self):
+        return session_status(self.table, self.addrbook)
+

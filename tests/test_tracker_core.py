@@ -1,0 +1,153 @@
+"""
+The tracker core, driven without sockets: real cores joined by in-memory
+transports on a task.Clock (tests/_memnet.py). Join, announce, dial-back,
+departures and expiry, and federation sync.
+"""
+
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from orb.net.sessions import Reachability
+from orb.protocol import messages as m
+from orb.protocol.codes import ErrorCode
+from orb.protocol.messages import MessageType
+from tests._memnet import PORT, MemoryNet
+
+
+class JoinTests(SynchronousTestCase):
+    def setUp(self):
+        self.net = MemoryNet()
+        self.tracker = self.net.tracker("10.1.0.1")
+
+    def test_peer_enters_the_registry_with_its_first_announce(self):
+        """A joining peer is listed at its tracker, homed there, with the address it advertises."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        self.net.run(2)
+        record = self.tracker.registry.peer(peer.node_id)
+        self.assertIsNotNone(record)
+        self.assertEqual(record.home, self.tracker.node_id)
+        self.assertEqual(list(record.addresses), [("10.2.0.1", PORT)])
+
+    def test_no_announce_no_registry_entry(self):
+        """A session alone does not register a peer: only its ANNOUNCE does (RFC 8.6)."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        peer.homing.announce = lambda: None  # a peer that never announces
+        peer.homing.set_primary = lambda record: setattr(peer.homing, "primary", record)
+        self.net.run(2)
+        self.assertIn(peer.node_id, self.tracker.table)
+        self.assertIsNone(self.tracker.registry.peer(peer.node_id))
+
+    def test_announced_functions_and_load_are_recorded(self):
+        """The registry shows the fids and load a peer announces."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        peer.homing.functions = {b"\x01" + bytes(32): 3}
+        peer.homing.load_permille = 250
+        self.net.run(31)  # the next periodic ANNOUNCE
+        record = self.tracker.registry.peer(peer.node_id)
+        self.assertEqual(len(record.functions), 1)
+        self.assertEqual(list(dict(record.functions).values()), [3])
+
+    def test_listening_peer_is_dialled_back_and_reachable(self):
+        """The tracker dials the advertised address back; a peer that answers is reachable on both sides."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        self.net.run(2)
+        self.assertEqual(self.tracker.membership.reachability[peer.node_id], Reachability.REACHABLE)
+        self.assertEqual(self.tracker.registry.peer(peer.node_id).reachability, "reachable")
+        self.assertIs(peer.reachability, Reachability.REACHABLE)
+
+    def test_unreachable_peer_is_relayed(self):
+        """A peer nobody can dial is relayed, in the tracker's registry and in its own view."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], listen=False)
+        self.net.run(12)
+        self.assertEqual(self.tracker.registry.peer(peer.node_id).reachability, "relayed")
+        self.assertIs(peer.reachability, Reachability.RELAYED)
+
+    def test_departed_peer_is_dropped_after_the_grace(self):
+        """A home peer whose session ends is removed after 15 s, not after the 90 s TTL."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        self.net.run(2)
+        self.net.kill(peer)
+        self.net.run(14)
+        self.assertIsNotNone(self.tracker.registry.peer(peer.node_id))
+        self.net.run(2)
+        self.assertIsNone(self.tracker.registry.peer(peer.node_id))
+
+    def test_unserved_request_is_unsupported(self):
+        """LOOKUP, defined in v1 but not yet served, gets ERROR(unsupported) and the session stays."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        self.net.run(2)
+        record = peer.table.get(self.tracker.node_id)
+        failures = []
+        for _ in range(10):
+            record.request(m.Lookup(fid=b"\x01" + bytes(32), max_replicas=1)).addErrback(failures.append)
+        self.net.run(1)
+        self.assertEqual([f.value.code for f in failures], [ErrorCode.UNSUPPORTED] * 10)
+        self.assertIn(peer.node_id, self.tracker.table)
+
+    def test_every_served_type_has_a_handler_in_the_wiring(self):
+        """The tracker's dispatch table names each type it serves, and nothing else."""
+        self.assertEqual(set(self.tracker.table.handlers), {
+            MessageType.GETADDR, MessageType.ADDR, MessageType.ANNOUNCE, MessageType.SYNC, MessageType.DELTA})
+
+
+class FederationTests(SynchronousTestCase):
+    def setUp(self):
+        self.net = MemoryNet()
+        self.t1 = self.net.tracker("10.1.0.1")
+        self.t2 = self.net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)])
+
+    def test_trackers_link_and_list_each_other(self):
+        """A tracker started with --join links to the other; each lists the other as connected."""
+        self.net.run(3)
+        self.assertIn(self.t2.node_id, self.t1.table)
+        self.assertIn(self.t1.node_id, {t.node_id for t in self.t2.registry.trackers()})
+        self.assertIn(self.t2.node_id, {t.node_id for t in self.t1.registry.trackers()})
+
+    def test_a_peer_registered_at_one_tracker_appears_at_the_other(self):
+        """Registry changes federate: the other tracker lists the peer, homed at its first tracker."""
+        self.net.run(3)
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)
+        self.net.run(3)
+        record = self.t2.registry.peer(peer.node_id)
+        self.assertIsNotNone(record)
+        self.assertEqual(record.home, self.t1.node_id)
+
+    def test_sync_on_link_brings_a_late_tracker_up_to_date(self):
+        """A tracker that links after peers registered gets them by SYNC, not only by later pushes."""
+        net = MemoryNet()
+        t1 = net.tracker("10.1.0.1")
+        peers = [net.peer(f"10.2.{i}.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1) for i in range(3)]
+        net.run(3)
+        late = net.tracker("10.1.0.9", join=[("10.1.0.1", PORT)])
+        net.run(3)
+        self.assertEqual({p.node_id for p in peers} <= {r.node_id for r in late.registry.peers()}, True)
+        self.assertIn(late.node_id, t1.table)
+
+    def test_peers_of_a_dead_tracker_expire_elsewhere(self):
+        """When a home tracker dies, the other tracker drops its peers that do not re-home."""
+        self.net.run(3)
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)
+        self.net.run(3)
+        peer.connections.maintain = lambda: None  # it will not find another tracker
+        self.net.kill(self.t1)
+        self.net.kill(peer)
+        self.assertIsNotNone(self.t2.registry.peer(peer.node_id))
+        self.net.run(2 * 90 + 10, step_s=5)
+        self.assertIsNone(self.t2.registry.peer(peer.node_id))
+
+    def test_delta_from_a_peer_is_refused_with_an_error(self):
+        """A DELTA from a non-tracker is answered with ERROR(denied) before the close, and changes nothing."""
+        self.net.run(3)
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)
+        self.net.run(2)
+        before = self.t1.registry.digest().to_bytes()
+        record = peer.table.get(self.t1.node_id)
+        with capturedLogs() as events:
+            record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=b"{}"))
+            self.net.flush()
+        self.assertNotIn(peer.node_id, self.t1.table)
+        self.assertEqual(self.t1.registry.digest().to_bytes(), before)
+        self.assertTrue(self.t1.table.is_banned(peer.node_id))
+        received = [e.get("code") for e in events if "sent ERROR" in e.get("log_format", "")]
+        self.assertEqual(received, ["denied"])
+
