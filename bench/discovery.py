@@ -1,6 +1,7 @@
 """
 Discovery simulation: many peers and trackers in one process, running the
-real ORB code (Session, OrbProtocol, Node, Peer, Tracker, the codec, the
+real ORB code (Session, OrbProtocol, the session table and the Peer and
+Tracker cores as their wiring builds them, the codec, the
 address books and registries) over in-memory transports on a simulated
 clock. No sockets, no TLS, no SQLite.
 
@@ -53,14 +54,16 @@ from twisted.logger import Logger, LogLevel, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 
 from orb.identity import NodeKey
-from orb.node import DIAL_TIMEOUT_S, MAINTAIN_INTERVAL_S, NodeConfig
 from orb.net import addrbook as ab
-from orb.peer.service import Peer, PeerConfig
+from orb.net.config import NodeConfig
+from orb.net.sessions import DIAL_TIMEOUT_S
+from orb.peer.wiring import Peer, PeerConfig
 from orb.protocol import messages as m
+from orb.protocol.messages import MessageType
 from orb.protocol.codes import Role
 from orb.protocol.frame import FrameDecoder, encode_frame, network_magic
 from orb.tracker import registry as reg
-from orb.tracker.service import Tracker, TrackerConfig
+from orb.tracker.wiring import Tracker, TrackerConfig
 
 log = Logger()
 
@@ -284,7 +287,7 @@ class Net:
                               latency_s)
         client.other, server.other = server, client
         client.protocol = factory.buildProtocol(client.getPeer())
-        server.protocol = target.server_factory.buildProtocol(server.getPeer())
+        server.protocol = target.core.table.factory().buildProtocol(server.getPeer())
         dialer.sim_transports.add(client)
         target.sim_transports.add(server)
         server.protocol.makeConnection(server)
@@ -292,129 +295,87 @@ class Net:
         d.callback(client.protocol)
 
 
-# --- the nodes: the real classes, with dialling and TLS replaced ------------------------
+# --- the nodes: the real cores, with an in-memory connector ----------------------------
 
 
-class _Sim:
-    """What the simulation adds to Peer and Tracker: an address, in-memory
-    dialling, TLS binding off, and frame counting."""
+class SimNode:
+    """A real Tracker or Peer core at a simulated address. The core is built
+    by its own wiring (orb.tracker.wiring / orb.peer.wiring) and started with
+    its own ``start()``; the simulation only supplies the connector (in-memory
+    transports instead of TLS over TCP) and counts frames."""
 
-    kind = "?"
-
-    def sim_init(self, net, host):
+    def __init__(self, net, host, core):
         self.net = net
         self.host = host
         self.port = PORT
+        self.core = core
+        self.kind = core.kind
         self.alive = False
         self.started_at = None
-        self.server_factory = None
         self.sim_transports = set()
+        counter = core.table.frame_counter
 
-    def make_factory(self, initiator, expected_node_id=None, purpose="regular"):
-        factory = super().make_factory(initiator, expected_node_id, purpose)
-        factory.tls_binding = False
-        return factory
+        def count(direction, message_type, size_bytes):
+            if counter is not None:
+                counter(direction, message_type, size_bytes)
+            net.count_frame(self, direction, message_type)
 
-    def connect_transport(self, host, port, factory):
-        return self.net.connect(self, host, port, factory)
+        core.table.frame_counter = count
 
-    def count_frame(self, direction, message_type):
-        super().count_frame(direction, message_type)
-        self.net.count_frame(self, direction, message_type)
+    @property
+    def node_id(self):
+        return self.core.node_id
+
+    @property
+    def addrbook(self):
+        return self.core.addrbook
+
+    def outbound_peers(self):
+        return self.core.table.outbound(trackers=False)
 
     def sim_start(self):
-        """What ``Node._start`` does, minus SQLite, listening sockets and saving."""
         self.alive = True
-        self.started_at = self.clock.seconds()
-        self.server_factory = self.make_factory(False)
+        self.started_at = self.net.clock.seconds()
+        self.core.local.listening = (self.host, self.port)
         self.net.listen(self)
-        self.start_loop(self.maintain, MAINTAIN_INTERVAL_S)
-        return self.on_started()
+        self.core.start()
 
     def sim_kill(self):
+        """The node vanishes: no goodbye, its connections drop."""
         self.alive = False
-        self._stopping = True
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
+        self.core.table.stopping = True
+        self.core.periodic.stop()
+        if self.kind == "peer":
+            self.core.connections.stop()
         if self.net.listeners.get((self.host, self.port)) is self:
             del self.net.listeners[(self.host, self.port)]
         for transport in list(self.sim_transports):
             transport.drop()
 
-
-class SimPeer(_Sim, Peer):
-    kind = "peer"
-
-    def sim_kill(self):
-        super().sim_kill()
-        if self._dialback_timer is not None and self._dialback_timer.active():
-            self._dialback_timer.cancel()
+    def use_addrbook(self, book):
+        """Swap the address book every component of the core reads."""
+        core = self.core
+        core.addrbook = core.table.addrbook = core.gossip.addrbook = book
+        if self.kind == "peer":
+            core.connections.addrbook = book
 
 
-class SimTracker(_Sim, Tracker):
-    kind = "tracker"
+class SimConnector:
+    def __init__(self, net, node_ref):
+        self.net = net
+        self.node_ref = node_ref  # filled once the SimNode exists
 
-
-class AttackerPeer(SimPeer):
-    """A node at an attacker address: answers every GETADDR with 1000 attacker addresses."""
-
-    kind = "attacker"
-
-    def rx_getaddr(self, protocol, message, request_id):
-        protocol.send(m.Addr(entries=self.attacker.entries(m.MAX_ADDR_ENTRIES)), response_to=request_id)
+    def connect(self, host, port, factory):
+        return self.net.connect(self.node_ref[0], host, port, factory)
 
 
 def seeded_key(rng):
     return NodeKey(Ed25519PrivateKey.from_private_bytes(rng.randbytes(32)))
 
 
-# --- the address book, with select made affordable ------------------------------------
-
-
-class SimAddressBook(ab.AddressBook):
-    """The real address book. (It once overrode ``select``, which drew empty
-    buckets up to 10,000 times on a sparse table; AddressBook.select now
-    draws only occupied buckets.)"""
-
-
-# --- what-if: the proposed fix for the ADDR relay storm (off unless --relay-once) --------------
-
-
-def install_relay_once(remember_s=24 * 3600, max_remembered=10_000):
-    """Make ``Node.learn_addresses`` relay a given address at most once a
-    day per node, as Bitcoin's relay does (the same 2 targets per address
-    and day, and per-peer known-address filters). Without it every receipt
-    of a fresh address is relayed again to 2 random sessions, however often
-    it was seen: see the report. This is a what-if, not the code under
-    test; results say when it was on."""
-    from orb.node import Node
-
-    original = Node.learn_addresses
-
-    def learn_addresses(self, protocol, entries, relay):
-        if not relay:
-            return original(self, protocol, entries, relay)
-        now = self.clock.seconds()
-        seen = self.__dict__.setdefault("_sim_relayed", collections.OrderedDict())
-        new, old = [], []
-        for e in entries:
-            key = (e.host, e.port)
-            when = seen.get(key)
-            if when is not None and now - when < remember_s:
-                old.append(e)
-            else:
-                seen.pop(key, None)
-                seen[key] = now
-                new.append(e)
-        while len(seen) > max_remembered:
-            seen.popitem(last=False)
-        if old:
-            original(self, protocol, old, False)
-        if new:
-            original(self, protocol, new, True)
-
-    Node.learn_addresses = learn_addresses
+def sim_book(clock, rng):
+    return ab.AddressBook(clock, key=rng.randbytes(32), rng=random.Random(rng.getrandbits(64)),
+                          allow_loopback=True, allow_private=True, group_fn=ab.prefix_group)
 
 
 # --- the naive baseline address book --------------------------------------------------
@@ -521,14 +482,18 @@ class Attacker:
     def node(self, host):
         node = self.nodes.get(host)
         if node is None:
-            node = self.sim.make_peer(host, (), key=self.keys[host], cls=AttackerPeer, max_inbound=10_000)
-            node.attacker = self
+            node = self.sim.make_peer(host, (), key=self.keys[host], max_inbound=10_000)
+            node.kind = "attacker"
+            node.core.table.handlers[MessageType.GETADDR] = self._answer_getaddr
             node.alive = True
             node.started_at = self.sim.clock.seconds()
-            node.server_factory = node.make_factory(False)
             self.sim.net.listen(node)
             self.nodes[host] = node
         return node
+
+    def _answer_getaddr(self, record, message, request_id):
+        """Every GETADDR gets 1000 attacker addresses."""
+        record.send(m.Addr(entries=self.entries(m.MAX_ADDR_ENTRIES)), response_to=request_id)
 
     def flood(self, victim, sessions):
         """Open ``sessions`` inbound sessions to ``victim`` from distinct
@@ -537,7 +502,7 @@ class Attacker:
         throttled and no misbehaviour is scored."""
         for host in self.rng.sample(self.hosts, sessions):
             node = self.node(host)
-            d = node.dial(victim.host, victim.port, expected_node_id=victim.node_id)
+            d = node.core.table.dial(victim.host, victim.port, expected_node_id=victim.node_id)
             d.addCallbacks(self._pace, lambda f: None)
 
     def _pace(self, protocol, tokens=1.0):
@@ -577,17 +542,17 @@ class Simulation:
                 self._hosts.add(host)
                 return host
 
-    def make_peer(self, host, bootstrap, key=None, cls=SimPeer, max_inbound=117):
+    def make_peer(self, host, bootstrap, key=None, max_inbound=117):
         config = PeerConfig(
             NodeConfig(self.data_dir, advertise=(host, PORT), bootstrap=tuple(bootstrap), max_inbound=max_inbound),
             outbound_peers=OUTBOUND_PEERS, group_fn=ab.prefix_group,
         )
         rng = random.Random(self.rng.getrandbits(64))
-        peer = cls(config, self.clock, key=key or seeded_key(rng), rng=rng)
-        peer.sim_init(self.net, host)
-        peer.addrbook = SimAddressBook(self.clock, key=rng.randbytes(32), rng=random.Random(rng.getrandbits(64)),
-                                       allow_loopback=True, allow_private=True, group_fn=ab.prefix_group)
-        return peer
+        ref = []
+        core = Peer(config, self.clock, key or seeded_key(rng), rng, addrbook=sim_book(self.clock, rng),
+                    connector=SimConnector(self.net, ref), tls_binding=False)
+        ref.append(SimNode(self.net, host, core))
+        return ref[0]
 
     def make_tracker(self, i):
         host = f"10.{TRACKER_FIRST_OCTET2 + i}.0.1"
@@ -597,13 +562,13 @@ class Simulation:
             http="",
         )
         rng = random.Random(self.rng.getrandbits(64))
-        tracker = SimTracker(config, self.clock, key=seeded_key(rng), rng=rng)
-        tracker.sim_init(self.net, host)
-        tracker.addrbook = SimAddressBook(self.clock, key=rng.randbytes(32), rng=random.Random(rng.getrandbits(64)),
-                                          allow_loopback=True, allow_private=True, group_fn=ab.prefix_group)
-        tracker.registry = reg.Registry(self.clock, tracker.node_id)
-        tracker.registry.subscribe(tracker._queue_push)
-        return tracker
+        key = seeded_key(rng)
+        ref = []
+        core = Tracker(config, self.clock, key, rng, addrbook=sim_book(self.clock, rng),
+                       registry=reg.Registry(self.clock, key.node_id), connector=SimConnector(self.net, ref),
+                       tls_binding=False)
+        ref.append(SimNode(self.net, host, core))
+        return ref[0]
 
     def start_later(self, node, within_s):
         self.clock.callLater(self.rng.uniform(0, within_s), node.sim_start)
@@ -621,7 +586,7 @@ class Simulation:
         return [p for p in self.peers if p.alive]
 
     def live_outbound(self, peer, alive_ids):
-        return sum(1 for p in peer.outbound(Role.PEER) if p.remote.node_id in alive_ids)
+        return sum(1 for r in peer.outbound_peers() if r.node_id in alive_ids)
 
     def snapshot(self, min_age_s=0.0):
         """Connectivity and registry accuracy now."""
@@ -636,7 +601,7 @@ class Simulation:
         settled_ids = {p.node_id for p in live if now - p.started_at >= min_age_s}
         known, stale, known_settled = [], [], []
         for t in self.trackers:
-            ids = {r.node_id for r in t.registry.peers()}
+            ids = {r.node_id for r in t.core.registry.peers()}
             known.append(len(ids & alive_ids) / max(1, len(alive_ids)))
             known_settled.append(len(ids & settled_ids) / max(1, len(settled_ids)))
             stale.append(len(ids - alive_ids))
@@ -659,7 +624,7 @@ class Simulation:
         alive_ids = {p.node_id for p in live} | {t.node_id for t in self.trackers}
         peers_ok = sum(self.live_outbound(p, alive_ids) >= OUTBOUND_PEERS for p in live)
         peer_ids = {p.node_id for p in live}
-        trackers_ok = sum(peer_ids <= {r.node_id for r in t.registry.peers()} for t in self.trackers)
+        trackers_ok = sum(peer_ids <= {r.node_id for r in t.core.registry.peers()} for t in self.trackers)
         return peers_ok, trackers_ok
 
     def run_until(self, t):
@@ -777,11 +742,11 @@ class Simulation:
         for i, victim in enumerate(chosen):
             variant = variants[i // victims_per_variant]
             if variant != "orb":
-                victim.peer_config = attrs_evolve(victim.peer_config, group_fn=_own_group)
+                victim.core.connections.group_fn = _own_group
             if variant.startswith("naive"):
                 book = NaiveBook(self.clock, random.Random(self.rng.getrandbits(64)))
                 book.add(victim.addrbook.addresses(), victim.host)
-                victim.addrbook = book
+                victim.use_addrbook(book)
             victims.append((variant, victim))
             before = victim.addrbook.addresses()
             victim.eclipse_book_before = len(before)
@@ -793,12 +758,12 @@ class Simulation:
         shares = collections.defaultdict(list)
         for _ in range(rounds):
             for variant, victim in victims:
-                for p in victim.outbound(Role.PEER):
-                    p.transport.loseConnection()
+                for r in victim.outbound_peers():
+                    r.protocol.transport.loseConnection()
             self.run_until(self.clock.seconds() + refill_s)
             for variant, victim in victims:
-                out = victim.outbound(Role.PEER)
-                bad = sum(1 for p in out if p.remote.node_id in self.attacker.node_ids)
+                out = victim.outbound_peers()
+                bad = sum(1 for r in out if r.node_id in self.attacker.node_ids)
                 shares[variant].append((bad, len(out)))
         report = {}
         for variant in variants:
@@ -822,12 +787,6 @@ class Simulation:
         report["flood_s"] = flood_s
         report["refill_s"] = refill_s
         return report
-
-
-def attrs_evolve(inst, **changes):
-    import attrs
-
-    return attrs.evolve(inst, **changes)
 
 
 def _own_group(ip):
@@ -908,8 +867,6 @@ def main(argv=None):
     parser.add_argument("--min-latency-ms", type=float, default=5.0)
     parser.add_argument("--max-latency-ms", type=float, default=50.0)
     parser.add_argument("--no-eclipse", action="store_true")
-    parser.add_argument("--relay-once", action="store_true",
-                        help="what-if: install the proposed ADDR relay fix (each node relays an address once)")
     parser.add_argument("--out", default=os.path.join(OUT_DIR, "discovery.json"))
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -923,11 +880,6 @@ def main(argv=None):
         args.churn = 180.0 if args.quick else 120.0
     if args.tracker_max_inbound is None:
         args.tracker_max_inbound = max(117, 3 * args.peers // args.trackers)
-    if args.relay_once:
-        print("NOTE: --relay-once: ADDR relay runs the proposed fix (install_relay_once), not orb/node.py as is")
-
-    if args.relay_once:
-        install_relay_once()
     tally = LogTally()
     globalLogBeginner.beginLoggingTo([tally], redirectStandardIO=False, discardBuffer=True)
 

@@ -31,6 +31,7 @@ def toy_args(**kw):
 
 class SimClockTests(SynchronousTestCase):
     def test_order_cancel_reset(self):
+        """The simulated clock runs calls in time order, honours cancel, reset and delay."""
         clock = discovery.SimClock(start_s=100.0)
         seen = []
         clock.callLater(2, seen.append, "b")
@@ -51,13 +52,14 @@ class SimClockTests(SynchronousTestCase):
 
 class DiscoverySimulationTests(SynchronousTestCase):
     def test_converges_and_survives_churn(self):
+        """30 real peer cores and 2 tracker cores converge, and stay connected and listed under churn."""
         sim = discovery.Simulation(toy_args())
         boot = sim.bootstrap(limit_s=180.0)
         self.assertIsNotNone(boot["converged_s"], boot["final"])
         peers_ok, trackers_ok = sim.converged()
         self.assertEqual((peers_ok, trackers_ok), (30, 2))
         for tracker in sim.trackers:
-            self.assertEqual(len(tracker.registry.peers()), 30)
+            self.assertEqual(len(tracker.core.registry.peers()), 30)
 
         churn = sim.measure_rates(120.0, churn_per_min=0.10, sample_after_s=60.0)
         self.assertGreater(churn["left"], 0)
@@ -71,6 +73,7 @@ class DiscoverySimulationTests(SynchronousTestCase):
         self.assertEqual(sim.clock.failures, 0)
 
     def test_departed_node_is_unreachable(self):
+        """A node that leaves the simulation drops every session, and dials to it fail."""
         sim = discovery.Simulation(toy_args(peers=10))
         sim.bootstrap(limit_s=5.0)
         gone = sim.peers[0]
@@ -78,8 +81,8 @@ class DiscoverySimulationTests(SynchronousTestCase):
         sim.run_until(sim.clock.seconds() + 1.0)
         self.assertEqual(gone.sim_transports, set())
         for peer in sim.peers[1:]:
-            self.assertNotIn(gone.node_id, peer.sessions)
+            self.assertNotIn(gone.node_id, peer.core.table)
         failures = []
-        sim.peers[1].dial(gone.host, gone.port).addErrback(failures.append)
+        sim.peers[1].core.table.dial(gone.host, gone.port).addErrback(failures.append)
         sim.run_until(sim.clock.seconds() + discovery.DIAL_TIMEOUT_S + 1.0)
         self.assertEqual(len(failures), 1)
