@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_daemons -*-
+# -*- test-case-name: tests.test_options -*-
 """
 Option parsing shared by ``twistd orb-tracker`` and ``twistd orb-peer``:
 conversions and checks that give a person one actionable line.
@@ -35,12 +35,13 @@ def parse_hostport(text, what="address"):
 
 def check_endpoint(text, what):
     """A Twisted server endpoint string, checked for syntax without listening."""
+    # The kind first: parsing an ssl: string already reads certificate files.
+    if not text.startswith(("tcp:", "tcp6:", "unix:")):
+        raise usage.UsageError(f"{what} {text!r}: only tcp:, tcp6: and unix: endpoints are supported")
     try:
         _parseServer(text, None)
     except (ValueError, KeyError, TypeError) as e:
         raise usage.UsageError(f"{what} {text!r} is not a valid endpoint string ({e})") from None
-    if not text.startswith(("tcp:", "tcp6:", "unix:")):
-        raise usage.UsageError(f"{what} {text!r}: only tcp:, tcp6: and unix: endpoints are supported")
     return text
 
 

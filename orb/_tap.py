@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_daemons -*-
+# -*- test-case-name: tests.test_options -*-
 """
 What the two twistd plugins share: the common options, their conversion
 into a frozen NodeConfig, and the service wrapper that logs to JSON when

@@ -19,7 +19,6 @@ from cryptography.x509.oid import NameOID
 from orb.protocol.session import node_id_for
 
 KEY_FILE = "node.key"
-CERT_FILE = "node.crt"
 
 
 class IdentityError(Exception):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_daemons -*-
+# -*- test-case-name: tests.test_options -*-
 """What both daemons are configured with, once converted from the options."""
 
 import attrs

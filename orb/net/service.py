@@ -103,8 +103,6 @@ class NodeService(service.MultiService):
         self.started = defer.Deferred()  # fires with the core once listening
         self._dbs = {}
         self._states = {}
-        self._save_loop = None
-        self._stopping = False
 
     def startService(self):
         super().startService()
@@ -145,7 +143,7 @@ class NodeService(service.MultiService):
         log.info("{kind} {node_id} listening on {host}:{port} (network {network})", kind=self.kind,
                  node_id=key.node_id.hex()[:16], host=wire.host, port=wire.port, network=self.config.network)
         core.start()
-        self._save_loop = core.periodic.every(SAVE_INTERVAL_S, self.save, now=False)
+        core.periodic.every(SAVE_INTERVAL_S, self.save, now=False)
         self._write_json("status.json", core.status())
         ports = {listener.name: listener.port.getHost().port for listener in listeners}
         self._write_json("ports.json", {**ports, "node_id": key.node_id.hex(), "pid": os.getpid()})
@@ -172,7 +170,6 @@ class NodeService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
-        self._stopping = True
         if self.core is not None:
             self.core.stop()
         yield super().stopService()  # the listeners

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_daemons -*-
+# -*- test-case-name: tests.test_options -*-
 """``twistd orb-tracker``: options and makeService."""
 
 from twisted.internet import reactor
