@@ -84,6 +84,19 @@ class JoinTests(SynchronousTestCase):
         self.assertEqual([f.value.code for f in failures], [ErrorCode.UNSUPPORTED] * 10)
         self.assertIn(peer.node_id, self.tracker.table)
 
+    def test_metrics_count_the_real_bytes_of_each_frame(self):
+        """/metrics byte counters add up each frame's real size, header included: one ANNOUNCE is 16 + body."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        peer.homing.functions = {b"\x01" + bytes(32): 3}
+        self.net.run(2)
+        before = self.tracker.stats.byte_totals().get(("in", "ANNOUNCE"), 0)
+        peer.homing.announce()
+        self.net.flush()
+        announce = m.Announce(load_permille=0, functions=[m.FunctionEntry(b"\x01" + bytes(32), 3)])
+        self.assertEqual(self.tracker.stats.byte_totals()[("in", "ANNOUNCE")] - before,
+                         16 + len(announce.encode_body()))
+        self.assertGreater(self.tracker.stats.byte_totals()[("out", "PING")], 0)
+
     def test_every_served_type_has_a_handler_in_the_wiring(self):
         """The tracker's dispatch table names each type it serves, and nothing else."""
         self.assertEqual(set(self.tracker.table.handlers), {
