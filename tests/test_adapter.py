@@ -71,6 +71,7 @@ def connect(clock):
 
 class AdapterTests(SynchronousTestCase):
     def test_handshake_and_request(self):
+        """After the handshake both sides report the session ready, and a GETADDR request gets its ADDR answer."""
         clock = Clock()
         server, client, pump, server_handler, client_handler = connect(clock)
         self.assertEqual(len(server_handler.ready), 1)
@@ -82,6 +83,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(addr.entries[0].port, 7400)
 
     def test_remote_error_fails_the_request(self):
+        """An ERROR sent in answer to a request fails that request with RemoteError, carrying its code and text."""
         clock = Clock()
         server, client, pump, server_handler, client_handler = connect(clock)
         d = client.request(m.Lookup(fid=b"\x01", max_replicas=1))
@@ -94,6 +96,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertIn("not_found: unknown fid", str(failure.value))
 
     def test_request_timeout(self):
+        """A request left unanswered fails with RequestTimeout after its timeout and is no longer counted pending."""
         clock = Clock()
         server, client, pump, server_handler, client_handler = connect(clock)
         d = client.request(m.Lookup(fid=b"\x01", max_replicas=1), timeout_s=5)
@@ -104,6 +107,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(client.session.pending_requests, 0)
 
     def test_connection_lost_fails_pending_requests(self):
+        """Dropping the connection fails pending requests with ConnectionLost and tells both sides' handlers."""
         clock = Clock()
         server, client, pump, server_handler, client_handler = connect(clock)
         d = client.request(m.Lookup(fid=b"\x01", max_replicas=1))
@@ -114,6 +118,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(len(server_handler.lost), 1)
 
     def test_keepalive_over_the_pump(self):
+        """An idle session sends keepalive PINGs, learns a round-trip time from the PONG, and stays up."""
         clock = Clock()
         server, client, pump, server_handler, client_handler = connect(clock)
         clock.advance(30)  # both sides idle: the timers send PINGs
@@ -122,6 +127,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertTrue(client.ready and server.ready)
 
     def test_idle_peer_is_dropped(self):
+        """A peer that sends nothing for 90 seconds is reported as a TIMEOUT misbehaviour and disconnected."""
         clock = Clock()
         server, client, pump, server_handler, client_handler = connect(clock)
         clock.advance(30)  # both PING, but the pump never delivers anything
@@ -132,6 +138,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(len(client_handler.lost), 1)
 
     def test_handshake_timeout_disconnects(self):
+        """A connection that sends no HELLO within 10 seconds gets a TIMEOUT error frame and is closed."""
         clock = Clock()
         factory = make_factory(Recorder(), clock, False)
         protocol = factory.buildProtocol(None)
@@ -143,6 +150,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(frame.message.code, ErrorCode.TIMEOUT)
 
     def test_self_connection_via_shared_nonces(self):
+        """A node that dials itself sees its own nonce: no session opens, SELF_CONNECTION is reported, the link drops."""
         clock = Clock()
         nonces = OwnNonces()
         server_factory = make_factory(Recorder(), clock, False, own_nonces=nonces)
@@ -156,6 +164,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(len(server.factory.handler.lost), 1)
 
     def test_own_nonces_are_bounded(self):
+        """The set of our own handshake nonces keeps only the most recent ones, up to its limit."""
         nonces = OwnNonces(limit=3)
         for n in range(10):
             nonces.add(n)
@@ -166,6 +175,7 @@ class IsolationTests(SynchronousTestCase):
     """One client's garbage never affects another client of the same factory."""
 
     def test_garbage_client_does_not_affect_honest_one(self):
+        """A client announcing an oversized frame is logged and dropped; the listener's other client is still served."""
         clock = Clock()
         handler = Recorder()
         factory = make_factory(handler, clock, False, roles=Role.TRACKER)

@@ -65,6 +65,7 @@ class BookMixin:
 
 class AddTests(BookMixin, SynchronousTestCase):
     def test_add_routable(self):
+        """A routable address goes into the new table, its relayed timestamp aged by the penalty."""
         book = self.make()
         self.assertEqual(book.add([pa("8.8.8.8")], "1.2.3.4"), 1)
         self.assertIn(("8.8.8.8", 7400), book)
@@ -72,11 +73,13 @@ class AddTests(BookMixin, SynchronousTestCase):
         self.assertEqual(book.select(), pa("8.8.8.8", ts=NOW - 60 - addrbook.PENALTY_S))
 
     def test_self_announcement_has_no_penalty(self):
+        """An address announced by the node itself keeps its timestamp, with no penalty."""
         book = self.make()
         book.add([pa("8.8.8.8")], "8.8.8.8")
         self.assertEqual(book.info("8.8.8.8", 7400).addr.timestamp, NOW - 60)
 
     def test_duplicate_add_counts_once_and_merges(self):
+        """Re-announcing a known address adds nothing new but takes the newer timestamp and the union of roles."""
         book = self.make()
         book.add([pa("8.8.8.8", ts=NOW - 3 * 86400, roles=1)], "8.8.8.8")
         self.assertEqual(book.add([pa("8.8.8.8", ts=NOW - 10, roles=2)], "8.8.8.8"), 0)
@@ -86,6 +89,7 @@ class AddTests(BookMixin, SynchronousTestCase):
         self.assertEqual(len(book), 1)
 
     def test_garbage_is_rejected(self):
+        """Unroutable, reserved, malformed or mistyped addresses, or any from a bad source, are not added."""
         book = self.make()
         garbage = [
             pa("0.0.0.0"),
@@ -114,15 +118,18 @@ class AddTests(BookMixin, SynchronousTestCase):
         self.assertEqual(book.add([pa("8.8.8.8")], "not an ip"), 0)
 
     def test_loopback_only_when_allowed(self):
+        """With allow_loopback, IPv4 and IPv6 loopback addresses are accepted."""
         book = self.make(allow_loopback=True)
         self.assertEqual(book.add([pa("127.0.0.1"), pa("::1", port=1)], "127.0.0.1"), 2)
 
     def test_ipv4_mapped_ipv6_is_the_ipv4_address(self):
+        """An IPv4-mapped IPv6 address is stored as the plain IPv4 address."""
         book = self.make()
         book.add([pa("::ffff:8.8.8.8")], "1.2.3.4")
         self.assertIn(("8.8.8.8", 7400), book)
 
     def test_only_first_1000_entries_are_read(self):
+        """Of an announcement of 1500 addresses, none past the first 1000 is taken in."""
         book = self.make()
         rng = random.Random(1)
         many = [pa(public_ip(rng), port=1000 + i) for i in range(1500)]
@@ -130,17 +137,20 @@ class AddTests(BookMixin, SynchronousTestCase):
         self.assertFalse(any(e in book for e in [a.endpoint for a in many[1000:]]))
 
     def test_implausible_timestamps_become_five_days_old(self):
+        """An address stamped in the future is kept as last seen five days ago."""
         book = self.make()
         book.add([pa("8.8.8.8", ts=NOW + 86400), pa("9.9.9.9", ts=0)], "8.8.8.8")
         self.assertEqual(book.info("8.8.8.8", 7400).addr.timestamp, NOW - 5 * 86400)
 
     def test_too_old_is_not_added(self):
+        """An address last seen more than 30 days ago is not added."""
         book = self.make()
         self.assertEqual(book.add([pa("8.8.8.8", ts=NOW - 31 * 86400)], "8.8.8.8"), 0)
 
 
 class GroupTests(SynchronousTestCase):
     def test_network_group(self):
+        """Addresses group by IPv4 /16 and IPv6 /32, and all loopback addresses share one group."""
         self.assertEqual(network_group("8.8.4.4"), network_group("8.8.200.1"))
         self.assertNotEqual(network_group("8.8.4.4"), network_group("8.9.4.4"))
         self.assertEqual(network_group("2001:4860:1::1"), network_group("2001:4860:ffff::1"))
@@ -149,6 +159,7 @@ class GroupTests(SynchronousTestCase):
         self.assertEqual(network_group("127.1.0.1"), network_group("127.2.0.1"))
 
     def test_prefix_group_splits_loopback(self):
+        """prefix_group gives loopback addresses one group per /16, for tests and simulations on one host."""
         # ...which the tests and the eclipse simulation must undo.
         self.assertNotEqual(prefix_group("127.1.0.1"), prefix_group("127.2.0.1"))
         self.assertEqual(prefix_group("127.1.0.1"), prefix_group("127.1.9.9"))
@@ -156,8 +167,7 @@ class GroupTests(SynchronousTestCase):
 
 class BoundsTests(BookMixin, SynchronousTestCase):
     def test_one_source_group_reaches_few_new_buckets(self):
-        """An attacker in one /16 gossiping addresses from every group can
-        fill at most NEW_BUCKETS_PER_SOURCE_GROUP new buckets."""
+        """Addresses gossiped from one /16, whatever their groups, fill at most NEW_BUCKETS_PER_SOURCE_GROUP buckets."""
         book = self.make()
         rng = random.Random(2)
         for i in range(40):
@@ -168,6 +178,7 @@ class BoundsTests(BookMixin, SynchronousTestCase):
         check_invariants(self, book)
 
     def test_one_address_group_reaches_few_tried_buckets(self):
+        """Good addresses from one /16 occupy at most TRIED_BUCKETS_PER_GROUP tried buckets."""
         book = self.make()
         for i in range(500):
             ip = f"66.66.{i // 250}.{i % 250 + 1}"
@@ -179,8 +190,7 @@ class BoundsTests(BookMixin, SynchronousTestCase):
         check_invariants(self, book)
 
     def test_eclipse_flood_leaves_honest_addresses(self):
-        """An attacker from one /16 floods; honest addresses learnt from
-        many sources keep almost all of the new table."""
+        """A 20,000-address flood from one /16 gets at most 64 slots; honest addresses stay and win over 95% of picks."""
         book = self.make(allow_loopback=True, group_fn=prefix_group)
         for i in range(300):
             honest = f"127.{10 + i % 200}.{i // 200}.1"
@@ -215,6 +225,7 @@ def find_tried_collision(book, rng):
 
 class TriedTests(BookMixin, SynchronousTestCase):
     def test_good_moves_to_tried(self):
+        """A successful connection moves a known address to the tried table; an unknown address is ignored."""
         book = self.make()
         book.add([pa("8.8.8.8")], "8.8.8.8")
         self.assertTrue(book.good("8.8.8.8", 7400))
@@ -223,6 +234,7 @@ class TriedTests(BookMixin, SynchronousTestCase):
         self.assertFalse(book.good("9.9.9.9", 7400))  # unknown
 
     def test_good_records_node_id(self):
+        """A successful connection records the node id the peer proved."""
         book = self.make()
         book.add([pa("8.8.8.8")], "8.8.8.8")
         book.good("8.8.8.8", 7400, node_id=b"\x09" * 32)
@@ -240,6 +252,7 @@ class TriedTests(BookMixin, SynchronousTestCase):
         return book, old, new
 
     def test_collision_kept_when_occupant_proves_good(self):
+        """When a contested tried slot's occupant connects again, it keeps the slot and the newcomer stays new."""
         book, old, new = self.collide()
         book.good(old, 7400)
         book.resolve_collisions()
@@ -248,6 +261,7 @@ class TriedTests(BookMixin, SynchronousTestCase):
         self.assertEqual(book.pending_collisions, 0)
 
     def test_collision_evicts_occupant_that_fails_its_test(self):
+        """An occupant whose test dial gets no success in 60 s yields its tried slot and goes back to new."""
         book, old, new = self.collide()
         book.attempt(old, 7400)
         book.resolve_collisions()  # test still in flight
@@ -260,6 +274,7 @@ class TriedTests(BookMixin, SynchronousTestCase):
         check_invariants(self, book)
 
     def test_untested_collision_evicts_after_window(self):
+        """A contested tried slot whose occupant is never tested goes to the newcomer once the test window ends."""
         book, old, new = self.collide()
         self.clock.advance(addrbook.TEST_WINDOW_S - 10)
         book.resolve_collisions()
@@ -269,6 +284,7 @@ class TriedTests(BookMixin, SynchronousTestCase):
         self.assertTrue(book.info(new, 7400).in_tried)
 
     def test_without_test_before_evict_occupant_moves_to_new(self):
+        """With test_before_evict off, a newcomer takes its tried slot at once and the occupant leaves tried."""
         book = self.make(test_before_evict=False)
         old, new = find_tried_collision(book, random.Random(4))
         book.add([pa(old), pa(new)], "1.2.3.4")
@@ -280,6 +296,7 @@ class TriedTests(BookMixin, SynchronousTestCase):
 
 class TerribleTests(BookMixin, SynchronousTestCase):
     def test_rules(self):
+        """Terrible: a future or 30-day-old stamp, 3 failures and no success, 10 with none in a week; not if just tried."""
         now = NOW
         fresh = AddrInfo(addr=pa("8.8.8.8", ts=now - 60), source_ip="1.1.1.1")
         self.assertFalse(fresh.is_terrible(now))
@@ -296,7 +313,7 @@ class TerribleTests(BookMixin, SynchronousTestCase):
         self.assertFalse(once.is_terrible(now))
 
     def test_failures_count_once_per_good(self):
-        """Offline for a while: repeated failed dials do not all count."""
+        """Repeated failed dials while we are offline (no success anywhere between) count as one failure."""
         book = self.make()
         book.add([pa("8.8.8.8")], "8.8.8.8")
         for _ in range(5):
@@ -306,6 +323,7 @@ class TerribleTests(BookMixin, SynchronousTestCase):
         self.assertFalse(book.is_terrible("8.8.8.8", 7400))
 
     def test_terrible_addresses_are_not_gossiped(self):
+        """An address that failed 3 times is left out of GETADDR answers once a minute has passed since its last try."""
         book = self.make()
         book.add([pa("8.8.8.8")], "8.8.8.8")
         for _ in range(3):
@@ -322,6 +340,7 @@ class TerribleTests(BookMixin, SynchronousTestCase):
 
 class SelectTests(BookMixin, SynchronousTestCase):
     def test_empty(self):
+        """select gives None from an empty book, and new_only gives None when every address is tried."""
         book = self.make()
         self.assertIsNone(book.select())
         book.add([pa("8.8.8.8")], "8.8.8.8")
@@ -330,6 +349,7 @@ class SelectTests(BookMixin, SynchronousTestCase):
         self.assertEqual(book.select().ip, "8.8.8.8")
 
     def test_bias_against_failing_addresses(self):
+        """An address whose dials failed is picked less often than a healthy one, but is still picked."""
         book = self.make()
         book.add([pa("8.8.8.8"), pa("9.9.9.9")], "1.1.1.1")
         for _ in range(4):
@@ -343,6 +363,7 @@ class SelectTests(BookMixin, SynchronousTestCase):
         self.assertGreater(picks["9.9.9.9"], 0)
 
     def test_skips_discouraged(self):
+        """A discouraged address is never selected for dialling."""
         book = self.make()
         book.add([pa("8.8.8.8"), pa("9.9.9.9")], "1.1.1.1")
         book.discourage("9.9.9.9", NOW + 3600)
@@ -351,6 +372,7 @@ class SelectTests(BookMixin, SynchronousTestCase):
 
 class GetAddrTests(BookMixin, SynchronousTestCase):
     def test_23_percent(self):
+        """A GETADDR answer holds 23% of the book, rounded up, with no address twice."""
         book = self.make()
         rng = random.Random(5)
         book.add([pa(public_ip(rng)) for _ in range(100)], "1.1.1.1")
@@ -360,6 +382,7 @@ class GetAddrTests(BookMixin, SynchronousTestCase):
         self.assertEqual(len({a.endpoint for a in out}), len(out))
 
     def test_capped_at_1000(self):
+        """A GETADDR answer never exceeds 1000 addresses, whatever max_count asks, and honours a smaller max_count."""
         book = self.make()
         rng = random.Random(6)
         for i in range(8):
@@ -370,6 +393,7 @@ class GetAddrTests(BookMixin, SynchronousTestCase):
         self.assertEqual(len(book.get_addr(max_count=10)), 10)
 
     def test_small_book_still_answers(self):
+        """A book holding one address still shares it in a GETADDR answer."""
         book = self.make()
         book.add([pa("8.8.8.8")], "8.8.8.8")
         self.assertEqual(len(book.get_addr()), 1)
@@ -377,6 +401,7 @@ class GetAddrTests(BookMixin, SynchronousTestCase):
 
 class DiscourageTests(BookMixin, SynchronousTestCase):
     def test_until(self):
+        """A discouraged IP, in plain or IPv4-mapped form, is refused until its ban ends, then accepted again."""
         book = self.make()
         book.discourage("8.8.8.8", NOW + 100)
         self.assertTrue(book.is_discouraged("8.8.8.8"))
@@ -387,6 +412,7 @@ class DiscourageTests(BookMixin, SynchronousTestCase):
         self.assertEqual(book.add([pa("8.8.8.8")], "1.1.1.1"), 1)
 
     def test_bounded(self):
+        """The discouraged list keeps at most MAX_DISCOURAGED IPs, dropping the one whose ban ends soonest."""
         self.patch(addrbook, "MAX_DISCOURAGED", 5)
         book = self.make()
         for i in range(10):
@@ -403,6 +429,7 @@ class PersistenceTests(BookMixin, SynchronousTestCase):
         return db
 
     def test_round_trip(self):
+        """Dumped to SQLite and loaded, the book has the same key, tables, entries and discouraged IPs."""
         book = self.make(key=None)
         rng = random.Random(8)
         book.add([pa(public_ip(rng)) for _ in range(300)], "1.1.1.1")
@@ -426,6 +453,7 @@ class PersistenceTests(BookMixin, SynchronousTestCase):
         check_invariants(self, loaded)
 
     def test_dump_replaces_previous(self):
+        """A second dump replaces the first: an address removed in between does not come back on load."""
         book = self.make()
         book.add([pa("8.8.8.8"), pa("9.9.9.9")], "1.1.1.1")
         db = self.open_db(self.mktemp() + ".sqlite")
@@ -436,6 +464,7 @@ class PersistenceTests(BookMixin, SynchronousTestCase):
         self.assertEqual([a.ip for a in loaded.addresses()], ["8.8.8.8"])
 
     def test_corrupt_rows_are_skipped(self):
+        """A corrupt row in the saved book is skipped on load and the good rows still load."""
         book = self.make()
         book.add([pa("8.8.8.8")], "1.1.1.1")
         db = self.open_db(self.mktemp() + ".sqlite")
@@ -451,6 +480,7 @@ class PersistenceTests(BookMixin, SynchronousTestCase):
         self.assertEqual([a.ip for a in loaded.addresses()], ["8.8.8.8"])
 
     def test_empty_database_gives_fresh_key(self):
+        """Loading from an empty database gives an empty book with a new 32-byte key."""
         self.make()
         db = self.open_db(self.mktemp() + ".sqlite")
         loaded = self.successResultOf(AddressBook.load(db, self.clock))
@@ -488,6 +518,7 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(ops)
     def test_never_crashes_never_overflows(self, operations):
+        """Any mix of adds of any input, dials, selects and passing time keeps the tables consistent and bounded."""
         clock = Clock()
         clock.advance(NOW)
         book = AddressBook(clock, key=KEY, rng=random.Random(0), allow_loopback=True)

@@ -117,6 +117,7 @@ class DashboardTests(TestCase):
 
     @inlineCallbacks
     def test_dashboard_shows_live_peer_count(self):
+        """In a browser the dashboard shows the registry's peers, count and functions, and the new count on reload."""
         dom = yield self.chromium("--dump-dom")
         self.assertEqual(self.rendered_peer_count(dom), 7)
         # The tables were filled from the API, not left as placeholders.
@@ -133,6 +134,7 @@ class DashboardTests(TestCase):
 
     @inlineCallbacks
     def test_screenshot(self):
+        """The dashboard renders in a browser to a full 1280x900 screenshot that is not a blank or error page."""
         shot = os.path.abspath(self.mktemp() + ".png")
         yield self.chromium(f"--screenshot={shot}")
         self.assertTrue(os.path.exists(shot), "chromium wrote no screenshot")

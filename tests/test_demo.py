@@ -18,6 +18,7 @@ def run(argv, timeout_s=60):
 
 class DemoTests(TestCase):
     def test_demo_prints_a_transcript(self):
+        """python -m orb.demo exits cleanly, printing the handshake, devnet and jail acts with no traceback."""
         result = run([sys.executable, "-m", "orb.demo"], timeout_s=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout
@@ -37,6 +38,7 @@ class DemoTests(TestCase):
 
 class TranscriptTests(TestCase):
     def test_lines_name_codes(self):
+        """A transcript line names an ERROR's code (code=unsupported) and marks a response frame as a response."""
         from orb.protocol import messages as m
         from orb.protocol.frame import Frame
         from orb.transcript import frame_line
@@ -48,6 +50,7 @@ class TranscriptTests(TestCase):
 
 class PluginTests(TestCase):
     def test_twistd_knows_both_daemons(self):
+        """twistd knows orb-tracker and orb-peer, and each one's --help lists its options."""
         for name, expected in (("orb-tracker", "--join"), ("orb-peer", "--tracker")):
             result = run([TWISTD, name, "--help"])
             self.assertEqual(result.returncode, 0, result.stderr)

@@ -104,6 +104,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_kill_a_tracker_and_its_peers_rehome(self):
+        """When a tracker is killed with SIGKILL, its peers re-home to the surviving tracker."""
         t1 = yield self.start_tracker("t1")
         t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
         peers = []
@@ -124,6 +125,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_restart_restores_identity_registry_and_address_book(self):
+        """After a clean restart a tracker keeps its node id and registry, and a peer rejoins from its address book."""
         t1 = yield self.start_tracker("t1")
         p1 = yield self.start_peer("p1", "--tracker", t1.wire_text)
 
@@ -151,6 +153,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_sigkill_loses_no_identity_or_registry(self):
+        """A tracker killed with SIGKILL comes back with the same node id and the peers it had registered."""
         t1 = yield self.start_tracker("t1")
         p1 = yield self.start_peer("p1", "--tracker", t1.wire_text)
 
@@ -186,7 +189,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_bad_gossip_is_survived(self):
-        """Oversized ADDR, ADDR floods, garbage and self addresses: the tracker keeps serving."""
+        """After oversized ADDR, ADDR floods and garbage addresses the tracker keeps serving, and gossips no garbage."""
         t1 = yield self.start_tracker("t1")
         honest = yield self.start_peer("honest", "--tracker", t1.wire_text)
 
@@ -234,6 +237,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_wrong_network_is_refused(self):
+        """A client on another network is disconnected before any session opens, and the tracker keeps running."""
         t1 = yield self.start_tracker("t1")
         client = Client("main")  # the daemons run on network "itest"
         factory = OrbFactory(LocalIdentity(client.key.public_bytes, int(Role.PEER)), client, reactor,
@@ -250,6 +254,7 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_sigterm_stops_cleanly(self):
+        """SIGTERM stops a tracker cleanly: it logs the signal and saves its state, with no traceback."""
         t1 = yield self.start_tracker("t1")
         yield t1.stop(signal.SIGTERM)
         # twistd shuts down, then re-raises the signal so the exit status tells why.
@@ -260,6 +265,7 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_key_is_private_and_reused(self):
+        """The node key file is mode 0600 and is reused on restart, so the node id stays the same."""
         t1 = yield self.start_tracker("t1")
         key_path = os.path.join(t1.data_dir, "private", "node.key")
         self.assertEqual(os.stat(key_path).st_mode & 0o777, 0o600)
@@ -269,6 +275,7 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_port_in_use_is_one_line(self):
+        """A tracker whose port is taken exits non-zero with the one line 'Address already in use', no traceback."""
         t1 = yield self.start_tracker("t1")
         clash = self.daemon("orb-tracker", "t2", "--listen", f"tcp:{t1.info['wire']}:interface=127.0.0.1",
                             "--http", "tcp:0:interface=127.0.0.1")
@@ -284,6 +291,7 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_bad_options_are_one_line(self):
+        """A bad option makes the tracker exit 1 with a one-line message naming the problem, no traceback."""
         for args, expected in (
             (("--listen", "bogus:1"), "not a valid endpoint string"),
             (("--join", "nonsense"), "is not HOST:PORT"),
@@ -303,6 +311,7 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_unwritable_data_dir(self):
+        """A peer whose data dir cannot be created exits 1 with a one-line message about the data dir."""
         blocker = os.path.join(self.base_dir(), "file")
         with open(blocker, "w") as f:
             f.write("x")
