@@ -567,6 +567,9 @@ class Simulation:
         core = Tracker(config, self.clock, key, rng, addrbook=sim_book(self.clock, rng),
                        registry=reg.Registry(self.clock, key.node_id), connector=SimConnector(self.net, ref),
                        tls_binding=False)
+        for other in self.trackers:  # as if each tracker were started with --admit for the others
+            other.core.federation.admitted.add(core.node_id)
+            core.federation.admitted.add(other.node_id)
         ref.append(SimNode(self.net, host, core))
         return ref[0]
 

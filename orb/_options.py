@@ -33,6 +33,24 @@ def parse_hostport(text, what="address"):
     raise usage.UsageError(f"{what} {text!r}: {host!r} is not an IP address")
 
 
+NODE_ID_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def parse_node_id(text, what="node id"):
+    """A node id as 64 lowercase hex digits (what ports.json and the REST API show) -> 32 bytes."""
+    if not NODE_ID_RE.match(text or ""):
+        raise usage.UsageError(f"{what} {text!r} is not a node id (64 lowercase hex digits)")
+    return bytes.fromhex(text)
+
+
+def parse_join(text, what="--join"):
+    """'NODEID@HOST:PORT' or 'HOST:PORT' -> (node id bytes or None, (host, port))."""
+    node_id, at, hostport = (text or "").rpartition("@")
+    if not at:
+        return None, parse_hostport(text, what)
+    return parse_node_id(node_id, f"{what} {text!r}:"), parse_hostport(hostport, what)
+
+
 def check_endpoint(text, what):
     """A Twisted server endpoint string, checked for syntax without listening."""
     # The kind first: parsing an ssl: string already reads certificate files.

@@ -19,6 +19,7 @@ class NodeOptions(usage.Options):
     default_data_dir = "~/.orb/node"
     default_listen = "tcp:7400:interface=127.0.0.1"
     default_max_inbound = 117  # Bitcoin's 125 - 8 outbound
+    join_pins_ids = False  # whether --join/--tracker take NODEID@HOST:PORT
 
     optFlags = [
         ["public", None, "treat private address ranges (10/8, 172.16/12, 192.168/16) as unroutable in gossip"],
@@ -63,7 +64,10 @@ class NodeOptions(usage.Options):
         self["network"] = opt.check_network(self.get("network", "main"))
         advertise = self.get("advertise")
         self["advertise"] = opt.parse_hostport(advertise, "--advertise") if advertise else None
-        self["join"] = tuple(opt.parse_hostport(a, self.join_flag) for a in self["join"])
+        joins = [opt.parse_join(a, self.join_flag) if self.join_pins_ids else (None, opt.parse_hostport(a, self.join_flag))
+                 for a in self["join"]]
+        self["join"] = tuple(address for _, address in joins)
+        self["pinned"] = tuple((address, node_id) for node_id, address in joins if node_id is not None)
         self["max-inbound"] = opt.positive_int("max-inbound", self.get("max-inbound", self.default_max_inbound), 10_000)
         address = opt.listen_address(self["listen"])
         if address is not None:

@@ -143,8 +143,7 @@ def run_devnet(reactor, base_dir, network, peer_count, console):
     net = Devnet(base_dir, network=network)
     started = reactor.seconds()
     try:
-        t1 = yield net.start_tracker("tracker-1")
-        t2 = yield net.start_tracker("tracker-2", "--join", t1.wire_text)
+        t1, t2 = yield net.start_trackers("tracker-1", "tracker-2")
         trackers = (t1, t2)
         for t in trackers:
             console.print(f"[bold]{t.data_dir.rsplit('/', 1)[-1]}[/] {t.node_id[:16]}  wire {t.wire_text}  "

@@ -163,6 +163,22 @@ class Devnet:
         yield daemon.start()
         return daemon
 
+    def node_id_of(self, name):
+        """A daemon's node id before it starts: its key is made now, in its data dir."""
+        from orb.identity import NodeKey
+
+        return NodeKey.load_or_create(os.path.join(self.base_dir, name)).node_id.hex()
+
+    @defer.inlineCallbacks
+    def start_trackers(self, *names):
+        """Trackers that federate: the first admits the others (--admit), which join it by node id."""
+        admits = [arg for name in names[1:] for arg in ("--admit", self.node_id_of(name))]
+        first = yield self.start_tracker(names[0], *admits)
+        started = [first]
+        for name in names[1:]:
+            started.append((yield self.start_tracker(name, "--join", f"{first.node_id}@{first.wire_text}")))
+        return started
+
     @defer.inlineCallbacks
     def start_peer(self, name, *args):
         daemon = self.daemon("orb-peer", name, "--listen", "tcp:0:interface=127.0.0.1", *args)

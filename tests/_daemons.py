@@ -34,3 +34,6 @@ class DaemonTestMixin:
 
     def start_peer(self, name, *args):
         return self.net.start_peer(name, *args)
+
+    def start_trackers(self, *names):
+        return self.net.start_trackers(*names)

@@ -37,6 +37,7 @@ class MemoryNet:
         self.pumps = []
         self._ports = itertools.count(40000)
         self._seeds = itertools.count(1)
+        self.trackers = []
 
     # --- the network -----------------------------------------------------------------
 
@@ -96,7 +97,9 @@ class MemoryNet:
         return AddressBook(self.clock, key=rng.randbytes(32), rng=random.Random(rng.getrandbits(64)),
                            allow_loopback=True, allow_private=True, group_fn=prefix_group)
 
-    def tracker(self, host, join=(), peer_ttl_s=90.0, listen=True):
+    def tracker(self, host, join=(), peer_ttl_s=90.0, listen=True, admitted=True):
+        """A tracker; ``admitted``: the others admit it and it admits them, as
+        if each had been started with --admit for every other."""
         rng = self._rng()
         key = self._key(rng)
         config = TrackerConfig(NodeConfig("unused", advertise=(host, PORT), bootstrap=tuple(join)), http="",
@@ -104,6 +107,11 @@ class MemoryNet:
         core = Tracker(config, self.clock, key, rng, addrbook=self._book(rng),
                        registry=reg.Registry(self.clock, key.node_id, peer_ttl_s=peer_ttl_s),
                        connector=self.connector(host), tls_binding=False)
+        if admitted:
+            for other in self.trackers:
+                other.federation.admitted.add(core.node_id)
+                core.federation.admitted.add(other.node_id)
+            self.trackers.append(core)
         return self._start(core, host, listen)
 
     def peer(self, host, trackers=(), listen=True, outbound_trackers=2, outbound_peers=8, advertise=True):

@@ -14,8 +14,8 @@ from twisted.trial.unittest import TestCase
 
 from orb.identity import NodeKey
 from orb.protocol import messages as m
-from orb.net.adapter import OrbFactory, SessionHandler
-from orb.protocol.codes import Role
+from orb.net.adapter import OrbFactory, RemoteError, SessionHandler
+from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.frame import HEADER
 from orb.protocol.session import LocalIdentity, SessionConfig
 from orb.net.tls import NodeTLS
@@ -36,9 +36,10 @@ def listed(tracker, peer):
 class Client(SessionHandler):
     """An in-test ORB client, honest or not, speaking real TLS to a daemon."""
 
-    def __init__(self, network):
+    def __init__(self, network, roles=Role.PEER):
         self.key = NodeKey.generate()
         self.network = network
+        self.roles = roles
         self.ready = defer.Deferred()
         self.lost = defer.Deferred()
         self.protocol = None
@@ -53,7 +54,7 @@ class Client(SessionHandler):
 
     @defer.inlineCallbacks
     def connect(self, host, port):
-        factory = OrbFactory(LocalIdentity(self.key.public_bytes, int(Role.PEER)), self, reactor, initiator=True,
+        factory = OrbFactory(LocalIdentity(self.key.public_bytes, int(self.roles)), self, reactor, initiator=True,
                              config=SessionConfig(network=self.network))
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5)
         wrapper = yield endpoint.connect(NodeTLS(self.key).wrap(factory, is_client=True))
@@ -72,8 +73,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
     @defer.inlineCallbacks
     def test_two_trackers_five_peers_converge(self):
         """Every peer is visible at both trackers (federation), and peers find each other."""
-        t1 = yield self.start_tracker("t1")
-        t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
+        t1, t2 = yield self.start_trackers("t1", "t2")
         peers = []
         for i in range(5):
             tracker = t1 if i < 3 else t2
@@ -105,8 +105,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
     @defer.inlineCallbacks
     def test_kill_a_tracker_and_its_peers_rehome(self):
         """When a tracker is killed with SIGKILL, its peers re-home to the surviving tracker."""
-        t1 = yield self.start_tracker("t1")
-        t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
+        t1, t2 = yield self.start_trackers("t1", "t2")
         peers = []
         for i in range(3):
             peer = yield self.start_peer(f"p{i}", "--tracker", t1.wire_text, "--outbound-peers", "2")
@@ -171,8 +170,7 @@ class NetworkTests(DaemonTestMixin, TestCase):
     @defer.inlineCallbacks
     def test_unreachable_peer_is_relayed(self):
         """A peer whose advertised address does not answer is relayed, and keeps 2 tracker links."""
-        t1 = yield self.start_tracker("t1")
-        t2 = yield self.start_tracker("t2", "--join", t1.wire_text)
+        t1, t2 = yield self.start_trackers("t1", "t2")
         closed_port = t2.info["http"] + 0  # an HTTP port answers TCP but not TLS/ORB: the dial-back fails
         p1 = yield self.start_peer("p1", "--tracker", t1.wire_text, "--advertise", f"127.0.0.1:{closed_port}")
 
@@ -236,6 +234,32 @@ class NetworkTests(DaemonTestMixin, TestCase):
         self.assertTrue(t1.running)
 
     @defer.inlineCallbacks
+    def test_claiming_the_tracker_role_federates_nothing(self):
+        """A client that claims the tracker role unadmitted gets ERROR(denied) to SYNC, and its DELTA moves no peer."""
+        from orb.tracker import registry as reg
+
+        t1 = yield self.start_tracker("t1")
+        honest = yield self.start_peer("honest", "--tracker", t1.wire_text)
+        yield eventually(lambda: listed(t1, honest), what="the honest peer is listed")
+        code, before = yield t1.get_json(f"/api/v1/peers/{honest.node_id}")
+        liar = Client(self.network, roles=Role.TRACKER | Role.RELAY)
+        protocol = yield liar.connect(*t1.wire)
+        with self.assertRaises(RemoteError) as caught:
+            yield protocol.request(m.Sync(digest=reg.Registry(reactor, liar.key.node_id).digest().to_bytes()),
+                                   timeout_s=10)
+        self.assertEqual(caught.exception.code, ErrorCode.DENIED)
+        forger = reg.Registry(reactor, liar.key.node_id)
+        change = forger.upsert_peer(bytes.fromhex(honest.node_id), addresses=[("10.66.6.6", 6666)])
+        protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
+        yield sleep(1.0)
+        code, after = yield t1.get_json(f"/api/v1/peers/{honest.node_id}")
+        self.assertEqual(after["addresses"], before["addresses"])
+        self.assertEqual(after["home"], t1.node_id)
+        code, trackers = yield t1.get_json("/api/v1/trackers")
+        self.assertNotIn(liar.key.node_id.hex(), {t["node_id"] for t in trackers["trackers"]})
+        liar.close()
+
+    @defer.inlineCallbacks
     def test_wrong_network_is_refused(self):
         """A client on another network is disconnected before any session opens, and the tracker keeps running."""
         t1 = yield self.start_tracker("t1")
@@ -293,7 +317,7 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
     def test_bad_options_are_one_line(self):
         """A bad option makes the tracker exit 1 with a one-line message naming the problem, no traceback."""
         for args, expected in (
-            (("--listen", "bogus:1"), "not a valid endpoint string"),
+            (("--listen", "bogus:1"), "only tcp:, tcp6: and unix: endpoints are supported"),
             (("--join", "nonsense"), "is not HOST:PORT"),
             (("--network", "Bad Name!"), "network name"),
             (("--peer-ttl", "-3"), "--peer-ttl must be positive"),

@@ -105,3 +105,30 @@ class DaemonOptionsTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, options.parseOptions,
                               ["--data-dir", self.mktemp(), "--listen", f"tcp:{port}:interface=127.0.0.1"])
         self.assertIn(f"cannot listen on 127.0.0.1:{port}", str(e))
+
+
+class AdmissionOptionTests(SynchronousTestCase):
+    def test_join_may_pin_a_node_id(self):
+        """--join NODEID@HOST:PORT pins the node id expected there; plain HOST:PORT pins nothing."""
+        node_id = "ab" * 32
+        self.assertEqual(opt.parse_join(f"{node_id}@127.0.0.1:7400"), (bytes.fromhex(node_id), ("127.0.0.1", 7400)))
+        self.assertEqual(opt.parse_join("127.0.0.1:7400"), (None, ("127.0.0.1", 7400)))
+
+    def test_bad_node_ids_are_named(self):
+        """A node id that is not 64 lowercase hex digits is refused with the option that carried it."""
+        for text in ("abc@127.0.0.1:7400", ("AB" * 32) + "@127.0.0.1:7400"):
+            e = self.assertRaises(usage.UsageError, opt.parse_join, text)
+            self.assertIn("is not a node id (64 lowercase hex digits)", str(e))
+
+    def test_tracker_collects_admitted_and_pinned_ids(self):
+        """--admit and pinned --join ids reach the tracker's config; --join addresses stay its bootstrap."""
+        options = tracker_tap.Options()
+        a, b = "11" * 32, "22" * 32
+        free = DaemonOptionsTests.free_port
+        options.parseOptions([
+            "--data-dir", self.mktemp(), "--admit", a, "--join", f"{b}@127.0.0.1:7500", "--join", "127.0.0.1:7501",
+            "--listen", f"tcp:{free(self)}:interface=127.0.0.1", "--http", f"tcp:{free(self)}:interface=127.0.0.1",
+        ])
+        self.assertEqual(options["admit"], frozenset({bytes.fromhex(a)}))
+        self.assertEqual(options["pinned"], ((("127.0.0.1", 7500), bytes.fromhex(b)),))
+        self.assertEqual(options.node_config("t").bootstrap, (("127.0.0.1", 7500), ("127.0.0.1", 7501)))

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from orb.net.sessions import Reachability
 from orb.protocol import messages as m
-from orb.protocol.codes import ErrorCode
+from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.messages import MessageType
 from tests._memnet import PORT, MemoryNet
 
@@ -164,3 +164,73 @@ class FederationTests(SynchronousTestCase):
         received = [e.get("code") for e in events if "sent ERROR" in e.get("log_format", "")]
         self.assertEqual(received, ["denied"])
 
+
+
+class AdmissionTests(SynchronousTestCase):
+    """Claiming the tracker role in HELLO is not enough to federate (RFC 8.6)."""
+
+    def setUp(self):
+        self.net = MemoryNet()
+        self.t1 = self.net.tracker("10.1.0.1")
+        self.victim = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)
+        self.net.run(2)
+        # A node that claims the tracker role; t1 was never told to admit it.
+        self.fake = self.net.tracker("10.66.0.1", join=[("10.1.0.1", PORT)], admitted=False)
+        self.net.run(3)
+
+    def test_an_unadmitted_tracker_cannot_rewrite_a_peer(self):
+        """A DELTA from an unadmitted 'tracker' that moves a live peer to 10.66.6.6:6666 changes nothing."""
+        from orb.tracker import registry as reg
+
+        before = self.t1.registry.peer(self.victim.node_id)
+        change = self.fake.registry.upsert_peer(self.victim.node_id, addresses=[("10.66.6.6", 6666)])
+        record = self.fake.table.get(self.t1.node_id)
+        record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
+        self.net.run(1)
+        self.assertEqual(self.t1.registry.peer(self.victim.node_id), before)
+        self.assertEqual(list(before.addresses), [("10.2.0.1", PORT)])
+
+    def test_its_sync_is_denied_and_it_stops_asking(self):
+        """The unadmitted tracker's SYNC gets ERROR(denied); it then stops syncing and pushing on that link."""
+        self.assertIn(self.t1.node_id, self.fake.federation._refused_by)
+        self.assertEqual(self.fake.federation.links(), [])
+        self.assertIn(self.fake.node_id, self.t1.table)  # still served, as a peer
+        self.assertFalse(self.t1.table.is_banned(self.fake.node_id))
+
+    def test_it_gets_no_tracker_record_and_no_link(self):
+        """An unadmitted tracker is not listed in the tracker table, and is not a federation link."""
+        self.assertNotIn(self.fake.node_id, {t.node_id for t in self.t1.registry.trackers()})
+        self.assertEqual([r.node_id for r in self.t1.federation.links()], [])
+
+    def test_its_announce_registers_a_peer_without_the_tracker_role(self):
+        """Served as a peer, its ANNOUNCE lists it as a plain peer, so nobody is sent to it as a tracker."""
+        record = self.fake.table.get(self.t1.node_id)
+        record.send(m.Announce(load_permille=0, functions=[]))
+        self.net.run(1)
+        listed = self.t1.registry.peer(self.fake.node_id)
+        self.assertIsNotNone(listed)
+        self.assertFalse(listed.roles & int(Role.TRACKER))
+
+    def test_admitted_tracker_federates(self):
+        """The same setup with t1 admitting the node id federates: the victim is replicated to it."""
+        self.t1.federation.admitted.add(self.fake.node_id)
+        self.net.kill(self.fake)
+        net = self.net
+        again = net.tracker("10.66.0.2", join=[("10.1.0.1", PORT)], admitted=False)
+        self.t1.federation.admitted.add(again.node_id)
+        net.run(3)
+        self.assertIn(again.node_id, {r.node_id for r in self.t1.federation.links()})
+        self.assertIsNotNone(again.registry.peer(self.victim.node_id))
+
+    def test_a_pinned_join_refuses_another_node_at_that_address(self):
+        """--join NODEID@HOST:PORT dials expecting that node id: a different node there is not linked."""
+        net = MemoryNet()
+        t1 = net.tracker("10.1.0.1", admitted=False)
+        impostor_id = b"\x55" * 32
+        t2 = net.tracker("10.1.0.2", admitted=False)
+        t2.federation.pinned[("10.1.0.1", PORT)] = impostor_id
+        t2.federation.bootstrap = (("10.1.0.1", PORT),)
+        t1.federation.admitted.add(t2.node_id)
+        net.run(3)
+        self.assertNotIn(t1.node_id, t2.table)
+        self.assertNotIn(t1.node_id, t2.federation.admitted)

@@ -7,6 +7,15 @@ Links. A tracker dials every tracker it hears of (configured with --join,
 announced in ADDR with the tracker role, or present in the registry), up
 to MAX_TRACKER_LINKS, with an exponential back-off per address.
 
+Admission (RFC Section 8.6). Claiming the TRACKER role in HELLO is not
+enough to federate. A tracker federates only with the trackers it admits:
+the node ids configured with --admit or pinned in --join NODEID@HOST:PORT,
+and the node that answers its own dial to a configured --join HOST:PORT.
+Any other node that claims the role gets a peer's privileges: its SYNC is
+refused with ERROR(denied), its DELTA is dropped, it gets no tracker record
+and no link. A tracker whose SYNC is refused with ERROR(denied) stops
+syncing and pushing on that session.
+
 Anti-entropy. On every new tracker session each side sends SYNC(digest)
 and applies the DELTA it gets back, so a partition heals on reconnect.
 Afterwards every registry change is pushed at once as an unsolicited DELTA
@@ -38,12 +47,15 @@ MAX_ADVERTISED_TRACKERS = 8
 
 
 class Federation:
-    def __init__(self, clock, local, table, registry, bootstrap=()):
+    def __init__(self, clock, local, table, registry, bootstrap=(), admit=(), pinned=None):
         self.clock = clock
         self.local = local
         self.table = table
         self.registry = registry
         self.bootstrap = tuple(bootstrap)
+        self.pinned = dict(pinned or {})  # (host, port) -> the node id --join expects there
+        self.admitted = set(admit) | set(self.pinned.values())
+        self._refused_by = set()  # admitted trackers that refused to federate with us (ERROR denied)
         self._pending_push = []
         self._push_overflow = False
         self._retry = {}  # (host, port) -> (next try at, delay)
@@ -53,14 +65,29 @@ class Federation:
     def handlers(self):
         return {MessageType.SYNC: self.on_sync, MessageType.DELTA: self.on_delta}
 
+    def admits(self, record):
+        """Whether this session's remote is a tracker we federate with."""
+        if not record.is_tracker:
+            return False
+        if record.node_id in self.admitted:
+            return True
+        if not record.inbound and record.dialled in self.bootstrap and len(self.admitted) < MAX_RETRY_ENTRIES:
+            self.admitted.add(record.node_id)  # the operator named this address with --join
+            return True
+        return False
+
     def links(self):
-        return [r for r in self.table.records() if r.is_tracker and r.remote.features & Feature.FEDERATION]
+        return [r for r in self.table.records()
+                if r.remote.features & Feature.FEDERATION and r.node_id not in self._refused_by and self.admits(r)]
 
     # --- sessions ---------------------------------------------------------------------
 
     def session_ready(self, record):
-        if not record.is_tracker:
+        if not self.admits(record):
+            if record.is_tracker:
+                log.info("{peer} claims the tracker role but is not admitted: served as a peer", peer=record.name)
             return
+        self._refused_by.discard(record.node_id)
         self.registry.upsert_tracker(record.node_id, [(e.host, e.port) for e in record.remote.listen])
         self.registry.set_tracker_connected(record.node_id, True)
         if not record.inbound:
@@ -72,7 +99,7 @@ class Federation:
         log.info("tracker {peer} linked", peer=record.name)
 
     def session_lost(self, record):
-        if record.is_tracker:
+        if record.is_tracker and record.node_id in self.admitted:
             self.registry.set_tracker_connected(record.node_id, False)
             log.info("tracker {peer} unlinked", peer=record.name)
 
@@ -110,7 +137,7 @@ class Federation:
             if address not in self._retry and len(self._retry) >= MAX_RETRY_ENTRIES:
                 self._retry.pop(next(iter(self._retry)))
             self._retry[address] = (now + delay, min(delay * 2, RETRY_MAX_S))
-            d = self.table.dial(host, port)
+            d = self.table.dial(host, port, expected_node_id=self.pinned.get(address))
             d.addCallbacks(lambda r, a=address: self._retry.pop(a, None), lambda f: None)
 
     # --- SYNC and DELTA ---------------------------------------------------------------
@@ -125,17 +152,25 @@ class Federation:
             record.syncing = False
             return result
 
+        def refused(failure):
+            failure.trap(RemoteError)
+            if failure.value.code == ErrorCode.DENIED:
+                log.warn("tracker {peer} does not admit us: no federation on this link", peer=record.name)
+                self._refused_by.add(record.node_id)
+
         d.addBoth(done)
-        d.addCallback(lambda delta: self.apply(record, delta))
-        d.addErrback(lambda f: f.trap(RemoteError, RequestTimeout, error.ConnectionLost, error.ConnectionDone))
+        d.addCallbacks(lambda delta: self.apply(record, delta), refused)
+        d.addErrback(lambda f: f.trap(RequestTimeout, error.ConnectionLost, error.ConnectionDone))
 
     def anti_entropy(self):
         for record in self.links():
             self.sync_with(record)
 
     def on_sync(self, record, message, request_id):
-        if not record.is_tracker:
-            record.refuse(request_id, ErrorCode.DENIED, "SYNC is for trackers")
+        if not self.admits(record):
+            record.refuse(request_id, ErrorCode.DENIED, "SYNC is for admitted trackers")
+            self.table.misbehaved(record.protocol, violation("SYNC from an unadmitted node", ErrorCode.DENIED,
+                                                             fatal=False))
             return
         try:
             digest = reg.Digest.from_bytes(message.digest)
@@ -155,6 +190,11 @@ class Federation:
     def on_delta(self, record, message, request_id):
         if not record.is_tracker:
             self.table.misbehaved(record.protocol, violation("DELTA from a non-tracker", ErrorCode.DENIED))
+            return
+        if not self.admits(record):
+            # Dropped unread. Not fatal: a tracker that has not yet seen our refusal may push once or twice.
+            self.table.misbehaved(record.protocol, violation("DELTA from an unadmitted tracker", ErrorCode.DENIED,
+                                                             fatal=False))
             return
         self.apply(record, message)
 

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from orb.net.sessions import Purpose, Reachability, violation
 from orb.protocol import fid
+from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
 
@@ -30,7 +31,8 @@ MAX_REACHABILITY_CACHE = 10_000
 
 
 class Membership:
-    def __init__(self, clock, local, table, registry, stats):
+    def __init__(self, clock, local, table, registry, stats, is_tracker):
+        self.is_tracker = is_tracker  # (record) -> bool: an admitted tracker; anyone else is served as a peer
         self.clock = clock
         self.local = local
         self.table = table
@@ -44,14 +46,14 @@ class Membership:
     # --- sessions ---------------------------------------------------------------------
 
     def session_ready(self, record):
-        if record.is_tracker:
+        if self.is_tracker(record):
             return
         self.registry.touch(record.node_id)
         record.protocol.ping()  # a first RTT for the registry
         self.dial_back(record)
 
     def session_lost(self, record):
-        if not record.is_tracker and not self.table.stopping:
+        if not self.is_tracker(record) and not self.table.stopping:
             # Do not wait for the TTL: a departed peer would be routed to for 90 s.
             self.clock.callLater(DEPARTED_GRACE_S, self._check_departed, record.node_id)
 
@@ -65,7 +67,7 @@ class Membership:
     # --- ANNOUNCE ---------------------------------------------------------------------
 
     def on_announce(self, record, message, request_id):
-        if record.is_tracker:
+        if self.is_tracker(record):
             return  # trackers host nothing; their record comes from federation
         functions = {}
         for entry in message.functions[: reg.MAX_FUNCTIONS_PER_PEER]:
@@ -81,21 +83,24 @@ class Membership:
             rtt_ms=record.rtt_ms,
             load=min(message.load_permille, 1000) / 1000.0,
             functions=functions,
-            roles=record.remote.roles,
+            roles=record.remote.roles & ~int(Role.TRACKER | Role.RELAY),  # only an admitted tracker is one
         )
 
     # --- liveness ---------------------------------------------------------------------
 
     def ping_all(self):
         for record in self.table.records():
-            if record.is_tracker:
-                self.registry.touch_tracker(record.node_id)
-            else:
-                self.registry.touch(record.node_id)
-            record.protocol.ping()
+            try:
+                if self.is_tracker(record):
+                    self.registry.touch_tracker(record.node_id)
+                else:
+                    self.registry.touch(record.node_id)
+                record.protocol.ping()
+            except Exception:  # one stuck session never stops the loop for the others
+                log.failure("pinging {peer}", peer=record.name)
 
     def rtt_measured(self, record, rtt_ms):
-        if record.is_tracker:
+        if self.is_tracker(record):
             return
         self.stats.observe_rtt_ms(rtt_ms)
         self.registry.touch(record.node_id)

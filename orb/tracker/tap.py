@@ -24,11 +24,16 @@ class Options(NodeOptions):
     default_data_dir = "~/.orb/tracker"
     default_listen = "tcp:7400:interface=127.0.0.1"
     join_flag = "--join"
+    join_pins_ids = True
     default_max_inbound = 2000  # every peer keeps 2 tracker sessions
 
     def opt_join(self, hostport):
-        """HOST:PORT of another tracker to federate with (repeatable)."""
+        """[NODEID@]HOST:PORT of another tracker to federate with (repeatable). With NODEID only that node is accepted there; without, whichever node answers there is admitted."""
         self["join"].append(hostport)
+
+    def opt_admit(self, node_id):
+        """Node id (64 hex digits) of a tracker allowed to federate with this one (repeatable). Nodes that claim the tracker role but are not admitted are served as peers."""
+        self.setdefault("admit", []).append(node_id)
 
     def opt_http(self, endpoint):
         """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
@@ -44,6 +49,7 @@ class Options(NodeOptions):
         super().check()
         self["http"] = opt.check_endpoint(self.get("http", "tcp:7480:interface=127.0.0.1"), "--http")
         self["peer-ttl"] = opt.positive_float("peer-ttl", self.get("peer-ttl", 90))
+        self["admit"] = frozenset(opt.parse_node_id(n, "--admit") for n in self.get("admit", []))
         address = opt.listen_address(self["http"])
         if address is not None:
             check_port_free(*address)
@@ -51,7 +57,8 @@ class Options(NodeOptions):
 
 def makeService(config):
     tracker_config = TrackerConfig(
-        node=config.node_config("orb-tracker/0.1"), http=config["http"], peer_ttl_s=config["peer-ttl"]
+        node=config.node_config("orb-tracker/0.1"), http=config["http"], peer_ttl_s=config["peer-ttl"],
+        admit=config["admit"], pinned=config["pinned"],
     )
     return tracker_service(tracker_config, reactor)
 

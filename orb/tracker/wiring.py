@@ -41,6 +41,8 @@ class TrackerConfig:
     node: NodeConfig
     http: str = "tcp:7480:interface=127.0.0.1"
     peer_ttl_s: float = reg.DEFAULT_PEER_TTL_S
+    admit: frozenset = frozenset()  # node ids of the trackers we federate with (--admit)
+    pinned: tuple = ()  # ((host, port), node id) for each --join NODEID@HOST:PORT
 
 
 class Tracker:
@@ -59,8 +61,9 @@ class Tracker:
         self.local = LocalNode(key, ROLES, node.user_agent, node.session, advertise=node.advertise)
         self.table = SessionTable(clock, self.local, addrbook, connector=connector, max_inbound=node.max_inbound,
                                   frame_counter=self._count_frame, tls_binding=tls_binding)
-        self.membership = Membership(clock, self.local, self.table, registry, self.stats)
-        self.federation = Federation(clock, self.local, self.table, registry, node.bootstrap)
+        self.federation = Federation(clock, self.local, self.table, registry, node.bootstrap, admit=config.admit,
+                                     pinned=dict(config.pinned))
+        self.membership = Membership(clock, self.local, self.table, registry, self.stats, self.federation.admits)
         self.gossip = Gossip(
             clock, self.local, self.table, addrbook, rng, getaddr_interval_s=GETADDR_INTERVAL_S,
             extra_addresses=self._gossip_extras,
