@@ -22,9 +22,9 @@ import collections
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from orb.net.logs import escape, orb_logger
 from orb.protocol.codes import ErrorCode
 from orb.protocol.errors import IdentityMismatch
 from orb.protocol.messages import Endpoint
@@ -41,7 +41,7 @@ from orb.protocol.session import (
     State,
 )
 
-log = Logger()
+log = orb_logger()
 
 MAX_OWN_NONCES = 4096
 CLOSE_GRACE_S = 2.0  # after loseConnection, abort if the remote has not let go (e.g. a stalled TLS handshake)
@@ -257,31 +257,36 @@ class OrbProtocol(Protocol):
             elif isinstance(event, ErrorReceived):
                 if event.ref_request_id in self._waiting:
                     self._answer(event.ref_request_id, failure=RemoteError(event.code, event.text))
-                else:
-                    log.info(
-                        "{peer} sent ERROR {code}: {text}",
-                        peer=self._peer_name(),
-                        code=_code_name(event.code),
-                        text=event.text[:200],
-                    )
+                elif self._may_log():
+                    log.info("{peer} sent ERROR {code}: {text}", peer=self._peer_name(), code=_code_name(event.code),
+                             text=escape(event.text))
             elif isinstance(event, AddrThrottled):
                 # Rate limiting is not misbehaviour: the excess is dropped.
-                log.debug("{peer}: {dropped} ADDR entries over the rate dropped", peer=self._peer_name(),
-                          dropped=event.dropped)
+                if self._may_log():
+                    log.debug("{peer}: {dropped} ADDR entries over the rate dropped", peer=self._peer_name(),
+                              dropped=event.dropped)
             elif isinstance(event, Misbehaved):
-                log.info("{peer} misbehaved: {error!r}", peer=self._peer_name(), error=event.error)
+                if self._may_log():
+                    log.info("{peer} misbehaved: {code}: {reason}", peer=self._peer_name(),
+                             code=_code_name(event.error.code), reason=escape(event.error.message))
                 handler.misbehaved(self, event.error)
             elif isinstance(event, SessionFailed):
-                log.warn(
-                    "closing session with {peer}: {code} ({reason}); last input began {head!r}",
-                    peer=self._peer_name(),
-                    code=_code_name(event.error.code),
-                    reason=event.error.message[:200],
-                    head=self._last_rx_head,
-                )
+                if self._may_log():
+                    log.warn("closing session with {peer}: {code} ({reason}); last input began {head}",
+                             peer=self._peer_name(), code=_code_name(event.error.code),
+                             reason=escape(event.error.message), head=escape(self._last_rx_head))
                 self._flush()
                 handler.misbehaved(self, event.error)
                 self.disconnect()
+
+    def _may_log(self):
+        """Lines this remote causes are rate-limited per remote (node id, or IP before the handshake)."""
+        limit = self.factory.log_limit
+        if limit is None:
+            return True
+        remote = self.session.remote if self.session else None
+        peer = self.transport.getPeer() if self.transport else None
+        return limit.allow(remote.node_id if remote is not None else getattr(peer, "host", None))
 
     def _answer(self, request_id, result=None, failure=None):
         entry = self._waiting.pop(request_id, None)
@@ -350,6 +355,7 @@ class OrbFactory(Factory):
         observer=None,
         frame_counter=None,
         dial=None,
+        log_limit=None,
     ):
         self.identity = identity
         self.handler = handler
@@ -362,6 +368,7 @@ class OrbFactory(Factory):
         self.observer = observer
         self.frame_counter = frame_counter
         self.dial = dial
+        self.log_limit = log_limit  # a RemoteLogLimit shared by the node's sessions, or None
 
     def buildProtocol(self, addr):
         return self.protocol(self, self.expected_node_id)

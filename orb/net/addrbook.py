@@ -67,9 +67,10 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
-log = Logger()
+from orb.net.logs import orb_logger
+
+log = orb_logger()
 
 NEW_BUCKET_COUNT = 256
 TRIED_BUCKET_COUNT = 64

@@ -15,14 +15,14 @@ harvesting; a tracker, whose job is discovery, again after
 import collections
 
 from twisted.internet import error
-from twisted.logger import Logger
 
 from orb.net import addrbook as ab
 from orb.net.adapter import RemoteError, RequestTimeout
+from orb.net.logs import orb_logger
 from orb.protocol import messages as m
 from orb.protocol.messages import MessageType
 
-log = Logger()
+log = orb_logger()
 
 ADDR_RELAY_FANOUT = 2  # fresh addresses go to this many random sessions
 ADDR_RELAY_MAX_ENTRIES = 10  # larger ADDR messages are answers, not news; not relayed

@@ -2,9 +2,10 @@
 """Periodic jobs on an injected clock. One failure is logged, and the loop goes on."""
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
-log = Logger()
+from orb.net.logs import orb_logger
+
+log = orb_logger()
 
 
 class Periodic:

@@ -22,15 +22,15 @@ import sys
 import attrs
 from twisted.application import service
 from twisted.internet import defer, endpoints, error
-from twisted.logger import Logger
 
 from orb._db import Database
 from orb.identity import NodeKey
 from orb.net import addrbook as ab
+from orb.net.logs import orb_logger
 from orb.net.sessions import TLSConnector
 from orb.net.tls import NodeTLS
 
-log = Logger()
+log = orb_logger()
 
 SAVE_INTERVAL_S = 5.0
 ADDR_BOOK_FILE = "addrbook.sqlite"

@@ -22,15 +22,15 @@ import enum
 
 import attrs
 from twisted.internet import defer, endpoints, error
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from orb.net.adapter import OrbFactory, OwnNonces, RemoteError, SessionHandler
+from orb.net.logs import RemoteLogLimit, escape, orb_logger
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.session import LocalIdentity, SessionConfig
 
-log = Logger()
+log = orb_logger()
 
 MAX_SESSIONS = 4096  # a hard bound on ready sessions of any kind
 DISCOURAGE_S = 24 * 3600
@@ -243,6 +243,7 @@ class SessionTable(SessionHandler):
         self._unadmitted_scores = {}  # protocol -> score, before or without admission
         self._dialling = {}  # (host, port, Purpose) -> Dial
         self._banned_ids = collections.OrderedDict()  # node id -> until (seconds)
+        self.log_limit = RemoteLogLimit(clock)
 
     # --- what components read -------------------------------------------------------
 
@@ -285,7 +286,7 @@ class SessionTable(SessionHandler):
         return OrbFactory(
             self.local.identity, self, self.clock, initiator=dial is not None, config=self.local.session_config,
             own_nonces=self.local.own_nonces, expected_node_id=expected_node_id,
-            frame_counter=self.frame_counter, tls_binding=self.tls_binding, dial=dial,
+            frame_counter=self.frame_counter, tls_binding=self.tls_binding, dial=dial, log_limit=self.log_limit,
         )
 
     def dial(self, host, port, expected_node_id=None, purpose=Purpose.REGULAR):
@@ -316,7 +317,8 @@ class SessionTable(SessionHandler):
             return
         refusal = self._refusal(record)
         if refusal is not None:
-            log.debug("refusing session with {peer}: {reason}", peer=record.name, reason=refusal.reason)
+            if self.log_limit.allow(record.node_id):
+                log.debug("refusing session with {peer}: {reason}", peer=record.name, reason=refusal.reason)
             protocol.close(refusal.reason, refusal.code)
             if dial is not None and not dial.ready.called:
                 dial.ready.errback(RemoteError(refusal.code, refusal.reason))
@@ -413,7 +415,7 @@ class SessionTable(SessionHandler):
             while len(self._banned_ids) > MAX_DISCOURAGED_IDS:
                 self._banned_ids.popitem(last=False)
         log.warn("discouraging {peer} ({ip}) for misbehaviour: {error}",
-                 peer=remote.node_id.hex()[:16] if remote is not None else "?", ip=ip, error=str(why)[:120])
+                 peer=remote.node_id.hex()[:16] if remote is not None else "?", ip=ip, error=escape(why, 120))
         # A fatal close says why first (RFC Section 6.8); after a session-level
         # failure the session has already sent its ERROR and only disconnects.
         protocol.close("discouraged: misbehaviour", ErrorCode.DENIED)

@@ -19,13 +19,12 @@ keeps at least MIN_RELAYED_TRACKERS tracker sessions open, through which
 the trackers relay calls to it.
 """
 
-from twisted.logger import Logger
-
 from orb.net import addrbook as ab
+from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, Refusal, is_loopback
 from orb.protocol.codes import ErrorCode, Role
 
-log = Logger()
+log = orb_logger()
 
 READDR_INTERVAL_S = 15.0  # ask trackers for addresses again while short of outbound peers
 DURABLE_SESSION_S = 60.0  # a session this old clears its address's redial back-off

@@ -6,11 +6,10 @@ with its first ANNOUNCE. When the primary's session is lost the peer
 announces to another tracker session at once, which becomes its home.
 """
 
-from twisted.logger import Logger
-
+from orb.net.logs import orb_logger
 from orb.protocol import messages as m
 
-log = Logger()
+log = orb_logger()
 
 ANNOUNCE_INTERVAL_S = 30.0
 

@@ -24,16 +24,16 @@ another SYNC, and a SYNC runs every ANTI_ENTROPY_INTERVAL_S anyway.
 """
 
 from twisted.internet import error
-from twisted.logger import Logger
 
 from orb.net.adapter import RemoteError, RequestTimeout
+from orb.net.logs import escape, orb_logger
 from orb.net.sessions import violation
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Feature, Role
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
 
-log = Logger()
+log = orb_logger()
 
 MAX_TRACKER_LINKS = 16
 PUSH_INTERVAL_S = 0.2
@@ -205,7 +205,7 @@ class Federation:
                 return
             delta = reg.Delta.from_bytes(message.payload)
         except reg.RegistryChangeError as e:
-            log.warn("bad DELTA from {peer}: {error}", peer=record.name, error=str(e)[:120])
+            log.warn("bad DELTA from {peer}: {error}", peer=record.name, error=escape(e, 120))
             self.table.misbehaved(record.protocol, violation(e))
             return
         gap = False

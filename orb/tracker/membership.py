@@ -14,15 +14,14 @@ whether they can be reached.
   If it answers, the peer is ``reachable``; otherwise ``relayed``.
 """
 
-from twisted.logger import Logger
-
+from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, violation
 from orb.protocol import fid
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
 
-log = Logger()
+log = orb_logger()
 
 PING_INTERVAL_S = 10.0
 EXPIRE_INTERVAL_S = 5.0
