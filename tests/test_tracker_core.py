@@ -148,6 +148,40 @@ class FederationTests(SynchronousTestCase):
         self.net.run(2 * 90 + 10, step_s=5)
         self.assertIsNone(self.t2.registry.peer(peer.node_id))
 
+    def test_sync_is_rate_limited_per_link(self):
+        """An admitted tracker that SYNCs in a loop gets its burst answered, then ERROR(rate_limited)."""
+        from orb.tracker.federation import SYNC_BURST
+
+        self.net.run(3)
+        record = self.t2.table.get(self.t1.node_id)
+        outcomes = []
+        for _ in range(SYNC_BURST + 5):
+            d = record.request(m.Sync(digest=self.t2.registry.digest().to_bytes()))
+            d.addCallbacks(lambda delta: outcomes.append("delta"), lambda f: outcomes.append(f.value.code))
+        self.net.flush()
+        self.assertEqual(outcomes.count(ErrorCode.RATE_LIMITED), 5 + 1)  # the link's own first SYNC took one
+        self.assertIn("delta", outcomes)
+        self.assertIn(self.t2.node_id, self.t1.table)
+
+    def test_a_second_snapshot_within_the_window_is_refused(self):
+        """A tracker sends one link at most one full snapshot a minute; the next ask gets ERROR(rate_limited)."""
+        from orb.tracker import registry as reg
+
+        self.net.run(3)
+        record = self.t2.table.get(self.t1.node_id)
+        mine = self.t1.registry.digest()
+        stale = reg.Digest(known=dict(mine.known), state_hash=bytes(32)).to_bytes()  # same log, other state
+        got = []
+        for _ in range(2):
+            record.request(m.Sync(digest=stale)).addCallbacks(
+                lambda d: got.append(d.kind), lambda f: got.append(f.value.code))
+            self.net.flush()
+        self.assertEqual(got, [int(m.DeltaKind.SNAPSHOT), ErrorCode.RATE_LIMITED])
+        self.net.run(61, step_s=5)
+        record.request(m.Sync(digest=stale)).addCallbacks(lambda d: got.append(d.kind), lambda f: got.append(f))
+        self.net.flush()
+        self.assertEqual(got[-1], int(m.DeltaKind.SNAPSHOT))
+
     def test_delta_from_a_peer_is_refused_with_an_error(self):
         """A DELTA from a non-tracker is answered with ERROR(denied) before the close, and changes nothing."""
         self.net.run(3)
@@ -234,3 +268,49 @@ class AdmissionTests(SynchronousTestCase):
         net.run(3)
         self.assertNotIn(t1.node_id, t2.table)
         self.assertNotIn(t1.node_id, t2.federation.admitted)
+
+
+class DialBackLimitTests(SynchronousTestCase):
+    def test_dialbacks_are_rate_limited_per_source_ip(self):
+        """Sessions from one IP that all list a listen address get three dial-backs, then none until the rate allows."""
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from orb.tracker.membership import DIALBACKS_PER_IP_BURST, Membership
+
+        clock = Clock()
+        dials = []
+
+        class Table:
+            log_limit = _Always()
+
+            def dial(self, host, port, expected_node_id=None, purpose=None):
+                dials.append((host, port))
+                return defer.Deferred()
+
+        membership = Membership(clock, None, Table(), None, None, is_tracker=lambda r: False)
+        for i in range(10):
+            membership.dial_back(_Record("203.0.113.7", ("203.0.113.7", 7000 + i)))
+        self.assertEqual(len(dials), DIALBACKS_PER_IP_BURST)
+        membership.dial_back(_Record("198.51.100.1", ("198.51.100.1", 7000)))
+        self.assertEqual(len(dials), DIALBACKS_PER_IP_BURST + 1)  # another source is not held back
+        clock.advance(10)
+        membership.dial_back(_Record("203.0.113.7", ("203.0.113.7", 7100)))
+        self.assertEqual(len(dials), DIALBACKS_PER_IP_BURST + 2)
+
+
+class _Always:
+    def allow(self, key):
+        return True
+
+
+class _Record:
+    """Stands in for a SessionRecord whose remote lists one listen address."""
+
+    def __init__(self, ip, listen):
+        import os
+
+        self.ip = ip
+        self.node_id = os.urandom(32)
+        self.name = self.node_id.hex()[:16]
+        self.remote = type("Remote", (), {"listen": (m.Endpoint(*listen),)})()

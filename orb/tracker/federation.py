@@ -16,6 +16,11 @@ refused with ERROR(denied), its DELTA is dropped, it gets no tracker record
 and no link. A tracker whose SYNC is refused with ERROR(denied) stops
 syncing and pushing on that session.
 
+Bounds. SYNC is answered at most SYNC_PER_S per link (after a burst of
+SYNC_BURST), and a full snapshot at most once per SNAPSHOT_WINDOW_S per
+link; over either, the answer is ERROR(rate_limited) and the asker tries
+again at its next anti-entropy round.
+
 Anti-entropy. On every new tracker session each side sends SYNC(digest)
 and applies the DELTA it gets back, so a partition heals on reconnect.
 Afterwards every registry change is pushed at once as an unsolicited DELTA
@@ -23,9 +28,12 @@ to every tracker session; a gap in an origin's sequence numbers triggers
 another SYNC, and a SYNC runs every ANTI_ENTROPY_INTERVAL_S anyway.
 """
 
+import collections
+
 from twisted.internet import error
 
 from orb.net.adapter import RemoteError, RequestTimeout
+from orb.net.limits import TokenBuckets
 from orb.net.logs import escape, orb_logger
 from orb.net.sessions import violation
 from orb.protocol import messages as m
@@ -44,6 +52,10 @@ RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 MAX_RETRY_ENTRIES = 1024
 MAX_ADVERTISED_TRACKERS = 8
+SYNC_PER_S = 0.2  # SYNCs answered per link: one every 5 s on average ...
+SYNC_BURST = 5  # ... after a burst (a catch-up pages through DELTAs with "more")
+SNAPSHOT_WINDOW_S = 60.0  # at most one full snapshot per link in this window
+MAX_SNAPSHOT_MEMORY = 1024
 
 
 class Federation:
@@ -56,6 +68,8 @@ class Federation:
         self.pinned = dict(pinned or {})  # (host, port) -> the node id --join expects there
         self.admitted = set(admit) | set(self.pinned.values())
         self._refused_by = set()  # admitted trackers that refused to federate with us (ERROR denied)
+        self._syncs = TokenBuckets(clock, SYNC_PER_S, SYNC_BURST, max_keys=MAX_SNAPSHOT_MEMORY)
+        self._snapshot_sent_at = collections.OrderedDict()  # tracker id -> when we last sent it a snapshot
         self._pending_push = []
         self._push_overflow = False
         self._retry = {}  # (host, port) -> (next try at, delay)
@@ -178,8 +192,21 @@ class Federation:
             record.refuse(request_id, ErrorCode.MALFORMED, f"bad digest: {e}")
             self.table.misbehaved(record.protocol, violation(e))
             return
+        if not self._syncs.allow(record.node_id):
+            record.refuse(request_id, ErrorCode.RATE_LIMITED, "SYNC rate exceeded: at most one every 5 s")
+            return
         answer = self.registry.delta_since(digest)
         if isinstance(answer, reg.Snapshot):
+            now = self.clock.seconds()
+            last = self._snapshot_sent_at.get(record.node_id)
+            if last is not None and now - last < SNAPSHOT_WINDOW_S:
+                record.refuse(request_id, ErrorCode.RATE_LIMITED,
+                              f"a full snapshot was sent {now - last:.0f} s ago; ask again after {SNAPSHOT_WINDOW_S:g} s")
+                return
+            self._snapshot_sent_at.pop(record.node_id, None)
+            self._snapshot_sent_at[record.node_id] = now
+            while len(self._snapshot_sent_at) > MAX_SNAPSHOT_MEMORY:
+                self._snapshot_sent_at.popitem(last=False)
             parts = self.registry.snapshot_parts()
             for part in parts[:-1]:
                 record.send(m.Delta(kind=int(m.DeltaKind.SNAPSHOT), payload=part.to_bytes()))

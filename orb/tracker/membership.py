@@ -12,8 +12,11 @@ whether they can be reached.
 - Reachability: on each new peer session the tracker dials back the
   address the peer advertises (a DIALBACK session that is never served).
   If it answers, the peer is ``reachable``; otherwise ``relayed``.
+  Dial-backs are rate-limited per source IP and globally; a session over
+  the rate is not dialled back and its reachability stays ``unknown``.
 """
 
+from orb.net.limits import TokenBuckets
 from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, violation
 from orb.protocol import fid
@@ -27,6 +30,12 @@ PING_INTERVAL_S = 10.0
 EXPIRE_INTERVAL_S = 5.0
 DEPARTED_GRACE_S = 15.0  # a home peer whose session dropped is removed after this, unless it is back
 MAX_REACHABILITY_CACHE = 10_000
+# Every HELLO that lists a listen address asks for a dial-back: bound how
+# often one source address, and everyone together, can make us dial out.
+DIALBACKS_PER_IP_PER_S = 0.1
+DIALBACKS_PER_IP_BURST = 3
+DIALBACKS_PER_S = 20.0
+DIALBACKS_BURST = 50
 
 
 class Membership:
@@ -38,6 +47,8 @@ class Membership:
         self.registry = registry
         self.stats = stats
         self.reachability = {}  # peer id -> Reachability, from our own dial-back
+        self._dialbacks_per_ip = TokenBuckets(clock, DIALBACKS_PER_IP_PER_S, DIALBACKS_PER_IP_BURST)
+        self._dialbacks = TokenBuckets(clock, DIALBACKS_PER_S, DIALBACKS_BURST, max_keys=1)
 
     def handlers(self):
         return {MessageType.ANNOUNCE: self.on_announce}
@@ -121,6 +132,10 @@ class Membership:
             self._set_reachability(node_id, Reachability.RELAYED)
             return
         target = record.remote.listen[0]
+        if not self._dialbacks_per_ip.allow(record.ip) or not self._dialbacks.allow("all"):
+            if self.table.log_limit.allow(record.ip):
+                log.info("not dialling {peer} back now: dial-back rate exceeded", peer=record.name)
+            return
         d = self.table.dial(target.host, target.port, expected_node_id=node_id, purpose=Purpose.DIALBACK)
 
         def reached(dialback):
