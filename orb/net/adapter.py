@@ -20,7 +20,7 @@ Deferred that fires with the response message, or fails with RemoteError
 import collections
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
@@ -45,6 +45,12 @@ log = orb_logger()
 
 MAX_OWN_NONCES = 4096
 CLOSE_GRACE_S = 2.0  # after loseConnection, abort if the remote has not let go (e.g. a stalled TLS handshake)
+# Backpressure: when the remote stops reading, the transport pauses us. We
+# then stop reading from the remote (it gets no more answers to queue), and
+# drop it if it is still not reading after OUTPUT_STALL_S or if what we had
+# to write while paused passes MAX_QUEUED_OUTPUT_BYTES.
+OUTPUT_STALL_S = 30.0
+MAX_QUEUED_OUTPUT_BYTES = 8 * 1024 * 1024
 
 
 class RemoteError(Exception):
@@ -112,7 +118,7 @@ def _endpoint_of(address):
         return Endpoint("::", 0)
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class OrbProtocol(Protocol):
     def __init__(self, factory, expected_node_id=None):
         self.factory = factory
@@ -123,6 +129,9 @@ class OrbProtocol(Protocol):
         self._timer = None
         self._abort_timer = None
         self._last_rx_head = b""
+        self._paused = False
+        self._queued_while_paused = 0
+        self._stall_timer = None
 
     # --- Twisted callbacks ----------------------------------------------------
 
@@ -169,6 +178,8 @@ class OrbProtocol(Protocol):
     def connectionLost(self, reason=None):
         if self._abort_timer is not None and self._abort_timer.active():
             self._abort_timer.cancel()
+        if self._stall_timer is not None and self._stall_timer.active():
+            self._stall_timer.cancel()
         if self.session is not None:
             self.session.connection_lost()
         if self._timer is not None and self._timer.active():
@@ -229,8 +240,64 @@ class OrbProtocol(Protocol):
     # --- internals -------------------------------------------------------------
 
     def _write(self, data):
+        if self.transport is None:
+            return
+        if self._paused:
+            self._queued_while_paused += len(data)
+            if self._queued_while_paused > MAX_QUEUED_OUTPUT_BYTES:
+                self._drop_slow_reader(f"over {MAX_QUEUED_OUTPUT_BYTES} bytes queued for it")
+                return
         self._observe("tx", data)
         self.transport.write(data)
+
+    # --- IPushProducer: called by the transport --------------------------------
+
+    def _watch_output(self):
+        """Once the session is up, the transport tells us when the remote stops reading."""
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None and getattr(self.transport, "producer", None) is None:
+            try:
+                register(self, True)
+            except RuntimeError:  # a producer is already registered: that one keeps the job
+                pass
+
+    def pauseProducing(self):
+        """The remote is not reading what we write: stop reading from it, and give it OUTPUT_STALL_S."""
+        if self._paused:
+            return
+        self._paused = True
+        self._queued_while_paused = 0
+        self._reader_call("pauseProducing")
+        self._stall_timer = self.factory.clock.callLater(OUTPUT_STALL_S, self._drop_slow_reader,
+                                                         f"not reading for {OUTPUT_STALL_S:g} s")
+
+    def resumeProducing(self):
+        if not self._paused:
+            return
+        self._paused = False
+        self._queued_while_paused = 0
+        if self._stall_timer is not None and self._stall_timer.active():
+            self._stall_timer.cancel()
+        self._stall_timer = None
+        self._reader_call("resumeProducing")
+
+    def stopProducing(self):
+        pass  # the connection is going away; connectionLost follows
+
+    def _reader_call(self, name):
+        """Pause or resume reading from the remote, on the byte transport under TLS if there is one."""
+        transport = self.transport
+        target = getattr(transport, name, None) or getattr(getattr(transport, "transport", None), name, None)
+        if target is not None:
+            target()
+
+    def _drop_slow_reader(self, why):
+        self._stall_timer = None
+        if self._may_log():
+            log.info("dropping {peer}: {why}", peer=self._peer_name(), why=why)
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
 
     def _flush(self):
         data = self.session.data_to_send()
@@ -250,6 +317,7 @@ class OrbProtocol(Protocol):
                 else:
                     handler.message_received(self, event.message, event.request_id)
             elif isinstance(event, HandshakeCompleted):
+                self._watch_output()
                 handler.session_ready(self)
             elif isinstance(event, RttMeasured):
                 self.rtt_ms = event.rtt_ms

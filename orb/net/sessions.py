@@ -22,6 +22,7 @@ import enum
 
 import attrs
 from twisted.internet import defer, endpoints, error
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from orb.net.adapter import OrbFactory, OwnNonces, RemoteError, SessionHandler
@@ -31,6 +32,7 @@ from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.session import LocalIdentity, SessionConfig
 
 log = orb_logger()
+_NONE = object()
 
 MAX_SESSIONS = 4096  # a hard bound on ready sessions of any kind
 DISCOURAGE_S = 24 * 3600
@@ -38,6 +40,8 @@ MAX_DISCOURAGED_IDS = 10_000
 MISBEHAVIOUR_LIMIT = 100  # score at which a node is discouraged and dropped
 DIAL_TIMEOUT_S = 5.0
 MAX_ERROR_TEXT = 200
+MAX_PENDING = 512  # inbound connections not yet through the handshake, in all
+MAX_PENDING_PER_IP = 32  # ... and from one IP address
 
 # What each survivable violation costs; fatal ones cost MISBEHAVIOUR_LIMIT.
 MISBEHAVIOUR_SCORES = {
@@ -183,6 +187,35 @@ class LocalNode:
         return m.AddrEntry(int(timestamp), host, port, int(self.roles), self.node_id)
 
 
+class _Refused(Protocol):
+    """Closes at once: the connection was refused before any handshake work."""
+
+    def connectionMade(self):
+        abort = getattr(self.transport, "abortConnection", None) or self.transport.loseConnection
+        abort()
+
+
+class ListenerFactory(OrbFactory):
+    """The listener's factory: refuses a connection before its handshake when
+    the node is full (inbound cap) or too many handshakes are pending, in all
+    or from the connecting IP."""
+
+    def __init__(self, table, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.table = table
+
+    def buildProtocol(self, addr):
+        ip = getattr(addr, "host", None)
+        reason = self.table.pre_handshake_refusal(ip)
+        if reason is not None:
+            if self.table.log_limit.allow(ip):
+                log.info("refusing a connection from {ip} before its handshake: {reason}", ip=ip, reason=reason)
+            return _Refused()
+        protocol = super().buildProtocol(addr)
+        self.table.pending_opened(protocol, ip)
+        return protocol
+
+
 class TLSConnector:
     """Opens TLS-over-TCP connections for dials."""
 
@@ -243,6 +276,8 @@ class SessionTable(SessionHandler):
         self._unadmitted_scores = {}  # protocol -> score, before or without admission
         self._dialling = {}  # (host, port, Purpose) -> Dial
         self._banned_ids = collections.OrderedDict()  # node id -> until (seconds)
+        self._pending = {}  # inbound protocol before its handshake -> its IP
+        self._pending_per_ip = collections.Counter()
         self.log_limit = RemoteLogLimit(clock)
 
     # --- what components read -------------------------------------------------------
@@ -282,12 +317,40 @@ class SessionTable(SessionHandler):
     # --- factories and dialling -----------------------------------------------------
 
     def factory(self, dial=None, expected_node_id=None):
-        """An OrbFactory for one dial, or (dial=None) for the listener."""
-        return OrbFactory(
-            self.local.identity, self, self.clock, initiator=dial is not None, config=self.local.session_config,
-            own_nonces=self.local.own_nonces, expected_node_id=expected_node_id,
-            frame_counter=self.frame_counter, tls_binding=self.tls_binding, dial=dial, log_limit=self.log_limit,
-        )
+        """An OrbFactory for one dial, or (dial=None) the listener's ListenerFactory."""
+        kwargs = dict(config=self.local.session_config, own_nonces=self.local.own_nonces,
+                      expected_node_id=expected_node_id, frame_counter=self.frame_counter,
+                      tls_binding=self.tls_binding, dial=dial, log_limit=self.log_limit)
+        if dial is None:
+            return ListenerFactory(self, self.local.identity, self, self.clock, initiator=False, **kwargs)
+        return OrbFactory(self.local.identity, self, self.clock, initiator=True, **kwargs)
+
+    # --- inbound connections before their handshake ---------------------------------
+
+    def pre_handshake_refusal(self, ip):
+        if self.stopping:
+            return "shutting down"
+        if self.inbound_count() >= self.max_inbound:
+            return "too many inbound connections"
+        if len(self._pending) >= MAX_PENDING:
+            return "too many handshakes pending"
+        if self._pending_per_ip[ip] >= MAX_PENDING_PER_IP:
+            return "too many handshakes pending from this address"
+        return None
+
+    def pending_opened(self, protocol, ip):
+        self._pending[protocol] = ip
+        self._pending_per_ip[ip] += 1
+
+    def _pending_closed(self, protocol):
+        ip = self._pending.pop(protocol, _NONE)
+        if ip is not _NONE:
+            self._pending_per_ip[ip] -= 1
+            if self._pending_per_ip[ip] <= 0:
+                del self._pending_per_ip[ip]
+
+    def pending_count(self, ip=None):
+        return len(self._pending) if ip is None else self._pending_per_ip.get(ip, 0)
 
     def dial(self, host, port, expected_node_id=None, purpose=Purpose.REGULAR):
         """Connect; fires with the ready SessionRecord, or fails."""
@@ -310,6 +373,7 @@ class SessionTable(SessionHandler):
     # --- the adapter's events -------------------------------------------------------
 
     def session_ready(self, protocol):
+        self._pending_closed(protocol)
         dial = protocol.factory.dial
         record = SessionRecord(protocol, dial, self.clock.seconds())
         if record.purpose is not Purpose.REGULAR:
@@ -376,6 +440,7 @@ class SessionTable(SessionHandler):
                 listener(record, rtt_ms)
 
     def session_lost(self, protocol, reason):
+        self._pending_closed(protocol)
         self._unadmitted_scores.pop(protocol, None)
         dial = protocol.factory.dial
         if dial is not None and not dial.ready.called:
