@@ -12,13 +12,14 @@ whether they can be reached.
 - Reachability: on each new peer session the tracker dials back the
   address the peer advertises (a DIALBACK session that is never served).
   If it answers, the peer is ``reachable``; otherwise ``relayed``.
-  Dial-backs are rate-limited per source IP and globally; a session over
-  the rate is not dialled back and its reachability stays ``unknown``.
+  Dial-backs are rate-limited per source IP (loopback, where every test
+  node lives, only by the global limit) and globally; a session over the
+  rate is not dialled back and its reachability stays ``unknown``.
 """
 
 from orb.net.limits import TokenBuckets
 from orb.net.logs import orb_logger
-from orb.net.sessions import Purpose, Reachability, violation
+from orb.net.sessions import Purpose, Reachability, is_loopback, violation
 from orb.protocol import fid
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
@@ -132,7 +133,8 @@ class Membership:
             self._set_reachability(node_id, Reachability.RELAYED)
             return
         target = record.remote.listen[0]
-        if not self._dialbacks_per_ip.allow(record.ip) or not self._dialbacks.allow("all"):
+        per_ip_ok = is_loopback(record.ip or "") or self._dialbacks_per_ip.allow(record.ip)  # loopback: one host
+        if not per_ip_ok or not self._dialbacks.allow("all"):
             if self.table.log_limit.allow(record.ip):
                 log.info("not dialling {peer} back now: dial-back rate exceeded", peer=record.name)
             return
