@@ -32,7 +32,9 @@ from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 
-from orb.tracker.registry import ID_BYTES, MAX_PEERS, PeerRecord, Registry
+from orb.protocol.addresses import AddressError, node_id_from_hex
+from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
+from orb.tracker.routing import rank_replicas
 from orb.tracker.stats import Stats
 
 log = Logger()
@@ -121,12 +123,10 @@ def _int_arg(request: Any, name: bytes, default: int, lo: int, hi: int) -> int:
 
 
 def parse_node_id(segment: bytes) -> bytes | None:
-    """A node id from a path segment (64 hex digits), or None."""
-    if len(segment) != 2 * ID_BYTES:
-        return None
+    """A node id from a path segment (64 hex digits, either case), or None."""
     try:
-        return bytes.fromhex(segment.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        return node_id_from_hex(segment.decode("ascii").lower())
+    except (UnicodeDecodeError, AddressError):
         return None
 
 
@@ -145,8 +145,8 @@ def peer_json(registry: Registry, p: PeerRecord) -> dict:
         "home_is_here": p.home == registry.tracker_id,
         "addresses": [{"ip": ip, "port": port} for ip, port in p.addresses],
         "reachability": p.reachability,
-        "rtt_ms": _round(p.rtt_ms),
-        "load": _round(p.load),
+        "rtt_ms": p.rtt_ms,
+        "load_permille": p.load_permille,
         "functions": p.function_map,
         "roles": p.roles,
         "last_seen_s": _round(seen),
@@ -238,7 +238,7 @@ class FunctionsResource(_Json):
                 hosts.setdefault(fid, []).append(p)
         out = []
         for f in sorted(reg.functions(), key=lambda f: f.fid):
-            hs = sorted(hosts.get(f.fid, []), key=lambda p: (p.rtt_ms is None, p.rtt_ms or 0.0))
+            hs = rank_replicas(hosts.get(f.fid, []))
             out.append(
                 {
                     "fid": f.fid,
