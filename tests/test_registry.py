@@ -156,14 +156,11 @@ class LocalTests(SynchronousTestCase):
         reg.upsert_peer(pid(1), load=7.0)
         self.assertEqual(reg.peer(pid(1)).load_permille, 1000)
 
-    def test_functions_and_hosts(self):
-        """A function's hosts are the live peers that list it; removing the function forgets it."""
+    def test_functions(self):
+        """A deployed function is listed with its version, owner and target; removing it forgets it."""
         reg, _ = make()
         reg.upsert_function(F1, 2, OWNER, replicas=2)
-        reg.upsert_peer(pid(1), functions={F1: 2}, rtt_ms=30.0)
-        reg.upsert_peer(pid(2), functions={F1: 2}, rtt_ms=5.0)
-        reg.upsert_peer(pid(3), functions={F2: 1}, rtt_ms=1.0)
-        self.assertEqual({p.node_id for p in reg.hosts_of(F1)}, {pid(1), pid(2)})
+        self.assertEqual([f.fid for f in reg.functions()], [F1])
         self.assertEqual(reg.function(F1), FunctionRecord(F1, 2, OWNER, 2))
         reg.remove_function(F1)
         self.assertIsNone(reg.function(F1))

@@ -201,11 +201,6 @@ class Registry:
     def function(self, fid: str) -> FunctionRecord | None:
         return self._views[FUNCTION.name].get(fid)
 
-    def hosts_of(self, fid: str) -> list[PeerRecord]:
-        """Peers that host ``fid``, in no particular order: rank them with
-        ``orb.tracker.routing.rank_replicas``."""
-        return [p for p in self._views[PEER.name].values() if any(f == fid for f, _ in p.functions)]
-
     def trackers(self) -> list[TrackerRecord]:
         return self.records(TRACKER.name)
 
