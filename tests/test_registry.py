@@ -735,6 +735,13 @@ class WireFormatTests(SynchronousTestCase):
         d["kind"], d["body"] = "peer_remove", {"id": pid(1).hex(), "reason": "\ud800"}
         self.assertBad(d)  # not Unicode text: it could not be written back out
 
+    def test_parser_refuses_what_ijson_forbids(self):
+        """Fractions, exponents, NaN and duplicate keys are refused by the parser itself, whatever the field."""
+        self.assertEqual(fed.parse_json(b'{"a":[1,-2,"3"]}', 100, "x"), {"a": [1, -2, "3"]})
+        for bad in (b"[1.5]", b"[1e3]", b"[1E-2]", b"[NaN]", b"[-Infinity]", b'{"a":1,"a":1}'):
+            with self.assertRaises(RegistryChangeError):
+                fed.parse_json(bad, 100, "x")
+
     def test_size_bound_before_parsing(self):
         """An oversized change is refused by its length, before any parsing."""
         with self.assertRaises(RegistryChangeError) as e:
