@@ -11,7 +11,8 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
 ``/api/v1/peers``      live peers (``?limit=&offset=``, sorted by id)
 ``/api/v1/peers/<id>`` one peer by 64-hex-digit node id (400 if malformed)
 ``/api/v1/trackers``   known trackers, with liveness
-``/api/v1/functions``  functions, with the peers hosting each
+``/api/v1/functions``  functions, with the peers hosting each, best first
+                       (``orb.tracker.routing.rank_replicas``)
 ``/api/v1/stats``      counts, message totals and rates, uptime
 ``/metrics``           Prometheus text exposition format 0.0.4
 =====================  ======================================================
@@ -23,6 +24,7 @@ adapter is read-only: only GET and HEAD are allowed.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -207,6 +209,7 @@ class TrackersResource(_Json):
     def get(self, request: Any) -> bytes:
         reg = self.registry
         now = reg.now()
+        homed = collections.Counter(p.home for p in reg.peers())
         out = []
         for t in sorted(reg.trackers(), key=lambda t: t.node_id):
             seen = reg.tracker_last_seen(t.node_id)
@@ -219,7 +222,7 @@ class TrackersResource(_Json):
                     "connected": is_self or reg.tracker_connected(t.node_id),
                     "last_seen_s": _round(seen),
                     "age_s": None if seen is None else _round(max(0.0, now - seen)),
-                    "peers": sum(1 for p in reg.peers() if p.home == t.node_id),
+                    "peers": homed[t.node_id],
                 }
             )
         return json_body(request, {"self": reg.tracker_id.hex(), "total": len(out), "trackers": out})
