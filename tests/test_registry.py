@@ -367,6 +367,29 @@ class FederationTests(SynchronousTestCase):
         self.assertEqual(a.state_hash(), b.state_hash())
         self.assertEqual(a.digest().known, b.digest().known)
 
+    def test_state_hash_is_the_rfc_definition(self):
+        """The digest hash is SHA-256 over JCS lines of the live entries in key order, as RFC 8.6 defines it, after every write."""
+        reg, _ = make()
+
+        def by_the_book():
+            h = hashlib.sha256()
+            for e in sorted(reg.snapshot().entries, key=lambda e: e.key):
+                if e.record is not None:
+                    h.update(fed.canonical_json([e.key, str(e.lamport), e.origin.hex(), e.record.to_dict()]) + b"\n")
+            return h.digest()
+
+        steps = [
+            lambda: reg.upsert_peer(pid(1), [("127.0.0.1", 7401)]),
+            lambda: reg.upsert_function(F1, 1, OWNER),
+            lambda: reg.upsert_peer(pid(1), [("127.0.0.1", 7402)]),
+            lambda: reg.remove_peer(pid(1)),
+            lambda: reg.upsert_peer(pid(1)),
+        ]
+        for step in steps:
+            step()
+            self.assertEqual(reg.state_hash(), by_the_book())
+            self.assertEqual(reg.state_hash(), fed.state_hash(reg.snapshot().entries))
+
     def test_apply_remote_idempotent_and_ordered(self):
         """A change arriving before its predecessor is a GAP; repeats are STALE and change nothing."""
         a, _ = make(A)

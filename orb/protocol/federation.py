@@ -591,13 +591,23 @@ class Snapshot:
         )
 
 
+def entry_bytes(entry: SnapshotEntry) -> bytes:
+    """One entry's JCS bytes: its element of a snapshot's ``entries`` and,
+    for a live entry, its line of the state hash.  Worth caching."""
+    return canonical_json(entry.to_list())
+
+
 def state_hash(live_entries: Iterable[SnapshotEntry]) -> bytes:
     """The digest's ``hash``: SHA-256 over the live entries in key order,
-    each contributing ``JCS([key, lamport, origin, record]) || "\\n"``."""
+    each contributing ``JCS([key, lamport, origin, record]) || "\\n"``.
+    ``hash_lines`` is the same over entry bytes already encoded."""
+    return hash_lines((e.key, entry_bytes(e)) for e in live_entries if e.record is not None)
+
+
+def hash_lines(keyed_lines: Iterable[tuple[str, bytes]]) -> bytes:
+    """``state_hash`` from ``(key, entry_bytes(entry))`` of the live entries."""
     h = hashlib.sha256()
-    for entry in sorted(live_entries, key=lambda e: e.key):
-        if entry.record is None:
-            continue
-        h.update(canonical_json(entry.to_list()))
+    for _, line in sorted(keyed_lines, key=lambda kl: kl[0]):
+        h.update(line)
         h.update(b"\n")
     return h.digest()

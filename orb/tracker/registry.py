@@ -81,8 +81,8 @@ from orb.protocol.federation import (  # re-exported: the daemon and bench use t
     SnapshotEntry,
     TrackerRecord,
     canonical_addresses,
-    canonical_json,
-    state_hash,
+    entry_bytes,
+    hash_lines,
 )
 from orb.tracker import store
 from orb.tracker.store import MIGRATIONS, StoredEntry, StoredState
@@ -134,10 +134,16 @@ class _Entry:
     origin: bytes
     record: Any  # None: a tombstone
     changed_s: float
+    encoded: bytes | None = None  # its JCS bytes, made once when first needed
 
     @property
     def stamp(self) -> tuple[int, bytes]:
         return (self.lamport, self.origin)
+
+    def to_bytes(self, key: str) -> bytes:
+        if self.encoded is None:
+            self.encoded = entry_bytes(SnapshotEntry(key, self.lamport, self.origin, self.record))
+        return self.encoded
 
 
 class Registry:
@@ -519,9 +525,7 @@ class Registry:
 
     def state_hash(self) -> bytes:
         if self._hash is None:
-            self._hash = state_hash(
-                SnapshotEntry(k, e.lamport, e.origin, e.record) for k, e in self._entries.items() if e.record is not None
-            )
+            self._hash = hash_lines((k, e.to_bytes(k)) for k, e in self._entries.items() if e.record is not None)
         return self._hash
 
     def delta_since(self, remote: Digest, max_bytes: int = MAX_PAYLOAD_BYTES) -> Delta | Snapshot:
@@ -563,18 +567,17 @@ class Registry:
     def snapshot_parts(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> list[Snapshot]:
         """The snapshot cut into parts that each encode under ``max_bytes``;
         the last part carries ``known``."""
-        full = self.snapshot()
         parts: list[Snapshot] = []
         batch: list[SnapshotEntry] = []
         size = SNAPSHOT_ENVELOPE_BYTES
-        for e in full.entries:
-            n = len(canonical_json(e.to_list())) + 1
+        for key, e in sorted(self._entries.items()):
+            n = len(e.to_bytes(key)) + 1
             if batch and size + n > max_bytes:
                 parts.append(Snapshot(entries=tuple(batch)))
                 batch, size = [], SNAPSHOT_ENVELOPE_BYTES
-            batch.append(e)
+            batch.append(SnapshotEntry(key, e.lamport, e.origin, e.record))
             size += n
-        parts.append(Snapshot(entries=tuple(batch), known=full.known, lamport=full.lamport))
+        parts.append(Snapshot(entries=tuple(batch), known=dict(self._known), lamport=self._lamport))
         return parts
 
     def apply_snapshot(self, snap: Snapshot, now: float | None = None) -> int:
