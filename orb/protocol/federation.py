@@ -543,6 +543,8 @@ class SnapshotEntry:
     lamport: int
     origin: bytes
     record: Any
+    # ``entry_bytes(self)`` when the maker already has it (the core caches it).
+    encoded: bytes | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def to_list(self) -> list:
         return [self.key, u64_text(self.lamport), self.origin.hex(), None if self.record is None else self.record.to_dict()]
@@ -571,12 +573,19 @@ class Snapshot:
     lamport: int = 0
 
     def to_bytes(self) -> bytes:
-        return canonical_json(
-            {
-                "entries": [e.to_list() for e in self.entries],
-                "known": known_to_dict(self.known),
-                "lamport": u64_text(self.lamport),
-            }
+        # JCS of this object, assembled from the entries' own JCS bytes (an
+        # array's JCS is its elements' JCS joined by commas, and the member
+        # names "entries" < "known" < "lamport" are already in JCS order).
+        return b"".join(
+            (
+                b'{"entries":[',
+                b",".join(entry_bytes(e) for e in self.entries),
+                b'],"known":',
+                canonical_json(known_to_dict(self.known)),
+                b',"lamport":',
+                canonical_json(u64_text(self.lamport)),
+                b"}",
+            )
         )
 
     @classmethod
@@ -594,6 +603,8 @@ class Snapshot:
 def entry_bytes(entry: SnapshotEntry) -> bytes:
     """One entry's JCS bytes: its element of a snapshot's ``entries`` and,
     for a live entry, its line of the state hash.  Worth caching."""
+    if entry.encoded is not None:
+        return entry.encoded
     return canonical_json(entry.to_list())
 
 

@@ -575,7 +575,7 @@ class Registry:
             if batch and size + n > max_bytes:
                 parts.append(Snapshot(entries=tuple(batch)))
                 batch, size = [], SNAPSHOT_ENVELOPE_BYTES
-            batch.append(SnapshotEntry(key, e.lamport, e.origin, e.record))
+            batch.append(SnapshotEntry(key, e.lamport, e.origin, e.record, encoded=e.to_bytes(key)))
             size += n
         parts.append(Snapshot(entries=tuple(batch), known=dict(self._known), lamport=self._lamport))
         return parts
