@@ -676,6 +676,17 @@ class WireFormatTests(SynchronousTestCase):
                         "lamport": str(part.lamport)}
             self.assertEqual(part.to_bytes(), fed.canonical_json(document))
 
+    def test_delta_bytes_are_jcs(self):
+        """A delta assembled from cached change bytes is exactly the JCS of the whole document."""
+        reg, _ = make()
+        changes = [reg.upsert_peer(pid(i), [("::1", 7400 + i)]) for i in range(3)] + [reg.remove_peer(pid(1), "é")]
+        self.assertTrue(all(c.encoded for c in changes))
+        for more in (False, True):
+            delta = Delta(changes=tuple(changes), more=more)
+            document = {"changes": [c.to_dict() for c in changes], "more": more}
+            self.assertEqual(delta.to_bytes(), fed.canonical_json(document))
+        self.assertEqual(Delta(changes=()).to_bytes(), b'{"changes":[],"more":false}')
+
     def test_jcs_canonical_form(self):
         """Payloads are RFC 8785 JCS: sorted members, no whitespace, non-ASCII text as UTF-8."""
         reg, _ = make()

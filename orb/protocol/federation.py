@@ -434,6 +434,8 @@ class Change:
     record: Any = None
     removed: str | None = None
     reason: str = ""
+    # ``to_bytes()`` when the maker already has it (the core caches it).
+    encoded: bytes | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     @property
     def kind(self) -> str:
@@ -479,6 +481,8 @@ class Change:
         return cls(origin, seq, lamport, spec, removed=ident, reason=reason)
 
     def to_bytes(self) -> bytes:
+        if self.encoded is not None:
+            return self.encoded
         data = canonical_json(self.to_dict())
         if len(data) > MAX_CHANGE_BYTES:
             raise ValueError(f"change of {len(data)} bytes exceeds MAX_CHANGE_BYTES")
@@ -525,7 +529,9 @@ class Delta:
     more: bool = False
 
     def to_bytes(self) -> bytes:
-        return canonical_json({"changes": [c.to_dict() for c in self.changes], "more": self.more})
+        # JCS assembled from the changes' own JCS bytes ("changes" < "more").
+        changes = b",".join(c.to_bytes() for c in self.changes)
+        return b'{"changes":[' + changes + b'],"more":' + (b"true" if self.more else b"false") + b"}"
 
     @classmethod
     def from_bytes(cls, data: bytes, kinds: Kinds = KINDS) -> "Delta":

@@ -293,7 +293,11 @@ class Registry:
 
     # -- the change log ---------------------------------------------------------
 
-    def _log_change(self, change: Change) -> None:
+    def _log_change(self, change: Change) -> Change:
+        """Log ``change`` with its bytes cached (a delta and the push send
+        the same bytes many times), tell the observer, return it."""
+        if change.encoded is None:
+            change = attrs.evolve(change, encoded=change.to_bytes())
         per = self._log.setdefault(change.origin, collections.deque())
         per.append(change)
         self._log_order.append(change.origin)
@@ -308,6 +312,7 @@ class Registry:
                 self._observer(change)
             except Exception:
                 log.failure("registry observer failed on {kind}", kind=change.kind)
+        return change
 
     def _emit(self, spec: KindSpec, record: Any = None, ident: str | None = None, reason: str = "") -> Change:
         self._seq += 1
@@ -315,8 +320,7 @@ class Registry:
         self._known[self.tracker_id] = self._seq
         change = Change(self.tracker_id, self._seq, self._lamport, spec, record=record, removed=ident, reason=reason)
         self._merge(change.key, change.lamport, change.origin, record, self.now())
-        self._log_change(change)
-        return change
+        return self._log_change(change)
 
     # -- local writes, any kind -------------------------------------------------
 
