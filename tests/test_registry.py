@@ -175,6 +175,7 @@ class LocalTests(SynchronousTestCase):
         self.assertIsNotNone(reg.record_rtt(pid(1), 200.0))
         self.assertEqual(reg.peer(pid(1)).rtt_ms, 200)
         self.assertIsNone(reg.record_rtt(pid(1), float("nan")))
+        self.assertIsNone(reg.record_rtt(pid(1), float("inf")))
         self.assertIsNone(reg.record_rtt(pid(9), 5.0))  # unknown peer
 
     def test_bounds(self):
@@ -286,9 +287,11 @@ class KindsTableTests(SynchronousTestCase):
                 Change.from_dict(dict(good, body=body), self.kinds)
 
     def test_duplicate_kinds_are_refused(self):
-        """A table cannot hold two kinds with one name, prefix or record class."""
+        """A table cannot hold two kinds with one name, prefix or record class, nor drop one the core needs."""
         with self.assertRaises(ValueError):
             fed.KINDS.with_kind(attrs.evolve(fed.PEER, record_type=self.Note))
+        with self.assertRaises(ValueError):
+            Registry(Clock(), A, kinds=fed.Kinds([fed.PEER, fed.TRACKER]))
 
 
 # -- the core: liveness ---------------------------------------------------------------

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -123,7 +124,7 @@ def _check_id(v: Any, what: str) -> bytes:
 
 def _rtt_ms(v: float | None) -> int | None:
     """A local RTT measurement as the record holds it: whole ms, clamped."""
-    if v is None or not v >= 0:
+    if v is None or not 0 <= v < math.inf:  # also None for NaN
         return None
     return min(int(round(v)), MAX_RTT_MS)
 
@@ -165,6 +166,9 @@ class Registry:
         self.peer_ttl_s = peer_ttl_s
         self.tracker_ttl_s = tracker_ttl_s if tracker_ttl_s is not None else 2 * peer_ttl_s
         self.tombstone_ttl_s = tombstone_ttl_s
+        for base in (PEER, FUNCTION, TRACKER):
+            if base.name not in {spec.name for spec in kinds}:
+                raise ValueError(f"the kinds table lacks {base.name!r}, which the core relies on")
         self.kinds = kinds
         self._entries: dict[str, _Entry] = {}
         self._views: dict[str, dict[str, Any]] = {spec.name: {} for spec in kinds}
