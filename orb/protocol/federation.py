@@ -20,7 +20,10 @@ A new kind (replica placements, NAME records, revocations) is one more
 entry; ``Kinds.with_kind`` builds a table with it, and the core and the
 store take the table as a parameter.  ``KindSpec.check`` runs on every
 record accepted from anywhere: it is where a kind whose records are signed
-statements verifies the signature.
+statements verifies the signature.  Such a record carries its subject's
+own sequence number; ordering writes to one key by it, rather than by the
+trackers' ``(lamport, origin)`` stamp, is one more field of ``KindSpec``
+for the core's merge to consult.
 """
 
 import hashlib
