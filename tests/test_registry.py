@@ -946,7 +946,7 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(calls, ["_write", "_read"])
 
     def test_pre_jcs_rows_are_upgraded(self):
-        """A registry file from before integer-only payloads keeps its records after the upgrade."""
+        """A registry file from before integer-only payloads keeps its records after the upgrade; junk rows do not stop it."""
         path = self.mktemp() + ".sqlite"
         old = self.open_db(path, store.MIGRATIONS[:1])
         old_peer = {"node_id": pid(1).hex(), "home": A.hex(), "addresses": [["127.0.0.1", 7401]],
@@ -957,6 +957,8 @@ class StoreTests(SynchronousTestCase):
             c.execute("INSERT INTO registry_entry VALUES (?, 5, ?, ?, 1.0, 1.0)",
                       ("peer:" + pid(1).hex(), A.hex(), json.dumps(old_peer)))
             c.execute("INSERT INTO registry_entry VALUES (?, 6, ?, ?, 2.0, NULL)", ("fn:" + F1, A.hex(), json.dumps(old_fn)))
+            c.execute("INSERT INTO registry_entry VALUES (?, 1, ?, ?, 0, NULL)", ("peer:" + pid(2).hex(), A.hex(), b"\x00"))
+            c.execute("INSERT INTO registry_entry VALUES (?, 1, ?, ?, 0, NULL)", ("peer:" + pid(3).hex(), A.hex(), "[" * 5000))
             c.executemany("INSERT INTO registry_meta VALUES (?, ?)",
                           [("tracker_id", A.hex()), ("seq", "6"), ("lamport", "6"), ("known", json.dumps({A.hex(): 6}))])
 
@@ -968,6 +970,7 @@ class StoreTests(SynchronousTestCase):
         p = records["peer:" + pid(1).hex()]
         self.assertEqual((p.load_permille, p.rtt_ms), (250, 13))
         self.assertEqual(records["fn:" + F1], FunctionRecord(F1, 1, OWNER, 3))
+        self.assertEqual(len(records), 2)
 
 
 class PersistenceTests(SynchronousTestCase):

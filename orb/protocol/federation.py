@@ -556,7 +556,8 @@ class SnapshotEntry:
     encoded: bytes | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def to_list(self) -> list:
-        return [self.key, u64_text(self.lamport), self.origin.hex(), None if self.record is None else self.record.to_dict()]
+        record = None if self.record is None else self.record.to_dict()
+        return [self.key, u64_text(self.lamport), self.origin.hex(), record]
 
     @classmethod
     def from_list(cls, v: Any, kinds: Kinds = KINDS) -> "SnapshotEntry":
@@ -568,7 +569,8 @@ class SnapshotEntry:
             record = spec.parse_record(v[3])
             if record.ident != ident:
                 raise RegistryChangeError("entry key does not match its record")
-        return cls(v[0], check_u64_text(v[1], 1, MAX_STAMP, "entry lamport"), check_hex_id(v[2], "entry origin"), record)
+        lamport = check_u64_text(v[1], 1, MAX_STAMP, "entry lamport")
+        return cls(v[0], lamport, check_hex_id(v[2], "entry origin"), record)
 
 
 @attrs.frozen

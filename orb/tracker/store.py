@@ -57,11 +57,13 @@ def _upgrade_to_integers(conn: sqlite3.Connection) -> None:
     strings.  Rows that do not parse are left for ``load`` to skip."""
     rows = conn.execute("SELECT key, record FROM registry_entry WHERE record IS NOT NULL").fetchall()
     for key, text in rows:
+        if not isinstance(key, str) or not key.startswith("peer:") or not isinstance(text, str):
+            continue
         try:
             record = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        if not isinstance(record, dict) or not key.startswith("peer:"):
+        if not isinstance(record, dict):
             continue
         load = record.pop("load", None)
         if isinstance(load, (int, float)) and "load_permille" not in record:
@@ -70,16 +72,17 @@ def _upgrade_to_integers(conn: sqlite3.Connection) -> None:
         if isinstance(rtt, float):
             record["rtt_ms"] = int(round(min(max(rtt, 0.0), fed.MAX_RTT_MS)))
         try:
-            conn.execute("UPDATE registry_entry SET record = ? WHERE key = ?", (fed.canonical_json(record).decode(), key))
+            text = fed.canonical_json(record).decode("utf-8")
         except ValueError:
             continue
+        conn.execute("UPDATE registry_entry SET record = ? WHERE key = ?", (text, key))
     row = conn.execute("SELECT v FROM registry_meta WHERE k = 'known'").fetchone()
     if row is not None:
         try:
             known = json.loads(row[0])
             known = {k: str(v) for k, v in known.items() if type(v) is int}
             conn.execute("UPDATE registry_meta SET v = ? WHERE k = 'known'", (fed.canonical_json(known).decode(),))
-        except (ValueError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             pass
 
 
