@@ -924,7 +924,7 @@ class StoreTests(SynchronousTestCase):
             ("peer:" + pid(2).hex(), 1, B.hex(), '{"fid":"%s","version":1,"owner":"%s","replicas":1}' % (F1, OWNER.hex()), 0, None),
         ]
         self.successResultOf(db.run(lambda c: c.executemany("INSERT INTO registry_entry VALUES (?, ?, ?, ?, ?, ?)", bad_rows)))
-        self.successResultOf(db.run(lambda c: c.execute("UPDATE registry_meta SET v = 'x' WHERE k = 'seq'")))
+        self.successResultOf(db.run(lambda c: c.execute("UPDATE registry_meta SET v = ? WHERE k = 'known'", ("[" * 5000,))))
         with capturedLogs() as events:
             loaded = self.successResultOf(store.load(db, A))
         self.assertEqual(set(loaded.entries), set(self.state().entries))

@@ -149,8 +149,10 @@ def _read(conn: sqlite3.Connection, tracker_id: bytes, kinds: fed.Kinds) -> tupl
         seq = _counter(meta.get("seq", 0))
         lamport = _counter(meta.get("lamport", 0))
         known_text = meta.get("known")
-        known = fed.known_from_dict(json.loads(known_text)) if known_text else {}
-    except (ValueError, TypeError, fed.RegistryChangeError):
+        known = {}
+        if known_text:
+            known = fed.known_from_dict(fed.parse_json(known_text.encode("utf-8"), fed.MAX_DIGEST_BYTES, "known"))
+    except (ValueError, TypeError, AttributeError, fed.RegistryChangeError):
         seq, lamport, known, meta_ok = 0, 0, {}, False
     entries = []
     skipped = 0
