@@ -18,6 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
+from orb.protocol import fid as fidmod
 from orb.tracker.http import build_resource
 from orb.tracker.registry import Registry
 from orb.tracker.stats import Stats
@@ -27,6 +28,7 @@ SETSID = shutil.which("setsid")
 CHROMIUM_TIMEOUT_S = 60
 TRACKER = b"\xaa" * 32
 OWNER = b"\x0f" * 32
+FID = fidmod.to_text(fidmod.fid_for(b"dashboard"))
 PEER_COUNT_RE = re.compile(r'id="peer-count"[^>]*>\s*(\d+)\s*<')
 
 
@@ -62,19 +64,19 @@ class DashboardTests(TestCase):
         self.registry = Registry(reactor, TRACKER)
         self.stats = Stats(reactor)
         self.registry.upsert_tracker(TRACKER, [("127.0.0.1", 7400)])
-        self.registry.upsert_function("abcdefgh", 1, OWNER, replicas=2)
+        self.registry.upsert_function(FID, 1, OWNER, replicas=2)
         for i in range(1, 8):
             self.registry.upsert_peer(
                 pid(i),
                 [(f"127.0.{i}.1", 7400 + i)],
                 ("reachable", "relayed", "unknown")[i % 3],
                 rtt_ms=3.5 * i * i,
-                load=i / 10,
-                functions={"abcdefgh": 1} if i % 2 else {},
+                load_permille=100 * i,
+                functions={FID: 1} if i % 2 else {},
             )
             self.stats.observe_rtt_ms(3.5 * i * i)
-        self.stats.count_message("in", "HELLO", 200)
-        self.stats.count_message("out", "HELLO_ACK", 200)
+        self.stats.count_message("in", "HELLO")
+        self.stats.count_message("out", "HELLO_ACK")
         self.port = reactor.listenTCP(0, Site(build_resource(self.registry, self.stats)), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.url = f"http://127.0.0.1:{self.port.getHost().port}/"
@@ -122,7 +124,7 @@ class DashboardTests(TestCase):
         self.assertEqual(self.rendered_peer_count(dom), 7)
         # The tables were filled from the API, not left as placeholders.
         self.assertIn(pid(3).hex(), dom)
-        self.assertIn("abcdefgh", dom)
+        self.assertIn(FID, dom)
         self.assertIn('class="status live"', dom)
 
         # The registry changes; the page shows the new count.

@@ -35,12 +35,14 @@ class InlineTests(SynchronousTestCase):
         return db, path
 
     def test_migrations_set_user_version(self):
+        """A new file is migrated to the latest schema version."""
         db, path = self.open()
         self.assertEqual(db.schema_version, 2)
         version = self.successResultOf(db.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0]))
         self.assertEqual(version, 2)
 
     def test_pragmas(self):
+        """Every connection runs in WAL mode with foreign keys on and synchronous=NORMAL."""
         db, _ = self.open()
         mode, fk, sync = self.successResultOf(
             db.run(
@@ -54,6 +56,7 @@ class InlineTests(SynchronousTestCase):
         self.assertEqual((mode, fk, sync), ("wal", 1, 1))  # 1 == NORMAL
 
     def test_reopen_runs_only_new_migrations(self):
+        """Reopening an older file applies only the new migrations and keeps the data."""
         db, path = self.open(MIGRATIONS[:1])
         self.successResultOf(db.run(put, "a", 1))
         self.successResultOf(db.close())
@@ -65,12 +68,14 @@ class InlineTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(db2.run(get_all)), {"a": 1})
 
     def test_schema_too_new_is_refused(self):
+        """A file written by a newer ORB is refused rather than misread."""
         db, path = self.open()
         self.successResultOf(db.close())
         f = self.failureResultOf(Database.open(None, path, MIGRATIONS[:1], inline=True))
         f.trap(SchemaTooNew)
 
     def test_failed_function_rolls_back(self):
+        """Work that raises leaves nothing half-written."""
         db, _ = self.open()
         self.successResultOf(db.run(put, "a", 1))
 
@@ -82,17 +87,20 @@ class InlineTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(db.run(get_all)), {"a": 1})
 
     def test_foreign_keys_enforced(self):
+        """Foreign keys are enforced."""
         db, _ = self.open()
         f = self.failureResultOf(db.run(lambda c: c.execute("INSERT INTO note (k) VALUES ('missing')")))
         f.trap(sqlite3.IntegrityError)
 
     def test_run_after_close_fails(self):
+        """Work submitted after close fails with DatabaseClosed; close is idempotent."""
         db, _ = self.open()
         self.successResultOf(db.close())
         self.successResultOf(db.close())  # idempotent
         self.failureResultOf(db.run(get_all)).trap(DatabaseClosed)
 
     def test_broken_migration_leaves_previous_version(self):
+        """A migration that fails leaves the file at the previous version, with no half-made tables."""
         path = self.mktemp() + ".sqlite"
 
         def broken(conn):
@@ -109,6 +117,7 @@ class InlineTests(SynchronousTestCase):
         self.assertNotIn("half", tables)
 
     def test_incomplete_sql_migration_is_an_error(self):
+        """An incomplete SQL statement in a migration is an error, not silently dropped."""
         path = self.mktemp() + ".sqlite"
         self.failureResultOf(Database.open(None, path, ["CREATE TABLE t (x"], inline=True)).trap(ValueError)
 
@@ -118,6 +127,7 @@ class ThreadedTests(TestCase):
 
     @inlineCallbacks
     def test_work_runs_on_one_dedicated_thread(self):
+        """SQL runs on one worker thread per file, never the reactor thread."""
         path = self.mktemp() + ".sqlite"
         db = yield Database.open(reactor, path, MIGRATIONS)
         self.addCleanup(db.close)
@@ -129,6 +139,7 @@ class ThreadedTests(TestCase):
 
     @inlineCallbacks
     def test_writes_are_durable_across_reopen(self):
+        """Writes queued without waiting all land, in order, and survive a reopen."""
         path = self.mktemp() + ".sqlite"
         db = yield Database.open(reactor, path, MIGRATIONS)
         # Submit many writes without waiting: they are serialized in order.
@@ -145,6 +156,7 @@ class ThreadedTests(TestCase):
 
     @inlineCallbacks
     def test_exception_reaches_caller_and_rolls_back(self):
+        """An exception on the worker thread reaches the caller and rolls back."""
         path = self.mktemp() + ".sqlite"
         db = yield Database.open(reactor, path, MIGRATIONS)
         self.addCleanup(db.close)
@@ -160,6 +172,7 @@ class ThreadedTests(TestCase):
 
     @inlineCallbacks
     def test_open_failure_is_reported_and_thread_stopped(self):
+        """A file that cannot be opened fails the open and leaves no thread behind."""
         path = os.path.join(self.mktemp(), "missing-dir", "x.sqlite")
         before = threading.active_count()
         with self.assertRaises(sqlite3.OperationalError):

@@ -13,6 +13,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
+from orb.protocol import fid as fidmod
 from orb.tracker import stats as statsmod
 from orb.tracker.http import build_resource, render_metrics
 from orb.tracker.registry import Registry
@@ -21,6 +22,7 @@ from orb.tracker.stats import Stats
 TRACKER = b"\xaa" * 32
 OTHER = b"\xbb" * 32
 OWNER = b"\x0f" * 32
+FID = fidmod.to_text(fidmod.fid_for(b"http-test"))
 
 
 def pid(n):
@@ -35,9 +37,9 @@ def populated(clock=None):
     reg.upsert_tracker(TRACKER, [("127.0.0.1", 7400)])
     reg.upsert_tracker(OTHER, [("127.0.0.2", 7400)])
     reg.set_tracker_connected(OTHER, True)
-    reg.upsert_function("abcdef", 2, OWNER, replicas=3)
-    reg.upsert_peer(pid(1), [("127.0.0.1", 7401)], "reachable", rtt_ms=4.25, load=0.5, functions={"abcdef": 2})
-    reg.upsert_peer(pid(2), [("::1", 7402)], "relayed", rtt_ms=40.0, functions={"abcdef": 2})
+    reg.upsert_function(FID, 2, OWNER, replicas=3)
+    reg.upsert_peer(pid(1), [("127.0.0.1", 7401)], "reachable", rtt_ms=4, load_permille=500, functions={FID: 2})
+    reg.upsert_peer(pid(2), [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2})
     reg.upsert_peer(pid(3), [], "unknown")
     return reg, stats, clock
 
@@ -70,6 +72,7 @@ class ApiTests(SynchronousTestCase):
         return json.loads(body)
 
     def test_peers(self):
+        """GET /api/v1/peers lists live peers sorted by id, with their addresses, RTT, load and age."""
         self.clock.advance(5)
         self.reg.touch(pid(1))
         data = self.get_json(b"/api/v1/peers")
@@ -77,14 +80,16 @@ class ApiTests(SynchronousTestCase):
         first = data["peers"][0]
         self.assertEqual(first["node_id"], pid(1).hex())
         self.assertEqual(first["reachability"], "reachable")
-        self.assertEqual(first["rtt_ms"], 4.25)
+        self.assertEqual(first["rtt_ms"], 4)
+        self.assertEqual(first["load_permille"], 500)
         self.assertEqual(first["addresses"], [{"ip": "127.0.0.1", "port": 7401}])
-        self.assertEqual(first["functions"], {"abcdef": 2})
+        self.assertEqual(first["functions"], {FID: 2})
         self.assertEqual(first["age_s"], 0)
         self.assertTrue(first["home_is_here"])
         self.assertEqual(data["peers"][1]["age_s"], 5)
 
     def test_peers_paging(self):
+        """limit and offset page through the peers; a bad value is a JSON 400."""
         data = self.get_json(b"/api/v1/peers", args={b"limit": [b"1"], b"offset": [b"1"]})
         self.assertEqual([p["node_id"] for p in data["peers"]], [pid(2).hex()])
         self.assertEqual(data["total"], 3)
@@ -93,6 +98,7 @@ class ApiTests(SynchronousTestCase):
         self.get_json(b"/api/v1/peers", status=400, args={b"limit": [b"0"]})
 
     def test_one_peer(self):
+        """GET /api/v1/peers/<id> shows one peer, whatever the case of the hex id."""
         data = self.get_json(b"/api/v1/peers/" + pid(2).hex().encode())
         self.assertEqual(data["reachability"], "relayed")
         self.assertEqual(data["addresses"], [{"ip": "::1", "port": 7402}])
@@ -100,26 +106,31 @@ class ApiTests(SynchronousTestCase):
         self.get_json(b"/api/v1/peers/" + pid(2).hex().upper().encode())
 
     def test_unknown_peer_is_404(self):
+        """A well-formed id of a peer we do not know is a JSON 404."""
         data = self.get_json(b"/api/v1/peers/" + pid(9).hex().encode(), status=404)
         self.assertEqual(data["error"], "not-found")
 
     def test_malformed_peer_id_is_400(self):
+        """A path segment that is not 64 hex digits is a JSON 400, not a crash or a 404."""
         for bad in [b"xyz", b"00" * 31, b"zz" * 32, b"\xff" * 64, b"00" * 33]:
             data = self.get_json(b"/api/v1/peers/" + bad, status=400)
             self.assertEqual(data["error"], "bad-id")
 
     def test_unknown_paths_are_json_404(self):
+        """Unknown API paths answer a JSON 404."""
         for path in [b"/api", b"/api/v2/peers", b"/api/v1/nope", b"/nope", b"/api/v1/peers/" + pid(1).hex().encode() + b"/x"]:
             data = self.get_json(path, status=404)
             self.assertEqual(data["error"], "not-found")
 
     def test_read_only(self):
+        """The API refuses writes with 405 and an Allow header."""
         req, body = get(self.root, b"/api/v1/peers", method=b"POST")
         self.assertEqual(req.responseCode, 405)
         self.assertEqual(header(req, b"allow"), b"GET, HEAD")
         self.assertEqual(json.loads(body)["error"], "method-not-allowed")
 
     def test_trackers(self):
+        """GET /api/v1/trackers shows this tracker and the others with liveness and peer counts."""
         data = self.get_json(b"/api/v1/trackers")
         self.assertEqual(data["self"], TRACKER.hex())
         by_id = {t["node_id"]: t for t in data["trackers"]}
@@ -129,18 +140,29 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(by_id[OTHER.hex()]["addresses"], [{"ip": "127.0.0.2", "port": 7400}])
 
     def test_functions(self):
+        """GET /api/v1/functions shows each function with its live replicas, best first."""
         data = self.get_json(b"/api/v1/functions")
         (f,) = data["functions"]
-        self.assertEqual(f["fid"], "abcdef")
+        self.assertEqual(f["fid"], FID)
         self.assertEqual(f["version"], 2)
         self.assertEqual(f["owner"], OWNER.hex())
         self.assertEqual((f["replicas"], f["live_replicas"]), (3, 2))
         self.assertEqual(f["hosted_by"], [pid(1).hex(), pid(2).hex()])  # fastest first
 
+    def test_functions_use_the_one_ranking(self):
+        """hosted_by lists replicas in routing.rank_replicas order: a loaded peer loses to a slightly slower idle one."""
+        self.reg.upsert_peer(pid(1), [("127.0.0.1", 7401)], "reachable", rtt_ms=30, load_permille=1000,
+                             functions={FID: 2})
+        self.reg.upsert_peer(pid(2), [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2})
+        self.reg.upsert_peer(pid(3), [], "unknown", functions={FID: 2})
+        (f,) = self.get_json(b"/api/v1/functions")["functions"]
+        self.assertEqual(f["hosted_by"], [pid(2).hex(), pid(1).hex(), pid(3).hex()])
+
     def test_stats(self):
-        self.stats.count_message("in", "PING", 40)
-        self.stats.count_message("in", "PING", 40)
-        self.stats.count_message("out", "PONG", 40)
+        """GET /api/v1/stats reports uptime, counts, reachability, message totals and rates."""
+        self.stats.count_message("in", "PING")
+        self.stats.count_message("in", "PING")
+        self.stats.count_message("out", "PONG")
         self.clock.advance(20)
         data = self.get_json(b"/api/v1/stats")
         self.assertEqual(data["uptime_s"], 20)
@@ -152,6 +174,7 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(data["rtt_ms"]["peers_measured"], 2)
 
     def test_internal_error_is_json_500(self):
+        """A bug behind the API gives a logged JSON 500, not a traceback page."""
         def broken():
             raise RuntimeError("bug")
 
@@ -161,6 +184,7 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_dashboard_files(self):
+        """The dashboard's HTML, script and style are served with a strict CSP."""
         req, body = get(self.root, b"/")
         self.assertEqual(header(req, b"content-type"), b"text/html; charset=utf-8")
         self.assertIn(b'id="peer-count"', body)
@@ -174,9 +198,12 @@ class ApiTests(SynchronousTestCase):
 
 class MetricsTests(SynchronousTestCase):
     def test_exposition_format(self):
+        """/metrics is valid Prometheus text: every sample belongs to a family with HELP and TYPE."""
         reg, stats, clock = populated()
-        stats.count_message("in", "PING", 10)
-        stats.count_message("out", "ADDR", 1000)
+        stats.count_message("in", "PING")
+        stats.count_bytes("in", "PING", 24)
+        stats.count_message("out", "ADDR")
+        stats.count_bytes("out", "ADDR", 1000)
         for rtt in (0.5, 3.0, 40.0, 9000.0):
             stats.observe_rtt_ms(rtt)
         clock.advance(12.5)
@@ -193,6 +220,7 @@ class MetricsTests(SynchronousTestCase):
         self.assertIn('orb_messages_total{direction="in",type="PING"} 1', lines)
         self.assertIn('orb_messages_total{direction="out",type="ADDR"} 1', lines)
         self.assertIn('orb_message_bytes_total{direction="out",type="ADDR"} 1000', lines)
+        self.assertIn('orb_message_bytes_total{direction="in",type="PING"} 24', lines)
         self.assertIn("orb_uptime_seconds 12.5", lines)
         self.assertIn('orb_peers_by_reachability{reachability="relayed"} 1', lines)
         self.assertIn("# TYPE orb_peer_rtt_ms histogram", lines)
@@ -214,6 +242,7 @@ class MetricsTests(SynchronousTestCase):
             float(line.rsplit(" ", 1)[1].replace("+Inf", "inf"))
 
     def test_label_escaping(self):
+        """A hostile message type name cannot break the metrics output."""
         reg, stats, _ = populated()
         stats.count_message("in", 'bad"type\n')  # not a valid type name
         text = render_metrics(reg, stats)
@@ -222,6 +251,7 @@ class MetricsTests(SynchronousTestCase):
 
 class StatsTests(SynchronousTestCase):
     def test_type_names_bounded(self):
+        """Counting many distinct type names keeps a bounded table; the rest count as other."""
         self.patch(statsmod, "MAX_MESSAGE_TYPES", 3)
         stats = Stats(Clock())
         for i in range(10):
@@ -232,10 +262,37 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(totals[("in", "other")], 7)
 
     def test_direction_is_checked(self):
+        """A direction other than in/out is a wiring bug and raises."""
         with self.assertRaises(ValueError):
             Stats(Clock()).count_message("sideways", "PING")
+        with self.assertRaises(ValueError):
+            Stats(Clock()).count_bytes("sideways", "PING", 1)
+
+    def test_bytes_add_up(self):
+        """Byte totals are the sum of the frame sizes counted, separately from message counts."""
+        stats = Stats(Clock())
+        for n in (24, 100, 1000):
+            stats.count_bytes("out", "ADDR", n)
+        stats.count_message("out", "ADDR")
+        self.assertEqual(stats.byte_totals(), {("out", "ADDR"): 1124})
+        self.assertEqual(stats.message_totals(), {("out", "ADDR"): 1})
+        for bad in (-1, 1.5, None):
+            with self.assertRaises(ValueError):
+                stats.count_bytes("out", "ADDR", bad)
+
+    def test_byte_types_share_the_bound(self):
+        """Byte counters and message counters together keep at most MAX_MESSAGE_TYPES type names."""
+        self.patch(statsmod, "MAX_MESSAGE_TYPES", 2)
+        stats = Stats(Clock())
+        stats.count_message("in", "A")
+        stats.count_bytes("in", "B", 5)
+        stats.count_bytes("in", "C", 7)
+        stats.count_message("in", "D")
+        self.assertEqual(stats.byte_totals(), {("in", "B"): 5, ("in", "other"): 7})
+        self.assertEqual(stats.message_totals(), {("in", "A"): 1, ("in", "other"): 1})
 
     def test_rates_over_last_minute(self):
+        """Message rates follow the last minute, not the average since start."""
         clock = Clock()
         stats = Stats(clock)
         for _ in range(600):  # 10/s for a minute
@@ -248,6 +305,7 @@ class StatsTests(SynchronousTestCase):
         self.assertAlmostEqual(stats.rates_per_s()["in"]["PING"], 1.0, delta=0.3)
 
     def test_rtt_ignores_nonsense(self):
+        """NaN and negative RTTs do not reach the histogram."""
         stats = Stats(Clock())
         stats.observe_rtt_ms(math.nan)
         stats.observe_rtt_ms(-1)
@@ -274,6 +332,7 @@ class RealServerTests(TestCase):
 
     @inlineCallbacks
     def test_peers_over_http(self):
+        """The peers API answers JSON over a real HTTP connection."""
         resp, body = yield self.fetch(b"/api/v1/peers")
         self.assertEqual(resp.code, 200)
         self.assertEqual(resp.headers.getRawHeaders(b"content-type"), [b"application/json"])
@@ -281,6 +340,7 @@ class RealServerTests(TestCase):
 
     @inlineCallbacks
     def test_errors_over_http(self):
+        """Bad ids, unknown peers and writes give 400, 404 and 405 over real HTTP."""
         resp, body = yield self.fetch(b"/api/v1/peers/nothex")
         self.assertEqual(resp.code, 400)
         self.assertEqual(json.loads(body)["error"], "bad-id")
@@ -291,10 +351,13 @@ class RealServerTests(TestCase):
 
     @inlineCallbacks
     def test_metrics_and_dashboard_over_http(self):
-        self.stats.count_message("in", "HELLO", 100)
+        """/metrics (messages and bytes) and the dashboard are served over real HTTP."""
+        self.stats.count_message("in", "HELLO")
+        self.stats.count_bytes("in", "HELLO", 100)
         resp, body = yield self.fetch(b"/metrics")
         self.assertEqual(resp.code, 200)
         self.assertIn(b'orb_messages_total{direction="in",type="HELLO"} 1', body)
+        self.assertIn(b'orb_message_bytes_total{direction="in",type="HELLO"} 100', body)
         resp, body = yield self.fetch(b"/")
         self.assertEqual(resp.code, 200)
         self.assertIn(b"peer-count", body)

@@ -444,18 +444,16 @@ def sample_messages():
 
 
 def _sample_digest(tracker):
-    from orb.tracker.registry import Digest
+    from orb.protocol.federation import Digest
 
     return Digest(known={tracker.node_id: 3}, state_hash=_det_bytes("orb-vector-state", 32)).to_bytes()
 
 
 def _sample_delta(tracker, peer):
-    from orb.tracker.registry import Registry
+    from orb.protocol.federation import PEER, Change, Delta, PeerRecord
 
-    registry = Registry(_FixedClock(1_764_000_000), tracker.node_id)
-    change = registry.upsert_peer(peer.node_id, addresses=[("127.0.0.1", 7401)], roles=int(Role.PEER))
-    from orb.tracker.registry import Delta
-
+    record = PeerRecord(peer.node_id, tracker.node_id, addresses=(("127.0.0.1", 7401),), roles=int(Role.PEER))
+    change = Change(tracker.node_id, 1, 1, PEER, record=record)  # a new tracker's first change
     return Delta(changes=(change,), more=False).to_bytes()
 
 

@@ -11,7 +11,8 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
 ``/api/v1/peers``      live peers (``?limit=&offset=``, sorted by id)
 ``/api/v1/peers/<id>`` one peer by 64-hex-digit node id (400 if malformed)
 ``/api/v1/trackers``   known trackers, with liveness
-``/api/v1/functions``  functions, with the peers hosting each
+``/api/v1/functions``  functions, with the peers hosting each, best first
+                       (``orb.tracker.routing.rank_replicas``)
 ``/api/v1/stats``      counts, message totals and rates, uptime
 ``/metrics``           Prometheus text exposition format 0.0.4
 =====================  ======================================================
@@ -23,6 +24,7 @@ adapter is read-only: only GET and HEAD are allowed.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -32,7 +34,9 @@ from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 
-from orb.tracker.registry import ID_BYTES, MAX_PEERS, PeerRecord, Registry
+from orb.protocol.addresses import AddressError, node_id_from_hex
+from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
+from orb.tracker.routing import rank_replicas
 from orb.tracker.stats import Stats
 
 log = Logger()
@@ -121,12 +125,10 @@ def _int_arg(request: Any, name: bytes, default: int, lo: int, hi: int) -> int:
 
 
 def parse_node_id(segment: bytes) -> bytes | None:
-    """A node id from a path segment (64 hex digits), or None."""
-    if len(segment) != 2 * ID_BYTES:
-        return None
+    """A node id from a path segment (64 hex digits, either case), or None."""
     try:
-        return bytes.fromhex(segment.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        return node_id_from_hex(segment.decode("ascii").lower())
+    except (UnicodeDecodeError, AddressError):
         return None
 
 
@@ -145,8 +147,8 @@ def peer_json(registry: Registry, p: PeerRecord) -> dict:
         "home_is_here": p.home == registry.tracker_id,
         "addresses": [{"ip": ip, "port": port} for ip, port in p.addresses],
         "reachability": p.reachability,
-        "rtt_ms": _round(p.rtt_ms),
-        "load": _round(p.load),
+        "rtt_ms": p.rtt_ms,
+        "load_permille": p.load_permille,
         "functions": p.function_map,
         "roles": p.roles,
         "last_seen_s": _round(seen),
@@ -207,6 +209,7 @@ class TrackersResource(_Json):
     def get(self, request: Any) -> bytes:
         reg = self.registry
         now = reg.now()
+        homed = collections.Counter(p.home for p in reg.peers())
         out = []
         for t in sorted(reg.trackers(), key=lambda t: t.node_id):
             seen = reg.tracker_last_seen(t.node_id)
@@ -219,7 +222,7 @@ class TrackersResource(_Json):
                     "connected": is_self or reg.tracker_connected(t.node_id),
                     "last_seen_s": _round(seen),
                     "age_s": None if seen is None else _round(max(0.0, now - seen)),
-                    "peers": sum(1 for p in reg.peers() if p.home == t.node_id),
+                    "peers": homed[t.node_id],
                 }
             )
         return json_body(request, {"self": reg.tracker_id.hex(), "total": len(out), "trackers": out})
@@ -238,7 +241,7 @@ class FunctionsResource(_Json):
                 hosts.setdefault(fid, []).append(p)
         out = []
         for f in sorted(reg.functions(), key=lambda f: f.fid):
-            hs = sorted(hosts.get(f.fid, []), key=lambda p: (p.rtt_ms is None, p.rtt_ms or 0.0))
+            hs = rank_replicas(hosts.get(f.fid, []))
             out.append(
                 {
                     "fid": f.fid,

@@ -2,10 +2,15 @@
 """
 Counters the tracker's adapters feed and its HTTP API reads.
 
-The wire adapter calls ``count_message("in" | "out", type_name, size_bytes)``
-for every frame and ``observe_rtt_ms`` for every PONG; ``/api/v1/stats``
-and ``/metrics`` read the totals, the per-second rates over the last
-minute, the uptime and the RTT histogram.  No I/O; time from ``clock``.
+The daemon calls, for every frame it sends or receives,
+``count_message(direction, type_name)`` and
+``count_bytes(direction, type_name, size_bytes)`` (``direction`` is "in" or
+"out", ``type_name`` the ``MessageType`` name, ``size_bytes`` the whole
+frame, header included), and ``observe_rtt_ms`` for every PONG.
+``/api/v1/stats`` and ``/metrics`` read the totals, the per-second rates
+over the last minute, the uptime and the RTT histogram.  No I/O; time from
+``clock``.  At most ``MAX_MESSAGE_TYPES`` (direction, type) pairs are kept;
+the rest count as "other".
 """
 
 from __future__ import annotations
@@ -53,16 +58,23 @@ class Stats:
         if not isinstance(type_name, str) or not _TYPE_RE.match(type_name):
             type_name = "unknown"
         key = (direction, type_name)
-        if key not in self._messages and len(self._messages) >= MAX_MESSAGE_TYPES:
-            key = (direction, "other")
+        if key not in self._messages and key not in self._bytes:
+            if len(self._messages.keys() | self._bytes.keys()) >= MAX_MESSAGE_TYPES:
+                key = (direction, "other")
         return key
 
-    def count_message(self, direction: str, type_name: str, size_bytes: int = 0) -> None:
+    def count_message(self, direction: str, type_name: str) -> None:
         """One frame of ``type_name`` went ``direction`` ("in" or "out")."""
         key = self._key(direction, type_name)
         self._messages[key] = self._messages.get(key, 0) + 1
-        self._bytes[key] = self._bytes.get(key, 0) + max(0, int(size_bytes))
         self._maybe_sample()
+
+    def count_bytes(self, direction: str, type_name: str, size_bytes: int) -> None:
+        """``size_bytes`` of frames of ``type_name`` went ``direction``."""
+        if type(size_bytes) is not int or size_bytes < 0:
+            raise ValueError(f"size_bytes must be a non-negative integer, not {size_bytes!r}")
+        key = self._key(direction, type_name)
+        self._bytes[key] = self._bytes.get(key, 0) + size_bytes
 
     def observe_rtt_ms(self, rtt_ms: float) -> None:
         if not rtt_ms >= 0:  # also refuses NaN
