@@ -148,14 +148,6 @@ class LocalTests(SynchronousTestCase):
         reg.upsert_peer(pid(1), [("::FFFF:10.0.0.1", 7401), ("2001:DB8:0:0:0:0:0:1", 7402)])
         self.assertEqual(reg.peer(pid(1)).addresses, (("10.0.0.1", 7401), ("2001:db8::1", 7402)))
 
-    def test_old_float_load_is_converted(self):
-        """The daemon's old load= (0..1) spelling lands as load_permille until it passes permille itself."""
-        reg, _ = make()
-        reg.upsert_peer(pid(1), load=0.25)
-        self.assertEqual(reg.peer(pid(1)).load_permille, 250)
-        reg.upsert_peer(pid(1), load=7.0)
-        self.assertEqual(reg.peer(pid(1)).load_permille, 1000)
-
     def test_functions(self):
         """A deployed function is listed with its version, owner and target; removing it forgets it."""
         reg, _ = make()

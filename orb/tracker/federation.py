@@ -102,7 +102,10 @@ class Federation:
                 log.info("{peer} claims the tracker role but is not admitted: served as a peer", peer=record.name)
             return
         self._refused_by.discard(record.node_id)
-        self.registry.upsert_tracker(record.node_id, [(e.host, e.port) for e in record.remote.listen])
+        try:
+            self.registry.upsert_tracker(record.node_id, [(e.host, e.port) for e in record.remote.listen])
+        except (reg.RegistryChangeError, reg.RegistryFull) as e:
+            log.warn("tracker {peer} not recorded: {error}", peer=record.name, error=escape(e, 120))
         self.registry.set_tracker_connected(record.node_id, True)
         if not record.inbound:
             if len(self._link_ids) >= MAX_RETRY_ENTRIES:

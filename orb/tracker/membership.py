@@ -21,7 +21,7 @@ from orb.net.limits import TokenBuckets
 from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, is_loopback, violation
 from orb.protocol import fid
-from orb.protocol.codes import Role
+from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
 
@@ -87,15 +87,21 @@ class Membership:
             except fid.FidError:
                 self.table.misbehaved(record.protocol, violation(f"ANNOUNCE with an invalid fid {entry.fid.hex()[:16]}"))
                 return
-        self.registry.upsert_peer(
-            record.node_id,
-            addresses=[(e.host, e.port) for e in record.remote.listen][: reg.MAX_ADDRESSES],
-            reachability=self.reachability.get(record.node_id, Reachability.UNKNOWN).value,
-            rtt_ms=record.rtt_ms,
-            load=min(message.load_permille, 1000) / 1000.0,
-            functions=functions,
-            roles=record.remote.roles & ~int(Role.TRACKER | Role.RELAY),  # only an admitted tracker is one
-        )
+        try:
+            self.registry.upsert_peer(
+                record.node_id,
+                addresses=[(e.host, e.port) for e in record.remote.listen][: reg.MAX_ADDRESSES],
+                reachability=self.reachability.get(record.node_id, Reachability.UNKNOWN).value,
+                rtt_ms=record.rtt_ms,
+                load_permille=min(message.load_permille, 1000),
+                functions=functions,
+                roles=record.remote.roles & ~int(Role.TRACKER | Role.RELAY),  # only an admitted tracker is one
+            )
+        except reg.RegistryChangeError as e:
+            record.refuse(request_id, ErrorCode.MALFORMED, f"not registered: {e}")
+            self.table.misbehaved(record.protocol, violation(f"ANNOUNCE not registrable: {e}", fatal=False))
+        except reg.RegistryFull:
+            record.refuse(request_id, ErrorCode.BUSY, "the registry is full")
 
     # --- liveness ---------------------------------------------------------------------
 

@@ -62,7 +62,6 @@ from orb.protocol.federation import (  # re-exported: the daemon and bench use t
     KINDS,
     MAX_ADDRESSES,
     MAX_FUNCTIONS_PER_PEER,
-    MAX_LOAD_PERMILLE,
     MAX_ORIGINS,
     MAX_PAYLOAD_BYTES,
     MAX_PEERS,
@@ -360,15 +359,10 @@ class Registry:
         load_permille: int = 0,
         functions: Mapping[str, int] | None = None,
         roles: int = 0,
-        load: float | None = None,
     ) -> Change | None:
         """A peer joined (or re-announced itself) here; we become its home.
         Returns the change, or None if nothing replicated changed.
-        ``rtt_ms`` is rounded to whole ms.  ``load`` (0..1) is the old
-        spelling of ``load_permille``, kept until the daemon passes the
-        ANNOUNCE's ``load_permille`` itself."""
-        if load is not None:
-            load_permille = int(round(min(max(float(load), 0.0), 1.0) * MAX_LOAD_PERMILLE))
+        ``rtt_ms`` is rounded to whole ms."""
         record = PeerRecord(
             node_id=_check_id(node_id, "peer id"),
             home=self.tracker_id,

@@ -98,7 +98,9 @@ class Tracker:
         self.table.close_all()
 
     def _count_frame(self, direction, message_type, size_bytes):
-        self.stats.count_message("in" if direction == "rx" else "out", message_type.name, size_bytes)
+        way = "in" if direction == "rx" else "out"
+        self.stats.count_message(way, message_type.name)
+        self.stats.count_bytes(way, message_type.name, size_bytes)
 
     def _greet(self, record):
         self.gossip.advertise(record)
