@@ -249,3 +249,109 @@ class BadInputTests(SynchronousTestCase):
         if isinstance(result, Frame):
             self.assertIsInstance(result.message, type(msg))
             self.assertTrue(attrs.has(type(result.message)))
+
+
+def _body_with(msg, name, value):
+    """The body of ``msg`` with one field's wire value replaced, built without the validators."""
+    wire = msg.to_wire()
+    wire[name] = value
+    return msg.BODY.build(wire)
+
+
+class LimitTests(SynchronousTestCase):
+    """The Limit column of the RFC layout tables is what the decoder enforces."""
+
+    def test_every_limit_in_the_tables_is_enforced(self):
+        """A count or length one past (or one short of) a table limit is a malformed body."""
+        import re
+
+        checked = 0
+        for _, msg, _, _ in spec.sample_messages():
+            cls = type(msg)
+            for sub in cls.BODY.subcons:
+                limit = spec.field_limit(cls, sub.name) if sub.name != "ext" else ""
+                found = re.fullmatch(r"(?:at most (\d+)|(\d+)\.\.(\d+)) (bytes|records|items)", limit)
+                if not found:
+                    continue
+                low = int(found.group(2) or 0)
+                high = int(found.group(1) or found.group(3))
+                current = msg.to_wire()[sub.name]
+                for size in {high + 1, low - 1} - {-1}:
+                    if isinstance(current, str):
+                        value = "x" * size
+                    elif isinstance(current, bytes):
+                        value = b"\x01" * size
+                    else:
+                        value = (list(current) * (size + 1))[:size]
+                    try:
+                        body = _body_with(msg, sub.name, value)
+                    except Exception:
+                        continue  # the prefix itself cannot express it (a u8 count of 256)
+                    data = HEADER.pack(MAGIC, 1, cls.TYPE, 0, 0, len(body)) + body
+                    self.assertRaises(DecodeError, frames_of, data)
+                    checked += 1
+        self.assertGreaterEqual(checked, 12)
+
+    def test_load_above_1000_is_read_as_1000(self):
+        """A load_permille above 1000 is valid and read as 1000, as the table says."""
+        body = b"\x05\xdc" + b"\x00\x00"  # load_permille 1500, no functions
+        (frame,) = frames_of(HEADER.pack(MAGIC, 1, m.MessageType.ANNOUNCE, 0, 0, len(body)) + body)
+        self.assertEqual(frame.message.load_permille, 1000)
+        replica = m.Replica(b"\x00" * 32, "10.0.0.1", 1, 1, 1, 1, 60000)
+        self.assertEqual(replica.load_permille, 1000)
+
+    def test_empty_versions_list_is_malformed(self):
+        """A HELLO that lists no protocol version does not decode."""
+        _, hello, _, _ = spec.sample_messages()[0]
+        body = _body_with(hello, "versions", [])
+        self.assertRaises(DecodeError, frames_of, HEADER.pack(MAGIC, 1, m.MessageType.HELLO, 0, 0, len(body)) + body)
+
+    def test_boolean_other_than_0_or_1_is_malformed(self):
+        """A NAME whose `deprecated` byte is 2 does not decode."""
+        (name,) = [msg for label, msg, _, _ in spec.sample_messages() if label == "name"]
+        body = _body_with(name, "deprecated", 2)
+        self.assertRaises(DecodeError, frames_of, HEADER.pack(MAGIC, 1, m.MessageType.NAME, 0, 0, len(body)) + body)
+
+    def test_unknown_delta_kind_is_malformed(self):
+        """A DELTA of a kind other than 0 or 1 does not decode."""
+        body = b"\x02" + b"\x00\x00\x00\x02{}"
+        self.assertRaises(DecodeError, frames_of, HEADER.pack(MAGIC, 1, m.MessageType.DELTA, 0, 0, len(body)) + body)
+
+    def test_unknown_enumeration_values_are_read_as_the_table_says(self):
+        """An unknown RESULT status reads as internal, an unknown code as unspecified, reachability as unknown."""
+        from orb.protocol.codes import ResultStatus
+
+        result = m.Result(status=200, queue_us=0, fetch_us=0, boot_us=0, exec_us=0, output=b"", log=b"")
+        (frame,) = frames_of(encode_frame(MAGIC, result, 1, Flag.RESPONSE))
+        self.assertEqual(frame.message.status, 200)  # decoded as sent, so it can be logged
+        self.assertEqual(frame.message.status_kind, ResultStatus.INTERNAL)
+        self.assertEqual(m.Result(status=0, queue_us=0, fetch_us=0, boot_us=0, exec_us=0, output=b"", log=b"")
+                         .status_kind, ResultStatus.OK)
+        self.assertEqual(m.Error(code=0xF123, ref_request_id=0, text="").code_kind, ErrorCode.UNSPECIFIED)
+        self.assertEqual(m.Replica(b"\x00" * 32, "::1", 1, 1, 9, 0, 0).reachability_kind, m.Reachability.UNKNOWN)
+
+
+class DedupeAddrTests(SynchronousTestCase):
+    def entry(self, ts, host="10.0.0.1", port=7400, node=b"\x01"):
+        return m.AddrEntry(ts, host, port, 1, node * 32)
+
+    def test_each_pair_once_newest_wins(self):
+        """An ADDR answer lists each (node id, address) pair once, with its newest timestamp."""
+        entries = [self.entry(5), self.entry(9, host="10.0.0.2"), self.entry(7), self.entry(6)]
+        self.assertEqual(m.dedupe_addr_entries(entries), (self.entry(7), self.entry(9, host="10.0.0.2")))
+
+    def test_mapped_ipv4_is_the_same_address(self):
+        """10.0.0.1 and ::ffff:10.0.0.1 are one address."""
+        entries = [self.entry(1), self.entry(2, host="::ffff:10.0.0.1")]
+        (kept,) = m.dedupe_addr_entries(entries)
+        self.assertEqual(kept.timestamp, 2)
+
+    def test_other_node_or_port_is_another_pair(self):
+        """The same address under two node ids, or two ports, are distinct entries."""
+        entries = [self.entry(1), self.entry(1, node=b"\x02"), self.entry(1, port=7401)]
+        self.assertEqual(len(m.dedupe_addr_entries(entries)), 3)
+
+    def test_capped_at_the_addr_limit(self):
+        """Deduplicated answers still hold at most 1000 entries."""
+        entries = [self.entry(1, port=p) for p in range(1, 1200)]
+        self.assertEqual(len(m.dedupe_addr_entries(entries)), m.MAX_ADDR_ENTRIES)

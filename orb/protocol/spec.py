@@ -22,9 +22,9 @@ import attrs
 from construct import FocusedSeq, FormatField, GreedyBytes, Renamed, Struct
 
 from orb.protocol import messages as m
-from orb.protocol._wiretypes import FixedBytes, PrefixedBytes, PrefixedText
+from orb.protocol._wiretypes import Bool8Field, FixedBytes, PrefixedBytes, PrefixedText
 from orb.protocol.codes import ErrorCode, Feature, ResultStatus, Role, TlvType
-from orb.protocol.frame import HEADER, Flag, FrameDecoder, encode_frame, network_magic
+from orb.protocol.frame import DEFAULT_MAX_FRAME_BYTES, HEADER, Flag, FrameDecoder, encode_frame, network_magic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RFC_PATH = os.path.join(ROOT, "docs", "rfc-orb.md")
@@ -37,6 +37,13 @@ RECORDS = {
     "FunctionEntry": m.FunctionEntryStruct,
     "Replica": m.ReplicaStruct,
     "Source": m.SourceStruct,
+}
+RECORD_CLASSES = {
+    "Endpoint": m.Endpoint,
+    "AddrEntry": m.AddrEntry,
+    "FunctionEntry": m.FunctionEntry,
+    "Replica": m.Replica,
+    "Source": m.Source,
 }
 
 # The meaning of every field; tests fail if a declared field has none.
@@ -57,7 +64,7 @@ FIELD_DOCS = {
         "roles": "its role bits",
         "reachability": "0 unknown, 1 direct, 2 relayed",
         "rtt_ms": "RTT the tracker measured to it, ms",
-        "load_permille": "the load it last reported, 0..1000",
+        "load_permille": "the load it last reported",
     },
     "Source": {"node_id": "a node that holds the package", "ip": "its address", "port": "its wire port"},
     "header": {
@@ -95,14 +102,14 @@ FIELD_DOCS = {
     "PING": {"nonce": "echoed in PONG"},
     "PONG": {"nonce": "the PING's nonce"},
     "GETADDR": {},
-    "ADDR": {"entries": "at most 1000 addresses"},
+    "ADDR": {"entries": "gossiped addresses"},
     "ERROR": {
         "code": "error code (registry 11.2)",
         "ref_request_id": "the request refused, or 0",
-        "text": "human-readable reason, at most 1024 bytes",
+        "text": "human-readable reason, for logs only",
     },
     "ANNOUNCE": {
-        "load_permille": "the sender's current load, 0..1000",
+        "load_permille": "the sender's current load, per mille",
         "functions": "every function the sender hosts (replaces the last ANNOUNCE)",
     },
     "LOOKUP": {"fid": "function id", "max_replicas": "how many replicas to return at most"},
@@ -119,7 +126,7 @@ FIELD_DOCS = {
         "fid": "the fid deployed or offered",
         "status": "0 accepted, else an error code",
         "replicas": "replicas placed (DEPLOY) or 1 if the peer will host (OFFER)",
-        "text": "detail, at most 1024 bytes",
+        "text": "detail for humans",
     },
     "OFFER": {
         "fid": "the function the receiver is asked to host",
@@ -155,7 +162,7 @@ FIELD_DOCS = {
         "name": "the name under the owner, a DNS label",
         "seq": "sequence number; higher replaces lower",
         "fid": "the function the name points to",
-        "deprecated": "1 if deprecated",
+        "deprecated": "the owner deprecated this version",
         "successor": "fid that replaces it, or empty",
         "sunset": "Unix seconds after which it stops, or 0",
         "signature": "owner's signature (section 9.3)",
@@ -219,20 +226,22 @@ def type_and_size(sub):
     """(type name, fixed size or None) of a construct field."""
     if isinstance(sub, Renamed):
         sub = sub.subcon
+    if isinstance(sub, Bool8Field):
+        return "bool", 1
     if isinstance(sub, FormatField):
         size = sub.length
         return f"u{8 * size}", size
     if isinstance(sub, FixedBytes):
         return f"bytes[{sub.length}]", sub.length
     if isinstance(sub, PrefixedText):
-        return f"text{8 * sub.width}", None
+        return f"text<u{8 * sub.width}>", None
     if isinstance(sub, PrefixedBytes):
-        return f"bytes{8 * sub.width}", None
+        return f"bytes<u{8 * sub.width}>", None
     if isinstance(sub, FocusedSeq):  # what PrefixedArray(count, item) expands to
         count_field = sub.subcons[0].subcon.subcon  # "count" / Rebuild(<count>, ...)
         item = sub.subcons[1].subcon.subcon  # "items" / Array(count, <item>)
         count_type, _ = type_and_size(count_field)
-        return f"array{count_type[1:]}<{_record_name(item) or type_and_size(item)[0]}>", None
+        return f"array<{count_type}, {_record_name(item) or type_and_size(item)[0]}>", None
     if isinstance(sub, Struct):
         sizes = [type_and_size(s)[1] for s in sub.subcons]
         return _record_name(sub), None if None in sizes else sum(sizes)
@@ -241,19 +250,44 @@ def type_and_size(sub):
     raise ValueError(f"no RFC type for {sub!r}")
 
 
-def _rows(fields, docs):
-    lines = ["| Offset | Size | Type | Name | Meaning |", "|---|---|---|---|---|"]
+TABLE_HEAD = ["| Offset | Size | Type | Name | Limit | Meaning |", "|---|---|---|---|---|---|"]
+
+
+def field_limit(cls, name):
+    """The Limit column: the text stored next to the field's validator (messages.LIMIT)."""
+    field = attrs.fields_dict(cls).get(name)
+    if field is None and name == "ip":  # records carry the address as `host` text
+        field = attrs.fields_dict(cls).get("host")
+    return field.metadata.get(m.LIMIT, "") if field is not None else ""
+
+
+def _rows(fields, docs, cls):
+    lines = list(TABLE_HEAD)
     offset = 0
     for sub in fields:
         type_name, size = type_and_size(sub)
         if sub.name == "ext":
             meaning = "TLV extension area, to the end of the body (section 12)"
+            limit = "the rest of the body"
         else:
             meaning = docs[sub.name]
+            limit = field_limit(cls, sub.name)
         where = str(offset) if offset is not None else "var"
-        lines.append(f"| {where} | {size if size is not None else 'var'} | {type_name} | {sub.name} | {meaning} |")
+        lines.append(
+            f"| {where} | {size if size is not None else 'var'} | {type_name} | {sub.name} | {limit} | {meaning} |"
+        )
         offset = offset + size if (offset is not None and size is not None) else None
     return "\n".join(lines)
+
+
+HEADER_LIMITS = {
+    "magic": "the receiver's network magic, else close",
+    "version": "a version the receiver speaks",
+    "type": "unknown types: ERROR(unsupported)",
+    "flags": "unknown bits: ignore",
+    "request_id": "",
+    "length": f"at most max_frame_bytes ({DEFAULT_MAX_FRAME_BYTES} by default)",
+}
 
 
 def header_table():
@@ -261,10 +295,12 @@ def header_table():
     sizes = [4, 1, 1, 2, 4, 4]
     types = ["bytes[4]", "u8", "u8", "u16", "u32", "u32"]
     assert sum(sizes) == HEADER.size
-    lines = ["| Offset | Size | Type | Name | Meaning |", "|---|---|---|---|---|"]
+    lines = list(TABLE_HEAD)
     offset = 0
     for name, size, type_name in zip(names, sizes, types):
-        lines.append(f"| {offset} | {size} | {type_name} | {name} | {FIELD_DOCS['header'][name]} |")
+        lines.append(
+            f"| {offset} | {size} | {type_name} | {name} | {HEADER_LIMITS[name]} | {FIELD_DOCS['header'][name]} |"
+        )
         offset += size
     return "\n".join(lines)
 
@@ -274,7 +310,7 @@ def records_table():
     for name, record in RECORDS.items():
         _, size = type_and_size(record)
         size_text = f"{size} bytes" if size is not None else "variable size"
-        parts.append(f"**{name}** ({size_text})\n\n" + _rows(record.subcons, FIELD_DOCS[name]))
+        parts.append(f"**{name}** ({size_text})\n\n" + _rows(record.subcons, FIELD_DOCS[name], RECORD_CLASSES[name]))
     return "\n\n".join(parts)
 
 
@@ -284,7 +320,7 @@ def layout(name):
     if name == "records":
         return records_table()
     cls = m.MESSAGES[m.MessageType[name]]
-    return _rows(cls.BODY.subcons, FIELD_DOCS[name])
+    return _rows(cls.BODY.subcons, FIELD_DOCS[name], cls)
 
 
 def registry(name):
