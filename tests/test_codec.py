@@ -48,6 +48,7 @@ class GoldenBytesTests(SynchronousTestCase):
         )
 
     def test_error_frame(self):
+        """An ERROR body, field by field: code, ref_request_id, text<u16>."""
         data = encode_frame(MAGIC, m.Error(code=ErrorCode.MALFORMED, ref_request_id=5, text="bad"), 5, Flag.RESPONSE)
         self.assertEqual(
             data[HEADER_SIZE:],
@@ -58,16 +59,19 @@ class GoldenBytesTests(SynchronousTestCase):
         self.assertEqual(HEADER.unpack(data[:HEADER_SIZE])[3], Flag.RESPONSE)
 
     def test_ipv4_is_mapped(self):
+        """An IPv4 address travels as an IPv4-mapped IPv6 address."""
         body = m.Endpoint("10.1.2.3", 80).to_wire()
         self.assertEqual(body["ip"], b"\x00" * 10 + b"\xff\xff\x0a\x01\x02\x03")
 
     def test_main_and_devnet_magics_differ(self):
+        """Nodes of different networks have different magics and so never talk."""
         self.assertNotEqual(network_magic("main"), network_magic("devnet"))
         self.assertEqual(len(network_magic("main")), 4)
 
 
 class RoundTripTests(SynchronousTestCase):
     def test_every_sample_round_trips(self):
+        """Every message type decodes to what was encoded, header values included."""
         for name, msg, request_id, flags in spec.sample_messages():
             data = encode_frame(MAGIC, msg, request_id, flags)
             (frame,) = frames_of(data)
@@ -75,6 +79,7 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(encode_frame(MAGIC, frame.message, request_id, flags), data, name)
 
     def test_every_type_has_a_sample(self):
+        """The sample set, and so the vectors, cover every message type."""
         sampled = {msg.TYPE for _, msg, _, _ in spec.sample_messages()}
         self.assertEqual(sampled, set(m.MESSAGES))
 
@@ -86,6 +91,7 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(type(msg).from_wire(msg.BODY.parse(body)), type(msg).from_wire(msg.COMPILED.parse(body)), name)
 
     def test_byte_at_a_time(self):
+        """A stream fed one byte at a time yields the same frames and leaves nothing buffered."""
         stream = b"".join(encode_frame(MAGIC, msg, rid, fl) for _, msg, rid, fl in spec.sample_messages())
         decoder = FrameDecoder(MAGIC)
         frames = []
@@ -95,12 +101,14 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(decoder.buffered_bytes, 0)
 
     def test_unknown_noncritical_tlv_is_kept_and_ignored(self):
+        """An unknown non-critical TLV is ignored and kept for re-encoding."""
         msg = m.Ping(nonce=1, ext=(m.Tlv(0x7ABC, b"future"),))
         (frame,) = frames_of(encode_frame(MAGIC, msg))
         self.assertEqual(frame.message.nonce, 1)
         self.assertEqual(frame.message.ext, (m.Tlv(0x7ABC, b"future"),))
 
     def test_known_critical_tlv_is_accepted(self):
+        """A known TLV marked critical is processed like the non-critical form."""
         msg = m.Ping(nonce=1, ext=(m.Tlv(TLV_CRITICAL | TlvType.TRACE_ID, b"x" * 16),))
         self.assertEqual(frames_of(encode_frame(MAGIC, msg))[0].message, msg)
 
@@ -115,6 +123,7 @@ class RoundTripTests(SynchronousTestCase):
     @settings(max_examples=5, deadline=None)
     @given(st.data())
     def test_property_covers_every_type(self, data):
+        """The round-trip property is exercised for every message class."""
         for cls in m.MESSAGES.values():
             msg = data.draw(message_strategy(cls))
             self.assertEqual(frames_of(encode_frame(MAGIC, msg))[0].message, msg)
@@ -122,6 +131,7 @@ class RoundTripTests(SynchronousTestCase):
 
 class BadInputTests(SynchronousTestCase):
     def test_truncated_frame_waits(self):
+        """A partial frame is buffered until the rest arrives, not refused."""
         data = encode_frame(MAGIC, m.Lookup(fid=b"\x01" * 33, max_replicas=3))
         decoder = FrameDecoder(MAGIC)
         self.assertEqual(decoder.feed(data[:5]), [])
@@ -137,20 +147,24 @@ class BadInputTests(SynchronousTestCase):
         self.assertEqual(err.request_id, 3)
 
     def test_limit_is_a_parameter(self):
+        """The frame size limit is the receiver's setting."""
         data = encode_frame(MAGIC, m.Invoke(fid=b"\x01", deadline_ms=1, token=b"", input=b"x" * 100))
         self.assertRaises(FrameTooLarge, frames_of, data, max_frame_bytes=64)
         self.assertEqual(len(frames_of(data, max_frame_bytes=200)), 1)
 
     def test_wrong_magic(self):
+        """A frame of another network is refused as WrongNetwork."""
         data = encode_frame(network_magic("main"), m.Ping(nonce=1))
         self.assertRaises(WrongNetwork, frames_of, data)
 
     def test_unknown_version(self):
+        """A frame version the receiver does not speak is refused with ERROR(version)."""
         data = bytearray(encode_frame(MAGIC, m.Ping(nonce=1)))
         data[4] = 9
         self.assertRaises(VersionMismatch, frames_of, bytes(data))
 
     def test_short_body(self):
+        """A body shorter than its fixed fields is malformed."""
         body = b"\x00\x00\x00\x01"  # 4 of PING's 8 nonce bytes
         data = HEADER.pack(MAGIC, 1, m.MessageType.PING, 0, 0, len(body)) + body
         err = self.assertRaises(DecodeError, frames_of, data)
@@ -164,26 +178,31 @@ class BadInputTests(SynchronousTestCase):
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_length_prefix_past_end(self):
+        """A length prefix running past the end of the body is malformed."""
         body = b"\x21" + b"\x01" * 10  # fid announces 33 bytes, 10 follow
         data = HEADER.pack(MAGIC, 1, m.MessageType.LOOKUP, 0, 0, len(body)) + body
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_bad_utf8(self):
+        """Text that is not UTF-8 makes the body malformed."""
         body = struct.pack(">HI", 1, 0) + b"\x00\x02\xff\xfe"
         data = HEADER.pack(MAGIC, 1, m.MessageType.ERROR, 0, 0, len(body)) + body
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_partial_tlv(self):
+        """A TLV header cut short makes the body malformed."""
         body = m.Ping(nonce=1).encode_body() + b"\x00\x01\x00"
         data = HEADER.pack(MAGIC, 1, m.MessageType.PING, 0, 0, len(body)) + body
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_tlv_longer_than_body(self):
+        """A TLV value running past the body makes it malformed."""
         body = m.Ping(nonce=1).encode_body() + b"\x00\x01\x00\x09abc"
         data = HEADER.pack(MAGIC, 1, m.MessageType.PING, 0, 0, len(body)) + body
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_too_many_addr_entries(self):
+        """An ADDR with 1001 entries is malformed."""
         entry = m.AddrEntry(1, "1.2.3.4", 1, 1, b"\x00" * 32).to_wire()
         body = Struct("entries" / m.PrefixedArray(m.Int16ub, m.AddrEntryStruct)).build({"entries": [entry] * 1001})
         data = HEADER.pack(MAGIC, 1, m.MessageType.ADDR, 0, 0, len(body)) + body
@@ -191,6 +210,7 @@ class BadInputTests(SynchronousTestCase):
         self.assertIn("1001", str(err))
 
     def test_unknown_type_is_reported_and_stream_goes_on(self):
+        """An unknown type is reported with its request id and the next frame still decodes."""
         data = (
             HEADER.pack(MAGIC, 1, 0x99, 0, 4, 3)
             + b"abc"
@@ -202,12 +222,14 @@ class BadInputTests(SynchronousTestCase):
         self.assertEqual(ping.message, m.Ping(nonce=2))
 
     def test_unknown_critical_tlv(self):
+        """An unknown critical TLV makes the message unsupported, not malformed."""
         msg = m.Ping(nonce=1, ext=(m.Tlv(TLV_CRITICAL | 0x7ABC, b""),))
         (err,) = frames_of(encode_frame(MAGIC, msg, 6))
         self.assertIsInstance(err, UnsupportedMessage)
         self.assertIn("critical", err.message)
 
     def test_encoder_refuses_invalid_fields(self):
+        """A message that would break a field limit cannot even be built."""
         self.assertRaises(ValueError, m.Ping, nonce=-1)
         self.assertRaises(ValueError, m.Proof, fid=b"\x01", digest=b"short")
         self.assertRaises(ValueError, m.Endpoint, "not-an-ip", 1)
@@ -216,6 +238,7 @@ class BadInputTests(SynchronousTestCase):
     @settings(max_examples=500, deadline=None)
     @given(st.sampled_from(sorted(m.MESSAGES) + [0x00, 0x7F, 0xFF]), st.binary(max_size=300))
     def test_arbitrary_bodies_raise_only_protocol_errors(self, message_type, body):
+        """Any body of any type gives a frame or a ProtocolError, never a crash."""
         data = HEADER.pack(MAGIC, 1, message_type, 0, 1, len(body)) + body
         try:
             frames_of(data)
@@ -225,6 +248,7 @@ class BadInputTests(SynchronousTestCase):
     @settings(max_examples=500, deadline=None)
     @given(st.binary(max_size=400))
     def test_arbitrary_streams_raise_only_protocol_errors(self, data):
+        """Any byte stream after a valid magic gives frames or a ProtocolError, never a crash."""
         try:
             frames_of(MAGIC + data)
         except ProtocolError:
@@ -233,6 +257,7 @@ class BadInputTests(SynchronousTestCase):
     @settings(max_examples=500, deadline=None)
     @given(st.data())
     def test_mutated_vectors_raise_only_protocol_errors(self, data):
+        """Corrupted and cut vectors decode to their type or raise a ProtocolError, never a crash."""
         samples = spec.sample_messages()
         _, msg, rid, flags = data.draw(st.sampled_from(samples))
         frame = bytearray(encode_frame(MAGIC, msg, rid, flags))

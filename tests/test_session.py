@@ -323,6 +323,7 @@ class RequestTests(SynchronousTestCase):
 
 class RequestIdTests(SynchronousTestCase):
     def test_late_response_is_dropped_silently(self):
+        """A response to a request we gave up on is dropped without ERROR."""
         clock, client, server = ready_pair()
         request_id, data = client.request(m.Lookup(fid=b"\x01", max_replicas=1))
         server.feed(data)

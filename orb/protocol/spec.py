@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RFC_PATH = os.path.join(ROOT, "docs", "rfc-orb.md")
 VECTORS_PATH = os.path.join(ROOT, "tests", "vectors", "v1.json")
 VECTOR_NETWORK = "devnet"
+RELAYED_REQUEST_ID = 17  # the inner INVOKE of the RELAY vector
 
 RECORDS = {
     "Endpoint": m.EndpointStruct,
@@ -345,13 +346,32 @@ def _enum_comment(enum_cls, member_name):
 # --- vectors ------------------------------------------------------------------
 
 
+def _u64_names(subcons):
+    names = set()
+    for sub in subcons:
+        if sub.name != "ext" and type_and_size(sub)[0] == "u64":
+            names.add(sub.name)
+    return frozenset(names)
+
+
+# The fields that are u64 on the wire, per class. In JSON they are decimal
+# strings: I-JSON (RFC 7493) keeps numbers within 2^53, and JavaScript's
+# JSON.parse silently rounds anything larger (a nonce, a sequence number).
+U64_FIELDS = {cls: _u64_names(cls.BODY.subcons) for cls in m.MESSAGES.values()}
+U64_FIELDS.update({RECORD_CLASSES[name]: _u64_names(struct.subcons) for name, struct in RECORDS.items()})
+
+
 def to_json(value):
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, (tuple, list)):
         return [to_json(v) for v in value]
     if attrs.has(type(value)):
-        return {a.name: to_json(getattr(value, a.name)) for a in attrs.fields(type(value))}
+        u64 = U64_FIELDS.get(type(value), frozenset())
+        return {
+            a.name: str(getattr(value, a.name)) if a.name in u64 else to_json(getattr(value, a.name))
+            for a in attrs.fields(type(value))
+        }
     return value
 
 
@@ -365,6 +385,8 @@ def message_from_json(type_name, fields):
 
 
 def _field_from_json(cls, a, value):
+    if a.name in U64_FIELDS[cls]:
+        return _u64_from_json(value)
     if a.name == "ext":
         return tuple(m.Tlv(t["type"], bytes.fromhex(t["value"])) for t in value)
     if a.name in cls.NESTED:
@@ -383,8 +405,16 @@ def _record_from_json(record, value):
     kwargs = {}
     for a in attrs.fields(record):
         v = value[a.name]
+        if a.name in U64_FIELDS[record]:
+            v = _u64_from_json(v)
         kwargs[a.name] = bytes.fromhex(v) if a.type is bytes else v
     return record(**kwargs)
+
+
+def _u64_from_json(value):
+    if not isinstance(value, str) or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+        raise ValueError(f"a u64 is written as a decimal string without leading zeros, not {value!r}")
+    return int(value)
 
 
 def _det_bytes(label, n):
@@ -430,7 +460,15 @@ def sample_messages():
         signature=b"\x00" * 64,
     )
     name = attrs.evolve(name, signature=peer.sign(name.signed_bytes()))
-    inner = encode_frame(network_magic(VECTOR_NETWORK), m.Ping(nonce=42), 0, 0, 1)
+    # The relayed request is an INVOKE with its own, end-to-end request id (Section 10.3):
+    # a request is never sent with request id 0 (Section 4.7).
+    inner = encode_frame(
+        network_magic(VECTOR_NETWORK),
+        m.Invoke(fid=fid, deadline_ms=5000, token=b"", input=b'{"a":2,"b":3}'),
+        RELAYED_REQUEST_ID,
+        0,
+        1,
+    )
     manifest = b'{"entry":"main.py","name":"adder","runtime":"python"}'
     return [
         ("hello", m.Hello(
@@ -503,40 +541,60 @@ class _FixedClock:
         return self.now
 
 
+TRANSCRIPT_TIME = 1_764_000_000
+TRACKER_LISTEN = ("127.0.0.1", 7400)
+PEER_LISTEN = ("127.0.0.1", 7401)
+
+
 def handshake_transcript():
-    """A complete, deterministic session opening: HELLO, HELLO_ACK, PING/PONG, GETADDR/ADDR."""
+    """
+    A session opening as a client really sees it, frame by frame: the
+    handshake, then what a tracker sends at once on its own (a PING and an
+    unsolicited ADDR), the peer's own first frames, and the answer to its
+    GETADDR. Returns [(direction, frame bytes)].
+    """
     from orb.protocol.session import LocalIdentity, Session, SessionConfig
 
     tracker, peer = sample_keys()
-    clock = _FixedClock(1_764_000_000)
+    clock = _FixedClock(TRANSCRIPT_TIME)
     config = SessionConfig(network=VECTOR_NETWORK)
     client = Session(
-        LocalIdentity(peer.public_bytes, int(Role.PEER), user_agent="orb/0.1"),
-        clock, initiator=True, remote_address=m.Endpoint("127.0.0.1", 7400), config=config,
+        LocalIdentity(peer.public_bytes, int(Role.PEER), listen=(m.Endpoint(*PEER_LISTEN),), user_agent="orb/0.1"),
+        clock, initiator=True, remote_address=m.Endpoint(*TRACKER_LISTEN), config=config,
         rng=random.Random(1),
     )
     server = Session(
-        LocalIdentity(tracker.public_bytes, int(Role.TRACKER | Role.RELAY), user_agent="orb/0.1"),
+        LocalIdentity(tracker.public_bytes, int(Role.TRACKER | Role.RELAY), listen=(m.Endpoint(*TRACKER_LISTEN),),
+                      user_agent="orb/0.1"),
         clock, initiator=False, remote_address=m.Endpoint("127.0.0.1", 50123), config=config,
         rng=random.Random(2),
     )
+    to_tracker, to_peer = "peer -> tracker", "tracker -> peer"
     steps = []
     client.connection_made()
     server.connection_made()
 
-    def carry(src, dst, label, data=None):
-        data = src.data_to_send() if data is None else data
+    def carry(label, data):
         steps.append((label, data))
-        dst.feed(data)
+        (client if label == to_peer else server).feed(data)
 
-    carry(client, server, "peer -> tracker")
-    carry(server, client, "tracker -> peer")
-    carry(client, server, "peer -> tracker", client.ping())
-    carry(server, client, "tracker -> peer")
-    request_id, data = client.request(m.GetAddr())
-    carry(client, server, "peer -> tracker", data)
-    entries = (m.AddrEntry(clock.now, "127.0.0.1", 7401, int(Role.PEER), _det_bytes("other-peer", 32)),)
-    carry(server, client, "tracker -> peer", server.send(m.Addr(entries=entries), response_to=request_id))
+    now = int(clock.now)
+    tracker_entry = m.AddrEntry(now, *TRACKER_LISTEN, int(Role.TRACKER | Role.RELAY), tracker.node_id)
+    carry(to_tracker, client.data_to_send())  # HELLO
+    carry(to_peer, server.data_to_send())  # HELLO_ACK
+    # What a tracker does on READY, before it has heard anything more:
+    carry(to_peer, server.ping())  # a first RTT measurement for its registry
+    carry(to_peer, server.send(m.Addr(entries=(tracker_entry,))))  # itself and the trackers it knows
+    # The peer, READY since HELLO_ACK, sends its own first frames; the session
+    # answered the tracker's PING by itself (the PONG is queued).
+    pong = client.data_to_send()
+    getaddr_id, getaddr = client.request(m.GetAddr())
+    carry(to_tracker, getaddr)
+    carry(to_tracker, client.send(m.Announce(load_permille=0, functions=())))
+    carry(to_tracker, pong)
+    other_peer = m.AddrEntry(now - 60, "192.0.2.7", 7401, int(Role.PEER), _det_bytes("other-peer", 32))
+    answer = m.dedupe_addr_entries([tracker_entry, other_peer, tracker_entry])
+    carry(to_peer, server.send(m.Addr(entries=answer), response_to=getaddr_id))
     return steps
 
 
@@ -575,12 +633,25 @@ def _hexdump(hex_string, width=32):
     return "\n".join(hex_string[i : i + width * 2] for i in range(0, len(hex_string), width * 2))
 
 
+WRAP = 64
+
+
 def _fields_text(fields):
+    """Every field in full: long strings wrapped at 64 characters, list items one per line."""
     out = []
     for key, value in fields.items():
+        if isinstance(value, list) and value and not all(isinstance(v, int) for v in value):
+            out.append(f"    {key} = [")
+            for item in value:
+                out.append(f"      {json.dumps(item, separators=(',', ':'))}")
+            out.append("    ]")
+            continue
         text = json.dumps(value, separators=(",", ":"))
-        if len(text) > 100:
-            text = text[:97] + "..."
+        if isinstance(value, str) and len(text) > WRAP + 2:
+            out.append(f"    {key} =")
+            for i in range(0, len(value), WRAP):
+                out.append(f"      {value[i : i + WRAP]}")
+            continue
         out.append(f"    {key} = {text}")
     return "\n".join(out)
 
@@ -588,8 +659,11 @@ def _fields_text(fields):
 def vectors_markdown(doc):
     parts = [
         f"Network `{doc['network']}`, magic `{doc['magic']}`. Each frame is given in hex "
-        "(header and body), followed by its decoded fields (bytes in hex; long values are "
-        "shortened here but complete in tests/vectors/v1.json).",
+        "(header and body), followed by every decoded field in full, in the JSON form of "
+        "Appendix A.1 (bytes in hex, u64 values as decimal strings). A string value longer than "
+        "64 characters is printed unquoted on the lines that follow its name, 64 characters a "
+        "line: join those lines, without spaces, to get the value. Items of a list of records "
+        "are printed one per line.",
     ]
     for v in doc["vectors"]:
         parts.append(
@@ -602,8 +676,10 @@ def vectors_markdown(doc):
 def transcript_markdown(doc):
     parts = [
         "A peer (initiator) opens a session to a tracker on network "
-        f"`{doc['network']}`, measures RTT and asks for addresses. Keys are those of Appendix A; "
-        "nonces and request ids come from a seeded generator.",
+        f"`{doc['network']}`. Keys are those of Appendix A; nonces and request ids come from a "
+        "seeded generator; fields are printed as in Appendix A.2. The frames are listed in the order "
+        "each side sends them. The two directions run concurrently: the peer's frames 5 and 6 may "
+        "leave before frames 3 and 4 arrive, and frame 7 follows whenever the PING arrives.",
     ]
     for i, step in enumerate(doc["transcript"], 1):
         parts.append(
