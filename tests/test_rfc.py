@@ -164,3 +164,31 @@ class VectorTests(SynchronousTestCase):
         (vector,) = [v for v in vectors()["vectors"] if v["type"] == "NAME"]
         name = spec.message_from_json("NAME", vector["fields"])
         self.assertTrue(verify_signature(name.owner_key, name.signature, name.signed_bytes()))
+
+
+class PackageVectorTests(SynchronousTestCase):
+    def test_package_vector_is_what_the_packer_makes(self):
+        """Appendix C's archive, SHA-256 and fid are what packing its files and manifest gives."""
+        import hashlib
+
+        from orb.protocol import fid
+        from orb.protocol.package import PackageFile, pack, unpack
+
+        pkg = vectors()["package"]
+        files = [PackageFile(e["path"], bytes.fromhex(e["data"]), e["mode"] == "0755")
+                 for e in pkg["entries"] if e["path"] != "orb-manifest.json"]
+        data = pack(files, pkg["manifest"])
+        self.assertEqual(data.hex(), pkg["hex"])
+        self.assertEqual(hashlib.sha256(data).hexdigest(), pkg["sha256"])
+        self.assertEqual(fid.to_text(bytes.fromhex(pkg["fid_bytes"])), pkg["fid"])
+        self.assertEqual(unpack(data)[1], pkg["manifest"])
+        self.assertIn(pkg["fid"], rfc_text())
+        self.assertIn(("package", None), spec.markers(rfc_text()))
+
+    def test_package_vector_splits_a_long_path(self):
+        """The vector exercises the ustar name/prefix split of Section 9.2."""
+        split = [e for e in vectors()["package"]["entries"] if e["ustar_prefix"]]
+        self.assertTrue(split)
+        for e in split:
+            self.assertGreater(len(e["path"].encode()), 100)
+            self.assertEqual(e["ustar_prefix"] + "/" + e["ustar_name"], e["path"])

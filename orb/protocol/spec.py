@@ -612,6 +612,53 @@ def _frame_json(label, data):
     }
 
 
+PACKAGE_MANIFEST = {"entry": "main.py", "name": "adder", "runtime": "python", "description": "adds a and b — ünïcode"}
+PACKAGE_LONG_DIR = "data/" + "tables-of-constants-for-the-adder-function-" * 2 + "v1"
+
+
+def sample_package_files():
+    """The small directory of the package vector: one long path, to show the name/prefix split."""
+    from orb.protocol.package import PackageFile
+
+    return [
+        PackageFile("main.py", b"import json, sys\nargs = json.load(sys.stdin)\nprint(args['a'] + args['b'])\n",
+                    executable=True),
+        PackageFile(f"{PACKAGE_LONG_DIR}/zero.txt", b"0\n"),
+    ]
+
+
+def package_vector():
+    import hashlib
+
+    from orb.protocol import fid as fid_text
+    from orb.protocol.package import MANIFEST_NAME, manifest_bytes, pack, split_path
+
+    files = sample_package_files()
+    data = pack(files, PACKAGE_MANIFEST)
+    entries = [{"path": MANIFEST_NAME, "mode": "0644", "data": manifest_bytes(PACKAGE_MANIFEST).hex()}]
+    for f in files:
+        entries.append({"path": f.path, "mode": "0755" if f.executable else "0644", "data": f.data.hex()})
+    entries.sort(key=lambda e: e["path"].encode("utf-8"))
+    for e in entries:
+        prefix, name = split_path(e["path"].encode("utf-8"))
+        e["ustar_prefix"], e["ustar_name"] = prefix.decode(), name.decode()
+    raw = fid_of(data)
+    return {
+        "manifest": PACKAGE_MANIFEST,
+        "entries": entries,
+        "hex": data.hex(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "fid_bytes": raw.hex(),
+        "fid": fid_text.to_text(raw),
+    }
+
+
+def fid_of(data):
+    from orb.protocol.package import fid_of_package
+
+    return fid_of_package(data)
+
+
 def vectors_document():
     magic = network_magic(VECTOR_NETWORK)
     vectors = []
@@ -626,6 +673,7 @@ def vectors_document():
         "magic": magic.hex(),
         "vectors": vectors,
         "transcript": [_frame_json(label, data) for label, data in handshake_transcript()],
+        "package": package_vector(),
     }
 
 
@@ -689,10 +737,55 @@ def transcript_markdown(doc):
     return "\n\n".join(parts)
 
 
+def _code_or_empty(text):
+    return f"`{text}`" if text else "(empty)"
+
+
+def package_markdown(doc):
+    pkg = doc["package"]
+    lines = [
+        "A directory holding `main.py` (executable) and `" + PACKAGE_LONG_DIR + "/zero.txt` (a path "
+        "of more than 100 bytes), and a manifest whose canonical JSON (Section 2.7), the bytes of the "
+        "`orb-manifest.json` entry, is this UTF-8 text (JCS leaves the non-ASCII characters unescaped):",
+        "",
+        "```",
+        next(bytes.fromhex(e["data"]) for e in pkg["entries"] if e["path"] == "orb-manifest.json").decode("utf-8"),
+        "```",
+        "",
+        "The entries in archive order (sorted by the UTF-8 bytes of their paths), with the ustar "
+        "`prefix`/`name` split and the data in hex:",
+        "",
+        "| Path | Mode | prefix | name | Data (hex) |",
+        "|---|---|---|---|---|",
+    ]
+    for e in pkg["entries"]:
+        lines.append(
+            f"| `{e['path']}` | {e['mode']} | {_code_or_empty(e['ustar_prefix'])} | `{e['ustar_name']}` | `{e['data']}` |"
+        )
+    lines += [
+        "",
+        f"The canonical package, {len(pkg['hex']) // 2} bytes (three header-and-data pairs and the two "
+        "zero blocks), in hex, 32 bytes a line:",
+        "",
+        "```",
+        _hexdump(pkg["hex"]),
+        "```",
+        "",
+        "```",
+        f"SHA-256(package) = {pkg['sha256']}",
+        f"fid-bytes        = {pkg['fid_bytes']}",
+        f"fid              = {pkg['fid']}",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
+                  "package": lambda doc: package_markdown(doc)}
 
 
 def render(text, doc):
@@ -704,7 +797,7 @@ def render(text, doc):
         return f"{match.group(1)}{body}\n{match.group(5)}"
 
     def single(match):
-        body = vectors_markdown(doc) if match.group(2) == "vectors" else transcript_markdown(doc)
+        body = _SINGLE_RENDER[match.group(2)](doc)
         return f"{match.group(1)}{body}\n{match.group(4)}"
 
     return _SINGLE.sub(single, _BLOCK.sub(block, text))
