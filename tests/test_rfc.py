@@ -192,3 +192,20 @@ class PackageVectorTests(SynchronousTestCase):
         for e in split:
             self.assertGreater(len(e["path"].encode()), 100)
             self.assertEqual(e["ustar_prefix"] + "/" + e["ustar_name"], e["path"])
+
+
+class CanonicalJsonVectorTests(SynchronousTestCase):
+    def test_jcs_vector(self):
+        """Section 2.7's vector is RFC 8785 output: non-ASCII unescaped, keys in UTF-16 order."""
+        import hashlib
+
+        import rfc8785
+
+        v = vectors()["canonical_json"]
+        canonical = rfc8785.dumps(json.loads(v["input"]))
+        self.assertEqual(canonical.hex(), v["canonical_hex"])
+        self.assertEqual(canonical.decode("utf-8"), v["canonical"])
+        self.assertEqual(hashlib.sha256(canonical).hexdigest(), v["sha256"])
+        self.assertIn("café — ünïcode", v["canonical"])
+        self.assertLess(v["canonical"].index("\U0001f600"), v["canonical"].index("\ufb01"))
+        self.assertIn(("jcs", None), spec.markers(rfc_text()))

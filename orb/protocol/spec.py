@@ -653,6 +653,54 @@ def package_vector():
     }
 
 
+# The canonical JSON vector of Section 2.7: non-ASCII text, a key order that
+# differs between UTF-16 and code points, escapes, integers and a u64 string.
+JCS_INPUT = (
+    '{\n  "z": 1,\n  "\\ufb01le": "caf\\u00e9 — ünïcode",\n  "\\ud83d\\ude00": [true, false, null],\n'
+    '  "a": {"nonce": "18364758544493064720", "n": -0, "big": 9007199254740991, "e": 1E3},\n'
+    '  "ctl": "tab\\there \\"quoted\\" back\\\\slash \\u001f end"\n}'
+)
+
+
+def jcs_vector():
+    import hashlib
+
+    import rfc8785
+
+    value = json.loads(JCS_INPUT)
+    canonical = rfc8785.dumps(value)
+    return {
+        "input": JCS_INPUT,
+        "canonical": canonical.decode("utf-8"),
+        "canonical_hex": canonical.hex(),
+        "sha256": hashlib.sha256(canonical).hexdigest(),
+    }
+
+
+def jcs_markdown(doc):
+    v = doc["canonical_json"]
+    return "\n".join([
+        "Input (any JSON text with this value; here with whitespace, escapes and a non-canonical "
+        "number form):",
+        "",
+        "```",
+        v["input"],
+        "```",
+        "",
+        "Its canonical form as text, then as UTF-8 bytes in hex, and the SHA-256 of those bytes:",
+        "",
+        "```",
+        v["canonical"],
+        "```",
+        "",
+        "```",
+        _hexdump(v["canonical_hex"]),
+        "",
+        f"SHA-256 = {v['sha256']}",
+        "```",
+    ])
+
+
 def fid_of(data):
     from orb.protocol.package import fid_of_package
 
@@ -674,6 +722,7 @@ def vectors_document():
         "vectors": vectors,
         "transcript": [_frame_json(label, data) for label, data in handshake_transcript()],
         "package": package_vector(),
+        "canonical_json": jcs_vector(),
     }
 
 
@@ -783,9 +832,9 @@ def package_markdown(doc):
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript|package) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs) -->\n)(.*?)(<!-- /\2 -->)", re.S)
 _SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
-                  "package": lambda doc: package_markdown(doc)}
+                  "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc)}
 
 
 def render(text, doc):
