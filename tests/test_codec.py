@@ -54,7 +54,7 @@ class GoldenBytesTests(SynchronousTestCase):
             data[HEADER_SIZE:],
             b"\x00\x01"  # code: malformed
             b"\x00\x00\x00\x05"  # ref_request_id
-            b"\x00\x03bad",  # text16
+            b"\x00\x03bad",  # text<u16>
         )
         self.assertEqual(HEADER.unpack(data[:HEADER_SIZE])[3], Flag.RESPONSE)
 
