@@ -614,3 +614,41 @@ class UnservedTypeTests(SynchronousTestCase):
         client.feed(data)
         (answer,) = server.feed(client.send(m.Addr(entries=()), response_to=request_id))
         self.assertTrue(answer.is_response)
+
+
+class ErrorPropertyTests(SynchronousTestCase):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(
+        st.binary(max_size=80),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFFFFFF),
+        st.sampled_from([True, False]),
+    )
+    def test_no_error_is_ever_sent_about_an_error(self, body, flags, request_id, ready):
+        """Whatever an ERROR frame holds, before or after READY, nothing is sent back about it."""
+        clock, client, server = make_pair()
+        hello = client.data_to_send()
+        if ready:
+            server.feed(hello)
+            server.data_to_send()
+        server.feed(HEADER.pack(CONFIG.magic, 1, m.MessageType.ERROR, flags, request_id, len(body)) + body)
+        self.assertEqual(server.data_to_send(), b"")
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.integers(1, 0xFF), st.binary(max_size=40), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF))
+    def test_an_error_only_names_requests_of_the_remote(self, message_type, body, flags, request_id):
+        """An ERROR refers to a request id only when the offending frame was a request (no RESPONSE flag)."""
+        clock, client, server = ready_pair()
+        server.feed(HEADER.pack(CONFIG.magic, 1, message_type, flags, request_id, len(body)) + body)
+        for frame in decode_all(server, server.data_to_send()):
+            if not isinstance(frame.message, m.Error):
+                continue  # a PONG
+            ref = frame.message.ref_request_id
+            if flags & Flag.RESPONSE or request_id == 0:
+                self.assertEqual((ref, frame.request_id, frame.flags), (0, 0, 0))
+            else:
+                self.assertEqual(ref, request_id)
+                self.assertEqual(frame.request_id, ref if frame.flags & Flag.RESPONSE else 0)
