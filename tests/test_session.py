@@ -563,6 +563,16 @@ class ErrorRuleTests(SynchronousTestCase):
         server.close()
         self.assertEqual(server.data_to_send(), b"")  # one ERROR per close
 
+    def test_one_closing_error_per_session(self):
+        """A fatal error after we sent our closing ERROR ends the session without a second ERROR."""
+        clock, client, server = ready_pair()
+        server.close()
+        server.data_to_send()
+        (failed,) = server.feed(HEADER.pack(CONFIG.magic, 1, m.MessageType.PING, 0, 1, 3) + b"abc")
+        self.assertEqual(failed.error.code, ErrorCode.MALFORMED)
+        self.assertEqual(server.state, State.ERROR)
+        self.assertEqual(server.data_to_send(), b"")
+
     def test_close_during_handshake_sends_error(self):
         """Closing before READY still tells the remote why."""
         clock, client, server = make_pair()

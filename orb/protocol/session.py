@@ -608,7 +608,8 @@ class Session:
         """
         if self.state in (State.ERROR, State.CLOSED):
             return []
-        if not isinstance(error, WrongNetwork) and error.message_type != MessageType.ERROR:
+        closing = self.state is State.CLOSING  # our closing ERROR is already queued: one per session
+        if not closing and not isinstance(error, WrongNetwork) and error.message_type != MessageType.ERROR:
             ref = _remote_request_id(error)
             self._queue(Error(code=error.code, ref_request_id=ref, text=_error_text(error.message)))
         self.state = State.ERROR
