@@ -6,7 +6,7 @@ truncated and oversized frames, and hostile input.
 import struct
 
 import attrs
-from construct import Struct
+from construct import StreamError, Struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -171,16 +171,21 @@ class BadInputTests(SynchronousTestCase):
         self.assertEqual(err.code, ErrorCode.MALFORMED)
 
     def test_short_fixed_field_at_end(self):
-        """The compiled parser would accept a short signature; we do not."""
+        """A signature one byte short is refused by the parser itself, not only by the validators."""
         _, name, _, _ = [s for s in spec.sample_messages() if s[0] == "name"][0]
         body = name.encode_body()[:-1]
+        # construct's own compiled Bytes(64) would return 63 bytes here; FixedBytes must not.
+        self.assertRaises(StreamError, m.Name.COMPILED.parse, body)
+        self.assertRaises(StreamError, m.Name.BODY.parse, body)
         data = HEADER.pack(MAGIC, 1, m.MessageType.NAME, 0, 0, len(body)) + body
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_length_prefix_past_end(self):
-        """A length prefix running past the end of the body is malformed."""
-        body = b"\x21" + b"\x01" * 10  # fid announces 33 bytes, 10 follow
-        data = HEADER.pack(MAGIC, 1, m.MessageType.LOOKUP, 0, 0, len(body)) + body
+        """A length prefix running past the end of the body is malformed, even as the last field."""
+        body = b"\x00\x00\x00\x64" + b"{}" * 5  # SYNC digest announces 100 bytes, 10 follow
+        # Without the exact read the 10 bytes would make a valid digest and an empty TLV area.
+        self.assertRaises(StreamError, m.Sync.COMPILED.parse, body)
+        data = HEADER.pack(MAGIC, 1, m.MessageType.SYNC, 0, 0, len(body)) + body
         self.assertRaises(DecodeError, frames_of, data)
 
     def test_bad_utf8(self):
