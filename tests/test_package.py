@@ -6,7 +6,6 @@ is not a plain file is refused.
 
 import io
 import os
-import stat
 import tarfile
 
 from twisted.trial.unittest import SynchronousTestCase

@@ -6,6 +6,8 @@ a task.Clock, limits, and refusal of bad input. No sockets.
 import os
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -627,9 +629,6 @@ class UnservedTypeTests(SynchronousTestCase):
 
 
 class ErrorPropertyTests(SynchronousTestCase):
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-
     @settings(max_examples=300, deadline=None, derandomize=True)
     @given(
         st.binary(max_size=80),
