@@ -343,6 +343,23 @@ class RequestIdTests(SynchronousTestCase):
         self.assertEqual(sent_errors(server)[0].code, ErrorCode.UNEXPECTED)
         self.assertEqual(server.state, State.READY)
 
+    def test_response_type_without_response_flag_is_refused(self):
+        """A PEERS or PONG sent as if it were a notification gets ERROR(unexpected) and is not delivered."""
+        clock, client, server = ready_pair()
+        (event,) = server.feed(encode_frame(CONFIG.magic, m.Peers(fid=b"\x01", replicas=()), 0))
+        self.assertIsInstance(event, Misbehaved)
+        self.assertEqual(event.error.code, ErrorCode.UNEXPECTED)
+        (event,) = server.feed(encode_frame(CONFIG.magic, m.Pong(nonce=1), 0))
+        self.assertIsInstance(event, Misbehaved)
+        self.assertEqual(server.state, State.READY)
+
+    def test_notification_with_a_request_id_is_still_a_notification(self):
+        """An ANNOUNCE sent with a nonzero request id is delivered; the id is ignored."""
+        clock, client, server = ready_pair()
+        (event,) = server.feed(encode_frame(CONFIG.magic, m.Announce(load_permille=1, functions=()), 9))
+        self.assertIsInstance(event, MessageReceived)
+        self.assertEqual(server.data_to_send(), b"")
+
     def test_reused_request_id_is_refused(self):
         """A request reusing an id still outstanding gets ERROR(unexpected) answering that id."""
         clock, client, server = ready_pair()

@@ -69,6 +69,9 @@ RESPONSES = {
     MessageType.SYNC: MessageType.DELTA,
 }
 REQUEST_TYPES = frozenset(RESPONSES)
+# Types that only ever answer a request: without the RESPONSE flag they mean nothing.
+# (ADDR and DELTA may also be pushed as notifications.)
+RESPONSE_ONLY_TYPES = frozenset(RESPONSES.values()) - {MessageType.ADDR, MessageType.DELTA}
 MAX_REQUEST_ID = 0xFFFFFFFF
 MAX_FORGOTTEN = 256
 
@@ -462,6 +465,8 @@ class Session:
                 raise UnexpectedMessage("PING request without a request id")
             self._outbox.append(self._encode(Pong(nonce=message.nonce), frame.request_id, Flag.RESPONSE))
             return []
+        if message.TYPE in RESPONSE_ONLY_TYPES:
+            raise UnexpectedMessage(f"{message.TYPE.name} without the RESPONSE flag answers nothing")
         served = self.config.served_types
         if served is not None and message.TYPE not in served:
             raise UnsupportedMessage(f"{message.TYPE.name} is not served by this node")
