@@ -184,3 +184,13 @@ class UnpackTests(SynchronousTestCase):
         """Bytes that are not an archive at all give PackageError, not a crash."""
         for junk in (b"", b"x" * 100, b"\xff" * 1024, b"main.py".ljust(1024, b"\x00")):
             self.assertRaises(p.PackageError, p.unpack, junk)
+
+
+class RfcExampleTests(SynchronousTestCase):
+    def test_section_9_2_split_example(self):
+        """The split example of RFC 9.2 (a 102-byte path, a 93-byte prefix) is what the packer does."""
+        from orb.protocol import spec
+
+        raw = (spec.PACKAGE_LONG_DIR + "/zero.txt").encode()
+        prefix, name = p.split_path(raw)
+        self.assertEqual((len(raw), len(prefix), name), (102, 93, b"zero.txt"))
