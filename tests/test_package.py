@@ -8,6 +8,8 @@ import io
 import os
 import tarfile
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from orb.protocol import fid
@@ -194,3 +196,19 @@ class RfcExampleTests(SynchronousTestCase):
         raw = (spec.PACKAGE_LONG_DIR + "/zero.txt").encode()
         prefix, name = p.split_path(raw)
         self.assertEqual((len(raw), len(prefix), name), (102, 93, b"zero.txt"))
+
+
+class HostileArchiveTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.data())
+    def test_corrupted_packages_raise_only_package_error(self, data):
+        """A package with any bytes changed or cut is refused with PackageError, never a crash."""
+        files = [p.PackageFile(path, body, executable) for path, (body, executable) in sorted(FILES.items())]
+        archive = bytearray(p.pack(files, MANIFEST))
+        for _ in range(data.draw(st.integers(1, 6))):
+            archive[data.draw(st.integers(0, len(archive) - 1))] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(0, len(archive)))
+        try:
+            p.unpack(bytes(archive[:cut]))
+        except p.PackageError:
+            pass

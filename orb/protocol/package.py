@@ -242,10 +242,10 @@ def unpack(data):
             break
         name = block[0:100].rstrip(b"\x00")
         prefix = block[345:500].rstrip(b"\x00")
-        try:
-            size = int(block[124:135], 8)
-        except ValueError:
-            raise PackageError(f"bad size field at offset {offset}") from None
+        field = block[124:135]
+        if not field.isdigit() or b"8" in field or b"9" in field:
+            raise PackageError(f"bad size field at offset {offset}")
+        size = int(field, 8)
         raw = prefix + b"/" + name if prefix else name
         try:
             path = raw.decode("utf-8")
