@@ -131,12 +131,13 @@ class FormatTests(SynchronousTestCase):
             self.assertRaises(p.PackageError, p.pack, [p.PackageFile(path, b"")], MANIFEST)
 
     def test_manifest_rules(self):
-        """The manifest needs name, runtime and an entry that is in the package, and is given once."""
+        """The manifest needs name, runtime and an entry in the package, is given once, and holds I-JSON integers only."""
         self.assertRaises(p.PackageError, p.pack, [p.PackageFile("main.py", b"")], {"name": "x", "runtime": "py"})
         self.assertRaises(p.PackageError, p.pack, [p.PackageFile("other.py", b"")], MANIFEST)
         self.assertRaises(p.PackageError, p.pack,
                           [p.PackageFile("main.py", b""), p.PackageFile("orb-manifest.json", b"{}")], MANIFEST)
         self.assertRaises(p.PackageError, p.pack, [p.PackageFile("main.py", b"")], {**MANIFEST, "big": 2**60})
+        self.assertRaises(p.PackageError, p.pack, [p.PackageFile("main.py", b"")], {**MANIFEST, "x": [{"y": 1.5}]})
 
     def test_duplicate_paths_are_refused(self):
         """Two files with one path cannot be packed."""

@@ -98,10 +98,23 @@ def manifest_bytes(manifest):
     for key in REQUIRED_MANIFEST_KEYS:
         if not isinstance(manifest.get(key), str) or not manifest[key]:
             raise PackageError(f"the manifest needs a non-empty text {key!r}")
+    _integers_only(manifest)
     try:
         return rfc8785.dumps(manifest)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
         raise PackageError(f"the manifest is not I-JSON: {e}") from None
+
+
+def _integers_only(value):
+    """RFC 2.7 rule 1: ORB JSON holds integers only (JCS itself would accept 1.5)."""
+    if isinstance(value, float):
+        raise PackageError(f"the manifest holds the non-integer number {value!r}; ORB JSON has integers only")
+    if isinstance(value, dict):
+        for item in value.values():
+            _integers_only(item)
+    elif isinstance(value, list):
+        for item in value:
+            _integers_only(item)
 
 
 # --- packing -------------------------------------------------------------------------------
