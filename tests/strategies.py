@@ -19,7 +19,7 @@ TEXT_LIMITS = {
     "name": m.MAX_NAME_BYTES,
 }
 LIST_LIMITS = {"entries": 20, "listen": m.MAX_LISTEN_ADDRESSES}
-INT_LIMITS = {"deprecated": 1}
+INT_LIMITS = {"deprecated": 1, "kind": 1}
 
 
 def _host():
@@ -82,7 +82,7 @@ def message_strategy(cls):
         elif name in cls.SINGLE:
             fields[name] = record_strategy(cls.SINGLE[name])
         elif isinstance(sub.subcon, FocusedSeq):  # an array of plain integers (HELLO versions)
-            fields[name] = st.lists(st.integers(0, 255), max_size=10)
+            fields[name] = st.lists(st.integers(0, 255), min_size=1, max_size=10)
         else:
             fields[name] = _for_subcon(name, sub)
     return st.builds(cls, ext=tlvs, **fields)

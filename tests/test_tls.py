@@ -96,6 +96,7 @@ class LoopbackTLSTests(TestCase):
 
     @defer.inlineCallbacks
     def test_handshake_with_fresh_keys(self):
+        """Two nodes with fresh keys complete TLS and the ORB handshake and exchange a request."""
         tracker_key, peer_key = NodeKey.generate(), NodeKey.generate()
         server_handler, client_handler = Handler(), Handler()
         port = yield self.listen(NodeTLS(tracker_key), server_handler, tracker_key)
@@ -126,6 +127,7 @@ class LoopbackTLSTests(TestCase):
 
     @defer.inlineCallbacks
     def test_dialled_node_id_mismatch(self):
+        """Dialling an address expecting another node id ends with ERROR(identity)."""
         tracker_key, peer_key = NodeKey.generate(), NodeKey.generate()
         server_handler, client_handler = Handler(), Handler()
         port = yield self.listen(NodeTLS(tracker_key), server_handler, tracker_key)
@@ -151,6 +153,7 @@ class LoopbackTLSTests(TestCase):
 
     @defer.inlineCallbacks
     def test_ca_certificate_for_another_name_is_refused(self):
+        """A CA certificate for another DNS name fails TLS before any ORB frame."""
         ca_key, ca_cert = make_ca()
         tracker_key, peer_key = NodeKey.generate(), NodeKey.generate()
         tracker_cert = issue(ca_key, ca_cert, tracker_key.private_key, "other.orb.test")

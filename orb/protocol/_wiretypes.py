@@ -11,7 +11,7 @@ raise instead, and read the payload with a single copy (no restream).
 
 import struct
 
-from construct import Construct, SizeofError, StreamError, stream_read, stream_write
+from construct import Construct, FormatField, SizeofError, StreamError, stream_read, stream_write
 
 _READ_EXACT = """
 def read_exact(io, n):
@@ -109,3 +109,18 @@ class PrefixedText(PrefixedBytes):
         fmt = f"prefix_{self.width}"
         code.append(f"{fmt} = struct.Struct('{_FORMATS[self.width]}')")
         return f"(reuse(obj.encode('utf-8'), lambda data: (io.write({fmt}.pack(len(data))), io.write(data))), obj)[1]"
+
+
+class Bool8Field(FormatField):
+    """
+    A boolean: one byte, 0 or 1. It parses as a plain u8 (so the compiled
+    parser stays a struct call); the message class's validator makes any
+    other value a malformed body. Its own class lets the RFC tables say
+    ``bool`` rather than ``u8``.
+    """
+
+    def __init__(self):
+        super().__init__(">", "B")
+
+
+Bool8 = Bool8Field()

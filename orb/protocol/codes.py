@@ -32,7 +32,7 @@ class ErrorCode(enum.IntEnum):
     MALFORMED = 1  # the body did not decode; the connection is closed
     FRAME_TOO_LARGE = 2  # the header announced more than the receiver accepts; closed
     UNEXPECTED = 3  # a valid message that the session state does not allow
-    UNSUPPORTED = 4  # an unknown message type or a critical TLV; the session goes on
+    UNSUPPORTED = 4  # an unknown or unserved message type, or an unknown critical TLV; the session goes on
     VERSION = 5  # no protocol version in common; closed
     IDENTITY = 6  # the TLS certificate key does not match HELLO's key or node id; closed
     SELF_CONNECTION = 7  # the HELLO nonce is one of our own; closed

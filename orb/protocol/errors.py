@@ -20,6 +20,17 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.message = message
         self.request_id = request_id
+        # The header of the offending frame, when a frame caused the error:
+        # its RESPONSE flag and type decide how (and whether) it is answered.
+        self.flags = 0
+        self.message_type = None
+
+    def about_frame(self, message_type, flags, request_id):
+        """Record which frame caused the error; returns self."""
+        self.message_type = message_type
+        self.flags = flags
+        self.request_id = request_id
+        return self
 
 
 class DecodeError(ProtocolError):

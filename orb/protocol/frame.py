@@ -99,7 +99,7 @@ class FrameDecoder:
             try:
                 message = decode_body(message_type, body)
             except ProtocolError as e:
-                e.request_id = request_id
+                e.about_frame(message_type, flags, request_id)
                 if e.fatal:
                     raise
                 frames.append(e)  # e.g. an unknown type: the stream goes on
@@ -111,7 +111,11 @@ class FrameDecoder:
         if magic != self.magic:
             raise WrongNetwork(f"bad magic {bytes(magic).hex()}, expected {self.magic.hex()}")
         if length > self.max_frame_bytes:
-            raise FrameTooLarge(f"frame body of {length} bytes exceeds the limit of {self.max_frame_bytes}", request_id)
+            raise FrameTooLarge(
+                f"frame body of {length} bytes exceeds the limit of {self.max_frame_bytes}"
+            ).about_frame(message_type, flags, request_id)
         if version not in self.versions:
-            raise VersionMismatch(f"frame version {version} is not one of {sorted(self.versions)}", request_id)
+            raise VersionMismatch(
+                f"frame version {version} is not one of {sorted(self.versions)}"
+            ).about_frame(message_type, flags, request_id)
         return header

@@ -21,17 +21,29 @@ import struct
 import attrs
 from construct import GreedyBytes, Int8ub, Int16ub, Int32ub, Int64ub, PrefixedArray, Struct
 
-from orb.protocol._wiretypes import FixedBytes, PrefixedBytes, PrefixedText
-from orb.protocol.codes import TLV_CRITICAL, TlvType
+from orb.protocol._wiretypes import Bool8, FixedBytes, PrefixedBytes, PrefixedText
+from orb.protocol.codes import TLV_CRITICAL, ErrorCode, ResultStatus, TlvType
 from orb.protocol.errors import DecodeError, UnsupportedMessage
+from orb.protocol.limits import (  # noqa: F401  (re-exported: callers use m.MAX_...)
+    DIGEST_BYTES,
+    MAX_ADDR_ENTRIES,
+    MAX_ANNOUNCE_ENTRIES,
+    MAX_ERROR_TEXT_BYTES,
+    MAX_FID_BYTES,
+    MAX_LISTEN_ADDRESSES,
+    MAX_LOAD_PERMILLE,
+    MAX_NAME_BYTES,
+    MAX_REGISTRY_JSON_BYTES,
+    MAX_USER_AGENT_BYTES,
+    MAX_VERSIONS,
+    NODE_ID_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+)
 
-MAX_ADDR_ENTRIES = 1000
-MAX_LISTEN_ADDRESSES = 8
-MAX_ERROR_TEXT_BYTES = 1024
-MAX_USER_AGENT_BYTES = 128
-MAX_FID_BYTES = 39  # 63 base32 characters
-MAX_ANNOUNCE_ENTRIES = 4096
-MAX_NAME_BYTES = 63
+# The key of a field's limit in attrs metadata: the text of the "Limit"
+# column of the RFC layout tables, next to the validator that enforces it.
+LIMIT = "orb_limit"
 
 
 class MessageType(enum.IntEnum):
@@ -62,10 +74,10 @@ class MessageType(enum.IntEnum):
 
 # --- wire types, named so the RFC tables can refer to them -----------------
 
-NodeId = FixedBytes(32)
-PublicKey = FixedBytes(32)
-Signature = FixedBytes(64)
-Digest = FixedBytes(32)
+NodeId = FixedBytes(NODE_ID_BYTES)
+PublicKey = FixedBytes(PUBLIC_KEY_BYTES)
+Signature = FixedBytes(SIGNATURE_BYTES)
+Digest = FixedBytes(DIGEST_BYTES)
 IpAddress = FixedBytes(16)  # IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)
 FidBytes = PrefixedBytes(1)
 ShortText = PrefixedText(1)
@@ -147,12 +159,31 @@ def _uint(bits):
     return check
 
 
-def _max_items(limit):
+def _max_items(limit, minimum=0):
     def check(instance, attribute, value):
-        if len(value) > limit:
-            raise ValueError(f"{attribute.name} has {len(value)} items, at most {limit} allowed")
+        if not minimum <= len(value) <= limit:
+            raise ValueError(f"{attribute.name} has {len(value)} items, {minimum}..{limit} allowed")
 
     return check
+
+
+def _one_of(values):
+    allowed = frozenset(int(v) for v in values)
+
+    def check(instance, attribute, value):
+        if value not in allowed:
+            raise ValueError(f"{attribute.name} must be one of {sorted(allowed)}")
+
+    return check
+
+
+def _clamp(top):
+    """Read a larger value as ``top`` (the RFC's "clamp"): both on decode and on encode."""
+
+    def convert(value):
+        return min(value, top) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    return convert
 
 
 def _port(instance, attribute, value):
@@ -168,8 +199,51 @@ def _host(instance, attribute, value):
 
 
 _fid = _max_bytes(MAX_FID_BYTES, minimum=1)
-_node_id = _exact_bytes(32)
+_node_id = _exact_bytes(NODE_ID_BYTES)
 _u8, _u16, _u32, _u64 = _uint(8), _uint(16), _uint(32), _uint(64)
+
+
+def fid_field():
+    return attrs.field(validator=_fid, metadata={LIMIT: f"1..{MAX_FID_BYTES} bytes"})
+
+
+def records_field(limit, minimum=0, unit="records"):
+    text = f"at most {limit} {unit}" if not minimum else f"{minimum}..{limit} {unit}"
+    return attrs.field(converter=tuple, validator=_max_items(limit, minimum), metadata={LIMIT: text})
+
+
+def text_field(limit):
+    return attrs.field(validator=_max_text(limit), metadata={LIMIT: f"at most {limit} bytes"})
+
+
+def load_field():
+    return attrs.field(
+        converter=_clamp(MAX_LOAD_PERMILLE),
+        validator=_u16,
+        metadata={LIMIT: f"0..{MAX_LOAD_PERMILLE}; larger: clamp to {MAX_LOAD_PERMILLE}"},
+    )
+
+
+def bits_field(bits):
+    return attrs.field(validator=_uint(bits), metadata={LIMIT: "unknown bits: ignore"})
+
+
+def registry_json_field():
+    return attrs.field(
+        validator=_max_bytes(MAX_REGISTRY_JSON_BYTES), metadata={LIMIT: f"at most {MAX_REGISTRY_JSON_BYTES} bytes"}
+    )
+
+
+def _known_or(enum_cls, fallback):
+    """The enum member for ``value``, or ``fallback`` for a value this node does not know."""
+
+    def read(value):
+        try:
+            return enum_cls(value)
+        except ValueError:
+            return fallback
+
+    return read
 
 
 # --- nested records ---------------------------------------------------------
@@ -193,7 +267,7 @@ class AddrEntry:
     timestamp: int = attrs.field(validator=_u64)
     host: str = attrs.field(validator=_host)
     port: int = attrs.field(validator=_port)
-    roles: int = attrs.field(validator=_u8)
+    roles: int = bits_field(8)
     node_id: bytes = attrs.field(validator=_node_id)
 
     def to_wire(self):
@@ -212,7 +286,7 @@ class AddrEntry:
 
 @attrs.frozen
 class FunctionEntry:
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     version: int = attrs.field(validator=_u32)
 
     def to_wire(self):
@@ -234,10 +308,15 @@ class Replica:
     node_id: bytes = attrs.field(validator=_node_id)
     host: str = attrs.field(validator=_host)
     port: int = attrs.field(validator=_port)
-    roles: int = attrs.field(validator=_u8)
-    reachability: int = attrs.field(validator=_u8)
+    roles: int = bits_field(8)
+    reachability: int = attrs.field(validator=_u8, metadata={LIMIT: "0..2; other values: read as 0"})
     rtt_ms: int = attrs.field(validator=_u32)
-    load_permille: int = attrs.field(validator=_u16)
+    load_permille: int = load_field()
+
+    @property
+    def reachability_kind(self):
+        """``reachability`` as a Reachability; a value this node does not know reads as UNKNOWN."""
+        return _known_or(Reachability, Reachability.UNKNOWN)(self.reachability)
 
     def to_wire(self):
         return {
@@ -403,15 +482,15 @@ class Hello(Message):
     """Opens a session: who I am, what I speak, and where I see you."""
 
     node_id: bytes = attrs.field(validator=_node_id)
-    public_key: bytes = attrs.field(validator=_exact_bytes(32))
-    roles: int = attrs.field(validator=_u8)
-    features: int = attrs.field(validator=_u64)
+    public_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    roles: int = bits_field(8)
+    features: int = bits_field(64)
     timestamp: int = attrs.field(validator=_u64)
     nonce: int = attrs.field(validator=_u64)
     observed: Endpoint
-    versions: tuple = attrs.field(converter=tuple, validator=_max_items(255))
-    listen: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_LISTEN_ADDRESSES))
-    user_agent: str = attrs.field(validator=_max_text(MAX_USER_AGENT_BYTES))
+    versions: tuple = records_field(MAX_VERSIONS, minimum=1, unit="items")
+    listen: tuple = records_field(MAX_LISTEN_ADDRESSES)
+    user_agent: str = text_field(MAX_USER_AGENT_BYTES)
     ext: tuple = _ext()
 
 
@@ -435,14 +514,14 @@ class HelloAck(Message):
 
     version: int = attrs.field(validator=_u8)
     node_id: bytes = attrs.field(validator=_node_id)
-    public_key: bytes = attrs.field(validator=_exact_bytes(32))
-    roles: int = attrs.field(validator=_u8)
-    features: int = attrs.field(validator=_u64)
+    public_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    roles: int = bits_field(8)
+    features: int = bits_field(64)
     timestamp: int = attrs.field(validator=_u64)
     nonce: int = attrs.field(validator=_u64)
     observed: Endpoint
-    listen: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_LISTEN_ADDRESSES))
-    user_agent: str = attrs.field(validator=_max_text(MAX_USER_AGENT_BYTES))
+    listen: tuple = records_field(MAX_LISTEN_ADDRESSES)
+    user_agent: str = text_field(MAX_USER_AGENT_BYTES)
     ext: tuple = _ext()
 
 
@@ -465,16 +544,21 @@ class GetAddr(Message):
 
 @message(MessageType.ADDR, "entries" / PrefixedArray(Int16ub, AddrEntryStruct), nested={"entries": AddrEntry})
 class Addr(Message):
-    entries: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_ADDR_ENTRIES))
+    entries: tuple = records_field(MAX_ADDR_ENTRIES)
     ext: tuple = _ext()
 
 
 @message(MessageType.ERROR, "code" / Int16ub, "ref_request_id" / Int32ub, "text" / LongText)
 class Error(Message):
-    code: int = attrs.field(validator=_u16)
+    code: int = attrs.field(validator=_u16, metadata={LIMIT: "unknown codes: read as unspecified"})
     ref_request_id: int = attrs.field(validator=_u32)
-    text: str = attrs.field(validator=_max_text(MAX_ERROR_TEXT_BYTES))
+    text: str = text_field(MAX_ERROR_TEXT_BYTES)
     ext: tuple = _ext()
+
+    @property
+    def code_kind(self):
+        """``code`` as an ErrorCode; a code this node does not know reads as UNSPECIFIED."""
+        return _known_or(ErrorCode, ErrorCode.UNSPECIFIED)(self.code)
 
 
 @message(
@@ -484,14 +568,14 @@ class Error(Message):
     nested={"functions": FunctionEntry},
 )
 class Announce(Message):
-    load_permille: int = attrs.field(validator=_u16)
-    functions: tuple = attrs.field(converter=tuple, validator=_max_items(MAX_ANNOUNCE_ENTRIES))
+    load_permille: int = load_field()
+    functions: tuple = records_field(MAX_ANNOUNCE_ENTRIES)
     ext: tuple = _ext()
 
 
 @message(MessageType.LOOKUP, "fid" / FidBytes, "max_replicas" / Int8ub)
 class Lookup(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     max_replicas: int = attrs.field(validator=_u8)
     ext: tuple = _ext()
 
@@ -503,8 +587,8 @@ class Lookup(Message):
     nested={"replicas": Replica},
 )
 class Peers(Message):
-    fid: bytes = attrs.field(validator=_fid)
-    replicas: tuple = attrs.field(converter=tuple, validator=_max_items(255))
+    fid: bytes = fid_field()
+    replicas: tuple = records_field(255)
     ext: tuple = _ext()
 
 
@@ -518,10 +602,10 @@ class Peers(Message):
     "replicas" / Int8ub,
 )
 class Deploy(Message):
-    fid: bytes = attrs.field(validator=_fid)
-    owner_key: bytes = attrs.field(validator=_exact_bytes(32))
+    fid: bytes = fid_field()
+    owner_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
     manifest: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
-    signature: bytes = attrs.field(validator=_exact_bytes(64))
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
     package_size: int = attrs.field(validator=_u64)
     replicas: int = attrs.field(validator=_u8)
     ext: tuple = _ext()
@@ -535,10 +619,10 @@ class Deploy(Message):
     "text" / LongText,
 )
 class DeployAck(Message):
-    fid: bytes = attrs.field(validator=_fid)
-    status: int = attrs.field(validator=_u16)
+    fid: bytes = fid_field()
+    status: int = attrs.field(validator=_u16, metadata={LIMIT: "unknown codes: read as unspecified"})
     replicas: int = attrs.field(validator=_u8)
-    text: str = attrs.field(validator=_max_text(MAX_ERROR_TEXT_BYTES))
+    text: str = text_field(MAX_ERROR_TEXT_BYTES)
     ext: tuple = _ext()
 
 
@@ -550,15 +634,15 @@ class DeployAck(Message):
     nested={"sources": Source},
 )
 class Offer(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     package_size: int = attrs.field(validator=_u64)
-    sources: tuple = attrs.field(converter=tuple, validator=_max_items(255))
+    sources: tuple = records_field(255)
     ext: tuple = _ext()
 
 
 @message(MessageType.FETCH, "fid" / FidBytes, "offset" / Int64ub, "length" / Int32ub)
 class Fetch(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     offset: int = attrs.field(validator=_u64)
     length: int = attrs.field(validator=_u32)
     ext: tuple = _ext()
@@ -572,7 +656,7 @@ class Fetch(Message):
     "data" / LongBytes,
 )
 class Package(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     offset: int = attrs.field(validator=_u64)
     total_size: int = attrs.field(validator=_u64)
     data: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
@@ -581,14 +665,14 @@ class Package(Message):
 
 @message(MessageType.CHALLENGE, "fid" / FidBytes, "nonce" / Digest)
 class Challenge(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     nonce: bytes = attrs.field(validator=_exact_bytes(32))
     ext: tuple = _ext()
 
 
 @message(MessageType.PROOF, "fid" / FidBytes, "digest" / Digest)
 class Proof(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     digest: bytes = attrs.field(validator=_exact_bytes(32))
     ext: tuple = _ext()
 
@@ -601,7 +685,7 @@ class Proof(Message):
     "input" / LongBytes,
 )
 class Invoke(Message):
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     deadline_ms: int = attrs.field(validator=_u32)
     token: bytes = attrs.field(validator=_max_bytes(0xFFFF))
     input: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
@@ -619,7 +703,7 @@ class Invoke(Message):
     "log" / LongBytes,
 )
 class Result(Message):
-    status: int = attrs.field(validator=_u8)
+    status: int = attrs.field(validator=_u8, metadata={LIMIT: "unknown values: read as internal"})
     queue_us: int = attrs.field(validator=_u32)
     fetch_us: int = attrs.field(validator=_u32)
     boot_us: int = attrs.field(validator=_u32)
@@ -628,6 +712,11 @@ class Result(Message):
     log: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
     ext: tuple = _ext()
 
+    @property
+    def status_kind(self):
+        """``status`` as a ResultStatus; a status this node does not know reads as INTERNAL (a failure)."""
+        return _known_or(ResultStatus, ResultStatus.INTERNAL)(self.status)
+
 
 @message(
     MessageType.NAME,
@@ -635,20 +724,20 @@ class Result(Message):
     "name" / ShortText,
     "seq" / Int64ub,
     "fid" / FidBytes,
-    "deprecated" / Int8ub,
+    "deprecated" / Bool8,
     "successor" / FidBytes,
     "sunset" / Int64ub,
     "signature" / Signature,
 )
 class Name(Message):
-    owner_key: bytes = attrs.field(validator=_exact_bytes(32))
-    name: str = attrs.field(validator=_max_text(MAX_NAME_BYTES))
+    owner_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    name: str = text_field(MAX_NAME_BYTES)
     seq: int = attrs.field(validator=_u64)
-    fid: bytes = attrs.field(validator=_fid)
+    fid: bytes = fid_field()
     deprecated: int = attrs.field(validator=_uint(1))
-    successor: bytes = attrs.field(validator=_max_bytes(MAX_FID_BYTES))
+    successor: bytes = attrs.field(validator=_max_bytes(MAX_FID_BYTES), metadata={LIMIT: f"0..{MAX_FID_BYTES} bytes"})
     sunset: int = attrs.field(validator=_u64)
-    signature: bytes = attrs.field(validator=_exact_bytes(64))
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
     ext: tuple = _ext()
 
     def signed_bytes(self):
@@ -669,14 +758,12 @@ class DeltaKind(enum.IntEnum):
     SNAPSHOT = 1  # one part of a full registry snapshot
 
 
-MAX_REGISTRY_JSON_BYTES = 3 * 1024 * 1024
-
 
 @message(MessageType.SYNC, "digest" / LongBytes)
 class Sync(Message):
     """Anti-entropy between trackers: what I have; answered by DELTA."""
 
-    digest: bytes = attrs.field(validator=_max_bytes(MAX_REGISTRY_JSON_BYTES))
+    digest: bytes = registry_json_field()
     ext: tuple = _ext()
 
 
@@ -684,8 +771,8 @@ class Sync(Message):
 class Delta(Message):
     """Registry changes (or a snapshot part) between trackers."""
 
-    kind: int = attrs.field(validator=_u8)
-    payload: bytes = attrs.field(validator=_max_bytes(MAX_REGISTRY_JSON_BYTES))
+    kind: int = attrs.field(validator=_one_of(DeltaKind), metadata={LIMIT: "0 or 1"})
+    payload: bytes = registry_json_field()
     ext: tuple = _ext()
 
 
@@ -709,3 +796,22 @@ def decode_body(message_type, body):
         if tlv.critical and tlv.type & ~TLV_CRITICAL not in KNOWN_TLV_TYPES:
             raise UnsupportedMessage(f"unknown critical TLV 0x{tlv.type:04x} in {cls.TYPE.name}")
     return msg
+
+
+def dedupe_addr_entries(entries, limit=MAX_ADDR_ENTRIES):
+    """
+    The entries of an ADDR answer, each (node id, address) pair once (RFC 8.3).
+
+    The address is the IP (an IPv4 address and its IPv4-mapped IPv6 form are
+    one address) and the port. Of several entries for one pair the newest
+    timestamp wins and takes the place of the first; order is otherwise
+    kept. At most ``limit`` entries are returned. Pure: the caller gathers
+    the entries from wherever it likes (address book, registry, trackers).
+    """
+    best = {}
+    for entry in entries:
+        key = (entry.node_id, ip_to_wire(entry.host), entry.port)
+        kept = best.get(key)
+        if kept is None or entry.timestamp > kept.timestamp:
+            best[key] = entry  # a dict keeps the first key's position
+    return tuple(best.values())[:limit]

@@ -29,6 +29,7 @@ from orb.protocol.errors import (
     RateLimited,
     SelfConnection,
     UnexpectedMessage,
+    UnsupportedMessage,
     VersionMismatch,
     WrongNetwork,
 )
@@ -43,6 +44,7 @@ from orb.protocol.frame import (
 )
 from orb.protocol.messages import (
     MAX_ADDR_ENTRIES,
+    MAX_LISTEN_ADDRESSES,
     Addr,
     Endpoint,
     Error,
@@ -67,6 +69,9 @@ RESPONSES = {
     MessageType.SYNC: MessageType.DELTA,
 }
 REQUEST_TYPES = frozenset(RESPONSES)
+# Types that only ever answer a request: without the RESPONSE flag they mean nothing.
+# (ADDR and DELTA may also be pushed as notifications.)
+RESPONSE_ONLY_TYPES = frozenset(RESPONSES.values()) - {MessageType.ADDR, MessageType.DELTA}
 MAX_REQUEST_ID = 0xFFFFFFFF
 MAX_FORGOTTEN = 256
 
@@ -95,17 +100,37 @@ def node_id_for(public_key):
 
 @attrs.frozen
 class LocalIdentity:
-    """What a node says about itself in HELLO."""
+    """
+    What a node says about itself in HELLO and HELLO_ACK.
+
+    ``listen`` is the addresses where the node accepts connections. A node
+    often learns them only after its identity is built (it binds port 0,
+    or learns its public address from a tracker), so ``listen_source`` may
+    be a zero-argument callable returning them: it is consulted at every
+    handshake, on both sides, and wins over ``listen``.
+    """
 
     public_key: bytes
     roles: int
     features: int = int(SUPPORTED_FEATURES)
-    listen: tuple = ()
+    listen: tuple = attrs.field(default=(), converter=tuple)
     user_agent: str = "orb/0.1"
+    listen_source: object = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def node_id(self):
         return node_id_for(self.public_key)
+
+    def advertised_listen(self):
+        """The endpoints to put in HELLO/HELLO_ACK now: at most MAX_LISTEN_ADDRESSES, each once."""
+        endpoints = self.listen if self.listen_source is None else tuple(self.listen_source() or ())
+        unique = []
+        for endpoint in endpoints:
+            if isinstance(endpoint, tuple):
+                endpoint = Endpoint(*endpoint)
+            if endpoint not in unique:
+                unique.append(endpoint)
+        return tuple(unique[:MAX_LISTEN_ADDRESSES])
 
 
 @attrs.frozen
@@ -120,6 +145,11 @@ class SessionConfig:
     addr_rate_per_s: float = 0.1
     addr_burst: int = MAX_ADDR_ENTRIES
     addr_credit_per_getaddr: int = MAX_ADDR_ENTRIES
+    # The message types the node's handlers serve (requests and notifications
+    # it acts on). None: deliver every type. Otherwise a frame of a v1 type
+    # outside this set is refused with ERROR(unsupported), as an unknown type
+    # is (RFC 12.2); PING, ERROR and responses are always handled.
+    served_types: frozenset = attrs.field(default=None, converter=lambda v: None if v is None else frozenset(v))
 
     @property
     def magic(self):
@@ -170,7 +200,10 @@ class ErrorReceived:
 
 @attrs.frozen
 class Misbehaved:
-    """The remote broke a rule we could survive; it got ERROR(code)."""
+    """
+    The remote broke a rule we could survive. It got ERROR(code), unless the
+    offending frame was itself an ERROR (never answered, RFC 5.8).
+    """
 
     error: ProtocolError
 
@@ -255,7 +288,7 @@ class Session:
                 timestamp=int(now),
                 nonce=self.local_nonce,
                 observed=self.remote_address,
-                listen=self.identity.listen,
+                listen=self.identity.advertised_listen(),
                 user_agent=self.identity.user_agent,
             )
             self._queue(hello)
@@ -266,13 +299,19 @@ class Session:
         self._inbound.clear()
 
     def close(self, text="shutting down", code=ErrorCode.SHUTDOWN):
-        """Start a graceful close: queue ERROR(code), shutdown by default."""
+        """
+        Close on purpose: queue ERROR(code) as a notification, shutdown by
+        default. Every deliberate close goes through here (or ``abort``) so
+        that the remote always learns why (RFC 6.8, 6.9): a refusal after
+        READY passes its own code (busy, denied). Nothing is queued when the
+        session already ended (ERROR, CLOSING, CLOSED) or never started.
+        """
         if self.state in (State.HANDSHAKING, State.READY):
-            self._queue(Error(code=int(code), ref_request_id=0, text=text))
+            self._queue(Error(code=int(code), ref_request_id=0, text=_error_text(text)))
             self.state = State.CLOSING
 
     def abort(self, error):
-        """Fail the session with ``error`` found outside the codec (e.g. by TLS)."""
+        """Fail the session with ``error`` found outside the codec (e.g. by TLS): queue ERROR(code), stop."""
         return self._fail(error)
 
     def forget(self, request_id):
@@ -394,7 +433,10 @@ class Session:
             try:
                 if isinstance(item, ProtocolError):
                     raise item
-                events.extend(self._frame_received(item))
+                try:
+                    events.extend(self._frame_received(item))
+                except ProtocolError as e:
+                    raise e.about_frame(item.message.TYPE, item.flags, item.request_id)
             except ProtocolError as e:
                 if e.fatal or self.state is State.HANDSHAKING:
                     events.extend(self._fail(e))
@@ -424,6 +466,11 @@ class Session:
                 raise UnexpectedMessage("PING request without a request id")
             self._outbox.append(self._encode(Pong(nonce=message.nonce), frame.request_id, Flag.RESPONSE))
             return []
+        if message.TYPE in RESPONSE_ONLY_TYPES:
+            raise UnexpectedMessage(f"{message.TYPE.name} without the RESPONSE flag answers nothing")
+        served = self.config.served_types
+        if served is not None and message.TYPE not in served:
+            raise UnsupportedMessage(f"{message.TYPE.name} is not served by this node")
         if isinstance(message, Addr):
             return self._addr_received(frame, message)
         if message.TYPE in REQUEST_TYPES:
@@ -507,7 +554,7 @@ class Session:
             timestamp=int(self.clock.seconds()),
             nonce=self.local_nonce,
             observed=self.remote_address,
-            listen=self.identity.listen,
+            listen=self.identity.advertised_listen(),
             user_agent=self.identity.user_agent,
         )
         self._queue(ack)
@@ -544,17 +591,53 @@ class Session:
     # --- errors ------------------------------------------------------------------
 
     def _refuse(self, error):
-        """A survivable violation: answer ERROR(code) and carry on."""
-        self._queue(Error(code=error.code, ref_request_id=error.request_id, text=error.message[:200]), error.request_id, Flag.RESPONSE if error.request_id else 0)
+        """
+        A survivable violation: ERROR(code) and carry on (RFC 5.8). The ERROR
+        answers the frame (RESPONSE flag, its id) only when that frame is a
+        request of the remote; about a notification or a response it is a
+        notification with ref_request_id 0. An ERROR frame is never answered.
+        """
+        if error.message_type != MessageType.ERROR:
+            ref = _remote_request_id(error)
+            self._queue(
+                Error(code=error.code, ref_request_id=ref, text=_error_text(error.message)),
+                ref,
+                Flag.RESPONSE if ref else 0,
+            )
         return [Misbehaved(error)]
 
     def _fail(self, error):
-        """A fatal violation: queue ERROR(code) (unless the remote is not ORB at all) and stop."""
+        """
+        A fatal violation: queue ERROR(code) as a notification, and stop. No
+        ERROR is sent when the remote is not ORB at all (wrong magic), nor
+        when the offending frame is itself an ERROR: the connection just closes.
+        """
         if self.state in (State.ERROR, State.CLOSED):
             return []
-        if not isinstance(error, WrongNetwork):
-            self._queue(Error(code=error.code, ref_request_id=error.request_id, text=error.message[:200]))
+        closing = self.state is State.CLOSING  # our closing ERROR is already queued: one per session
+        if not closing and not isinstance(error, WrongNetwork) and error.message_type != MessageType.ERROR:
+            ref = _remote_request_id(error)
+            self._queue(Error(code=error.code, ref_request_id=ref, text=_error_text(error.message)))
         self.state = State.ERROR
         self._pending.clear()
         self._inbound.clear()
         return [SessionFailed(error)]
+
+
+MAX_SENT_ERROR_CHARS = 200  # 200 characters are at most 800 UTF-8 bytes, within ERROR's 1024
+
+
+def _error_text(text):
+    return text[:MAX_SENT_ERROR_CHARS]
+
+
+def _remote_request_id(error):
+    """
+    The id an ERROR about the offending frame refers to: the frame's request
+    id when it is a request of the remote (nonzero id, no RESPONSE flag),
+    else 0. A response's id belongs to our own id space, so naming it would
+    end an unrelated request of the remote's (RFC 4.6).
+    """
+    if error.request_id and not error.flags & Flag.RESPONSE:
+        return error.request_id
+    return 0

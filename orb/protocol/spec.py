@@ -22,14 +22,15 @@ import attrs
 from construct import FocusedSeq, FormatField, GreedyBytes, Renamed, Struct
 
 from orb.protocol import messages as m
-from orb.protocol._wiretypes import FixedBytes, PrefixedBytes, PrefixedText
+from orb.protocol._wiretypes import Bool8Field, FixedBytes, PrefixedBytes, PrefixedText
 from orb.protocol.codes import ErrorCode, Feature, ResultStatus, Role, TlvType
-from orb.protocol.frame import HEADER, Flag, FrameDecoder, encode_frame, network_magic
+from orb.protocol.frame import DEFAULT_MAX_FRAME_BYTES, HEADER, Flag, FrameDecoder, encode_frame, network_magic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RFC_PATH = os.path.join(ROOT, "docs", "rfc-orb.md")
 VECTORS_PATH = os.path.join(ROOT, "tests", "vectors", "v1.json")
 VECTOR_NETWORK = "devnet"
+RELAYED_REQUEST_ID = 17  # the inner INVOKE of the RELAY vector
 
 RECORDS = {
     "Endpoint": m.EndpointStruct,
@@ -37,6 +38,13 @@ RECORDS = {
     "FunctionEntry": m.FunctionEntryStruct,
     "Replica": m.ReplicaStruct,
     "Source": m.SourceStruct,
+}
+RECORD_CLASSES = {
+    "Endpoint": m.Endpoint,
+    "AddrEntry": m.AddrEntry,
+    "FunctionEntry": m.FunctionEntry,
+    "Replica": m.Replica,
+    "Source": m.Source,
 }
 
 # The meaning of every field; tests fail if a declared field has none.
@@ -57,7 +65,7 @@ FIELD_DOCS = {
         "roles": "its role bits",
         "reachability": "0 unknown, 1 direct, 2 relayed",
         "rtt_ms": "RTT the tracker measured to it, ms",
-        "load_permille": "the load it last reported, 0..1000",
+        "load_permille": "the load it last reported",
     },
     "Source": {"node_id": "a node that holds the package", "ip": "its address", "port": "its wire port"},
     "header": {
@@ -95,14 +103,14 @@ FIELD_DOCS = {
     "PING": {"nonce": "echoed in PONG"},
     "PONG": {"nonce": "the PING's nonce"},
     "GETADDR": {},
-    "ADDR": {"entries": "at most 1000 addresses"},
+    "ADDR": {"entries": "gossiped addresses"},
     "ERROR": {
         "code": "error code (registry 11.2)",
         "ref_request_id": "the request refused, or 0",
-        "text": "human-readable reason, at most 1024 bytes",
+        "text": "human-readable reason, for logs only",
     },
     "ANNOUNCE": {
-        "load_permille": "the sender's current load, 0..1000",
+        "load_permille": "the sender's current load, per mille",
         "functions": "every function the sender hosts (replaces the last ANNOUNCE)",
     },
     "LOOKUP": {"fid": "function id", "max_replicas": "how many replicas to return at most"},
@@ -119,7 +127,7 @@ FIELD_DOCS = {
         "fid": "the fid deployed or offered",
         "status": "0 accepted, else an error code",
         "replicas": "replicas placed (DEPLOY) or 1 if the peer will host (OFFER)",
-        "text": "detail, at most 1024 bytes",
+        "text": "detail for humans",
     },
     "OFFER": {
         "fid": "the function the receiver is asked to host",
@@ -155,7 +163,7 @@ FIELD_DOCS = {
         "name": "the name under the owner, a DNS label",
         "seq": "sequence number; higher replaces lower",
         "fid": "the function the name points to",
-        "deprecated": "1 if deprecated",
+        "deprecated": "the owner deprecated this version",
         "successor": "fid that replaces it, or empty",
         "sunset": "Unix seconds after which it stops, or 0",
         "signature": "owner's signature (section 9.3)",
@@ -219,20 +227,22 @@ def type_and_size(sub):
     """(type name, fixed size or None) of a construct field."""
     if isinstance(sub, Renamed):
         sub = sub.subcon
+    if isinstance(sub, Bool8Field):
+        return "bool", 1
     if isinstance(sub, FormatField):
         size = sub.length
         return f"u{8 * size}", size
     if isinstance(sub, FixedBytes):
         return f"bytes[{sub.length}]", sub.length
     if isinstance(sub, PrefixedText):
-        return f"text{8 * sub.width}", None
+        return f"text<u{8 * sub.width}>", None
     if isinstance(sub, PrefixedBytes):
-        return f"bytes{8 * sub.width}", None
+        return f"bytes<u{8 * sub.width}>", None
     if isinstance(sub, FocusedSeq):  # what PrefixedArray(count, item) expands to
         count_field = sub.subcons[0].subcon.subcon  # "count" / Rebuild(<count>, ...)
         item = sub.subcons[1].subcon.subcon  # "items" / Array(count, <item>)
         count_type, _ = type_and_size(count_field)
-        return f"array{count_type[1:]}<{_record_name(item) or type_and_size(item)[0]}>", None
+        return f"array<{count_type}, {_record_name(item) or type_and_size(item)[0]}>", None
     if isinstance(sub, Struct):
         sizes = [type_and_size(s)[1] for s in sub.subcons]
         return _record_name(sub), None if None in sizes else sum(sizes)
@@ -241,19 +251,44 @@ def type_and_size(sub):
     raise ValueError(f"no RFC type for {sub!r}")
 
 
-def _rows(fields, docs):
-    lines = ["| Offset | Size | Type | Name | Meaning |", "|---|---|---|---|---|"]
+TABLE_HEAD = ["| Offset | Size | Type | Name | Limit | Meaning |", "|---|---|---|---|---|---|"]
+
+
+def field_limit(cls, name):
+    """The Limit column: the text stored next to the field's validator (messages.LIMIT)."""
+    field = attrs.fields_dict(cls).get(name)
+    if field is None and name == "ip":  # records carry the address as `host` text
+        field = attrs.fields_dict(cls).get("host")
+    return field.metadata.get(m.LIMIT, "") if field is not None else ""
+
+
+def _rows(fields, docs, cls):
+    lines = list(TABLE_HEAD)
     offset = 0
     for sub in fields:
         type_name, size = type_and_size(sub)
         if sub.name == "ext":
             meaning = "TLV extension area, to the end of the body (section 12)"
+            limit = "the rest of the body"
         else:
             meaning = docs[sub.name]
+            limit = field_limit(cls, sub.name)
         where = str(offset) if offset is not None else "var"
-        lines.append(f"| {where} | {size if size is not None else 'var'} | {type_name} | {sub.name} | {meaning} |")
+        lines.append(
+            f"| {where} | {size if size is not None else 'var'} | {type_name} | {sub.name} | {limit} | {meaning} |"
+        )
         offset = offset + size if (offset is not None and size is not None) else None
     return "\n".join(lines)
+
+
+HEADER_LIMITS = {
+    "magic": "the receiver's network magic, else close",
+    "version": "a version the receiver speaks",
+    "type": "unknown types: ERROR(unsupported)",
+    "flags": "unknown bits: ignore",
+    "request_id": "",
+    "length": f"at most max_frame_bytes ({DEFAULT_MAX_FRAME_BYTES} by default)",
+}
 
 
 def header_table():
@@ -261,10 +296,12 @@ def header_table():
     sizes = [4, 1, 1, 2, 4, 4]
     types = ["bytes[4]", "u8", "u8", "u16", "u32", "u32"]
     assert sum(sizes) == HEADER.size
-    lines = ["| Offset | Size | Type | Name | Meaning |", "|---|---|---|---|---|"]
+    lines = list(TABLE_HEAD)
     offset = 0
     for name, size, type_name in zip(names, sizes, types):
-        lines.append(f"| {offset} | {size} | {type_name} | {name} | {FIELD_DOCS['header'][name]} |")
+        lines.append(
+            f"| {offset} | {size} | {type_name} | {name} | {HEADER_LIMITS[name]} | {FIELD_DOCS['header'][name]} |"
+        )
         offset += size
     return "\n".join(lines)
 
@@ -274,7 +311,7 @@ def records_table():
     for name, record in RECORDS.items():
         _, size = type_and_size(record)
         size_text = f"{size} bytes" if size is not None else "variable size"
-        parts.append(f"**{name}** ({size_text})\n\n" + _rows(record.subcons, FIELD_DOCS[name]))
+        parts.append(f"**{name}** ({size_text})\n\n" + _rows(record.subcons, FIELD_DOCS[name], RECORD_CLASSES[name]))
     return "\n\n".join(parts)
 
 
@@ -284,7 +321,7 @@ def layout(name):
     if name == "records":
         return records_table()
     cls = m.MESSAGES[m.MessageType[name]]
-    return _rows(cls.BODY.subcons, FIELD_DOCS[name])
+    return _rows(cls.BODY.subcons, FIELD_DOCS[name], cls)
 
 
 def registry(name):
@@ -309,13 +346,32 @@ def _enum_comment(enum_cls, member_name):
 # --- vectors ------------------------------------------------------------------
 
 
+def _u64_names(subcons):
+    names = set()
+    for sub in subcons:
+        if sub.name != "ext" and type_and_size(sub)[0] == "u64":
+            names.add(sub.name)
+    return frozenset(names)
+
+
+# The fields that are u64 on the wire, per class. In JSON they are decimal
+# strings: I-JSON (RFC 7493) keeps numbers within 2^53, and JavaScript's
+# JSON.parse silently rounds anything larger (a nonce, a sequence number).
+U64_FIELDS = {cls: _u64_names(cls.BODY.subcons) for cls in m.MESSAGES.values()}
+U64_FIELDS.update({RECORD_CLASSES[name]: _u64_names(struct.subcons) for name, struct in RECORDS.items()})
+
+
 def to_json(value):
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, (tuple, list)):
         return [to_json(v) for v in value]
     if attrs.has(type(value)):
-        return {a.name: to_json(getattr(value, a.name)) for a in attrs.fields(type(value))}
+        u64 = U64_FIELDS.get(type(value), frozenset())
+        return {
+            a.name: str(getattr(value, a.name)) if a.name in u64 else to_json(getattr(value, a.name))
+            for a in attrs.fields(type(value))
+        }
     return value
 
 
@@ -329,6 +385,8 @@ def message_from_json(type_name, fields):
 
 
 def _field_from_json(cls, a, value):
+    if a.name in U64_FIELDS[cls]:
+        return _u64_from_json(value)
     if a.name == "ext":
         return tuple(m.Tlv(t["type"], bytes.fromhex(t["value"])) for t in value)
     if a.name in cls.NESTED:
@@ -347,8 +405,16 @@ def _record_from_json(record, value):
     kwargs = {}
     for a in attrs.fields(record):
         v = value[a.name]
+        if a.name in U64_FIELDS[record]:
+            v = _u64_from_json(v)
         kwargs[a.name] = bytes.fromhex(v) if a.type is bytes else v
     return record(**kwargs)
+
+
+def _u64_from_json(value):
+    if not isinstance(value, str) or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+        raise ValueError(f"a u64 is written as a decimal string without leading zeros, not {value!r}")
+    return int(value)
 
 
 def _det_bytes(label, n):
@@ -394,7 +460,15 @@ def sample_messages():
         signature=b"\x00" * 64,
     )
     name = attrs.evolve(name, signature=peer.sign(name.signed_bytes()))
-    inner = encode_frame(network_magic(VECTOR_NETWORK), m.Ping(nonce=42), 0, 0, 1)
+    # The relayed request is an INVOKE with its own, end-to-end request id (Section 10.3):
+    # a request is never sent with request id 0 (Section 4.7).
+    inner = encode_frame(
+        network_magic(VECTOR_NETWORK),
+        m.Invoke(fid=fid, deadline_ms=5000, token=b"", input=b'{"a":2,"b":3}'),
+        RELAYED_REQUEST_ID,
+        0,
+        1,
+    )
     manifest = b'{"entry":"main.py","name":"adder","runtime":"python"}'
     return [
         ("hello", m.Hello(
@@ -465,40 +539,60 @@ class _FixedClock:
         return self.now
 
 
+TRANSCRIPT_TIME = 1_764_000_000
+TRACKER_LISTEN = ("127.0.0.1", 7400)
+PEER_LISTEN = ("127.0.0.1", 7401)
+
+
 def handshake_transcript():
-    """A complete, deterministic session opening: HELLO, HELLO_ACK, PING/PONG, GETADDR/ADDR."""
+    """
+    A session opening as a client really sees it, frame by frame: the
+    handshake, then what a tracker sends at once on its own (a PING and an
+    unsolicited ADDR), the peer's own first frames, and the answer to its
+    GETADDR. Returns [(direction, frame bytes)].
+    """
     from orb.protocol.session import LocalIdentity, Session, SessionConfig
 
     tracker, peer = sample_keys()
-    clock = _FixedClock(1_764_000_000)
+    clock = _FixedClock(TRANSCRIPT_TIME)
     config = SessionConfig(network=VECTOR_NETWORK)
     client = Session(
-        LocalIdentity(peer.public_bytes, int(Role.PEER), user_agent="orb/0.1"),
-        clock, initiator=True, remote_address=m.Endpoint("127.0.0.1", 7400), config=config,
+        LocalIdentity(peer.public_bytes, int(Role.PEER), listen=(m.Endpoint(*PEER_LISTEN),), user_agent="orb/0.1"),
+        clock, initiator=True, remote_address=m.Endpoint(*TRACKER_LISTEN), config=config,
         rng=random.Random(1),
     )
     server = Session(
-        LocalIdentity(tracker.public_bytes, int(Role.TRACKER | Role.RELAY), user_agent="orb/0.1"),
+        LocalIdentity(tracker.public_bytes, int(Role.TRACKER | Role.RELAY), listen=(m.Endpoint(*TRACKER_LISTEN),),
+                      user_agent="orb/0.1"),
         clock, initiator=False, remote_address=m.Endpoint("127.0.0.1", 50123), config=config,
         rng=random.Random(2),
     )
+    to_tracker, to_peer = "peer -> tracker", "tracker -> peer"
     steps = []
     client.connection_made()
     server.connection_made()
 
-    def carry(src, dst, label, data=None):
-        data = src.data_to_send() if data is None else data
+    def carry(label, data):
         steps.append((label, data))
-        dst.feed(data)
+        (client if label == to_peer else server).feed(data)
 
-    carry(client, server, "peer -> tracker")
-    carry(server, client, "tracker -> peer")
-    carry(client, server, "peer -> tracker", client.ping())
-    carry(server, client, "tracker -> peer")
-    request_id, data = client.request(m.GetAddr())
-    carry(client, server, "peer -> tracker", data)
-    entries = (m.AddrEntry(clock.now, "127.0.0.1", 7401, int(Role.PEER), _det_bytes("other-peer", 32)),)
-    carry(server, client, "tracker -> peer", server.send(m.Addr(entries=entries), response_to=request_id))
+    now = int(clock.now)
+    tracker_entry = m.AddrEntry(now, *TRACKER_LISTEN, int(Role.TRACKER | Role.RELAY), tracker.node_id)
+    carry(to_tracker, client.data_to_send())  # HELLO
+    carry(to_peer, server.data_to_send())  # HELLO_ACK
+    # What a tracker does on READY, before it has heard anything more:
+    carry(to_peer, server.ping())  # a first RTT measurement for its registry
+    carry(to_peer, server.send(m.Addr(entries=(tracker_entry,))))  # itself and the trackers it knows
+    # The peer, READY since HELLO_ACK, sends its own first frames; the session
+    # answered the tracker's PING by itself (the PONG is queued).
+    pong = client.data_to_send()
+    getaddr_id, getaddr = client.request(m.GetAddr())
+    carry(to_tracker, getaddr)
+    carry(to_tracker, client.send(m.Announce(load_permille=0, functions=())))
+    carry(to_tracker, pong)
+    other_peer = m.AddrEntry(now - 60, "192.0.2.7", 7401, int(Role.PEER), _det_bytes("other-peer", 32))
+    answer = m.dedupe_addr_entries([tracker_entry, other_peer, tracker_entry])
+    carry(to_peer, server.send(m.Addr(entries=answer), response_to=getaddr_id))
     return steps
 
 
@@ -516,6 +610,101 @@ def _frame_json(label, data):
     }
 
 
+PACKAGE_MANIFEST = {"entry": "main.py", "name": "adder", "runtime": "python", "description": "adds a and b — ünïcode"}
+PACKAGE_LONG_DIR = "data/" + "tables-of-constants-for-the-adder-function-" * 2 + "v1"
+
+
+def sample_package_files():
+    """The small directory of the package vector: one long path, to show the name/prefix split."""
+    from orb.protocol.package import PackageFile
+
+    return [
+        PackageFile("main.py", b"import json, sys\nargs = json.load(sys.stdin)\nprint(args['a'] + args['b'])\n",
+                    executable=True),
+        PackageFile(f"{PACKAGE_LONG_DIR}/zero.txt", b"0\n"),
+    ]
+
+
+def package_vector():
+    import hashlib
+
+    from orb.protocol import fid as fid_text
+    from orb.protocol.package import MANIFEST_NAME, manifest_bytes, pack, split_path
+
+    files = sample_package_files()
+    data = pack(files, PACKAGE_MANIFEST)
+    entries = [{"path": MANIFEST_NAME, "mode": "0644", "data": manifest_bytes(PACKAGE_MANIFEST).hex()}]
+    for f in files:
+        entries.append({"path": f.path, "mode": "0755" if f.executable else "0644", "data": f.data.hex()})
+    entries.sort(key=lambda e: e["path"].encode("utf-8"))
+    for e in entries:
+        prefix, name = split_path(e["path"].encode("utf-8"))
+        e["ustar_prefix"], e["ustar_name"] = prefix.decode(), name.decode()
+    raw = fid_of(data)
+    return {
+        "manifest": PACKAGE_MANIFEST,
+        "entries": entries,
+        "hex": data.hex(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "fid_bytes": raw.hex(),
+        "fid": fid_text.to_text(raw),
+    }
+
+
+# The canonical JSON vector of Section 2.7: non-ASCII text, a key order that
+# differs between UTF-16 and code points, escapes, integers and a u64 string.
+JCS_INPUT = (
+    '{\n  "z": 1,\n  "\\ufb01le": "caf\\u00e9 — ünïcode",\n  "\\ud83d\\ude00": [true, false, null],\n'
+    '  "a": {"nonce": "18364758544493064720", "n": -0, "big": 9007199254740991, "e": 1E3},\n'
+    '  "ctl": "tab\\there \\"quoted\\" back\\\\slash \\u001f end"\n}'
+)
+
+
+def jcs_vector():
+    import hashlib
+
+    import rfc8785
+
+    value = json.loads(JCS_INPUT)
+    canonical = rfc8785.dumps(value)
+    return {
+        "input": JCS_INPUT,
+        "canonical": canonical.decode("utf-8"),
+        "canonical_hex": canonical.hex(),
+        "sha256": hashlib.sha256(canonical).hexdigest(),
+    }
+
+
+def jcs_markdown(doc):
+    v = doc["canonical_json"]
+    return "\n".join([
+        "Input (any JSON text with this value; here with whitespace, escapes and a non-canonical "
+        "number form):",
+        "",
+        "```",
+        v["input"],
+        "```",
+        "",
+        "Its canonical form as text, then as UTF-8 bytes in hex, and the SHA-256 of those bytes:",
+        "",
+        "```",
+        v["canonical"],
+        "```",
+        "",
+        "```",
+        _hexdump(v["canonical_hex"]),
+        "",
+        f"SHA-256 = {v['sha256']}",
+        "```",
+    ])
+
+
+def fid_of(data):
+    from orb.protocol.package import fid_of_package
+
+    return fid_of_package(data)
+
+
 def vectors_document():
     magic = network_magic(VECTOR_NETWORK)
     vectors = []
@@ -530,6 +719,8 @@ def vectors_document():
         "magic": magic.hex(),
         "vectors": vectors,
         "transcript": [_frame_json(label, data) for label, data in handshake_transcript()],
+        "package": package_vector(),
+        "canonical_json": jcs_vector(),
     }
 
 
@@ -537,12 +728,25 @@ def _hexdump(hex_string, width=32):
     return "\n".join(hex_string[i : i + width * 2] for i in range(0, len(hex_string), width * 2))
 
 
+WRAP = 64
+
+
 def _fields_text(fields):
+    """Every field in full: long strings wrapped at 64 characters, list items one per line."""
     out = []
     for key, value in fields.items():
+        if isinstance(value, list) and value and not all(isinstance(v, int) for v in value):
+            out.append(f"    {key} = [")
+            for item in value:
+                out.append(f"      {json.dumps(item, separators=(',', ':'))}")
+            out.append("    ]")
+            continue
         text = json.dumps(value, separators=(",", ":"))
-        if len(text) > 100:
-            text = text[:97] + "..."
+        if isinstance(value, str) and len(text) > WRAP + 2:
+            out.append(f"    {key} =")
+            for i in range(0, len(value), WRAP):
+                out.append(f"      {value[i : i + WRAP]}")
+            continue
         out.append(f"    {key} = {text}")
     return "\n".join(out)
 
@@ -550,8 +754,11 @@ def _fields_text(fields):
 def vectors_markdown(doc):
     parts = [
         f"Network `{doc['network']}`, magic `{doc['magic']}`. Each frame is given in hex "
-        "(header and body), followed by its decoded fields (bytes in hex; long values are "
-        "shortened here but complete in tests/vectors/v1.json).",
+        "(header and body), followed by every decoded field in full, in the JSON form of "
+        "Appendix A.1 (bytes in hex, u64 values as decimal strings). A string value longer than "
+        "64 characters is printed unquoted on the lines that follow its name, 64 characters a "
+        "line: join those lines, without spaces, to get the value. Items of a list of records "
+        "are printed one per line.",
     ]
     for v in doc["vectors"]:
         parts.append(
@@ -564,8 +771,10 @@ def vectors_markdown(doc):
 def transcript_markdown(doc):
     parts = [
         "A peer (initiator) opens a session to a tracker on network "
-        f"`{doc['network']}`, measures RTT and asks for addresses. Keys are those of Appendix A; "
-        "nonces and request ids come from a seeded generator.",
+        f"`{doc['network']}`. Keys are those of Appendix A; nonces and request ids come from a "
+        "seeded generator; fields are printed as in Appendix A.2. The frames are listed in the order "
+        "each side sends them. The two directions run concurrently: the peer's frames 5 and 6 may "
+        "leave before frames 3 and 4 arrive, and frame 7 follows whenever the PING arrives.",
     ]
     for i, step in enumerate(doc["transcript"], 1):
         parts.append(
@@ -575,10 +784,55 @@ def transcript_markdown(doc):
     return "\n\n".join(parts)
 
 
+def _code_or_empty(text):
+    return f"`{text}`" if text else "(empty)"
+
+
+def package_markdown(doc):
+    pkg = doc["package"]
+    lines = [
+        "A directory holding `main.py` (executable) and `" + PACKAGE_LONG_DIR + "/zero.txt` (a path "
+        "of more than 100 bytes), and a manifest whose canonical JSON (Section 2.7), the bytes of the "
+        "`orb-manifest.json` entry, is this UTF-8 text (JCS leaves the non-ASCII characters unescaped):",
+        "",
+        "```",
+        next(bytes.fromhex(e["data"]) for e in pkg["entries"] if e["path"] == "orb-manifest.json").decode("utf-8"),
+        "```",
+        "",
+        "The entries in archive order (sorted by the UTF-8 bytes of their paths), with the ustar "
+        "`prefix`/`name` split and the data in hex:",
+        "",
+        "| Path | Mode | prefix | name | Data (hex) |",
+        "|---|---|---|---|---|",
+    ]
+    for e in pkg["entries"]:
+        lines.append(
+            f"| `{e['path']}` | {e['mode']} | {_code_or_empty(e['ustar_prefix'])} | `{e['ustar_name']}` | `{e['data']}` |"
+        )
+    lines += [
+        "",
+        f"The canonical package, {len(pkg['hex']) // 2} bytes (three header-and-data pairs and the two "
+        "zero blocks), in hex, 32 bytes a line:",
+        "",
+        "```",
+        _hexdump(pkg["hex"]),
+        "```",
+        "",
+        "```",
+        f"SHA-256(package) = {pkg['sha256']}",
+        f"fid-bytes        = {pkg['fid_bytes']}",
+        f"fid              = {pkg['fid']}",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
+                  "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc)}
 
 
 def render(text, doc):
@@ -590,7 +844,7 @@ def render(text, doc):
         return f"{match.group(1)}{body}\n{match.group(5)}"
 
     def single(match):
-        body = vectors_markdown(doc) if match.group(2) == "vectors" else transcript_markdown(doc)
+        body = _SINGLE_RENDER[match.group(2)](doc)
         return f"{match.group(1)}{body}\n{match.group(4)}"
 
     return _SINGLE.sub(single, _BLOCK.sub(block, text))
