@@ -9,7 +9,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from orb.net.gossip import Gossip, unique_entries
+from orb.net.gossip import Gossip
 from orb.protocol import messages as m
 from orb.protocol.codes import Role
 from tests.test_sessions import StubProtocol, connect, make_table
@@ -101,6 +101,6 @@ class GossipTests(SynchronousTestCase):
         self.assertEqual(len(keys), len(set(keys)))
         self.assertEqual(len(keys), 3)
 
-    def test_unique_entries_caps_the_answer(self):
+    def test_answers_are_capped_at_1000(self):
         """However many addresses a role offers, an answer holds at most 1000 entries."""
-        self.assertEqual(len(unique_entries(self.entries(1005))), 1000)
+        self.assertEqual(len(m.dedupe_addr_entries(self.entries(1005))), 1000)

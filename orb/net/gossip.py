@@ -32,20 +32,6 @@ MAX_RELAYED_REMEMBERED = 10_000
 GETADDR_TIMEOUT_S = 30.0
 
 
-def unique_entries(entries, limit=m.MAX_ADDR_ENTRIES):
-    """Each (node id, host, port) once, in first-seen order, at most ``limit``."""
-    seen = set()
-    out = []
-    for e in entries:
-        key = (e.node_id, e.host, e.port)
-        if key not in seen:
-            seen.add(key)
-            out.append(e)
-            if len(out) >= limit:
-                break
-    return out
-
-
 class Gossip:
     """Handles GETADDR and ADDR; asks for and advertises addresses."""
 
@@ -71,11 +57,11 @@ class Gossip:
         now = self.clock.seconds()
         last = record.getaddr_answered_at
         if last is not None and (self.getaddr_interval_s is None or now - last < self.getaddr_interval_s):
-            entries = []
+            entries = ()
         else:
             record.getaddr_answered_at = now
             entries = [_entry(a) for a in self.addrbook.get_addr()]
-            entries = unique_entries(entries + self.self_entries() + list(self.extra_addresses()))
+            entries = m.dedupe_addr_entries(entries + self.self_entries() + list(self.extra_addresses()))
         record.send(m.Addr(entries=entries), response_to=request_id)
 
     def on_addr(self, record, message, request_id):
@@ -119,7 +105,7 @@ class Gossip:
         """Tell a session about us (and what the role adds)."""
         if not record.ready:
             return
-        entries = unique_entries(self.self_entries() + list(self.advertised_extras(record)))
+        entries = m.dedupe_addr_entries(self.self_entries() + list(self.advertised_extras(record)))
         if entries:
             record.send(m.Addr(entries=entries))
 

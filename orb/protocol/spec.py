@@ -24,7 +24,15 @@ from construct import FocusedSeq, FormatField, GreedyBytes, Renamed, Struct
 from orb.protocol import messages as m
 from orb.protocol._wiretypes import Bool8Field, FixedBytes, PrefixedBytes, PrefixedText
 from orb.protocol.codes import ErrorCode, Feature, ResultStatus, Role, TlvType
-from orb.protocol.frame import DEFAULT_MAX_FRAME_BYTES, HEADER, Flag, FrameDecoder, encode_frame, network_magic
+from orb.protocol.frame import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    Flag,
+    FrameDecoder,
+    encode_frame,
+    network_magic,
+)
+from orb.protocol.session import node_id_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RFC_PATH = os.path.join(ROOT, "docs", "rfc-orb.md")
@@ -428,16 +436,25 @@ def _det_bytes(label, n):
     return out[:n]
 
 
+class _VectorKey:
+    """An Ed25519 key for the vectors: what a node key offers (the spec knows no daemon's identity module)."""
+
+    def __init__(self, seed):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_bytes = self._key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                serialization.PublicFormat.Raw)
+        self.node_id = node_id_for(self.public_bytes)
+
+    def sign(self, data):
+        return self._key.sign(data)
+
+
 def sample_keys():
     """Two fixed Ed25519 keys for the vectors (seeds are SHA-256 of a label)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from orb.identity import NodeKey
-
-    return (
-        NodeKey(Ed25519PrivateKey.from_private_bytes(_det_bytes("orb-vector-tracker", 32))),
-        NodeKey(Ed25519PrivateKey.from_private_bytes(_det_bytes("orb-vector-peer", 32))),
-    )
+    return _VectorKey(_det_bytes("orb-vector-tracker", 32)), _VectorKey(_det_bytes("orb-vector-peer", 32))
 
 
 def sample_messages():
