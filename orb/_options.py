@@ -10,13 +10,13 @@ import re
 from twisted.internet.endpoints import _parseServer
 from twisted.python import usage
 
+from orb.protocol import addresses
+
 NETWORK_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 
 
 def parse_hostport(text, what="address"):
     """'127.0.0.1:7400' or '[::1]:7400' -> ('127.0.0.1', 7400)."""
-    import socket
-
     match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text or "")
     if not match:
         raise usage.UsageError(f"{what} {text!r} is not HOST:PORT (use [v6]:PORT for IPv6)")
@@ -24,23 +24,18 @@ def parse_hostport(text, what="address"):
     port = int(match.group(2) or match.group(4))
     if not 0 < port < 65536:
         raise usage.UsageError(f"{what} {text!r}: port must be 1..65535")
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return host, port
-        except OSError:
-            pass
-    raise usage.UsageError(f"{what} {text!r}: {host!r} is not an IP address")
-
-
-NODE_ID_RE = re.compile(r"[0-9a-f]{64}\Z")
+    try:
+        return addresses.check_ip(host), port
+    except addresses.AddressError:
+        raise usage.UsageError(f"{what} {text!r}: {host!r} is not an IP address") from None
 
 
 def parse_node_id(text, what="node id"):
     """A node id as 64 lowercase hex digits (what ports.json and the REST API show) -> 32 bytes."""
-    if not NODE_ID_RE.match(text or ""):
-        raise usage.UsageError(f"{what} {text!r} is not a node id (64 lowercase hex digits)")
-    return bytes.fromhex(text)
+    try:
+        return addresses.node_id_from_hex(text or "")
+    except addresses.AddressError:
+        raise usage.UsageError(f"{what} {text!r} is not a node id (64 lowercase hex digits)") from None
 
 
 def parse_join(text, what="--join"):

@@ -69,6 +69,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from orb.net.logs import orb_logger
+from orb.protocol import addresses
 
 log = orb_logger()
 
@@ -80,7 +81,7 @@ TRIED_BUCKETS_PER_GROUP = 2
 MAX_ENTRIES = (NEW_BUCKET_COUNT + TRIED_BUCKET_COUNT) * BUCKET_SIZE
 
 KEY_BYTES = 32
-NODE_ID_BYTES = 32
+NODE_ID_BYTES = addresses.NODE_ID_BYTES
 MAX_ROLES = 2**32 - 1
 MAX_ADDR_PER_MESSAGE = 1000  # GETADDR/ADDR answer cap, and the most add() looks at
 GETADDR_MAX_PCT = 23  # share of the book returned to one GETADDR
@@ -103,8 +104,7 @@ MAX_SELECT_ROUNDS = 10_000  # defensive bound on select's rejection loop
 Group = bytes
 
 
-class AddressError(ValueError):
-    """An address entry is malformed (not a bounds or routability matter)."""
+AddressError = addresses.AddressError  # one definition of a valid address: orb.protocol.addresses
 
 
 @attrs.frozen
@@ -125,23 +125,14 @@ class PeerAddress:
 def normalize_ip(ip: str) -> str:
     """Canonical text of an IP; IPv4-mapped IPv6 becomes IPv4.  Raises
     ``AddressError`` for anything that is not an IP literal."""
-    if not isinstance(ip, str) or len(ip) > 45:
+    if not isinstance(ip, str):
         raise AddressError(f"not an IP address: {ip!r:.64}")
     return _normalize_ip(ip)
 
 
 @functools.lru_cache(maxsize=65536)
 def _normalize_ip(ip: str) -> str:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        raise AddressError(f"not an IP address: {ip!r:.64}") from None
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.scope_id:
-            raise AddressError(f"scoped IPv6 address: {ip!r:.64}")
-        if addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-    return addr.compressed
+    return addresses.check_ip(ip)
 
 
 def check_address(addr: PeerAddress) -> PeerAddress:

@@ -19,8 +19,17 @@ import socket
 import struct
 
 import attrs
-from construct import GreedyBytes, Int8ub, Int16ub, Int32ub, Int64ub, PrefixedArray, Struct
+from construct import (
+    GreedyBytes,
+    Int8ub,
+    Int16ub,
+    Int32ub,
+    Int64ub,
+    PrefixedArray,
+    Struct,
+)
 
+from orb.protocol import addresses
 from orb.protocol._wiretypes import Bool8, FixedBytes, PrefixedBytes, PrefixedText
 from orb.protocol.codes import TLV_CRITICAL, ErrorCode, ResultStatus, TlvType
 from orb.protocol.errors import DecodeError, UnsupportedMessage
@@ -193,8 +202,8 @@ def _port(instance, attribute, value):
 
 def _host(instance, attribute, value):
     try:
-        ip_to_wire(value)
-    except (OSError, TypeError, ValueError):
+        addresses.check_ip(value)
+    except addresses.AddressError:
         raise ValueError(f"{attribute.name} must be an IPv4 or IPv6 address") from None
 
 
