@@ -69,7 +69,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from orb.net.logs import orb_logger
-from orb.protocol import addresses
+from orb.protocol import addresses, limits
 
 log = orb_logger()
 
@@ -83,7 +83,7 @@ MAX_ENTRIES = (NEW_BUCKET_COUNT + TRIED_BUCKET_COUNT) * BUCKET_SIZE
 KEY_BYTES = 32
 NODE_ID_BYTES = addresses.NODE_ID_BYTES
 MAX_ROLES = 2**32 - 1
-MAX_ADDR_PER_MESSAGE = 1000  # GETADDR/ADDR answer cap, and the most add() looks at
+MAX_ADDR_PER_MESSAGE = limits.MAX_ADDR_ENTRIES  # GETADDR/ADDR answer cap, and the most add() looks at
 GETADDR_MAX_PCT = 23  # share of the book returned to one GETADDR
 
 # is_terrible / chance, as in Bitcoin (seconds)

@@ -18,7 +18,9 @@ in its one canonical form:
 import ipaddress
 import re
 
-NODE_ID_BYTES = 32
+from orb.protocol import limits
+
+NODE_ID_BYTES = limits.NODE_ID_BYTES
 MAX_IP_TEXT_CHARS = 45  # the longest IPv6 text form
 _HEX_ID_RE = re.compile(r"[0-9a-f]{%d}\Z" % (2 * NODE_ID_BYTES))
 
