@@ -258,6 +258,30 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertEqual(failed.error.code, ErrorCode.TIMEOUT)
         self.assertEqual(client.state, State.ERROR)
 
+    def test_a_remote_that_talks_but_never_pongs_is_closed(self):
+        """Traffic without a PONG does not keep a session alive: 60 s after an unanswered PING it ends with ERROR(timeout)."""
+        clock, client, server = ready_pair()
+        self.assertNotEqual(client.ping(), b"")
+        self.assertEqual(client.ping(), b"")  # one PING outstanding at a time: nothing piles up
+        for _ in range(59):
+            clock.advance(1)
+            server.send(m.GetAddr())
+            client.feed(server.send(m.Addr(entries=())))
+            self.assertEqual(client.tick(), [])
+        clock.advance(1)
+        (failed,) = client.tick()
+        self.assertEqual(failed.error.code, ErrorCode.TIMEOUT)
+        self.assertIn("no PONG", failed.error.message)
+
+    def test_a_handshake_frame_is_bounded_before_ready(self):
+        """Before READY a header announcing more than 64 KiB is refused, though READY sessions take 4 MiB frames."""
+        clock = Clock()
+        server = Session(LocalIdentity(os.urandom(32), int(Role.TRACKER)), clock, initiator=False,
+                         remote_address=m.Endpoint("127.0.0.1", 1), config=CONFIG)
+        server.connection_made()
+        events = server.feed(HEADER.pack(CONFIG.magic, 1, int(m.MessageType.HELLO), 0, 0, 64 * 1024 + 1))
+        self.assertEqual([e.error.code for e in events], [ErrorCode.FRAME_TOO_LARGE])
+
     def test_traffic_defers_keepalive(self):
         """Any received frame postpones the keepalive PING."""
         clock, client, server = ready_pair()

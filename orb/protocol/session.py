@@ -141,6 +141,9 @@ class SessionConfig:
     handshake_timeout_s: float = 10.0
     ping_interval_s: float = 30.0
     idle_timeout_s: float = 90.0
+    pong_timeout_s: float = 60.0  # a PING unanswered this long closes the session, even if other frames come
+    # Before READY a frame can only be HELLO, HELLO_ACK or ERROR: buffer no more than this for one.
+    handshake_max_frame_bytes: int = 64 * 1024
     max_inflight_requests: int = 64
     addr_rate_per_s: float = 0.1
     addr_burst: int = MAX_ADDR_ENTRIES
@@ -258,7 +261,8 @@ class Session:
         self.certificate_key = None  # set by the TLS adapter before feeding
         self.on_frame = None  # optional callable(direction "rx"|"tx", MessageType, size_bytes) for statistics
         self.local_nonce = self.rng.getrandbits(64)
-        self._decoder = FrameDecoder(config.magic, config.max_frame_bytes, config.versions)
+        self._decoder = FrameDecoder(config.magic, min(config.max_frame_bytes, config.handshake_max_frame_bytes),
+                                     config.versions)
         self._outbox = []
         self._started_at = None
         self._last_rx = None
@@ -361,7 +365,9 @@ class Session:
         return request_id, self._encode(message, request_id, 0)
 
     def ping(self):
-        """Encode a PING whose PONG will yield RttMeasured."""
+        """Encode a PING whose PONG will yield RttMeasured; b"" while one is outstanding (one at a time)."""
+        if self._ping_nonces:
+            return b""
         return self.request(Ping(nonce=self.rng.getrandbits(64)))[1]
 
     def _check_can_send(self, message):
@@ -392,7 +398,8 @@ class Session:
             return self._started_at + self.config.handshake_timeout_s
         if self.state is State.READY:
             if self._keepalive_outstanding():
-                return self._last_rx + self.config.idle_timeout_s
+                oldest_ping = min(self._ping_nonces.values())
+                return min(self._last_rx + self.config.idle_timeout_s, oldest_ping + self.config.pong_timeout_s)
             return self._last_rx + self.config.ping_interval_s
         return None
 
@@ -405,6 +412,8 @@ class Session:
             idle_s = now - self._last_rx
             if idle_s >= self.config.idle_timeout_s:
                 return self._fail(HandshakeTimeout(f"nothing received for {idle_s:.0f} s"))
+            if self._ping_nonces and now - min(self._ping_nonces.values()) >= self.config.pong_timeout_s:
+                return self._fail(HandshakeTimeout(f"no PONG within {self.config.pong_timeout_s:g} s"))
             if idle_s >= self.config.ping_interval_s and not self._keepalive_outstanding():
                 if len(self._pending) < self.config.max_inflight_requests:
                     self._outbox.append(self.ping())
@@ -586,6 +595,7 @@ class Session:
             timestamp=hello.timestamp,
         )
         self.state = State.READY
+        self._decoder.max_frame_bytes = self.config.max_frame_bytes
         return [HandshakeCompleted(self.remote)]
 
     # --- errors ------------------------------------------------------------------
