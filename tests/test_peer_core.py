@@ -66,6 +66,13 @@ class ConnectionTests(SynchronousTestCase):
         self.net.run(2)
         self.assertEqual(peer.local.advertise, ("10.2.0.1", PORT))
 
+    def test_hello_ack_lists_where_the_tracker_listens(self):
+        """The tracker's HELLO_ACK carries the address it accepts connections on, as HELLO does."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)
+        self.net.run(2)
+        record = peer.table.get(self.trackers[0].node_id)
+        self.assertEqual([(e.host, e.port) for e in record.remote.listen], [("10.1.0.1", PORT)])
+
     def test_peer_serves_only_gossip(self):
         """The peer's dispatch table has GETADDR and ADDR; the rest is answered unsupported."""
         self.assertEqual(set(self.net.peer("10.2.0.1").table.handlers), {MessageType.GETADDR, MessageType.ADDR})
