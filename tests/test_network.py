@@ -260,6 +260,15 @@ class NetworkTests(DaemonTestMixin, TestCase):
         liar.close()
 
     @defer.inlineCallbacks
+    def test_hello_ack_lists_the_listen_address(self):
+        """A daemon started on port 0 answers HELLO with a HELLO_ACK listing the address it really listens on."""
+        t1 = yield self.start_tracker("t1")
+        client = Client(self.network)
+        protocol = yield client.connect(*t1.wire)
+        self.assertEqual([(e.host, e.port) for e in protocol.remote.listen], [tuple(t1.wire)])
+        client.close()
+
+    @defer.inlineCallbacks
     def test_wrong_network_is_refused(self):
         """A client on another network is disconnected before any session opens, and the tracker keeps running."""
         t1 = yield self.start_tracker("t1")
