@@ -34,6 +34,8 @@ class Daemon(protocol.ProcessProtocol):
         self.exit_signal = None
         self.running = False
         self.info = None
+        self.tracebacks = 0  # "Traceback" lines in all output, including what the bounded buffer dropped
+        self._tail = b""
 
     # --- process ---------------------------------------------------------------------
 
@@ -66,6 +68,9 @@ class Daemon(protocol.ProcessProtocol):
         return self
 
     def outReceived(self, data):
+        window = self._tail + data
+        self.tracebacks += window.count(b"Traceback")
+        self._tail = data[-8:] if not data.endswith(b"Traceback") else b""
         self.output += data[-100_000:]
         del self.output[:-200_000]
 

@@ -96,3 +96,25 @@ class BackpressureTests(SynchronousTestCase):
             self.net.flush()
         self.assertNotIn(self.peer.node_id, self.tracker.table)
         self.assertLessEqual(sent, MAX_QUEUED_OUTPUT_BYTES + len(chunk.payload))
+
+
+class ClosedMidBatchTests(SynchronousTestCase):
+    def test_frames_after_a_fatal_one_in_the_same_read_are_not_served(self):
+        """When a frame gets its sender discouraged, the frames behind it in the same read get no answer and no traceback."""
+        from orb.protocol.frame import encode_frame
+        from orb.tracker import registry as reg
+
+        net = MemoryNet()
+        t1 = net.tracker("10.1.0.1")
+        t2 = net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)])  # admitted: its SYNC gets answers
+        net.run(3)
+        record = t2.table.get(t1.node_id)
+        magic = record.protocol.session.config.magic
+        digest = t2.registry.digest().to_bytes()
+        batch = encode_frame(magic, m.Delta(kind=int(m.DeltaKind.CHANGES), payload=b"not json")) + b"".join(
+            encode_frame(magic, m.Sync(digest=digest), request_id=i) for i in range(1, 6))
+        self.assertIsInstance(reg.Digest.from_bytes(digest), reg.Digest)
+        record.protocol.transport.write(batch)
+        net.flush()
+        self.assertTrue(t1.table.is_banned(t2.node_id))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -203,10 +203,16 @@ class OrbProtocol(Protocol):
         return self.session is not None and self.session.state is State.READY
 
     def send(self, message, response_to=0):
+        """Send a notification or a response; dropped once the session is closing (the remote will not read it)."""
+        if not self.ready:
+            return
         data = self.session.send(message, response_to=response_to)
         self._write(data)
 
     def request(self, message, timeout_s=30.0):
+        """Send a request; fails with ConnectionLost at once if the session is no longer READY."""
+        if not self.ready:
+            return defer.fail(error.ConnectionLost("session not ready"))
         request_id, data = self.session.request(message)
         d = defer.Deferred()
         timeout = self.factory.clock.callLater(timeout_s, self._request_timed_out, request_id, timeout_s)
@@ -215,7 +221,8 @@ class OrbProtocol(Protocol):
         return d
 
     def ping(self):
-        self._write(self.session.ping())
+        if self.ready:
+            self._write(self.session.ping())
 
     def close(self, text="shutting down", code=ErrorCode.SHUTDOWN):
         if self.session.state in (State.HANDSHAKING, State.READY):
@@ -311,6 +318,8 @@ class OrbProtocol(Protocol):
     def _dispatch(self, events):
         handler = self.factory.handler
         for event in events:
+            if isinstance(event, (MessageReceived, Misbehaved)) and not self.ready:
+                continue  # closed while this batch was being handled: the rest of it is not served
             if isinstance(event, MessageReceived):
                 if event.is_response:
                     self._answer(event.request_id, result=event.message)
