@@ -282,7 +282,6 @@ class Fuzz:
             return
         if mode < 0.2:  # before any ORB handshake
             wrapped = yield open_raw(self.host, self.port)
-            raw = wrapped.wrappedProtocol
             choice = rng.randrange(3)
             if choice == 0:
                 data = os.urandom(rng.randint(1, 4096))
