@@ -274,12 +274,12 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertIn("no PONG", failed.error.message)
 
     def test_a_handshake_frame_is_bounded_before_ready(self):
-        """Before READY a header announcing more than 64 KiB is refused, though READY sessions take 4 MiB frames."""
+        """Before READY a header announcing more than 16 KiB is refused, though READY sessions take 4 MiB frames."""
         clock = Clock()
         server = Session(LocalIdentity(os.urandom(32), int(Role.TRACKER)), clock, initiator=False,
                          remote_address=m.Endpoint("127.0.0.1", 1), config=CONFIG)
         server.connection_made()
-        events = server.feed(HEADER.pack(CONFIG.magic, 1, int(m.MessageType.HELLO), 0, 0, 64 * 1024 + 1))
+        events = server.feed(HEADER.pack(CONFIG.magic, 1, int(m.MessageType.HELLO), 0, 0, 16 * 1024 + 1))
         self.assertEqual([e.error.code for e in events], [ErrorCode.FRAME_TOO_LARGE])
 
     def test_traffic_defers_keepalive(self):

@@ -13,7 +13,7 @@ in a throwaway directory, then runs at once:
   SYNC and DELTA are parsed and applied), biased to SYNC and DELTA frames;
 - ``--connections`` hostile connections, each with a fresh key, claiming
   the peer or the tracker role at random. Each does one of: raw garbage
-  before any handshake; a mutated or oversized HELLO; or a real handshake
+  below TLS, or inside TLS before the ORB handshake; a mutated or oversized HELLO; or a real handshake
   followed by a burst of frames built from one sample message of every
   type (RFC Appendix A) with edge values and byte mutations: flipped
   bytes, cut or padded bodies with a matching or a lying length, other
@@ -282,7 +282,11 @@ class Fuzz:
             return
         if mode < 0.2:  # before any ORB handshake
             wrapped = yield open_raw(self.host, self.port)
-            choice = rng.randrange(3)
+            choice = rng.randrange(4)
+            if choice == 3:  # garbage below TLS, on the TCP stream itself
+                yield write_split(rng, wrapped.transport, os.urandom(rng.randint(1, 4096)))
+                wrapped.transport.abortConnection()
+                return
             if choice == 0:
                 data = os.urandom(rng.randint(1, 4096))
             elif choice == 1:  # a header announcing the largest frame, then a little of it
@@ -290,7 +294,7 @@ class Fuzz:
             else:  # a HELLO-shaped frame, mutated
                 data = hostile_frame(rng, self.magic, [s for s in self.samples if s[0] == "hello"] or self.samples)
             self.counts["frames"] += 1
-            yield write_split(rng, wrapped.transport, data)
+            yield write_split(rng, wrapped, data)  # through TLS: garbage at the ORB layer
             yield sleep(rng.uniform(0, 0.5))
             wrapped.transport.abortConnection()
             return

@@ -143,7 +143,7 @@ class SessionConfig:
     idle_timeout_s: float = 90.0
     pong_timeout_s: float = 60.0  # a PING unanswered this long closes the session, even if other frames come
     # Before READY a frame can only be HELLO, HELLO_ACK or ERROR: buffer no more than this for one.
-    handshake_max_frame_bytes: int = 64 * 1024
+    handshake_max_frame_bytes: int = 16 * 1024
     max_inflight_requests: int = 64
     addr_rate_per_s: float = 0.1
     addr_burst: int = MAX_ADDR_ENTRIES
