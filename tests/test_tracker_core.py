@@ -182,6 +182,22 @@ class FederationTests(SynchronousTestCase):
         self.net.flush()
         self.assertEqual(got[-1], int(m.DeltaKind.SNAPSHOT))
 
+    def test_in_a_star_the_leaves_keep_each_others_peers(self):
+        """Two trackers admitted only by a hub keep listing each other's peers: no judge of a tracker it never sees."""
+        net = MemoryNet()
+        hub = net.tracker("10.1.0.1", admitted=False)
+        left = net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)], admitted=False)
+        right = net.tracker("10.1.0.3", join=[("10.1.0.1", PORT)], admitted=False)
+        hub.federation.admitted |= {left.node_id, right.node_id}
+        peer = net.peer("10.2.0.3", trackers=[("10.1.0.3", PORT)], outbound_trackers=1)
+        peer.connections.maintain = lambda: None  # it stays homed at the right leaf
+        net.run(5)
+        gaps = []
+        for second in range(0, 400, 5):
+            net.run(5, step_s=1)
+            gaps += [(second, t.local.advertise) for t in (hub, left) if t.registry.peer(peer.node_id) is None]
+        self.assertEqual(gaps, [])
+
     def test_delta_from_a_peer_is_refused_with_an_error(self):
         """A DELTA from a non-tracker is answered with ERROR(denied) before the close, and changes nothing."""
         self.net.run(3)

@@ -450,9 +450,16 @@ class Registry:
                 self._tracker_seen[node_id] = self.now()
 
     def _tracker_alive(self, node_id: bytes, now: float) -> bool:
+        """Whether ``node_id`` counts as alive here. Only a tracker we have
+        been linked to is judged: the trackers linked to one judge it, and
+        their removals of its peers reach us by federation. (Judging one we
+        never see would make its peers flap here: soft state is not
+        replicated.)"""
         if node_id == self.tracker_id:
             return True
-        if self._tracker_connected.get(node_id):
+        if node_id not in self._tracker_connected:
+            return True
+        if self._tracker_connected[node_id]:
             return True
         seen = self._tracker_seen.get(node_id)
         return seen is not None and now - seen <= self.tracker_ttl_s
