@@ -1042,3 +1042,25 @@ class ThreadedPersistenceTests(TestCase):
         self.assertEqual(len(loaded.peers()), 200)
         self.assertEqual([f.fid for f in loaded.functions()], [F1])
         self.assertEqual(loaded.seq, 201)
+
+
+class StampBoundTests(SynchronousTestCase):
+    def test_a_remote_cannot_push_the_clock_to_the_end(self):
+        """A change stamped lamport 2^63-1 is refused, and local changes keep being made and saved."""
+        clock = Clock()
+        other = b"\x02" * 32
+        registry = Registry(clock, b"\x01" * 32)
+        record = PeerRecord(b"\x03" * 32, other, addresses=(("10.0.0.1", 7401),), roles=1)
+        self.assertIs(registry.apply_remote(Change(other, 1, 2**63 - 1, fed.PEER, record=record)), ApplyResult.REFUSED)
+        self.assertIsNone(registry.peer(b"\x03" * 32))
+        change = registry.upsert_peer(b"\x04" * 32, addresses=[("10.0.0.2", 7401)])
+        self.assertLess(change.lamport, 2**32)
+
+    def test_our_own_seq_cannot_be_pushed_to_the_end(self):
+        """A change claiming our own origin with seq 2^63-1 is refused; our next change follows our real seq."""
+        me = b"\x01" * 32
+        registry = Registry(Clock(), me)
+        first = registry.upsert_peer(b"\x05" * 32, addresses=[("10.0.0.3", 7401)])
+        record = PeerRecord(b"\x06" * 32, me, addresses=(("10.0.0.4", 7401),), roles=1)
+        self.assertIs(registry.apply_remote(Change(me, 2**63 - 1, 5, fed.PEER, record=record)), ApplyResult.REFUSED)
+        self.assertEqual(registry.upsert_peer(b"\x07" * 32, addresses=[("10.0.0.5", 7401)]).seq, first.seq + 1)

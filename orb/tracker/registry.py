@@ -111,7 +111,14 @@ class ApplyResult(enum.Enum):
     APPLIED = "applied"  # new to us (it may still lose to a newer write)
     STALE = "stale"  # already had it
     GAP = "gap"  # an earlier change from that origin is missing: run anti-entropy
-    REFUSED = "refused"  # over a bound (too many origins)
+    REFUSED = "refused"  # over a bound (too many origins, or a stamp jumping too far ahead)
+
+
+# How far one remote change may move the Lamport clock or our own seq ahead.
+# Honest trackers advance them by one per change; a jump of 2^32 would take
+# years of changes. Without the bound one change stamped 2^63-1 made every
+# later local change overflow the store's 64-bit integers.
+MAX_STAMP_STEP = 2**32
 
 
 def _check_id(v: Any, what: str) -> bytes:
@@ -492,9 +499,13 @@ class Registry:
         one origin must arrive in seq order (``GAP`` otherwise)."""
         now = self.now() if now is None else now
         origin = change.origin
+        if change.lamport > self._lamport + MAX_STAMP_STEP:
+            return ApplyResult.REFUSED
         if origin == self.tracker_id:
             if change.seq <= self._seq:
                 return ApplyResult.STALE
+            if change.seq > self._seq + MAX_STAMP_STEP:
+                return ApplyResult.REFUSED
             # Our own past, from before we lost our database: never reuse
             # it.  Our log no longer runs without gaps, so drop it.
             self._seq = change.seq
