@@ -36,10 +36,11 @@ def listed(tracker, peer):
 class Client(SessionHandler):
     """An in-test ORB client, honest or not, speaking real TLS to a daemon."""
 
-    def __init__(self, network, roles=Role.PEER):
-        self.key = NodeKey.generate()
+    def __init__(self, network, roles=Role.PEER, listen=(), key=None):
+        self.key = key or NodeKey.generate()
         self.network = network
         self.roles = roles
+        self.listen = tuple(m.Endpoint(h, p) for h, p in listen)
         self.ready = defer.Deferred()
         self.lost = defer.Deferred()
         self.protocol = None
@@ -54,8 +55,8 @@ class Client(SessionHandler):
 
     @defer.inlineCallbacks
     def connect(self, host, port):
-        factory = OrbFactory(LocalIdentity(self.key.public_bytes, int(self.roles)), self, reactor, initiator=True,
-                             config=SessionConfig(network=self.network))
+        identity = LocalIdentity(self.key.public_bytes, int(self.roles), listen=self.listen)
+        factory = OrbFactory(identity, self, reactor, initiator=True, config=SessionConfig(network=self.network))
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5)
         wrapper = yield endpoint.connect(NodeTLS(self.key).wrap(factory, is_client=True))
         self.wrapper = wrapper
@@ -280,6 +281,106 @@ class NetworkTests(DaemonTestMixin, TestCase):
         yield client.lost
         self.assertFalse(client.ready.called)
         self.assertTrue(t1.running)
+
+
+class HostileClientTests(DaemonTestMixin, TestCase):
+    """Findings of the outside tests (issue 9), each against a real tracker, with an honest client served
+    throughout and no traceback in the tracker's log."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.admitted_key = NodeKey.generate()
+        self.t1 = yield self.start_tracker("t1", "--admit", self.admitted_key.node_id.hex())
+        self.honest = Client(self.network)
+        self.honest_protocol = yield self.honest.connect(*self.t1.wire)
+        self.addCleanup(self.honest.close)
+
+    @defer.inlineCallbacks
+    def still_served(self):
+        """The end of every test here: the honest client is answered, and the log holds no traceback.
+        (Trial runs cleanups, which stop the daemons, before tearDown: so this is called by each test.)"""
+        self.assertTrue(self.honest_protocol.ready)
+        answer = yield self.honest_protocol.request(m.GetAddr(), timeout_s=10)
+        self.assertIsInstance(answer, m.Addr)
+        self.assertEqual(self.t1.tracebacks, 0, self.t1.text[-3000:])
+        self.assertTrue(self.t1.running)
+
+    @defer.inlineCallbacks
+    def test_throwaway_tracker_identities_take_no_slot(self):
+        """Thirty fresh identities claiming the tracker role get no tracker record; an admitted one does."""
+        liars = []
+        for _ in range(30):
+            liar = Client(self.network, roles=Role.TRACKER | Role.RELAY, listen=[("127.0.0.1", 9)])
+            yield liar.connect(*self.t1.wire)
+            liars.append(liar)
+        real = Client(self.network, roles=Role.TRACKER | Role.RELAY, listen=[("127.0.0.1", 9)], key=self.admitted_key)
+        yield real.connect(*self.t1.wire)
+        code, listing = yield self.t1.get_json("/api/v1/trackers")
+        ids = {t["node_id"] for t in listing["trackers"]}
+        self.assertEqual(ids, {self.t1.node_id, self.admitted_key.node_id.hex()})
+        for c in liars + [real]:
+            c.close()
+        yield self.still_served()
+
+    @defer.inlineCallbacks
+    def test_listen_port_zero_is_no_crash(self):
+        """A tracker claim and an ANNOUNCE with listen port 0 are refused or ignored, never a traceback."""
+        liar = Client(self.network, roles=Role.TRACKER | Role.RELAY, listen=[("127.0.0.1", 0)])
+        yield liar.connect(*self.t1.wire)
+        peer = Client(self.network, listen=[("127.0.0.1", 0)])
+        protocol = yield peer.connect(*self.t1.wire)
+        protocol.send(m.Announce(load_permille=5000, functions=()))
+        yield sleep(1.0)
+        code, listing = yield self.t1.get_json("/api/v1/peers")
+        self.assertNotIn(peer.key.node_id.hex(), peer_ids(listing))
+        liar.close()
+        peer.close()
+        yield self.still_served()
+
+    @defer.inlineCallbacks
+    def test_a_maximal_lamport_stamp_does_not_stop_saving(self):
+        """An admitted tracker's change stamped 2^63-1 is refused; the tracker keeps registering and saving peers."""
+        from orb.tracker import registry as reg
+
+        forger = Client(self.network, roles=Role.TRACKER | Role.RELAY, key=self.admitted_key)
+        protocol = yield forger.connect(*self.t1.wire)
+        record = reg.PeerRecord(b"\x09" * 32, self.admitted_key.node_id, addresses=(("127.0.0.1", 9),), roles=1)
+        change = reg.Change(self.admitted_key.node_id, 1, 2**63 - 1, fed_peer(), record=record)
+        protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
+        yield sleep(1.0)
+        peer = yield self.start_peer("p1", "--tracker", self.t1.wire_text)
+        yield eventually(lambda: listed(self.t1, peer), what="a peer registered after the forged stamp")
+        yield self.t1.stop()
+        again = yield self.start_tracker("t1", "--admit", self.admitted_key.node_id.hex())
+        self.t1 = again
+        code, listing = yield again.get_json(f"/api/v1/peers/{peer.node_id}")
+        self.assertEqual(code, 200)  # it was saved
+        forger.close()
+        self.honest = Client(self.network)
+        self.honest_protocol = yield self.honest.connect(*again.wire)
+        self.addCleanup(self.honest.close)
+        yield self.still_served()
+
+    @defer.inlineCallbacks
+    def test_remote_error_text_is_escaped_in_the_log(self):
+        """An ERROR with a right-to-left override and a terminal escape reaches the log escaped."""
+        liar = Client(self.network)
+        protocol = yield liar.connect(*self.t1.wire)
+        protocol.send(m.Error(code=1, ref_request_id=0, text="\u202egnp.exe\x1b[2J"))
+        yield sleep(1.0)
+        self.assertNotIn("\u202e", self.t1.text)
+        self.assertNotIn("\x1b[2J", self.t1.text)
+        self.assertIn("\\u202egnp.exe\\u001b[2J", self.t1.text)
+        liar.close()
+        yield self.still_served()
+
+
+def fed_peer():
+    from orb.protocol.federation import PEER
+
+    return PEER
 
 
 class DaemonLifecycleTests(DaemonTestMixin, TestCase):
