@@ -36,14 +36,14 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from orb import devnet  # noqa: E402
 from orb.devnet import Devnet, sleep  # noqa: E402
 from orb.identity import NodeKey  # noqa: E402
-from orb.net.adapter import OrbFactory, SessionHandler  # noqa: E402
 from orb.net.tls import NodeTLS  # noqa: E402
 from orb.protocol import messages as m  # noqa: E402
 from orb.protocol.codes import Role  # noqa: E402
 from orb.protocol.frame import HEADER  # noqa: E402
-from orb.protocol.session import LocalIdentity, SessionConfig  # noqa: E402
+from orb.protocol.session import SessionConfig  # noqa: E402
 
 NETWORK = "bench"
 
@@ -107,33 +107,9 @@ def start_script(source):
     return proc, port
 
 
-class _Handler(SessionHandler):
-    def __init__(self):
-        self.ready = defer.Deferred()
-        self.pong = None
-
-    def rtt_measured(self, p, rtt_ms):
-        if self.pong is not None:
-            d, self.pong = self.pong, None
-            d.callback(rtt_ms)
-
-    def session_ready(self, p):
-        if not self.ready.called:
-            self.ready.callback(p)
-
-    def session_lost(self, p, reason):
-        if not self.ready.called:
-            self.ready.errback(ConnectionError("lost before ready"))
-
-
 @defer.inlineCallbacks
 def orb_session(host, port, roles=Role.PEER, key=None):
-    key = key or NodeKey.generate()
-    handler = _Handler()
-    factory = OrbFactory(LocalIdentity(key.public_bytes, int(roles)), handler, reactor, initiator=True,
-                         config=SessionConfig(network=NETWORK))
-    yield endpoints.TCP4ClientEndpoint(reactor, host, port).connect(NodeTLS(key).wrap(factory, is_client=True))
-    p = yield handler.ready
+    p, handler = yield devnet.open_session(host, port, NETWORK, roles, key)
     p.bench_handler = handler
     return p
 

@@ -11,8 +11,15 @@ import os
 import signal
 import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.web.client import Agent, readBody
+
+from orb.identity import NodeKey
+from orb.net.adapter import OrbFactory, SessionHandler
+from orb.net.tls import NodeTLS
+from orb.protocol.codes import Role
+from orb.protocol.messages import Endpoint
+from orb.protocol.session import LocalIdentity, SessionConfig
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 STARTUP_TIMEOUT_S = 30.0
@@ -170,8 +177,6 @@ class Devnet:
 
     def node_id_of(self, name):
         """A daemon's node id before it starts: its key is made now, in its data dir."""
-        from orb.identity import NodeKey
-
         return NodeKey.load_or_create(os.path.join(self.base_dir, name)).node_id.hex()
 
     @defer.inlineCallbacks
@@ -192,3 +197,40 @@ class Devnet:
 
     def stop_all(self, sig=signal.SIGTERM):
         return defer.DeferredList([d.stop(sig) for d in self.daemons], consumeErrors=True)
+
+
+class ClientHandler(SessionHandler):
+    """What an in-process client (a test, a bench, the fuzzer) waits for on one session."""
+
+    def __init__(self):
+        self.ready = defer.Deferred()
+        self.lost = defer.Deferred()
+        self.pong = None  # set to a Deferred to be fired with the next RTT measured
+
+    def session_ready(self, p):
+        if not self.ready.called:
+            self.ready.callback(p)
+
+    def session_lost(self, p, reason):
+        if not self.ready.called:
+            self.ready.errback(ConnectionError("lost before ready"))
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def rtt_measured(self, p, rtt_ms):
+        if self.pong is not None:
+            d, self.pong = self.pong, None
+            d.callback(rtt_ms)
+
+
+@defer.inlineCallbacks
+def open_session(host, port, network, roles=Role.PEER, key=None, listen=()):
+    """A real TLS connection and ORB handshake to a daemon; fires with (protocol, handler)."""
+    key = key or NodeKey.generate()
+    handler = ClientHandler()
+    identity = LocalIdentity(key.public_bytes, int(roles), listen=tuple(Endpoint(h, p) for h, p in listen))
+    factory = OrbFactory(identity, handler, reactor, initiator=True, config=SessionConfig(network=network))
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5)
+    yield endpoint.connect(NodeTLS(key).wrap(factory, is_client=True))
+    p = yield handler.ready
+    return p, handler

@@ -38,15 +38,15 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from orb import devnet  # noqa: E402
 from orb.devnet import Devnet, sleep  # noqa: E402
 from orb.identity import NodeKey  # noqa: E402
-from orb.net.adapter import OrbFactory, SessionHandler  # noqa: E402
 from orb.net.tls import NodeTLS  # noqa: E402
 from orb.protocol import messages as m  # noqa: E402
 from orb.protocol import spec  # noqa: E402
 from orb.protocol.codes import Role  # noqa: E402
 from orb.protocol.frame import HEADER, encode_frame  # noqa: E402
-from orb.protocol.session import LocalIdentity, SessionConfig  # noqa: E402
+from orb.protocol.session import SessionConfig  # noqa: E402
 
 NETWORK = "fuzz"
 HONEST_INTERVAL_S = 0.25
@@ -55,37 +55,13 @@ ADMITTED_KEYS = 200
 EDGE_INTS = (0, 1, 2**8 - 1, 2**16 - 1, 2**32 - 1, 2**53, 2**63 - 1, 2**64 - 1)
 
 
-class _Handler(SessionHandler):
-    def __init__(self):
-        self.ready = defer.Deferred()
-        self.lost = defer.Deferred()
-
-    def session_ready(self, p):
-        if not self.ready.called:
-            self.ready.callback(p)
-
-    def session_lost(self, p, reason):
-        if not self.ready.called:
-            self.ready.errback(ConnectionError("lost before ready"))
-        if not self.lost.called:
-            self.lost.callback(None)
-
-
 def config():
     return SessionConfig(network=NETWORK)
 
 
-@defer.inlineCallbacks
 def open_session(host, port, roles, key=None):
     """A real TLS connection and ORB handshake; fires with (protocol, handler)."""
-    key = key or NodeKey.generate()
-    handler = _Handler()
-    factory = OrbFactory(LocalIdentity(key.public_bytes, int(roles)), handler, reactor, initiator=True,
-                         config=config())
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5)
-    yield endpoint.connect(NodeTLS(key).wrap(factory, is_client=True))
-    p = yield handler.ready
-    return p, handler
+    return devnet.open_session(host, port, NETWORK, roles, key)
 
 
 class _Raw(protocol.Protocol):
