@@ -106,7 +106,7 @@ class SandboxCommandTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         doc = json.loads(out)
         self.assertEqual(doc["status"], "KILLED_BY_POLICY")
-        self.assertIn("socket", doc["message"])
+        self.assertIn("forbidden syscall", doc["message"])
 
     def test_sandbox_run_timeout(self):
         code, out, _err = orb("sandbox-run", "--runtime", "python", "--entry",

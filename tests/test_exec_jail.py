@@ -129,7 +129,7 @@ class PythonRuntimeTests(JailTestCase):
         self.assertEqual(got["nofile"], self.executor.config.nofile)
         self.assertLessEqual(got["cpu"], 5)
         self.assertEqual(got["fsize"], self.executor.config.scratch_max_bytes)
-        self.assertIn(os.path.basename(os.path.dirname(got["cwd"])), os.listdir(self.executor.config.scratch_root))
+        self.assertEqual(got["cwd"], "/tmp")
 
     @defer.inlineCallbacks
     def test_scratch_is_writable_fresh_and_wiped(self):
@@ -141,13 +141,12 @@ class PythonRuntimeTests(JailTestCase):
         second = json.loads(r2.output)
         self.assertEqual((first["before"], first["read_back"]), ([], 1000))
         self.assertEqual(second["before"], [])  # nothing carried over
-        self.assertNotEqual(first["cwd"], second["cwd"])
-        self.assertTrue(first["cwd"].startswith(self.executor.config.scratch_root))
-        # The zygote wipes scratch when idle after each call, and everything
-        # when it stops.
-        yield self.executor.stop()
-        self.assertFalse(os.path.exists(first["cwd"]))
-        self.assertFalse(os.path.exists(second["cwd"]))
+        self.assertEqual(first["cwd"], "/tmp")
+        # Scratch was a tmpfs in the call's own mount namespace: nothing of
+        # it is on the host.
+        root = self.hello["scratch_root"]
+        self.assertEqual(sorted(os.listdir(root)), ["empty", "root"])
+        self.assertEqual(os.listdir(os.path.join(root, "root")), [])
 
     @defer.inlineCallbacks
     def test_package_is_read_only(self):
@@ -194,11 +193,11 @@ class PythonRuntimeTests(JailTestCase):
         self.assertIn(b"log truncated", r.log)
 
     @defer.inlineCallbacks
-    def test_seccomp_names_the_syscall(self):
+    def test_seccomp_kills_a_forbidden_syscall(self):
         pkg = self.make_package({"main.py": "import socket\ndef handler(e, c):\n    socket.socket()\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
-        self.assertEqual(r.message, "seccomp stopped forbidden syscall socket")
+        self.assertEqual(r.message, "seccomp stopped a forbidden syscall")
 
     @defer.inlineCallbacks
     def test_threads_are_allowed(self):
@@ -213,11 +212,11 @@ class PythonRuntimeTests(JailTestCase):
         self.assertEqual((r.status, json.loads(r.output)), (ResultStatus.OK, [0, 1, 2, 3]))
 
     @defer.inlineCallbacks
-    def test_landlock_hides_host_files(self):
+    def test_host_files_cannot_be_named(self):
         pkg = self.make_package({"main.py": "def handler(e, c):\n    return open('/etc/passwd').read()\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.ERROR)
-        self.assertIn(b"PermissionError", r.log)
+        self.assertIn(b"FileNotFoundError", r.log)
 
 
 class ReuseTests(JailTestCase):
@@ -258,7 +257,7 @@ class ReuseTests(JailTestCase):
         pkg = self.make_package({"main.py": "import os\ndef handler(e, c):\n    os.fork()\n"})
         r = yield self.call(pkg, reuse="per-function")
         self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
-        self.assertIn("clone", r.message)
+        self.assertIn("forbidden syscall", r.message)
 
     @defer.inlineCallbacks
     def test_warm_worker_output_cap(self):

@@ -47,7 +47,7 @@ class SeccompTests(SynchronousTestCase):
             raise SkipTest("seccomp filters or libseccomp unavailable")
 
     def test_policies_compile_to_bpf(self):
-        for runtime in ("python", "exec", "python_extra"):
+        for runtime in ("python", "exec"):
             prog = _seccomp.compile_policy(runtime)
             self.assertEqual(len(prog) % 8, 0)
             self.assertGreater(len(prog), 8)
@@ -88,7 +88,8 @@ class ProbeTests(SynchronousTestCase):
         from orb.exec._zygote import REQUIRED_LAYERS
 
         report = probe_layers()
-        for name in REQUIRED_LAYERS + ("netns", "scratch_tmpfs"):
+        identity = "uid_pool" if os.geteuid() == 0 else "userns"
+        for name in REQUIRED_LAYERS + ("netns", "cgroup", identity):
             self.assertIn(name, report["layers"])
         self.assertEqual(report["missing"],
-                         [n for n in REQUIRED_LAYERS if not report["layers"][n]])
+                         [n for n in REQUIRED_LAYERS + (identity,) if not report["layers"][n]])

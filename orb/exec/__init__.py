@@ -82,7 +82,7 @@ How it is built:
 - ``_landlock``, ``_seccomp``: the two kernel interfaces.
 """
 
-__all__ = ["Executor", "ExecConfig", "ExecResult", "RuntimeSpec"]
+__all__ = ["Executor", "ExecConfig", "ExecResult", "ExecutorState", "RuntimeSpec"]
 
 
 def __getattr__(name):

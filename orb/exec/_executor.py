@@ -5,6 +5,7 @@ zygote process.  Nothing here blocks; the zygote does the forking.
 """
 
 import collections
+import enum
 import os
 import sys
 
@@ -24,6 +25,19 @@ _BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from orb.exec._zygote import main; sys.exit(main(sys.argv[2:]))"
 )
+
+
+class ExecutorState(enum.Enum):
+    """Where an :class:`Executor` is in its life."""
+
+    NEW = "new"  # start() not called yet
+    STARTING = "starting"  # zygote spawned, no hello yet
+    READY = "ready"  # serving calls
+    REFUSING = "refusing"  # a required jail layer is missing: every call is REFUSED
+    RESTARTING = "restarting"  # the zygote died or hung; a new one is on its way
+    FAILED = "failed"  # the zygote could not be (re)started
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 def _cores() -> int:
@@ -119,6 +133,10 @@ class ExecConfig:
     restart_delay_s: float = 1.0
     max_restarts: int = 5
     prefork: bool = True  # keep one pre-forked spare child in the zygote
+    scratch_max_inodes: int = 4096  # files and dirs in a call's scratch tmpfs
+    max_tasks: int = 64  # processes + threads per call (RLIMIT_NPROC on the call's own uid)
+    uid_base: int = 1_900_000_000  # per-call uids/gids (root peer): [uid_base, uid_base + uid_count)
+    uid_count: int = 4096
 
 
 @attrs.define(eq=False)
@@ -172,7 +190,7 @@ class Executor:
         self.config = config
         self.layers: dict = {}
         self.missing_layers: list[str] = []
-        self._state = "new"
+        self._state = ExecutorState.NEW
         self._proto: _ZygoteProtocol | None = None
         self._queue: collections.deque[_Pending] = collections.deque()
         self._running: dict[int, _Pending] = {}
@@ -196,7 +214,7 @@ class Executor:
 
     def start(self) -> defer.Deferred:
         """Start the zygote.  Fires with the layer report once it said hello."""
-        if self._state != "new":
+        if self._state != ExecutorState.NEW:
             raise RuntimeError("executor already started")
         self._start_d = defer.Deferred()
         self._spawn_zygote()
@@ -220,10 +238,11 @@ class Executor:
                 ResultStatus.ERROR,
                 f"input of {len(input_bytes)} bytes passes the {self.config.input_max_bytes}-byte cap",
                 request_id=request_id))
-        if self._state in ("stopping", "stopped", "failed"):
-            return defer.succeed(self._result(ResultStatus.INTERNAL, f"executor is {self._state}",
+        if self._state in (ExecutorState.STOPPING, ExecutorState.STOPPED, ExecutorState.FAILED):
+            return defer.succeed(self._result(ResultStatus.INTERNAL,
+                                              f"executor is {self._state.value}",
                                               request_id=request_id))
-        if self._state == "refusing":
+        if self._state == ExecutorState.REFUSING:
             return defer.succeed(self._refusal(request_id))
         if self.missing_layers:
             log.warn("UNCONFINED: running {fid} without jail layers {missing} (operator opt-out)",
@@ -231,7 +250,7 @@ class Executor:
         self._next_id += 1
         p = _Pending(self._next_id, fid, os.path.abspath(package_dir), spec, bytes(input_bytes),
                      timeout, request_id, now, defer.Deferred())
-        if self._state == "ready" and len(self._running) < self.config.max_concurrent:
+        if self._state == ExecutorState.READY and len(self._running) < self.config.max_concurrent:
             self._dispatch(p)
         elif len(self._queue) < self.config.max_queue:
             self._queue.append(p)
@@ -248,7 +267,7 @@ class Executor:
         if self._stop_d is not None:
             return self._stop_d
         self._stop_d = defer.Deferred()
-        self._state = "stopping"
+        self._state = ExecutorState.STOPPING
         if self._restart_call is not None and self._restart_call.active():
             self._restart_call.cancel()
         while self._queue:
@@ -272,7 +291,8 @@ class Executor:
         orb_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         args = [c.python, "-I", "-B", "-c", _BOOTSTRAP, orb_parent,
                 "--max-workers", str(c.max_workers), "--worker-idle-s", str(c.worker_idle_s),
-                "--max-calls", str(2 * c.max_concurrent + 4)]
+                "--max-calls", str(2 * c.max_concurrent + 4),
+                "--uid-base", str(c.uid_base), "--uid-count", str(c.uid_count)]
         if c.scratch_root:
             args += ["--scratch-root", c.scratch_root]
         if c.allow_unconfined:
@@ -281,7 +301,7 @@ class Executor:
             args.append("--no-prefork")
         max_data = c.output_max_bytes + c.log_max_bytes + 4096
         self._proto = _ZygoteProtocol(self, max_data)
-        self._state = "starting"
+        self._state = ExecutorState.STARTING
         try:
             self._reactor.spawnProcess(self._proto, c.python, args, env={},
                                        childFDs={0: "w", 1: "r", 2: "r"})
@@ -291,7 +311,7 @@ class Executor:
             self._start_failed(f"could not spawn the zygote: {e}")
 
     def _start_failed(self, why: str) -> None:
-        self._state = "failed"
+        self._state = ExecutorState.FAILED
         while self._queue:
             self._fail(self._queue.popleft(), ResultStatus.INTERNAL, why)
         if self._start_d is not None:
@@ -315,7 +335,7 @@ class Executor:
         missing = list(ctl.get("missing", []))
         self._restarts = 0
         if missing and not self.config.allow_unconfined:
-            self._state = "refusing"
+            self._state = ExecutorState.REFUSING
             self.missing_layers = missing
             log.error("jail layers missing on this host: {missing}; refusing untrusted functions "
                       "(pass the explicit opt-out to run them anyway)", missing=", ".join(missing))
@@ -324,7 +344,7 @@ class Executor:
                 self._cancel_watchdog(p)
                 p.d.callback(self._refusal(p.request_id))
         else:
-            self._state = "ready"
+            self._state = ExecutorState.READY
             self.missing_layers = missing
             if missing:
                 log.critical("UNCONFINED EXECUTION ENABLED: jail layers {missing} are missing and the "
@@ -356,10 +376,10 @@ class Executor:
         for p in list(self._running.values()):
             self._fail(p, ResultStatus.INTERNAL, why)
         self._running.clear()
-        if self._state == "stopping":
+        if self._state == ExecutorState.STOPPING:
             self._finish_stop()
             return
-        if self._state == "starting" and self._start_d is not None:
+        if self._state == ExecutorState.STARTING and self._start_d is not None:
             self._start_failed(why)
             return
         log.error("{why}; restarting it", why=why)
@@ -367,7 +387,7 @@ class Executor:
         if self._restarts > self.config.max_restarts:
             self._start_failed(f"{why}; gave up after {self.config.max_restarts} restarts")
             return
-        self._state = "restarting"
+        self._state = ExecutorState.RESTARTING
         self._restart_call = self._clock.callLater(self.config.restart_delay_s, self._spawn_zygote)
 
     def _remove_scratch_root(self) -> None:
@@ -376,9 +396,9 @@ class Executor:
         root, self._scratch_root = self._scratch_root, None
         if not root or os.path.basename(root).split("-")[:2] != ["orb", "zygote"]:
             return
-        import shutil
+        from ._ns import remove_tree
 
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
 
     def _kill_zygote(self) -> None:
         proto = self._proto
@@ -389,7 +409,7 @@ class Executor:
                 pass
 
     def _finish_stop(self) -> None:
-        self._state = "stopped"
+        self._state = ExecutorState.STOPPED
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         for p in list(self._running.values()):
@@ -402,7 +422,7 @@ class Executor:
     # -- scheduling ----------------------------------------------------------
 
     def _pump(self) -> None:
-        while (self._state == "ready" and self._queue
+        while (self._state == ExecutorState.READY and self._queue
                and len(self._running) < self.config.max_concurrent):
             self._dispatch(self._queue.popleft())
 
@@ -421,6 +441,7 @@ class Executor:
             "memory_mb": min(p.spec.memory_mb or c.memory_mb, c.max_memory_mb),
             "output_max_bytes": c.output_max_bytes, "log_max_bytes": c.log_max_bytes,
             "scratch_max_bytes": c.scratch_max_bytes, "nofile": c.nofile,
+            "scratch_max_inodes": c.scratch_max_inodes, "max_tasks": c.max_tasks,
         }
         self._running[p.id] = p
         self._proto.transport.write(encode(ctl, p.data))

@@ -39,19 +39,18 @@ Usage (internal)::
 import argparse
 import collections
 import ctypes
+import errno
 import gc
 import json
-import marshal
 import os
 import selectors
-import shutil
 import signal
 import stat
 import struct
 import sys
 import time
 
-from . import _child, _landlock, _seccomp
+from . import _child, _landlock, _ns, _seccomp
 from ._frames import MAX_CTL_BYTES, FrameDecoder, FrameError, FrameTooLarge, encode
 
 # Pre-import what the child runtime uses, so no child has to read ORB's or
@@ -83,6 +82,10 @@ REQUIRED_LAYERS = (
     "landlock_scope",
     "no_new_privs",
     "rlimits",
+    "pidns",
+    "call_namespaces",
+    "root",
+    "pivot_root",
 )
 
 STATUS = (
@@ -100,10 +103,11 @@ STATUS = (
 )
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
+DEFAULT_UID_BASE = 1_900_000_000
+DEFAULT_UID_COUNT = 4096
 _EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
                         b"out of memory")
 WORKER_CPU_S = 600
-ZYGOTE_COMPILE_MAX_BYTES = 64 * 1024
 IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
 
@@ -127,14 +131,6 @@ def _mount(source, target, fstype, flags, data) -> bool:
     )
 
 
-def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 40
-
-
 def runtime_ro_paths() -> list[str]:
     """The runtime's own files, granted read-only to every child."""
     paths = [sys.base_prefix, "/usr/lib", "/usr/lib64", "/usr/local/lib"]
@@ -152,6 +148,57 @@ def interpreter_allowlist() -> set[str]:
     return {os.path.realpath(n) for n in names if os.path.exists(n)}
 
 
+def cgroup_report() -> dict:
+    """Which cgroup hierarchies and controllers this host mounts (reported by
+    ``orb sandbox-check``; the jail does not use them yet)."""
+    v1, v2 = [], None
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 4:
+                    continue
+                if parts[2] == "cgroup2":
+                    v2 = parts[1]
+                elif parts[2] == "cgroup":
+                    v1 += [o for o in parts[3].split(",")
+                           if o in ("memory", "pids", "cpu", "freezer", "cpuset", "blkio")]
+    except OSError:
+        pass
+    controllers_v2 = []
+    if v2:
+        try:
+            with open(os.path.join(v2, "cgroup.controllers")) as f:
+                controllers_v2 = f.read().split()
+        except OSError:
+            pass
+    return {"v1": sorted(set(v1)), "v2": controllers_v2, "v2_mount": v2}
+
+
+def root_ro_dirs() -> list[str]:
+    """Host trees bound read-only, at the same path, into every child's root:
+    /usr (with a merged /usr that holds /bin and /lib) and the interpreter's
+    own prefix when it lives elsewhere (pyenv, /opt)."""
+    out = []
+    for path in ("/usr", "/lib", "/lib64", "/bin", sys.base_prefix, "/etc/alternatives"):
+        if os.path.islink(path) or not os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        if any(real == d or real.startswith(d + "/") for d in out):
+            continue
+        out.append(real)
+    return out
+
+
+def root_symlinks() -> dict[str, str]:
+    """/bin -> usr/bin and the like, as the host has them."""
+    out = {}
+    for path in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
+        if os.path.islink(path):
+            out[path] = os.readlink(path)
+    return out
+
+
 def _loader_paths() -> list[str]:
     out = []
     for p in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"):
@@ -163,7 +210,8 @@ def _loader_paths() -> list[str]:
 class Jail:
     """What the zygote prepared once, for every child to use."""
 
-    def __init__(self, allow_unconfined: bool):
+    def __init__(self, allow_unconfined: bool, uid_base: int = DEFAULT_UID_BASE,
+                 uid_count: int = DEFAULT_UID_COUNT):
         self.layers: dict = {}
         self.notes: dict = {}
         self.allow_unconfined = allow_unconfined
@@ -176,43 +224,134 @@ class Jail:
         self.programs: dict = {}
         try:
             if not _seccomp.available():
-                raise RuntimeError("kernel lacks seccomp filters or libseccomp is missing")
-            self.programs = {rt: _seccomp.compile_policy(rt)
-                             for rt in ("python", "exec", "python_extra")}
+                raise RuntimeError("kernel lacks seccomp kill_process filters or libseccomp is missing")
+            self.programs = {rt: _seccomp.compile_policy(rt) for rt in ("python", "exec")}
             self.layers["seccomp"] = True
+            self.notes["seccomp_mode"] = "filter: allowlist, default kill_process"
         except Exception as e:
             self.layers["seccomp"] = False
             self.notes["seccomp"] = str(e)
         self.use_landlock = self.landlock_abi >= 1
         self.use_seccomp = self.layers["seccomp"]
-        self.last_cap = _last_cap()
         self.ro_fds = []
         for path in runtime_ro_paths():
             got = _landlock.open_path(path)
             if got is not None:
                 self.ro_fds.append(got)
         self.dev_fds = []
-        for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
+        for path in ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"):
             got = _landlock.open_path(path)
             if got is not None:
                 self.dev_fds.append(got[0])
         self.interpreters = interpreter_allowlist()
         self.loaders = _loader_paths()
+        self.root_uid = os.geteuid() == 0
+        self.uid_pool = _ns.UidPool(uid_base, uid_count) if self.root_uid else None
+        self.pidns_fd: int | None = None
+        self.root_plan: _ns.RootPlan | None = None
+        self.use_namespaces = False
         self.mountns = False
 
     def enter_namespaces(self) -> None:
-        """Fresh net, IPC and mount namespaces for the zygote and every child."""
+        """A user namespace (non-root peer only), then fresh net, IPC and
+        mount namespaces for the zygote and every child."""
+        if not self.root_uid:
+            try:
+                _ns.enter_user_namespace()
+                self.layers["userns"] = True
+            except OSError as e:
+                self.layers["userns"] = False
+                self.notes["userns"] = str(e)
         netns = _unshare(CLONE_NEWNET)
         self.layers["netns"] = netns
         if not netns:
             self.notes["netns"] = os.strerror(ctypes.get_errno())
         _unshare(CLONE_NEWIPC)
-        if _unshare(CLONE_NEWNS) and _mount(None, "/", None, MS_REC | MS_PRIVATE, None):
-            self.mountns = True
-        self.layers["scratch_tmpfs"] = self.mountns
+        self.mountns = bool(_unshare(CLONE_NEWNS)
+                        and _mount(None, "/", None, MS_REC | MS_PRIVATE, None))
+        try:
+            self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.notes["pidns"] = str(e)
+
+    def self_test(self, mountpoint: str, empty_dir: str) -> None:
+        """Build one whole child jail (PID, mount, IPC, UTS namespaces, the
+        root, pivot_root, the per-call identity) and report what worked.
+
+        The layers a peer gets are the ones that really worked here, not the
+        ones the kernel advertises."""
+        self.root_plan = _ns.RootPlan(mountpoint, root_ro_dirs(), root_symlinks())
+        identity = "uid_pool" if self.root_uid else "userns"
+        steps = ("pidns", "call_namespaces", "root", "pivot_root", identity)
+        if not self.mountns or self.pidns_fd is None:
+            for name in steps:
+                self.layers[name] = False
+            self.notes.setdefault("pidns", "the zygote has no private mount namespace")
+            return
+        r, w = os.pipe2(os.O_CLOEXEC)
+        uid = self.uid_pool.take() if self.uid_pool else None
+        try:
+            pid = _ns.fork_in_new_pidns(self.pidns_fd)
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            self.uid_pool and self.uid_pool.give_back(uid)
+            self.layers.update({name: False for name in steps})
+            self.notes["pidns"] = str(e)
+            return
+        if pid == 0:  # pragma: no cover - the child never returns
+            step = "pidns"
+            try:
+                if os.getpid() != 1:
+                    raise OSError("not pid 1 of a new PID namespace")
+                step = "call_namespaces"
+                _ns.unshare_call_namespaces()
+                step = "root"
+                _ns.build_root(self.root_plan)
+                step = "pivot_root"
+                _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, uid or 0, uid or 0)
+                if os.listdir("/") == [] or os.path.exists(mountpoint + "/pkg"):
+                    raise OSError("the new root is not in place")
+                step = identity
+                _ns.become(uid, uid)
+                os.write(w, b"ok")
+            except BaseException as e:
+                os.write(w, f"{step}:{e}"[:400].encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        answer = b""
+        while True:
+            chunk = os.read(r, 512)
+            if not chunk:
+                break
+            answer += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+        self.uid_pool and self.uid_pool.give_back(uid)
+        if answer == b"ok":
+            failed = None
+        else:
+            failed, _, why = answer.decode(errors="replace").partition(":")
+            if failed not in steps:
+                failed, why = "pidns", answer.decode(errors="replace") or "the test child died"
+            self.notes[failed] = why
+        ok = True
+        for name in steps:
+            if name == failed:
+                ok = False
+            self.layers[name] = ok
+        self.use_namespaces = all(self.layers[name] for name in steps)
+        cg = cgroup_report()
+        self.layers["cgroup"] = False
+        self.notes["cgroup"] = (f"v1 controllers {','.join(cg['v1']) or 'none'}; v2 controllers "
+                                f"{','.join(cg['v2']) or 'none'}; not used by the jail yet")
+        if self.uid_pool:
+            self.notes["uid_pool"] = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
 
     def missing(self) -> list[str]:
-        return [name for name in REQUIRED_LAYERS if not self.layers.get(name)]
+        required = REQUIRED_LAYERS + ("uid_pool" if self.root_uid else "userns",)
+        return [name for name in required if not self.layers.get(name)]
 
 
 class Writer:
@@ -314,32 +453,40 @@ class Call:
 
 
 class Proc:
-    """One jailed child: its pid, pidfd, pipes and scratch dir."""
+    """One jailed child: its pid, pidfd, pipes, uid and (unconfined only) scratch dir."""
 
-    def __init__(self, loop: "Loop", pid: int, scratch: str, mounted: bool):
+    def __init__(self, loop: "Loop", pid: int, uid: int | None, scratch: str | None):
         self.loop = loop
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
+        self.uid = uid
         self.scratch = scratch
-        self.mounted = mounted
         self.fds: dict[int, str] = {}
-        self.t_ready: float | None = None
         self.exit_status: int | None = None
+        self.cpu_s = 0.0
         self.status_buf = bytearray()
+        self.ready = False
         self.reaped = False
 
     def kill(self) -> None:
         if self.reaped:  # its pid may belong to someone else by now
             return
-        for fn in (os.killpg, os.kill):
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def signal(self, sig: int) -> None:
+        if not self.reaped:
             try:
-                fn(self.pid, signal.SIGKILL)
+                signal.pidfd_send_signal(self.pidfd, sig)
             except OSError:
                 pass
 
 
 class Worker:
-    """A warm, jailed python worker serving one function, one call at a time."""
+    """A warm, jailed python worker serving one function, one call at a time.
+    Stopped (SIGSTOP) whenever it has no call."""
 
     def __init__(self, key, proc: Proc, stdin: Writer, output_max: int):
         self.key = key
@@ -350,7 +497,6 @@ class Worker:
         self.calls_served = 0
         self.last_used = _now()
         self.dead = False
-        self.new = True  # its first call pays for the jail (boot_ms)
 
 
 class Loop:
@@ -368,7 +514,6 @@ class Loop:
         self.running = True
         self.runs_seen = 0
         self.scratch_seq = 0
-        self.code_cache: dict = {}
         self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
         self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
         self.use_spare = prefork and not once
@@ -485,10 +630,14 @@ class Loop:
             raise ValueError(f"entry {ctl['entry']} not found in the package") from None
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"entry {ctl['entry']} is not a regular file")
+        # Inside the child's root the package is at /pkg (with namespaces).
+        inner_pkg = _ns.PKG_DIR if self.jail.use_namespaces else pkg
+        inner_entry = inner_pkg + "/" + os.path.relpath(entry, pkg)
         spec = {
             "runtime": runtime,
             "package_dir": pkg,
-            "entry": entry,
+            "package_root": inner_pkg,
+            "entry": inner_entry,
             "fid": str(ctl.get("fid", "")),
             "request_id": str(ctl.get("request_id", "")),
             "timeout_s": float(ctl["timeout_s"]),
@@ -496,12 +645,12 @@ class Loop:
             "cpu_s": max(1, int(float(ctl["timeout_s"]) + 1.999)),
             "fsize_bytes": int(ctl["scratch_max_bytes"]),
             "scratch_max_bytes": int(ctl["scratch_max_bytes"]),
+            "scratch_inodes": int(ctl.get("scratch_max_inodes", 4096)),
             "nofile": int(ctl.get("nofile", 64)),
+            "nproc": int(ctl.get("max_tasks", 64)),
             "input_max_bytes": MAX_INPUT_BYTES,
             "exec_paths": [],
         }
-        if runtime == "python":
-            spec["code"] = self.compiled(entry, st)
         if runtime == "exec":
             if not st.st_mode & 0o111:
                 raise ValueError(f"entry {ctl['entry']} is not executable")
@@ -520,69 +669,53 @@ class Loop:
             spec["exec_paths"].extend(self.jail.loaders)
         return spec
 
-    def compiled(self, entry: str, st: os.stat_result):
-        """The entry's code object, compiled here once so each child only runs it.
+    def new_identity(self, spec: dict) -> tuple[dict, int | None, str | None]:
+        """The call's uid (from the pool, when root) and, without namespaces
+        (the loud opt-out only), a scratch dir on the host."""
+        uid = None
+        if self.jail.use_namespaces and self.jail.uid_pool is not None:
+            uid = self.jail.uid_pool.take()
+            if uid is None:
+                raise OSError(errno.EAGAIN, "the uid pool is exhausted")
+        scratch = None
+        if not self.jail.use_namespaces:
+            self.scratch_seq += 1
+            scratch = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
+            os.mkdir(scratch, 0o700)
+        return dict(spec, uid=uid, gid=uid, scratch=scratch), uid, scratch
 
-        Compiling executes nothing, but it is work done outside the jail on
-        a stranger's source, so only small sources (64 KiB, which compile in
-        well under a millisecond) are compiled here; anything larger, and any
-        source that fails to compile, is compiled by the jailed child itself
-        and its error lands in the call's log.  Bounded: 64 entries."""
-        key = (entry, st.st_mtime_ns, st.st_size, st.st_ino)
-        if key in self.code_cache:
-            return self.code_cache[key]
-        code = None
-        if st.st_size <= ZYGOTE_COMPILE_MAX_BYTES:
-            try:
-                with open(entry, "rb") as f:
-                    code = compile(f.read(ZYGOTE_COMPILE_MAX_BYTES + 1), entry, "exec",
-                                   dont_inherit=True)
-            except Exception:  # SyntaxError, RecursionError, MemoryError, ...
-                code = None
-        if len(self.code_cache) >= 64:
-            self.code_cache.pop(next(iter(self.code_cache)))
-        self.code_cache[key] = code
-        return code
-
-    def new_scratch(self, max_bytes: int) -> tuple[str, bool]:
-        self.scratch_seq += 1
-        path = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
-        os.mkdir(path, 0o700)
-        mounted = False
-        if self.jail.mountns:
-            opts = f"size={max(max_bytes, 4096)},nr_inodes=4096,mode=0700"
-            mounted = _mount("orb-scratch", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
-        return path, mounted
-
-    def drop_scratch(self, proc: Proc) -> None:
-        """Wipe a finished call's scratch when the loop is next idle (at most
-        8 wait), so the wipe never delays the next request."""
-        self.cleanup.append((proc.scratch, proc.mounted))
-        if len(self.cleanup) > 8:
-            self.run_cleanup()
+    def release(self, proc: Proc) -> None:
+        """A reaped child's uid goes back to the pool; its scratch (host
+        dir, unconfined only) is wiped when the loop is next idle.  With
+        namespaces the scratch was a tmpfs in the child's own mount
+        namespace, gone with it."""
+        if self.jail.uid_pool is not None:
+            self.jail.uid_pool.give_back(proc.uid)
+        proc.uid = None
+        if proc.scratch:
+            self.cleanup.append(proc.scratch)
+            if len(self.cleanup) > 8:
+                self.run_cleanup()
 
     def run_cleanup(self) -> None:
         while self.cleanup:
-            scratch, mounted = self.cleanup.popleft()
-            if mounted:
-                _libc.umount2(scratch.encode(), MNT_DETACH)
-            try:
-                os.rmdir(scratch)  # an unmounted tmpfs leaves an empty dir
-            except OSError:
-                shutil.rmtree(scratch, ignore_errors=True)
+            _ns.remove_tree(self.cleanup.popleft())
+
+    def fork_child(self) -> int:
+        return _ns.fork_in_new_pidns(self.jail.pidns_fd if self.jail.use_namespaces else None)
 
     def spawn(self, spec: dict, stdin_fd: int):
         """Fork a jailed child.  Returns (proc, out_r, err_r, status_r)."""
-        scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
-        spec = dict(spec, scratch=scratch)
+        spec, uid, scratch = self.new_identity(spec)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = os.fork()
+            pid = self.fork_child()
         except OSError:
             for fd in (out_r, out_w, err_r, err_w, st_r, st_w):
                 os.close(fd)
+            self.jail.uid_pool and self.jail.uid_pool.give_back(uid)
             raise
         if pid == 0:  # pragma: no cover - the child never returns
             try:
@@ -591,7 +724,7 @@ class Loop:
                 os._exit(_child.EXIT_SETUP)
         for fd in (out_w, err_w, st_w):
             os.close(fd)
-        proc = Proc(self, pid, scratch, mounted)
+        proc = Proc(self, pid, uid, scratch)
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         return proc, out_r, err_r, st_r
@@ -607,8 +740,8 @@ class Loop:
         """Pre-fork the next call's child while the zygote is idle.
 
         The spare runs :func:`_child.spare`: it does the call-independent
-        setup now and waits on its order pipe, so a call starts without
-        paying for fork() and its copy-on-write aftermath."""
+        setup now (namespaces, most of its root) and waits on its order
+        pipe, so a call starts without paying for fork() and that setup."""
         if self.spare is not None or not self.running or not self.use_spare:
             return
         order_r, order_w = os.pipe2(os.O_CLOEXEC)
@@ -618,7 +751,7 @@ class Loop:
         child_fds = (order_r, out_w, err_w, st_w)
         keep = set(child_fds) | {fd for fd, _ in self.jail.ro_fds} | set(self.jail.dev_fds)
         try:
-            pid = os.fork()
+            pid = self.fork_child()
         except OSError:
             for fd in (order_r, order_w, out_r, out_w, err_r, err_w, st_r, st_w):
                 os.close(fd)
@@ -658,16 +791,13 @@ class Loop:
             self.drop_spare(reaped=True)
             return False
         self.spare = None
-        scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
-        order = dict(spec, scratch=scratch)
-        code = order.pop("code", None)
+        order, uid, scratch = self.new_identity(spec)
         body = json.dumps(order).encode()
-        code_bytes = marshal.dumps(code) if code is not None else b""
-        proc = Proc(self, pid, scratch, mounted)
+        proc = Proc(self, pid, uid, scratch)
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
-        writer.write(_child.ORDER_HEADER.pack(len(body), len(code_bytes)) + body + code_bytes)
+        writer.write(_child.ORDER_HEADER.pack(len(body)) + body)
         writer.write(call.event)
         writer.close_when_flushed()
         call.event = b""
@@ -727,16 +857,29 @@ class Loop:
         worker.call = call
         call.worker = worker
         call.proc = worker.proc
-        if worker.new:
-            worker.new = False
-        else:
+        if worker.proc.ready:
             # Warm: the jail is already up; function code starts now.
             call.t_ready = call.t_start
-        worker.decoder.max_data_bytes = call.output_max
+        # Whatever the worker wrote after its last answer (it was stopped
+        # right after it) belongs to no call: drop it, then wake it.
+        self.discard_pending(worker)
+        worker.decoder = FrameDecoder(max_data_bytes=call.output_max)
         worker.stdin.write(encode({"fid": call.ctl.get("fid", ""),
                                    "request_id": call.ctl.get("request_id", ""),
                                    "timeout_s": call.ctl["timeout_s"]}, call.event))
         call.event = b""
+        worker.proc.signal(signal.SIGCONT)
+
+    def discard_pending(self, worker: Worker) -> None:
+        for fd, kind in list(worker.proc.fds.items()):
+            if kind == "status":
+                continue
+            for _ in range(64):
+                try:
+                    if not os.read(fd, 1 << 16):
+                        break
+                except OSError:
+                    break
 
     def retire(self, worker: Worker) -> None:
         worker.dead = True
@@ -770,7 +913,7 @@ class Loop:
     def pipe_data(self, proc: Proc, owner, kind: str, data: bytes) -> None:
         call = owner if isinstance(owner, Call) else owner.call
         if kind == "status":
-            proc.status_buf += data
+            proc.status_buf += data[:1024]
             self.parse_status(proc, call)
             return
         if call is None or call.finished:
@@ -785,10 +928,10 @@ class Loop:
                 self.retire(owner)
                 return
             except FrameError as e:
-                call.protocol_error = f"the function wrote to the worker's result channel ({e})"
+                call.protocol_error = f"the function wrote garbage to the worker's result channel ({e})"
                 self.retire(owner)
                 return
-            for ctl, out in frames:
+            for ctl, out in frames[:1]:
                 self.worker_done(owner, ctl, out)
         else:
             room = call.output_max - len(call.out)
@@ -799,84 +942,22 @@ class Loop:
             call.out += data
 
     def parse_status(self, proc: Proc, call: Call | None) -> None:
+        """The status pipe carries ``R`` (jail closed) or ``E`` + text (setup
+        failed), both written before any function code runs; the child closes
+        it before running function code.  The time is the zygote's own."""
         buf = proc.status_buf
-        while buf:
-            tag = buf[:1]
-            if tag == b"R":
-                if len(buf) < 9:
-                    return
-                (t_ready,) = struct.unpack("<d", bytes(buf[1:9]))
-                del buf[:9]
-                if proc.t_ready is None:
-                    proc.t_ready = t_ready
-                    if call is not None and call.t_ready is None:
-                        call.t_ready = t_ready
-            elif tag == b"D":
-                head = 1 + _child.DONE_HEADER.size
-                if len(buf) < head:
-                    return
-                t_ready, code, inline_len = _child.DONE_HEADER.unpack(bytes(buf[1:head]))
-                if inline_len > _child.INLINE_MAX_BYTES:
-                    del buf[:]  # not from our runtime: ignore the rest
-                    return
-                if len(buf) < head + inline_len:
-                    return
-                inline = bytes(buf[head:head + inline_len])
-                del buf[:head + inline_len]
-                if call is not None and not call.finished and call.worker is None:
-                    self.pipe_data(proc, call, "out", inline)
-                if proc.t_ready is None:
-                    proc.t_ready = t_ready
-                    if call is not None and call.t_ready is None:
-                        call.t_ready = t_ready
-                if call is not None and not call.finished and call.worker is None:
-                    self.call_done(proc, call, code)
-            elif tag == b"S":
-                if len(buf) < 5:
-                    return
-                (nr,) = struct.unpack("<i", bytes(buf[1:5]))
-                del buf[:5]
-                if call is not None:
-                    call.syscall = nr
-            elif tag == b"E":
-                msg = bytes(buf[1:513]).decode(errors="replace")
-                del buf[:]
-                if call is not None and call.t_ready is None:
-                    call.setup_error = msg
-            else:
-                del buf[:]  # garbage from function code: ignore the rest
-
-    def call_done(self, proc: Proc, call: Call, code: int) -> None:
-        """The python runtime finished (``D`` record): its output is complete
-        in the pipes.  Answer now; the exit is reaped later, off the call's
-        critical path.  The process is killed first, so a forged early ``D``
-        cannot keep running outside the peer's concurrency accounting."""
-        proc.kill()
-        for fd, kind in list(proc.fds.items()):
-            if kind == "status":
-                continue
-            while not call.too_large:
-                try:
-                    data = os.read(fd, 1 << 16)
-                except (BlockingIOError, OSError):
-                    break
-                if not data:
-                    break
-                self.pipe_data(proc, call, kind, data)
-        limit = call.ctl["memory_mb"]
-        if call.syscall is not None:
-            name = _seccomp.syscall_name(call.syscall)
-            self.finish(call, "KILLED_BY_POLICY", f"seccomp stopped forbidden syscall {name}")
-        elif call.too_large:
-            self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
-        elif call.timed_out:
-            self.finish(call, "TIMEOUT", f"wall-clock deadline of {call.ctl['timeout_s']} s reached")
-        elif code == _child.EXIT_OK:
-            self.finish(call, "OK", "")
-        elif code == _child.EXIT_MEMORY:
-            self.finish(call, "MEMORY", f"memory limit of {limit} MB reached")
-        else:
-            self.finish(call, "ERROR", f"function exited with status {code} (see log)")
+        if proc.ready or not buf:
+            return
+        tag = bytes(buf[:1])
+        if tag == b"R":
+            proc.ready = True
+            if call is not None and call.t_ready is None:
+                call.t_ready = _now()
+        elif tag == b"E":
+            if call is not None and call.setup_error is None:
+                call.setup_error = bytes(buf[1:513]).decode(errors="replace")
+            return
+        del buf[:]
 
     def drain(self, proc: Proc, owner) -> None:
         for fd, kind in list(proc.fds.items()):
@@ -898,11 +979,11 @@ class Loop:
                 return
         except ChildProcessError:
             pass
-        # Still a zombie, so its pid and process group cannot have been
-        # reused: kill anything left in the group, then reap.
-        proc.kill()
+        # Still a zombie, so its pid cannot have been reused: the kernel
+        # already killed whatever was left in its PID namespace.
         try:
-            _pid, status = os.waitpid(proc.pid, 0)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            proc.cpu_s = usage.ru_utime + usage.ru_stime
         except ChildProcessError:
             status = 0
         proc.reaped = True
@@ -917,7 +998,7 @@ class Loop:
         try:
             self._finish_exit(proc, owner)
         finally:
-            self.drop_scratch(proc)
+            self.release(proc)
 
     def _finish_exit(self, proc: Proc, owner) -> None:
         if isinstance(owner, Worker):
@@ -932,11 +1013,12 @@ class Loop:
             self.classify_and_finish(owner, proc)
 
     def worker_done(self, worker: Worker, ctl: dict, out: bytes) -> None:
+        """The worker answered: stop it at once (the call's time ends when it
+        is frozen again), then collect its log and answer."""
         call = worker.call
         if call is None:
             return
-        # The worker flushed its log before answering; collect it, and its
-        # ready report if this was its first call.
+        worker.proc.signal(signal.SIGSTOP)
         for fd, kind in list(worker.proc.fds.items()):
             if kind in ("err", "status"):
                 while True:
@@ -949,57 +1031,59 @@ class Loop:
                     if kind == "err":
                         call.add_log(data)
                     else:
-                        worker.proc.status_buf += data
+                        worker.proc.status_buf += data[:1024]
                         self.parse_status(worker.proc, call)
         worker.call = None
         worker.calls_served += 1
         worker.last_used = _now()
         call.out = bytearray(out)
+        # The worker's own frame says only whether its handler returned or
+        # raised: the function's own outcome, like an exit code.
         if ctl.get("kind") == "ok":
             self.finish(call, "OK", "")
         else:
             self.finish(call, "ERROR", "the handler raised an exception (see log)")
 
     def classify_and_finish(self, call: Call, proc: Proc) -> None:
+        """The verdict, from what the zygote saw: the exit status and signal
+        the kernel reported, its own clock, its own counts of output bytes."""
         status = proc.exit_status or 0
         limit = call.ctl["timeout_s"]
-        if call.setup_error is not None:
+        cpu_limit = max(1, int(float(limit) + 1.999))
+        if call.setup_error is not None and not proc.ready:
             self.finish(call, "INTERNAL", call.setup_error)
-        elif call.syscall is not None:
-            name = _seccomp.syscall_name(call.syscall)
-            self.finish(call, "KILLED_BY_POLICY", f"seccomp stopped forbidden syscall {name}")
+        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
+            # seccomp's kill_process; the function cannot send SIGSYS itself
+            # (that is a forbidden syscall too).
+            self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall")
         elif call.too_large:
             self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
         elif call.timed_out:
-            self.finish(call, "TIMEOUT", f"wall-clock deadline of {limit} s reached; process group killed")
+            self.finish(call, "TIMEOUT", f"wall-clock deadline of {limit} s reached; jail killed")
         elif call.aborted:
             self.finish(call, "INTERNAL", "the executor stopped during the call")
         elif call.protocol_error:
             self.finish(call, "ERROR", call.protocol_error)
+        elif not proc.ready:
+            self.finish(call, "INTERNAL", "the jailed child died before the function started")
         elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            if sig == signal.SIGXCPU:
-                self.finish(call, "TIMEOUT", "CPU-time limit reached (SIGXCPU)")
-            elif sig == signal.SIGSYS:
-                self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall (SIGSYS)")
-            elif sig == signal.SIGXFSZ:
-                self.finish(call, "ERROR", "file-size limit reached in scratch (SIGXFSZ)")
+            if sig in (signal.SIGXCPU, signal.SIGKILL) and proc.cpu_s >= cpu_limit - 0.05:
+                self.finish(call, "TIMEOUT", f"CPU-time limit of {cpu_limit} s reached")
             elif sig == signal.SIGKILL:
-                self.finish(call, "ERROR", "killed by SIGKILL (by the function itself, or the "
-                            "kernel's out-of-memory killer)")
+                self.finish(call, "ERROR", "killed by SIGKILL (the kernel's out-of-memory killer, "
+                            "or the function itself)")
             else:
                 self.finish(call, "ERROR", f"killed by signal {name}")
         else:
             code = os.WEXITSTATUS(status)
-            if call.t_ready is None:
-                self.finish(call, "INTERNAL", f"jailed child exited with {code} before the function started")
-            elif call.worker is not None and code == 0:
-                self.finish(call, "ERROR", "the warm worker exited during the call")
-            elif code == _child.EXIT_OK and call.worker is None:
-                self.finish(call, "OK", "")
-            elif code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
+            if code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
                 self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached")
+            elif call.worker is not None:
+                self.finish(call, "ERROR", f"the warm worker exited with status {code} during the call")
+            elif code == _child.EXIT_OK:
+                self.finish(call, "OK", "")
             elif call.ctl.get("runtime") == "exec" and any(
                     m in call.log[-4096:] for m in _EXEC_MEMORY_MARKERS):
                 # An exec'd program reports failed allocations in its own
@@ -1014,6 +1098,7 @@ class Loop:
             return
         call.finished = True
         now = _now()
+        # Every timing is the zygote's own clock.
         if call.t_ready is not None:
             boot, run = call.t_ready - call.t_start, now - call.t_ready
         else:
@@ -1093,15 +1178,28 @@ class Loop:
             self.sel.select(0.1)
             self.stdout._flush()
         self.run_cleanup()
-        shutil.rmtree(self.scratch_root, ignore_errors=True)
+        _ns.remove_tree(self.scratch_root)
         return 0
 
 
-def probe(allow_unconfined: bool = False) -> dict:
-    jail = Jail(allow_unconfined)
+def make_scratch_root(base: str | None) -> str:
+    # Not tempfile: it imports random, whose at-fork hook would reseed (and
+    # read getrandom) in every child.
+    root = base or "/tmp"
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    scratch_root = os.path.join(root, f"orb-zygote-{os.getpid()}-{os.urandom(6).hex()}")
+    os.mkdir(scratch_root, 0o755)
+    for name in ("root", "empty"):
+        os.mkdir(os.path.join(scratch_root, name), 0o755)
+    return scratch_root
+
+
+def setup_jail(args) -> tuple[Jail, str]:
+    jail = Jail(args.allow_unconfined, args.uid_base, args.uid_count)
     jail.enter_namespaces()
-    return {"layers": jail.layers, "landlock_abi": jail.landlock_abi, "missing": jail.missing(),
-            "notes": jail.notes}
+    scratch_root = make_scratch_root(args.scratch_root)
+    jail.self_test(os.path.join(scratch_root, "root"), os.path.join(scratch_root, "empty"))
+    return jail, scratch_root
 
 
 def main(argv=None) -> int:
@@ -1114,20 +1212,18 @@ def main(argv=None) -> int:
     parser.add_argument("--allow-unconfined", action="store_true")
     parser.add_argument("--no-prefork", action="store_true")
     parser.add_argument("--max-calls", type=int, default=64)
+    parser.add_argument("--uid-base", type=int, default=DEFAULT_UID_BASE)
+    parser.add_argument("--uid-count", type=int, default=DEFAULT_UID_COUNT)
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
-        sys.stdout.write(json.dumps(probe(args.allow_unconfined)) + "\n")
+        jail, scratch_root = setup_jail(args)
+        _ns.remove_tree(scratch_root)
+        sys.stdout.write(json.dumps({"layers": jail.layers, "landlock_abi": jail.landlock_abi,
+                                     "missing": jail.missing(), "notes": jail.notes}) + "\n")
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    jail = Jail(args.allow_unconfined)
-    jail.enter_namespaces()
-    # Not tempfile: it imports random, whose at-fork hook would reseed (and
-    # read getrandom) in every child.
-    root = args.scratch_root or "/tmp"
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    scratch_root = os.path.join(root, f"orb-zygote-{os.getpid()}-{os.urandom(6).hex()}")
-    os.mkdir(scratch_root, 0o700)
+    jail, scratch_root = setup_jail(args)
     loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
                 prefork=not args.no_prefork, max_calls=args.max_calls)
     _child.zygote_setup()

@@ -66,27 +66,27 @@ class HostileTests(JailTestCase):
     # -- network -------------------------------------------------------------
 
     def test_tcp_socket(self):
-        return self.attack("net_tcp.py", POLICY, "syscall socket")
+        return self.attack("net_tcp.py", POLICY, "forbidden syscall")
 
     def test_udp_socket(self):
-        return self.attack("net_udp.py", POLICY, "syscall socket")
+        return self.attack("net_udp.py", POLICY, "forbidden syscall")
 
     def test_unix_socket(self):
-        return self.attack("net_unix.py", POLICY, "syscall socket")
+        return self.attack("net_unix.py", POLICY, "forbidden syscall")
 
     # -- reading host secrets --------------------------------------------------
 
     def test_read_etc_shadow(self):
-        return self.attack("read_shadow.py", ResultStatus.ERROR, log_part=b"PermissionError")
+        return self.attack("read_shadow.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
 
     def test_read_ssh_dir(self):
-        return self.attack("read_ssh.py", ResultStatus.ERROR, log_part=b"PermissionError")
+        return self.attack("read_ssh.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
 
     def test_read_peer_key(self):
-        return self.attack("read_peer_key.py", ResultStatus.ERROR, log_part=b"PermissionError")
+        return self.attack("read_peer_key.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
 
     def test_read_peer_data_dir(self):
-        return self.attack("read_data_dir.py", ResultStatus.ERROR, log_part=b"PermissionError")
+        return self.attack("read_data_dir.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
 
     # -- writing outside scratch -------------------------------------------------
 
@@ -105,7 +105,7 @@ class HostileTests(JailTestCase):
     # -- processes ---------------------------------------------------------------
 
     def test_fork_bomb(self):
-        return self.attack("fork_bomb.py", POLICY, "syscall clone")
+        return self.attack("fork_bomb.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
     def test_thread_bomb_within_limits(self):
@@ -128,7 +128,7 @@ class HostileTests(JailTestCase):
         return self.attack("raw_stdout.py", ResultStatus.OUTPUT_TOO_LARGE, "cap")
 
     def test_exec_bin_sh(self):
-        return self.attack("exec_sh.py", POLICY, "syscall execve")
+        return self.attack("exec_sh.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
     def test_subprocess_shell(self):
@@ -139,13 +139,13 @@ class HostileTests(JailTestCase):
         self.assertIn("seccomp stopped", r.message)
 
     def test_ptrace_parent(self):
-        return self.attack("ptrace_parent.py", POLICY, "syscall ptrace")
+        return self.attack("ptrace_parent.py", POLICY, "forbidden syscall")
 
     def test_kill_parent_peer(self):
-        return self.attack("kill_parent.py", ResultStatus.ERROR, log_part=b"Operation not permitted")
+        return self.attack("kill_parent.py", POLICY, "forbidden syscall")
 
     def test_background_child(self):
-        return self.attack("background_child.py", POLICY, "syscall clone")
+        return self.attack("background_child.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
     def test_background_thread_dies_with_the_call(self):
@@ -154,10 +154,10 @@ class HostileTests(JailTestCase):
         self.assertLess(r.exec_ms, 1000)
 
     def test_escape_process_group(self):
-        return self.attack("escape_pgroup.py", POLICY, "syscall setsid")
+        return self.attack("escape_pgroup.py", POLICY, "forbidden syscall")
 
     def test_new_user_namespace(self):
-        return self.attack("unshare_ns.py", POLICY, "syscall unshare")
+        return self.attack("unshare_ns.py", POLICY, "forbidden syscall")
 
 
 class HostileWarmWorkerTests(HostileTests):
