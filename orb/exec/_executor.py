@@ -222,7 +222,16 @@ class Executor:
 
     def invoke(self, fid: str, package_dir: str, spec, input_bytes: bytes,
                deadline_s: float | None = None, request_id: str = "") -> defer.Deferred:
-        """Run one call.  Fires with an :class:`ExecResult`; never errbacks."""
+        """Run one call.  Fires with an :class:`ExecResult`; never raises, never errbacks."""
+        try:
+            return self._invoke(fid, package_dir, spec, input_bytes, deadline_s, request_id)
+        except Exception as e:
+            log.failure("invoke failed for {fid}", fid=fid)
+            return defer.succeed(self._result(
+                ResultStatus.INTERNAL, f"the executor failed to run the call: {type(e).__name__}",
+                request_id=request_id))
+
+    def _invoke(self, fid, package_dir, spec, input_bytes, deadline_s, request_id):
         now = self._clock.seconds()
         if not isinstance(spec, RuntimeSpec):
             try:
@@ -373,22 +382,31 @@ class Executor:
         why = "the zygote exited"
         if not reason.check(error.ProcessDone):
             why = f"the zygote died: {reason.getErrorMessage()}"
-        for p in list(self._running.values()):
-            self._fail(p, ResultStatus.INTERNAL, why)
+        # Decide the new state before failing the calls in flight: their
+        # callbacks may call invoke() again at once.
+        running = list(self._running.values())
         self._running.clear()
         if self._state == ExecutorState.STOPPING:
+            self._fail_all(running, why)
             self._finish_stop()
             return
         if self._state == ExecutorState.STARTING and self._start_d is not None:
+            self._fail_all(running, why)
             self._start_failed(why)
             return
         log.error("{why}; restarting it", why=why)
         self._restarts += 1
         if self._restarts > self.config.max_restarts:
+            self._fail_all(running, why)
             self._start_failed(f"{why}; gave up after {self.config.max_restarts} restarts")
             return
         self._state = ExecutorState.RESTARTING
         self._restart_call = self._clock.callLater(self.config.restart_delay_s, self._spawn_zygote)
+        self._fail_all(running, f"{why}; the call was lost and the zygote is being replaced")
+
+    def _fail_all(self, calls, why: str) -> None:
+        for p in calls:
+            self._fail(p, ResultStatus.INTERNAL, why)
 
     def _remove_scratch_root(self) -> None:
         """A zygote that was killed could not wipe its scratch root; its tmpfs
@@ -443,8 +461,12 @@ class Executor:
             "scratch_max_bytes": c.scratch_max_bytes, "nofile": c.nofile,
             "scratch_max_inodes": c.scratch_max_inodes, "max_tasks": c.max_tasks,
         }
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            self._fail(p, ResultStatus.INTERNAL, "the zygote is gone; the call was not started")
+            return
         self._running[p.id] = p
-        self._proto.transport.write(encode(ctl, p.data))
+        proto.transport.write(encode(ctl, p.data))
         p.data = b""
 
     def _done(self, ctl: dict, payload: bytes) -> None:

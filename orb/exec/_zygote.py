@@ -207,6 +207,36 @@ def _loader_paths() -> list[str]:
     return out
 
 
+def _become_pidns_init() -> None:
+    """Non-root peer: move the zygote into a PID namespace its user namespace
+    owns (so it may later setns back into it after each child's own PID
+    namespace).  The original process stays behind only to wait: it exits
+    with the zygote's status, and the zygote dies with it (PDEATHSIG)."""
+    _ns.unshare(_ns.CLONE_NEWPID, "unshare(CLONE_NEWPID) for the zygote")
+    pid = os.fork()
+    if pid == 0:
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in (0, 1):
+        os.close(fd)
+    while True:
+        try:
+            _pid, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def host_pid() -> int:
+    """Our pid as the peer sees it (/proc is the host's proc mount)."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
 class Jail:
     """What the zygote prepared once, for every child to use."""
 
@@ -259,6 +289,7 @@ class Jail:
             try:
                 _ns.enter_user_namespace()
                 self.layers["userns"] = True
+                _become_pidns_init()
             except OSError as e:
                 self.layers["userns"] = False
                 self.notes["userns"] = str(e)
@@ -1231,7 +1262,7 @@ def main(argv=None) -> int:
     # so copying) the zygote's pages in each of them.
     gc.collect()
     gc.freeze()
-    loop.send({"op": "hello", "pid": os.getpid(), "layers": jail.layers,
+    loop.send({"op": "hello", "pid": host_pid(), "layers": jail.layers,
                "scratch_root": scratch_root,
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
                "allow_unconfined": jail.allow_unconfined, "max_ctl_bytes": MAX_CTL_BYTES})
