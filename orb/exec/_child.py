@@ -241,12 +241,13 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
+def spare(jail, fds: tuple[int, int, int, int], keep: set, gate: int | None = None) -> NoReturn:
     """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
 
     The order is ``ORDER_HEADER`` + spec JSON; the call's input follows until
     EOF, so the same pipe becomes the function's stdin."""
     order_fd, status_fd = fds[0], fds[3]
+    _set_name(b"orb-spare")
     try:
         # Drop every fd but ours at once: a copy of another call's input
         # pipe held here would keep that call from ever seeing EOF.
@@ -261,8 +262,13 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        if gate is not None:
+            # EOF once the intermediate that forked us is gone: the zygote
+            # is our parent from then on, and PDEATHSIG refers to it.
+            while os.read(gate, 1):
+                pass
+            os.close(gate)
         prepare(jail)
-        _set_name(b"orb-spare")
     except BaseException as e:
         _setup_failed(status_fd, e)
     try:

@@ -43,6 +43,7 @@ import errno
 import gc
 import json
 import os
+import select
 import selectors
 import signal
 import stat
@@ -103,6 +104,7 @@ STATUS = (
 )
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
+_PR_SET_CHILD_SUBREAPER = 36
 DEFAULT_UID_BASE = 1_900_000_000
 DEFAULT_UID_COUNT = 4096
 _EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
@@ -530,10 +532,136 @@ class Worker:
         self.dead = False
 
 
+class Template:
+    """The zygote's end of the template: a pristine process, forked before
+    the first call, that forks every jailed child.
+
+    The zygote holds every tenant's input and output in flight; it never
+    forks, so no child starts from a heap where another tenant's bytes were.
+    The template never sees a tenant's code, input or output: it only gets
+    a child's pipe ends (SCM_RIGHTS) and answers with the child's pid.  Each
+    child is forked through a short-lived intermediate, so that it becomes
+    the zygote's child (the zygote is a subreaper) and pid 1 of its own PID
+    namespace."""
+
+    REPLY = struct.Struct(">q")
+    TIMEOUT_S = 5.0
+
+    def __init__(self, pid: int, sock):
+        self.pid = pid
+        self.sock = sock
+        self.broken = False
+
+    @classmethod
+    def start(cls, jail: Jail) -> "Template":
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the template never returns
+            try:
+                ours.close()
+                template_main(jail, theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        return cls(pid, ours)
+
+    def spawn(self, child_fds: list[int]) -> int | None:
+        """Ask for one child with ``child_fds`` (order_r, out_w, err_w, st_w)."""
+        import socket
+
+        if self.broken:
+            return None
+        try:
+            socket.send_fds(self.sock, [b"S"], child_fds)
+            ready, _, _ = select.select([self.sock], [], [], self.TIMEOUT_S)
+            reply = self.sock.recv(64) if ready else b""
+        except OSError:
+            reply = b""
+        if len(reply) != self.REPLY.size:
+            self.broken = True  # dead, hung or crippled: the zygote must be replaced
+            return None
+        (pid,) = self.REPLY.unpack(reply)
+        return pid if pid > 0 else None
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the template
+    import socket
+
+    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
+    _child._set_name(b"orb-template")
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1):  # never hold the peer's pipes
+        os.dup2(null, fd)
+    os.close(null)
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 8)
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)  # the zygote is gone
+        pid = -1
+        if len(fds) == 4:
+            try:
+                pid = _fork_jailed_child(jail, tuple(fds))
+            except OSError:
+                pid = -1
+        for fd in fds:
+            os.close(fd)
+        try:
+            sock.send(Template.REPLY.pack(pid))
+        except OSError:
+            os._exit(0)
+
+
+def _fork_jailed_child(jail: Jail, fds: tuple) -> int:  # pragma: no cover - template only
+    """Fork an intermediate that puts the child in a new PID namespace and
+    exits, so the child is reparented to the zygote (the subreaper)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    mid = os.fork()
+    if mid == 0:
+        try:
+            os.close(r)
+            if jail.use_namespaces:
+                _ns.unshare(_ns.CLONE_NEWPID, "unshare(CLONE_NEWPID)")
+            # The child waits for EOF here, i.e. for this intermediate to be
+            # gone, before it sets its parent-death signal: its parent is then
+            # the zygote.
+            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+            pid = os.fork()
+            if pid == 0:
+                os.close(gate_w)
+                keep = set(fds) | {fd for fd, _ in jail.ro_fds} | set(jail.dev_fds) | {gate_r}
+                _child.spare(jail, fds, keep, gate_r)
+            os.write(w, Template.REPLY.pack(pid))
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while len(data) < Template.REPLY.size:
+        chunk = os.read(r, Template.REPLY.size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(mid, 0)  # once it is gone the child is the zygote's
+    return Template.REPLY.unpack(data)[0] if len(data) == Template.REPLY.size else -1
+
+
 class Loop:
     def __init__(self, jail: Jail, scratch_root: str, once: bool, max_workers: int,
-                 worker_idle_s: float, prefork: bool = True, max_calls: int = 64):
+                 worker_idle_s: float, prefork: bool = True, max_calls: int = 64,
+                 template: "Template | None" = None):
         self.jail = jail
+        self.template = template
         self.scratch_root = scratch_root
         self.once = once
         self.max_workers = max_workers
@@ -554,6 +682,20 @@ class Loop:
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
         self.sel.register(0, selectors.EVENT_READ, self.on_control)
+        if template is not None:
+            self.sel.register(template.sock, selectors.EVENT_READ, self.on_template_lost)
+
+    def on_template_lost(self) -> None:
+        """The template answers only when asked: anything readable now means
+        it died (EOF) or misbehaves.  Without it no call can start, so stop;
+        the peer sees the zygote exit and starts a new one."""
+        self.template.broken = True
+        try:
+            self.sel.unregister(self.template.sock)
+        except (KeyError, ValueError):
+            pass
+        sys.stderr.write("orb zygote: the template died; exiting so the peer replaces us\n")
+        self.shutdown()
 
     # -- control channel ------------------------------------------------
 
@@ -588,6 +730,8 @@ class Loop:
         if not self.running:
             return
         self.running = False
+        if self.template is not None:
+            self.template.close()
         try:
             self.sel.unregister(0)
         except (KeyError, ValueError):
@@ -732,34 +876,6 @@ class Loop:
         while self.cleanup:
             _ns.remove_tree(self.cleanup.popleft())
 
-    def fork_child(self) -> int:
-        return _ns.fork_in_new_pidns(self.jail.pidns_fd if self.jail.use_namespaces else None)
-
-    def spawn(self, spec: dict, stdin_fd: int):
-        """Fork a jailed child.  Returns (proc, out_r, err_r, status_r)."""
-        spec, uid, scratch = self.new_identity(spec)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        st_r, st_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = self.fork_child()
-        except OSError:
-            for fd in (out_r, out_w, err_r, err_w, st_r, st_w):
-                os.close(fd)
-            self.jail.uid_pool and self.jail.uid_pool.give_back(uid)
-            raise
-        if pid == 0:  # pragma: no cover - the child never returns
-            try:
-                _child.enter(self.jail, spec, (stdin_fd, out_w, err_w, st_w))
-            finally:
-                os._exit(_child.EXIT_SETUP)
-        for fd in (out_w, err_w, st_w):
-            os.close(fd)
-        proc = Proc(self, pid, uid, scratch)
-        for fd in (out_r, err_r, st_r):
-            os.set_blocking(fd, False)
-        return proc, out_r, err_r, st_r
-
     def watch(self, proc: Proc, owner, out_r: int, err_r: int, st_r: int) -> None:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
         for fd, kind in proc.fds.items():
@@ -767,35 +883,39 @@ class Loop:
         self.sel.register(proc.pidfd, selectors.EVENT_READ, (self.on_exit, proc, owner))
         self.procs[proc.pidfd] = (proc, owner)
 
-    def make_spare(self) -> None:
-        """Pre-fork the next call's child while the zygote is idle.
+    def new_child(self) -> tuple | None:
+        """A fresh jailed child, waiting for its order: (pid, order_w, out_r,
+        err_r, st_r), or None if the template could not make one.
 
-        The spare runs :func:`_child.spare`: it does the call-independent
-        setup now (namespaces, most of its root) and waits on its order
-        pipe, so a call starts without paying for fork() and that setup."""
-        if self.spare is not None or not self.running or not self.use_spare:
-            return
+        The template forks it (see :func:`template_main`); the zygote only
+        hands over the child's ends of its pipes and learns its pid."""
         order_r, order_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
-        child_fds = (order_r, out_w, err_w, st_w)
-        keep = set(child_fds) | {fd for fd, _ in self.jail.ro_fds} | set(self.jail.dev_fds)
+        child_fds = [order_r, out_w, err_w, st_w]
+        pid = None
         try:
-            pid = self.fork_child()
-        except OSError:
-            for fd in (order_r, order_w, out_r, out_w, err_r, err_w, st_r, st_w):
+            pid = self.template.spawn(child_fds)
+        finally:
+            for fd in child_fds:
                 os.close(fd)
-            self.use_spare = False
+            if pid is None:
+                for fd in (order_w, out_r, err_r, st_r):
+                    os.close(fd)
+        if pid is None:
+            return None
+        return (pid, order_w, out_r, err_r, st_r)
+
+    def make_spare(self) -> None:
+        """Have the next call's child ready while the zygote is idle: it does
+        the call-independent setup now and waits on its order pipe, so a call
+        starts without paying for fork() and that setup."""
+        if self.spare is not None or not self.running or not self.use_spare:
             return
-        if pid == 0:  # pragma: no cover - the child never returns
-            try:
-                _child.spare(self.jail, child_fds, keep)
-            finally:
-                os._exit(_child.EXIT_SETUP)
-        for fd in child_fds:
-            os.close(fd)
-        self.spare = (pid, order_w, out_r, err_r, st_r)
+        self.spare = self.new_child()
+        if self.spare is None:
+            self.use_spare = False
 
     def drop_spare(self, reaped: bool = False) -> None:
         if self.spare is None:
@@ -812,46 +932,54 @@ class Loop:
         except OSError:
             pass
 
-    def use_spare_for(self, call: Call, spec: dict) -> bool:
-        pid, order_w, out_r, err_r, st_r = self.spare
-        try:
-            gone = os.waitpid(pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            gone = True
-        if gone:  # the spare died while idle (already reaped): fork directly
+    def take_child(self) -> tuple:
+        """The spare if it is still alive, else a new child."""
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            try:
+                gone = os.waitpid(spare[0], os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                gone = True
+            if not gone:
+                return spare
+            self.spare = spare
             self.drop_spare(reaped=True)
-            return False
-        self.spare = None
-        order, uid, scratch = self.new_identity(spec)
+        child = self.new_child()
+        if child is None:
+            raise OSError(errno.EAGAIN, "the template could not start a jailed child")
+        return child
+
+    def start_child(self, child: tuple, spec: dict, owner) -> tuple[Proc, "Writer"]:
+        """Send ``spec`` to a waiting child and watch it; returns its Proc and
+        the writer of its stdin (the order pipe)."""
+        pid, order_w, out_r, err_r, st_r = child
+        try:
+            order, uid, scratch = self.new_identity(spec)
+        except OSError:
+            for fd in (order_w, out_r, err_r, st_r):
+                os.close(fd)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            raise
         body = json.dumps(order).encode()
         proc = Proc(self, pid, uid, scratch)
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
         writer.write(_child.ORDER_HEADER.pack(len(body)) + body)
+        self.watch(proc, owner, out_r, err_r, st_r)
+        return proc, writer
+
+    def fork_once(self, call: Call, spec: dict) -> None:
+        proc, writer = self.start_child(self.take_child(), spec, call)
         writer.write(call.event)
         writer.close_when_flushed()
         call.event = b""
         call.proc = proc
         call.input_writer = writer
-        self.watch(proc, call, out_r, err_r, st_r)
-        return True
-
-    def fork_once(self, call: Call, spec: dict) -> None:
-        if self.spare is not None and self.use_spare_for(call, spec):
-            return
-        memfd = os.memfd_create("orb-input", os.MFD_CLOEXEC)
-        try:
-            view = memoryview(call.event)
-            while view:
-                view = view[os.write(memfd, view):]
-            os.lseek(memfd, 0, os.SEEK_SET)
-            proc, out_r, err_r, st_r = self.spawn(spec, memfd)
-        finally:
-            os.close(memfd)
-        call.event = b""
-        call.proc = proc
-        self.watch(proc, call, out_r, err_r, st_r)
 
     # -- warm workers -----------------------------------------------------
 
@@ -871,17 +999,16 @@ class Loop:
                 return None
             self.retire(idle[0])
         wspec = dict(spec, worker=True, cpu_s=WORKER_CPU_S)
-        in_r, in_w = os.pipe2(os.O_CLOEXEC)
         try:
-            proc, out_r, err_r, st_r = self.spawn(wspec, in_r)
+            child = self.take_child()
         except OSError:
-            os.close(in_w)
             return None
-        finally:
-            os.close(in_r)
-        worker = Worker(key, proc, Writer(self, in_w), call.output_max)
+        worker = Worker(key, None, None, call.output_max)
+        try:
+            worker.proc, worker.stdin = self.start_child(child, wspec, worker)
+        except OSError:
+            return None
         self.workers.append(worker)
-        self.watch(proc, worker, out_r, err_r, st_r)
         return worker
 
     def dispatch_to_worker(self, worker: Worker, call: Call) -> None:
@@ -1255,13 +1382,18 @@ def main(argv=None) -> int:
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jail, scratch_root = setup_jail(args)
-    loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
-                prefork=not args.no_prefork, max_calls=args.max_calls)
     _child.zygote_setup()
-    # Children start from this heap: keep the collector from touching (and
-    # so copying) the zygote's pages in each of them.
+    # Orphans (each child, once its intermediate exits) become ours.
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # Children start from the template's heap: keep the collector from
+    # touching (and so copying) its pages in each of them.
     gc.collect()
     gc.freeze()
+    # The template is forked before the first call: nothing of any tenant
+    # is in its memory, now or later.
+    template = Template.start(jail)
+    loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
+                prefork=not args.no_prefork, max_calls=args.max_calls, template=template)
     loop.send({"op": "hello", "pid": host_pid(), "layers": jail.layers,
                "scratch_root": scratch_root,
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,

@@ -122,7 +122,7 @@ class JailTestCase(TestCase):
 
     def zygote_children(self) -> list[int]:
         """Children of the zygote still alive, except its pre-forked spare
-        (named ``orb-spare`` until it takes a call)."""
+        (named ``orb-spare`` until it takes a call) and the template."""
         pid = self.hello["pid"]
         kids = []
         try:
@@ -138,6 +138,6 @@ class JailTestCase(TestCase):
                     fields = dict(line.split(":", 1) for line in f if ":" in line)
             except OSError:
                 continue
-            if fields.get("Name", "").strip() != "orb-spare":
+            if fields.get("Name", "").strip() not in ("orb-spare", "orb-template"):
                 jailed.append(kid)
         return jailed
