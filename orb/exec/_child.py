@@ -9,7 +9,7 @@ Set once in the zygote and inherited: an empty environment, no_new_privs,
 1 MiB thread stacks and one malloc arena.  The zygote forks each child as
 pid 1 of a new PID namespace.  Then, in the child, in this order:
 
-1. own session and process group; die with the zygote (PDEATHSIG);
+1. own session and process group;
    new mount, IPC and UTS namespaces; the call-independent part of its
    root: runtime trees bound read-only, ``/dev`` (:func:`prepare`);
 2. the package bound read-only at ``/pkg``, a capped tmpfs at ``/tmp``
@@ -205,7 +205,6 @@ def _set_name(name: bytes) -> None:
 def prepare(jail) -> None:
     """The call-independent part of the jail, done ahead of time in a spare."""
     os.setsid()
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if jail.use_namespaces:
         _ns.unshare_call_namespaces()
         _ns.build_root(jail.root_plan)
@@ -216,15 +215,6 @@ def _setup_failed(status_fd: int, e: BaseException) -> NoReturn:
         os.write(status_fd, b"E" + f"jail setup failed: {e!r}"[:500].encode())
     finally:
         os._exit(EXIT_SETUP)
-
-
-def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
-    """Run in the child right after fork.  Never returns."""
-    try:
-        prepare(jail)
-    except BaseException as e:
-        _setup_failed(fds[3], e)
-    _enter_jail(jail, spec, fds)
 
 
 ORDER_HEADER = struct.Struct(">I")  # spec JSON length
@@ -241,7 +231,7 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def spare(jail, fds: tuple[int, int, int, int], keep: set, gate: int | None = None) -> NoReturn:
+def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
     """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
 
     The order is ``ORDER_HEADER`` + spec JSON; the call's input follows until
@@ -262,12 +252,6 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set, gate: int | None = No
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        if gate is not None:
-            # EOF once the intermediate that forked us is gone: the zygote
-            # is our parent from then on, and PDEATHSIG refers to it.
-            while os.read(gate, 1):
-                pass
-            os.close(gate)
         prepare(jail)
     except BaseException as e:
         _setup_failed(status_fd, e)
@@ -277,6 +261,12 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set, gate: int | None = No
             os._exit(EXIT_OK)  # the zygote is stopping: no order will come
         if len(head) < ORDER_HEADER.size:
             head += _read_exact(order_fd, ORDER_HEADER.size - len(head))
+        # The zygote sends an order only after the template reaped the
+        # intermediate that forked us: our parent is the zygote by now, and
+        # the parent-death signal refers to it.  (Set earlier, the
+        # intermediate's exit would fire it.)  Until then a dead zygote
+        # shows as EOF on the order pipe.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         (spec_len,) = ORDER_HEADER.unpack(head)
         spec = json.loads(_read_exact(order_fd, spec_len))
         _set_name(b"orb-call")

@@ -137,6 +137,10 @@ class ExecConfig:
     max_tasks: int = 64  # processes + threads per call (RLIMIT_NPROC on the call's own uid)
     uid_base: int = 1_900_000_000  # per-call uids/gids (root peer): [uid_base, uid_base + uid_count)
     uid_count: int = 4096
+    # Layers to switch off, for bench/exec.py's per-layer costs only: any of
+    # "seccomp", "landlock", "pidns", "root", "uid_pool".  Honoured only with
+    # allow_unconfined, and reported as missing layers.
+    disable_layers: tuple = ()
 
 
 @attrs.define(eq=False)
@@ -308,6 +312,8 @@ class Executor:
             args.append("--allow-unconfined")
         if not c.prefork:
             args.append("--no-prefork")
+        for name in c.disable_layers:
+            args += ["--disable", name]
         max_data = c.output_max_bytes + c.log_max_bytes + 4096
         self._proto = _ZygoteProtocol(self, max_data)
         self._state = ExecutorState.STARTING

@@ -104,7 +104,6 @@ STATUS = (
 )
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
-_PR_SET_CHILD_SUBREAPER = 36
 DEFAULT_UID_BASE = 1_900_000_000
 DEFAULT_UID_COUNT = 4096
 _EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
@@ -231,6 +230,14 @@ def _become_pidns_init() -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return f"killed by {name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
 def host_pid() -> int:
     """Our pid as the peer sees it (/proc is the host's proc mount)."""
     try:
@@ -243,9 +250,13 @@ class Jail:
     """What the zygote prepared once, for every child to use."""
 
     def __init__(self, allow_unconfined: bool, uid_base: int = DEFAULT_UID_BASE,
-                 uid_count: int = DEFAULT_UID_COUNT):
+                 uid_count: int = DEFAULT_UID_COUNT, disabled: tuple = ()):
         self.layers: dict = {}
         self.notes: dict = {}
+        # Layers switched off on purpose (bench/exec.py measures what each
+        # costs); only honoured with the unconfined opt-out, and reported
+        # as missing like any other.
+        self.disabled = set(disabled) if allow_unconfined else set()
         self.allow_unconfined = allow_unconfined
         self.landlock_abi = _landlock.abi_version()
         self.layers["landlock_fs"] = self.landlock_abi >= 1
@@ -263,7 +274,11 @@ class Jail:
         except Exception as e:
             self.layers["seccomp"] = False
             self.notes["seccomp"] = str(e)
-        self.use_landlock = self.landlock_abi >= 1
+        for name in ("seccomp", "landlock_fs", "landlock_net", "landlock_scope"):
+            if name in self.disabled or (name.startswith("landlock") and "landlock" in self.disabled):
+                self.layers[name] = False
+                self.notes[name] = "disabled by the operator"
+        self.use_landlock = self.layers["landlock_fs"]
         self.use_seccomp = self.layers["seccomp"]
         self.ro_fds = []
         for path in runtime_ro_paths():
@@ -281,7 +296,9 @@ class Jail:
         self.uid_pool = _ns.UidPool(uid_base, uid_count) if self.root_uid else None
         self.pidns_fd: int | None = None
         self.root_plan: _ns.RootPlan | None = None
-        self.use_namespaces = False
+        self.use_namespaces = False  # own mount/IPC/UTS namespaces and root
+        self.use_pidns = False
+        self.use_uid = False
         self.mountns = False
 
     def enter_namespaces(self) -> None:
@@ -374,7 +391,13 @@ class Jail:
             if name == failed:
                 ok = False
             self.layers[name] = ok
-        self.use_namespaces = all(self.layers[name] for name in steps)
+        for name in ("pidns", "root", identity):
+            if name in self.disabled:
+                self.layers[name] = False
+                self.notes[name] = "disabled by the operator"
+        self.use_pidns = self.layers["pidns"]
+        self.use_namespaces = all(self.layers[name] for name in steps[1:4])
+        self.use_uid = self.layers[identity] and self.uid_pool is not None
         cg = cgroup_report()
         self.layers["cgroup"] = False
         self.notes["cgroup"] = (f"v1 controllers {','.join(cg['v1']) or 'none'}; v2 controllers "
@@ -488,10 +511,10 @@ class Call:
 class Proc:
     """One jailed child: its pid, pidfd, pipes, uid and (unconfined only) scratch dir."""
 
-    def __init__(self, loop: "Loop", pid: int, uid: int | None, scratch: str | None):
+    def __init__(self, loop: "Loop", pid: int, pidfd: int, uid: int | None, scratch: str | None):
         self.loop = loop
         self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
+        self.pidfd = pidfd  # for signals only; the template reports the exit
         self.uid = uid
         self.scratch = scratch
         self.fds: dict[int, str] = {}
@@ -502,12 +525,7 @@ class Proc:
         self.reaped = False
 
     def kill(self) -> None:
-        if self.reaped:  # its pid may belong to someone else by now
-            return
-        try:
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except OSError:
-            pass
+        self.signal(signal.SIGKILL)
 
     def signal(self, sig: int) -> None:
         if not self.reaped:
@@ -534,23 +552,28 @@ class Worker:
 
 class Template:
     """The zygote's end of the template: a pristine process, forked before
-    the first call, that forks every jailed child.
+    the first call, that forks (and reaps) every jailed child.
 
     The zygote holds every tenant's input and output in flight; it never
     forks, so no child starts from a heap where another tenant's bytes were.
-    The template never sees a tenant's code, input or output: it only gets
-    a child's pipe ends (SCM_RIGHTS) and answers with the child's pid.  Each
-    child is forked through a short-lived intermediate, so that it becomes
-    the zygote's child (the zygote is a subreaper) and pid 1 of its own PID
-    namespace."""
+    The template never sees a tenant's code, input or output: it gets a
+    child's pipe ends (SCM_RIGHTS) and answers with the child's pid and a
+    pidfd; when a child exits it reports the exit status and CPU time the
+    kernel gave it.  Messages (SOCK_SEQPACKET, one per datagram):
 
-    REPLY = struct.Struct(">q")
+    - zygote -> template: ``S`` with 4 fds (order_r, out_w, err_w, st_w);
+    - template -> zygote: ``P`` + pid (the reply, with the pidfd attached,
+      or pid -1), and ``X`` + pid + wait status + CPU microseconds."""
+
+    PID = struct.Struct(">q")
+    EXIT = struct.Struct(">qiq")
     TIMEOUT_S = 5.0
 
     def __init__(self, pid: int, sock):
         self.pid = pid
         self.sock = sock
         self.broken = False
+        self.exits: collections.deque = collections.deque()  # (pid, status, cpu_s)
 
     @classmethod
     def start(cls, jail: Jail) -> "Template":
@@ -567,23 +590,64 @@ class Template:
         theirs.close()
         return cls(pid, ours)
 
-    def spawn(self, child_fds: list[int]) -> int | None:
-        """Ask for one child with ``child_fds`` (order_r, out_w, err_w, st_w)."""
+    def spawn(self, child_fds: list[int]) -> tuple[int, int] | None:
+        """Ask for one child with ``child_fds``; returns (pid, pidfd)."""
         import socket
 
         if self.broken:
             return None
         try:
             socket.send_fds(self.sock, [b"S"], child_fds)
-            ready, _, _ = select.select([self.sock], [], [], self.TIMEOUT_S)
-            reply = self.sock.recv(64) if ready else b""
+            deadline = _now() + self.TIMEOUT_S
+            while True:
+                left = deadline - _now()
+                ready, _, _ = select.select([self.sock], [], [], max(0.0, left))
+                if not ready:
+                    break
+                msg, fds = self._recv()
+                if msg[:1] == b"P" and len(msg) == 1 + self.PID.size:
+                    (pid,) = self.PID.unpack(msg[1:])
+                    if pid > 0 and len(fds) == 1:
+                        return pid, fds[0]
+                    for fd in fds:
+                        os.close(fd)
+                    return None
+                if msg is None:
+                    break
         except OSError:
-            reply = b""
-        if len(reply) != self.REPLY.size:
-            self.broken = True  # dead, hung or crippled: the zygote must be replaced
-            return None
-        (pid,) = self.REPLY.unpack(reply)
-        return pid if pid > 0 else None
+            pass
+        self.broken = True  # dead, hung or crippled: the zygote must be replaced
+        return None
+
+    def _recv(self):
+        """One message; exit reports are queued on the way."""
+        import socket
+
+        msg, fds, _flags, _addr = socket.recv_fds(self.sock, 64, 2)
+        if not msg:
+            return None, []
+        if msg[:1] == b"X" and len(msg) == 1 + self.EXIT.size and not fds:
+            pid, status, cpu_us = self.EXIT.unpack(msg[1:])
+            self.exits.append((pid, status, cpu_us / 1e6))
+            return b"", []
+        return msg, fds
+
+    def read_reports(self) -> bool:
+        """Read what the template sent on its own; False if it is gone."""
+        import socket
+
+        try:
+            msg, fds = self._recv()
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            msg, fds = None, []
+        for fd in fds:
+            os.close(fd)
+        if msg is None or msg not in (b"",):
+            self.broken = True
+            return False
+        return True
 
     def close(self) -> None:
         try:
@@ -601,59 +665,52 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
     for fd in (0, 1):  # never hold the peer's pipes
         os.dup2(null, fd)
     os.close(null)
+    children: dict[int, int] = {}  # pidfd -> pid
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
     while True:
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 8)
-        except OSError:
-            os._exit(0)
-        if not msg:
-            os._exit(0)  # the zygote is gone
-        pid = -1
-        if len(fds) == 4:
-            try:
-                pid = _fork_jailed_child(jail, tuple(fds))
-            except OSError:
-                pid = -1
-        for fd in fds:
-            os.close(fd)
-        try:
-            sock.send(Template.REPLY.pack(pid))
-        except OSError:
-            os._exit(0)
-
-
-def _fork_jailed_child(jail: Jail, fds: tuple) -> int:  # pragma: no cover - template only
-    """Fork an intermediate that puts the child in a new PID namespace and
-    exits, so the child is reparented to the zygote (the subreaper)."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    mid = os.fork()
-    if mid == 0:
-        try:
-            os.close(r)
-            if jail.use_namespaces:
-                _ns.unshare(_ns.CLONE_NEWPID, "unshare(CLONE_NEWPID)")
-            # The child waits for EOF here, i.e. for this intermediate to be
-            # gone, before it sets its parent-death signal: its parent is then
-            # the zygote.
-            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
-            if pid == 0:
-                os.close(gate_w)
-                keep = set(fds) | {fd for fd, _ in jail.ro_fds} | set(jail.dev_fds) | {gate_r}
-                _child.spare(jail, fds, keep, gate_r)
-            os.write(w, Template.REPLY.pack(pid))
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while len(data) < Template.REPLY.size:
-        chunk = os.read(r, Template.REPLY.size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
-    os.waitpid(mid, 0)  # once it is gone the child is the zygote's
-    return Template.REPLY.unpack(data)[0] if len(data) == Template.REPLY.size else -1
+        for fd, _ev in poller.poll():
+            if fd == sock.fileno():
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 8)
+                except OSError:
+                    os._exit(0)
+                if not msg:
+                    os._exit(0)  # the zygote is gone
+                pid, pidfd = -1, None
+                if msg == b"S" and len(fds) == 4:
+                    try:
+                        pid = _ns.fork_in_new_pidns(jail.pidns_fd if jail.use_pidns else None)
+                        if pid == 0:
+                            keep = set(fds) | {f for f, _ in jail.ro_fds} | set(jail.dev_fds)
+                            _child.spare(jail, tuple(fds), keep)
+                        pidfd = os.pidfd_open(pid)
+                    except OSError:
+                        pid = -1
+                for f in fds:
+                    os.close(f)
+                try:
+                    socket.send_fds(sock, [b"P" + Template.PID.pack(pid)],
+                                    [pidfd] if pidfd is not None else [])
+                except OSError:
+                    os._exit(0)
+                if pidfd is not None:
+                    # Ours for watching; the zygote got its own copy for signals.
+                    children[pidfd] = pid
+                    poller.register(pidfd, select.POLLIN)
+            elif fd in children:
+                pid = children.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                try:
+                    _pid, status, usage = os.wait4(pid, 0)
+                    cpu_us = int((usage.ru_utime + usage.ru_stime) * 1e6)
+                except ChildProcessError:
+                    status, cpu_us = 0, 0
+                try:
+                    sock.send(b"X" + Template.EXIT.pack(pid, status, cpu_us))
+                except OSError:
+                    os._exit(0)
 
 
 class Loop:
@@ -668,9 +725,10 @@ class Loop:
         self.worker_idle_s = worker_idle_s
         self.sel = selectors.DefaultSelector()
         self.calls: dict[int, Call] = {}
-        self.procs: dict[int, tuple[Proc, object]] = {}  # pidfd -> (proc, owner)
+        self.procs: dict[int, tuple[Proc, object]] = {}  # pid -> (proc, owner)
         self.workers: list[Worker] = []
         self.running = True
+        self.stop_deadline = 0.0
         self.runs_seen = 0
         self.scratch_seq = 0
         self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
@@ -683,19 +741,32 @@ class Loop:
         os.set_blocking(0, False)
         self.sel.register(0, selectors.EVENT_READ, self.on_control)
         if template is not None:
-            self.sel.register(template.sock, selectors.EVENT_READ, self.on_template_lost)
+            template.sock.setblocking(False)
+            self.sel.register(template.sock, selectors.EVENT_READ, self.on_template)
 
-    def on_template_lost(self) -> None:
-        """The template answers only when asked: anything readable now means
-        it died (EOF) or misbehaves.  Without it no call can start, so stop;
-        the peer sees the zygote exit and starts a new one."""
-        self.template.broken = True
-        try:
-            self.sel.unregister(self.template.sock)
-        except (KeyError, ValueError):
-            pass
-        sys.stderr.write("orb zygote: the template died; exiting so the peer replaces us\n")
-        self.shutdown()
+    def on_template(self) -> None:
+        """Exit reports from the template.  Anything else, or EOF, means it
+        died or misbehaves: without it no call can start, so stop; the peer
+        sees the zygote exit and starts a new one."""
+        ok = self.template.read_reports()
+        self.handle_exits()
+        if not ok:
+            try:
+                self.sel.unregister(self.template.sock)
+            except (KeyError, ValueError):
+                pass
+            sys.stderr.write("orb zygote: the template died; exiting so the peer replaces us\n")
+            self.shutdown()
+
+    def handle_exits(self) -> None:
+        exits = self.template.exits
+        while exits:
+            pid, status, cpu_s = exits.popleft()
+            entry = self.procs.get(pid)
+            if entry is not None:
+                self.on_exit(entry[0], entry[1], status, cpu_s)
+            elif self.spare is not None and self.spare[0] == pid:
+                self.drop_spare(dead=True)
 
     # -- control channel ------------------------------------------------
 
@@ -730,8 +801,7 @@ class Loop:
         if not self.running:
             return
         self.running = False
-        if self.template is not None:
-            self.template.close()
+        self.stop_deadline = _now() + 2.0  # for the template's last exit reports
         try:
             self.sel.unregister(0)
         except (KeyError, ValueError):
@@ -848,7 +918,7 @@ class Loop:
         """The call's uid (from the pool, when root) and, without namespaces
         (the loud opt-out only), a scratch dir on the host."""
         uid = None
-        if self.jail.use_namespaces and self.jail.uid_pool is not None:
+        if self.jail.use_uid:
             uid = self.jail.uid_pool.take()
             if uid is None:
                 raise OSError(errno.EAGAIN, "the uid pool is exhausted")
@@ -857,6 +927,8 @@ class Loop:
             self.scratch_seq += 1
             scratch = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
             os.mkdir(scratch, 0o700)
+            if uid is not None:
+                os.chown(scratch, uid, uid)
         return dict(spec, uid=uid, gid=uid, scratch=scratch), uid, scratch
 
     def release(self, proc: Proc) -> None:
@@ -880,32 +952,39 @@ class Loop:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
         for fd, kind in proc.fds.items():
             self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
-        self.sel.register(proc.pidfd, selectors.EVENT_READ, (self.on_exit, proc, owner))
-        self.procs[proc.pidfd] = (proc, owner)
+        self.procs[proc.pid] = (proc, owner)
 
     def new_child(self) -> tuple | None:
-        """A fresh jailed child, waiting for its order: (pid, order_w, out_r,
-        err_r, st_r), or None if the template could not make one.
+        """A fresh jailed child, waiting for its order: (pid, pidfd, order_w,
+        out_r, err_r, st_r), or None if the template could not make one.
 
         The template forks it (see :func:`template_main`); the zygote only
-        hands over the child's ends of its pipes and learns its pid."""
+        hands over the child's ends of its pipes and gets its pid and pidfd."""
         order_r, order_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         child_fds = [order_r, out_w, err_w, st_w]
-        pid = None
+        got = None
         try:
-            pid = self.template.spawn(child_fds)
+            got = self.template.spawn(child_fds)
         finally:
             for fd in child_fds:
                 os.close(fd)
-            if pid is None:
+            if got is None:
                 for fd in (order_w, out_r, err_r, st_r):
                     os.close(fd)
-        if pid is None:
+        # Exit reports that arrived while we waited for the reply.
+        if self.template.exits:
+            self.handle_exits()
+        if got is None:
+            if self.template.broken and self.running:
+                sys.stderr.write("orb zygote: the template does not answer; exiting so the "
+                                 "peer replaces us\n")
+                self.shutdown()
             return None
-        return (pid, order_w, out_r, err_r, st_r)
+        pid, pidfd = got
+        return (pid, pidfd, order_w, out_r, err_r, st_r)
 
     def make_spare(self) -> None:
         """Have the next call's child ready while the zygote is idle: it does
@@ -914,36 +993,25 @@ class Loop:
         if self.spare is not None or not self.running or not self.use_spare:
             return
         self.spare = self.new_child()
-        if self.spare is None:
-            self.use_spare = False
 
-    def drop_spare(self, reaped: bool = False) -> None:
+    def drop_spare(self, dead: bool = False) -> None:
         if self.spare is None:
             return
-        pid, order_w, out_r, err_r, st_r = self.spare
+        pid, pidfd, order_w, out_r, err_r, st_r = self.spare
         self.spare = None
-        for fd in (order_w, out_r, err_r, st_r):
+        if not dead:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        for fd in (pidfd, order_w, out_r, err_r, st_r):
             os.close(fd)
-        if reaped or pid <= 0:
-            return
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
 
     def take_child(self) -> tuple:
-        """The spare if it is still alive, else a new child."""
+        """The spare (if it did not die meanwhile), else a new child."""
         if self.spare is not None:
             spare, self.spare = self.spare, None
-            try:
-                gone = os.waitpid(spare[0], os.WNOHANG)[0] != 0
-            except ChildProcessError:
-                gone = True
-            if not gone:
-                return spare
-            self.spare = spare
-            self.drop_spare(reaped=True)
+            return spare
         child = self.new_child()
         if child is None:
             raise OSError(errno.EAGAIN, "the template could not start a jailed child")
@@ -952,20 +1020,19 @@ class Loop:
     def start_child(self, child: tuple, spec: dict, owner) -> tuple[Proc, "Writer"]:
         """Send ``spec`` to a waiting child and watch it; returns its Proc and
         the writer of its stdin (the order pipe)."""
-        pid, order_w, out_r, err_r, st_r = child
+        pid, pidfd, order_w, out_r, err_r, st_r = child
         try:
             order, uid, scratch = self.new_identity(spec)
         except OSError:
-            for fd in (order_w, out_r, err_r, st_r):
-                os.close(fd)
             try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             except OSError:
                 pass
+            for fd in (pidfd, order_w, out_r, err_r, st_r):
+                os.close(fd)
             raise
         body = json.dumps(order).encode()
-        proc = Proc(self, pid, uid, scratch)
+        proc = Proc(self, pid, pidfd, uid, scratch)
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
@@ -1131,28 +1198,18 @@ class Loop:
             os.close(fd)
         proc.fds.clear()
 
-    def on_exit(self, proc: Proc, owner) -> None:
-        try:
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                return
-        except ChildProcessError:
-            pass
-        # Still a zombie, so its pid cannot have been reused: the kernel
-        # already killed whatever was left in its PID namespace.
-        try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
-            proc.cpu_s = usage.ru_utime + usage.ru_stime
-        except ChildProcessError:
-            status = 0
+    def on_exit(self, proc: Proc, owner, status: int, cpu_s: float) -> None:
+        """The template reaped ``proc``: the kernel already killed whatever
+        was left in its PID namespace, and its pipes hold all it wrote."""
         proc.reaped = True
         proc.exit_status = status
+        proc.cpu_s = cpu_s
         writer = getattr(owner, "input_writer", None)
         if writer is not None:
             writer.close()
         self.drain(proc, owner)
-        self.sel.unregister(proc.pidfd)
         os.close(proc.pidfd)
-        del self.procs[proc.pidfd]
+        del self.procs[proc.pid]
         try:
             self._finish_exit(proc, owner)
         finally:
@@ -1223,7 +1280,8 @@ class Loop:
         elif call.protocol_error:
             self.finish(call, "ERROR", call.protocol_error)
         elif not proc.ready:
-            self.finish(call, "INTERNAL", "the jailed child died before the function started")
+            self.finish(call, "INTERNAL", "the jailed child died before the function started "
+                        f"({_describe_status(status)})")
         elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -1291,7 +1349,8 @@ class Loop:
         return nearest
 
     def run(self) -> int:
-        while self.running or self.procs:
+        while self.running or (self.procs and not self.template.broken
+                               and _now() < self.stop_deadline):
             if self.once and self.runs_seen and not self.calls and self.running:
                 self.shutdown()
             timeout = self.check_deadlines()
@@ -1335,6 +1394,7 @@ class Loop:
         while self.stdout.buf and not self.stdout.closed and _now() < end:
             self.sel.select(0.1)
             self.stdout._flush()
+        self.template.close()
         self.run_cleanup()
         _ns.remove_tree(self.scratch_root)
         return 0
@@ -1353,7 +1413,7 @@ def make_scratch_root(base: str | None) -> str:
 
 
 def setup_jail(args) -> tuple[Jail, str]:
-    jail = Jail(args.allow_unconfined, args.uid_base, args.uid_count)
+    jail = Jail(args.allow_unconfined, args.uid_base, args.uid_count, tuple(args.disable))
     jail.enter_namespaces()
     scratch_root = make_scratch_root(args.scratch_root)
     jail.self_test(os.path.join(scratch_root, "root"), os.path.join(scratch_root, "empty"))
@@ -1372,6 +1432,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-calls", type=int, default=64)
     parser.add_argument("--uid-base", type=int, default=DEFAULT_UID_BASE)
     parser.add_argument("--uid-count", type=int, default=DEFAULT_UID_COUNT)
+    parser.add_argument("--disable", action="append", default=[],
+                        choices=["seccomp", "landlock", "pidns", "root", "uid_pool"],
+                        help="switch a layer off (needs --allow-unconfined; for benchmarks)")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
@@ -1383,8 +1446,6 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jail, scratch_root = setup_jail(args)
     _child.zygote_setup()
-    # Orphans (each child, once its intermediate exits) become ours.
-    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     # Children start from the template's heap: keep the collector from
     # touching (and so copying) its pages in each of them.
     gc.collect()

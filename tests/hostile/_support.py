@@ -121,23 +121,31 @@ class JailTestCase(TestCase):
         self.assertEqual(left, [], "a process outlived its call")
 
     def zygote_children(self) -> list[int]:
-        """Children of the zygote still alive, except its pre-forked spare
-        (named ``orb-spare`` until it takes a call) and the template."""
-        pid = self.hello["pid"]
-        kids = []
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    kids += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-        jailed = []
-        for kid in kids:
+        """Jailed processes of this executor still alive (children of the
+        zygote's template), except its pre-forked spare (named ``orb-spare``
+        until it takes a call)."""
+        def children(pid):
+            kids = []
             try:
-                with open(f"/proc/{kid}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        kids += [int(x) for x in f.read().split()]
             except OSError:
-                continue
-            if fields.get("Name", "").strip() not in ("orb-spare", "orb-template"):
+                pass
+            return kids
+
+        def name(pid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                return fields.get("Name", "").strip()
+            except OSError:
+                return None
+
+        jailed = []
+        for kid in children(self.hello["pid"]):
+            if name(kid) == "orb-template":
+                jailed += [k for k in children(kid) if name(k) not in (None, "orb-spare")]
+            elif name(kid) not in (None, "orb-spare"):
                 jailed.append(kid)
         return jailed
