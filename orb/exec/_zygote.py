@@ -570,10 +570,12 @@ class Template:
     TIMEOUT_S = 5.0
 
     def __init__(self, pid: int, sock):
+        # The zygote's own child: never signalled by pid after it is reaped.
         self.pid = pid
         self.sock = sock
         self.broken = False
         self.exits: collections.deque = collections.deque()  # (pid, status, cpu_s)
+        self.replies: collections.deque = collections.deque()  # (pid, pidfd) or None
 
     @classmethod
     def start(cls, jail: Jail) -> "Template":
@@ -590,64 +592,51 @@ class Template:
         theirs.close()
         return cls(pid, ours)
 
-    def spawn(self, child_fds: list[int]) -> tuple[int, int] | None:
-        """Ask for one child with ``child_fds``; returns (pid, pidfd)."""
+    def request(self, child_fds: list[int]) -> bool:
+        """Ask for one child with ``child_fds``; the reply comes later."""
         import socket
 
         if self.broken:
-            return None
+            return False
         try:
             socket.send_fds(self.sock, [b"S"], child_fds)
-            deadline = _now() + self.TIMEOUT_S
-            while True:
-                left = deadline - _now()
-                ready, _, _ = select.select([self.sock], [], [], max(0.0, left))
-                if not ready:
-                    break
-                msg, fds = self._recv()
-                if msg[:1] == b"P" and len(msg) == 1 + self.PID.size:
-                    (pid,) = self.PID.unpack(msg[1:])
-                    if pid > 0 and len(fds) == 1:
-                        return pid, fds[0]
-                    for fd in fds:
-                        os.close(fd)
-                    return None
-                if msg is None:
-                    break
-        except OSError:
-            pass
-        self.broken = True  # dead, hung or crippled: the zygote must be replaced
-        return None
-
-    def _recv(self):
-        """One message; exit reports are queued on the way."""
-        import socket
-
-        msg, fds, _flags, _addr = socket.recv_fds(self.sock, 64, 2)
-        if not msg:
-            return None, []
-        if msg[:1] == b"X" and len(msg) == 1 + self.EXIT.size and not fds:
-            pid, status, cpu_us = self.EXIT.unpack(msg[1:])
-            self.exits.append((pid, status, cpu_us / 1e6))
-            return b"", []
-        return msg, fds
-
-    def read_reports(self) -> bool:
-        """Read what the template sent on its own; False if it is gone."""
-        import socket
-
-        try:
-            msg, fds = self._recv()
-        except (BlockingIOError, InterruptedError):
             return True
         except OSError:
-            msg, fds = None, []
-        for fd in fds:
-            os.close(fd)
-        if msg is None or msg not in (b"",):
             self.broken = True
             return False
-        return True
+
+    def read_reports(self) -> bool:
+        """Read everything the template sent: replies go to ``replies``,
+        exit reports to ``exits``.  False if it is gone or misbehaves."""
+        import socket
+
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.sock, 64, 2)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                self.broken = True
+                return False
+            if not msg:
+                self.broken = True
+                return False
+            if msg[:1] == b"X" and len(msg) == 1 + self.EXIT.size and not fds:
+                pid, status, cpu_us = self.EXIT.unpack(msg[1:])
+                self.exits.append((pid, status, cpu_us / 1e6))
+            elif msg[:1] == b"P" and len(msg) == 1 + self.PID.size and len(fds) <= 1:
+                (pid,) = self.PID.unpack(msg[1:])
+                if pid > 0 and len(fds) == 1:
+                    self.replies.append((pid, fds[0]))
+                else:
+                    for fd in fds:
+                        os.close(fd)
+                    self.replies.append(None)
+            else:
+                for fd in fds:
+                    os.close(fd)
+                self.broken = True
+                return False
 
     def close(self) -> None:
         try:
@@ -732,7 +721,10 @@ class Loop:
         self.runs_seen = 0
         self.scratch_seq = 0
         self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
-        self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
+        # Children from the template: asked for, ready, and calls waiting.
+        self.requested: collections.deque = collections.deque()  # (t, pipe ends)
+        self.ready_children: collections.deque = collections.deque()
+        self.waiters: collections.deque = collections.deque()  # (call, start)
         self.use_spare = prefork and not once
         self.max_calls = max_calls
         self.cleanup: collections.deque = collections.deque()
@@ -745,18 +737,17 @@ class Loop:
             self.sel.register(template.sock, selectors.EVENT_READ, self.on_template)
 
     def on_template(self) -> None:
-        """Exit reports from the template.  Anything else, or EOF, means it
-        died or misbehaves: without it no call can start, so stop; the peer
-        sees the zygote exit and starts a new one."""
+        """Children and exit reports from the template.  Anything else, or
+        EOF, means it died or misbehaves."""
         ok = self.template.read_reports()
+        self.children_arrived()
         self.handle_exits()
         if not ok:
             try:
                 self.sel.unregister(self.template.sock)
             except (KeyError, ValueError):
                 pass
-            sys.stderr.write("orb zygote: the template died; exiting so the peer replaces us\n")
-            self.shutdown()
+            self.template_failed("the template died")
 
     def handle_exits(self) -> None:
         exits = self.template.exits
@@ -765,8 +756,12 @@ class Loop:
             entry = self.procs.get(pid)
             if entry is not None:
                 self.on_exit(entry[0], entry[1], status, cpu_s)
-            elif self.spare is not None and self.spare[0] == pid:
-                self.drop_spare(dead=True)
+                continue
+            for child in list(self.ready_children):
+                if child[0] == pid:  # a spare died while it waited
+                    self.ready_children.remove(child)
+                    self.close_child(child, dead=True)
+                    self.replenish()
 
     # -- control channel ------------------------------------------------
 
@@ -806,7 +801,8 @@ class Loop:
             self.sel.unregister(0)
         except (KeyError, ValueError):
             pass
-        self.drop_spare()
+        while self.ready_children:
+            self.close_child(self.ready_children.popleft())
         for call in self.calls.values():
             call.aborted = True
         for proc, _owner in list(self.procs.values()):
@@ -842,14 +838,9 @@ class Loop:
             self.finish(call, "ERROR", str(e))
             return
         if ctl.get("reuse") == "per-function" and spec["runtime"] == "python":
-            worker = self.get_worker(spec, call)
-            if worker is not None:
-                self.dispatch_to_worker(worker, call)
+            if self.run_in_worker(spec, call):
                 return
-        try:
-            self.fork_once(call, spec)
-        except OSError as e:
-            self.finish(call, "INTERNAL", f"could not start the jailed child: {e}")
+        self.fork_once(call, spec)
 
     def make_spec(self, ctl: dict) -> dict:
         runtime = ctl.get("runtime")
@@ -954,51 +945,67 @@ class Loop:
             self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
         self.procs[proc.pid] = (proc, owner)
 
-    def new_child(self) -> tuple | None:
-        """A fresh jailed child, waiting for its order: (pid, pidfd, order_w,
-        out_r, err_r, st_r), or None if the template could not make one.
+    # -- children from the template ---------------------------------------
 
-        The template forks it (see :func:`template_main`); the zygote only
-        hands over the child's ends of its pipes and gets its pid and pidfd."""
+    def request_child(self) -> None:
+        """Ask the template for one more child; it arrives in on_template."""
         order_r, order_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         child_fds = [order_r, out_w, err_w, st_w]
-        got = None
         try:
-            got = self.template.spawn(child_fds)
+            sent = self.template.request(child_fds)
         finally:
             for fd in child_fds:
                 os.close(fd)
-            if got is None:
-                for fd in (order_w, out_r, err_r, st_r):
+        if not sent:
+            for fd in (order_w, out_r, err_r, st_r):
+                os.close(fd)
+            self.template_failed("the template does not take requests")
+            return
+        self.requested.append((_now(), (order_w, out_r, err_r, st_r)))
+
+    def replenish(self) -> None:
+        """Keep one spare ready (or on its way) beyond the calls waiting."""
+        if not self.running or self.template.broken:
+            return
+        want = len(self.waiters) + (1 if self.use_spare else 0)
+        while len(self.ready_children) + len(self.requested) < want:
+            self.request_child()
+            if self.template.broken:
+                return
+
+    def acquire_child(self, call: Call, start) -> None:
+        """``start(child)`` now with a ready child, or once one arrives."""
+        if self.ready_children:
+            child = self.ready_children.popleft()
+            self.replenish()
+            start(child)
+            return
+        self.waiters.append((call, start))
+        self.replenish()
+
+    def children_arrived(self) -> None:
+        replies = self.template.replies
+        while replies and self.requested:
+            reply = replies.popleft()
+            _t, ends = self.requested.popleft()
+            if reply is None:
+                for fd in ends:
                     os.close(fd)
-        # Exit reports that arrived while we waited for the reply.
-        if self.template.exits:
-            self.handle_exits()
-        if got is None:
-            if self.template.broken and self.running:
-                sys.stderr.write("orb zygote: the template does not answer; exiting so the "
-                                 "peer replaces us\n")
-                self.shutdown()
-            return None
-        pid, pidfd = got
-        return (pid, pidfd, order_w, out_r, err_r, st_r)
+                self.template_failed("the template could not fork a jailed child")
+                return
+            child = reply + ends  # (pid, pidfd, order_w, out_r, err_r, st_r)
+            if self.waiters:
+                call, start = self.waiters.popleft()
+                start(child)
+            else:
+                self.ready_children.append(child)
+        self.replenish()
 
-    def make_spare(self) -> None:
-        """Have the next call's child ready while the zygote is idle: it does
-        the call-independent setup now and waits on its order pipe, so a call
-        starts without paying for fork() and that setup."""
-        if self.spare is not None or not self.running or not self.use_spare:
-            return
-        self.spare = self.new_child()
-
-    def drop_spare(self, dead: bool = False) -> None:
-        if self.spare is None:
-            return
-        pid, pidfd, order_w, out_r, err_r, st_r = self.spare
-        self.spare = None
+    def close_child(self, child: tuple, dead: bool = False) -> None:
+        pid, pidfd, order_w, out_r, err_r, st_r = child
         if not dead:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -1007,15 +1014,16 @@ class Loop:
         for fd in (pidfd, order_w, out_r, err_r, st_r):
             os.close(fd)
 
-    def take_child(self) -> tuple:
-        """The spare (if it did not die meanwhile), else a new child."""
-        if self.spare is not None:
-            spare, self.spare = self.spare, None
-            return spare
-        child = self.new_child()
-        if child is None:
-            raise OSError(errno.EAGAIN, "the template could not start a jailed child")
-        return child
+    def template_failed(self, why: str) -> None:
+        """No call can start without the template: stop, so the peer sees the
+        zygote exit and starts a new one.  Calls waiting end INTERNAL."""
+        self.template.broken = True
+        while self.waiters:
+            call, _start = self.waiters.popleft()
+            self.finish(call, "INTERNAL", f"{why}; the zygote is being replaced")
+        if self.running:
+            sys.stderr.write(f"orb zygote: {why}; exiting so the peer replaces us\n")
+            self.shutdown()
 
     def start_child(self, child: tuple, spec: dict, owner) -> tuple[Proc, "Writer"]:
         """Send ``spec`` to a waiting child and watch it; returns its Proc and
@@ -1024,12 +1032,7 @@ class Loop:
         try:
             order, uid, scratch = self.new_identity(spec)
         except OSError:
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-            for fd in (pidfd, order_w, out_r, err_r, st_r):
-                os.close(fd)
+            self.close_child(child)
             raise
         body = json.dumps(order).encode()
         proc = Proc(self, pid, pidfd, uid, scratch)
@@ -1041,12 +1044,22 @@ class Loop:
         return proc, writer
 
     def fork_once(self, call: Call, spec: dict) -> None:
-        proc, writer = self.start_child(self.take_child(), spec, call)
-        writer.write(call.event)
-        writer.close_when_flushed()
-        call.event = b""
-        call.proc = proc
-        call.input_writer = writer
+        def start(child):
+            if call.finished:
+                self.ready_children.appendleft(child)
+                return
+            try:
+                proc, writer = self.start_child(child, spec, call)
+            except OSError as e:
+                self.finish(call, "INTERNAL", f"could not start the jailed child: {e}")
+                return
+            writer.write(call.event)
+            writer.close_when_flushed()
+            call.event = b""
+            call.proc = proc
+            call.input_writer = writer
+
+        self.acquire_child(call, start)
 
     # -- warm workers -----------------------------------------------------
 
@@ -1054,29 +1067,45 @@ class Loop:
         return (spec["fid"], spec["package_dir"], spec["entry"], spec["memory_mb"], spec["nofile"],
                 spec["scratch_max_bytes"])
 
-    def get_worker(self, spec: dict, call: Call) -> Worker | None:
+    def run_in_worker(self, spec: dict, call: Call) -> bool:
+        """Hand the call to a warm worker of its function, starting one if
+        needed; False if none can be had (then it runs per call)."""
         key = self.worker_key(spec)
         for w in self.workers:
-            if w.key == key and w.call is None and not w.dead:
-                return w
+            if w.key == key and w.call is None and not w.dead and w.proc is not None:
+                self.dispatch_to_worker(w, call)
+                return True
         live = [w for w in self.workers if not w.dead]
         if len(live) >= self.max_workers:
-            idle = sorted((w for w in live if w.call is None), key=lambda w: w.last_used)
+            idle = sorted((w for w in live if w.call is None and w.proc is not None),
+                          key=lambda w: w.last_used)
             if not idle:
-                return None
+                return False
             self.retire(idle[0])
         wspec = dict(spec, worker=True, cpu_s=WORKER_CPU_S)
-        try:
-            child = self.take_child()
-        except OSError:
-            return None
         worker = Worker(key, None, None, call.output_max)
-        try:
-            worker.proc, worker.stdin = self.start_child(child, wspec, worker)
-        except OSError:
-            return None
+        worker.call = call  # reserved for this call until it is up
+        call.worker = worker
         self.workers.append(worker)
-        return worker
+
+        def start(child):
+            if call.finished or worker.dead:
+                self.ready_children.appendleft(child)
+                if not worker.dead:
+                    worker.dead = True
+                    self.workers.remove(worker)
+                return
+            try:
+                worker.proc, worker.stdin = self.start_child(child, wspec, worker)
+            except OSError as e:
+                worker.dead = True
+                self.workers.remove(worker)
+                self.finish(call, "INTERNAL", f"could not start the warm worker: {e}")
+                return
+            self.dispatch_to_worker(worker, call)
+
+        self.acquire_child(call, start)
+        return True
 
     def dispatch_to_worker(self, worker: Worker, call: Call) -> None:
         worker.call = call
@@ -1108,8 +1137,12 @@ class Loop:
 
     def retire(self, worker: Worker) -> None:
         worker.dead = True
-        worker.stdin.close()
-        worker.proc.kill()
+        if worker.stdin is not None:
+            worker.stdin.close()
+        if worker.proc is not None:
+            worker.proc.kill()
+        elif worker in self.workers:
+            self.workers.remove(worker)
 
     def reap_idle_workers(self) -> None:
         now = _now()
@@ -1333,8 +1366,22 @@ class Loop:
     def check_deadlines(self) -> float | None:
         now = _now()
         nearest = None
+        if self.requested and now - self.requested[0][0] > Template.TIMEOUT_S:
+            self.template_failed(f"the template did not answer within {Template.TIMEOUT_S} s")
         for call in list(self.calls.values()):
-            if call.finished or call.proc is None:
+            if call.finished:
+                continue
+            if call.proc is None:  # waiting for a child from the template
+                if now >= call.deadline:
+                    self.waiters = collections.deque(w for w in self.waiters if w[0] is not call)
+                    w = call.worker
+                    if w is not None and w.proc is None and not w.dead:
+                        w.dead = True
+                        self.workers.remove(w)
+                    self.finish(call, "TIMEOUT", "deadline passed before a jailed child was ready")
+                else:
+                    left = call.deadline - now
+                    nearest = left if nearest is None else min(nearest, left)
                 continue
             if now >= call.deadline:
                 if not call.timed_out:
@@ -1358,17 +1405,16 @@ class Loop:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
+            if self.requested:
+                timeout = 1.0 if timeout is None else min(timeout, 1.0)
             events = self.sel.select(0)
-            if not events and (self.cleanup or (self.use_spare and self.spare is None
-                                                and self.running)):
-                # Housekeeping (scratch wipes, the next spare) waits for the
-                # loop to be idle for IDLE_S: back-to-back calls then never
-                # compete with it, and a call after any pause finds a spare.
+            if not events and self.cleanup:
+                # Scratch wipes (unconfined only) wait for the loop to be
+                # idle for IDLE_S, so back-to-back calls never compete with them.
                 wait = IDLE_S if timeout is None else min(timeout, IDLE_S)
                 events = self.sel.select(wait)
                 if not events:
                     self.run_cleanup()
-                    self.make_spare()
                     events = self.sel.select(0)
             if not events:
                 events = self.sel.select(timeout)
@@ -1455,6 +1501,7 @@ def main(argv=None) -> int:
     template = Template.start(jail)
     loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
                 prefork=not args.no_prefork, max_calls=args.max_calls, template=template)
+    loop.replenish()
     loop.send({"op": "hello", "pid": host_pid(), "layers": jail.layers,
                "scratch_root": scratch_root,
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
