@@ -206,8 +206,7 @@ def prepare(jail) -> None:
     """The call-independent part of the jail, done ahead of time in a spare."""
     os.setsid()
     if jail.use_namespaces:
-        _ns.unshare_call_namespaces()
-        _ns.build_root(jail.root_plan)
+        _ns.unshare_call_namespaces()  # the root comes with it, built by the zygote
 
 
 def _setup_failed(status_fd: int, e: BaseException) -> NoReturn:

@@ -126,7 +126,10 @@ def _mkdirs(root: str, path: str) -> str:
 
 
 def build_root(plan: RootPlan) -> None:
-    """The call-independent part of the root (a spare does this ahead of time)."""
+    """The call-independent part of the root, built once in the zygote's
+    mount namespace; every child's mount namespace starts as a copy.  Its
+    tmpfs is shared, so each child makes its copy of it read-only before any
+    function code runs (:func:`finish_root`)."""
     root = plan.mountpoint
     mount("orb-root", root, "tmpfs", MS_NOSUID | MS_NODEV,
           "size=1m,nr_inodes=512,mode=0755", what="root tmpfs")
@@ -212,28 +215,35 @@ class UidPool:
 
 
 def remove_tree(root: str) -> None:
-    """Delete ``root`` without recursion, so no tree is too deep for it."""
-    stack = [root]
+    """Delete ``root`` without recursion (no tree is too deep for it), each
+    directory scanned once, and never crossing into another filesystem (a
+    mount below ``root`` is left alone, not emptied)."""
+    try:
+        dev = os.lstat(root).st_dev
+    except OSError:
+        return
+    stack = [(root, False)]
     while stack:
-        path = stack[-1]
+        path, scanned = stack.pop()
+        if scanned:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+            continue
+        stack.append((path, True))
         try:
             entries = list(os.scandir(path))
         except OSError:
-            stack.pop()
             continue
-        pushed = False
         for entry in entries:
             try:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_dev != dev:
+                    continue
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    pushed = True
+                    stack.append((entry.path, False))
                 else:
                     os.unlink(entry.path)
-            except OSError:
-                pass
-        if not pushed:
-            stack.pop()
-            try:
-                os.rmdir(path)
             except OSError:
                 pass

@@ -332,11 +332,20 @@ class Jail:
         ones the kernel advertises."""
         self.root_plan = _ns.RootPlan(mountpoint, root_ro_dirs(), root_symlinks())
         identity = "uid_pool" if self.root_uid else "userns"
-        steps = ("pidns", "call_namespaces", "root", "pivot_root", identity)
+        steps = ("pidns", "root", "call_namespaces", "pivot_root", identity)
         if not self.mountns or self.pidns_fd is None:
             for name in steps:
                 self.layers[name] = False
             self.notes.setdefault("pidns", "the zygote has no private mount namespace")
+            return
+        # The root is built once, here in the zygote's own mount namespace;
+        # each child's new mount namespace starts as a copy of it, so a child
+        # only adds its package and scratch and pivots.
+        try:
+            _ns.build_root(self.root_plan)
+        except OSError as e:
+            self.layers.update({name: False for name in steps})
+            self.notes["root"] = str(e)
             return
         r, w = os.pipe2(os.O_CLOEXEC)
         uid = self.uid_pool.take() if self.uid_pool else None
@@ -356,8 +365,6 @@ class Jail:
                     raise OSError("not pid 1 of a new PID namespace")
                 step = "call_namespaces"
                 _ns.unshare_call_namespaces()
-                step = "root"
-                _ns.build_root(self.root_plan)
                 step = "pivot_root"
                 _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, uid or 0, uid or 0)
                 if os.listdir("/") == [] or os.path.exists(mountpoint + "/pkg"):
@@ -1442,7 +1449,7 @@ class Loop:
             self.stdout._flush()
         self.template.close()
         self.run_cleanup()
-        _ns.remove_tree(self.scratch_root)
+        drop_scratch_root(self.jail, self.scratch_root)
         return 0
 
 
@@ -1456,6 +1463,13 @@ def make_scratch_root(base: str | None) -> str:
     for name in ("root", "empty"):
         os.mkdir(os.path.join(scratch_root, name), 0o755)
     return scratch_root
+
+
+def drop_scratch_root(jail: Jail, scratch_root: str) -> None:
+    """Detach the children's root template, then delete what is left."""
+    if jail.root_plan is not None:
+        _libc.umount2(jail.root_plan.mountpoint.encode(), MNT_DETACH)
+    _ns.remove_tree(scratch_root)
 
 
 def setup_jail(args) -> tuple[Jail, str]:
@@ -1485,7 +1499,7 @@ def main(argv=None) -> int:
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
         jail, scratch_root = setup_jail(args)
-        _ns.remove_tree(scratch_root)
+        drop_scratch_root(jail, scratch_root)
         sys.stdout.write(json.dumps({"layers": jail.layers, "landlock_abi": jail.landlock_abi,
                                      "missing": jail.missing(), "notes": jail.notes}) + "\n")
         return 0
