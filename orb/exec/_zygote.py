@@ -52,7 +52,8 @@ import sys
 import time
 
 from . import _child, _landlock, _ns, _seccomp
-from ._frames import MAX_CTL_BYTES, FrameDecoder, FrameError, FrameTooLarge, encode
+from ._frames import (MAX_CTL_BYTES, ControlTooLarge, FrameDecoder, FrameError, FrameTooLarge,
+                      encode)
 
 # Pre-import what the child runtime uses, so no child has to read ORB's or
 # the venv's files after its jail closes.
@@ -1188,12 +1189,18 @@ class Loop:
         elif isinstance(owner, Worker):
             try:
                 frames = owner.decoder.feed(data)
+            except ControlTooLarge as e:
+                call.protocol_error = call.protocol_error or (
+                    f"the function wrote garbage to the worker's result channel ({e})")
+                self.retire(owner)
+                return
             except FrameTooLarge:
                 call.too_large = True
                 self.retire(owner)
                 return
             except FrameError as e:
-                call.protocol_error = f"the function wrote garbage to the worker's result channel ({e})"
+                call.protocol_error = call.protocol_error or (
+                    f"the function wrote garbage to the worker's result channel ({e})")
                 self.retire(owner)
                 return
             for ctl, out in frames[:1]:
