@@ -132,8 +132,8 @@ def _build_ruleset(jail, spec) -> int | None:
         _landlock.add_path_rule(rs, fd, _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False)
     extra = []
     try:
-        pkg = _landlock.open_path(_ns.PKG_DIR)
-        scratch = _landlock.open_path(_ns.SCRATCH_DIR)
+        pkg = _landlock.open_path(spec["package_root"])
+        scratch = _landlock.open_path(spec.get("scratch") or _ns.SCRATCH_DIR)
         if pkg is None or scratch is None:
             raise JailSetupError("the package or scratch mount is missing")
         extra += [pkg[0], scratch[0]]
