@@ -117,6 +117,14 @@ def compile_policy(runtime: str) -> bytes:
     if runtime not in ("python", "exec"):
         raise ValueError(f"unknown runtime {runtime!r}")
     flt = sc.SyscallFilter(defaction=sc.KILL_PROCESS)
+    try:
+        # A binary tree of syscall numbers instead of a linear list: the
+        # kernel emulates the filter once per syscall number when it loads
+        # it (to cache the always-allowed ones), so a linear list of ~200
+        # rules costs ~0.6 ms per child; the tree, a fraction of that.
+        flt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
+    except (AttributeError, OSError, ValueError, RuntimeError):
+        pass
     for name in ALLOWED:
         _add(flt, sc.ALLOW, name)
     for name, pid_arg in _SELF_TARGETED.items():
