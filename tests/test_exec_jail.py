@@ -55,6 +55,7 @@ def handler(event, context):
 class PythonRuntimeTests(JailTestCase):
     @defer.inlineCallbacks
     def test_ok_json_result_context_and_log(self):
+        """A handler's JSON result, context fields and printed log come back."""
         pkg = self.make_package({"main.py": ECHO})
         r = yield self.call(pkg, data=b"hello", request_id="r-42")
         self.assertEqual(r.status, ResultStatus.OK, r)
@@ -67,6 +68,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_bytes_and_str_results_are_raw(self):
+        """bytes and str results come back as raw bytes."""
         pkg = self.make_package({"b.py": "def handler(e, c):\n    return b'\\x00\\xff' + e\n",
                                  "s.py": "def handler(e, c):\n    return 'caf\\u00e9'\n"})
         rb = yield self.call(pkg, "b.py", data=b"!")
@@ -76,6 +78,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_package_may_ship_pure_python_deps(self):
+        """A package may import its own pure-Python modules."""
         pkg = self.make_package({"main.py": "import helper\ndef handler(e, c):\n    return helper.double(e)\n",
                                  "helper.py": "def double(b):\n    return b + b\n"})
         r = yield self.call(pkg, data=b"ab")
@@ -83,6 +86,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_large_input_and_output(self):
+        """A megabyte of input and output round-trips."""
         pkg = self.make_package({"main.py": "import hashlib\ndef handler(e, c):\n    return e[::-1]\n"})
         data = os.urandom(900 * 1024)
         for reuse in ("per-call", "per-function"):
@@ -91,6 +95,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_exception_is_error_with_traceback_log(self):
+        """An exception is ERROR with the traceback in the log."""
         pkg = self.make_package({"main.py": "def handler(e, c):\n    raise ValueError('bad input here')\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -99,6 +104,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_missing_handler_and_syntax_error(self):
+        """A missing handler or a syntax error is ERROR with the reason in the log."""
         pkg = self.make_package({"none.py": "x = 1\n", "syn.py": "def handler(:\n"})
         r1 = yield self.call(pkg, "none.py")
         r2 = yield self.call(pkg, "syn.py")
@@ -109,6 +115,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_missing_entry(self):
+        """A missing entry is ERROR naming it."""
         pkg = self.make_package({"main.py": ECHO})
         r = yield self.call(pkg, "nope.py")
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -116,6 +123,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_process_hygiene_and_rlimits(self):
+        """Empty environment, no_new_privs, own session, rlimits and /tmp as cwd."""
         pkg = self.make_package({"main.py": PROBE})
         r = yield self.call(pkg, memory_mb=128, timeout=3)
         self.assertEqual(r.status, ResultStatus.OK, r.log)
@@ -133,6 +141,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_scratch_is_writable_fresh_and_wiped(self):
+        """Scratch is writable, empty for every call, and leaves nothing on the host."""
         pkg = self.make_package({"main.py": SCRATCH})
         r1 = yield self.call(pkg)
         r2 = yield self.call(pkg)
@@ -150,6 +159,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_package_is_read_only(self):
+        """The package cannot be modified."""
         pkg = self.make_package({"main.py": "def handler(e, c):\n    open(__file__, 'a').write('#')\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -160,6 +170,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_timeout_kills_and_reports(self):
+        """A call past its deadline is killed and reported TIMEOUT."""
         pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(60)\n"})
         r = yield self.call(pkg, timeout=0.5)
         self.assertEqual(r.status, ResultStatus.TIMEOUT)
@@ -168,6 +179,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_memory_limit(self):
+        """A call past its memory limit is MEMORY."""
         pkg = self.make_package({"main.py": "def handler(e, c):\n    return len(bytearray(512 * 1024 * 1024))\n"})
         r = yield self.call(pkg, memory_mb=128)
         self.assertEqual(r.status, ResultStatus.MEMORY)
@@ -175,6 +187,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_output_cap(self):
+        """Output past the cap is OUTPUT_TOO_LARGE."""
         cap = self.executor.config.output_max_bytes
         pkg = self.make_package({"main.py": f"def handler(e, c):\n    return b'x' * {cap + 1}\n",
                                  "fits.py": f"def handler(e, c):\n    return b'x' * {cap}\n"})
@@ -186,6 +199,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_log_is_capped_not_fatal(self):
+        """A huge log is truncated with a note; the call still succeeds."""
         cap = self.executor.config.log_max_bytes
         pkg = self.make_package({"main.py": f"import sys\ndef handler(e, c):\n    sys.stderr.write('y' * {cap * 4})\n    return 'done'\n"})
         r = yield self.call(pkg)
@@ -195,6 +209,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_seccomp_kills_a_forbidden_syscall(self):
+        """A forbidden syscall is KILLED_BY_POLICY with the supervisor's message."""
         pkg = self.make_package({"main.py": "import socket\ndef handler(e, c):\n    socket.socket()\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
@@ -202,6 +217,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_threads_are_allowed(self):
+        """Threads work."""
         pkg = self.make_package({"main.py": (
             "import threading\n"
             "def handler(e, c):\n"
@@ -214,6 +230,7 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_host_files_cannot_be_named(self):
+        """Host files such as /etc/passwd do not exist inside."""
         pkg = self.make_package({"main.py": "def handler(e, c):\n    return open('/etc/passwd').read()\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -225,6 +242,7 @@ class ReuseTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_per_call_is_isolated_per_function_keeps_state(self):
+        """per-call starts fresh each time; per-function keeps module state."""
         pkg = self.make_package({"main.py": self.COUNTER})
         per_call, warm = [], []
         for _ in range(3):
@@ -236,6 +254,7 @@ class ReuseTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_warm_worker_errors_and_recovers_after_timeout(self):
+        """A warm worker reports errors and is replaced after a timeout."""
         pkg = self.make_package({"main.py": (
             "import time\n"
             "def handler(e, c):\n"
@@ -255,6 +274,7 @@ class ReuseTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_warm_worker_policy_kill(self):
+        """A warm worker's forbidden syscall is KILLED_BY_POLICY."""
         pkg = self.make_package({"main.py": "import os\ndef handler(e, c):\n    os.fork()\n"})
         r = yield self.call(pkg, reuse="per-function")
         self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
@@ -262,6 +282,7 @@ class ReuseTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_warm_worker_output_cap(self):
+        """A warm worker's oversized output is OUTPUT_TOO_LARGE."""
         cap = self.executor.config.output_max_bytes
         pkg = self.make_package({"main.py": f"def handler(e, c):\n    return b'z' * {cap + 10}\n"})
         r = yield self.call(pkg, reuse="per-function")
@@ -271,12 +292,14 @@ class ReuseTests(JailTestCase):
 class ExecRuntimeTests(JailTestCase):
     @defer.inlineCallbacks
     def test_shell_script_echoes_stdin(self):
+        """An exec shell script reads its input on stdin and answers on stdout."""
         pkg = self.make_package({"main": "#!/bin/sh\nread line\necho \"got $line\"\n"})
         r = yield self.call(pkg, "main", data=b"abc\n", runtime="exec")
         self.assertEqual((r.status, r.output), (ResultStatus.OK, b"got abc\n"), r)
 
     @defer.inlineCallbacks
     def test_python_script_and_exit_code(self):
+        """An exec python script's output and non-zero exit come back."""
         pkg = self.make_package({
             "ok": "#!/usr/bin/python3\nimport sys\nsys.stdout.write(sys.stdin.read().upper())\n",
             "fail": "#!/usr/bin/python3\nimport sys\nprint('oops', file=sys.stderr)\nsys.exit(3)\n"})
@@ -289,6 +312,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_elf_binary_large_stdin(self):
+        """An ELF binary reads a large stdin."""
         import shutil
 
         pkg = self.make_package({})
@@ -299,6 +323,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_elf_binary(self):
+        """An ELF binary runs."""
         import shutil
 
         pkg = self.make_package({})
@@ -308,6 +333,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_interpreter_not_on_allowlist(self):
+        """A script whose interpreter is not allowlisted is refused before running."""
         pkg = self.make_package({"main": "#!/usr/bin/env python3\nprint(1)\n"})
         r = yield self.call(pkg, "main", runtime="exec")
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -315,6 +341,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_exec_cannot_run_other_binaries(self):
+        """An exec program cannot run binaries outside its package."""
         pkg = self.make_package({"main": "#!/usr/bin/python3\nimport os\nos.execv('/bin/ls', ['ls'])\n"})
         r = yield self.call(pkg, "main", runtime="exec")
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -322,6 +349,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_exec_seccomp_still_applies(self):
+        """The exec runtime is still under seccomp."""
         pkg = self.make_package({
             "sock": "#!/usr/bin/python3\nimport socket\nsocket.socket()\n",
             "fork": "#!/usr/bin/python3\nimport os\nos.fork()\n"})
@@ -333,6 +361,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_exec_memory(self):
+        """An exec program past its memory limit is MEMORY."""
         pkg = self.make_package({"main": "#!/usr/bin/python3\nx = bytearray(1 << 30)\n"})
         r = yield self.call(pkg, "main", runtime="exec", memory_mb=128)
         self.assertEqual(r.status, ResultStatus.MEMORY, r)
@@ -340,6 +369,7 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_exec_timeout(self):
+        """An exec program past its deadline is TIMEOUT."""
         pkg = self.make_package({"main": "#!/bin/sh\nwhile :; do :; done\n"})
         r = yield self.call(pkg, "main", runtime="exec", timeout=0.5)
         self.assertEqual(r.status, ResultStatus.TIMEOUT)
@@ -350,6 +380,7 @@ class BusyTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_busy_when_queue_full_and_queue_time_reported(self):
+        """A full queue gives BUSY, and queued calls report their wait."""
         pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return e\n"})
         ds = [self.call(pkg, data=b"%d" % i) for i in range(3)]
         third = yield ds[2]
@@ -363,6 +394,7 @@ class BusyTests(JailTestCase):
 class ZygoteCrashTests(JailTestCase):
     @defer.inlineCallbacks
     def test_killed_zygote_fails_calls_restarts_and_leaves_nothing(self):
+        """A killed zygote fails its calls INTERNAL, takes its children with it, and is replaced."""
         import signal
 
         from twisted.internet import reactor, task

@@ -10,6 +10,7 @@ from orb.exec import _landlock, _seccomp
 
 class LandlockTests(SynchronousTestCase):
     def test_handled_rights_grow_with_the_abi(self):
+        """Each Landlock ABI handles the rights it knows."""
         self.assertEqual(_landlock.handled_fs(1), (1 << 13) - 1)
         self.assertTrue(_landlock.handled_fs(2) & _landlock.FS_REFER)
         self.assertTrue(_landlock.handled_fs(3) & _landlock.FS_TRUNCATE)
@@ -23,6 +24,7 @@ class LandlockTests(SynchronousTestCase):
                          _landlock.SCOPE_SIGNAL | _landlock.SCOPE_ABSTRACT_UNIX_SOCKET)
 
     def test_kernel_abi_and_ruleset(self):
+        """The kernel's Landlock ABI is read and a ruleset can be built."""
         abi = _landlock.abi_version()
         if abi < 1:
             raise SkipTest("this kernel has no Landlock")
@@ -38,6 +40,7 @@ class LandlockTests(SynchronousTestCase):
             os.close(rs)
 
     def test_open_path_absent(self):
+        """A missing path gives None, not an exception."""
         self.assertIsNone(_landlock.open_path("/no/such/path/at/all"))
 
 
@@ -47,15 +50,18 @@ class SeccompTests(SynchronousTestCase):
             raise SkipTest("seccomp filters or libseccomp unavailable")
 
     def test_policies_compile_to_bpf(self):
+        """Both seccomp policies compile to classic BPF."""
         for runtime in ("python", "exec"):
             prog = _seccomp.compile_policy(runtime)
             self.assertEqual(len(prog) % 8, 0)
             self.assertGreater(len(prog), 8)
 
     def test_unknown_runtime(self):
+        """An unknown runtime has no seccomp policy."""
         self.assertRaises(ValueError, _seccomp.compile_policy, "ruby")
 
     def test_syscall_names(self):
+        """Syscall numbers resolve to their names."""
         if sys.platform != "linux" or os.uname().machine != "x86_64":
             raise SkipTest("syscall numbers below are x86_64")
         self.assertEqual(_seccomp.syscall_name(41), "socket")
@@ -63,6 +69,7 @@ class SeccompTests(SynchronousTestCase):
         self.assertEqual(_seccomp.syscall_name(59), "execve")
 
     def test_load_in_a_child_blocks_sockets(self):
+        """The exec policy makes socket() fail with EACCES."""
         prog = _seccomp.compile_policy("exec")
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
@@ -84,6 +91,7 @@ class SeccompTests(SynchronousTestCase):
 
 class ProbeTests(SynchronousTestCase):
     def test_probe_reports_every_layer(self):
+        """The probe reports every layer, and missing ones are exactly the absent required ones."""
         from orb.cli._sandbox import probe_layers
         from orb.exec._zygote import REQUIRED_LAYERS
 

@@ -23,6 +23,8 @@ from ._support import JailTestCase, make_fake_data_dir, tree_checksum
 
 FUNCTIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions")
 POLICY = ResultStatus.KILLED_BY_POLICY
+# Refused (Landlock, not the owner), or not even there (pivot_root).
+UNREADABLE = (b"PermissionError", b"FileNotFoundError")
 
 
 class HostileTests(JailTestCase):
@@ -72,68 +74,86 @@ class HostileTests(JailTestCase):
     # -- network -------------------------------------------------------------
 
     def test_tcp_socket(self):
+        """A TCP socket ends the call as KILLED_BY_POLICY."""
         return self.attack("net_tcp.py", POLICY, "forbidden syscall")
 
     def test_udp_socket(self):
+        """A UDP socket ends the call as KILLED_BY_POLICY."""
         return self.attack("net_udp.py", POLICY, "forbidden syscall")
 
     def test_unix_socket(self):
+        """A unix socket ends the call as KILLED_BY_POLICY."""
         return self.attack("net_unix.py", POLICY, "forbidden syscall")
 
     # -- reading host secrets --------------------------------------------------
 
     def test_read_etc_shadow(self):
-        return self.attack("read_shadow.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
+        """/etc/shadow cannot be read (or even named) from inside."""
+        return self.attack("read_shadow.py", ResultStatus.ERROR, log_part=UNREADABLE)
 
     def test_read_ssh_dir(self):
-        return self.attack("read_ssh.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
+        """~/.ssh cannot be read (or even named) from inside."""
+        return self.attack("read_ssh.py", ResultStatus.ERROR, log_part=UNREADABLE)
 
     def test_read_peer_key(self):
-        return self.attack("read_peer_key.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
+        """The peer's node key cannot be read (or even named) from inside."""
+        return self.attack("read_peer_key.py", ResultStatus.ERROR, log_part=UNREADABLE)
 
     def test_read_peer_data_dir(self):
-        return self.attack("read_data_dir.py", ResultStatus.ERROR, log_part=(b"PermissionError", b"FileNotFoundError"))
+        """The peer's data dir cannot be listed or read from inside."""
+        return self.attack("read_data_dir.py", ResultStatus.ERROR, log_part=UNREADABLE)
 
     # -- writing outside scratch -------------------------------------------------
 
     def test_write_outside_scratch(self):
+        """Every write outside scratch is refused: data dir, key, root, runtime, package."""
         return self.attack("write_outside.py", ResultStatus.ERROR,
                            log_part=b"every write outside scratch was denied")
 
     def test_symlink_and_dotdot_escape(self):
+        """Symlinks and .. out of scratch reach nothing."""
         return self.attack("symlink_escape.py", ResultStatus.ERROR,
                            log_part=b"every escape from scratch was denied")
 
     def test_fill_disk_in_scratch(self):
+        """Filling scratch stops at its size cap with an error, not a full host disk."""
         return self.attack("fill_disk.py", ResultStatus.ERROR,
                            log_part=(b"No space left on device", b"File too large"))
 
     # -- processes ---------------------------------------------------------------
 
     def test_fork_bomb(self):
+        """A fork bomb is killed at its first fork."""
         return self.attack("fork_bomb.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
     def test_thread_bomb_within_limits(self):
+        """Threads work, and the limits bound how many."""
         r = yield self.attack("thread_bomb.py", ResultStatus.ERROR, log_part=b"can't start new thread")
         self.assertIn(b"threads: 10", r.log)  # threads work; the address-space limit bounds them
 
     def test_memory_bomb(self):
+        """A memory bomb ends as MEMORY."""
         return self.attack("memory_bomb.py", ResultStatus.MEMORY, "memory limit")
 
     def test_infinite_cpu_loop(self):
+        """An endless CPU loop ends as TIMEOUT at the deadline."""
         return self.attack("cpu_loop.py", ResultStatus.TIMEOUT, "deadline", timeout=1.0)
 
     def test_sleep_forever(self):
+        """A call that sleeps forever ends as TIMEOUT at the deadline."""
         return self.attack("sleep_forever.py", ResultStatus.TIMEOUT, "deadline", timeout=1.0)
 
     def test_100mb_result(self):
+        """A 100 MB return value ends as OUTPUT_TOO_LARGE."""
         return self.attack("big_stdout.py", ResultStatus.OUTPUT_TOO_LARGE, "cap")
 
     def test_100mb_raw_stdout(self):
+        """100 MB written straight to stdout ends as OUTPUT_TOO_LARGE."""
         return self.attack("raw_stdout.py", ResultStatus.OUTPUT_TOO_LARGE, "cap")
 
     def test_exec_bin_sh(self):
+        """execve of /bin/sh from python ends the call as KILLED_BY_POLICY."""
         return self.attack("exec_sh.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
@@ -141,28 +161,35 @@ class HostileTests(JailTestCase):
         # _posixsubprocess blocks every signal around vfork(); a forced SIGSYS
         # then kills with the default action before the reporter can name
         # the syscall, so the message only says seccomp stopped it.
+        """subprocess (fork + exec) ends the call as KILLED_BY_POLICY."""
         r = yield self.attack("subprocess_sh.py", POLICY)
         self.assertIn("seccomp stopped", r.message)
 
     def test_ptrace_parent(self):
+        """ptrace of the parent ends the call as KILLED_BY_POLICY."""
         return self.attack("ptrace_parent.py", POLICY, "forbidden syscall")
 
     def test_kill_parent_peer(self):
+        """Signalling the peer ends the call as KILLED_BY_POLICY."""
         return self.attack("kill_parent.py", POLICY, "forbidden syscall")
 
     def test_background_child(self):
+        """A background child process is killed at its fork."""
         return self.attack("background_child.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
     def test_background_thread_dies_with_the_call(self):
+        """A thread left running dies with the call; the answer is not delayed."""
         r = yield self.attack("background_thread.py", ResultStatus.OK)
         self.assertEqual(r.output, b"answered, thread still running")
         self.assertLess(r.exec_ms, 1000)
 
     def test_escape_process_group(self):
+        """setsid to escape the process group ends the call as KILLED_BY_POLICY."""
         return self.attack("escape_pgroup.py", POLICY, "forbidden syscall")
 
     def test_new_user_namespace(self):
+        """unshare of a new user namespace ends the call as KILLED_BY_POLICY."""
         return self.attack("unshare_ns.py", POLICY, "forbidden syscall")
 
 
@@ -190,7 +217,7 @@ class HostileTests(JailTestCase):
     # -- host file metadata, host paths, mounts, inotify ----------------------------
 
     def test_host_metadata_chmod_setuid_utime_acl(self):
-        """chmod, setuid, utime and ACL/xattr writes on host files change nothing; the xattr call is killed."""
+        """chmod, setuid, utime and ACL writes change no host file; the xattr call is killed."""
         return self.attack("host_metadata.py", POLICY, "forbidden syscall")
 
     @defer.inlineCallbacks
@@ -339,6 +366,7 @@ class HostileWarmWorkerTests(HostileTests):
 
     @defer.inlineCallbacks
     def test_background_thread_dies_with_the_call(self):
+        """A thread left running dies with the call; the answer is not delayed."""
         r = yield self.attack("background_thread.py", ResultStatus.OK)
         self.assertEqual(r.output, b"answered, thread still running")
 
