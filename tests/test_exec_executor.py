@@ -80,7 +80,7 @@ class ExecutorTests(SynchronousTestCase):
     def make(self, **kw):
         self.reactor = DummyProcessReactor()
         cfg = dict(max_concurrent=2, max_queue=2, default_timeout_s=5.0, grace_s=1.0,
-                   restart_delay_s=1.0)
+                   restart_delay_s=1.0, heartbeat_s=0)
         cfg.update(kw)
         self.executor = Executor(self.reactor, ExecConfig(**cfg))
         d = self.executor.start()
@@ -195,6 +195,36 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(r.status, ResultStatus.TIMEOUT)
         self.assertIn("queued", r.message)
         self.assertEqual(self.executor.queued, 0)
+
+    def test_hung_zygote_is_replaced_and_its_calls_end_internal(self):
+        """A zygote that stops answering heartbeats is killed and replaced; its calls end INTERNAL."""
+        t = self.started(heartbeat_s=5.0)
+        self.reactor.advance(5.0)
+        pings = [ctl for ctl, _ in t.frames() if ctl.get("op") == "ping"]
+        self.assertEqual(len(pings), 1)
+        t.say({"op": "pong", "n": pings[0]["n"]})  # healthy: the next ping follows
+        self.reactor.advance(5.0)
+        pings = [ctl for ctl, _ in t.frames() if ctl.get("op") == "ping"]
+        self.assertEqual(len(pings), 1)
+        d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=60)
+        with capturedLogs():
+            self.reactor.advance(5.0)  # no pong: hung
+        self.assertEqual(t.signals, ["KILL"])
+        t.end(error.ProcessTerminated(signal=9))
+        r = self.successResultOf(d)
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.assertIn("did not answer a heartbeat", r.message)
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        self.flushLoggedErrors()
+
+    def test_invoke_never_raises(self):
+        """invoke() turns even an internal failure into an INTERNAL result."""
+        self.started()
+        self.executor._dispatch = None  # any bug on the way
+        r = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b""))
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.flushLoggedErrors()
 
     def test_watchdog_kills_silent_zygote_and_restarts_it(self):
         """A zygote that does not answer within deadline plus grace is killed and replaced."""

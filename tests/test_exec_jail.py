@@ -424,6 +424,51 @@ class ZygoteCrashTests(JailTestCase):
         self.flushLoggedErrors()
 
 
+class HungZygoteTests(JailTestCase):
+    config = {"heartbeat_s": 0.5, "restart_delay_s": 0.2}
+
+    @defer.inlineCallbacks
+    def test_stopped_zygote_is_replaced(self):
+        """A zygote that hangs (here: stopped) is replaced; the call in flight ends INTERNAL."""
+        import signal
+
+        pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(5)\n",
+                                 "ok.py": "def handler(e, c):\n    return 'ok'\n"})
+        hanging = self.call(pkg, timeout=30)
+        os.kill(self.hello["pid"], signal.SIGSTOP)
+        r = yield hanging
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.assertIn("heartbeat", r.message)
+        after = yield self.call(pkg, "ok.py")
+        self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_killed_template_replaces_the_zygote(self):
+        """If the template that forks children dies, the zygote is replaced and calls work again."""
+        import signal
+
+        from twisted.internet import reactor, task
+
+        pkg = self.make_package({"ok.py": "def handler(e, c):\n    return 'ok'\n"})
+        first = yield self.call(pkg, "ok.py")
+        self.assertEqual(first.status, ResultStatus.OK)
+        old = self.hello["pid"]
+        with open(f"/proc/{old}/task/{old}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+        template = [k for k in kids if open(f"/proc/{k}/comm").read().strip() == "orb-template"]
+        self.assertEqual(len(template), 1)
+        os.kill(template[0], signal.SIGKILL)
+        for _ in range(200):
+            if not os.path.exists(f"/proc/{old}"):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertFalse(os.path.exists(f"/proc/{old}"), "the zygote outlived its template")
+        after = yield self.call(pkg, "ok.py")
+        self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
+        self.flushLoggedErrors()
+
+
 class PythonRuntimeDirectForkTests(PythonRuntimeTests):
     """The python runtime again with no pre-forked spare (memfd input, the
     full seccomp policy loaded by the child itself)."""

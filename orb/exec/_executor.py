@@ -141,6 +141,9 @@ class ExecConfig:
     # "seccomp", "landlock", "pidns", "root", "uid_pool".  Honoured only with
     # allow_unconfined, and reported as missing layers.
     disable_layers: tuple = ()
+    # The zygote answers a ping every heartbeat_s; one that does not answer
+    # within heartbeat_s is hung (or crippled) and is replaced.  0: off.
+    heartbeat_s: float = 5.0
 
 
 @attrs.define(eq=False)
@@ -205,6 +208,10 @@ class Executor:
         self._restart_call = None
         self._kill_call = None
         self._scratch_root: str | None = None
+        self._ping_n = 0
+        self._ping_call = None  # the next ping
+        self._pong_call = None  # the deadline for the answer to the last one
+        self._kill_reason: str | None = None
 
     # -- public ----------------------------------------------------------
 
@@ -281,6 +288,7 @@ class Executor:
             return self._stop_d
         self._stop_d = defer.Deferred()
         self._state = ExecutorState.STOPPING
+        self._stop_heartbeat()
         if self._restart_call is not None and self._restart_call.active():
             self._restart_call.cancel()
         while self._queue:
@@ -339,8 +347,14 @@ class Executor:
         op = ctl.get("op")
         if op == "hello":
             self._hello(ctl)
+            self._schedule_ping()
         elif op == "done":
             self._done(ctl, payload)
+        elif op == "pong":
+            if ctl.get("n") == self._ping_n and self._pong_call is not None:
+                self._cancel(self._pong_call)
+                self._pong_call = None
+                self._schedule_ping()
         else:
             log.warn("zygote sent unknown op {op!r}", op=op)
 
@@ -372,6 +386,41 @@ class Executor:
             d.callback(dict(ctl))
         self._pump()
 
+    # -- heartbeat ------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        if self.config.heartbeat_s > 0 and self._ping_call is None:
+            self._ping_call = self._clock.callLater(self.config.heartbeat_s, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_call = None
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return
+        self._ping_n += 1
+        proto.transport.write(encode({"op": "ping", "n": self._ping_n}))
+        self._pong_call = self._clock.callLater(self.config.heartbeat_s, self._no_pong)
+
+    def _no_pong(self) -> None:
+        self._pong_call = None
+        why = (f"the zygote did not answer a heartbeat within {self.config.heartbeat_s} s "
+               "(hung or crippled)")
+        log.error("{why}; replacing it", why=why)
+        self._kill_reason = why
+        self._kill_zygote()
+
+    def _stop_heartbeat(self) -> None:
+        for name in ("_ping_call", "_pong_call"):
+            call = getattr(self, name)
+            if call is not None:
+                self._cancel(call)
+            setattr(self, name, None)
+
+    @staticmethod
+    def _cancel(delayed) -> None:
+        if delayed.active():
+            delayed.cancel()
+
     def _refusal(self, request_id: str) -> ExecResult:
         return self._result(
             ResultStatus.REFUSED,
@@ -385,9 +434,12 @@ class Executor:
         self._remove_scratch_root()
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
+        self._stop_heartbeat()
         why = "the zygote exited"
         if not reason.check(error.ProcessDone):
             why = f"the zygote died: {reason.getErrorMessage()}"
+        if self._kill_reason:
+            why, self._kill_reason = self._kill_reason, None
         # Decide the new state before failing the calls in flight: their
         # callbacks may call invoke() again at once.
         running = list(self._running.values())

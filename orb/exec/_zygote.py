@@ -239,6 +239,13 @@ def _describe_status(status: int) -> str:
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
+def _child_exited(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
 def host_pid() -> int:
     """Our pid as the peer sees it (/proc is the host's proc mount)."""
     try:
@@ -796,6 +803,12 @@ class Loop:
             if op == "run":
                 self.runs_seen += 1
                 self.start_call(ctl, payload)
+            elif op == "ping":
+                # Alive and not stuck; and so is the template, or we stop.
+                if self.template.pid and _child_exited(self.template.pid):
+                    self.template_failed("the template died")
+                    return
+                self.send({"op": "pong", "n": ctl.get("n")})
             elif op == "stop":
                 self.shutdown()
                 return
