@@ -209,11 +209,11 @@ class PythonRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_seccomp_kills_a_forbidden_syscall(self):
-        """A forbidden syscall is KILLED_BY_POLICY with the supervisor's message."""
+        """A forbidden syscall is KILLED_BY_POLICY, named from the kernel's notification."""
         pkg = self.make_package({"main.py": "import socket\ndef handler(e, c):\n    socket.socket()\n"})
         r = yield self.call(pkg)
         self.assertEqual(r.status, ResultStatus.KILLED_BY_POLICY)
-        self.assertEqual(r.message, "seccomp stopped a forbidden syscall")
+        self.assertEqual(r.message, "seccomp stopped forbidden syscall socket")
 
     @defer.inlineCallbacks
     def test_threads_are_allowed(self):
@@ -422,6 +422,21 @@ class ZygoteCrashTests(JailTestCase):
         after = yield self.call(pkg, "ok.py")
         self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
         self.flushLoggedErrors()
+
+
+class KillProcessFallbackTests(JailTestCase):
+    """Without seccomp user notification (an old kernel, simulated here)."""
+
+    config = {"allow_unconfined": True, "disable_layers": ("seccomp_notify",)}
+
+    @defer.inlineCallbacks
+    def test_forbidden_syscall_still_kills_without_a_name(self):
+        """Without user notification a forbidden syscall is still KILLED_BY_POLICY, unnamed."""
+        self.assertEqual(self.hello["missing"], [])
+        pkg = self.make_package({"main.py": "import socket\ndef handler(e, c):\n    socket.socket()\n"})
+        r = yield self.call(pkg)
+        self.assertEqual((r.status, r.message),
+                         (ResultStatus.KILLED_BY_POLICY, "seccomp stopped a forbidden syscall"))
 
 
 class HungZygoteTests(JailTestCase):

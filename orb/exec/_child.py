@@ -297,11 +297,18 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
         if ruleset is not None:
             _landlock.restrict_self(ruleset)
             os.close(ruleset)
+        listener = -1
         if jail.use_seccomp:
-            _seccomp.load(jail.programs[spec["runtime"]])
-        # The jail is closed.  Say so, then close the status pipe, so no
-        # function code can ever write to it.
-        os.write(3, b"R")
+            listener = _seccomp.load(jail.programs[spec["runtime"]], listener=jail.use_notify)
+        # The jail is closed.  Say so (with the seccomp listener's number,
+        # which the zygote copies out of this process with pidfd_getfd), wait
+        # for its go-ahead on stdin, then close the listener and the status
+        # pipe, so no function code can ever reach either.
+        os.write(3, b"R" + struct.pack("<i", listener if jail.use_notify else -1))
+        if jail.use_notify:
+            if os.read(0, 1) != b"G":
+                raise JailSetupError("the zygote did not take the seccomp listener")
+            os.close(listener)
         os.close(3)
     except BaseException as e:  # the jail is incomplete: run nothing
         _setup_failed(status_fd, e)

@@ -110,13 +110,18 @@ def _add(flt, action, name, *args) -> None:
         pass
 
 
-def compile_policy(runtime: str) -> bytes:
-    """The classic-BPF program for ``runtime`` (``python`` or ``exec``)."""
+def compile_policy(runtime: str, notify: bool = False) -> bytes:
+    """The classic-BPF program for ``runtime`` (``python`` or ``exec``).
+
+    With ``notify``, a denied syscall is not killed by the kernel but handed
+    to the supervisor (``SECCOMP_RET_USER_NOTIF``): the kernel tells it which
+    syscall it was, and it kills the process.  The syscall never runs either
+    way; if the supervisor is gone it fails with ENOSYS."""
     import pyseccomp as sc
 
     if runtime not in ("python", "exec"):
         raise ValueError(f"unknown runtime {runtime!r}")
-    flt = sc.SyscallFilter(defaction=sc.KILL_PROCESS)
+    flt = sc.SyscallFilter(defaction=sc.NOTIFY if notify else sc.KILL_PROCESS)
     try:
         # A binary tree of syscall numbers instead of a linear list: the
         # kernel emulates the filter once per syscall number when it loads
@@ -199,16 +204,46 @@ def set_no_new_privs() -> None:
         raise OSError(err, "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
-def load(prog: bytes) -> None:
-    """Install a precompiled program on the calling thread (no_new_privs must be set)."""
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_SYS_PIDFD_GETFD = 438
+# _IOWR('!', 0, struct seccomp_notif): the struct is 80 bytes (id, pid,
+# flags, then seccomp_data: nr, arch, instruction pointer, 6 arguments).
+_SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
+_NOTIF = ctypes.c_uint8 * 80
+
+
+def load(prog: bytes, listener: bool = False) -> int:
+    """Install a precompiled program on the calling thread (no_new_privs must
+    be set).  With ``listener``, returns the notification fd."""
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    flags = _SECCOMP_FILTER_FLAG_NEW_LISTENER if listener else 0
     res = _libc.syscall(
-        _SYS_SECCOMP, ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0), ctypes.byref(fprog)
+        _SYS_SECCOMP, ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+        ctypes.byref(fprog)
     )
-    if res != 0:
+    if res < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"seccomp(SET_MODE_FILTER): {os.strerror(err)}")
+    return int(res)
+
+
+def take_fd(pidfd: int, fd: int) -> int:
+    """A copy of another process's ``fd`` (pidfd_getfd), close-on-exec."""
+    res = _libc.syscall(_SYS_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
+    if res < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
+    return int(res)
+
+
+def receive_notification(listener: int) -> int | None:
+    """The syscall number of one pending notification, or None."""
+    notif = _NOTIF()
+    if _libc.ioctl(ctypes.c_int(listener), ctypes.c_ulong(_SECCOMP_IOCTL_NOTIF_RECV),
+                   ctypes.byref(notif)) != 0:
+        return None
+    return int.from_bytes(bytes(notif[16:20]), "little", signed=True)
 
 
 def available() -> bool:
@@ -223,3 +258,12 @@ def available() -> bool:
     except OSError:
         return False
     return "kill_process" in actions and "errno" in actions
+
+
+def notify_available() -> bool:
+    """Whether the kernel can hand denied syscalls to the supervisor."""
+    try:
+        with open("/proc/sys/kernel/seccomp/actions_avail") as f:
+            return "user_notif" in f.read().split()
+    except OSError:
+        return False

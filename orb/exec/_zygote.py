@@ -273,15 +273,23 @@ class Jail:
         self.layers["no_new_privs"] = True
         self.layers["rlimits"] = True
         self.programs: dict = {}
+        self.use_notify = False
         try:
             if not _seccomp.available():
                 raise RuntimeError("kernel lacks seccomp kill_process filters or libseccomp is missing")
-            self.programs = {rt: _seccomp.compile_policy(rt) for rt in ("python", "exec")}
+            self.use_notify = _seccomp.notify_available() and "seccomp_notify" not in self.disabled
+            self.programs = {rt: _seccomp.compile_policy(rt, notify=self.use_notify)
+                             for rt in ("python", "exec")}
             self.layers["seccomp"] = True
-            self.notes["seccomp_mode"] = "filter: allowlist, default kill_process"
+            self.notes["seccomp_mode"] = (
+                "filter: allowlist; a denied syscall is stopped and named through user "
+                "notification, then the process is killed" if self.use_notify else
+                "filter: allowlist, default kill_process (syscall not named)")
         except Exception as e:
             self.layers["seccomp"] = False
             self.notes["seccomp"] = str(e)
+        if "seccomp" in self.disabled:
+            self.use_notify = False
         for name in ("seccomp", "landlock_fs", "landlock_net", "landlock_scope"):
             if name in self.disabled or (name.startswith("landlock") and "landlock" in self.disabled):
                 self.layers[name] = False
@@ -486,6 +494,42 @@ class Writer:
             pass
 
 
+class Gate:
+    """A child's stdin, held shut until the zygote has taken the child's
+    seccomp listener: the child waits for ``G`` before it closes its own
+    copy of the listener and runs function code."""
+
+    def __init__(self, writer: "Writer"):
+        self.writer = writer
+        self.held = bytearray()
+        self.opened = False
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        if self.opened:
+            self.writer.write(data)
+        else:
+            self.held += data
+
+    def close_when_flushed(self) -> None:
+        if self.opened:
+            self.writer.close_when_flushed()
+        else:
+            self.closing = True
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def open(self) -> None:
+        if self.opened:
+            return
+        self.opened = True
+        self.writer.write(b"G" + bytes(self.held))
+        self.held = bytearray()
+        if self.closing:
+            self.writer.close_when_flushed()
+
+
 class Call:
     def __init__(self, ctl: dict, event: bytes, t_start: float):
         self.ctl = ctl
@@ -538,6 +582,8 @@ class Proc:
         self.status_buf = bytearray()
         self.ready = False
         self.reaped = False
+        self.listener: int | None = None  # our copy of its seccomp notification fd
+        self.gate: Gate | None = None
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
@@ -1046,7 +1092,7 @@ class Loop:
             sys.stderr.write(f"orb zygote: {why}; exiting so the peer replaces us\n")
             self.shutdown()
 
-    def start_child(self, child: tuple, spec: dict, owner) -> tuple[Proc, "Writer"]:
+    def start_child(self, child: tuple, spec: dict, owner) -> tuple[Proc, "Writer | Gate"]:
         """Send ``spec`` to a waiting child and watch it; returns its Proc and
         the writer of its stdin (the order pipe)."""
         pid, pidfd, order_w, out_r, err_r, st_r = child
@@ -1061,6 +1107,8 @@ class Loop:
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
         writer.write(_child.ORDER_HEADER.pack(len(body)) + body)
+        if self.jail.use_notify and self.jail.use_seccomp:
+            proc.gate = writer = Gate(writer)
         self.watch(proc, owner, out_r, err_r, st_r)
         return proc, writer
 
@@ -1227,22 +1275,65 @@ class Loop:
             call.out += data
 
     def parse_status(self, proc: Proc, call: Call | None) -> None:
-        """The status pipe carries ``R`` (jail closed) or ``E`` + text (setup
-        failed), both written before any function code runs; the child closes
-        it before running function code.  The time is the zygote's own."""
+        """The status pipe carries ``R`` + int32 (jail closed; the child's
+        seccomp listener fd or -1) or ``E`` + text (setup failed), both
+        written before any function code runs; the child closes it before
+        running function code.  The time is the zygote's own."""
         buf = proc.status_buf
         if proc.ready or not buf:
             return
         tag = bytes(buf[:1])
         if tag == b"R":
+            if len(buf) < 5:
+                return
+            (listener,) = struct.unpack("<i", bytes(buf[1:5]))
+            del buf[:]
             proc.ready = True
             if call is not None and call.t_ready is None:
                 call.t_ready = _now()
+            if proc.gate is not None:
+                try:
+                    self.take_listener(proc, listener)
+                except OSError as e:
+                    if call is not None:
+                        call.setup_error = f"could not take the seccomp listener: {e}"
+                        proc.ready = False
+                    proc.kill()
+                    return
+                proc.gate.open()
         elif tag == b"E":
             if call is not None and call.setup_error is None:
                 call.setup_error = bytes(buf[1:513]).decode(errors="replace")
+        else:
+            del buf[:]
+
+    def take_listener(self, proc: Proc, fd: int) -> None:
+        if fd < 0:
+            raise OSError(errno.EBADF, "the child has no listener")
+        proc.listener = _seccomp.take_fd(proc.pidfd, fd)
+        os.set_blocking(proc.listener, False)
+        owner = self.procs[proc.pid][1]
+        self.sel.register(proc.listener, selectors.EVENT_READ, (self.on_notify, proc, owner))
+
+    def on_notify(self, proc: Proc, owner) -> None:
+        """The kernel stopped a denied syscall and says which: kill the process."""
+        nr = _seccomp.receive_notification(proc.listener)
+        if nr is None:  # no process left on the filter (hang-up): nothing to do
+            self.drop_listener(proc)
             return
-        del buf[:]
+        call = owner if isinstance(owner, Call) else owner.call
+        if call is not None and call.syscall is None and not call.finished:
+            call.syscall = nr
+        proc.kill()
+
+    def drop_listener(self, proc: Proc) -> None:
+        if proc.listener is not None:
+            try:
+                self.sel.unregister(proc.listener)
+            except (KeyError, ValueError):
+                pass
+            os.close(proc.listener)
+            proc.listener = None
 
     def drain(self, proc: Proc, owner) -> None:
         for fd, kind in list(proc.fds.items()):
@@ -1268,6 +1359,7 @@ class Loop:
         if writer is not None:
             writer.close()
         self.drain(proc, owner)
+        self.drop_listener(proc)
         os.close(proc.pidfd)
         del self.procs[proc.pid]
         try:
@@ -1327,6 +1419,10 @@ class Loop:
         cpu_limit = max(1, int(float(limit) + 1.999))
         if call.setup_error is not None and not proc.ready:
             self.finish(call, "INTERNAL", call.setup_error)
+        elif call.syscall is not None:
+            # The kernel's notification named it.
+            self.finish(call, "KILLED_BY_POLICY",
+                        f"seccomp stopped forbidden syscall {_seccomp.syscall_name(call.syscall)}")
         elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
             # seccomp's kill_process; the function cannot send SIGSYS itself
             # (that is a forbidden syscall too).
@@ -1513,7 +1609,8 @@ def main(argv=None) -> int:
     parser.add_argument("--uid-base", type=int, default=DEFAULT_UID_BASE)
     parser.add_argument("--uid-count", type=int, default=DEFAULT_UID_COUNT)
     parser.add_argument("--disable", action="append", default=[],
-                        choices=["seccomp", "landlock", "pidns", "root", "uid_pool"],
+                        choices=["seccomp", "seccomp_notify", "landlock", "pidns", "root",
+                                 "uid_pool"],
                         help="switch a layer off (needs --allow-unconfined; for benchmarks)")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
