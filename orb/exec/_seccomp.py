@@ -6,15 +6,17 @@ pyseccomp (libseccomp) compiles the policy to classic BPF at zygote start;
 each child then loads the precompiled program with one ``seccomp(2)`` call,
 so a call pays no compile cost.
 
-The policy is an allowlist: the default action is
-``SECCOMP_RET_KILL_PROCESS``, so a syscall the kernel adds later is denied
-too.  A denied syscall kills the whole process at once, before any handler
-of the function's can run (a SIGSYS handler, even one an ``exec`` binary
-installs, never sees it).  The supervisor then reads the verdict from the
-exit status the kernel gives it ("killed by SIGSYS"), never from bytes the
-function writes.  Sending SIGSYS is itself denied (``kill``, ``tgkill``,
-``rt_sigqueueinfo``...), so a function cannot fake that exit: trying to is
-a forbidden syscall.
+The policy is an allowlist, so a syscall the kernel adds later is denied
+too.  The default action is ``SECCOMP_RET_USER_NOTIF`` where the kernel
+has it: the calling thread stops, the kernel tells the zygote (which holds
+the child's listener) which syscall it was, and the zygote kills the
+process; the syscall never runs, and no handler of the function's ever
+sees it.  Otherwise it is ``SECCOMP_RET_KILL_PROCESS``: the whole process
+dies at once, before any handler (a SIGSYS handler, even one an ``exec``
+binary installs, never runs), and the zygote reads "killed by SIGSYS" from
+the exit status the kernel gives it.  Sending SIGSYS is itself denied
+(``kill``, ``tgkill``, ``rt_sigqueueinfo``...), so a function cannot fake
+that exit: trying to is a forbidden syscall.
 
 What is left out on purpose: sockets (``socket`` returns EACCES in the
 ``exec`` runtime, whose interpreters probe nscd through NSS at start-up),

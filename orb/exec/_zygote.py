@@ -1,39 +1,46 @@
 # -*- test-case-name: tests.test_exec_jail -*-
 """
-The zygote: a fork server the peer starts with ``spawnProcess``.
+The zygote: the supervisor the peer starts with ``spawnProcess``.
 
 It is a plain ``selectors`` loop, not a reactor: it reads run requests
-(see :mod:`orb.exec._frames`) on stdin, forks one child per call (or hands
-the call to a warm worker), watches the child's pipes, pidfd and deadline,
-and writes one ``done`` frame per call on stdout.
+(see :mod:`orb.exec._frames`) on stdin, gets a jailed child for each call
+from the template (or hands the call to a warm worker), watches the
+child's pipes, seccomp notifications and deadline, and writes one ``done``
+frame per call on stdout.  It never forks a child itself: it holds every
+tenant's input and output in flight, so children come from the template
+(:class:`Template`), forked before the first call.
 
-At start it moves into fresh mount, network and IPC namespaces where the
-kernel allows (so every child inherits an empty network namespace and the
-per-call scratch tmpfs mounts never show on the host), compiles the seccomp
-programs once, pre-opens the runtime's read-only paths for Landlock and
-says ``hello`` with the layers it found.
+At start it moves into fresh network, IPC and mount namespaces (after a
+user namespace, for a non-root peer), builds the part of the children's
+root every call shares, compiles the seccomp programs, pre-opens the
+runtime's read-only paths for Landlock, builds one whole test jail
+(:meth:`Jail.self_test`) and says ``hello`` with the layers that worked.
 
 Messages (frames of :mod:`orb.exec._frames`):
 
 - peer -> zygote ``{"op": "run", "id", "runtime", "entry", "package_dir",
   "fid", "request_id", "reuse", "timeout_s", "memory_mb",
-  "output_max_bytes", "log_max_bytes", "scratch_max_bytes", "nofile"}`` with
-  the input as payload; ``{"op": "stop"}`` (or EOF on stdin) to shut down.
+  "output_max_bytes", "log_max_bytes", "scratch_max_bytes",
+  "scratch_max_inodes", "max_tasks", "nofile"}`` with the input as payload;
+  ``{"op": "ping", "n"}`` (answered ``{"op": "pong", "n"}`` while the
+  template lives); ``{"op": "stop"}`` (or EOF on stdin) to shut down.
 - zygote -> peer ``{"op": "hello", "pid", "layers", "missing",
   "landlock_abi", "notes", "scratch_root", ...}`` once, then per call
   ``{"op": "done", "id", "status", "message", "boot_ms", "exec_ms",
   "out_len", "log_len"}`` with output then log as payload.  ``status`` is a
   :class:`orb.protocol.codes.ResultStatus` name.
-- zygote -> warm worker: ``{"fid", "request_id", "timeout_s"}`` + input;
-  worker -> zygote ``{"kind": "ok" | "error"}`` + output.
-- zygote -> spare: ``_child.ORDER_HEADER`` + spec JSON + marshalled code,
-  then the input until EOF.
+- zygote -> child (its stdin): ``_child.ORDER_HEADER`` + spec JSON, then
+  (with seccomp notification) ``G`` once the zygote took its listener,
+  then the input until EOF, or, for a warm worker, ``{"fid",
+  "request_id", "timeout_s"}`` frames + input; worker -> zygote
+  ``{"kind": "ok" | "error"}`` + output.
 
 Usage (internal)::
 
     python -m orb.exec._zygote [--once] [--probe] [--scratch-root DIR]
                                [--max-workers N] [--worker-idle-s S]
                                [--max-calls N] [--no-prefork] [--allow-unconfined]
+                               [--uid-base N] [--uid-count N] [--disable LAYER]
 """
 
 import argparse
