@@ -424,10 +424,26 @@ class ZygoteCrashTests(JailTestCase):
         self.flushLoggedErrors()
 
 
+class MissingLayerTests(JailTestCase):
+    """A layer that is not there, on a real kernel (switched off here)."""
+
+    config = {"disable_layers": ("pidns",)}
+
+    @defer.inlineCallbacks
+    def test_missing_layer_refuses_naming_it(self):
+        """With a required layer missing, untrusted code is REFUSED and the message names the layer."""
+        self.assertEqual(self.hello["missing"], ["pidns"])
+        pkg = self.make_package({"main.py": "def handler(e, c):\n    return 'ran'\n"})
+        r = yield self.call(pkg)
+        self.assertEqual(r.status, ResultStatus.REFUSED)
+        self.assertIn("pidns", r.message)
+        self.assertEqual(r.output, b"")
+
+
 class KillProcessFallbackTests(JailTestCase):
     """Without seccomp user notification (an old kernel, simulated here)."""
 
-    config = {"allow_unconfined": True, "disable_layers": ("seccomp_notify",)}
+    config = {"disable_layers": ("seccomp_notify",)}
 
     @defer.inlineCallbacks
     def test_forbidden_syscall_still_kills_without_a_name(self):

@@ -89,7 +89,7 @@ Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
 ``max_workers``, ``worker_idle_s``, ``prefork`` (keep a spare child
 ready), ``uid_base``/``uid_count``, ``heartbeat_s`` (a zygote that does
 not answer within it is replaced), ``allow_unconfined`` (the loud
-opt-out), ``disable_layers`` (benchmarks only; needs the opt-out),
+opt-out), ``disable_layers`` (benchmarks; a disabled layer is missing),
 ``grace_s``.
 
 How it is built:

@@ -269,9 +269,9 @@ class Jail:
         self.layers: dict = {}
         self.notes: dict = {}
         # Layers switched off on purpose (bench/exec.py measures what each
-        # costs); only honoured with the unconfined opt-out, and reported
-        # as missing like any other.
-        self.disabled = set(disabled) if allow_unconfined else set()
+        # costs): reported as missing like any other, so untrusted code is
+        # refused unless the operator also opts out.
+        self.disabled = set(disabled)
         self.allow_unconfined = allow_unconfined
         self.landlock_abi = _landlock.abi_version()
         self.layers["landlock_fs"] = self.landlock_abi >= 1
@@ -1618,7 +1618,8 @@ def main(argv=None) -> int:
     parser.add_argument("--disable", action="append", default=[],
                         choices=["seccomp", "seccomp_notify", "landlock", "pidns", "root",
                                  "uid_pool"],
-                        help="switch a layer off (needs --allow-unconfined; for benchmarks)")
+                        help="switch a layer off (it is then missing: calls are REFUSED "
+                             "without --allow-unconfined; for benchmarks)")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
