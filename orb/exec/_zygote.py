@@ -157,6 +157,48 @@ def interpreter_allowlist() -> set[str]:
     return {os.path.realpath(n) for n in names if os.path.exists(n)}
 
 
+def compile_seccomp(notify: bool) -> tuple[dict, dict]:
+    """The seccomp programs and a syscall-name table, made in a short-lived
+    child: libseccomp and its binding (several MB) then never load into the
+    zygote, nor into the template and every child forked from it."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the helper never returns
+        try:
+            os.close(r)
+            if not _seccomp.available():
+                raise RuntimeError("kernel lacks seccomp kill_process filters or libseccomp is missing")
+            doc = {"programs": {rt: _seccomp.compile_policy(rt, notify=notify).hex()
+                                for rt in ("python", "exec")},
+                   "names": {nr: _seccomp.syscall_name(nr) for nr in range(0, 512)}}
+        except BaseException as e:
+            doc = {"error": str(e)[:400]}
+        try:
+            data = json.dumps(doc).encode()
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        doc = json.loads(b"".join(chunks))
+    except ValueError:
+        raise RuntimeError("the seccomp compiler died") from None
+    if "error" in doc:
+        raise RuntimeError(doc["error"])
+    programs = {rt: bytes.fromhex(prog) for rt, prog in doc["programs"].items()}
+    names = {int(nr): name for nr, name in doc["names"].items() if not name.startswith("syscall ")}
+    return programs, names
+
+
 def cgroup_report() -> dict:
     """Which cgroup hierarchies and controllers this host mounts (reported by
     ``orb sandbox-check``; the jail does not use them yet)."""
@@ -280,13 +322,11 @@ class Jail:
         self.layers["no_new_privs"] = True
         self.layers["rlimits"] = True
         self.programs: dict = {}
+        self.syscall_names: dict = {}
         self.use_notify = False
         try:
-            if not _seccomp.available():
-                raise RuntimeError("kernel lacks seccomp kill_process filters or libseccomp is missing")
             self.use_notify = _seccomp.notify_available() and "seccomp_notify" not in self.disabled
-            self.programs = {rt: _seccomp.compile_policy(rt, notify=self.use_notify)
-                             for rt in ("python", "exec")}
+            self.programs, self.syscall_names = compile_seccomp(self.use_notify)
             self.layers["seccomp"] = True
             self.notes["seccomp_mode"] = (
                 "filter: allowlist; a denied syscall is stopped and named through user "
@@ -1314,6 +1354,9 @@ class Loop:
         else:
             del buf[:]
 
+    def syscall_name(self, nr: int) -> str:
+        return self.jail.syscall_names.get(nr, f"syscall {nr}")
+
     def take_listener(self, proc: Proc, fd: int) -> None:
         if fd < 0:
             raise OSError(errno.EBADF, "the child has no listener")
@@ -1429,7 +1472,7 @@ class Loop:
         elif call.syscall is not None:
             # The kernel's notification named it.
             self.finish(call, "KILLED_BY_POLICY",
-                        f"seccomp stopped forbidden syscall {_seccomp.syscall_name(call.syscall)}")
+                        f"seccomp stopped forbidden syscall {self.syscall_name(call.syscall)}")
         elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
             # seccomp's kill_process; the function cannot send SIGSYS itself
             # (that is a forbidden syscall too).
