@@ -78,8 +78,12 @@ ALLOWED = (
     "getrusage", "getrlimit", "getrandom", "getcpu", "exit", "exit_group",
     "sched_getaffinity", "sched_getparam", "sched_getscheduler", "sched_get_priority_max",
     "sched_get_priority_min", "sched_rr_get_interval", "getpriority", "ioprio_get",
-    "prctl",
 )
+
+#: prctl options a function may not use: PR_SET_PDEATHSIG (1) would let it
+#: outlive a dead template and zygote, unsupervised.
+_PRCTL_DENIED = (1,)
+_PR_SET_VMA = 0x53564D41
 
 #: Target-process calls: allowed only when the pid argument (index) is 0 or 1.
 _SELF_TARGETED = {
@@ -142,6 +146,13 @@ def compile_policy(runtime: str, notify: bool = False) -> bytes:
             else:
                 _add(flt, sc.ALLOW, name, sc.Arg(pid_arg, sc.EQ, pid),
                      sc.Arg(sig_arg, sc.NE, signal.SIGSYS))
+    # prctl: the denied options fail with EPERM; any other option below 128
+    # (all there are, and no upper bits set), and PR_SET_VMA, are allowed.
+    # libseccomp checks the equality rules first.
+    for option in _PRCTL_DENIED:
+        _add(flt, sc.ERRNO(errno.EPERM), "prctl", sc.Arg(0, sc.EQ, option))
+    _add(flt, sc.ALLOW, "prctl", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFFFFFFFF80, 0))
+    _add(flt, sc.ALLOW, "prctl", sc.Arg(0, sc.EQ, _PR_SET_VMA))
     # tkill(tid, sig): a thread of its own (its pid namespace holds nothing else).
     _add(flt, sc.ALLOW, "tkill", sc.Arg(1, sc.NE, signal.SIGSYS))
     # Threads only: clone without CLONE_THREAD or with any CLONE_NEW* flag is denied.

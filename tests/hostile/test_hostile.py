@@ -264,6 +264,12 @@ class HostileTests(JailTestCase):
         r = yield self.attack("target_other.py", ResultStatus.OK, data=event)
         self.assertEqual(json.loads(r.output), {"nofile": 32})
 
+    @defer.inlineCallbacks
+    def test_cannot_clear_the_parent_death_signal(self):
+        """A function cannot clear its parent-death signal to outlive a dead zygote (EPERM)."""
+        r = yield self.attack("outlive.py", ResultStatus.OK)
+        self.assertEqual(json.loads(r.output), {"result": -1, "errno": 1})
+
     # -- a compile bomb ----------------------------------------------------------------
 
     @defer.inlineCallbacks
