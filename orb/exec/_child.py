@@ -404,13 +404,23 @@ def _runtime_setup() -> None:
     _libc.mallopt(_M_ARENA_MAX, 1)
 
 
+CALL_HEADER = struct.Struct(">I")  # length of the call's JSON header, before its input
+
+
 def _run_python_once(spec) -> NoReturn:
-    deadline = time.monotonic() + float(spec["timeout_s"])
+    """One call: a JSON header (request id, timeout) and the input arrive on
+    stdin.  The child may have been readied ahead of the call (the zygote
+    primes one for a function it just ran); its clock starts with the header."""
+    _set_name(b"orb-ready")
+    (head_len,) = CALL_HEADER.unpack(_read_exact(0, CALL_HEADER.size))
+    _set_name(b"orb-call")
+    head = json.loads(_read_exact(0, head_len))
+    deadline = time.monotonic() + float(head["timeout_s"])
     event = _read_all(0)
     log = _log_stream()
     sys.stdout = sys.stderr = log
     sys.stdin = None
-    ctx = Context(spec.get("fid", ""), spec.get("request_id", ""), deadline)
+    ctx = Context(spec.get("fid", ""), str(head.get("request_id", "")), deadline)
     try:
         handler = _load_handler(spec)
         out = _encode_result(handler(event, ctx))

@@ -119,6 +119,8 @@ _EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allo
 WORKER_CPU_S = 600
 IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
+MAX_PRIMED = 2  # functions with a child readied for their next call
+PRIMED_IDLE_S = 5.0  # an unused primed child is killed after this long
 
 
 def _now() -> float:
@@ -541,6 +543,16 @@ class Writer:
             pass
 
 
+class Primed:
+    """The owner of a primed child until a call adopts it."""
+
+    call = None
+
+    def __init__(self, key):
+        self.key = key
+        self.finished = False
+
+
 class Gate:
     """A child's stdin, held shut until the zygote has taken the child's
     seccomp listener: the child waits for ``G`` before it closes its own
@@ -829,6 +841,7 @@ class Loop:
         self.runs_seen = 0
         self.scratch_seq = 0
         self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
+        self.primed: dict = {}  # primed_key -> (proc, writer, t) or a Primed while on its way
         # Children from the template: asked for, ready, and calls waiting.
         self.requested: collections.deque = collections.deque()  # (t, pipe ends)
         self.ready_children: collections.deque = collections.deque()
@@ -917,6 +930,7 @@ class Loop:
             pass
         while self.ready_children:
             self.close_child(self.ready_children.popleft())
+        self.expire_primed(0.0)
         for call in self.calls.values():
             call.aborted = True
         for proc, _owner in list(self.procs.values()):
@@ -1134,7 +1148,8 @@ class Loop:
         self.template.broken = True
         while self.waiters:
             call, _start = self.waiters.popleft()
-            self.finish(call, "INTERNAL", f"{why}; the zygote is being replaced")
+            if call is not None:
+                self.finish(call, "INTERNAL", f"{why}; the zygote is being replaced")
         if self.running:
             sys.stderr.write(f"orb zygote: {why}; exiting so the peer replaces us\n")
             self.shutdown()
@@ -1160,6 +1175,20 @@ class Loop:
         return proc, writer
 
     def fork_once(self, call: Call, spec: dict) -> None:
+        key = self.primed_key(spec)
+        primed = self.primed.get(key) if key is not None else None
+        if isinstance(primed, tuple):  # (a Primed placeholder: still on its way)
+            del self.primed[key]
+            # A child readied for this function after its last call: its jail
+            # is up (or nearly); only the input is missing.
+            proc, writer, _t = primed
+            self.adopt(proc, call)
+            self.send_input(call, proc, writer)
+            if proc.ready and call.t_ready is None:
+                call.t_ready = call.t_start
+            self.prime(key, spec)
+            return
+
         def start(child):
             if call.finished:
                 self.ready_children.appendleft(child)
@@ -1169,13 +1198,71 @@ class Loop:
             except OSError as e:
                 self.finish(call, "INTERNAL", f"could not start the jailed child: {e}")
                 return
-            writer.write(call.event)
-            writer.close_when_flushed()
-            call.event = b""
-            call.proc = proc
-            call.input_writer = writer
+            self.send_input(call, proc, writer)
 
         self.acquire_child(call, start)
+        if key is not None:
+            self.prime(key, spec)
+
+    def send_input(self, call: Call, proc: Proc, writer) -> None:
+        if call.ctl.get("runtime") == "python":
+            head = json.dumps({"request_id": str(call.ctl.get("request_id", "")),
+                               "timeout_s": float(call.ctl["timeout_s"])}).encode()
+            writer.write(_child.CALL_HEADER.pack(len(head)) + head)
+        writer.write(call.event)
+        writer.close_when_flushed()
+        call.event = b""
+        call.proc = proc
+        call.input_writer = writer
+
+    # -- primed children: the next call of a function, jailed ahead ----------
+
+    def primed_key(self, spec: dict) -> tuple | None:
+        """Calls of the same function with the same limits can use a child
+        primed for them; ``None`` for the runtimes that cannot (exec reads
+        raw stdin, so it gets no call header)."""
+        if not self.use_spare or spec["runtime"] != "python":
+            return None
+        return (spec["fid"], spec["package_dir"], spec["entry"], spec["memory_mb"], spec["cpu_s"],
+                spec["nofile"], spec["nproc"], spec["scratch_max_bytes"], spec["scratch_inodes"])
+
+    def prime(self, key: tuple, spec: dict) -> None:
+        """Ready a child for the next call of this function: a fresh process
+        that has run no code of it, its package and scratch mounted, its
+        uid, limits, Landlock and seccomp in place, waiting for its input."""
+        if key in self.primed or len(self.primed) >= MAX_PRIMED or not self.running:
+            return
+        holder = Primed(key)
+        self.primed[key] = holder  # reserved while the child is on its way
+
+        def start(child):
+            if self.primed.get(key) is not holder or not self.running:
+                self.ready_children.appendleft(child)
+                return
+            try:
+                proc, writer = self.start_child(child, spec, holder)
+            except OSError:
+                self.primed.pop(key, None)
+                return
+            self.primed[key] = (proc, writer, _now())
+
+        self.acquire_child(None, start)
+
+    def adopt(self, proc: Proc, owner) -> None:
+        """Point a primed child's pipes and notifications at its call."""
+        self.procs[proc.pid] = (proc, owner)
+        for fd, kind in proc.fds.items():
+            self.sel.modify(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
+        if proc.listener is not None:
+            self.sel.modify(proc.listener, selectors.EVENT_READ, (self.on_notify, proc, owner))
+
+    def expire_primed(self, max_age_s: float = PRIMED_IDLE_S) -> None:
+        now = _now()
+        for key, entry in list(self.primed.items()):
+            if isinstance(entry, tuple) and (now - entry[2] > max_age_s or not self.running):
+                del self.primed[key]
+                entry[1].close()
+                entry[0].kill()
 
     # -- warm workers -----------------------------------------------------
 
@@ -1418,6 +1505,11 @@ class Loop:
             self.release(proc)
 
     def _finish_exit(self, proc: Proc, owner) -> None:
+        if isinstance(owner, Primed):  # died before any call took it
+            entry = self.primed.get(owner.key)
+            if isinstance(entry, tuple) and entry[0] is proc:
+                del self.primed[owner.key]
+            return
         if isinstance(owner, Worker):
             owner.dead = True
             owner.stdin.close()
@@ -1578,7 +1670,7 @@ class Loop:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
-            if self.requested:
+            if self.requested or self.primed:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             events = self.sel.select(0)
             if not events and self.cleanup:
@@ -1605,6 +1697,8 @@ class Loop:
                     cb()
             if self.workers:
                 self.reap_idle_workers()
+            if self.primed:
+                self.expire_primed()
             if not self.running:
                 for proc, _o in list(self.procs.values()):
                     proc.kill()

@@ -145,7 +145,8 @@ class JailTestCase(TestCase):
     def zygote_children(self) -> list[int]:
         """Jailed processes of this executor still alive (children of the
         zygote's template), except its pre-forked spare (named ``orb-spare``
-        until it takes a call)."""
+        until it takes a call) and a child primed for a function's next call
+        (``orb-ready`` until its call arrives)."""
         def children(pid):
             kids = []
             try:
@@ -167,7 +168,7 @@ class JailTestCase(TestCase):
         jailed = []
         for kid in children(self.hello["pid"]):
             if name(kid) == "orb-template":
-                jailed += [k for k in children(kid) if name(k) not in (None, "orb-spare")]
-            elif name(kid) not in (None, "orb-spare"):
+                jailed += [k for k in children(kid) if name(k) not in (None, "orb-spare", "orb-ready")]
+            elif name(kid) not in (None, "orb-spare", "orb-ready"):
                 jailed.append(kid)
         return jailed
