@@ -82,7 +82,9 @@ class SandboxCommandTests(SynchronousTestCase):
         """sandbox-check lists every layer and exits 0 when all required ones are there."""
         code, out, _err = orb("sandbox-check")
         self.assertEqual(code, 0)
-        for layer in ("seccomp", "landlock_fs", "landlock_net", "landlock_scope", "netns"):
+        identity = "uid_pool" if os.geteuid() == 0 else "userns"
+        for layer in ("seccomp", "landlock_fs", "landlock_net", "landlock_scope", "netns", "pidns",
+                      "call_namespaces", "root", "pivot_root", identity, "cgroup", "seccomp mode:"):
             self.assertIn(layer, out)
         self.assertIn("all required layers present", out)
         code, out, _err = orb("sandbox-check", "--json")
