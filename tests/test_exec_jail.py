@@ -361,10 +361,11 @@ class ExecRuntimeTests(JailTestCase):
 
     @defer.inlineCallbacks
     def test_exec_memory(self):
-        """An exec program past its memory limit is MEMORY."""
+        """An exec program past its memory limit fails (ERROR, naming the limit); its log is not a verdict."""
         pkg = self.make_package({"main": "#!/usr/bin/python3\nx = bytearray(1 << 30)\n"})
         r = yield self.call(pkg, "main", runtime="exec", memory_mb=128)
-        self.assertEqual(r.status, ResultStatus.MEMORY, r)
+        self.assertEqual(r.status, ResultStatus.ERROR, r)
+        self.assertIn("memory limit is 128 MB", r.message)
         self.assertIn(b"MemoryError", r.log)
 
     @defer.inlineCallbacks

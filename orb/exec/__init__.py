@@ -27,7 +27,8 @@ see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
 - ``TIMEOUT``: the wall-clock deadline (or the CPU limit) was reached and
   the child's whole process group was killed; also for a call whose
   deadline passed while it waited in the queue;
-- ``MEMORY``: the address-space limit was reached;
+- ``MEMORY``: the python runtime hit the address-space limit (an ``exec``
+  program that fails an allocation ends ERROR: its log is not a verdict);
 - ``KILLED_BY_POLICY``: seccomp stopped a forbidden syscall, named in
   ``message`` when the kernel names it to the zygote (seccomp user
   notification: ``seccomp stopped forbidden syscall socket``), else

@@ -114,8 +114,6 @@ STATUS = (
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 DEFAULT_UID_BASE = 1_900_000_000
 DEFAULT_UID_COUNT = 4096
-_EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
-                        b"out of memory")
 WORKER_CPU_S = 600
 IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
@@ -1598,12 +1596,11 @@ class Loop:
                 self.finish(call, "ERROR", f"the warm worker exited with status {code} during the call")
             elif code == _child.EXIT_OK:
                 self.finish(call, "OK", "")
-            elif call.ctl.get("runtime") == "exec" and any(
-                    m in call.log[-4096:] for m in _EXEC_MEMORY_MARKERS):
-                # An exec'd program reports failed allocations in its own
-                # words; these are the common ones (glibc, Python, Rust, Go).
-                self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached "
-                            f"(exit status {code}; see log)")
+            elif call.ctl.get("runtime") == "exec":
+                # Its log is its own words, not a verdict: a failed
+                # allocation shows there, and the status stays ERROR.
+                self.finish(call, "ERROR", f"function exited with status {code} (see log; the "
+                            f"memory limit is {call.ctl['memory_mb']} MB)")
             else:
                 self.finish(call, "ERROR", f"function exited with status {code} (see log)")
 
