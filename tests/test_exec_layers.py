@@ -101,3 +101,35 @@ class ProbeTests(SynchronousTestCase):
             self.assertIn(name, report["layers"])
         self.assertEqual(report["missing"],
                          [n for n in REQUIRED_LAYERS + (identity,) if not report["layers"][n]])
+
+
+class LayeringTests(SynchronousTestCase):
+    def test_exec_imports_only_protocol_codes_from_orb(self):
+        """orb/exec/ imports nothing from orb outside itself but orb.protocol.codes (a leaf library)."""
+        import ast
+        import pathlib
+
+        import orb.exec
+
+        root = pathlib.Path(orb.exec.__file__).parent
+        outside = set()
+        for path in root.glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level == 0 and (node.module or "").startswith("orb"):
+                        name = node.module
+                    elif node.level >= 2:
+                        name = "orb." + (node.module or "")
+                    else:
+                        continue
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names if a.name.startswith("orb")]
+                    if not names:
+                        continue
+                    name = names[0]
+                else:
+                    continue
+                if not name.startswith("orb.exec"):
+                    outside.add((path.name, name))
+        self.assertEqual(outside, {("_executor.py", "orb.protocol.codes")})
