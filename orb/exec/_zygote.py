@@ -73,15 +73,6 @@ import traceback  # noqa: F401,E402
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWNET = 0x40000000
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 
 #: Layers a call needs before untrusted code may run.
 REQUIRED_LAYERS = (
@@ -127,17 +118,6 @@ def _now() -> float:
 
 def _ms(seconds: float) -> float:
     return round(max(0.0, seconds) * 1000.0, 3)
-
-
-def _unshare(flags: int) -> bool:
-    return _libc.unshare(ctypes.c_int(flags)) == 0
-
-
-def _mount(source, target, fstype, flags, data) -> bool:
-    enc = lambda v: v.encode() if isinstance(v, str) else v  # noqa: E731
-    return (
-        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
-    )
 
 
 def runtime_ro_paths() -> list[str]:
@@ -375,13 +355,19 @@ class Jail:
             except OSError as e:
                 self.layers["userns"] = False
                 self.notes["userns"] = str(e)
-        netns = _unshare(CLONE_NEWNET)
-        self.layers["netns"] = netns
-        if not netns:
-            self.notes["netns"] = os.strerror(ctypes.get_errno())
-        _unshare(CLONE_NEWIPC)
-        self.mountns = bool(_unshare(CLONE_NEWNS)
-                        and _mount(None, "/", None, MS_REC | MS_PRIVATE, None))
+        try:
+            _ns.unshare(_ns.CLONE_NEWNET, "unshare(CLONE_NEWNET)")
+            self.layers["netns"] = True
+        except OSError as e:
+            self.layers["netns"] = False
+            self.notes["netns"] = str(e)
+        try:
+            _ns.unshare(_ns.CLONE_NEWIPC | _ns.CLONE_NEWNS, "unshare(IPC, mount)")
+            # Nothing a child mounts propagates back to the host.
+            _ns.mount(None, "/", None, _ns.MS_REC | _ns.MS_PRIVATE, what="make / private")
+            self.mountns = True
+        except OSError as e:
+            self.notes["call_namespaces"] = str(e)
         try:
             self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -598,7 +584,6 @@ class Call:
         self.out = bytearray()
         self.log = bytearray()
         self.log_dropped = 0
-        self.status_buf = bytearray()
         self.timed_out = False
         self.too_large = False
         self.syscall: int | None = None
@@ -1725,7 +1710,7 @@ def make_scratch_root(base: str | None) -> str:
 def drop_scratch_root(jail: Jail, scratch_root: str) -> None:
     """Detach the children's root template, then delete what is left."""
     if jail.root_plan is not None:
-        _libc.umount2(jail.root_plan.mountpoint.encode(), MNT_DETACH)
+        _libc.umount2(jail.root_plan.mountpoint.encode(), _ns.MNT_DETACH)
     _ns.remove_tree(scratch_root)
 
 
