@@ -501,6 +501,29 @@ class HungZygoteTests(JailTestCase):
         self.flushLoggedErrors()
 
 
+    @defer.inlineCallbacks
+    def test_stopped_template_replaces_the_zygote(self):
+        """A template that hangs (here: stopped) stops the heartbeat, so the zygote is replaced."""
+        import signal
+
+        from twisted.internet import reactor, task
+
+        pkg = self.make_package({"ok.py": "def handler(e, c):\n    return 'ok'\n"})
+        old = self.hello["pid"]
+        with open(f"/proc/{old}/task/{old}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+        template = [k for k in kids if open(f"/proc/{k}/comm").read().strip() == "orb-template"]
+        os.kill(template[0], signal.SIGSTOP)
+        for _ in range(250):
+            if not os.path.exists(f"/proc/{old}"):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertFalse(os.path.exists(f"/proc/{old}"), "a zygote with a hung template lived on")
+        after = yield self.call(pkg, "ok.py")
+        self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
+        self.flushLoggedErrors()
+
+
 class PythonRuntimeDirectForkTests(PythonRuntimeTests):
     """The python runtime again with no pre-forked spare (memfd input, the
     full seccomp policy loaded by the child itself)."""

@@ -665,8 +665,9 @@ class Template:
     kernel gave it.  Messages (SOCK_SEQPACKET, one per datagram):
 
     - zygote -> template: ``S`` with 4 fds (order_r, out_w, err_w, st_w);
+      ``H`` (are you alive and answering?);
     - template -> zygote: ``P`` + pid (the reply, with the pidfd attached,
-      or pid -1), and ``X`` + pid + wait status + CPU microseconds."""
+      or pid -1), ``X`` + pid + wait status + CPU microseconds, ``h``."""
 
     PID = struct.Struct(">q")
     EXIT = struct.Struct(">qiq")
@@ -679,6 +680,7 @@ class Template:
         self.broken = False
         self.exits: collections.deque = collections.deque()  # (pid, status, cpu_s)
         self.replies: collections.deque = collections.deque()  # (pid, pidfd) or None
+        self.healthy = 0  # health answers not yet passed on
 
     @classmethod
     def start(cls, jail: Jail) -> "Template":
@@ -694,6 +696,17 @@ class Template:
                 os._exit(0)
         theirs.close()
         return cls(pid, ours)
+
+    def ping(self) -> bool:
+        """Ask the template whether it is alive and answering (``H`` -> ``h``)."""
+        if self.broken:
+            return False
+        try:
+            self.sock.send(b"H")
+            return True
+        except OSError:
+            self.broken = True
+            return False
 
     def request(self, child_fds: list[int]) -> bool:
         """Ask for one child with ``child_fds``; the reply comes later."""
@@ -727,6 +740,8 @@ class Template:
             if msg[:1] == b"X" and len(msg) == 1 + self.EXIT.size and not fds:
                 pid, status, cpu_us = self.EXIT.unpack(msg[1:])
                 self.exits.append((pid, status, cpu_us / 1e6))
+            elif msg == b"h" and not fds:
+                self.healthy += 1
             elif msg[:1] == b"P" and len(msg) == 1 + self.PID.size and len(fds) <= 1:
                 (pid,) = self.PID.unpack(msg[1:])
                 if pid > 0 and len(fds) == 1:
@@ -769,6 +784,14 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
                     os._exit(0)
                 if not msg:
                     os._exit(0)  # the zygote is gone
+                if msg == b"H":
+                    try:
+                        sock.send(b"h")
+                    except OSError:
+                        os._exit(0)
+                    for f in fds:
+                        os.close(f)
+                    continue
                 pid, pidfd = -1, None
                 if msg == b"S" and len(fds) == 4:
                     try:
@@ -825,6 +848,7 @@ class Loop:
         self.scratch_seq = 0
         self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
         self.primed: dict = {}  # primed_key -> (proc, writer, t) or a Primed while on its way
+        self.pongs_due: list = []  # pings answered once the template answers its own
         # Children from the template: asked for, ready, and calls waiting.
         self.requested: collections.deque = collections.deque()  # (t, pipe ends)
         self.ready_children: collections.deque = collections.deque()
@@ -841,9 +865,13 @@ class Loop:
             self.sel.register(template.sock, selectors.EVENT_READ, self.on_template)
 
     def on_template(self) -> None:
-        """Children and exit reports from the template.  Anything else, or
-        EOF, means it died or misbehaves."""
+        """Children, exit reports and health answers from the template.
+        Anything else, or EOF, means it died or misbehaves."""
         ok = self.template.read_reports()
+        while self.template.healthy and self.pongs_due:
+            self.template.healthy -= 1
+            self.send({"op": "pong", "n": self.pongs_due.pop(0)})
+        self.template.healthy = 0
         self.children_arrived()
         self.handle_exits()
         if not ok:
@@ -893,11 +921,16 @@ class Loop:
                 self.runs_seen += 1
                 self.start_call(ctl, payload)
             elif op == "ping":
-                # Alive and not stuck; and so is the template, or we stop.
+                # Answered once the template answers too: a hung template
+                # then shows as a hung zygote, and the peer replaces both.
                 if self.template.pid and _child_exited(self.template.pid):
                     self.template_failed("the template died")
                     return
-                self.send({"op": "pong", "n": ctl.get("n")})
+                self.pongs_due.append(ctl.get("n"))
+                del self.pongs_due[:-4]
+                if not self.template.ping():
+                    self.template_failed("the template does not take requests")
+                    return
             elif op == "stop":
                 self.shutdown()
                 return
