@@ -80,7 +80,7 @@ class ExecutorTests(SynchronousTestCase):
     def make(self, **kw):
         self.reactor = DummyProcessReactor()
         cfg = dict(max_concurrent=2, max_queue=2, default_timeout_s=5.0, grace_s=1.0,
-                   restart_delay_s=1.0)
+                   restart_delay_s=1.0, heartbeat_s=0)
         cfg.update(kw)
         self.executor = Executor(self.reactor, ExecConfig(**cfg))
         d = self.executor.start()
@@ -94,6 +94,7 @@ class ExecutorTests(SynchronousTestCase):
         return self.zygote
 
     def test_spawns_zygote_with_empty_env_and_reports_hello(self):
+        """start() spawns the zygote with an empty environment and fires with its hello."""
         d = self.make()
         t = self.zygote
         self.assertEqual(t.env, {})
@@ -105,6 +106,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(self.executor.layers, LAYERS)
 
     def test_invoke_sends_run_and_maps_done_to_result(self):
+        """A call goes out as a run frame and its done frame becomes the ExecResult."""
         t = self.started()
         d = self.executor.invoke("fid1", "/pkg", SPEC, b"input", deadline_s=3.0, request_id="r1")
         [(ctl, data)] = runs(t)
@@ -120,6 +122,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual((r.boot_ms, r.exec_ms, r.queue_ms, r.request_id), (1.5, 0.5, 0.0, "r1"))
 
     def test_manifest_limits_are_clamped(self):
+        """A manifest's memory and timeout are clamped to the operator's ceilings."""
         t = self.started(max_memory_mb=512, max_timeout_s=30)
         self.executor.invoke("f", "/pkg", {"runtime": "python", "memory_mb": 100000}, b"",
                              deadline_s=1e6)
@@ -127,6 +130,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual((ctl["memory_mb"], ctl["timeout_s"]), (512, 30.0))
 
     def test_manifest_mapping_accepted(self):
+        """invoke accepts a manifest mapping as well as a RuntimeSpec."""
         t = self.started()
         self.executor.invoke("f", "/pkg", {"runtime": "python", "entry": "h.py",
                                            "reuse": "per-function"}, b"")
@@ -134,12 +138,14 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual((ctl["entry"], ctl["reuse"]), ("h.py", "per-function"))
 
     def test_bad_manifest_is_an_error_result(self):
+        """A bad manifest gives an ERROR result, not an exception."""
         self.started()
         r = self.successResultOf(self.executor.invoke("f", "/pkg", {"entry": "x"}, b""))
         self.assertEqual(r.status, ResultStatus.ERROR)
         self.assertIn("runtime", r.message)
 
     def test_concurrency_limit_then_queue_then_busy(self):
+        """Calls beyond the concurrency limit queue, and beyond the queue get BUSY."""
         t = self.started()
         ds = [self.executor.invoke("f", "/pkg", SPEC, b"%d" % i) for i in range(5)]
         sent = runs(t)
@@ -152,6 +158,7 @@ class ExecutorTests(SynchronousTestCase):
             self.assertNoResult(d)
 
     def test_queued_call_runs_when_a_slot_frees_with_queue_time(self):
+        """A queued call runs when a slot frees, and reports its queue time."""
         t = self.started()
         ds = [self.executor.invoke("f", "/pkg", SPEC, b"%d" % i) for i in range(3)]
         first, _second = runs(t)
@@ -166,6 +173,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(ds[0]).queue_ms, 0.0)
 
     def test_fifo_order(self):
+        """Queued calls run in arrival order."""
         t = self.started(max_concurrent=1, max_queue=3)
         for i in range(4):
             self.executor.invoke("f", "/pkg", SPEC, b"%d" % i)
@@ -177,6 +185,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(order, [b"0", b"1", b"2", b"3"])
 
     def test_deadline_passes_while_queued(self):
+        """A call whose deadline passes in the queue ends TIMEOUT without running."""
         t = self.started(max_concurrent=1)
         self.executor.invoke("f", "/pkg", SPEC, b"a", deadline_s=10)
         d = self.executor.invoke("f", "/pkg", SPEC, b"b", deadline_s=1)
@@ -187,7 +196,38 @@ class ExecutorTests(SynchronousTestCase):
         self.assertIn("queued", r.message)
         self.assertEqual(self.executor.queued, 0)
 
+    def test_hung_zygote_is_replaced_and_its_calls_end_internal(self):
+        """A zygote that stops answering heartbeats is killed and replaced; its calls end INTERNAL."""
+        t = self.started(heartbeat_s=5.0)
+        self.reactor.advance(5.0)
+        pings = [ctl for ctl, _ in t.frames() if ctl.get("op") == "ping"]
+        self.assertEqual(len(pings), 1)
+        t.say({"op": "pong", "n": pings[0]["n"]})  # healthy: the next ping follows
+        self.reactor.advance(5.0)
+        pings = [ctl for ctl, _ in t.frames() if ctl.get("op") == "ping"]
+        self.assertEqual(len(pings), 1)
+        d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=60)
+        with capturedLogs():
+            self.reactor.advance(5.0)  # no pong: hung
+        self.assertEqual(t.signals, ["KILL"])
+        t.end(error.ProcessTerminated(signal=9))
+        r = self.successResultOf(d)
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.assertIn("did not answer a heartbeat", r.message)
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        self.flushLoggedErrors()
+
+    def test_invoke_never_raises(self):
+        """invoke() turns even an internal failure into an INTERNAL result."""
+        self.started()
+        self.executor._dispatch = None  # any bug on the way
+        r = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b""))
+        self.assertEqual(r.status, ResultStatus.INTERNAL)
+        self.flushLoggedErrors()
+
     def test_watchdog_kills_silent_zygote_and_restarts_it(self):
+        """A zygote that does not answer within deadline plus grace is killed and replaced."""
         t = self.started()
         d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=1)
         runs(t)
@@ -204,6 +244,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 2)
 
     def test_zygote_death_fails_running_calls_and_requeues_after_restart(self):
+        """When the zygote dies, running calls end INTERNAL and queued ones run on its replacement."""
         t = self.started(max_concurrent=1)
         d1 = self.executor.invoke("f", "/pkg", SPEC, b"1")
         d2 = self.executor.invoke("f", "/pkg", SPEC, b"2")
@@ -224,6 +265,7 @@ class ExecutorTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
     def test_dead_zygotes_scratch_root_is_removed(self):
+        """A dead zygote's scratch root is removed."""
         import os
 
         d = self.make()
@@ -237,6 +279,7 @@ class ExecutorTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
     def test_gives_up_after_max_restarts(self):
+        """After max_restarts failed restarts the executor fails calls instead of looping."""
         self.started(max_restarts=1)
         self.zygote.end(error.ProcessTerminated(exitCode=1))
         self.reactor.advance(1.0)
@@ -246,6 +289,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertIn("failed", r.message)
 
     def test_missing_layer_refuses_untrusted_code(self):
+        """A missing jail layer makes every call REFUSED, naming the layer."""
         d = self.make()
         queued = self.executor.invoke("f", "/pkg", SPEC, b"")
         with capturedLogs() as logs:
@@ -261,6 +305,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(r2.status, ResultStatus.REFUSED)
 
     def test_opt_out_runs_but_logs_loudly(self):
+        """The unconfined opt-out runs calls and logs a critical warning."""
         d = self.make(allow_unconfined=True)
         self.assertIn("--allow-unconfined", self.zygote.args)
         with capturedLogs() as logs:
@@ -273,6 +318,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertIn(LogLevel.warn, levels)
 
     def test_input_over_cap_is_refused_without_running(self):
+        """Input over the cap is an ERROR before anything runs."""
         t = self.started(input_max_bytes=4)
         r = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b"12345"))
         self.assertEqual(r.status, ResultStatus.ERROR)
@@ -280,6 +326,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(runs(t), [])
 
     def test_malformed_done_is_internal(self):
+        """A malformed done frame ends the call INTERNAL."""
         t = self.started()
         d = self.executor.invoke("f", "/pkg", SPEC, b"")
         [(ctl, _)] = runs(t)
@@ -288,11 +335,13 @@ class ExecutorTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
     def test_garbage_from_zygote_kills_it(self):
+        """Garbage from the zygote gets it killed."""
         t = self.started()
         t.proto.childDataReceived(1, b"\xff\xff\xff\xff\x00\x00\x00\x00")
         self.assertEqual(t.signals, ["KILL"])
 
     def test_late_done_after_watchdog_is_ignored(self):
+        """A done frame after the watchdog fired is ignored."""
         t = self.started()
         d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=1)
         [(ctl, _)] = runs(t)
@@ -301,6 +350,7 @@ class ExecutorTests(SynchronousTestCase):
         t.done(ctl["id"])  # no exception, no double callback
 
     def test_stop_fails_queue_and_kills_after_grace(self):
+        """stop() fails queued calls and kills a zygote that does not exit within grace."""
         t = self.started(max_concurrent=1)
         running = self.executor.invoke("f", "/pkg", SPEC, b"")
         queued = self.executor.invoke("f", "/pkg", SPEC, b"")
@@ -320,6 +370,7 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)  # no restart after stop
 
     def test_calls_before_hello_wait_for_it(self):
+        """Calls made before the zygote's hello wait for it."""
         d = self.make()
         call = self.executor.invoke("f", "/pkg", SPEC, b"early")
         self.assertEqual(runs(self.zygote), [])
@@ -334,11 +385,13 @@ class ExecutorTests(SynchronousTestCase):
 
 class RuntimeSpecTests(SynchronousTestCase):
     def test_from_manifest_defaults(self):
+        """A manifest with only a runtime gets the default entry and per-call reuse."""
         s = RuntimeSpec.from_manifest({"runtime": "python"})
         self.assertEqual((s.entry, s.reuse), ("main.py", "per-call"))
         self.assertEqual(RuntimeSpec.from_manifest({"runtime": "exec"}).entry, "main")
 
     def test_rejects_bad_values(self):
+        """RuntimeSpec refuses bad runtimes, reuse policies and entries outside the package."""
         for bad in ({"runtime": "java"}, {"runtime": "python", "entry": "/abs.py"},
                     {"runtime": "python", "entry": "../up.py"},
                     {"runtime": "python", "reuse": "forever"},

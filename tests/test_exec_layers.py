@@ -10,6 +10,7 @@ from orb.exec import _landlock, _seccomp
 
 class LandlockTests(SynchronousTestCase):
     def test_handled_rights_grow_with_the_abi(self):
+        """Each Landlock ABI handles the rights it knows."""
         self.assertEqual(_landlock.handled_fs(1), (1 << 13) - 1)
         self.assertTrue(_landlock.handled_fs(2) & _landlock.FS_REFER)
         self.assertTrue(_landlock.handled_fs(3) & _landlock.FS_TRUNCATE)
@@ -23,6 +24,7 @@ class LandlockTests(SynchronousTestCase):
                          _landlock.SCOPE_SIGNAL | _landlock.SCOPE_ABSTRACT_UNIX_SOCKET)
 
     def test_kernel_abi_and_ruleset(self):
+        """The kernel's Landlock ABI is read and a ruleset can be built."""
         abi = _landlock.abi_version()
         if abi < 1:
             raise SkipTest("this kernel has no Landlock")
@@ -38,6 +40,7 @@ class LandlockTests(SynchronousTestCase):
             os.close(rs)
 
     def test_open_path_absent(self):
+        """A missing path gives None, not an exception."""
         self.assertIsNone(_landlock.open_path("/no/such/path/at/all"))
 
 
@@ -47,15 +50,18 @@ class SeccompTests(SynchronousTestCase):
             raise SkipTest("seccomp filters or libseccomp unavailable")
 
     def test_policies_compile_to_bpf(self):
-        for runtime in ("python", "exec", "python_extra"):
+        """Both seccomp policies compile to classic BPF."""
+        for runtime in ("python", "exec"):
             prog = _seccomp.compile_policy(runtime)
             self.assertEqual(len(prog) % 8, 0)
             self.assertGreater(len(prog), 8)
 
     def test_unknown_runtime(self):
+        """An unknown runtime has no seccomp policy."""
         self.assertRaises(ValueError, _seccomp.compile_policy, "ruby")
 
     def test_syscall_names(self):
+        """Syscall numbers resolve to their names."""
         if sys.platform != "linux" or os.uname().machine != "x86_64":
             raise SkipTest("syscall numbers below are x86_64")
         self.assertEqual(_seccomp.syscall_name(41), "socket")
@@ -63,6 +69,7 @@ class SeccompTests(SynchronousTestCase):
         self.assertEqual(_seccomp.syscall_name(59), "execve")
 
     def test_load_in_a_child_blocks_sockets(self):
+        """The exec policy makes socket() fail with EACCES."""
         prog = _seccomp.compile_policy("exec")
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
@@ -84,11 +91,45 @@ class SeccompTests(SynchronousTestCase):
 
 class ProbeTests(SynchronousTestCase):
     def test_probe_reports_every_layer(self):
+        """The probe reports every layer, and missing ones are exactly the absent required ones."""
         from orb.cli._sandbox import probe_layers
         from orb.exec._zygote import REQUIRED_LAYERS
 
         report = probe_layers()
-        for name in REQUIRED_LAYERS + ("netns", "scratch_tmpfs"):
+        identity = "uid_pool" if os.geteuid() == 0 else "userns"
+        for name in REQUIRED_LAYERS + ("netns", "cgroup", identity):
             self.assertIn(name, report["layers"])
         self.assertEqual(report["missing"],
-                         [n for n in REQUIRED_LAYERS if not report["layers"][n]])
+                         [n for n in REQUIRED_LAYERS + (identity,) if not report["layers"][n]])
+
+
+class LayeringTests(SynchronousTestCase):
+    def test_exec_imports_only_protocol_codes_from_orb(self):
+        """orb/exec/ imports nothing from orb outside itself but orb.protocol.codes (a leaf library)."""
+        import ast
+        import pathlib
+
+        import orb.exec
+
+        root = pathlib.Path(orb.exec.__file__).parent
+        outside = set()
+        for path in root.glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level == 0 and (node.module or "").startswith("orb"):
+                        name = node.module
+                    elif node.level >= 2:
+                        name = "orb." + (node.module or "")
+                    else:
+                        continue
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names if a.name.startswith("orb")]
+                    if not names:
+                        continue
+                    name = names[0]
+                else:
+                    continue
+                if not name.startswith("orb.exec"):
+                    outside.add((path.name, name))
+        self.assertEqual(outside, {("_executor.py", "orb.protocol.codes")})

@@ -136,14 +136,20 @@ def probe_layers(allow_unconfined: bool = False) -> dict:
 
 
 _DESCRIPTIONS = {
-    "seccomp": "seccomp filter (no sockets, ptrace, mount, fork, ...)",
+    "uid_pool": "per-call uid/gid from a pool, owning no host file (root peer)",
+    "userns": "user namespace for a non-root peer",
+    "pidns": "own PID namespace per call (pid 1; sees and signals no other process)",
+    "call_namespaces": "own mount, IPC and UTS namespaces per call",
+    "root": "minimal root: runtime read-only, package read-only, capped tmpfs /tmp, /dev",
+    "pivot_root": "pivot_root into that root, host tree detached",
+    "seccomp": "seccomp allowlist per runtime (default deny)",
     "landlock_fs": "Landlock filesystem rules (read-only package, read-write scratch)",
     "landlock_net": "Landlock TCP bind/connect denied (ABI >= 4)",
     "landlock_scope": "Landlock signal and abstract-unix scoping (ABI >= 6)",
     "no_new_privs": "no_new_privs",
-    "rlimits": "rlimits (CPU, AS, FSIZE, NOFILE, CORE=0)",
+    "rlimits": "rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0)",
     "netns": "empty network namespace",
-    "scratch_tmpfs": "size-capped tmpfs scratch (mount namespace)",
+    "cgroup": "cgroup limits (memory, pids, freezer)",
 }
 
 
@@ -160,11 +166,17 @@ def sandbox_check(args) -> int:
     else:
         layers = report["layers"]
         print(f"Landlock ABI: {report['landlock_abi']}")
+        identity = "uid_pool" if "uid_pool" in layers else "userns"
         for name, text in _DESCRIPTIONS.items():
+            if name in ("uid_pool", "userns") and name != identity:
+                continue
             mark = "yes" if layers.get(name) else "NO "
-            need = "required" if name in REQUIRED_LAYERS else "optional"
+            need = "required" if name in REQUIRED_LAYERS or name == identity else "optional"
             note = report.get("notes", {}).get(name)
             print(f"  [{mark}] {name:15} {need:8}  {text}" + (f" ({note})" if note else ""))
+        mode = report.get("notes", {}).get("seccomp_mode")
+        if mode:
+            print(f"seccomp mode: {mode}")
         if report["missing"]:
             print("MISSING required layers: " + ", ".join(report["missing"]) +
                   " -- untrusted functions will be REFUSED unless the operator opts out")

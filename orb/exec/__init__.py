@@ -27,62 +27,92 @@ see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
 - ``TIMEOUT``: the wall-clock deadline (or the CPU limit) was reached and
   the child's whole process group was killed; also for a call whose
   deadline passed while it waited in the queue;
-- ``MEMORY``: the address-space limit was reached;
+- ``MEMORY``: the python runtime hit the address-space limit (an ``exec``
+  program that fails an allocation ends ERROR: its log is not a verdict);
 - ``KILLED_BY_POLICY``: seccomp stopped a forbidden syscall, named in
-  ``message`` (e.g. ``seccomp stopped forbidden syscall socket``);
+  ``message`` when the kernel names it to the zygote (seccomp user
+  notification: ``seccomp stopped forbidden syscall socket``), else
+  ``seccomp stopped a forbidden syscall``;
 - ``OUTPUT_TOO_LARGE``: stdout passed ``output_max_bytes``;
 - ``BUSY``: ``max_concurrent`` calls are running and ``max_queue`` wait;
 - ``REFUSED``: a required jail layer is missing on this host and
   ``ExecConfig.allow_unconfined`` (the operator's loud opt-out) is off;
-- ``INTERNAL``: the zygote died or the executor is stopping.
+- ``INTERNAL``: the zygote died, hung or lost its template, or the executor
+  is stopping; the message says which.
 
-Layers applied to every child before function code runs: seccomp (no
-sockets, tracing, namespaces, mounts, BPF, keyrings, io_uring, modules,
-fork/vfork/non-thread clone, exec for python), Landlock (read-only package
-and runtime files, read-write per-call tmpfs scratch, TCP bind/connect
-denied, signals and abstract unix sockets scoped), rlimits (CPU, AS,
-FSIZE, NOFILE, NPROC, CORE=0), no_new_privs, no capabilities, an empty
-environment, its own session and process group, and the zygote's empty
-network namespace.
+Verdicts are the supervisor's: the status comes from the exit status and
+signal the kernel reports, seccomp notifications and the zygote's own clock
+and byte counts; ``boot_ms``/``exec_ms`` are the zygote's clock.  Function
+output is payload only.  The function's own outcome (OK, ERROR, MEMORY for
+python) is its exit code, which it could choose anyway; in a warm worker,
+whose process it shares with the runtime, a function can also break its
+own result channel (ERROR).
+
+Each call's child, before function code runs:
+
+- comes from a pristine template (forked by the zygote before the first
+  call; it never holds a tenant's code, input or output), as pid 1 of its
+  own PID namespace, in its own mount, IPC and UTS namespaces and the
+  zygote's empty network namespace;
+- ``pivot_root``s into a minimal tree: the runtime's files read-only, the
+  package read-only at ``/pkg``, a size- and inode-capped tmpfs at ``/tmp``
+  (its cwd), ``/dev/{null,zero,urandom,random}``, no ``/proc``;
+- runs under a uid/gid of its own from a pool (``uid_base``/``uid_count``)
+  that owns no host file, when the peer is root; a non-root peer's zygote
+  runs in a user namespace instead;
+- Landlock (read-only runtime and package, read-write ``/tmp``, TCP
+  bind/connect denied, signals and abstract unix sockets scoped), rlimits
+  (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0), no_new_privs, no capabilities,
+  an empty environment, its own session;
+- seccomp, an allowlist per runtime (default deny): no sockets, no new
+  processes, no tracing, namespaces, mounts, AIO, SysV IPC, io_uring,
+  userfaultfd, perf_event_open, bpf, keyrings, inotify, xattrs or chown;
+  calls that take a target process only on itself.
+
+The source is read and compiled inside the child, under its limits.
 
 Runtimes: ``python`` (the entry module defines ``handler(event: bytes,
 context)``; ``context.fid``, ``context.request_id``,
 ``context.remaining_s()``; stdlib plus pure-Python code in the package) and
 ``exec`` (an ELF binary or a ``#!`` script whose interpreter is on the
 allowlist; reads stdin, writes stdout).  ``reuse="per-function"`` (python
-only) keeps a warm jailed worker per function; its module state and scratch
-persist between that function's calls.
+only) keeps a warm jailed worker per function (one fid only); its module
+state and scratch persist between that function's calls, and it is stopped
+(SIGSTOP) whenever it has no call: a call's deadline covers it until it is
+stopped again.
 
 Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
 (default: cores), ``max_queue`` (default 4 x cores; beyond it BUSY),
 ``memory_mb`` (RLIMIT_AS, default 256), ``default_timeout_s``,
 ``output_max_bytes`` (1 MiB), ``log_max_bytes`` (64 KiB),
-``input_max_bytes`` (1 MiB), ``scratch_max_bytes`` (16 MiB: the per-call
-tmpfs size and RLIMIT_FSIZE), ``nofile``, ``max_workers``,
-``worker_idle_s``, ``prefork`` (keep one pre-forked spare child),
-``allow_unconfined`` (the loud opt-out), ``grace_s`` (how long past a
-deadline the peer waits for the zygote before restarting it).
+``input_max_bytes`` (1 MiB), ``scratch_max_bytes`` (16 MiB) and
+``scratch_max_inodes`` (4096), ``max_tasks`` (64), ``nofile``,
+``max_workers``, ``worker_idle_s``, ``prefork`` (keep a spare child
+ready), ``uid_base``/``uid_count``, ``heartbeat_s`` (a zygote that does
+not answer within it is replaced), ``allow_unconfined`` (the loud
+opt-out), ``disable_layers`` (benchmarks; a disabled layer is missing),
+``grace_s``.
 
 How it is built:
 
 - ``_executor``: the Twisted side.  Scheduling (concurrency limit, FIFO
-  queue, BUSY, deadlines, a watchdog per call, zygote restarts) with an
-  injected clock; it never blocks and never forks.
-- ``_zygote``: the fork server, started with ``spawnProcess``.  A plain
-  ``selectors`` loop (no Twisted, so it stays small and forks fast) in its
-  own network, IPC and mount namespaces.  It compiles the seccomp policy
-  once, pre-opens the runtime's read-only paths, keeps one pre-forked
-  spare, enforces deadlines and output caps, names trapped syscalls, mounts
-  and wipes each call's tmpfs scratch.
+  queue, BUSY, deadlines, a watchdog per call, a heartbeat, zygote
+  restarts) with an injected clock; it never blocks and never forks.
+- ``_zygote``: the supervisor, started with ``spawnProcess``: a plain
+  ``selectors`` loop (no Twisted).  It builds the shared part of the
+  children's root, compiles the seccomp programs, forks the template,
+  hands out orders, input and uids, enforces deadlines and output caps,
+  receives seccomp notifications and classifies each ending.
 - ``_child``: what a child does between fork and function code (see its
   docstring for the order of the layers), and the python runtime.
+- ``_ns``: namespaces, the root, ``pivot_root``, the uid pool.
 - ``_frames``: the peer <-> zygote (and zygote <-> worker) framing: a
   ``>II`` header (JSON length, payload length), a JSON control object, a
   raw payload.  Private to this package, not the ORB wire protocol.
 - ``_landlock``, ``_seccomp``: the two kernel interfaces.
 """
 
-__all__ = ["Executor", "ExecConfig", "ExecResult", "RuntimeSpec"]
+__all__ = ["Executor", "ExecConfig", "ExecResult", "ExecutorState", "RuntimeSpec"]
 
 
 def __getattr__(name):

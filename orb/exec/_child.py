@@ -6,34 +6,38 @@ first instruction of function code: enter the jail, then run the runtime.
 Nothing here returns: every path ends in ``os._exit`` or ``execve``.
 
 Set once in the zygote and inherited: an empty environment, no_new_privs,
-the SIGSYS reporter, 1 MiB thread stacks and one malloc arena.  Then, in
-the child, in this order:
+1 MiB thread stacks and one malloc arena.  The zygote forks each child as
+pid 1 of a new PID namespace.  Then, in the child, in this order:
 
-1. own session and process group; die with the zygote (PDEATHSIG)
-   (:func:`prepare`);
-2. Landlock ruleset: the zygote's pre-opened runtime paths and /dev/null
-   etc., the package dir (read-only, plus execute for ``exec``) and the
-   scratch dir (read-write); TCP bind/connect and signal/abstract-socket
-   scopes handled with no exceptions;
-3. move the call's fds to 0-3 and close every other fd;
-4. chdir to scratch, rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0),
-   drop every capability;
-5. Landlock ``restrict_self``;
-6. seccomp, last, so nothing above can be undone.
+1. own session and process group;
+   new mount, IPC and UTS namespaces; the call-independent part of its
+   root: runtime trees bound read-only, ``/dev`` (:func:`prepare`);
+2. the package bound read-only at ``/pkg``, a capped tmpfs at ``/tmp``
+   owned by the call's uid, ``pivot_root`` into the new root and the old
+   one detached (:func:`_ns.finish_root`);
+3. a Landlock ruleset: runtime paths and /dev files read-only, ``/pkg``
+   read-only (plus execute for ``exec``), ``/tmp`` read-write; TCP
+   bind/connect and signal/abstract-socket scopes handled with no
+   exceptions;
+4. move the call's fds to 0-3 and close every other fd; chdir to ``/tmp``;
+5. the call's uid and gid from the zygote's pool (no groups; every
+   capability goes), or, in a user namespace, an empty capability set;
+6. rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0); Landlock
+   ``restrict_self``;
+7. seccomp, last, so nothing above can be undone;
+8. ``R`` on the status pipe (fd 3), then fd 3 is closed: function code can
+   never write to it.
 
-A pre-forked spare (:func:`spare`) does step 1, the runtime half of step 2
-and the common seccomp policy before its call exists; once its order
-arrives it adds the call's rules and, for python, stacks ``python_extra``.
-Stacking only ever narrows what is allowed, so the early filter is safe:
-everything the spare still does after it (reading its order, landlock,
-dup/close, chdir, prlimit, capset) is allowed by it.
+A pre-forked spare (:func:`spare`) does step 1 before its call exists and
+waits for its order on stdin; the call's input follows the order.
 
-Status pipe (fd 3) records understood by the zygote: ``R`` + float64
-CLOCK_MONOTONIC (the jail is closed, function code starts now; exec runtime
-and warm workers), ``D`` + ``DONE_HEADER`` (ready time, exit code,
-inline length) + inline output (python runtime: the output is complete,
-the child is exiting), ``S`` + int32 little-endian syscall number (seccomp
-trapped it), ``E`` + text (the jail could not be built; nothing ran).
+The status pipe carries only ``R`` (the jail is closed; the zygote stamps
+the time with its own clock) or ``E`` + text (the jail could not be built;
+nothing ran).  Both are written before any function code runs, so the
+zygote's verdict never rests on bytes the function wrote: it comes from the
+exit status, the signal and the zygote's own clock.  The python runtime
+reports its outcome only as its exit code (0 OK, 1 ERROR, 3 MEMORY) and its
+output on stdout.
 """
 
 import ctypes
@@ -49,15 +53,16 @@ import traceback
 import types
 from typing import NoReturn
 
-from . import _landlock, _seccomp
+from . import _landlock, _ns, _seccomp
+from ._frames import FrameDecoder, FrameError, encode
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_MEMORY = 3
 EXIT_SETUP = 4
-EXIT_SIGSYS = 159
 
 THREAD_STACK_BYTES = 1024 * 1024
+SOURCE_MAX_BYTES = 1024 * 1024
 _M_ARENA_MAX = -8
 
 _PR_SET_PDEATHSIG = 1
@@ -81,20 +86,6 @@ class _CapData(ctypes.Structure):
     ]
 
 
-class _Sigaction(ctypes.Structure):
-    _fields_ = [
-        ("sa_sigaction", ctypes.c_void_p),
-        ("sa_mask", ctypes.c_ulong * 16),
-        ("sa_flags", ctypes.c_int),
-        ("sa_restorer", ctypes.c_void_p),
-    ]
-
-
-_SA_SIGINFO = 4
-_SIGINFO_SYSCALL_OFFSET = 24  # si_syscall in siginfo_t on x86_64 / aarch64
-_HANDLER_T = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-
-
 class Context:
     """The ``context`` argument a python handler receives."""
 
@@ -116,10 +107,10 @@ class JailSetupError(Exception):
     pass
 
 
-def _drop_capabilities(last_cap: int) -> None:
+def _drop_capabilities() -> None:
     # Empty effective, permitted, inheritable and ambient sets.  With
     # no_new_privs, execve can never give more than the (empty) permitted
-    # set back, even to uid 0, so the bounding set needs no 41 prctl calls.
+    # set back, even to uid 0 of a user namespace.
     _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
@@ -127,60 +118,27 @@ def _drop_capabilities(last_cap: int) -> None:
         raise JailSetupError(f"capset: {os.strerror(ctypes.get_errno())}")
 
 
-def _on_sigsys(signo, info, uctx):  # pragma: no cover - runs in the dying child
-    try:
-        nr = ctypes.c_int.from_address(info + _SIGINFO_SYSCALL_OFFSET).value
-        os.write(3, b"S" + struct.pack("<i", nr))
-    finally:
-        os._exit(EXIT_SIGSYS)
-
-
-# Built once at import (in the zygote), so a child only pays for sigaction().
-_SIGSYS_CB = _HANDLER_T(_on_sigsys)
-_SIGSYS_ACT = _Sigaction()
-_SIGSYS_ACT.sa_sigaction = ctypes.cast(_SIGSYS_CB, ctypes.c_void_p).value
-_SIGSYS_ACT.sa_flags = _SA_SIGINFO
-
-
-def _install_sigsys_reporter() -> None:
-    """SIGSYS (seccomp TRAP) writes ``S`` + the syscall number to fd 3, then exits."""
-    if _libc.sigaction(signal.SIGSYS, ctypes.byref(_SIGSYS_ACT), None) != 0:
-        raise JailSetupError("sigaction(SIGSYS) failed")
-
-
-def _base_ruleset(jail) -> int | None:
-    """A ruleset with the call-independent rules: runtime files, /dev/null etc."""
+def _build_ruleset(jail, spec) -> int | None:
+    """Landlock: the runtime's files and /dev (opened by the zygote), the
+    package and the scratch (opened here, inside the new root)."""
     abi = jail.landlock_abi
     if abi <= 0 or not jail.use_landlock:
         return None
     rs = _landlock.create_ruleset(abi)
+    ro = _landlock.READ_ONLY
     for fd, is_dir in jail.ro_fds:
-        _landlock.add_path_rule(rs, fd, _landlock.READ_ONLY, abi, is_dir)
+        _landlock.add_path_rule(rs, fd, ro, abi, is_dir)
     for fd in jail.dev_fds:
         _landlock.add_path_rule(rs, fd, _landlock.FS_READ_FILE | _landlock.FS_WRITE_FILE, abi, False)
-    return rs
-
-
-def _build_ruleset(jail, spec, rs: int | None = None) -> int | None:
-    """Add the call's rules (package read-only, scratch read-write) to ``rs``."""
-    abi = jail.landlock_abi
-    if rs is None:
-        rs = _base_ruleset(jail)
-    if rs is None:
-        return None
-    ro = _landlock.READ_ONLY
     extra = []
     try:
-        pkg = _landlock.open_path(spec["package_dir"])
-        if pkg is None:
-            raise JailSetupError(f"package dir {spec['package_dir']} is missing")
-        extra.append(pkg[0])
+        pkg = _landlock.open_path(spec["package_root"])
+        scratch = _landlock.open_path(spec.get("scratch") or _ns.SCRATCH_DIR)
+        if pkg is None or scratch is None:
+            raise JailSetupError("the package or scratch mount is missing")
+        extra += [pkg[0], scratch[0]]
         pkg_rights = ro | (_landlock.FS_EXECUTE if spec["runtime"] == "exec" else 0)
-        _landlock.add_path_rule(rs, pkg[0], pkg_rights, abi, pkg[1])
-        scratch = _landlock.open_path(spec["scratch"])
-        if scratch is None:
-            raise JailSetupError("scratch dir is missing")
-        extra.append(scratch[0])
+        _landlock.add_path_rule(rs, pkg[0], pkg_rights, abi, True)
         _landlock.add_path_rule(rs, scratch[0], _landlock.READ_WRITE, abi, True)
         for path in spec.get("exec_paths", ()):
             got = _landlock.open_path(path)
@@ -197,10 +155,10 @@ def _build_ruleset(jail, spec, rs: int | None = None) -> int | None:
 
 def _setup_fds(fds: tuple[int, int, int, int], keep: int | None) -> int | None:
     """Put the call's fds at 0..3, close the rest; return ``keep``'s new number."""
-    high = [os.dup(fd) if fd >= 0 else -1 for fd in fds]
-    # os.dup can return a low number; move everything above 3 first.
     import fcntl
 
+    high = [os.dup(fd) if fd >= 0 else -1 for fd in fds]
+    # os.dup can return a low number; move everything above 3 first.
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) if fd >= 0 else -1 for fd in high]
     keep_moved = fcntl.fcntl(keep, fcntl.F_DUPFD, 64) if keep is not None else None
     for target, fd in enumerate(moved):
@@ -232,13 +190,10 @@ def _set_rlimits(spec) -> None:
 
 def zygote_setup() -> None:
     """Process state every child inherits, set once in the zygote: an empty
-    environment, no_new_privs (inherited across fork, and the zygote never
-    needs to gain privileges through exec), and the SIGSYS reporter
-    (dispositions are inherited across fork; execve resets a caught signal
-    to its default, so an exec'd binary simply dies of SIGSYS)."""
+    environment and no_new_privs (inherited across fork, and the zygote never
+    needs to gain privileges through exec)."""
     os.environ.clear()
     _seccomp.set_no_new_privs()
-    _install_sigsys_reporter()
     _runtime_setup()  # thread stack size and malloc arenas are inherited too
 
 
@@ -247,11 +202,11 @@ def _set_name(name: bytes) -> None:
     _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
-def prepare() -> None:
+def prepare(jail) -> None:
     """The call-independent part of the jail, done ahead of time in a spare."""
     os.setsid()
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    os.environ.clear()  # no-op after zygote_setup(); kept for safety
+    if jail.use_namespaces:
+        _ns.unshare_call_namespaces()  # the root comes with it, built by the zygote
 
 
 def _setup_failed(status_fd: int, e: BaseException) -> NoReturn:
@@ -261,16 +216,7 @@ def _setup_failed(status_fd: int, e: BaseException) -> NoReturn:
         os._exit(EXIT_SETUP)
 
 
-def enter(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
-    """Run in the child right after fork.  Never returns."""
-    try:
-        prepare()
-    except BaseException as e:
-        _setup_failed(fds[3], e)
-    _enter_jail(jail, spec, fds)
-
-
-ORDER_HEADER = struct.Struct(">II")  # spec JSON length, marshalled code length
+ORDER_HEADER = struct.Struct(">I")  # spec JSON length
 
 
 def _read_exact(fd: int, n: int) -> bytes:
@@ -287,10 +233,10 @@ def _read_exact(fd: int, n: int) -> bytes:
 def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
     """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
 
-    The order is ``ORDER_HEADER`` + spec JSON + marshalled code (compiled by
-    the zygote, never by the function); the call's input follows until EOF,
-    so for ``exec`` the same pipe becomes the program's stdin."""
+    The order is ``ORDER_HEADER`` + spec JSON; the call's input follows until
+    EOF, so the same pipe becomes the function's stdin."""
     order_fd, status_fd = fds[0], fds[3]
+    _set_name(b"orb-spare")
     try:
         # Drop every fd but ours at once: a copy of another call's input
         # pipe held here would keep that call from ever seeing EOF.
@@ -305,13 +251,7 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        prepare()
-        _set_name(b"orb-spare")
-        base = _base_ruleset(jail)
-        if jail.use_seccomp:
-            # The exec policy is the common core of both runtimes; a python
-            # call stacks python_extra on it once it knows its runtime.
-            _seccomp.load(jail.programs["exec"])
+        prepare(jail)
     except BaseException as e:
         _setup_failed(status_fd, e)
     try:
@@ -320,49 +260,60 @@ def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
             os._exit(EXIT_OK)  # the zygote is stopping: no order will come
         if len(head) < ORDER_HEADER.size:
             head += _read_exact(order_fd, ORDER_HEADER.size - len(head))
-        spec_len, code_len = ORDER_HEADER.unpack(head)
+        # The zygote sends an order only after the template reaped the
+        # intermediate that forked us: our parent is the zygote by now, and
+        # the parent-death signal refers to it.  (Set earlier, the
+        # intermediate's exit would fire it.)  Until then a dead zygote
+        # shows as EOF on the order pipe.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        (spec_len,) = ORDER_HEADER.unpack(head)
         spec = json.loads(_read_exact(order_fd, spec_len))
-        if code_len:
-            import marshal
-
-            spec["code"] = marshal.loads(_read_exact(order_fd, code_len))
         _set_name(b"orb-call")
     except BaseException as e:
         _setup_failed(status_fd, e)
-    _enter_jail(jail, spec, fds, base, preloaded=True)
+    _enter_jail(jail, spec, fds)
 
 
-def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
-                base: int | None = None, preloaded: bool = False) -> NoReturn:
+def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
     status_fd = fds[3]
     try:
         if spec["runtime"] == "exec":
             # Ignored signals survive execve; give the binary the defaults.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-        if jail.use_seccomp:
-            _seccomp.set_no_new_privs()  # already inherited; cheap and explicit
-        ruleset = _build_ruleset(jail, spec, base) if jail.use_landlock else None
+        if jail.use_namespaces:
+            _ns.finish_root(jail.root_plan, spec["package_dir"], spec["runtime"] == "exec",
+                            int(spec["scratch_max_bytes"]), int(spec["scratch_inodes"]),
+                            int(spec.get("uid") or 0), int(spec.get("gid") or 0))
+        ruleset = _build_ruleset(jail, spec) if jail.use_landlock else None
         ruleset = _setup_fds(fds, ruleset)
         status_fd = 3
-        if spec["runtime"] == "exec":
-            os.set_inheritable(3, False)
-        os.chdir(spec["scratch"])
+        os.chdir(_ns.SCRATCH_DIR if jail.use_namespaces else spec["scratch"])
+        _ns.become(spec.get("uid"), spec.get("gid"))
+        # A uid change clears the parent-death signal: set it again.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         _set_rlimits(spec)
-        _drop_capabilities(jail.last_cap)
+        _drop_capabilities()
         if ruleset is not None:
             _landlock.restrict_self(ruleset)
             os.close(ruleset)
+        listener = -1
         if jail.use_seccomp:
-            if not preloaded:
-                _seccomp.load(jail.programs[spec["runtime"]])
-            elif spec["runtime"] == "python":
-                _seccomp.load(jail.programs["python_extra"])
+            listener = _seccomp.load(jail.programs[spec["runtime"]], listener=jail.use_notify)
+        # The jail is closed.  Say so (with the seccomp listener's number,
+        # which the zygote copies out of this process with pidfd_getfd), wait
+        # for its go-ahead on stdin, then close the listener and the status
+        # pipe, so no function code can ever reach either.
+        os.write(3, b"R" + struct.pack("<i", listener if jail.use_notify else -1))
+        if jail.use_notify:
+            if os.read(0, 1) != b"G":
+                raise JailSetupError("the zygote did not take the seccomp listener")
+            os.close(listener)
+        os.close(3)
     except BaseException as e:  # the jail is incomplete: run nothing
         _setup_failed(status_fd, e)
     try:
         if spec["runtime"] == "exec":
-            _ready()
             entry = spec["entry"]
             os.execve(entry, [entry], {})
         elif spec.get("worker"):
@@ -377,11 +328,6 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int],
     os._exit(EXIT_ERROR)
 
 
-def _ready() -> None:
-    """Tell the zygote the jail is closed and function code starts now."""
-    os.write(3, b"R" + struct.pack("<d", time.monotonic()))
-
-
 def _log_stream():
     return io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace"
@@ -389,21 +335,18 @@ def _log_stream():
 
 
 def _load_handler(spec):
+    """Read and compile the entry here, inside the jail and under its limits."""
     sys.dont_write_bytecode = True
-    sys.path.insert(0, spec["package_dir"])
-    code = spec.get("code")
-    if code is not None:  # compiled by the zygote; run it here, in the jail
-        module = types.ModuleType("orb_function")
-        module.__file__ = spec["entry"]
-        sys.modules["orb_function"] = module
-        exec(code, module.__dict__)
-    else:
-        import importlib.util
-
-        mod_spec = importlib.util.spec_from_file_location("orb_function", spec["entry"])
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules["orb_function"] = module
-        mod_spec.loader.exec_module(module)
+    sys.path.insert(0, spec["package_root"])
+    with open(spec["entry"], "rb") as f:
+        source = f.read(SOURCE_MAX_BYTES + 1)
+    if len(source) > SOURCE_MAX_BYTES:
+        raise ValueError(f"the entry passes the {SOURCE_MAX_BYTES}-byte source limit")
+    code = compile(source, spec["entry"], "exec", dont_inherit=True)
+    module = types.ModuleType("orb_function")
+    module.__file__ = spec["entry"]
+    sys.modules["orb_function"] = module
+    exec(code, module.__dict__)
     handler = getattr(module, "handler", None)
     if not callable(handler):
         raise TypeError(f"{os.path.basename(spec['entry'])} defines no callable handler(event, context)")
@@ -434,27 +377,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-_T_READY = [0.0]
-
-
-INLINE_MAX_BYTES = 32 * 1024
-DONE_HEADER = struct.Struct("<dBI")  # ready time, exit code, inline output length
-
-
-def _done(code: int, out: bytes = b"") -> NoReturn:
-    """Report the outcome (and a small output inline) on the status pipe, then exit.
-
-    The ``D`` record lets the zygote answer after one wake-up, without
-    waiting for this process's teardown and reaping.  Outputs over
-    ``INLINE_MAX_BYTES`` go through stdout first, which the zygote reads as
-    they are written."""
+def _finish(code: int, out: bytes = b"") -> NoReturn:
+    """Write the output on stdout and exit with the outcome as the exit code."""
     try:
-        inline = b""
-        if len(out) > INLINE_MAX_BYTES:
+        if out:
             _write_all(1, out)
-        else:
-            inline = out
-        _write_all(3, b"D" + DONE_HEADER.pack(_T_READY[0], code, len(inline)) + inline)
     finally:
         os._exit(code)
 
@@ -463,7 +390,7 @@ def _memory_exit() -> NoReturn:
     try:
         os.write(2, b"\nMemoryError: the function passed its memory limit\n")
     finally:
-        _done(EXIT_MEMORY)
+        os._exit(EXIT_MEMORY)
 
 
 def _runtime_setup() -> None:
@@ -477,16 +404,23 @@ def _runtime_setup() -> None:
     _libc.mallopt(_M_ARENA_MAX, 1)
 
 
+CALL_HEADER = struct.Struct(">I")  # length of the call's JSON header, before its input
+
+
 def _run_python_once(spec) -> NoReturn:
-    # No ready record here: the final D record carries the ready time, so
-    # the zygote is woken once per call, not twice.
-    _T_READY[0] = time.monotonic()
-    deadline = _T_READY[0] + float(spec["timeout_s"])
+    """One call: a JSON header (request id, timeout) and the input arrive on
+    stdin.  The child may have been readied ahead of the call (the zygote
+    primes one for a function it just ran); its clock starts with the header."""
+    _set_name(b"orb-ready")
+    (head_len,) = CALL_HEADER.unpack(_read_exact(0, CALL_HEADER.size))
+    _set_name(b"orb-call")
+    head = json.loads(_read_exact(0, head_len))
+    deadline = time.monotonic() + float(head["timeout_s"])
     event = _read_all(0)
     log = _log_stream()
     sys.stdout = sys.stderr = log
     sys.stdin = None
-    ctx = Context(spec.get("fid", ""), spec.get("request_id", ""), deadline)
+    ctx = Context(spec.get("fid", ""), str(head.get("request_id", "")), deadline)
     try:
         handler = _load_handler(spec)
         out = _encode_result(handler(event, ctx))
@@ -497,15 +431,15 @@ def _run_python_once(spec) -> NoReturn:
             traceback.print_exc()
         except MemoryError:
             _memory_exit()
-        _done(EXIT_ERROR)
-    _done(EXIT_OK, out)
+        os._exit(EXIT_ERROR)
+    _finish(EXIT_OK, out)
 
 
 def _run_worker(spec) -> NoReturn:
-    """Per-function reuse: serve framed calls on fds 0/1 until stdin closes."""
-    from ._frames import FrameDecoder, FrameError, encode
+    """Per-function reuse: serve framed calls on fds 0/1 until stdin closes.
 
-    _ready()
+    The zygote stops this process (SIGSTOP) as soon as a call's answer is
+    in, and continues it (SIGCONT) with the next call."""
     log = _log_stream()
     sys.stdout = sys.stderr = log
     sys.stdin = None

@@ -5,6 +5,7 @@ zygote process.  Nothing here blocks; the zygote does the forking.
 """
 
 import collections
+import enum
 import os
 import sys
 
@@ -24,6 +25,19 @@ _BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from orb.exec._zygote import main; sys.exit(main(sys.argv[2:]))"
 )
+
+
+class ExecutorState(enum.Enum):
+    """Where an :class:`Executor` is in its life."""
+
+    NEW = "new"  # start() not called yet
+    STARTING = "starting"  # zygote spawned, no hello yet
+    READY = "ready"  # serving calls
+    REFUSING = "refusing"  # a required jail layer is missing: every call is REFUSED
+    RESTARTING = "restarting"  # the zygote died or hung; a new one is on its way
+    FAILED = "failed"  # the zygote could not be (re)started
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 def _cores() -> int:
@@ -119,6 +133,17 @@ class ExecConfig:
     restart_delay_s: float = 1.0
     max_restarts: int = 5
     prefork: bool = True  # keep one pre-forked spare child in the zygote
+    scratch_max_inodes: int = 4096  # files and dirs in a call's scratch tmpfs
+    max_tasks: int = 64  # processes + threads per call (RLIMIT_NPROC on the call's own uid)
+    uid_base: int = 1_900_000_000  # per-call uids/gids (root peer): [uid_base, uid_base + uid_count)
+    uid_count: int = 4096
+    # Layers to switch off, for bench/exec.py's per-layer costs only: any of
+    # "seccomp", "seccomp_notify", "landlock", "pidns", "root", "uid_pool".
+    # A disabled layer is missing: calls are REFUSED unless allow_unconfined.
+    disable_layers: tuple = ()
+    # The zygote answers a ping every heartbeat_s; one that does not answer
+    # within heartbeat_s is hung (or crippled) and is replaced.  0: off.
+    heartbeat_s: float = 5.0
 
 
 @attrs.define(eq=False)
@@ -172,7 +197,7 @@ class Executor:
         self.config = config
         self.layers: dict = {}
         self.missing_layers: list[str] = []
-        self._state = "new"
+        self._state = ExecutorState.NEW
         self._proto: _ZygoteProtocol | None = None
         self._queue: collections.deque[_Pending] = collections.deque()
         self._running: dict[int, _Pending] = {}
@@ -183,6 +208,10 @@ class Executor:
         self._restart_call = None
         self._kill_call = None
         self._scratch_root: str | None = None
+        self._ping_n = 0
+        self._ping_call = None  # the next ping
+        self._pong_call = None  # the deadline for the answer to the last one
+        self._kill_reason: str | None = None
 
     # -- public ----------------------------------------------------------
 
@@ -196,7 +225,7 @@ class Executor:
 
     def start(self) -> defer.Deferred:
         """Start the zygote.  Fires with the layer report once it said hello."""
-        if self._state != "new":
+        if self._state != ExecutorState.NEW:
             raise RuntimeError("executor already started")
         self._start_d = defer.Deferred()
         self._spawn_zygote()
@@ -204,7 +233,16 @@ class Executor:
 
     def invoke(self, fid: str, package_dir: str, spec, input_bytes: bytes,
                deadline_s: float | None = None, request_id: str = "") -> defer.Deferred:
-        """Run one call.  Fires with an :class:`ExecResult`; never errbacks."""
+        """Run one call.  Fires with an :class:`ExecResult`; never raises, never errbacks."""
+        try:
+            return self._invoke(fid, package_dir, spec, input_bytes, deadline_s, request_id)
+        except Exception as e:
+            log.failure("invoke failed for {fid}", fid=fid)
+            return defer.succeed(self._result(
+                ResultStatus.INTERNAL, f"the executor failed to run the call: {type(e).__name__}",
+                request_id=request_id))
+
+    def _invoke(self, fid, package_dir, spec, input_bytes, deadline_s, request_id):
         now = self._clock.seconds()
         if not isinstance(spec, RuntimeSpec):
             try:
@@ -220,10 +258,11 @@ class Executor:
                 ResultStatus.ERROR,
                 f"input of {len(input_bytes)} bytes passes the {self.config.input_max_bytes}-byte cap",
                 request_id=request_id))
-        if self._state in ("stopping", "stopped", "failed"):
-            return defer.succeed(self._result(ResultStatus.INTERNAL, f"executor is {self._state}",
+        if self._state in (ExecutorState.STOPPING, ExecutorState.STOPPED, ExecutorState.FAILED):
+            return defer.succeed(self._result(ResultStatus.INTERNAL,
+                                              f"executor is {self._state.value}",
                                               request_id=request_id))
-        if self._state == "refusing":
+        if self._state == ExecutorState.REFUSING:
             return defer.succeed(self._refusal(request_id))
         if self.missing_layers:
             log.warn("UNCONFINED: running {fid} without jail layers {missing} (operator opt-out)",
@@ -231,7 +270,7 @@ class Executor:
         self._next_id += 1
         p = _Pending(self._next_id, fid, os.path.abspath(package_dir), spec, bytes(input_bytes),
                      timeout, request_id, now, defer.Deferred())
-        if self._state == "ready" and len(self._running) < self.config.max_concurrent:
+        if self._state == ExecutorState.READY and len(self._running) < self.config.max_concurrent:
             self._dispatch(p)
         elif len(self._queue) < self.config.max_queue:
             self._queue.append(p)
@@ -248,7 +287,8 @@ class Executor:
         if self._stop_d is not None:
             return self._stop_d
         self._stop_d = defer.Deferred()
-        self._state = "stopping"
+        self._state = ExecutorState.STOPPING
+        self._stop_heartbeat()
         if self._restart_call is not None and self._restart_call.active():
             self._restart_call.cancel()
         while self._queue:
@@ -272,16 +312,19 @@ class Executor:
         orb_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         args = [c.python, "-I", "-B", "-c", _BOOTSTRAP, orb_parent,
                 "--max-workers", str(c.max_workers), "--worker-idle-s", str(c.worker_idle_s),
-                "--max-calls", str(2 * c.max_concurrent + 4)]
+                "--max-calls", str(2 * c.max_concurrent + 4),
+                "--uid-base", str(c.uid_base), "--uid-count", str(c.uid_count)]
         if c.scratch_root:
             args += ["--scratch-root", c.scratch_root]
         if c.allow_unconfined:
             args.append("--allow-unconfined")
         if not c.prefork:
             args.append("--no-prefork")
+        for name in c.disable_layers:
+            args += ["--disable", name]
         max_data = c.output_max_bytes + c.log_max_bytes + 4096
         self._proto = _ZygoteProtocol(self, max_data)
-        self._state = "starting"
+        self._state = ExecutorState.STARTING
         try:
             self._reactor.spawnProcess(self._proto, c.python, args, env={},
                                        childFDs={0: "w", 1: "r", 2: "r"})
@@ -291,7 +334,7 @@ class Executor:
             self._start_failed(f"could not spawn the zygote: {e}")
 
     def _start_failed(self, why: str) -> None:
-        self._state = "failed"
+        self._state = ExecutorState.FAILED
         while self._queue:
             self._fail(self._queue.popleft(), ResultStatus.INTERNAL, why)
         if self._start_d is not None:
@@ -304,8 +347,14 @@ class Executor:
         op = ctl.get("op")
         if op == "hello":
             self._hello(ctl)
+            self._schedule_ping()
         elif op == "done":
             self._done(ctl, payload)
+        elif op == "pong":
+            if ctl.get("n") == self._ping_n and self._pong_call is not None:
+                self._cancel(self._pong_call)
+                self._pong_call = None
+                self._schedule_ping()
         else:
             log.warn("zygote sent unknown op {op!r}", op=op)
 
@@ -315,7 +364,7 @@ class Executor:
         missing = list(ctl.get("missing", []))
         self._restarts = 0
         if missing and not self.config.allow_unconfined:
-            self._state = "refusing"
+            self._state = ExecutorState.REFUSING
             self.missing_layers = missing
             log.error("jail layers missing on this host: {missing}; refusing untrusted functions "
                       "(pass the explicit opt-out to run them anyway)", missing=", ".join(missing))
@@ -324,7 +373,7 @@ class Executor:
                 self._cancel_watchdog(p)
                 p.d.callback(self._refusal(p.request_id))
         else:
-            self._state = "ready"
+            self._state = ExecutorState.READY
             self.missing_layers = missing
             if missing:
                 log.critical("UNCONFINED EXECUTION ENABLED: jail layers {missing} are missing and the "
@@ -336,6 +385,41 @@ class Executor:
             d, self._start_d = self._start_d, None
             d.callback(dict(ctl))
         self._pump()
+
+    # -- heartbeat ------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        if self.config.heartbeat_s > 0 and self._ping_call is None:
+            self._ping_call = self._clock.callLater(self.config.heartbeat_s, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_call = None
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return
+        self._ping_n += 1
+        proto.transport.write(encode({"op": "ping", "n": self._ping_n}))
+        self._pong_call = self._clock.callLater(self.config.heartbeat_s, self._no_pong)
+
+    def _no_pong(self) -> None:
+        self._pong_call = None
+        why = (f"the zygote did not answer a heartbeat within {self.config.heartbeat_s} s "
+               "(hung or crippled)")
+        log.error("{why}; replacing it", why=why)
+        self._kill_reason = why
+        self._kill_zygote()
+
+    def _stop_heartbeat(self) -> None:
+        for name in ("_ping_call", "_pong_call"):
+            call = getattr(self, name)
+            if call is not None:
+                self._cancel(call)
+            setattr(self, name, None)
+
+    @staticmethod
+    def _cancel(delayed) -> None:
+        if delayed.active():
+            delayed.cancel()
 
     def _refusal(self, request_id: str) -> ExecResult:
         return self._result(
@@ -350,25 +434,37 @@ class Executor:
         self._remove_scratch_root()
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
+        self._stop_heartbeat()
         why = "the zygote exited"
         if not reason.check(error.ProcessDone):
             why = f"the zygote died: {reason.getErrorMessage()}"
-        for p in list(self._running.values()):
-            self._fail(p, ResultStatus.INTERNAL, why)
+        if self._kill_reason:
+            why, self._kill_reason = self._kill_reason, None
+        # Decide the new state before failing the calls in flight: their
+        # callbacks may call invoke() again at once.
+        running = list(self._running.values())
         self._running.clear()
-        if self._state == "stopping":
+        if self._state == ExecutorState.STOPPING:
+            self._fail_all(running, why)
             self._finish_stop()
             return
-        if self._state == "starting" and self._start_d is not None:
+        if self._state == ExecutorState.STARTING and self._start_d is not None:
+            self._fail_all(running, why)
             self._start_failed(why)
             return
         log.error("{why}; restarting it", why=why)
         self._restarts += 1
         if self._restarts > self.config.max_restarts:
+            self._fail_all(running, why)
             self._start_failed(f"{why}; gave up after {self.config.max_restarts} restarts")
             return
-        self._state = "restarting"
+        self._state = ExecutorState.RESTARTING
         self._restart_call = self._clock.callLater(self.config.restart_delay_s, self._spawn_zygote)
+        self._fail_all(running, f"{why}; the call was lost and the zygote is being replaced")
+
+    def _fail_all(self, calls, why: str) -> None:
+        for p in calls:
+            self._fail(p, ResultStatus.INTERNAL, why)
 
     def _remove_scratch_root(self) -> None:
         """A zygote that was killed could not wipe its scratch root; its tmpfs
@@ -376,9 +472,9 @@ class Executor:
         root, self._scratch_root = self._scratch_root, None
         if not root or os.path.basename(root).split("-")[:2] != ["orb", "zygote"]:
             return
-        import shutil
+        from ._ns import remove_tree
 
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
 
     def _kill_zygote(self) -> None:
         proto = self._proto
@@ -389,7 +485,7 @@ class Executor:
                 pass
 
     def _finish_stop(self) -> None:
-        self._state = "stopped"
+        self._state = ExecutorState.STOPPED
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         for p in list(self._running.values()):
@@ -402,7 +498,7 @@ class Executor:
     # -- scheduling ----------------------------------------------------------
 
     def _pump(self) -> None:
-        while (self._state == "ready" and self._queue
+        while (self._state == ExecutorState.READY and self._queue
                and len(self._running) < self.config.max_concurrent):
             self._dispatch(self._queue.popleft())
 
@@ -421,9 +517,14 @@ class Executor:
             "memory_mb": min(p.spec.memory_mb or c.memory_mb, c.max_memory_mb),
             "output_max_bytes": c.output_max_bytes, "log_max_bytes": c.log_max_bytes,
             "scratch_max_bytes": c.scratch_max_bytes, "nofile": c.nofile,
+            "scratch_max_inodes": c.scratch_max_inodes, "max_tasks": c.max_tasks,
         }
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            self._fail(p, ResultStatus.INTERNAL, "the zygote is gone; the call was not started")
+            return
         self._running[p.id] = p
-        self._proto.transport.write(encode(ctl, p.data))
+        proto.transport.write(encode(ctl, p.data))
         p.data = b""
 
     def _done(self, ctl: dict, payload: bytes) -> None:

@@ -28,6 +28,10 @@ class FrameTooLarge(FrameError):
     """A frame header announced more bytes than the limit allows."""
 
 
+class ControlTooLarge(FrameTooLarge):
+    """The control object is over its limit: garbage rather than a big payload."""
+
+
 def encode(ctl: dict, data: bytes = b"") -> bytes:
     body = json.dumps(ctl, separators=(",", ":")).encode()
     if len(body) > MAX_CTL_BYTES:
@@ -57,7 +61,7 @@ class FrameDecoder:
                         break
                     ctl_len, data_len = HEADER.unpack_from(self._buf)
                     if ctl_len > self.max_ctl_bytes:
-                        raise FrameTooLarge(f"control object of {ctl_len} bytes is over the limit")
+                        raise ControlTooLarge(f"control object of {ctl_len} bytes is over the limit")
                     if data_len > self.max_data_bytes:
                         raise FrameTooLarge(f"payload of {data_len} bytes is over the limit")
                     del self._buf[: HEADER.size]

@@ -1,58 +1,66 @@
 # -*- test-case-name: tests.test_exec_jail -*-
 """
-The zygote: a fork server the peer starts with ``spawnProcess``.
+The zygote: the supervisor the peer starts with ``spawnProcess``.
 
 It is a plain ``selectors`` loop, not a reactor: it reads run requests
-(see :mod:`orb.exec._frames`) on stdin, forks one child per call (or hands
-the call to a warm worker), watches the child's pipes, pidfd and deadline,
-and writes one ``done`` frame per call on stdout.
+(see :mod:`orb.exec._frames`) on stdin, gets a jailed child for each call
+from the template (or hands the call to a warm worker), watches the
+child's pipes, seccomp notifications and deadline, and writes one ``done``
+frame per call on stdout.  It never forks a child itself: it holds every
+tenant's input and output in flight, so children come from the template
+(:class:`Template`), forked before the first call.
 
-At start it moves into fresh mount, network and IPC namespaces where the
-kernel allows (so every child inherits an empty network namespace and the
-per-call scratch tmpfs mounts never show on the host), compiles the seccomp
-programs once, pre-opens the runtime's read-only paths for Landlock and
-says ``hello`` with the layers it found.
+At start it moves into fresh network, IPC and mount namespaces (after a
+user namespace, for a non-root peer), builds the part of the children's
+root every call shares, compiles the seccomp programs, pre-opens the
+runtime's read-only paths for Landlock, builds one whole test jail
+(:meth:`Jail.self_test`) and says ``hello`` with the layers that worked.
 
 Messages (frames of :mod:`orb.exec._frames`):
 
 - peer -> zygote ``{"op": "run", "id", "runtime", "entry", "package_dir",
   "fid", "request_id", "reuse", "timeout_s", "memory_mb",
-  "output_max_bytes", "log_max_bytes", "scratch_max_bytes", "nofile"}`` with
-  the input as payload; ``{"op": "stop"}`` (or EOF on stdin) to shut down.
+  "output_max_bytes", "log_max_bytes", "scratch_max_bytes",
+  "scratch_max_inodes", "max_tasks", "nofile"}`` with the input as payload;
+  ``{"op": "ping", "n"}`` (answered ``{"op": "pong", "n"}`` while the
+  template lives); ``{"op": "stop"}`` (or EOF on stdin) to shut down.
 - zygote -> peer ``{"op": "hello", "pid", "layers", "missing",
   "landlock_abi", "notes", "scratch_root", ...}`` once, then per call
   ``{"op": "done", "id", "status", "message", "boot_ms", "exec_ms",
   "out_len", "log_len"}`` with output then log as payload.  ``status`` is a
   :class:`orb.protocol.codes.ResultStatus` name.
-- zygote -> warm worker: ``{"fid", "request_id", "timeout_s"}`` + input;
-  worker -> zygote ``{"kind": "ok" | "error"}`` + output.
-- zygote -> spare: ``_child.ORDER_HEADER`` + spec JSON + marshalled code,
-  then the input until EOF.
+- zygote -> child (its stdin): ``_child.ORDER_HEADER`` + spec JSON, then
+  (with seccomp notification) ``G`` once the zygote took its listener,
+  then the input until EOF, or, for a warm worker, ``{"fid",
+  "request_id", "timeout_s"}`` frames + input; worker -> zygote
+  ``{"kind": "ok" | "error"}`` + output.
 
 Usage (internal)::
 
     python -m orb.exec._zygote [--once] [--probe] [--scratch-root DIR]
                                [--max-workers N] [--worker-idle-s S]
                                [--max-calls N] [--no-prefork] [--allow-unconfined]
+                               [--uid-base N] [--uid-count N] [--disable LAYER]
 """
 
 import argparse
 import collections
 import ctypes
+import errno
 import gc
 import json
-import marshal
 import os
+import select
 import selectors
-import shutil
 import signal
 import stat
 import struct
 import sys
 import time
 
-from . import _child, _landlock, _seccomp
-from ._frames import MAX_CTL_BYTES, FrameDecoder, FrameError, FrameTooLarge, encode
+from . import _child, _landlock, _ns, _seccomp
+from ._frames import (MAX_CTL_BYTES, ControlTooLarge, FrameDecoder, FrameError, FrameTooLarge,
+                      encode)
 
 # Pre-import what the child runtime uses, so no child has to read ORB's or
 # the venv's files after its jail closes.
@@ -65,15 +73,6 @@ import traceback  # noqa: F401,E402
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWNET = 0x40000000
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 
 #: Layers a call needs before untrusted code may run.
 REQUIRED_LAYERS = (
@@ -83,6 +82,10 @@ REQUIRED_LAYERS = (
     "landlock_scope",
     "no_new_privs",
     "rlimits",
+    "pidns",
+    "call_namespaces",
+    "root",
+    "pivot_root",
 )
 
 STATUS = (
@@ -100,12 +103,13 @@ STATUS = (
 )
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
-_EXEC_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"memory allocation of",
-                        b"out of memory")
+DEFAULT_UID_BASE = 1_900_000_000
+DEFAULT_UID_COUNT = 4096
 WORKER_CPU_S = 600
-ZYGOTE_COMPILE_MAX_BYTES = 64 * 1024
 IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
+MAX_PRIMED = 2  # functions with a child readied for their next call
+PRIMED_IDLE_S = 5.0  # an unused primed child is killed after this long
 
 
 def _now() -> float:
@@ -114,25 +118,6 @@ def _now() -> float:
 
 def _ms(seconds: float) -> float:
     return round(max(0.0, seconds) * 1000.0, 3)
-
-
-def _unshare(flags: int) -> bool:
-    return _libc.unshare(ctypes.c_int(flags)) == 0
-
-
-def _mount(source, target, fstype, flags, data) -> bool:
-    enc = lambda v: v.encode() if isinstance(v, str) else v  # noqa: E731
-    return (
-        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
-    )
-
-
-def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 40
 
 
 def runtime_ro_paths() -> list[str]:
@@ -152,6 +137,99 @@ def interpreter_allowlist() -> set[str]:
     return {os.path.realpath(n) for n in names if os.path.exists(n)}
 
 
+def compile_seccomp(notify: bool) -> tuple[dict, dict]:
+    """The seccomp programs and a syscall-name table, made in a short-lived
+    child: libseccomp and its binding (several MB) then never load into the
+    zygote, nor into the template and every child forked from it."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the helper never returns
+        try:
+            os.close(r)
+            if not _seccomp.available():
+                raise RuntimeError("kernel lacks seccomp kill_process filters or libseccomp is missing")
+            doc = {"programs": {rt: _seccomp.compile_policy(rt, notify=notify).hex()
+                                for rt in ("python", "exec")},
+                   "names": {nr: _seccomp.syscall_name(nr) for nr in range(0, 512)}}
+        except BaseException as e:
+            doc = {"error": str(e)[:400]}
+        try:
+            data = json.dumps(doc).encode()
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        doc = json.loads(b"".join(chunks))
+    except ValueError:
+        raise RuntimeError("the seccomp compiler died") from None
+    if "error" in doc:
+        raise RuntimeError(doc["error"])
+    programs = {rt: bytes.fromhex(prog) for rt, prog in doc["programs"].items()}
+    names = {int(nr): name for nr, name in doc["names"].items() if not name.startswith("syscall ")}
+    return programs, names
+
+
+def cgroup_report() -> dict:
+    """Which cgroup hierarchies and controllers this host mounts (reported by
+    ``orb sandbox-check``; the jail does not use them yet)."""
+    v1, v2 = [], None
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 4:
+                    continue
+                if parts[2] == "cgroup2":
+                    v2 = parts[1]
+                elif parts[2] == "cgroup":
+                    v1 += [o for o in parts[3].split(",")
+                           if o in ("memory", "pids", "cpu", "freezer", "cpuset", "blkio")]
+    except OSError:
+        pass
+    controllers_v2 = []
+    if v2:
+        try:
+            with open(os.path.join(v2, "cgroup.controllers")) as f:
+                controllers_v2 = f.read().split()
+        except OSError:
+            pass
+    return {"v1": sorted(set(v1)), "v2": controllers_v2, "v2_mount": v2}
+
+
+def root_ro_dirs() -> list[str]:
+    """Host trees bound read-only, at the same path, into every child's root:
+    /usr (with a merged /usr that holds /bin and /lib) and the interpreter's
+    own prefix when it lives elsewhere (pyenv, /opt)."""
+    out = []
+    for path in ("/usr", "/lib", "/lib64", "/bin", sys.base_prefix, "/etc/alternatives"):
+        if os.path.islink(path) or not os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        if any(real == d or real.startswith(d + "/") for d in out):
+            continue
+        out.append(real)
+    return out
+
+
+def root_symlinks() -> dict[str, str]:
+    """/bin -> usr/bin and the like, as the host has them."""
+    out = {}
+    for path in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
+        if os.path.islink(path):
+            out[path] = os.readlink(path)
+    return out
+
+
 def _loader_paths() -> list[str]:
     out = []
     for p in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"):
@@ -160,12 +238,62 @@ def _loader_paths() -> list[str]:
     return out
 
 
+def _become_pidns_init() -> None:
+    """Non-root peer: move the zygote into a PID namespace its user namespace
+    owns (so it may later setns back into it after each child's own PID
+    namespace).  The original process stays behind only to wait: it exits
+    with the zygote's status, and the zygote dies with it (PDEATHSIG)."""
+    _ns.unshare(_ns.CLONE_NEWPID, "unshare(CLONE_NEWPID) for the zygote")
+    pid = os.fork()
+    if pid == 0:
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in (0, 1):
+        os.close(fd)
+    while True:
+        try:
+            _pid, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return f"killed by {name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _child_exited(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+def host_pid() -> int:
+    """Our pid as the peer sees it (/proc is the host's proc mount)."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
 class Jail:
     """What the zygote prepared once, for every child to use."""
 
-    def __init__(self, allow_unconfined: bool):
+    def __init__(self, allow_unconfined: bool, uid_base: int = DEFAULT_UID_BASE,
+                 uid_count: int = DEFAULT_UID_COUNT, disabled: tuple = ()):
         self.layers: dict = {}
         self.notes: dict = {}
+        # Layers switched off on purpose (bench/exec.py measures what each
+        # costs): reported as missing like any other, so untrusted code is
+        # refused unless the operator also opts out.
+        self.disabled = set(disabled)
         self.allow_unconfined = allow_unconfined
         self.landlock_abi = _landlock.abi_version()
         self.layers["landlock_fs"] = self.landlock_abi >= 1
@@ -174,45 +302,168 @@ class Jail:
         self.layers["no_new_privs"] = True
         self.layers["rlimits"] = True
         self.programs: dict = {}
+        self.syscall_names: dict = {}
+        self.use_notify = False
         try:
-            if not _seccomp.available():
-                raise RuntimeError("kernel lacks seccomp filters or libseccomp is missing")
-            self.programs = {rt: _seccomp.compile_policy(rt)
-                             for rt in ("python", "exec", "python_extra")}
+            self.use_notify = _seccomp.notify_available() and "seccomp_notify" not in self.disabled
+            self.programs, self.syscall_names = compile_seccomp(self.use_notify)
             self.layers["seccomp"] = True
+            self.notes["seccomp_mode"] = (
+                "filter: allowlist; a denied syscall is stopped and named through user "
+                "notification, then the process is killed" if self.use_notify else
+                "filter: allowlist, default kill_process (syscall not named)")
         except Exception as e:
             self.layers["seccomp"] = False
             self.notes["seccomp"] = str(e)
-        self.use_landlock = self.landlock_abi >= 1
+        if "seccomp" in self.disabled:
+            self.use_notify = False
+        for name in ("seccomp", "landlock_fs", "landlock_net", "landlock_scope"):
+            if name in self.disabled or (name.startswith("landlock") and "landlock" in self.disabled):
+                self.layers[name] = False
+                self.notes[name] = "disabled by the operator"
+        self.use_landlock = self.layers["landlock_fs"]
         self.use_seccomp = self.layers["seccomp"]
-        self.last_cap = _last_cap()
         self.ro_fds = []
         for path in runtime_ro_paths():
             got = _landlock.open_path(path)
             if got is not None:
                 self.ro_fds.append(got)
         self.dev_fds = []
-        for path in ("/dev/null", "/dev/zero", "/dev/urandom"):
+        for path in ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"):
             got = _landlock.open_path(path)
             if got is not None:
                 self.dev_fds.append(got[0])
         self.interpreters = interpreter_allowlist()
         self.loaders = _loader_paths()
+        self.root_uid = os.geteuid() == 0
+        self.uid_pool = _ns.UidPool(uid_base, uid_count) if self.root_uid else None
+        self.pidns_fd: int | None = None
+        self.root_plan: _ns.RootPlan | None = None
+        self.use_namespaces = False  # own mount/IPC/UTS namespaces and root
+        self.use_pidns = False
+        self.use_uid = False
         self.mountns = False
 
     def enter_namespaces(self) -> None:
-        """Fresh net, IPC and mount namespaces for the zygote and every child."""
-        netns = _unshare(CLONE_NEWNET)
-        self.layers["netns"] = netns
-        if not netns:
-            self.notes["netns"] = os.strerror(ctypes.get_errno())
-        _unshare(CLONE_NEWIPC)
-        if _unshare(CLONE_NEWNS) and _mount(None, "/", None, MS_REC | MS_PRIVATE, None):
+        """A user namespace (non-root peer only), then fresh net, IPC and
+        mount namespaces for the zygote and every child."""
+        if not self.root_uid:
+            try:
+                _ns.enter_user_namespace()
+                self.layers["userns"] = True
+                _become_pidns_init()
+            except OSError as e:
+                self.layers["userns"] = False
+                self.notes["userns"] = str(e)
+        try:
+            _ns.unshare(_ns.CLONE_NEWNET, "unshare(CLONE_NEWNET)")
+            self.layers["netns"] = True
+        except OSError as e:
+            self.layers["netns"] = False
+            self.notes["netns"] = str(e)
+        try:
+            _ns.unshare(_ns.CLONE_NEWIPC | _ns.CLONE_NEWNS, "unshare(IPC, mount)")
+            # Nothing a child mounts propagates back to the host.
+            _ns.mount(None, "/", None, _ns.MS_REC | _ns.MS_PRIVATE, what="make / private")
             self.mountns = True
-        self.layers["scratch_tmpfs"] = self.mountns
+        except OSError as e:
+            self.notes["call_namespaces"] = str(e)
+        try:
+            self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.notes["pidns"] = str(e)
+
+    def self_test(self, mountpoint: str, empty_dir: str) -> None:
+        """Build one whole child jail (PID, mount, IPC, UTS namespaces, the
+        root, pivot_root, the per-call identity) and report what worked.
+
+        The layers a peer gets are the ones that really worked here, not the
+        ones the kernel advertises."""
+        self.root_plan = _ns.RootPlan(mountpoint, root_ro_dirs(), root_symlinks())
+        identity = "uid_pool" if self.root_uid else "userns"
+        steps = ("pidns", "root", "call_namespaces", "pivot_root", identity)
+        if not self.mountns or self.pidns_fd is None:
+            for name in steps:
+                self.layers[name] = False
+            self.notes.setdefault("pidns", "the zygote has no private mount namespace")
+            return
+        # The root is built once, here in the zygote's own mount namespace;
+        # each child's new mount namespace starts as a copy of it, so a child
+        # only adds its package and scratch and pivots.
+        try:
+            _ns.build_root(self.root_plan)
+        except OSError as e:
+            self.layers.update({name: False for name in steps})
+            self.notes["root"] = str(e)
+            return
+        r, w = os.pipe2(os.O_CLOEXEC)
+        uid = self.uid_pool.take() if self.uid_pool else None
+        try:
+            pid = _ns.fork_in_new_pidns(self.pidns_fd)
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            self.uid_pool and self.uid_pool.give_back(uid)
+            self.layers.update({name: False for name in steps})
+            self.notes["pidns"] = str(e)
+            return
+        if pid == 0:  # pragma: no cover - the child never returns
+            step = "pidns"
+            try:
+                if os.getpid() != 1:
+                    raise OSError("not pid 1 of a new PID namespace")
+                step = "call_namespaces"
+                _ns.unshare_call_namespaces()
+                step = "pivot_root"
+                _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, uid or 0, uid or 0)
+                if os.listdir("/") == [] or os.path.exists(mountpoint + "/pkg"):
+                    raise OSError("the new root is not in place")
+                step = identity
+                _ns.become(uid, uid)
+                os.write(w, b"ok")
+            except BaseException as e:
+                os.write(w, f"{step}:{e}"[:400].encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        answer = b""
+        while True:
+            chunk = os.read(r, 512)
+            if not chunk:
+                break
+            answer += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+        self.uid_pool and self.uid_pool.give_back(uid)
+        if answer == b"ok":
+            failed = None
+        else:
+            failed, _, why = answer.decode(errors="replace").partition(":")
+            if failed not in steps:
+                failed, why = "pidns", answer.decode(errors="replace") or "the test child died"
+            self.notes[failed] = why
+        ok = True
+        for name in steps:
+            if name == failed:
+                ok = False
+            self.layers[name] = ok
+        for name in ("pidns", "root", identity):
+            if name in self.disabled:
+                self.layers[name] = False
+                self.notes[name] = "disabled by the operator"
+        self.use_pidns = self.layers["pidns"]
+        self.use_namespaces = all(self.layers[name] for name in steps[1:4])
+        self.use_uid = self.layers[identity] and self.uid_pool is not None
+        cg = cgroup_report()
+        self.layers["cgroup"] = False
+        self.notes["cgroup"] = (f"v1 controllers {','.join(cg['v1']) or 'none'}; v2 controllers "
+                                f"{','.join(cg['v2']) or 'none'}; not used by the jail yet")
+        if self.uid_pool:
+            self.notes["uid_pool"] = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
 
     def missing(self) -> list[str]:
-        return [name for name in REQUIRED_LAYERS if not self.layers.get(name)]
+        required = REQUIRED_LAYERS + ("uid_pool" if self.root_uid else "userns",)
+        return [name for name in required if not self.layers.get(name)]
 
 
 class Writer:
@@ -276,6 +527,52 @@ class Writer:
             pass
 
 
+class Primed:
+    """The owner of a primed child until a call adopts it."""
+
+    call = None
+
+    def __init__(self, key):
+        self.key = key
+        self.finished = False
+
+
+class Gate:
+    """A child's stdin, held shut until the zygote has taken the child's
+    seccomp listener: the child waits for ``G`` before it closes its own
+    copy of the listener and runs function code."""
+
+    def __init__(self, writer: "Writer"):
+        self.writer = writer
+        self.held = bytearray()
+        self.opened = False
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        if self.opened:
+            self.writer.write(data)
+        else:
+            self.held += data
+
+    def close_when_flushed(self) -> None:
+        if self.opened:
+            self.writer.close_when_flushed()
+        else:
+            self.closing = True
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def open(self) -> None:
+        if self.opened:
+            return
+        self.opened = True
+        self.writer.write(b"G" + bytes(self.held))
+        self.held = bytearray()
+        if self.closing:
+            self.writer.close_when_flushed()
+
+
 class Call:
     def __init__(self, ctl: dict, event: bytes, t_start: float):
         self.ctl = ctl
@@ -287,7 +584,6 @@ class Call:
         self.out = bytearray()
         self.log = bytearray()
         self.log_dropped = 0
-        self.status_buf = bytearray()
         self.timed_out = False
         self.too_large = False
         self.syscall: int | None = None
@@ -314,32 +610,37 @@ class Call:
 
 
 class Proc:
-    """One jailed child: its pid, pidfd, pipes and scratch dir."""
+    """One jailed child: its pid, pidfd, pipes, uid and (unconfined only) scratch dir."""
 
-    def __init__(self, loop: "Loop", pid: int, scratch: str, mounted: bool):
+    def __init__(self, loop: "Loop", pid: int, pidfd: int, uid: int | None, scratch: str | None):
         self.loop = loop
         self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
+        self.pidfd = pidfd  # for signals only; the template reports the exit
+        self.uid = uid
         self.scratch = scratch
-        self.mounted = mounted
         self.fds: dict[int, str] = {}
-        self.t_ready: float | None = None
         self.exit_status: int | None = None
+        self.cpu_s = 0.0
         self.status_buf = bytearray()
+        self.ready = False
         self.reaped = False
+        self.listener: int | None = None  # our copy of its seccomp notification fd
+        self.gate: Gate | None = None
 
     def kill(self) -> None:
-        if self.reaped:  # its pid may belong to someone else by now
-            return
-        for fn in (os.killpg, os.kill):
+        self.signal(signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        if not self.reaped:
             try:
-                fn(self.pid, signal.SIGKILL)
+                signal.pidfd_send_signal(self.pidfd, sig)
             except OSError:
                 pass
 
 
 class Worker:
-    """A warm, jailed python worker serving one function, one call at a time."""
+    """A warm, jailed python worker serving one function, one call at a time.
+    Stopped (SIGSTOP) whenever it has no call."""
 
     def __init__(self, key, proc: Proc, stdin: Writer, output_max: int):
         self.key = key
@@ -350,27 +651,208 @@ class Worker:
         self.calls_served = 0
         self.last_used = _now()
         self.dead = False
-        self.new = True  # its first call pays for the jail (boot_ms)
+
+
+class Template:
+    """The zygote's end of the template: a pristine process, forked before
+    the first call, that forks (and reaps) every jailed child.
+
+    The zygote holds every tenant's input and output in flight; it never
+    forks, so no child starts from a heap where another tenant's bytes were.
+    The template never sees a tenant's code, input or output: it gets a
+    child's pipe ends (SCM_RIGHTS) and answers with the child's pid and a
+    pidfd; when a child exits it reports the exit status and CPU time the
+    kernel gave it.  Messages (SOCK_SEQPACKET, one per datagram):
+
+    - zygote -> template: ``S`` with 4 fds (order_r, out_w, err_w, st_w);
+      ``H`` (are you alive and answering?);
+    - template -> zygote: ``P`` + pid (the reply, with the pidfd attached,
+      or pid -1), ``X`` + pid + wait status + CPU microseconds, ``h``."""
+
+    PID = struct.Struct(">q")
+    EXIT = struct.Struct(">qiq")
+    TIMEOUT_S = 5.0
+
+    def __init__(self, pid: int, sock):
+        # The zygote's own child: never signalled by pid after it is reaped.
+        self.pid = pid
+        self.sock = sock
+        self.broken = False
+        self.exits: collections.deque = collections.deque()  # (pid, status, cpu_s)
+        self.replies: collections.deque = collections.deque()  # (pid, pidfd) or None
+        self.healthy = 0  # health answers not yet passed on
+
+    @classmethod
+    def start(cls, jail: Jail) -> "Template":
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the template never returns
+            try:
+                ours.close()
+                template_main(jail, theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        return cls(pid, ours)
+
+    def ping(self) -> bool:
+        """Ask the template whether it is alive and answering (``H`` -> ``h``)."""
+        if self.broken:
+            return False
+        try:
+            self.sock.send(b"H")
+            return True
+        except OSError:
+            self.broken = True
+            return False
+
+    def request(self, child_fds: list[int]) -> bool:
+        """Ask for one child with ``child_fds``; the reply comes later."""
+        import socket
+
+        if self.broken:
+            return False
+        try:
+            socket.send_fds(self.sock, [b"S"], child_fds)
+            return True
+        except OSError:
+            self.broken = True
+            return False
+
+    def read_reports(self) -> bool:
+        """Read everything the template sent: replies go to ``replies``,
+        exit reports to ``exits``.  False if it is gone or misbehaves."""
+        import socket
+
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.sock, 64, 2)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                self.broken = True
+                return False
+            if not msg:
+                self.broken = True
+                return False
+            if msg[:1] == b"X" and len(msg) == 1 + self.EXIT.size and not fds:
+                pid, status, cpu_us = self.EXIT.unpack(msg[1:])
+                self.exits.append((pid, status, cpu_us / 1e6))
+            elif msg == b"h" and not fds:
+                self.healthy += 1
+            elif msg[:1] == b"P" and len(msg) == 1 + self.PID.size and len(fds) <= 1:
+                (pid,) = self.PID.unpack(msg[1:])
+                if pid > 0 and len(fds) == 1:
+                    self.replies.append((pid, fds[0]))
+                else:
+                    for fd in fds:
+                        os.close(fd)
+                    self.replies.append(None)
+            else:
+                for fd in fds:
+                    os.close(fd)
+                self.broken = True
+                return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the template
+    import socket
+
+    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
+    _child._set_name(b"orb-template")
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1):  # never hold the peer's pipes
+        os.dup2(null, fd)
+    os.close(null)
+    children: dict[int, int] = {}  # pidfd -> pid
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    while True:
+        for fd, _ev in poller.poll():
+            if fd == sock.fileno():
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 8)
+                except OSError:
+                    os._exit(0)
+                if not msg:
+                    os._exit(0)  # the zygote is gone
+                if msg == b"H":
+                    try:
+                        sock.send(b"h")
+                    except OSError:
+                        os._exit(0)
+                    for f in fds:
+                        os.close(f)
+                    continue
+                pid, pidfd = -1, None
+                if msg == b"S" and len(fds) == 4:
+                    try:
+                        pid = _ns.fork_in_new_pidns(jail.pidns_fd if jail.use_pidns else None)
+                        if pid == 0:
+                            keep = set(fds) | {f for f, _ in jail.ro_fds} | set(jail.dev_fds)
+                            _child.spare(jail, tuple(fds), keep)
+                        pidfd = os.pidfd_open(pid)
+                    except OSError:
+                        pid = -1
+                for f in fds:
+                    os.close(f)
+                try:
+                    socket.send_fds(sock, [b"P" + Template.PID.pack(pid)],
+                                    [pidfd] if pidfd is not None else [])
+                except OSError:
+                    os._exit(0)
+                if pidfd is not None:
+                    # Ours for watching; the zygote got its own copy for signals.
+                    children[pidfd] = pid
+                    poller.register(pidfd, select.POLLIN)
+            elif fd in children:
+                pid = children.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                try:
+                    _pid, status, usage = os.wait4(pid, 0)
+                    cpu_us = int((usage.ru_utime + usage.ru_stime) * 1e6)
+                except ChildProcessError:
+                    status, cpu_us = 0, 0
+                try:
+                    sock.send(b"X" + Template.EXIT.pack(pid, status, cpu_us))
+                except OSError:
+                    os._exit(0)
 
 
 class Loop:
     def __init__(self, jail: Jail, scratch_root: str, once: bool, max_workers: int,
-                 worker_idle_s: float, prefork: bool = True, max_calls: int = 64):
+                 worker_idle_s: float, prefork: bool = True, max_calls: int = 64,
+                 template: "Template | None" = None):
         self.jail = jail
+        self.template = template
         self.scratch_root = scratch_root
         self.once = once
         self.max_workers = max_workers
         self.worker_idle_s = worker_idle_s
         self.sel = selectors.DefaultSelector()
         self.calls: dict[int, Call] = {}
-        self.procs: dict[int, tuple[Proc, object]] = {}  # pidfd -> (proc, owner)
+        self.procs: dict[int, tuple[Proc, object]] = {}  # pid -> (proc, owner)
         self.workers: list[Worker] = []
         self.running = True
+        self.stop_deadline = 0.0
         self.runs_seen = 0
         self.scratch_seq = 0
-        self.code_cache: dict = {}
         self.path_cache: dict = {}  # (package_dir, entry) -> realpaths, checked
-        self.spare: tuple | None = None  # (pid, order_w, out_r, err_r, st_r)
+        self.primed: dict = {}  # primed_key -> (proc, writer, t) or a Primed while on its way
+        self.pongs_due: list = []  # pings answered once the template answers its own
+        # Children from the template: asked for, ready, and calls waiting.
+        self.requested: collections.deque = collections.deque()  # (t, pipe ends)
+        self.ready_children: collections.deque = collections.deque()
+        self.waiters: collections.deque = collections.deque()  # (call, start)
         self.use_spare = prefork and not once
         self.max_calls = max_calls
         self.cleanup: collections.deque = collections.deque()
@@ -378,6 +860,40 @@ class Loop:
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
         self.sel.register(0, selectors.EVENT_READ, self.on_control)
+        if template is not None:
+            template.sock.setblocking(False)
+            self.sel.register(template.sock, selectors.EVENT_READ, self.on_template)
+
+    def on_template(self) -> None:
+        """Children, exit reports and health answers from the template.
+        Anything else, or EOF, means it died or misbehaves."""
+        ok = self.template.read_reports()
+        while self.template.healthy and self.pongs_due:
+            self.template.healthy -= 1
+            self.send({"op": "pong", "n": self.pongs_due.pop(0)})
+        self.template.healthy = 0
+        self.children_arrived()
+        self.handle_exits()
+        if not ok:
+            try:
+                self.sel.unregister(self.template.sock)
+            except (KeyError, ValueError):
+                pass
+            self.template_failed("the template died")
+
+    def handle_exits(self) -> None:
+        exits = self.template.exits
+        while exits:
+            pid, status, cpu_s = exits.popleft()
+            entry = self.procs.get(pid)
+            if entry is not None:
+                self.on_exit(entry[0], entry[1], status, cpu_s)
+                continue
+            for child in list(self.ready_children):
+                if child[0] == pid:  # a spare died while it waited
+                    self.ready_children.remove(child)
+                    self.close_child(child, dead=True)
+                    self.replenish()
 
     # -- control channel ------------------------------------------------
 
@@ -404,6 +920,17 @@ class Loop:
             if op == "run":
                 self.runs_seen += 1
                 self.start_call(ctl, payload)
+            elif op == "ping":
+                # Answered once the template answers too: a hung template
+                # then shows as a hung zygote, and the peer replaces both.
+                if self.template.pid and _child_exited(self.template.pid):
+                    self.template_failed("the template died")
+                    return
+                self.pongs_due.append(ctl.get("n"))
+                del self.pongs_due[:-4]
+                if not self.template.ping():
+                    self.template_failed("the template does not take requests")
+                    return
             elif op == "stop":
                 self.shutdown()
                 return
@@ -412,11 +939,14 @@ class Loop:
         if not self.running:
             return
         self.running = False
+        self.stop_deadline = _now() + 2.0  # for the template's last exit reports
         try:
             self.sel.unregister(0)
         except (KeyError, ValueError):
             pass
-        self.drop_spare()
+        while self.ready_children:
+            self.close_child(self.ready_children.popleft())
+        self.expire_primed(0.0)
         for call in self.calls.values():
             call.aborted = True
         for proc, _owner in list(self.procs.values()):
@@ -452,14 +982,9 @@ class Loop:
             self.finish(call, "ERROR", str(e))
             return
         if ctl.get("reuse") == "per-function" and spec["runtime"] == "python":
-            worker = self.get_worker(spec, call)
-            if worker is not None:
-                self.dispatch_to_worker(worker, call)
+            if self.run_in_worker(spec, call):
                 return
-        try:
-            self.fork_once(call, spec)
-        except OSError as e:
-            self.finish(call, "INTERNAL", f"could not start the jailed child: {e}")
+        self.fork_once(call, spec)
 
     def make_spec(self, ctl: dict) -> dict:
         runtime = ctl.get("runtime")
@@ -485,10 +1010,14 @@ class Loop:
             raise ValueError(f"entry {ctl['entry']} not found in the package") from None
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"entry {ctl['entry']} is not a regular file")
+        # Inside the child's root the package is at /pkg (with namespaces).
+        inner_pkg = _ns.PKG_DIR if self.jail.use_namespaces else pkg
+        inner_entry = inner_pkg + "/" + os.path.relpath(entry, pkg)
         spec = {
             "runtime": runtime,
             "package_dir": pkg,
-            "entry": entry,
+            "package_root": inner_pkg,
+            "entry": inner_entry,
             "fid": str(ctl.get("fid", "")),
             "request_id": str(ctl.get("request_id", "")),
             "timeout_s": float(ctl["timeout_s"]),
@@ -496,12 +1025,12 @@ class Loop:
             "cpu_s": max(1, int(float(ctl["timeout_s"]) + 1.999)),
             "fsize_bytes": int(ctl["scratch_max_bytes"]),
             "scratch_max_bytes": int(ctl["scratch_max_bytes"]),
+            "scratch_inodes": int(ctl.get("scratch_max_inodes", 4096)),
             "nofile": int(ctl.get("nofile", 64)),
+            "nproc": int(ctl.get("max_tasks", 64)),
             "input_max_bytes": MAX_INPUT_BYTES,
             "exec_paths": [],
         }
-        if runtime == "python":
-            spec["code"] = self.compiled(entry, st)
         if runtime == "exec":
             if not st.st_mode & 0o111:
                 raise ValueError(f"entry {ctl['entry']} is not executable")
@@ -520,177 +1049,236 @@ class Loop:
             spec["exec_paths"].extend(self.jail.loaders)
         return spec
 
-    def compiled(self, entry: str, st: os.stat_result):
-        """The entry's code object, compiled here once so each child only runs it.
+    def new_identity(self, spec: dict) -> tuple[dict, int | None, str | None]:
+        """The call's uid (from the pool, when root) and, without namespaces
+        (the loud opt-out only), a scratch dir on the host."""
+        uid = None
+        if self.jail.use_uid:
+            uid = self.jail.uid_pool.take()
+            if uid is None:
+                raise OSError(errno.EAGAIN, "the uid pool is exhausted")
+        scratch = None
+        if not self.jail.use_namespaces:
+            self.scratch_seq += 1
+            scratch = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
+            os.mkdir(scratch, 0o700)
+            if uid is not None:
+                os.chown(scratch, uid, uid)
+        return dict(spec, uid=uid, gid=uid, scratch=scratch), uid, scratch
 
-        Compiling executes nothing, but it is work done outside the jail on
-        a stranger's source, so only small sources (64 KiB, which compile in
-        well under a millisecond) are compiled here; anything larger, and any
-        source that fails to compile, is compiled by the jailed child itself
-        and its error lands in the call's log.  Bounded: 64 entries."""
-        key = (entry, st.st_mtime_ns, st.st_size, st.st_ino)
-        if key in self.code_cache:
-            return self.code_cache[key]
-        code = None
-        if st.st_size <= ZYGOTE_COMPILE_MAX_BYTES:
-            try:
-                with open(entry, "rb") as f:
-                    code = compile(f.read(ZYGOTE_COMPILE_MAX_BYTES + 1), entry, "exec",
-                                   dont_inherit=True)
-            except Exception:  # SyntaxError, RecursionError, MemoryError, ...
-                code = None
-        if len(self.code_cache) >= 64:
-            self.code_cache.pop(next(iter(self.code_cache)))
-        self.code_cache[key] = code
-        return code
-
-    def new_scratch(self, max_bytes: int) -> tuple[str, bool]:
-        self.scratch_seq += 1
-        path = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
-        os.mkdir(path, 0o700)
-        mounted = False
-        if self.jail.mountns:
-            opts = f"size={max(max_bytes, 4096)},nr_inodes=4096,mode=0700"
-            mounted = _mount("orb-scratch", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
-        return path, mounted
-
-    def drop_scratch(self, proc: Proc) -> None:
-        """Wipe a finished call's scratch when the loop is next idle (at most
-        8 wait), so the wipe never delays the next request."""
-        self.cleanup.append((proc.scratch, proc.mounted))
-        if len(self.cleanup) > 8:
-            self.run_cleanup()
+    def release(self, proc: Proc) -> None:
+        """A reaped child's uid goes back to the pool; its scratch (host
+        dir, unconfined only) is wiped when the loop is next idle.  With
+        namespaces the scratch was a tmpfs in the child's own mount
+        namespace, gone with it."""
+        if self.jail.uid_pool is not None:
+            self.jail.uid_pool.give_back(proc.uid)
+        proc.uid = None
+        if proc.scratch:
+            self.cleanup.append(proc.scratch)
+            if len(self.cleanup) > 8:
+                self.run_cleanup()
 
     def run_cleanup(self) -> None:
         while self.cleanup:
-            scratch, mounted = self.cleanup.popleft()
-            if mounted:
-                _libc.umount2(scratch.encode(), MNT_DETACH)
-            try:
-                os.rmdir(scratch)  # an unmounted tmpfs leaves an empty dir
-            except OSError:
-                shutil.rmtree(scratch, ignore_errors=True)
-
-    def spawn(self, spec: dict, stdin_fd: int):
-        """Fork a jailed child.  Returns (proc, out_r, err_r, status_r)."""
-        scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
-        spec = dict(spec, scratch=scratch)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        st_r, st_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (out_r, out_w, err_r, err_w, st_r, st_w):
-                os.close(fd)
-            raise
-        if pid == 0:  # pragma: no cover - the child never returns
-            try:
-                _child.enter(self.jail, spec, (stdin_fd, out_w, err_w, st_w))
-            finally:
-                os._exit(_child.EXIT_SETUP)
-        for fd in (out_w, err_w, st_w):
-            os.close(fd)
-        proc = Proc(self, pid, scratch, mounted)
-        for fd in (out_r, err_r, st_r):
-            os.set_blocking(fd, False)
-        return proc, out_r, err_r, st_r
+            _ns.remove_tree(self.cleanup.popleft())
 
     def watch(self, proc: Proc, owner, out_r: int, err_r: int, st_r: int) -> None:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
         for fd, kind in proc.fds.items():
             self.sel.register(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
-        self.sel.register(proc.pidfd, selectors.EVENT_READ, (self.on_exit, proc, owner))
-        self.procs[proc.pidfd] = (proc, owner)
+        self.procs[proc.pid] = (proc, owner)
 
-    def make_spare(self) -> None:
-        """Pre-fork the next call's child while the zygote is idle.
+    # -- children from the template ---------------------------------------
 
-        The spare runs :func:`_child.spare`: it does the call-independent
-        setup now and waits on its order pipe, so a call starts without
-        paying for fork() and its copy-on-write aftermath."""
-        if self.spare is not None or not self.running or not self.use_spare:
-            return
+    def request_child(self) -> None:
+        """Ask the template for one more child; it arrives in on_template."""
         order_r, order_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
-        child_fds = (order_r, out_w, err_w, st_w)
-        keep = set(child_fds) | {fd for fd, _ in self.jail.ro_fds} | set(self.jail.dev_fds)
+        child_fds = [order_r, out_w, err_w, st_w]
         try:
-            pid = os.fork()
-        except OSError:
-            for fd in (order_r, order_w, out_r, out_w, err_r, err_w, st_r, st_w):
+            sent = self.template.request(child_fds)
+        finally:
+            for fd in child_fds:
                 os.close(fd)
-            self.use_spare = False
+        if not sent:
+            for fd in (order_w, out_r, err_r, st_r):
+                os.close(fd)
+            self.template_failed("the template does not take requests")
             return
-        if pid == 0:  # pragma: no cover - the child never returns
+        self.requested.append((_now(), (order_w, out_r, err_r, st_r)))
+
+    def replenish(self) -> None:
+        """Keep one spare ready (or on its way) beyond the calls waiting."""
+        if not self.running or self.template.broken:
+            return
+        want = len(self.waiters) + (1 if self.use_spare else 0)
+        while len(self.ready_children) + len(self.requested) < want:
+            self.request_child()
+            if self.template.broken:
+                return
+
+    def acquire_child(self, call: Call, start) -> None:
+        """``start(child)`` now with a ready child, or once one arrives."""
+        if self.ready_children:
+            child = self.ready_children.popleft()
+            self.replenish()
+            start(child)
+            return
+        self.waiters.append((call, start))
+        self.replenish()
+
+    def children_arrived(self) -> None:
+        replies = self.template.replies
+        while replies and self.requested:
+            reply = replies.popleft()
+            _t, ends = self.requested.popleft()
+            if reply is None:
+                for fd in ends:
+                    os.close(fd)
+                self.template_failed("the template could not fork a jailed child")
+                return
+            child = reply + ends  # (pid, pidfd, order_w, out_r, err_r, st_r)
+            if self.waiters:
+                call, start = self.waiters.popleft()
+                start(child)
+            else:
+                self.ready_children.append(child)
+        self.replenish()
+
+    def close_child(self, child: tuple, dead: bool = False) -> None:
+        pid, pidfd, order_w, out_r, err_r, st_r = child
+        if not dead:
             try:
-                _child.spare(self.jail, child_fds, keep)
-            finally:
-                os._exit(_child.EXIT_SETUP)
-        for fd in child_fds:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        for fd in (pidfd, order_w, out_r, err_r, st_r):
             os.close(fd)
-        self.spare = (pid, order_w, out_r, err_r, st_r)
 
-    def drop_spare(self, reaped: bool = False) -> None:
-        if self.spare is None:
-            return
-        pid, order_w, out_r, err_r, st_r = self.spare
-        self.spare = None
-        for fd in (order_w, out_r, err_r, st_r):
-            os.close(fd)
-        if reaped or pid <= 0:
-            return
+    def template_failed(self, why: str) -> None:
+        """No call can start without the template: stop, so the peer sees the
+        zygote exit and starts a new one.  Calls waiting end INTERNAL."""
+        self.template.broken = True
+        while self.waiters:
+            call, _start = self.waiters.popleft()
+            if call is not None:
+                self.finish(call, "INTERNAL", f"{why}; the zygote is being replaced")
+        if self.running:
+            sys.stderr.write(f"orb zygote: {why}; exiting so the peer replaces us\n")
+            self.shutdown()
+
+    def start_child(self, child: tuple, spec: dict, owner) -> tuple[Proc, "Writer | Gate"]:
+        """Send ``spec`` to a waiting child and watch it; returns its Proc and
+        the writer of its stdin (the order pipe)."""
+        pid, pidfd, order_w, out_r, err_r, st_r = child
         try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            order, uid, scratch = self.new_identity(spec)
         except OSError:
-            pass
-
-    def use_spare_for(self, call: Call, spec: dict) -> bool:
-        pid, order_w, out_r, err_r, st_r = self.spare
-        try:
-            gone = os.waitpid(pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            gone = True
-        if gone:  # the spare died while idle (already reaped): fork directly
-            self.drop_spare(reaped=True)
-            return False
-        self.spare = None
-        scratch, mounted = self.new_scratch(spec["scratch_max_bytes"])
-        order = dict(spec, scratch=scratch)
-        code = order.pop("code", None)
+            self.close_child(child)
+            raise
         body = json.dumps(order).encode()
-        code_bytes = marshal.dumps(code) if code is not None else b""
-        proc = Proc(self, pid, scratch, mounted)
+        proc = Proc(self, pid, pidfd, uid, scratch)
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
-        writer.write(_child.ORDER_HEADER.pack(len(body), len(code_bytes)) + body + code_bytes)
+        writer.write(_child.ORDER_HEADER.pack(len(body)) + body)
+        if self.jail.use_notify and self.jail.use_seccomp:
+            proc.gate = writer = Gate(writer)
+        self.watch(proc, owner, out_r, err_r, st_r)
+        return proc, writer
+
+    def fork_once(self, call: Call, spec: dict) -> None:
+        key = self.primed_key(spec)
+        primed = self.primed.get(key) if key is not None else None
+        if isinstance(primed, tuple):  # (a Primed placeholder: still on its way)
+            del self.primed[key]
+            # A child readied for this function after its last call: its jail
+            # is up (or nearly); only the input is missing.
+            proc, writer, _t = primed
+            self.adopt(proc, call)
+            self.send_input(call, proc, writer)
+            if proc.ready and call.t_ready is None:
+                call.t_ready = call.t_start
+            self.prime(key, spec)
+            return
+
+        def start(child):
+            if call.finished:
+                self.ready_children.appendleft(child)
+                return
+            try:
+                proc, writer = self.start_child(child, spec, call)
+            except OSError as e:
+                self.finish(call, "INTERNAL", f"could not start the jailed child: {e}")
+                return
+            self.send_input(call, proc, writer)
+
+        self.acquire_child(call, start)
+        if key is not None:
+            self.prime(key, spec)
+
+    def send_input(self, call: Call, proc: Proc, writer) -> None:
+        if call.ctl.get("runtime") == "python":
+            head = json.dumps({"request_id": str(call.ctl.get("request_id", "")),
+                               "timeout_s": float(call.ctl["timeout_s"])}).encode()
+            writer.write(_child.CALL_HEADER.pack(len(head)) + head)
         writer.write(call.event)
         writer.close_when_flushed()
         call.event = b""
         call.proc = proc
         call.input_writer = writer
-        self.watch(proc, call, out_r, err_r, st_r)
-        return True
 
-    def fork_once(self, call: Call, spec: dict) -> None:
-        if self.spare is not None and self.use_spare_for(call, spec):
+    # -- primed children: the next call of a function, jailed ahead ----------
+
+    def primed_key(self, spec: dict) -> tuple | None:
+        """Calls of the same function with the same limits can use a child
+        primed for them; ``None`` for the runtimes that cannot (exec reads
+        raw stdin, so it gets no call header)."""
+        if not self.use_spare or spec["runtime"] != "python":
+            return None
+        return (spec["fid"], spec["package_dir"], spec["entry"], spec["memory_mb"], spec["cpu_s"],
+                spec["nofile"], spec["nproc"], spec["scratch_max_bytes"], spec["scratch_inodes"])
+
+    def prime(self, key: tuple, spec: dict) -> None:
+        """Ready a child for the next call of this function: a fresh process
+        that has run no code of it, its package and scratch mounted, its
+        uid, limits, Landlock and seccomp in place, waiting for its input."""
+        if key in self.primed or len(self.primed) >= MAX_PRIMED or not self.running:
             return
-        memfd = os.memfd_create("orb-input", os.MFD_CLOEXEC)
-        try:
-            view = memoryview(call.event)
-            while view:
-                view = view[os.write(memfd, view):]
-            os.lseek(memfd, 0, os.SEEK_SET)
-            proc, out_r, err_r, st_r = self.spawn(spec, memfd)
-        finally:
-            os.close(memfd)
-        call.event = b""
-        call.proc = proc
-        self.watch(proc, call, out_r, err_r, st_r)
+        holder = Primed(key)
+        self.primed[key] = holder  # reserved while the child is on its way
+
+        def start(child):
+            if self.primed.get(key) is not holder or not self.running:
+                self.ready_children.appendleft(child)
+                return
+            try:
+                proc, writer = self.start_child(child, spec, holder)
+            except OSError:
+                self.primed.pop(key, None)
+                return
+            self.primed[key] = (proc, writer, _now())
+
+        self.acquire_child(None, start)
+
+    def adopt(self, proc: Proc, owner) -> None:
+        """Point a primed child's pipes and notifications at its call."""
+        self.procs[proc.pid] = (proc, owner)
+        for fd, kind in proc.fds.items():
+            self.sel.modify(fd, selectors.EVENT_READ, (self.on_pipe, proc, owner, fd, kind))
+        if proc.listener is not None:
+            self.sel.modify(proc.listener, selectors.EVENT_READ, (self.on_notify, proc, owner))
+
+    def expire_primed(self, max_age_s: float = PRIMED_IDLE_S) -> None:
+        now = _now()
+        for key, entry in list(self.primed.items()):
+            if isinstance(entry, tuple) and (now - entry[2] > max_age_s or not self.running):
+                del self.primed[key]
+                entry[1].close()
+                entry[0].kill()
 
     # -- warm workers -----------------------------------------------------
 
@@ -698,50 +1286,82 @@ class Loop:
         return (spec["fid"], spec["package_dir"], spec["entry"], spec["memory_mb"], spec["nofile"],
                 spec["scratch_max_bytes"])
 
-    def get_worker(self, spec: dict, call: Call) -> Worker | None:
+    def run_in_worker(self, spec: dict, call: Call) -> bool:
+        """Hand the call to a warm worker of its function, starting one if
+        needed; False if none can be had (then it runs per call)."""
         key = self.worker_key(spec)
         for w in self.workers:
-            if w.key == key and w.call is None and not w.dead:
-                return w
+            if w.key == key and w.call is None and not w.dead and w.proc is not None:
+                self.dispatch_to_worker(w, call)
+                return True
         live = [w for w in self.workers if not w.dead]
         if len(live) >= self.max_workers:
-            idle = sorted((w for w in live if w.call is None), key=lambda w: w.last_used)
+            idle = sorted((w for w in live if w.call is None and w.proc is not None),
+                          key=lambda w: w.last_used)
             if not idle:
-                return None
+                return False
             self.retire(idle[0])
         wspec = dict(spec, worker=True, cpu_s=WORKER_CPU_S)
-        in_r, in_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            proc, out_r, err_r, st_r = self.spawn(wspec, in_r)
-        except OSError:
-            os.close(in_w)
-            return None
-        finally:
-            os.close(in_r)
-        worker = Worker(key, proc, Writer(self, in_w), call.output_max)
+        worker = Worker(key, None, None, call.output_max)
+        worker.call = call  # reserved for this call until it is up
+        call.worker = worker
         self.workers.append(worker)
-        self.watch(proc, worker, out_r, err_r, st_r)
-        return worker
+
+        def start(child):
+            if call.finished or worker.dead:
+                self.ready_children.appendleft(child)
+                if not worker.dead:
+                    worker.dead = True
+                    self.workers.remove(worker)
+                return
+            try:
+                worker.proc, worker.stdin = self.start_child(child, wspec, worker)
+            except OSError as e:
+                worker.dead = True
+                self.workers.remove(worker)
+                self.finish(call, "INTERNAL", f"could not start the warm worker: {e}")
+                return
+            self.dispatch_to_worker(worker, call)
+
+        self.acquire_child(call, start)
+        return True
 
     def dispatch_to_worker(self, worker: Worker, call: Call) -> None:
         worker.call = call
         call.worker = worker
         call.proc = worker.proc
-        if worker.new:
-            worker.new = False
-        else:
+        if worker.proc.ready:
             # Warm: the jail is already up; function code starts now.
             call.t_ready = call.t_start
-        worker.decoder.max_data_bytes = call.output_max
+        # Whatever the worker wrote after its last answer (it was stopped
+        # right after it) belongs to no call: drop it, then wake it.
+        self.discard_pending(worker)
+        worker.decoder = FrameDecoder(max_data_bytes=call.output_max)
         worker.stdin.write(encode({"fid": call.ctl.get("fid", ""),
                                    "request_id": call.ctl.get("request_id", ""),
                                    "timeout_s": call.ctl["timeout_s"]}, call.event))
         call.event = b""
+        worker.proc.signal(signal.SIGCONT)
+
+    def discard_pending(self, worker: Worker) -> None:
+        for fd, kind in list(worker.proc.fds.items()):
+            if kind == "status":
+                continue
+            for _ in range(64):
+                try:
+                    if not os.read(fd, 1 << 16):
+                        break
+                except OSError:
+                    break
 
     def retire(self, worker: Worker) -> None:
         worker.dead = True
-        worker.stdin.close()
-        worker.proc.kill()
+        if worker.stdin is not None:
+            worker.stdin.close()
+        if worker.proc is not None:
+            worker.proc.kill()
+        elif worker in self.workers:
+            self.workers.remove(worker)
 
     def reap_idle_workers(self) -> None:
         now = _now()
@@ -770,7 +1390,7 @@ class Loop:
     def pipe_data(self, proc: Proc, owner, kind: str, data: bytes) -> None:
         call = owner if isinstance(owner, Call) else owner.call
         if kind == "status":
-            proc.status_buf += data
+            proc.status_buf += data[:1024]
             self.parse_status(proc, call)
             return
         if call is None or call.finished:
@@ -780,15 +1400,21 @@ class Loop:
         elif isinstance(owner, Worker):
             try:
                 frames = owner.decoder.feed(data)
+            except ControlTooLarge as e:
+                call.protocol_error = call.protocol_error or (
+                    f"the function wrote garbage to the worker's result channel ({e})")
+                self.retire(owner)
+                return
             except FrameTooLarge:
                 call.too_large = True
                 self.retire(owner)
                 return
             except FrameError as e:
-                call.protocol_error = f"the function wrote to the worker's result channel ({e})"
+                call.protocol_error = call.protocol_error or (
+                    f"the function wrote garbage to the worker's result channel ({e})")
                 self.retire(owner)
                 return
-            for ctl, out in frames:
+            for ctl, out in frames[:1]:
                 self.worker_done(owner, ctl, out)
         else:
             room = call.output_max - len(call.out)
@@ -799,84 +1425,68 @@ class Loop:
             call.out += data
 
     def parse_status(self, proc: Proc, call: Call | None) -> None:
+        """The status pipe carries ``R`` + int32 (jail closed; the child's
+        seccomp listener fd or -1) or ``E`` + text (setup failed), both
+        written before any function code runs; the child closes it before
+        running function code.  The time is the zygote's own."""
         buf = proc.status_buf
-        while buf:
-            tag = buf[:1]
-            if tag == b"R":
-                if len(buf) < 9:
-                    return
-                (t_ready,) = struct.unpack("<d", bytes(buf[1:9]))
-                del buf[:9]
-                if proc.t_ready is None:
-                    proc.t_ready = t_ready
-                    if call is not None and call.t_ready is None:
-                        call.t_ready = t_ready
-            elif tag == b"D":
-                head = 1 + _child.DONE_HEADER.size
-                if len(buf) < head:
-                    return
-                t_ready, code, inline_len = _child.DONE_HEADER.unpack(bytes(buf[1:head]))
-                if inline_len > _child.INLINE_MAX_BYTES:
-                    del buf[:]  # not from our runtime: ignore the rest
-                    return
-                if len(buf) < head + inline_len:
-                    return
-                inline = bytes(buf[head:head + inline_len])
-                del buf[:head + inline_len]
-                if call is not None and not call.finished and call.worker is None:
-                    self.pipe_data(proc, call, "out", inline)
-                if proc.t_ready is None:
-                    proc.t_ready = t_ready
-                    if call is not None and call.t_ready is None:
-                        call.t_ready = t_ready
-                if call is not None and not call.finished and call.worker is None:
-                    self.call_done(proc, call, code)
-            elif tag == b"S":
-                if len(buf) < 5:
-                    return
-                (nr,) = struct.unpack("<i", bytes(buf[1:5]))
-                del buf[:5]
-                if call is not None:
-                    call.syscall = nr
-            elif tag == b"E":
-                msg = bytes(buf[1:513]).decode(errors="replace")
-                del buf[:]
-                if call is not None and call.t_ready is None:
-                    call.setup_error = msg
-            else:
-                del buf[:]  # garbage from function code: ignore the rest
-
-    def call_done(self, proc: Proc, call: Call, code: int) -> None:
-        """The python runtime finished (``D`` record): its output is complete
-        in the pipes.  Answer now; the exit is reaped later, off the call's
-        critical path.  The process is killed first, so a forged early ``D``
-        cannot keep running outside the peer's concurrency accounting."""
-        proc.kill()
-        for fd, kind in list(proc.fds.items()):
-            if kind == "status":
-                continue
-            while not call.too_large:
+        if proc.ready or not buf:
+            return
+        tag = bytes(buf[:1])
+        if tag == b"R":
+            if len(buf) < 5:
+                return
+            (listener,) = struct.unpack("<i", bytes(buf[1:5]))
+            del buf[:]
+            proc.ready = True
+            if call is not None and call.t_ready is None:
+                call.t_ready = _now()
+            if proc.gate is not None:
                 try:
-                    data = os.read(fd, 1 << 16)
-                except (BlockingIOError, OSError):
-                    break
-                if not data:
-                    break
-                self.pipe_data(proc, call, kind, data)
-        limit = call.ctl["memory_mb"]
-        if call.syscall is not None:
-            name = _seccomp.syscall_name(call.syscall)
-            self.finish(call, "KILLED_BY_POLICY", f"seccomp stopped forbidden syscall {name}")
-        elif call.too_large:
-            self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
-        elif call.timed_out:
-            self.finish(call, "TIMEOUT", f"wall-clock deadline of {call.ctl['timeout_s']} s reached")
-        elif code == _child.EXIT_OK:
-            self.finish(call, "OK", "")
-        elif code == _child.EXIT_MEMORY:
-            self.finish(call, "MEMORY", f"memory limit of {limit} MB reached")
+                    self.take_listener(proc, listener)
+                except OSError as e:
+                    if call is not None:
+                        call.setup_error = f"could not take the seccomp listener: {e}"
+                        proc.ready = False
+                    proc.kill()
+                    return
+                proc.gate.open()
+        elif tag == b"E":
+            if call is not None and call.setup_error is None:
+                call.setup_error = bytes(buf[1:513]).decode(errors="replace")
         else:
-            self.finish(call, "ERROR", f"function exited with status {code} (see log)")
+            del buf[:]
+
+    def syscall_name(self, nr: int) -> str:
+        return self.jail.syscall_names.get(nr, f"syscall {nr}")
+
+    def take_listener(self, proc: Proc, fd: int) -> None:
+        if fd < 0:
+            raise OSError(errno.EBADF, "the child has no listener")
+        proc.listener = _seccomp.take_fd(proc.pidfd, fd)
+        os.set_blocking(proc.listener, False)
+        owner = self.procs[proc.pid][1]
+        self.sel.register(proc.listener, selectors.EVENT_READ, (self.on_notify, proc, owner))
+
+    def on_notify(self, proc: Proc, owner) -> None:
+        """The kernel stopped a denied syscall and says which: kill the process."""
+        nr = _seccomp.receive_notification(proc.listener)
+        if nr is None:  # no process left on the filter (hang-up): nothing to do
+            self.drop_listener(proc)
+            return
+        call = owner if isinstance(owner, Call) else owner.call
+        if call is not None and call.syscall is None and not call.finished:
+            call.syscall = nr
+        proc.kill()
+
+    def drop_listener(self, proc: Proc) -> None:
+        if proc.listener is not None:
+            try:
+                self.sel.unregister(proc.listener)
+            except (KeyError, ValueError):
+                pass
+            os.close(proc.listener)
+            proc.listener = None
 
     def drain(self, proc: Proc, owner) -> None:
         for fd, kind in list(proc.fds.items()):
@@ -892,34 +1502,30 @@ class Loop:
             os.close(fd)
         proc.fds.clear()
 
-    def on_exit(self, proc: Proc, owner) -> None:
-        try:
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                return
-        except ChildProcessError:
-            pass
-        # Still a zombie, so its pid and process group cannot have been
-        # reused: kill anything left in the group, then reap.
-        proc.kill()
-        try:
-            _pid, status = os.waitpid(proc.pid, 0)
-        except ChildProcessError:
-            status = 0
+    def on_exit(self, proc: Proc, owner, status: int, cpu_s: float) -> None:
+        """The template reaped ``proc``: the kernel already killed whatever
+        was left in its PID namespace, and its pipes hold all it wrote."""
         proc.reaped = True
         proc.exit_status = status
+        proc.cpu_s = cpu_s
         writer = getattr(owner, "input_writer", None)
         if writer is not None:
             writer.close()
         self.drain(proc, owner)
-        self.sel.unregister(proc.pidfd)
+        self.drop_listener(proc)
         os.close(proc.pidfd)
-        del self.procs[proc.pidfd]
+        del self.procs[proc.pid]
         try:
             self._finish_exit(proc, owner)
         finally:
-            self.drop_scratch(proc)
+            self.release(proc)
 
     def _finish_exit(self, proc: Proc, owner) -> None:
+        if isinstance(owner, Primed):  # died before any call took it
+            entry = self.primed.get(owner.key)
+            if isinstance(entry, tuple) and entry[0] is proc:
+                del self.primed[owner.key]
+            return
         if isinstance(owner, Worker):
             owner.dead = True
             owner.stdin.close()
@@ -932,11 +1538,12 @@ class Loop:
             self.classify_and_finish(owner, proc)
 
     def worker_done(self, worker: Worker, ctl: dict, out: bytes) -> None:
+        """The worker answered: stop it at once (the call's time ends when it
+        is frozen again), then collect its log and answer."""
         call = worker.call
         if call is None:
             return
-        # The worker flushed its log before answering; collect it, and its
-        # ready report if this was its first call.
+        worker.proc.signal(signal.SIGSTOP)
         for fd, kind in list(worker.proc.fds.items()):
             if kind in ("err", "status"):
                 while True:
@@ -949,63 +1556,69 @@ class Loop:
                     if kind == "err":
                         call.add_log(data)
                     else:
-                        worker.proc.status_buf += data
+                        worker.proc.status_buf += data[:1024]
                         self.parse_status(worker.proc, call)
         worker.call = None
         worker.calls_served += 1
         worker.last_used = _now()
         call.out = bytearray(out)
+        # The worker's own frame says only whether its handler returned or
+        # raised: the function's own outcome, like an exit code.
         if ctl.get("kind") == "ok":
             self.finish(call, "OK", "")
         else:
             self.finish(call, "ERROR", "the handler raised an exception (see log)")
 
     def classify_and_finish(self, call: Call, proc: Proc) -> None:
+        """The verdict, from what the zygote saw: the exit status and signal
+        the kernel reported, its own clock, its own counts of output bytes."""
         status = proc.exit_status or 0
         limit = call.ctl["timeout_s"]
-        if call.setup_error is not None:
+        cpu_limit = max(1, int(float(limit) + 1.999))
+        if call.setup_error is not None and not proc.ready:
             self.finish(call, "INTERNAL", call.setup_error)
         elif call.syscall is not None:
-            name = _seccomp.syscall_name(call.syscall)
-            self.finish(call, "KILLED_BY_POLICY", f"seccomp stopped forbidden syscall {name}")
+            # The kernel's notification named it.
+            self.finish(call, "KILLED_BY_POLICY",
+                        f"seccomp stopped forbidden syscall {self.syscall_name(call.syscall)}")
+        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
+            # seccomp's kill_process; the function cannot send SIGSYS itself
+            # (that is a forbidden syscall too).
+            self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall")
         elif call.too_large:
             self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
         elif call.timed_out:
-            self.finish(call, "TIMEOUT", f"wall-clock deadline of {limit} s reached; process group killed")
+            self.finish(call, "TIMEOUT", f"wall-clock deadline of {limit} s reached; jail killed")
         elif call.aborted:
             self.finish(call, "INTERNAL", "the executor stopped during the call")
         elif call.protocol_error:
             self.finish(call, "ERROR", call.protocol_error)
+        elif not proc.ready:
+            self.finish(call, "INTERNAL", "the jailed child died before the function started "
+                        f"({_describe_status(status)})")
         elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            if sig == signal.SIGXCPU:
-                self.finish(call, "TIMEOUT", "CPU-time limit reached (SIGXCPU)")
-            elif sig == signal.SIGSYS:
-                self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall (SIGSYS)")
-            elif sig == signal.SIGXFSZ:
-                self.finish(call, "ERROR", "file-size limit reached in scratch (SIGXFSZ)")
+            if sig in (signal.SIGXCPU, signal.SIGKILL) and proc.cpu_s >= cpu_limit - 0.05:
+                self.finish(call, "TIMEOUT", f"CPU-time limit of {cpu_limit} s reached")
             elif sig == signal.SIGKILL:
-                self.finish(call, "ERROR", "killed by SIGKILL (by the function itself, or the "
-                            "kernel's out-of-memory killer)")
+                self.finish(call, "ERROR", "killed by SIGKILL (the kernel's out-of-memory killer, "
+                            "or the function itself)")
             else:
                 self.finish(call, "ERROR", f"killed by signal {name}")
         else:
             code = os.WEXITSTATUS(status)
-            if call.t_ready is None:
-                self.finish(call, "INTERNAL", f"jailed child exited with {code} before the function started")
-            elif call.worker is not None and code == 0:
-                self.finish(call, "ERROR", "the warm worker exited during the call")
-            elif code == _child.EXIT_OK and call.worker is None:
-                self.finish(call, "OK", "")
-            elif code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
+            if code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
                 self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached")
-            elif call.ctl.get("runtime") == "exec" and any(
-                    m in call.log[-4096:] for m in _EXEC_MEMORY_MARKERS):
-                # An exec'd program reports failed allocations in its own
-                # words; these are the common ones (glibc, Python, Rust, Go).
-                self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached "
-                            f"(exit status {code}; see log)")
+            elif call.worker is not None:
+                self.finish(call, "ERROR", f"the warm worker exited with status {code} during the call")
+            elif code == _child.EXIT_OK:
+                self.finish(call, "OK", "")
+            elif call.ctl.get("runtime") == "exec":
+                # Its log is its own words, not a verdict: a failed
+                # allocation shows there, and the status stays ERROR.
+                self.finish(call, "ERROR", f"function exited with status {code} (see log; the "
+                            f"memory limit is {call.ctl['memory_mb']} MB)")
             else:
                 self.finish(call, "ERROR", f"function exited with status {code} (see log)")
 
@@ -1014,6 +1627,7 @@ class Loop:
             return
         call.finished = True
         now = _now()
+        # Every timing is the zygote's own clock.
         if call.t_ready is not None:
             boot, run = call.t_ready - call.t_start, now - call.t_ready
         else:
@@ -1032,8 +1646,22 @@ class Loop:
     def check_deadlines(self) -> float | None:
         now = _now()
         nearest = None
+        if self.requested and now - self.requested[0][0] > Template.TIMEOUT_S:
+            self.template_failed(f"the template did not answer within {Template.TIMEOUT_S} s")
         for call in list(self.calls.values()):
-            if call.finished or call.proc is None:
+            if call.finished:
+                continue
+            if call.proc is None:  # waiting for a child from the template
+                if now >= call.deadline:
+                    self.waiters = collections.deque(w for w in self.waiters if w[0] is not call)
+                    w = call.worker
+                    if w is not None and w.proc is None and not w.dead:
+                        w.dead = True
+                        self.workers.remove(w)
+                    self.finish(call, "TIMEOUT", "deadline passed before a jailed child was ready")
+                else:
+                    left = call.deadline - now
+                    nearest = left if nearest is None else min(nearest, left)
                 continue
             if now >= call.deadline:
                 if not call.timed_out:
@@ -1048,7 +1676,8 @@ class Loop:
         return nearest
 
     def run(self) -> int:
-        while self.running or self.procs:
+        while self.running or (self.procs and not self.template.broken
+                               and _now() < self.stop_deadline):
             if self.once and self.runs_seen and not self.calls and self.running:
                 self.shutdown()
             timeout = self.check_deadlines()
@@ -1056,17 +1685,16 @@ class Loop:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             if not self.running:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
+            if self.requested or self.primed:
+                timeout = 1.0 if timeout is None else min(timeout, 1.0)
             events = self.sel.select(0)
-            if not events and (self.cleanup or (self.use_spare and self.spare is None
-                                                and self.running)):
-                # Housekeeping (scratch wipes, the next spare) waits for the
-                # loop to be idle for IDLE_S: back-to-back calls then never
-                # compete with it, and a call after any pause finds a spare.
+            if not events and self.cleanup:
+                # Scratch wipes (unconfined only) wait for the loop to be
+                # idle for IDLE_S, so back-to-back calls never compete with them.
                 wait = IDLE_S if timeout is None else min(timeout, IDLE_S)
                 events = self.sel.select(wait)
                 if not events:
                     self.run_cleanup()
-                    self.make_spare()
                     events = self.sel.select(0)
             if not events:
                 events = self.sel.select(timeout)
@@ -1084,6 +1712,8 @@ class Loop:
                     cb()
             if self.workers:
                 self.reap_idle_workers()
+            if self.primed:
+                self.expire_primed()
             if not self.running:
                 for proc, _o in list(self.procs.values()):
                     proc.kill()
@@ -1092,16 +1722,37 @@ class Loop:
         while self.stdout.buf and not self.stdout.closed and _now() < end:
             self.sel.select(0.1)
             self.stdout._flush()
+        self.template.close()
         self.run_cleanup()
-        shutil.rmtree(self.scratch_root, ignore_errors=True)
+        drop_scratch_root(self.jail, self.scratch_root)
         return 0
 
 
-def probe(allow_unconfined: bool = False) -> dict:
-    jail = Jail(allow_unconfined)
+def make_scratch_root(base: str | None) -> str:
+    # Not tempfile: it imports random, whose at-fork hook would reseed (and
+    # read getrandom) in every child.
+    root = base or "/tmp"
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    scratch_root = os.path.join(root, f"orb-zygote-{os.getpid()}-{os.urandom(6).hex()}")
+    os.mkdir(scratch_root, 0o755)
+    for name in ("root", "empty"):
+        os.mkdir(os.path.join(scratch_root, name), 0o755)
+    return scratch_root
+
+
+def drop_scratch_root(jail: Jail, scratch_root: str) -> None:
+    """Detach the children's root template, then delete what is left."""
+    if jail.root_plan is not None:
+        _libc.umount2(jail.root_plan.mountpoint.encode(), _ns.MNT_DETACH)
+    _ns.remove_tree(scratch_root)
+
+
+def setup_jail(args) -> tuple[Jail, str]:
+    jail = Jail(args.allow_unconfined, args.uid_base, args.uid_count, tuple(args.disable))
     jail.enter_namespaces()
-    return {"layers": jail.layers, "landlock_abi": jail.landlock_abi, "missing": jail.missing(),
-            "notes": jail.notes}
+    scratch_root = make_scratch_root(args.scratch_root)
+    jail.self_test(os.path.join(scratch_root, "root"), os.path.join(scratch_root, "empty"))
+    return jail, scratch_root
 
 
 def main(argv=None) -> int:
@@ -1114,28 +1765,35 @@ def main(argv=None) -> int:
     parser.add_argument("--allow-unconfined", action="store_true")
     parser.add_argument("--no-prefork", action="store_true")
     parser.add_argument("--max-calls", type=int, default=64)
+    parser.add_argument("--uid-base", type=int, default=DEFAULT_UID_BASE)
+    parser.add_argument("--uid-count", type=int, default=DEFAULT_UID_COUNT)
+    parser.add_argument("--disable", action="append", default=[],
+                        choices=["seccomp", "seccomp_notify", "landlock", "pidns", "root",
+                                 "uid_pool"],
+                        help="switch a layer off (it is then missing: calls are REFUSED "
+                             "without --allow-unconfined; for benchmarks)")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
-        sys.stdout.write(json.dumps(probe(args.allow_unconfined)) + "\n")
+        jail, scratch_root = setup_jail(args)
+        drop_scratch_root(jail, scratch_root)
+        sys.stdout.write(json.dumps({"layers": jail.layers, "landlock_abi": jail.landlock_abi,
+                                     "missing": jail.missing(), "notes": jail.notes}) + "\n")
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    jail = Jail(args.allow_unconfined)
-    jail.enter_namespaces()
-    # Not tempfile: it imports random, whose at-fork hook would reseed (and
-    # read getrandom) in every child.
-    root = args.scratch_root or "/tmp"
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    scratch_root = os.path.join(root, f"orb-zygote-{os.getpid()}-{os.urandom(6).hex()}")
-    os.mkdir(scratch_root, 0o700)
-    loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
-                prefork=not args.no_prefork, max_calls=args.max_calls)
+    jail, scratch_root = setup_jail(args)
     _child.zygote_setup()
-    # Children start from this heap: keep the collector from touching (and
-    # so copying) the zygote's pages in each of them.
+    # Children start from the template's heap: keep the collector from
+    # touching (and so copying) its pages in each of them.
     gc.collect()
     gc.freeze()
-    loop.send({"op": "hello", "pid": os.getpid(), "layers": jail.layers,
+    # The template is forked before the first call: nothing of any tenant
+    # is in its memory, now or later.
+    template = Template.start(jail)
+    loop = Loop(jail, scratch_root, args.once, args.max_workers, args.worker_idle_s,
+                prefork=not args.no_prefork, max_calls=args.max_calls, template=template)
+    loop.replenish()
+    loop.send({"op": "hello", "pid": host_pid(), "layers": jail.layers,
                "scratch_root": scratch_root,
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
                "allow_unconfined": jail.allow_unconfined, "max_ctl_bytes": MAX_CTL_BYTES})

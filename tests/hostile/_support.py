@@ -38,15 +38,28 @@ def missing_layers_reason() -> str | None:
     return _probe_cache["reason"]
 
 
+def _meta(path: str) -> bytes:
+    """Mode, owner, times, and every xattr (ACLs are xattrs) of one path."""
+    st = os.lstat(path)
+    out = f"{oct(st.st_mode)} {st.st_uid}:{st.st_gid} {st.st_mtime_ns}".encode()
+    try:
+        for name in sorted(os.listxattr(path, follow_symlinks=False)):
+            out += b" " + name.encode() + b"=" + os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        pass
+    return out
+
+
 def tree_checksum(root: str) -> str:
-    """sha256 over every path, mode and content under ``root``."""
+    """sha256 over every path, mode, owner, time, xattr/ACL and content under ``root``."""
     h = hashlib.sha256()
+    h.update(_meta(root))
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            h.update(os.path.relpath(path, root).encode() + b"\0" + oct(st.st_mode).encode())
+            h.update(os.path.relpath(path, root).encode() + b"\0" + _meta(path))
             if stat.S_ISREG(st.st_mode):
                 with open(path, "rb") as f:
                     h.update(f.read())
@@ -66,6 +79,15 @@ def make_fake_data_dir(base: str) -> tuple[str, str]:
         f.write(b"SQLite format 3\0" + b"\0" * 100)
     with open(os.path.join(data, "store", "index"), "w") as f:
         f.write("fid1\nfid2\n")
+    os.makedirs(os.path.join(data, "bin"))
+    tool = os.path.join(data, "bin", "tool")
+    with open(tool, "w") as f:
+        f.write("#!/bin/sh\necho host tool\n")
+    os.chmod(tool, 0o755)
+    try:
+        os.setxattr(key, "user.orb-test", b"keep me")
+    except OSError:
+        pass  # the filesystem has no user xattrs: modes and owners still count
     return data, key
 
 
@@ -121,23 +143,32 @@ class JailTestCase(TestCase):
         self.assertEqual(left, [], "a process outlived its call")
 
     def zygote_children(self) -> list[int]:
-        """Children of the zygote still alive, except its pre-forked spare
-        (named ``orb-spare`` until it takes a call)."""
-        pid = self.hello["pid"]
-        kids = []
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    kids += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-        jailed = []
-        for kid in kids:
+        """Jailed processes of this executor still alive (children of the
+        zygote's template), except its pre-forked spare (named ``orb-spare``
+        until it takes a call) and a child primed for a function's next call
+        (``orb-ready`` until its call arrives)."""
+        def children(pid):
+            kids = []
             try:
-                with open(f"/proc/{kid}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        kids += [int(x) for x in f.read().split()]
             except OSError:
-                continue
-            if fields.get("Name", "").strip() != "orb-spare":
+                pass
+            return kids
+
+        def name(pid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                return fields.get("Name", "").strip()
+            except OSError:
+                return None
+
+        jailed = []
+        for kid in children(self.hello["pid"]):
+            if name(kid) == "orb-template":
+                jailed += [k for k in children(kid) if name(k) not in (None, "orb-spare", "orb-ready")]
+            elif name(kid) not in (None, "orb-spare", "orb-ready"):
                 jailed.append(kid)
         return jailed

@@ -9,7 +9,8 @@ def handler(event, context):
         os.path.join(ctx["data_dir"], "evil"),
         os.path.join(ctx["data_dir"], "private", "node.key"),
         os.path.join(ctx["outside"], "evil"),
-        "/tmp/orb-hostile-evil",
+        "/orb-hostile-evil",  # the jail's root: read-only
+        "/usr/orb-hostile-evil",  # the runtime: read-only
         __file__,
     ]
     escaped, denied = [], []
@@ -18,12 +19,12 @@ def handler(event, context):
             with open(path, "a") as f:
                 f.write("pwned")
             escaped.append(path)
-        except PermissionError as e:
+        except OSError as e:  # EACCES, EROFS, or not even nameable (ENOENT)
             denied.append(str(e))
     try:
         os.unlink(os.path.join(ctx["data_dir"], "orb.sqlite"))
         escaped.append("unlink")
-    except PermissionError as e:
+    except OSError as e:  # EACCES, EROFS, or not even nameable (ENOENT)
         denied.append(str(e))
     if escaped:
         return {"escaped": escaped}
