@@ -198,6 +198,32 @@ class FederationTests(SynchronousTestCase):
             gaps += [(second, t.local.advertise) for t in (hub, left) if t.registry.peer(peer.node_id) is None]
         self.assertEqual(gaps, [])
 
+    def test_a_large_delta_is_applied_in_paced_batches(self):
+        """3,000 changes from a link are applied 200 at a time, at most 2,000 a second, and all arrive."""
+        from orb.tracker.federation import APPLY_BATCH, APPLY_CHANGES_PER_S
+
+        net = MemoryNet()
+        t1 = net.tracker("10.1.0.1")
+        t2 = net.tracker("10.1.0.2")
+        for i in range(3000):
+            t2.registry.upsert_peer(bytes([i % 256, i // 256]) + bytes(30), addresses=[(f"10.7.{i // 250}.{i % 250 + 1}", 7401)])
+        t1.federation.bootstrap = (("10.1.0.2", PORT),)
+        applied = []
+        original = t1.registry.apply_remote
+
+        def counting(change, now=None):
+            applied.append(net.clock.seconds())
+            return original(change, now)
+
+        t1.registry.apply_remote = counting
+        net.run(3.5, step_s=0.05)
+        start = applied[0]
+        self.assertGreaterEqual(len(applied), 3000)
+        for second in (0.25, 0.5, 1.0):
+            done = sum(1 for t in applied if t < start + second)
+            self.assertLessEqual(done, APPLY_CHANGES_PER_S * second + APPLY_BATCH)
+        self.assertEqual(sum(1 for p in t1.registry.peers() if p.home == t2.node_id), 3000)
+
     def test_delta_from_a_peer_is_refused_with_an_error(self):
         """A DELTA from a non-tracker is answered with ERROR(denied) before the close, and changes nothing."""
         self.net.run(3)

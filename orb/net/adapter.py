@@ -132,6 +132,7 @@ class OrbProtocol(Protocol):
         self._paused = False
         self._queued_while_paused = 0
         self._stall_timer = None
+        self._read_pauses = set()  # why we are not reading from the remote now ("output", "apply", ...)
 
     # --- Twisted callbacks ----------------------------------------------------
 
@@ -274,7 +275,7 @@ class OrbProtocol(Protocol):
             return
         self._paused = True
         self._queued_while_paused = 0
-        self._reader_call("pauseProducing")
+        self.pause_reading("output")
         self._stall_timer = self.factory.clock.callLater(OUTPUT_STALL_S, self._drop_slow_reader,
                                                          f"not reading for {OUTPUT_STALL_S:g} s")
 
@@ -286,10 +287,23 @@ class OrbProtocol(Protocol):
         if self._stall_timer is not None and self._stall_timer.active():
             self._stall_timer.cancel()
         self._stall_timer = None
-        self._reader_call("resumeProducing")
+        self.resume_reading("output")
 
     def stopProducing(self):
         pass  # the connection is going away; connectionLost follows
+
+    def pause_reading(self, reason):
+        """Stop reading from the remote until every reason given here is resumed."""
+        if not self._read_pauses:
+            self._reader_call("pauseProducing")
+        self._read_pauses.add(reason)
+
+    def resume_reading(self, reason):
+        if reason not in self._read_pauses:
+            return
+        self._read_pauses.discard(reason)
+        if not self._read_pauses and self.transport is not None:
+            self._reader_call("resumeProducing")
 
     def _reader_call(self, name):
         """Pause or resume reading from the remote, on the byte transport under TLS if there is one."""

@@ -19,7 +19,9 @@ syncing and pushing on that session.
 Bounds. SYNC is answered at most SYNC_PER_S per link (after a burst of
 SYNC_BURST), and a full snapshot at most once per SNAPSHOT_WINDOW_S per
 link; over either, the answer is ERROR(rate_limited) and the asker tries
-again at its next anti-entropy round.
+again at its next anti-entropy round. A DELTA's changes are applied at most
+APPLY_CHANGES_PER_S per link, APPLY_BATCH at a time, and the link is not
+read meanwhile: one link's DELTAs cannot hold the reactor.
 
 Anti-entropy. On every new tracker session each side sends SYNC(digest)
 and applies the DELTA it gets back, so a partition heals on reconnect.
@@ -56,6 +58,12 @@ SYNC_PER_S = 0.2  # SYNCs answered per link: one every 5 s on average ...
 SYNC_BURST = 5  # ... after a burst (a catch-up pages through DELTAs with "more")
 SNAPSHOT_WINDOW_S = 60.0  # at most one full snapshot per link in this window
 MAX_SNAPSHOT_MEMORY = 1024
+# Applying a DELTA is paced per link: at most APPLY_CHANGES_PER_S changes a
+# second, APPLY_BATCH at a time with the reactor free in between, and the
+# link is not read while a DELTA of it is being applied.
+APPLY_CHANGES_PER_S = 2000
+APPLY_BATCH = 200
+MAX_QUEUED_DELTAS = 4  # more from one link while applying: dropped, and a SYNC catches up afterwards
 
 
 class Federation:
@@ -70,6 +78,7 @@ class Federation:
         self._refused_by = set()  # admitted trackers that refused to federate with us (ERROR denied)
         self._syncs = TokenBuckets(clock, SYNC_PER_S, SYNC_BURST, max_keys=MAX_SNAPSHOT_MEMORY)
         self._snapshot_sent_at = collections.OrderedDict()  # tracker id -> when we last sent it a snapshot
+        self._applying = {}  # tracker id -> _Applying: the DELTAs of that link being applied, paced
         self._pending_push = []
         self._push_overflow = False
         self._retry = {}  # (host, port) -> (next try at, delay)
@@ -238,12 +247,37 @@ class Federation:
             log.warn("bad DELTA from {peer}: {error}", peer=record.name, error=escape(e, 120))
             self.table.misbehaved(record.protocol, violation(e))
             return
-        gap = False
-        for change in delta.changes:
-            if self.registry.apply_remote(change) is reg.ApplyResult.GAP:
-                gap = True
-        if gap or delta.more:
-            self.clock.callLater(0, self.sync_with, record)
+        work = self._applying.get(record.node_id)
+        if work is None:
+            work = self._applying[record.node_id] = _Applying(record)
+            record.protocol.pause_reading("apply")
+            self.clock.callLater(0, self._apply_batch, record.node_id)
+        if len(work.deltas) >= MAX_QUEUED_DELTAS:
+            work.resync = True  # the rest comes by SYNC once this link's queue is applied
+            return
+        work.deltas.append(delta)
+
+    def _apply_batch(self, node_id):
+        work = self._applying.get(node_id)
+        if work is None:
+            return
+        budget = APPLY_BATCH
+        while budget > 0 and (work.changes or work.deltas):
+            if not work.changes:
+                delta = work.deltas.popleft()
+                work.changes = collections.deque(delta.changes)
+                work.resync = work.resync or delta.more
+                continue
+            if self.registry.apply_remote(work.changes.popleft()) is reg.ApplyResult.GAP:
+                work.resync = True
+            budget -= 1
+        if work.changes or work.deltas:
+            self.clock.callLater((APPLY_BATCH - budget) / APPLY_CHANGES_PER_S, self._apply_batch, node_id)
+            return
+        del self._applying[node_id]
+        work.record.protocol.resume_reading("apply")
+        if work.resync:
+            self.clock.callLater(0, self.sync_with, work.record)
 
     # --- pushing our changes ----------------------------------------------------------
 
@@ -271,3 +305,13 @@ class Federation:
             return
         for record in links:
             record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=payload))
+
+
+class _Applying:
+    """One link's DELTAs waiting to be applied, and the one being applied."""
+
+    def __init__(self, record):
+        self.record = record
+        self.deltas = collections.deque()
+        self.changes = collections.deque()
+        self.resync = False
