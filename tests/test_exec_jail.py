@@ -460,6 +460,21 @@ class HungZygoteTests(JailTestCase):
     config = {"heartbeat_s": 0.5, "restart_delay_s": 0.2}
 
     @defer.inlineCallbacks
+    def replaced(self, old_pid):
+        """Wait until a new zygote serves. (A call sent in the moment between the old zygote's
+        death and the executor noticing it is lost with INTERNAL, as a call in flight is.)"""
+        from twisted.internet import reactor, task
+
+        from orb.exec._executor import ExecutorState
+
+        for _ in range(500):
+            pid = self.executor.zygote_pid
+            if self.executor.state is ExecutorState.READY and pid not in (None, old_pid):
+                return
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.fail(f"the executor is {self.executor.state.value}, with no new zygote serving")
+
+    @defer.inlineCallbacks
     def test_stopped_zygote_is_replaced(self):
         """A zygote that hangs (here: stopped) is replaced; the call in flight ends INTERNAL."""
         import signal
@@ -496,6 +511,7 @@ class HungZygoteTests(JailTestCase):
                 break
             yield task.deferLater(reactor, 0.02, lambda: None)
         self.assertFalse(os.path.exists(f"/proc/{old}"), "the zygote outlived its template")
+        yield self.replaced(old)
         after = yield self.call(pkg, "ok.py")
         self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
         self.flushLoggedErrors()
@@ -519,6 +535,7 @@ class HungZygoteTests(JailTestCase):
                 break
             yield task.deferLater(reactor, 0.02, lambda: None)
         self.assertFalse(os.path.exists(f"/proc/{old}"), "a zygote with a hung template lived on")
+        yield self.replaced(old)
         after = yield self.call(pkg, "ok.py")
         self.assertEqual((after.status, after.output), (ResultStatus.OK, b"ok"))
         self.flushLoggedErrors()

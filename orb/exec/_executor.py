@@ -223,6 +223,17 @@ class Executor:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def state(self) -> ExecutorState:
+        return self._state
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The pid of the zygote serving now, or None between zygotes."""
+        proto = self._proto
+        transport = getattr(proto, "transport", None)
+        return getattr(transport, "pid", None)
+
     def start(self) -> defer.Deferred:
         """Start the zygote.  Fires with the layer report once it said hello."""
         if self._state != ExecutorState.NEW:
