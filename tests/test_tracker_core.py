@@ -224,6 +224,36 @@ class FederationTests(SynchronousTestCase):
             self.assertLessEqual(done, APPLY_CHANGES_PER_S * second + APPLY_BATCH)
         self.assertEqual(sum(1 for p in t1.registry.peers() if p.home == t2.node_id), 3000)
 
+    def test_snapshot_parts_wait_for_the_remote_to_read(self):
+        """A snapshot's next part is sent only once the remote has read the one before; all parts arrive."""
+        from orb.tracker import registry as reg
+
+        self.net.run(3)
+        parts = self.t1.registry.snapshot_parts() * 3  # three parts of the same state
+        self.t1.registry.snapshot_parts = lambda: list(parts)
+        t1_side = self.t1.table.get(self.t2.node_id)
+        received = []
+        original = self.t2.federation.apply
+        self.t2.federation.apply = lambda record, message: (received.append(message.kind), original(record, message))
+        send = t1_side.protocol.send
+
+        def send_then_fill(message, response_to=0):
+            send(message, response_to)
+            if isinstance(message, m.Delta) and message.kind == m.DeltaKind.SNAPSHOT:
+                t1_side.protocol.pauseProducing()  # what the transport does when its buffer fills
+
+        t1_side.protocol.send = send_then_fill
+        mine = self.t2.registry.digest()
+        stale = reg.Digest(known=dict(mine.known), state_hash=bytes(32)).to_bytes()
+        answer = self.t2.table.get(self.t1.node_id).request(m.Sync(digest=stale))
+        answer.addCallback(lambda delta: received.append(("answer", delta.kind)))
+        self.net.run(1)
+        self.assertEqual(len(received), 1)  # the first part only
+        for _ in range(2):
+            t1_side.protocol.resumeProducing()  # the remote read it
+            self.net.run(0.5)
+        self.assertEqual(received, [int(m.DeltaKind.SNAPSHOT)] * 2 + [("answer", int(m.DeltaKind.SNAPSHOT))])
+
     def test_delta_from_a_peer_is_refused_with_an_error(self):
         """A DELTA from a non-tracker is answered with ERROR(denied) before the close, and changes nothing."""
         self.net.run(3)

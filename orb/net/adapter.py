@@ -292,6 +292,11 @@ class OrbProtocol(Protocol):
     def stopProducing(self):
         pass  # the connection is going away; connectionLost follows
 
+    @property
+    def output_paused(self):
+        """True while the remote is not reading what we write (the transport paused us)."""
+        return self._paused
+
     def pause_reading(self, reason):
         """Stop reading from the remote until every reason given here is resumed."""
         if not self._read_pauses:

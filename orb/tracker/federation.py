@@ -19,7 +19,8 @@ syncing and pushing on that session.
 Bounds. SYNC is answered at most SYNC_PER_S per link (after a burst of
 SYNC_BURST), and a full snapshot at most once per SNAPSHOT_WINDOW_S per
 link; over either, the answer is ERROR(rate_limited) and the asker tries
-again at its next anti-entropy round. A DELTA's changes are applied at most
+again at its next anti-entropy round. A snapshot's parts go out one at a
+time, each once the remote has read the one before. A DELTA's changes are applied at most
 APPLY_CHANGES_PER_S per link, APPLY_BATCH at a time, and the link is not
 read meanwhile: one link's DELTAs cannot hold the reactor.
 
@@ -58,6 +59,7 @@ SYNC_PER_S = 0.2  # SYNCs answered per link: one every 5 s on average ...
 SYNC_BURST = 5  # ... after a burst (a catch-up pages through DELTAs with "more")
 SNAPSHOT_WINDOW_S = 60.0  # at most one full snapshot per link in this window
 MAX_SNAPSHOT_MEMORY = 1024
+SNAPSHOT_PACE_S = 0.05  # while the remote is not reading, look again this often before the next snapshot part
 # Applying a DELTA is paced per link: at most APPLY_CHANGES_PER_S changes a
 # second, APPLY_BATCH at a time with the reactor free in between, and the
 # link is not read while a DELTA of it is being applied.
@@ -219,12 +221,21 @@ class Federation:
             self._snapshot_sent_at[record.node_id] = now
             while len(self._snapshot_sent_at) > MAX_SNAPSHOT_MEMORY:
                 self._snapshot_sent_at.popitem(last=False)
-            parts = self.registry.snapshot_parts()
-            for part in parts[:-1]:
-                record.send(m.Delta(kind=int(m.DeltaKind.SNAPSHOT), payload=part.to_bytes()))
-            record.send(m.Delta(kind=int(m.DeltaKind.SNAPSHOT), payload=parts[-1].to_bytes()), response_to=request_id)
+            self._send_snapshot(record, collections.deque(self.registry.snapshot_parts()), request_id)
         else:
             record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=answer.to_bytes()), response_to=request_id)
+
+    def _send_snapshot(self, record, parts, request_id):
+        """Send a snapshot's parts, each only once the remote has read the one before (backpressure)."""
+        while parts:
+            if not record.ready:
+                return
+            if record.protocol.output_paused:
+                self.clock.callLater(SNAPSHOT_PACE_S, self._send_snapshot, record, parts, request_id)
+                return
+            part = parts.popleft()
+            delta = m.Delta(kind=int(m.DeltaKind.SNAPSHOT), payload=part.to_bytes())
+            record.send(delta, response_to=0 if parts else request_id)
 
     def on_delta(self, record, message, request_id):
         if not record.is_tracker:
