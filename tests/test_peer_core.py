@@ -34,6 +34,18 @@ class ConnectionTests(SynchronousTestCase):
             self.assertEqual(len(groups), len({tuple(g) for g in groups}))
         self.assertGreaterEqual(sum(len(p.table.outbound(trackers=False)) for p in peers), 2 * len(peers))
 
+    def test_a_tracker_that_appears_later_is_found_without_relay(self):
+        """A peer short of trackers asks its tracker again, so it finds a tracker no ADDR relay told it about."""
+        net = MemoryNet()
+        t1 = net.tracker("10.1.0.1")
+        peer = net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_peers=0)
+        net.run(3)
+        t1.table.handlers[MessageType.ADDR] = lambda record, message, rid: t1.gossip.learn(record, message.entries,
+                                                                                            relay=False)
+        t2 = net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)])
+        net.run(20)
+        self.assertIn(t2.node_id, {r.node_id for r in peer.table.outbound(trackers=True)})
+
     def test_dial_back_is_refused_after_it_proves_reachability(self):
         """The tracker's dial-back session is refused with SHUTDOWN and the peer turns reachable."""
         peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)

@@ -26,7 +26,7 @@ from orb.protocol.codes import ErrorCode, Role
 
 log = orb_logger()
 
-READDR_INTERVAL_S = 15.0  # ask trackers for addresses again while short of outbound peers
+READDR_INTERVAL_S = 15.0  # ask trackers for addresses again while short of outbound peers or trackers
 DURABLE_SESSION_S = 60.0  # a session this old clears its address's redial back-off
 MAX_DIALS_PER_TICK = 4
 MIN_RELAYED_TRACKERS = 2
@@ -141,7 +141,11 @@ class Connections:
         self._test_before_evict()
         if not len(self.table) and not self.table.dialling_count() and not self._tracker_candidates():
             self._seed()
-        if len(self.table.outbound(trackers=False)) < self.outbound_peers:
+        short_of_peers = len(self.table.outbound(trackers=False)) < self.outbound_peers
+        short_of_trackers = len(self.table.outbound(trackers=True)) < want_trackers
+        if short_of_peers or short_of_trackers:
+            # Ask the trackers again: a tracker that appeared after our first GETADDR may have
+            # reached us by no relay (ADDR relay goes to two random sessions only).
             for tracker in self.table.outbound(trackers=True):
                 asked = tracker.addr_asked_at
                 if asked is None or now - asked >= READDR_INTERVAL_S:
