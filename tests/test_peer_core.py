@@ -46,6 +46,17 @@ class ConnectionTests(SynchronousTestCase):
         net.run(20)
         self.assertIn(t2.node_id, {r.node_id for r in peer.table.outbound(trackers=True)})
 
+    def test_a_second_tracker_is_found_even_if_the_address_book_drops_it(self):
+        """Trackers our tracker names are kept beside the address book: a bucket collision cannot hide them."""
+        net = MemoryNet()
+        t1 = net.tracker("10.1.0.1")
+        t2 = net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)])
+        net.run(3)
+        peer = net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_peers=0)
+        peer.addrbook.add = lambda addrs, source, now=None: 0  # every entry lost, as on a collision
+        net.run(5)
+        self.assertEqual({r.node_id for r in peer.table.outbound(trackers=True)}, {t1.node_id, t2.node_id})
+
     def test_dial_back_is_refused_after_it_proves_reachability(self):
         """The tracker's dial-back session is refused with SHUTDOWN and the peer turns reachable."""
         peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], outbound_trackers=1)

@@ -46,6 +46,7 @@ class Gossip:
         self.extra_addresses = extra_addresses or (lambda: [])
         self.advertised_extras = advertised_extras or (lambda record: [])
         self._relayed = collections.OrderedDict()  # (host, port) -> when we last relayed it
+        self.learned_listeners = []  # callables(record, entries): every ADDR entry list learned
 
     def handlers(self):
         return {MessageType.GETADDR: self.on_getaddr, MessageType.ADDR: self.on_addr}
@@ -72,6 +73,8 @@ class Gossip:
         own = self.local.node_id
         addrs = [ab.PeerAddress(e.host, e.port, e.roles, e.node_id, e.timestamp) for e in entries if e.node_id != own]
         self.addrbook.add(addrs, source=source)
+        for listener in self.learned_listeners:
+            listener(record, entries)
         if not relay or len(entries) > ADDR_RELAY_MAX_ENTRIES:
             return
         now = self.clock.seconds()

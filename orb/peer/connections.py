@@ -19,6 +19,8 @@ keeps at least MIN_RELAYED_TRACKERS tracker sessions open, through which
 the trackers relay calls to it.
 """
 
+import collections
+
 from orb.net import addrbook as ab
 from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, Refusal, is_loopback
@@ -33,6 +35,7 @@ MIN_RELAYED_TRACKERS = 2
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 MAX_RETRY_ENTRIES = 4096
+MAX_KNOWN_TRACKERS = 64  # tracker addresses our trackers told us of, kept beside the address book
 
 
 class Connections:
@@ -54,6 +57,9 @@ class Connections:
         self._dialback_timer = None
         self._retry = {}  # (host, port) -> (next try at, delay)
         self._seeding = False
+        # Trackers our trackers told us of. The address book may drop an entry on a bucket
+        # collision; a peer that needs a second tracker must not depend on that.
+        self._known_trackers = collections.OrderedDict()  # (host, port) -> node id
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -98,6 +104,17 @@ class Connections:
 
     def stop(self):
         self._cancel_dialback_timer()
+
+    def addresses_learned(self, record, entries):
+        """Remember the trackers a tracker tells us of."""
+        if not record.is_tracker:
+            return
+        for e in entries:
+            if e.roles & int(Role.TRACKER) and e.node_id != self.local.node_id:
+                self._known_trackers.pop((e.host, e.port), None)
+                self._known_trackers[(e.host, e.port)] = e.node_id
+        while len(self._known_trackers) > MAX_KNOWN_TRACKERS:
+            self._known_trackers.popitem(last=False)
 
     # --- keeping connected ------------------------------------------------------------
 
@@ -166,10 +183,11 @@ class Connections:
         d.addCallbacks(alive, lambda f: self.addrbook.attempt(victim.ip, victim.port))
 
     def _tracker_candidates(self):
-        """The address book's trackers first, then the configured ones."""
+        """The trackers our trackers told us of and the address book's, in random order, then the configured ones."""
         tracker_bit = int(Role.TRACKER)  # plain ints: IntFlag '&' is slow in this loop
-        known = [a.endpoint for a in self.addrbook.addresses()
-                 if a.roles & tracker_bit and a.node_id not in self.table]
+        known = {a.endpoint for a in self.addrbook.addresses() if a.roles & tracker_bit and a.node_id not in self.table}
+        known.update(a for a, node_id in self._known_trackers.items() if node_id not in self.table)
+        known = sorted(known)
         self.rng.shuffle(known)  # peers must not all crowd the same tracker first
         configured = [a for a in self.bootstrap if a not in known]
         return [a for a in known + configured if not self.local.is_own(a)]

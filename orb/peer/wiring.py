@@ -64,6 +64,7 @@ class Peer:
             MessageType.ADDR: self.gossip.on_addr,
         })
         self.table.admission.append(self.connections.admit)
+        self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
         self.table.lost_listeners.append(self.homing.session_lost)
         self.periodic = Periodic(clock)
