@@ -54,7 +54,6 @@ MAX_PENDING_PUSH = 2000
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 MAX_RETRY_ENTRIES = 1024
-MAX_ADVERTISED_TRACKERS = 8
 SYNC_PER_S = 0.2  # SYNCs answered per link: one every 5 s on average ...
 SYNC_BURST = 5  # ... after a burst (a catch-up pages through DELTAs with "more")
 SNAPSHOT_WINDOW_S = 60.0  # at most one full snapshot per link in this window
@@ -92,14 +91,7 @@ class Federation:
 
     def admits(self, record):
         """Whether this session's remote is a tracker we federate with."""
-        if not record.is_tracker:
-            return False
-        if record.node_id in self.admitted:
-            return True
-        if not record.inbound and record.dialled in self.bootstrap and len(self.admitted) < MAX_RETRY_ENTRIES:
-            self.admitted.add(record.node_id)  # the operator named this address with --join
-            return True
-        return False
+        return record.is_tracker and record.node_id in self.admitted
 
     def links(self):
         return [r for r in self.table.records()
@@ -108,6 +100,9 @@ class Federation:
     # --- sessions ---------------------------------------------------------------------
 
     def session_ready(self, record):
+        if (record.is_tracker and not record.inbound and record.dialled in self.bootstrap
+                and len(self.admitted) < MAX_RETRY_ENTRIES):
+            self.admitted.add(record.node_id)  # whoever answers where the operator pointed --join
         if not self.admits(record):
             if record.is_tracker:
                 log.info("{peer} claims the tracker role but is not admitted: served as a peer", peer=record.name)

@@ -76,6 +76,7 @@ class Tracker:
             MessageType.SYNC: self.federation.on_sync,
             MessageType.DELTA: self.federation.on_delta,
         })
+        # Federation first: it admits the tracker a --join dial reached, which Membership then asks about.
         self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet])
         self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
