@@ -6,9 +6,11 @@ asked.
 """
 
 
+from twisted.logger import LogLevel
 from twisted.python import usage
 
 from orb import _options as opt
+from orb.net import logs
 from orb.net.config import NodeConfig
 from orb.protocol.session import SessionConfig
 
@@ -23,6 +25,7 @@ class NodeOptions(usage.Options):
 
     optFlags = [
         ["public", None, "treat private address ranges (10/8, 172.16/12, 192.168/16) as unroutable in gossip"],
+        ["debug", None, "also log ORB's debug lines (off by default: a remote can cause many)"],
     ]
 
     def __init__(self):
@@ -72,6 +75,10 @@ class NodeOptions(usage.Options):
         address = opt.listen_address(self["listen"])
         if address is not None:
             check_port_free(*address)
+
+    def apply_log_level(self):
+        """ORB's loggers emit debug lines only with --debug."""
+        logs.set_level(LogLevel.debug if self["debug"] else LogLevel.info)
 
     def node_config(self, user_agent):
         return NodeConfig(

@@ -132,3 +132,23 @@ class AdmissionOptionTests(SynchronousTestCase):
         self.assertEqual(options["admit"], frozenset({bytes.fromhex(a)}))
         self.assertEqual(options["pinned"], ((("127.0.0.1", 7500), bytes.fromhex(b)),))
         self.assertEqual(options.node_config("t").bootstrap, (("127.0.0.1", 7500), ("127.0.0.1", 7501)))
+
+
+class LogLevelTests(SynchronousTestCase):
+    def test_debug_lines_only_with_the_flag(self):
+        """Without --debug ORB's debug lines are dropped; with it they are logged."""
+        from twisted.logger import LogLevel, capturedLogs
+
+        from orb.net import logs
+
+        self.addCleanup(logs.set_level, LogLevel.info)
+        log = logs.orb_logger()
+        seen = []
+        for argv in ([], ["--debug"]):
+            options = peer_tap.Options()
+            options.parseOptions(["--data-dir", self.mktemp(), "--listen", "tcp:0:interface=127.0.0.1", *argv])
+            options.apply_log_level()
+            with capturedLogs() as events:
+                log.debug("a debug line")
+            seen.append(len(events))
+        self.assertEqual(seen, [0, 1])

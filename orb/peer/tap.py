@@ -41,6 +41,7 @@ class Options(NodeOptions):
 
 
 def makeService(config):
+    config.apply_log_level()
     peer_config = PeerConfig(
         node=config.node_config("orb-peer/0.1"),
         outbound_peers=config["outbound-peers"],

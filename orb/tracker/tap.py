@@ -56,6 +56,7 @@ class Options(NodeOptions):
 
 
 def makeService(config):
+    config.apply_log_level()
     tracker_config = TrackerConfig(
         node=config.node_config("orb-tracker/0.1"), http=config["http"], peer_ttl_s=config["peer-ttl"],
         admit=config["admit"], pinned=config["pinned"],
