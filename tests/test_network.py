@@ -16,6 +16,7 @@ from orb.identity import NodeKey
 from orb.protocol import messages as m
 from orb.net.adapter import OrbFactory, RemoteError, SessionHandler
 from orb.protocol.codes import ErrorCode, Role
+from orb.protocol.federation import PEER
 from orb.protocol.frame import HEADER
 from orb.protocol.session import LocalIdentity, SessionConfig
 from orb.net.tls import NodeTLS
@@ -347,7 +348,7 @@ class HostileClientTests(DaemonTestMixin, TestCase):
         forger = Client(self.network, roles=Role.TRACKER | Role.RELAY, key=self.admitted_key)
         protocol = yield forger.connect(*self.t1.wire)
         record = reg.PeerRecord(b"\x09" * 32, self.admitted_key.node_id, addresses=(("127.0.0.1", 9),), roles=1)
-        change = reg.Change(self.admitted_key.node_id, 1, 2**63 - 1, fed_peer(), record=record)
+        change = reg.Change(self.admitted_key.node_id, 1, 2**63 - 1, PEER, record=record)
         protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
         yield sleep(1.0)
         peer = yield self.start_peer("p1", "--tracker", self.t1.wire_text)
@@ -375,12 +376,6 @@ class HostileClientTests(DaemonTestMixin, TestCase):
         self.assertIn("\\u202egnp.exe\\u001b[2J", self.t1.text)
         liar.close()
         yield self.still_served()
-
-
-def fed_peer():
-    from orb.protocol.federation import PEER
-
-    return PEER
 
 
 class DaemonLifecycleTests(DaemonTestMixin, TestCase):
