@@ -13,13 +13,13 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.trial.unittest import TestCase
 
 from orb.identity import NodeKey
-from orb.protocol import messages as m
 from orb.net.adapter import OrbFactory, RemoteError, SessionHandler
+from orb.net.tls import NodeTLS
+from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.federation import PEER
 from orb.protocol.frame import HEADER
 from orb.protocol.session import LocalIdentity, SessionConfig
-from orb.net.tls import NodeTLS
 from tests._daemons import DaemonTestMixin, eventually, sleep
 
 
