@@ -565,7 +565,7 @@ class Simulation:
         key = seeded_key(rng)
         ref = []
         core = Tracker(config, self.clock, key, rng, addrbook=sim_book(self.clock, rng),
-                       registry=reg.Registry(self.clock, key.node_id), connector=SimConnector(self.net, ref),
+                       registry=reg.Registry(self.clock, key), connector=SimConnector(self.net, ref),
                        tls_binding=False)
         for other in self.trackers:  # as if each tracker were started with --admit for the others
             other.core.federation.admitted.add(core.node_id)

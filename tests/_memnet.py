@@ -105,7 +105,7 @@ class MemoryNet:
         config = TrackerConfig(NodeConfig("unused", advertise=(host, PORT), bootstrap=tuple(join)), http="",
                                peer_ttl_s=peer_ttl_s)
         core = Tracker(config, self.clock, key, rng, addrbook=self._book(rng),
-                       registry=reg.Registry(self.clock, key.node_id, peer_ttl_s=peer_ttl_s),
+                       registry=reg.Registry(self.clock, key, peer_ttl_s=peer_ttl_s),
                        connector=self.connector(host), tls_binding=False)
         if admitted:
             for other in self.trackers:

@@ -20,6 +20,12 @@ TEXT_LIMITS = {
 }
 LIST_LIMITS = {"entries": 20, "listen": m.MAX_LISTEN_ADDRESSES}
 INT_LIMITS = {"deprecated": 1, "kind": 1}
+# Fields whose valid range is narrower than their wire type's.
+FIELD_STRATEGIES = {
+    ("ANNOUNCE", "seq"): st.integers(1, 2**63 - 1),
+    ("ANNOUNCE", "time"): st.integers(0, 2**53 - 1),
+    ("ANNOUNCE", "load_permille"): st.integers(0, m.MAX_LOAD_PERMILLE),
+}
 
 
 def _host():
@@ -77,7 +83,9 @@ def message_strategy(cls):
         name = sub.name
         if name == "ext":
             continue
-        if name in cls.NESTED:
+        if (cls.TYPE.name, name) in FIELD_STRATEGIES:
+            fields[name] = FIELD_STRATEGIES[cls.TYPE.name, name]
+        elif name in cls.NESTED:
             fields[name] = st.lists(record_strategy(cls.NESTED[name]), max_size=LIST_LIMITS.get(name, 5))
         elif name in cls.SINGLE:
             fields[name] = record_strategy(cls.SINGLE[name])

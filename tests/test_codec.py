@@ -323,12 +323,15 @@ class LimitTests(SynchronousTestCase):
         self.assertGreaterEqual(checked, 12)
 
     def test_load_above_1000_is_read_as_1000(self):
-        """A load_permille above 1000 is valid and read as 1000, as the table says."""
-        body = b"\x05\xdc" + b"\x00\x00"  # load_permille 1500, no functions
-        (frame,) = frames_of(HEADER.pack(MAGIC, 1, m.MessageType.ANNOUNCE, 0, 0, len(body)) + body)
-        self.assertEqual(frame.message.load_permille, 1000)
+        """A Replica load_permille above 1000 is valid and read as 1000, as the table says."""
         replica = m.Replica(b"\x00" * 32, "10.0.0.1", 1, 1, 1, 1, 60000)
         self.assertEqual(replica.load_permille, 1000)
+
+    def test_announce_load_above_1000_is_malformed(self):
+        """An ANNOUNCE is a signed statement, so nothing in it is clamped: a load_permille of 1500 does not decode."""
+        _, announce, _, _ = next(v for v in spec.sample_messages() if v[0] == "announce")
+        body = _body_with(announce, "load_permille", 1500)
+        self.assertRaises(DecodeError, frames_of, HEADER.pack(MAGIC, 1, m.MessageType.ANNOUNCE, 0, 0, len(body)) + body)
 
     def test_empty_versions_list_is_malformed(self):
         """A HELLO that lists no protocol version does not decode."""

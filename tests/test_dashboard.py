@@ -22,18 +22,17 @@ from orb.protocol import fid as fidmod
 from orb.tracker.http import build_resource
 from orb.tracker.registry import Registry
 from orb.tracker.stats import Stats
+from tests import _records as records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SETSID = shutil.which("setsid")
 CHROMIUM_TIMEOUT_S = 60
-TRACKER = b"\xaa" * 32
-OWNER = b"\x0f" * 32
 FID = fidmod.to_text(fidmod.fid_for(b"dashboard"))
 PEER_COUNT_RE = re.compile(r'id="peer-count"[^>]*>\s*(\d+)\s*<')
 
 
 def pid(n):
-    return n.to_bytes(2, "big") * 16
+    return records.key(f"dashboard-peer-{n}").node_id
 
 
 class _Collect(protocol.ProcessProtocol):
@@ -61,13 +60,15 @@ class DashboardTests(TestCase):
     timeout = 4 * CHROMIUM_TIMEOUT_S
 
     def setUp(self):
-        self.registry = Registry(reactor, TRACKER)
+        self.registry = Registry(reactor, records.key("dashboard-tracker"))
         self.stats = Stats(reactor)
-        self.registry.upsert_tracker(TRACKER, [("127.0.0.1", 7400)])
-        self.registry.upsert_function(FID, 1, OWNER, replicas=2)
+        self.registry.publish_self([("127.0.0.1", 7400)])
+        self.registry.upsert_function(records.function_record(records.key("dashboard-owner"), FID,
+                                                              time=int(reactor.seconds()), replicas=2))
         for i in range(1, 8):
-            self.registry.upsert_peer(
-                pid(i),
+            records.home_peer(
+                self.registry,
+                records.key(f"dashboard-peer-{i}"),
                 [(f"127.0.{i}.1", 7400 + i)],
                 ("reachable", "relayed", "unknown")[i % 3],
                 rtt_ms=3.5 * i * i,
@@ -129,8 +130,9 @@ class DashboardTests(TestCase):
 
         # The registry changes; the page shows the new count.
         for i in range(8, 11):
-            self.registry.upsert_peer(pid(i), [(f"127.0.{i}.1", 7400)], "reachable", rtt_ms=1.0)
-        self.registry.remove_peer(pid(1))
+            records.home_peer(self.registry, records.key(f"dashboard-peer-{i}"), [(f"127.0.{i}.1", 7400)],
+                              "reachable", rtt_ms=1.0)
+        self.registry.observe_peer(pid(1), connected=False)  # its session is gone
         dom = yield self.chromium("--dump-dom")
         self.assertEqual(self.rendered_peer_count(dom), 9)
 

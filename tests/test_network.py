@@ -9,6 +9,7 @@ tests of the suite.
 import os
 import signal
 
+import attrs
 from twisted.internet import defer, endpoints, reactor
 from twisted.trial.unittest import TestCase
 
@@ -17,9 +18,10 @@ from orb.net.adapter import OrbFactory, RemoteError, SessionHandler
 from orb.net.tls import NodeTLS
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
-from orb.protocol.federation import PEER
+from orb.protocol.federation import PEER, TRACKER, PeerStatement
 from orb.protocol.frame import HEADER
 from orb.protocol.session import LocalIdentity, SessionConfig
+from tests import _records as records
 from tests._daemons import DaemonTestMixin, eventually, sleep
 
 
@@ -247,11 +249,14 @@ class NetworkTests(DaemonTestMixin, TestCase):
         liar = Client(self.network, roles=Role.TRACKER | Role.RELAY)
         protocol = yield liar.connect(*t1.wire)
         with self.assertRaises(RemoteError) as caught:
-            yield protocol.request(m.Sync(digest=reg.Registry(reactor, liar.key.node_id).digest().to_bytes()),
+            yield protocol.request(m.Sync(digest=reg.Registry(reactor, liar.key).digest().to_bytes()),
                                    timeout_s=10)
         self.assertEqual(caught.exception.code, ErrorCode.DENIED)
-        forger = reg.Registry(reactor, liar.key.node_id)
-        change = forger.upsert_peer(bytes.fromhex(honest.node_id), addresses=[("10.66.6.6", 6666)])
+        # The liar's word for the honest peer: another address, and itself as the home.
+        record = records.peer_record(liar.key, liar.key, seq=2**40, time=int(reactor.seconds()),
+                                     addresses=[("10.66.6.6", 6666)])
+        record = attrs.evolve(record, statement=attrs.evolve(record.statement, node_id=bytes.fromhex(honest.node_id)))
+        change = reg.Change(liar.key.node_id, 1, PEER, record)
         protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
         yield sleep(1.0)
         code, after = yield t1.get_json(f"/api/v1/peers/{honest.node_id}")
@@ -311,19 +316,35 @@ class HostileClientTests(DaemonTestMixin, TestCase):
     @defer.inlineCallbacks
     def test_throwaway_tracker_identities_take_no_slot(self):
         """Thirty fresh identities claiming the tracker role get no tracker record; an admitted one does."""
+        from orb.tracker import registry as reg
+
+        def own_record(client):
+            """The client's own signed tracker record, as its first change."""
+            record = records.tracker_record(client.key, time=int(reactor.seconds()), addresses=[("127.0.0.1", 9)])
+            return m.Delta(kind=int(m.DeltaKind.CHANGES),
+                           payload=reg.Delta(changes=(reg.Change(client.key.node_id, 1, TRACKER, record),)).to_bytes())
+
         liars = []
         for _ in range(30):
             liar = Client(self.network, roles=Role.TRACKER | Role.RELAY, listen=[("127.0.0.1", 9)])
-            yield liar.connect(*self.t1.wire)
+            protocol = yield liar.connect(*self.t1.wire)
+            protocol.send(own_record(liar))
             liars.append(liar)
         real = Client(self.network, roles=Role.TRACKER | Role.RELAY, listen=[("127.0.0.1", 9)], key=self.admitted_key)
-        yield real.connect(*self.t1.wire)
-        code, listing = yield self.t1.get_json("/api/v1/trackers")
-        ids = {t["node_id"] for t in listing["trackers"]}
+        protocol = yield real.connect(*self.t1.wire)
+        protocol.send(own_record(real))
+        yield eventually(lambda: self.tracker_ids().addCallback(lambda ids: self.admitted_key.node_id.hex() in ids),
+                         what="the admitted tracker's record is listed")
+        ids = yield self.tracker_ids()
         self.assertEqual(ids, {self.t1.node_id, self.admitted_key.node_id.hex()})
         for c in liars + [real]:
             c.close()
         yield self.still_served()
+
+    @defer.inlineCallbacks
+    def tracker_ids(self):
+        code, listing = yield self.t1.get_json("/api/v1/trackers")
+        return {t["node_id"] for t in listing["trackers"]}
 
     @defer.inlineCallbacks
     def test_listen_port_zero_is_no_crash(self):
@@ -332,7 +353,9 @@ class HostileClientTests(DaemonTestMixin, TestCase):
         yield liar.connect(*self.t1.wire)
         peer = Client(self.network, listen=[("127.0.0.1", 0)])
         protocol = yield peer.connect(*self.t1.wire)
-        protocol.send(m.Announce(load_permille=5000, functions=()))
+        statement = PeerStatement(peer.key.node_id, peer.key.public_bytes, 1, int(reactor.seconds()),
+                                  bytes.fromhex(self.t1.node_id), (("127.0.0.1", 0),)).signed(peer.key.sign)
+        protocol.send(records.to_announce(statement))
         yield sleep(1.0)
         code, listing = yield self.t1.get_json("/api/v1/peers")
         self.assertNotIn(peer.key.node_id.hex(), peer_ids(listing))
@@ -341,15 +364,19 @@ class HostileClientTests(DaemonTestMixin, TestCase):
         yield self.still_served()
 
     @defer.inlineCallbacks
-    def test_a_maximal_lamport_stamp_does_not_stop_saving(self):
-        """An admitted tracker's change stamped 2^63-1 is refused; the tracker keeps registering and saving peers."""
+    def test_a_maximal_stamp_does_not_stop_saving(self):
+        """A change claiming the tracker's own origin at seq 2^63-1 is refused, and a peer statement at seq 2^63-1
+        is stored as it is: the tracker keeps registering and saving peers."""
         from orb.tracker import registry as reg
 
         forger = Client(self.network, roles=Role.TRACKER | Role.RELAY, key=self.admitted_key)
         protocol = yield forger.connect(*self.t1.wire)
-        record = reg.PeerRecord(b"\x09" * 32, self.admitted_key.node_id, addresses=(("127.0.0.1", 9),), roles=1)
-        change = reg.Change(self.admitted_key.node_id, 1, 2**63 - 1, PEER, record=record)
-        protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
+        record = records.peer_record(records.key("maximal"), self.admitted_key, seq=2**63 - 1,
+                                     time=int(reactor.seconds()), addresses=[("127.0.0.1", 9)])
+        changes = (reg.Change(bytes.fromhex(self.t1.node_id), 2**63 - 1, PEER, record),
+                   reg.Change(self.admitted_key.node_id, 1, PEER, record))
+        for change in changes:
+            protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
         yield sleep(1.0)
         peer = yield self.start_peer("p1", "--tracker", self.t1.wire_text)
         yield eventually(lambda: listed(self.t1, peer), what="a peer registered after the forged stamp")

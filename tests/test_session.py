@@ -31,6 +31,8 @@ from orb.protocol.session import (
 )
 
 CONFIG = SessionConfig(network="devnet")
+# An ANNOUNCE of the right shape (the session does not check its signature: the tracker does).
+ANNOUNCE = m.Announce(seq=1, time=0, load_permille=0, roles=1, listen=(), functions=(), signature=bytes(64))
 PEER_ADDR = m.Endpoint("127.0.0.1", 50123)
 TRACKER_ADDR = m.Endpoint("127.0.0.1", 7400)
 
@@ -286,7 +288,7 @@ class KeepaliveTests(SynchronousTestCase):
         """Any received frame postpones the keepalive PING."""
         clock, client, server = ready_pair()
         clock.advance(20)
-        client.feed(server.send(m.Announce(load_permille=0, functions=())))
+        client.feed(server.send(ANNOUNCE))
         self.assertEqual(client.next_deadline(), 50.0)
 
 
@@ -380,7 +382,7 @@ class RequestIdTests(SynchronousTestCase):
     def test_notification_with_a_request_id_is_still_a_notification(self):
         """An ANNOUNCE sent with a nonzero request id is delivered; the id is ignored."""
         clock, client, server = ready_pair()
-        (event,) = server.feed(encode_frame(CONFIG.magic, m.Announce(load_permille=1, functions=()), 9))
+        (event,) = server.feed(encode_frame(CONFIG.magic, ANNOUNCE, 9))
         self.assertIsInstance(event, MessageReceived)
         self.assertEqual(server.data_to_send(), b"")
 
@@ -538,7 +540,7 @@ class ErrorRuleTests(SynchronousTestCase):
     def test_error_about_a_notification_is_a_notification(self):
         """An ERROR about a frame with request id 0 has request id 0, no RESPONSE flag and ref 0."""
         clock, client, server = ready_pair()
-        announce = m.Announce(load_permille=0, functions=(), ext=(m.Tlv(0x8000 | 0x7ABC, b""),))
+        announce = attrs.evolve(ANNOUNCE, ext=(m.Tlv(0x8000 | 0x7ABC, b""),))
         (event,) = server.feed(encode_frame(CONFIG.magic, announce, 0))
         self.assertEqual(event.error.code, ErrorCode.UNSUPPORTED)
         (frame,) = decode_all(server, server.data_to_send())

@@ -4,6 +4,7 @@ transports on a task.Clock (tests/_memnet.py). Join, announce, dial-back,
 departures and expiry, and federation sync.
 """
 
+import attrs
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -11,6 +12,7 @@ from orb.net.sessions import Reachability
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.messages import MessageType
+from tests import _records as records
 from tests._memnet import PORT, MemoryNet
 
 
@@ -92,7 +94,8 @@ class JoinTests(SynchronousTestCase):
         before = self.tracker.stats.byte_totals().get(("in", "ANNOUNCE"), 0)
         peer.homing.announce()
         self.net.flush()
-        announce = m.Announce(load_permille=0, functions=[m.FunctionEntry(b"\x01" + bytes(32), 3)])
+        announce = m.Announce(seq=1, time=1, load_permille=0, roles=1, listen=[m.Endpoint("10.2.0.1", PORT)],
+                              functions=[m.FunctionEntry(b"\x01" + bytes(32), 3)], signature=bytes(64))
         self.assertEqual(self.tracker.stats.byte_totals()[("in", "ANNOUNCE")] - before,
                          16 + len(announce.encode_body()))
         self.assertGreater(self.tracker.stats.byte_totals()[("out", "PING")], 0)
@@ -178,6 +181,8 @@ class FederationTests(SynchronousTestCase):
             self.net.flush()
         self.assertEqual(got, [int(m.DeltaKind.SNAPSHOT), ErrorCode.RATE_LIMITED])
         self.net.run(61, step_s=5)
+        mine = self.t1.registry.digest()  # t1 has re-signed its own record since
+        stale = reg.Digest(known=dict(mine.known), state_hash=bytes(32)).to_bytes()
         record.request(m.Sync(digest=stale)).addCallbacks(lambda d: got.append(d.kind), lambda f: got.append(f))
         self.net.flush()
         self.assertEqual(got[-1], int(m.DeltaKind.SNAPSHOT))
@@ -205,15 +210,17 @@ class FederationTests(SynchronousTestCase):
         net = MemoryNet()
         t1 = net.tracker("10.1.0.1")
         t2 = net.tracker("10.1.0.2")
+        now = int(net.clock.seconds())
         for i in range(3000):
-            t2.registry.upsert_peer(bytes([i % 256, i // 256]) + bytes(30), addresses=[(f"10.7.{i // 250}.{i % 250 + 1}", 7401)])
+            t2.registry.announce_peer(records.statement(records.key(i), t2.node_id, time=now,
+                                                        addresses=[(f"10.7.{i // 250}.{i % 250 + 1}", 7401)]))
         t1.federation.bootstrap = (("10.1.0.2", PORT),)
         applied = []
         original = t1.registry.apply_remote
 
-        def counting(change, now=None):
+        def counting(change, now=None, link=None):
             applied.append(net.clock.seconds())
-            return original(change, now)
+            return original(change, now, link)
 
         t1.registry.apply_remote = counting
         net.run(3.5, step_s=0.05)
@@ -289,7 +296,8 @@ class AdmissionTests(SynchronousTestCase):
         from orb.tracker import registry as reg
 
         before = self.t1.registry.peer(self.victim.node_id)
-        change = self.fake.registry.upsert_peer(self.victim.node_id, addresses=[("10.66.6.6", 6666)])
+        forged = attrs.evolve(before.statement, seq=before.seq + 10**9, addresses=(("10.66.6.6", 6666),))
+        change = reg.Change(self.fake.node_id, 1, reg.PEER, attrs.evolve(before, statement=forged))
         record = self.fake.table.get(self.t1.node_id)
         record.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
         self.net.run(1)
@@ -311,7 +319,9 @@ class AdmissionTests(SynchronousTestCase):
     def test_its_announce_registers_a_peer_without_the_tracker_role(self):
         """Served as a peer, its ANNOUNCE lists it as a plain peer, so nobody is sent to it as a tracker."""
         record = self.fake.table.get(self.t1.node_id)
-        record.send(m.Announce(load_permille=0, functions=[]))
+        now = int(self.net.clock.seconds())
+        record.send(records.announce(self.fake.local.key, self.t1.node_id, time=now, roles=int(self.fake.local.roles),
+                                     addresses=[("10.66.0.1", PORT)]))
         self.net.run(1)
         listed = self.t1.registry.peer(self.fake.node_id)
         self.assertIsNotNone(listed)

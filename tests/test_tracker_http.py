@@ -18,29 +18,38 @@ from orb.tracker import stats as statsmod
 from orb.tracker.http import build_resource, render_metrics
 from orb.tracker.registry import Registry
 from orb.tracker.stats import Stats
+from tests import _records as records
 
-TRACKER = b"\xaa" * 32
-OTHER = b"\xbb" * 32
-OWNER = b"\x0f" * 32
+TRACKER_KEY = records.key("http-tracker")
+OTHER_KEY = records.key("http-other")
+OWNER_KEY = records.key("http-owner")
+TRACKER = TRACKER_KEY.node_id
+OTHER = OTHER_KEY.node_id
+OWNER = OWNER_KEY.public_bytes
 FID = fidmod.to_text(fidmod.fid_for(b"http-test"))
 
 
+# Peer keys in node-id order, so that pid(1) < pid(2) < ... as listings sort them.
+PEER_KEYS = [None] + sorted((records.key(f"http-peer-{i}") for i in range(1, 10)), key=lambda k: k.node_id)
+
+
 def pid(n):
-    return n.to_bytes(2, "big") * 16
+    return PEER_KEYS[n].node_id
 
 
 def populated(clock=None):
     clock = clock or Clock()
     clock.advance(1000)
-    reg = Registry(clock, TRACKER)
+    reg = Registry(clock, TRACKER_KEY)
     stats = Stats(clock)
-    reg.upsert_tracker(TRACKER, [("127.0.0.1", 7400)])
-    reg.upsert_tracker(OTHER, [("127.0.0.2", 7400)])
+    reg.publish_self([("127.0.0.1", 7400)])
+    records.remote_tracker(reg, OTHER_KEY, [("127.0.0.2", 7400)])
     reg.set_tracker_connected(OTHER, True)
-    reg.upsert_function(FID, 2, OWNER, replicas=3)
-    reg.upsert_peer(pid(1), [("127.0.0.1", 7401)], "reachable", rtt_ms=4, load_permille=500, functions={FID: 2})
-    reg.upsert_peer(pid(2), [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2})
-    reg.upsert_peer(pid(3), [], "unknown")
+    reg.upsert_function(records.function_record(OWNER_KEY, FID, time=1000, version=2, replicas=3))
+    records.home_peer(reg, PEER_KEYS[1], [("127.0.0.1", 7401)], "reachable", rtt_ms=4,
+                      load_permille=500, functions={FID: 2})
+    records.home_peer(reg, PEER_KEYS[2], [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2})
+    records.home_peer(reg, PEER_KEYS[3], [], "unknown")
     return reg, stats, clock
 
 
@@ -151,10 +160,10 @@ class ApiTests(SynchronousTestCase):
 
     def test_functions_use_the_one_ranking(self):
         """hosted_by lists replicas in routing.rank_replicas order: a loaded peer loses to a slightly slower idle one."""
-        self.reg.upsert_peer(pid(1), [("127.0.0.1", 7401)], "reachable", rtt_ms=30, load_permille=1000,
-                             functions={FID: 2})
-        self.reg.upsert_peer(pid(2), [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2})
-        self.reg.upsert_peer(pid(3), [], "unknown", functions={FID: 2})
+        records.home_peer(self.reg, PEER_KEYS[1], [("127.0.0.1", 7401)], "reachable", rtt_ms=30,
+                          load_permille=1000, functions={FID: 2}, seq=2)
+        records.home_peer(self.reg, PEER_KEYS[2], [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2}, seq=2)
+        records.home_peer(self.reg, PEER_KEYS[3], [], "unknown", functions={FID: 2}, seq=2)
         (f,) = self.get_json(b"/api/v1/functions")["functions"]
         self.assertEqual(f["hosted_by"], [pid(2).hex(), pid(1).hex(), pid(3).hex()])
 

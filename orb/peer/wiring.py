@@ -58,7 +58,7 @@ class Peer:
             outbound_peers=config.outbound_peers, outbound_trackers=config.outbound_trackers,
             dialback_wait_s=config.dialback_wait_s, group_fn=config.group_fn, seed_lookup=seed_lookup,
         )
-        self.homing = Homing(self.table)
+        self.homing = Homing(self.table, clock)
         self.table.handlers.update({
             MessageType.GETADDR: self.gossip.on_getaddr,
             MessageType.ADDR: self.gossip.on_addr,

@@ -3,27 +3,30 @@
 Tracker federation payloads: the JSON inside SYNC and DELTA (RFC section 8.6).
 
 Pure wire format: records, changes, digests, deltas and snapshot parts,
-their validators, the canonical form and the state hash.  The tracker's
-last-writer-wins core (``orb.tracker.registry``) builds and applies these;
-a third party reimplements them from the RFC alone.
+their validators, the canonical form, the signed bytes and the state hash.
+The tracker's registry core (``orb.tracker.registry``) builds and applies
+these; a third party reimplements them from the RFC alone.
+
+Records carry their own proof.  Each is a statement signed by the key it
+speaks for, over a per-kind domain-separation prefix and the JCS of the
+statement: a peer's record is the peer's statement plus its home tracker's
+observation of it; a tracker's record is its own; a function's is its
+owner's.  A tracker relays them as they are and cannot alter one.  Writes
+to one key are ordered by the subject's own sequence number
+(``record.order()``), never by a clock a remote could push.
 
 Canonical form.  Every payload is JSON in the JSON Canonicalization Scheme
 (RFC 8785, "JCS"), produced by the maintained ``rfc8785`` package.  The
 payloads hold integers only, and every number is within I-JSON's safe range
-(RFC 7493, below 2**53).  A u64 counter (``seq``, ``lamport``) is written
-as a decimal string, so a JavaScript ``JSON.parse`` never rounds it.
+(RFC 7493, below 2**53).  A u64 counter (``seq``) is written as a decimal
+string, so a JavaScript ``JSON.parse`` never rounds it.
 
 Kinds.  What the registry can hold is one table, ``KINDS``: each
 ``KindSpec`` names a record class, its entity-key prefix, how its key's
-identifier is validated, and how many live records of it a registry keeps.
-A new kind (replica placements, NAME records, revocations) is one more
-entry; ``Kinds.with_kind`` builds a table with it, and the core and the
-store take the table as a parameter.  ``KindSpec.check`` runs on every
-record accepted from anywhere: it is where a kind whose records are signed
-statements verifies the signature.  Such a record carries its subject's
-own sequence number; ordering writes to one key by it, rather than by the
-trackers' ``(lamport, origin)`` stamp, is one more field of ``KindSpec``
-for the core's merge to consult.
+identifier is validated, how many records of it a registry keeps, and
+whether its records expire with age.  A new kind (replica placements, NAME
+records, revocations) is one more entry; ``Kinds.with_kind`` builds a
+table with it, and the core and the store take the table as a parameter.
 """
 
 import hashlib
@@ -37,22 +40,28 @@ import rfc8785
 
 from orb.protocol import addresses
 from orb.protocol import fid as fidmod
-from orb.protocol.messages import MAX_LISTEN_ADDRESSES, MAX_REGISTRY_JSON_BYTES
+from orb.protocol.codes import Role
+from orb.protocol.messages import (
+    MAX_ANNOUNCE_ENTRIES,
+    MAX_LISTEN_ADDRESSES,
+    MAX_REGISTRY_JSON_BYTES,
+)
 
 MAX_ADDRESSES = MAX_LISTEN_ADDRESSES  # a record's addresses are the node's HELLO listen list
-MAX_FUNCTIONS_PER_PEER = 256
+MAX_FUNCTIONS_PER_PEER = MAX_ANNOUNCE_ENTRIES  # a peer statement lists every function it hosts
 MAX_REPLICAS = 64
 MAX_PEERS = 10_000
 MAX_FUNCTIONS = 10_000
 MAX_TRACKERS = 256
 MAX_ORIGINS = 1024
-MAX_STAMP = 2**63 - 1  # seq and lamport: they must fit SQLite's signed 64-bit INTEGER
+MAX_STAMP = 2**63 - 1  # every seq: it must fit SQLite's signed 64-bit INTEGER
 MAX_U32 = 2**32 - 1
 MAX_LOAD_PERMILLE = 1000
 MAX_RTT_MS = 600_000
 MAX_REASON_CHARS = 64
 MAX_KEY_CHARS = 80
-MAX_CHANGE_BYTES = 64 * 1024
+MAX_CHANGE_BYTES = 128 * 1024  # room for a peer statement listing MAX_FUNCTIONS_PER_PEER fids
+MAX_TIME = 2**53 - 1  # a statement's ``time``, unix seconds: a JSON number
 MAX_DIGEST_BYTES = 256 * 1024
 MAX_PAYLOAD_BYTES = MAX_REGISTRY_JSON_BYTES  # a DELTA payload: a change list or one snapshot part
 
@@ -199,6 +208,58 @@ def _addresses_json(v: tuple[tuple[str, int], ...]) -> list:
     return [[ip, port] for ip, port in v]
 
 
+# -- signatures -------------------------------------------------------------------
+#
+# Every record is a statement signed by the key it speaks for (RFC 8.6.1):
+# the signed bytes are a per-kind domain-separation prefix, then the JCS of
+# the statement object without its "sig" member.
+
+PEER_DOMAIN = b"ORB-PEER-v1\x00"
+OBSERVATION_DOMAIN = b"ORB-OBSERVATION-v1\x00"
+TRACKER_DOMAIN = b"ORB-TRACKER-v1\x00"
+FUNCTION_DOMAIN = b"ORB-FUNCTION-v1\x00"
+
+
+def signed_bytes(domain: bytes, statement: Mapping[str, Any]) -> bytes:
+    """What a statement's ``sig`` covers: ``domain || JCS(statement minus "sig")``."""
+    return domain + canonical_json({k: v for k, v in statement.items() if k != "sig"})
+
+
+def sign_statement(domain: bytes, statement: Mapping[str, Any], sign: Callable[[bytes], bytes]) -> bytes:
+    return sign(signed_bytes(domain, statement))
+
+
+def verify_statement(domain: bytes, statement: Mapping[str, Any], key: bytes, sig: bytes) -> bool:
+    """True when ``sig`` is ``key``'s Ed25519 signature of the statement."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, signed_bytes(domain, statement))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def node_id_of_key(key: bytes) -> bytes:
+    """node id = SHA-256 of the raw Ed25519 public key (RFC 7.1)."""
+    return hashlib.sha256(key).digest()
+
+
+def _check_key(v: Any, what: str) -> bytes:
+    return check_hex_id(v, what)  # 32 bytes as 64 lowercase hex digits, like a node id
+
+
+def _check_sig(v: Any, what: str) -> bytes:
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{128}", v):
+        raise RegistryChangeError(f"{what}: expected 128 lowercase hex digits")
+    return bytes.fromhex(v)
+
+
+class BadSignature(RegistryChangeError):
+    """A statement is not validly signed by the key it speaks for."""
+
+
 # -- records --------------------------------------------------------------------
 
 
@@ -207,119 +268,310 @@ def _freeze_functions(v: Mapping[str, int] | Iterable[tuple[str, int]]) -> tuple
     return tuple(sorted(items))
 
 
+def _order_tail(record: Any) -> bytes:
+    """The tie-break between two statements with equal sequence numbers
+    (an equivocation): the greater SHA-256 of the record's JCS wins."""
+    return hashlib.sha256(canonical_json(record.to_dict())).digest()
+
+
 @attrs.frozen
-class PeerRecord:
-    """A peer as replicated between trackers.  ``home`` is the tracker it
-    announces to; ``rtt_ms`` is that tracker's measurement (None: not yet)."""
+class PeerStatement:
+    """What a peer says of itself, signed by its node key: where it listens,
+    what it hosts, its load, and which tracker is its home."""
 
     node_id: bytes
+    key: bytes
+    seq: int
+    time: int
     home: bytes
     addresses: tuple[tuple[str, int], ...] = ()
-    reachability: str = "unknown"
-    rtt_ms: int | None = None
     load_permille: int = 0
     functions: tuple[tuple[str, int], ...] = attrs.field(default=(), converter=_freeze_functions)
     roles: int = 0
+    sig: bytes = b""
 
-    @property
-    def ident(self) -> str:
-        return self.node_id.hex()
-
-    @property
-    def function_map(self) -> dict[str, int]:
-        return dict(self.functions)
-
-    def to_dict(self) -> dict:
+    def statement(self) -> dict:
         return {
             "node_id": self.node_id.hex(),
+            "key": self.key.hex(),
+            "seq": u64_text(self.seq),
+            "time": self.time,
             "home": self.home.hex(),
             "addresses": _addresses_json(self.addresses),
-            "reachability": self.reachability,
-            "rtt_ms": self.rtt_ms,
             "load_permille": self.load_permille,
             "functions": {fid: v for fid, v in self.functions},
             "roles": self.roles,
         }
 
+    def to_dict(self) -> dict:
+        return {**self.statement(), "sig": self.sig.hex()}
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> "PeerStatement":
+        return attrs.evolve(self, sig=sign_statement(PEER_DOMAIN, self.statement(), sign))
+
+    def verify(self) -> None:
+        if node_id_of_key(self.key) != self.node_id:
+            raise BadSignature("peer statement: key does not hash to node_id")
+        if not verify_statement(PEER_DOMAIN, self.statement(), self.key, self.sig):
+            raise BadSignature("peer statement: bad signature")
+
     @classmethod
-    def from_dict(cls, d: Any) -> "PeerRecord":
+    def from_dict(cls, d: Any) -> "PeerStatement":
         d = _fields(
-            d, {"node_id", "home", "addresses", "reachability", "rtt_ms", "load_permille", "functions", "roles"}, "peer"
+            d,
+            {"node_id", "key", "seq", "time", "home", "addresses", "load_permille", "functions", "roles", "sig"},
+            "peer statement",
         )
-        if d["reachability"] not in REACHABILITY:
-            raise RegistryChangeError("peer reachability: unknown value")
         fns = d["functions"]
         if not isinstance(fns, dict) or len(fns) > MAX_FUNCTIONS_PER_PEER:
             raise RegistryChangeError(f"peer functions: expected an object of at most {MAX_FUNCTIONS_PER_PEER}")
         return cls(
             node_id=check_hex_id(d["node_id"], "peer node_id"),
+            key=_check_key(d["key"], "peer key"),
+            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "peer seq"),
+            time=check_int(d["time"], 0, MAX_TIME, "peer time"),
             home=check_hex_id(d["home"], "peer home"),
             addresses=_addresses(d["addresses"], "peer addresses"),
-            reachability=d["reachability"],
-            rtt_ms=None if d["rtt_ms"] is None else check_int(d["rtt_ms"], 0, MAX_RTT_MS, "peer rtt_ms"),
             load_permille=check_int(d["load_permille"], 0, MAX_LOAD_PERMILLE, "peer load_permille"),
             functions={check_fid_text(k): check_int(v, 0, MAX_U32, "function version") for k, v in fns.items()},
             roles=check_int(d["roles"], 0, MAX_U32, "peer roles"),
+            sig=_check_sig(d["sig"], "peer sig"),
         )
 
 
 @attrs.frozen
+class Observation:
+    """What a peer's home tracker observes of it, signed by that tracker
+    and bound to the peer statement it accompanies (``statement_seq``)."""
+
+    peer: bytes
+    statement_seq: int
+    tracker: bytes
+    key: bytes
+    seq: int
+    time: int
+    reachability: str = "unknown"
+    rtt_ms: int | None = None
+    connected: bool = True
+    sig: bytes = b""
+
+    def statement(self) -> dict:
+        return {
+            "peer": self.peer.hex(),
+            "statement_seq": u64_text(self.statement_seq),
+            "tracker": self.tracker.hex(),
+            "key": self.key.hex(),
+            "seq": u64_text(self.seq),
+            "time": self.time,
+            "reachability": self.reachability,
+            "rtt_ms": self.rtt_ms,
+            "connected": self.connected,
+        }
+
+    def to_dict(self) -> dict:
+        return {**self.statement(), "sig": self.sig.hex()}
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> "Observation":
+        return attrs.evolve(self, sig=sign_statement(OBSERVATION_DOMAIN, self.statement(), sign))
+
+    def verify(self) -> None:
+        if node_id_of_key(self.key) != self.tracker:
+            raise BadSignature("observation: key does not hash to tracker")
+        if not verify_statement(OBSERVATION_DOMAIN, self.statement(), self.key, self.sig):
+            raise BadSignature("observation: bad signature")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Observation":
+        d = _fields(
+            d,
+            {"peer", "statement_seq", "tracker", "key", "seq", "time", "reachability", "rtt_ms", "connected", "sig"},
+            "observation",
+        )
+        if d["reachability"] not in REACHABILITY:
+            raise RegistryChangeError("observation reachability: unknown value")
+        if not isinstance(d["connected"], bool):
+            raise RegistryChangeError("observation connected: expected true or false")
+        return cls(
+            peer=check_hex_id(d["peer"], "observation peer"),
+            statement_seq=check_u64_text(d["statement_seq"], 1, MAX_STAMP, "observation statement_seq"),
+            tracker=check_hex_id(d["tracker"], "observation tracker"),
+            key=_check_key(d["key"], "observation key"),
+            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "observation seq"),
+            time=check_int(d["time"], 0, MAX_TIME, "observation time"),
+            reachability=d["reachability"],
+            rtt_ms=None if d["rtt_ms"] is None else check_int(d["rtt_ms"], 0, MAX_RTT_MS, "observation rtt_ms"),
+            connected=d["connected"],
+            sig=_check_sig(d["sig"], "observation sig"),
+        )
+
+
+@attrs.frozen
+class PeerRecord:
+    """A peer as trackers replicate it: the peer's own signed statement, and
+    beside it its home tracker's signed observation.  Neither can be
+    altered by anyone else; the properties read them together."""
+
+    statement: PeerStatement
+    observation: Observation
+
+    @property
+    def ident(self) -> str:
+        return self.statement.node_id.hex()
+
+    node_id = property(lambda self: self.statement.node_id)
+    home = property(lambda self: self.statement.home)
+    addresses = property(lambda self: self.statement.addresses)
+    load_permille = property(lambda self: self.statement.load_permille)
+    functions = property(lambda self: self.statement.functions)
+    time = property(lambda self: self.statement.time)
+    seq = property(lambda self: self.statement.seq)
+    reachability = property(lambda self: self.observation.reachability)
+    rtt_ms = property(lambda self: self.observation.rtt_ms)
+    connected = property(lambda self: self.observation.connected)
+
+    @property
+    def roles(self) -> int:
+        """The peer's role bits, without TRACKER and RELAY: a peer's own word
+        never makes it a tracker (only a tracker record does)."""
+        return self.statement.roles & ~int(Role.TRACKER | Role.RELAY)
+
+    @property
+    def function_map(self) -> dict[str, int]:
+        return dict(self.statement.functions)
+
+    def order(self) -> tuple:
+        return (self.statement.seq, self.observation.seq, _order_tail(self))
+
+    def to_dict(self) -> dict:
+        return {"statement": self.statement.to_dict(), "observation": self.observation.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "PeerRecord":
+        d = _fields(d, {"statement", "observation"}, "peer")
+        return cls(PeerStatement.from_dict(d["statement"]), Observation.from_dict(d["observation"]))
+
+    def verify(self) -> None:
+        """Both signatures, and that the observation is by the peer's home
+        about this very statement."""
+        obs, st = self.observation, self.statement
+        if obs.peer != st.node_id or obs.statement_seq != st.seq:
+            raise BadSignature("observation is not about this statement")
+        if obs.tracker != st.home:
+            raise BadSignature("observation is not by the peer's home tracker")
+        st.verify()
+        obs.verify()
+
+
+@attrs.frozen
 class FunctionRecord:
-    """A deployed function: its current version, owner key and replication target."""
+    """A deployed function as its owner states it, signed by the owner key:
+    its current version and replication target."""
 
     fid: str
-    version: int
-    owner: bytes
+    owner: bytes  # the owner's raw Ed25519 public key
+    seq: int
+    time: int
+    version: int = 1
     replicas: int = 3
+    sig: bytes = b""
 
     @property
     def ident(self) -> str:
         return self.fid
 
+    def statement(self) -> dict:
+        return {
+            "fid": self.fid,
+            "owner": self.owner.hex(),
+            "seq": u64_text(self.seq),
+            "time": self.time,
+            "version": self.version,
+            "replicas": self.replicas,
+        }
+
     def to_dict(self) -> dict:
-        return {"fid": self.fid, "version": self.version, "owner": self.owner.hex(), "replicas": self.replicas}
+        return {**self.statement(), "sig": self.sig.hex()}
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> "FunctionRecord":
+        return attrs.evolve(self, sig=sign_statement(FUNCTION_DOMAIN, self.statement(), sign))
+
+    def verify(self) -> None:
+        if not verify_statement(FUNCTION_DOMAIN, self.statement(), self.owner, self.sig):
+            raise BadSignature("function: bad owner signature")
+
+    def order(self) -> tuple:
+        return (self.seq, _order_tail(self))
 
     @classmethod
     def from_dict(cls, d: Any) -> "FunctionRecord":
-        d = _fields(d, {"fid", "version", "owner", "replicas"}, "function")
+        d = _fields(d, {"fid", "owner", "seq", "time", "version", "replicas", "sig"}, "function")
         return cls(
             fid=check_fid_text(d["fid"]),
+            owner=_check_key(d["owner"], "function owner"),
+            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "function seq"),
+            time=check_int(d["time"], 0, MAX_TIME, "function time"),
             version=check_int(d["version"], 0, MAX_U32, "function version"),
-            owner=check_hex_id(d["owner"], "function owner"),
             replicas=check_int(d["replicas"], 1, MAX_REPLICAS, "function replicas"),
+            sig=_check_sig(d["sig"], "function sig"),
         )
 
 
 @attrs.frozen
 class TrackerRecord:
-    """A tracker and the addresses it accepts connections on."""
+    """A tracker and the addresses it accepts connections on, signed by the
+    tracker itself and re-signed at least every TRACKER_RESIGN_S."""
 
     node_id: bytes
+    key: bytes
+    seq: int
+    time: int
     addresses: tuple[tuple[str, int], ...] = ()
+    sig: bytes = b""
 
     @property
     def ident(self) -> str:
         return self.node_id.hex()
 
+    def statement(self) -> dict:
+        return {
+            "node_id": self.node_id.hex(),
+            "key": self.key.hex(),
+            "seq": u64_text(self.seq),
+            "time": self.time,
+            "addresses": _addresses_json(self.addresses),
+        }
+
     def to_dict(self) -> dict:
-        return {"node_id": self.node_id.hex(), "addresses": _addresses_json(self.addresses)}
+        return {**self.statement(), "sig": self.sig.hex()}
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> "TrackerRecord":
+        return attrs.evolve(self, sig=sign_statement(TRACKER_DOMAIN, self.statement(), sign))
+
+    def verify(self) -> None:
+        if node_id_of_key(self.key) != self.node_id:
+            raise BadSignature("tracker: key does not hash to node_id")
+        if not verify_statement(TRACKER_DOMAIN, self.statement(), self.key, self.sig):
+            raise BadSignature("tracker: bad signature")
+
+    def order(self) -> tuple:
+        return (self.seq, _order_tail(self))
 
     @classmethod
     def from_dict(cls, d: Any) -> "TrackerRecord":
-        d = _fields(d, {"node_id", "addresses"}, "tracker")
+        d = _fields(d, {"node_id", "key", "seq", "time", "addresses", "sig"}, "tracker")
         return cls(
             node_id=check_hex_id(d["node_id"], "tracker node_id"),
+            key=_check_key(d["key"], "tracker key"),
+            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "tracker seq"),
+            time=check_int(d["time"], 0, MAX_TIME, "tracker time"),
             addresses=_addresses(d["addresses"], "tracker addresses"),
+            sig=_check_sig(d["sig"], "tracker sig"),
         )
 
 
 def _hex_ident(text: Any) -> str:
     check_hex_id(text, "entry id")
     return text
-
-
-def _no_check(record: Any) -> None:
-    return None
 
 
 # -- the kinds table -----------------------------------------------------------
@@ -330,11 +582,13 @@ class KindSpec:
     """One kind of registry record.
 
     ``record_type`` has ``to_dict()``, ``from_dict(d)`` (raising
-    ``RegistryChangeError``) and an ``ident`` property (its key's id text).
-    Changes of this kind are ``<name>_upsert`` (body: the record) and
-    ``<name>_remove`` (body: ``{"id", "reason"}``); its entity keys are
-    ``<prefix>:<ident>``.  ``check(record)`` runs on every record accepted,
-    local or remote, after ``from_dict``.
+    ``RegistryChangeError``), ``verify()`` (raising ``BadSignature``),
+    ``order()`` (a tuple: of two records for one key, the greater wins) and
+    an ``ident`` property (its key's id text).  A change of this kind is
+    named ``name``; its entity keys are ``<prefix>:<ident>``.  A kind that
+    ``expires`` has a ``time`` on its records: a record older than the
+    registry's TTL for the kind is stale (kept, not served) and is purged
+    once older than ``PURGE_AFTER_S``.
     """
 
     name: str
@@ -342,33 +596,26 @@ class KindSpec:
     record_type: type
     parse_ident: Callable[[Any], str]
     max_records: int
-    check: Callable[[Any], None] = _no_check
-
-    @property
-    def upsert(self) -> str:
-        return self.name + "_upsert"
-
-    @property
-    def remove(self) -> str:
-        return self.name + "_remove"
+    expires: bool = False
 
     def key(self, ident: str) -> str:
         return f"{self.prefix}:{ident}"
 
     def parse_record(self, d: Any) -> Any:
-        record = self.record_type.from_dict(d)
-        self.check(record)
-        return record
+        return self.record_type.from_dict(d)
 
     def validate(self, record: Any) -> Any:
-        """A locally built record put through the rules remote input meets."""
+        """A locally built record put through the rules remote input meets
+        (signature included)."""
         if type(record) is not self.record_type:
             raise TypeError(f"expected a {self.record_type.__name__}")
-        return self.parse_record(record.to_dict())
+        parsed = self.parse_record(record.to_dict())
+        parsed.verify()
+        return parsed
 
 
 class Kinds:
-    """The table of record kinds, looked up by name, change kind, key
+    """The table of record kinds, looked up by name (= change kind), key
     prefix or record class."""
 
     def __init__(self, specs: Iterable[KindSpec]) -> None:
@@ -376,7 +623,6 @@ class Kinds:
         self._by_name = {s.name: s for s in self.specs}
         self._by_prefix = {s.prefix: s for s in self.specs}
         self._by_type = {s.record_type: s for s in self.specs}
-        self._by_change = {c: s for s in self.specs for c in (s.upsert, s.remove)}
         if not len(self._by_name) == len(self._by_prefix) == len(self._by_type) == len(self.specs):
             raise ValueError("kind names, prefixes and record types must be unique")
 
@@ -397,7 +643,7 @@ class Kinds:
         return spec
 
     def of_change(self, kind: Any) -> KindSpec:
-        spec = self._by_change.get(kind) if isinstance(kind, str) else None
+        spec = self._by_name.get(kind) if isinstance(kind, str) else None
         if spec is None:
             raise RegistryChangeError("change kind: unknown")
         return spec
@@ -416,9 +662,9 @@ class Kinds:
         return self.of_record(record).key(record.ident)
 
 
-PEER = KindSpec("peer", "peer", PeerRecord, _hex_ident, MAX_PEERS)
+PEER = KindSpec("peer", "peer", PeerRecord, _hex_ident, MAX_PEERS, expires=True)
 FUNCTION = KindSpec("function", "fn", FunctionRecord, check_fid_text, MAX_FUNCTIONS)
-TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS)
+TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS, expires=True)
 KINDS = Kinds([PEER, FUNCTION, TRACKER])
 
 
@@ -427,61 +673,40 @@ KINDS = Kinds([PEER, FUNCTION, TRACKER])
 
 @attrs.frozen
 class Change:
-    """One replicated write: an upsert of ``record``, or (``record`` None)
-    the removal of the entity ``ident`` of kind ``spec``."""
+    """One replicated write: ``record`` (of kind ``spec``) as the tracker
+    ``origin`` first took it in, as that origin's ``seq``-th change.  The
+    record carries its own proof; ``origin`` and ``seq`` only make delivery
+    exact."""
 
     origin: bytes
     seq: int
-    lamport: int
     spec: KindSpec
-    record: Any = None
-    removed: str | None = None
-    reason: str = ""
+    record: Any
     # ``to_bytes()`` when the maker already has it (the core caches it).
     encoded: bytes | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     @property
     def kind(self) -> str:
-        return self.spec.upsert if self.record is not None else self.spec.remove
+        return self.spec.name
 
     @property
     def ident(self) -> str:
-        return self.record.ident if self.record is not None else self.removed
+        return self.record.ident
 
     @property
     def key(self) -> str:
         return self.spec.key(self.ident)
 
-    @property
-    def stamp(self) -> tuple[int, bytes]:
-        return (self.lamport, self.origin)
-
     def to_dict(self) -> dict:
-        if self.record is not None:
-            body = self.record.to_dict()
-        else:
-            body = {"id": self.removed, "reason": self.reason}
-        return {
-            "origin": self.origin.hex(),
-            "seq": u64_text(self.seq),
-            "lamport": u64_text(self.lamport),
-            "kind": self.kind,
-            "body": body,
-        }
+        return {"origin": self.origin.hex(), "seq": u64_text(self.seq), "kind": self.kind, "body": self.record.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Any, kinds: Kinds = KINDS) -> "Change":
-        d = _fields(d, {"origin", "seq", "lamport", "kind", "body"}, "change")
+        d = _fields(d, {"origin", "seq", "kind", "body"}, "change")
         spec = kinds.of_change(d["kind"])
         origin = check_hex_id(d["origin"], "change origin")
         seq = check_u64_text(d["seq"], 1, MAX_STAMP, "change seq")
-        lamport = check_u64_text(d["lamport"], 1, MAX_STAMP, "change lamport")
-        if d["kind"] == spec.upsert:
-            return cls(origin, seq, lamport, spec, record=spec.parse_record(d["body"]))
-        body = _fields(d["body"], {"id", "reason"}, "removal")
-        ident = spec.parse_ident(body["id"])
-        reason = check_text(body["reason"], MAX_REASON_CHARS, "removal reason")
-        return cls(origin, seq, lamport, spec, removed=ident, reason=reason)
+        return cls(origin, seq, spec, spec.parse_record(d["body"]))
 
     def to_bytes(self) -> bytes:
         if self.encoded is not None:
@@ -509,7 +734,7 @@ def known_from_dict(d: Any) -> dict[bytes, int]:
 @attrs.frozen
 class Digest:
     """What a tracker has: the highest contiguous seq per origin, and a
-    hash of its live state (``state_hash``)."""
+    hash of its entries (``state_hash``)."""
 
     known: Mapping[bytes, int]
     state_hash: bytes
@@ -546,68 +771,57 @@ class Delta:
 
 @attrs.frozen
 class SnapshotEntry:
-    """One entry of the last-writer-wins map; ``record`` None is a tombstone."""
+    """One entry of the map: an entity key and its current record."""
 
     key: str
-    lamport: int
-    origin: bytes
     record: Any
     # ``entry_bytes(self)`` when the maker already has it (the core caches it).
     encoded: bytes | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def to_list(self) -> list:
-        record = None if self.record is None else self.record.to_dict()
-        return [self.key, u64_text(self.lamport), self.origin.hex(), record]
+        return [self.key, self.record.to_dict()]
 
     @classmethod
     def from_list(cls, v: Any, kinds: Kinds = KINDS) -> "SnapshotEntry":
-        if not isinstance(v, list) or len(v) != 4:
-            raise RegistryChangeError("snapshot entry: expected [key, lamport, origin, record]")
+        if not isinstance(v, list) or len(v) != 2:
+            raise RegistryChangeError("snapshot entry: expected [key, record]")
         spec, ident = kinds.of_key(v[0])
-        record = None
-        if v[3] is not None:
-            record = spec.parse_record(v[3])
-            if record.ident != ident:
-                raise RegistryChangeError("entry key does not match its record")
-        lamport = check_u64_text(v[1], 1, MAX_STAMP, "entry lamport")
-        return cls(v[0], lamport, check_hex_id(v[2], "entry origin"), record)
+        record = spec.parse_record(v[1])
+        if record.ident != ident:
+            raise RegistryChangeError("entry key does not match its record")
+        return cls(v[0], record)
 
 
 @attrs.frozen
 class Snapshot:
-    """Entries of the LWW map, tombstones included.  A large snapshot is
-    sent in parts; only the last part carries ``known`` and ``lamport``
-    (applying entries alone is always safe)."""
+    """Entries of the map.  A large snapshot is sent in parts; only the last
+    part carries ``known`` (applying entries alone is always safe)."""
 
     entries: tuple[SnapshotEntry, ...]
     known: Mapping[bytes, int] = attrs.field(factory=dict)
-    lamport: int = 0
 
     def to_bytes(self) -> bytes:
         # JCS of this object, assembled from the entries' own JCS bytes (an
         # array's JCS is its elements' JCS joined by commas, and the member
-        # names "entries" < "known" < "lamport" are already in JCS order).
+        # names "entries" < "known" are already in JCS order).
         return b"".join(
             (
                 b'{"entries":[',
                 b",".join(entry_bytes(e) for e in self.entries),
                 b'],"known":',
                 canonical_json(known_to_dict(self.known)),
-                b',"lamport":',
-                canonical_json(u64_text(self.lamport)),
                 b"}",
             )
         )
 
     @classmethod
     def from_bytes(cls, data: bytes, kinds: Kinds = KINDS) -> "Snapshot":
-        d = _fields(parse_json(data, MAX_PAYLOAD_BYTES, "snapshot"), {"entries", "known", "lamport"}, "snapshot")
+        d = _fields(parse_json(data, MAX_PAYLOAD_BYTES, "snapshot"), {"entries", "known"}, "snapshot")
         if not isinstance(d["entries"], list):
             raise RegistryChangeError("snapshot entries: expected a list")
         return cls(
             entries=tuple(SnapshotEntry.from_list(e, kinds) for e in d["entries"]),
             known=known_from_dict(d["known"]),
-            lamport=check_u64_text(d["lamport"], 0, MAX_STAMP, "snapshot lamport"),
         )
 
 
@@ -619,17 +833,42 @@ def entry_bytes(entry: SnapshotEntry) -> bytes:
     return canonical_json(entry.to_list())
 
 
-def state_hash(live_entries: Iterable[SnapshotEntry]) -> bytes:
-    """The digest's ``hash``: SHA-256 over the live entries in key order,
-    each contributing ``JCS([key, lamport, origin, record]) || "\\n"``.
-    ``hash_lines`` is the same over entry bytes already encoded."""
-    return hash_lines((e.key, entry_bytes(e)) for e in live_entries if e.record is not None)
+def state_hash(entries: Iterable[SnapshotEntry]) -> bytes:
+    """The digest's ``hash``: SHA-256 over the entries in key order, each
+    contributing ``JCS([key, record]) || "\\n"``.  ``hash_lines`` is the
+    same over entry bytes already encoded."""
+    return hash_lines((e.key, entry_bytes(e)) for e in entries)
 
 
 def hash_lines(keyed_lines: Iterable[tuple[str, bytes]]) -> bytes:
-    """``state_hash`` from ``(key, entry_bytes(entry))`` of the live entries."""
+    """``state_hash`` from ``(key, entry_bytes(entry))`` of the entries."""
     h = hashlib.sha256()
     for _, line in sorted(keyed_lines, key=lambda kl: kl[0]):
         h.update(line)
         h.update(b"\n")
     return h.digest()
+
+
+def make_peer_statement(
+    key: Any,
+    seq: int,
+    time: int,
+    home: bytes,
+    addresses: Iterable[tuple[str, int]] = (),
+    load_permille: int = 0,
+    functions: Mapping[str, int] | None = None,
+    roles: int = 0,
+) -> PeerStatement:
+    """A peer statement signed with ``key`` (anything with ``node_id``,
+    ``public_bytes`` and ``sign``): what a peer's ANNOUNCE carries."""
+    return PeerStatement(
+        node_id=key.node_id,
+        key=key.public_bytes,
+        seq=seq,
+        time=time,
+        home=home,
+        addresses=canonical_addresses(addresses, "peer addresses"),
+        load_permille=load_permille,
+        functions=dict(functions or {}),
+        roles=roles,
+    ).signed(key.sign)

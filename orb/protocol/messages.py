@@ -570,15 +570,37 @@ class Error(Message):
         return _known_or(ErrorCode, ErrorCode.UNSPECIFIED)(self.code)
 
 
+def _strict_load(instance, attribute, value):
+    if not isinstance(value, int) or not 0 <= value <= MAX_LOAD_PERMILLE:
+        raise ValueError(f"{attribute.name} must be 0..{MAX_LOAD_PERMILLE}")
+
+
+def _statement_seq(instance, attribute, value):
+    if not isinstance(value, int) or not 1 <= value <= (1 << 63) - 1:
+        raise ValueError(f"{attribute.name} must be 1..2^63-1")
+
+
 @message(
     MessageType.ANNOUNCE,
+    "seq" / Int64ub,
+    "time" / Int64ub,
     "load_permille" / Int16ub,
+    "roles" / Int8ub,
+    "listen" / PrefixedArray(Int8ub, EndpointStruct),
     "functions" / PrefixedArray(Int16ub, FunctionEntryStruct),
-    nested={"functions": FunctionEntry},
+    "signature" / Signature,
+    nested={"listen": Endpoint, "functions": FunctionEntry},
 )
 class Announce(Message):
-    load_permille: int = load_field()
+    """A peer's signed statement of itself, to its home tracker (RFC 8.6.1)."""
+
+    seq: int = attrs.field(validator=_statement_seq, metadata={LIMIT: "1..2^63-1"})
+    time: int = attrs.field(validator=_uint(53), metadata={LIMIT: "0..2^53-1"})
+    load_permille: int = attrs.field(validator=_strict_load, metadata={LIMIT: f"0..{MAX_LOAD_PERMILLE}"})
+    roles: int = bits_field(8)
+    listen: tuple = records_field(MAX_LISTEN_ADDRESSES)
     functions: tuple = records_field(MAX_ANNOUNCE_ENTRIES)
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
     ext: tuple = _ext()
 
 

@@ -118,8 +118,13 @@ FIELD_DOCS = {
         "text": "human-readable reason, for logs only",
     },
     "ANNOUNCE": {
+        "seq": "the statement's sequence number: above every earlier one of this peer",
+        "time": "when the peer signed it, unix seconds",
         "load_permille": "the sender's current load, per mille",
+        "roles": "the sender's role bits",
+        "listen": "where the sender accepts connections (none: relayed)",
         "functions": "every function the sender hosts (replaces the last ANNOUNCE)",
+        "signature": "the peer's Ed25519 signature of its statement (section 8.6.1)",
     },
     "LOOKUP": {"fid": "function id", "max_replicas": "how many replicas to return at most"},
     "PEERS": {"fid": "the fid looked up", "replicas": "replicas ranked best first"},
@@ -507,8 +512,7 @@ def sample_messages():
         )), 2, int(Flag.RESPONSE)),
         ("error", m.Error(code=int(ErrorCode.UNSUPPORTED), ref_request_id=9, text="unknown message type 0x99"),
          9, int(Flag.RESPONSE)),
-        ("announce", m.Announce(load_permille=125, functions=(m.FunctionEntry(fid, 1), m.FunctionEntry(fid2, 2))),
-         0, 0),
+        ("announce", sample_announce(peer, tracker.node_id, ts, ((fid, 1), (fid2, 2))), 0, 0),
         ("lookup", m.Lookup(fid=fid, max_replicas=3), 3, 0),
         ("peers", m.Peers(fid=fid, replicas=(
             m.Replica(peer.node_id, "127.0.0.1", 7401, int(Role.PEER), 1, 3, 125),
@@ -541,11 +545,41 @@ def _sample_digest(tracker):
 
 
 def _sample_delta(tracker, peer):
-    from orb.protocol.federation import PEER, Change, Delta, PeerRecord
+    from orb.protocol.federation import PEER, Change, Delta
 
-    record = PeerRecord(peer.node_id, tracker.node_id, addresses=(("127.0.0.1", 7401),), roles=int(Role.PEER))
-    change = Change(tracker.node_id, 1, 1, PEER, record=record)  # a new tracker's first change
+    record = sample_peer_record(tracker, peer)
+    change = Change(tracker.node_id, 1, PEER, record)  # a new tracker's first change
     return Delta(changes=(change,), more=False).to_bytes()
+
+
+STATEMENT_TIME = 1_764_000_000
+
+
+def sample_statement(peer, home, time=STATEMENT_TIME, functions=()):
+    """The peer statement of the vectors: what the sample peer signs for ``home``."""
+    from orb.protocol import federation as fed
+    from orb.protocol import fid as fidmod
+
+    return fed.make_peer_statement(peer, 1_764_000_000_000_000, time, home, (PEER_LISTEN,), 125,
+                                   {fidmod.to_text(f): v for f, v in functions}, int(Role.PEER))
+
+
+def sample_announce(peer, home, time=STATEMENT_TIME, functions=()):
+    st = sample_statement(peer, home, time, functions)
+    return m.Announce(seq=st.seq, time=st.time, load_permille=st.load_permille, roles=st.roles,
+                      listen=tuple(m.Endpoint(h, p) for h, p in st.addresses),
+                      functions=tuple(m.FunctionEntry(f, v) for f, v in functions), signature=st.sig)
+
+
+def sample_peer_record(tracker, peer):
+    """The vectors' peer record: the sample peer's statement and the sample tracker's observation of it."""
+    from orb.protocol import federation as fed
+
+    st = sample_statement(peer, tracker.node_id)
+    obs = fed.Observation(peer=st.node_id, statement_seq=st.seq, tracker=tracker.node_id, key=tracker.public_bytes,
+                          seq=1_764_000_000_500_000, time=STATEMENT_TIME, reachability="reachable", rtt_ms=3,
+                          connected=True).signed(tracker.sign)
+    return fed.PeerRecord(st, obs)
 
 
 class _FixedClock:
@@ -605,7 +639,7 @@ def handshake_transcript():
     pong = client.data_to_send()
     getaddr_id, getaddr = client.request(m.GetAddr())
     carry(to_tracker, getaddr)
-    carry(to_tracker, client.send(m.Announce(load_permille=0, functions=())))
+    carry(to_tracker, client.send(sample_announce(peer, tracker.node_id, now)))
     carry(to_tracker, pong)
     other_peer = m.AddrEntry(now - 60, "192.0.2.7", 7401, int(Role.PEER), _det_bytes("other-peer", 32))
     answer = m.dedupe_addr_entries([tracker_entry, other_peer, tracker_entry])
@@ -716,6 +750,63 @@ def jcs_markdown(doc):
     ])
 
 
+def statements_vector():
+    """One signed record of each kind (Section 8.6.1): the statement, its
+    signed bytes and the signature, with the vector keys; then the change
+    that carries the peer record, as a tracker replicates it."""
+    import hashlib
+
+    from orb.protocol import federation as fed
+
+    tracker, peer = sample_keys()
+    owner = peer  # the vector peer's key also serves as an owner key
+    fid = fid_text(b"\x01" + _det_bytes("orb-vector-package", 32))
+    peer_record = sample_peer_record(tracker, peer)
+    tracker_record = fed.TrackerRecord(tracker.node_id, tracker.public_bytes, 1_764_000_000_000_000, STATEMENT_TIME,
+                                       (TRACKER_LISTEN,)).signed(tracker.sign)
+    function = fed.FunctionRecord(fid, owner.public_bytes, 1, STATEMENT_TIME, 1, 3).signed(owner.sign)
+    out = []
+    for name, domain, obj in (
+        ("peer statement", fed.PEER_DOMAIN, peer_record.statement),
+        ("observation", fed.OBSERVATION_DOMAIN, peer_record.observation),
+        ("tracker", fed.TRACKER_DOMAIN, tracker_record),
+        ("function", fed.FUNCTION_DOMAIN, function),
+    ):
+        signed = fed.signed_bytes(domain, obj.statement())
+        out.append({"name": name, "domain": domain.decode("ascii").rstrip("\x00"),
+                    "signed_hex": signed.hex(), "sha256": hashlib.sha256(signed).hexdigest(),
+                    "sig": obj.sig.hex(), "record": obj.to_dict()})
+    change = fed.Change(tracker.node_id, 1, fed.PEER, peer_record).to_bytes()
+    return {"statements": out, "change": change.decode("utf-8"), "change_sha256": hashlib.sha256(change).hexdigest()}
+
+
+def fid_text(raw):
+    from orb.protocol import fid as fidmod
+
+    return fidmod.to_text(raw)
+
+
+def canonical_json(value):
+    from orb.protocol.federation import canonical_json as jcs
+
+    return jcs(value)
+
+
+def statements_markdown(doc):
+    v = doc["statements"]
+    lines = ["With the keys of Appendix A (the peer's key also signs as an owner). For each kind: the "
+             "domain prefix, the signed bytes (the prefix, a zero byte, then the JCS of the statement "
+             "without `sig`) in hex, their SHA-256, and the record as JSON, `sig` included.", ""]
+    for st in v["statements"]:
+        lines += [f"**{st['name']}** (`{st['domain']}\\0`, {len(st['signed_hex']) // 2} signed bytes)", "", "```",
+                  _hexdump(st["signed_hex"]), "", f"SHA-256 = {st['sha256']}", "```", "", "```",
+                  canonical_json(st["record"]).decode("utf-8"), "```", ""]
+    lines += [f"The change by which the tracker replicates the peer record, as its first change "
+              f"({len(v['change'].encode('utf-8'))} bytes, SHA-256 `{v['change_sha256']}`):", "",
+              "<!-- example:federation-change -->", "```", v["change"], "```", "<!-- /example -->"]
+    return "\n".join(lines)
+
+
 def fid_of(data):
     from orb.protocol.package import fid_of_package
 
@@ -738,6 +829,7 @@ def vectors_document():
         "transcript": [_frame_json(label, data) for label, data in handshake_transcript()],
         "package": package_vector(),
         "canonical_json": jcs_vector(),
+        "statements": statements_vector(),
     }
 
 
@@ -847,9 +939,10 @@ def package_markdown(doc):
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements) -->\n)(.*?)(<!-- /\2 -->)", re.S)
 _SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
-                  "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc)}
+                  "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc),
+                  "statements": lambda doc: statements_markdown(doc)}
 
 
 def render(text, doc):

@@ -107,11 +107,7 @@ class Federation:
             if record.is_tracker:
                 log.info("{peer} claims the tracker role but is not admitted: served as a peer", peer=record.name)
             return
-        self._refused_by.discard(record.node_id)
-        try:
-            self.registry.upsert_tracker(record.node_id, [(e.host, e.port) for e in record.remote.listen])
-        except (reg.RegistryChangeError, reg.RegistryFull) as e:
-            log.warn("tracker {peer} not recorded: {error}", peer=record.name, error=escape(e, 120))
+        self._refused_by.discard(record.node_id)  # its own signed record reaches us by federation
         self.registry.set_tracker_connected(record.node_id, True)
         if not record.inbound:
             if len(self._link_ids) >= MAX_RETRY_ENTRIES:
@@ -246,7 +242,7 @@ class Federation:
     def apply(self, record, message):
         try:
             if message.kind == m.DeltaKind.SNAPSHOT:
-                self.registry.apply_snapshot(reg.Snapshot.from_bytes(message.payload))
+                self.registry.apply_snapshot(reg.Snapshot.from_bytes(message.payload), link=record.node_id)
                 return
             delta = reg.Delta.from_bytes(message.payload)
         except reg.RegistryChangeError as e:
@@ -274,8 +270,15 @@ class Federation:
                 work.changes = collections.deque(delta.changes)
                 work.resync = work.resync or delta.more
                 continue
-            if self.registry.apply_remote(work.changes.popleft()) is reg.ApplyResult.GAP:
+            change = work.changes.popleft()
+            result = self.registry.apply_remote(change, link=node_id)
+            if result is reg.ApplyResult.GAP:
                 work.resync = True
+            elif result is reg.ApplyResult.REFUSED:
+                # A forged or over-bound change: what follows from its origin would be a gap.
+                work.changes = collections.deque(c for c in work.changes if c.origin != change.origin)
+                self.table.misbehaved(work.record.protocol, violation(
+                    f"DELTA change from {change.origin.hex()[:16]} #{change.seq} refused", fatal=False))
             budget -= 1
         if work.changes or work.deltas:
             self.clock.callLater((APPLY_BATCH - budget) / APPLY_CHANGES_PER_S, self._apply_batch, node_id)

@@ -153,6 +153,8 @@ def peer_json(registry: Registry, p: PeerRecord) -> dict:
         "roles": p.roles,
         "last_seen_s": _round(seen),
         "age_s": None if seen is None else _round(max(0.0, now - seen)),
+        "statement": {"seq": str(p.seq), "time": p.time, "age_s": _round(max(0.0, now - p.time))},
+        "connected": p.connected,
     }
 
 
@@ -212,7 +214,7 @@ class TrackersResource(_Json):
         homed = collections.Counter(p.home for p in reg.peers())
         out = []
         for t in sorted(reg.trackers(), key=lambda t: t.node_id):
-            seen = reg.tracker_last_seen(t.node_id)
+            seen = float(t.time)  # its latest signed statement
             is_self = t.node_id == reg.tracker_id
             out.append(
                 {

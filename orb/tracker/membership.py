@@ -3,12 +3,15 @@
 The tracker's peers: who is registered here, whether they are alive, and
 whether they can be reached.
 
-- A peer enters the registry with its first ANNOUNCE, homed at the tracker
-  it announced to (RFC Section 8.6); its later ANNOUNCEs refresh the record.
-- Liveness: every PING_INTERVAL_S each session is PINGed; the PONG's RTT is
-  recorded for peers homed here. A peer silent for the registry's TTL
-  expires; a home peer whose session drops is removed after
-  DEPARTED_GRACE_S unless it is back.
+- A peer enters the registry with its first ANNOUNCE: its own statement,
+  signed by its node key and naming this tracker its home (RFC 8.6.1). The
+  tracker adds its signed observation beside it (reachability, RTT,
+  session up); later ANNOUNCEs replace the statement.
+- Liveness: every PING_INTERVAL_S each session is PINGed; the PONG's RTT
+  goes into the observation of peers homed here. A peer whose latest
+  statement is older than the registry's TTL is stale; a home peer whose
+  session drops is observed disconnected after DEPARTED_GRACE_S unless it
+  is back.
 - Reachability: on each new peer session the tracker dials back the
   address the peer advertises (a DIALBACK session that is never served).
   If it answers, the peer is ``reachable``; otherwise ``relayed``.
@@ -21,7 +24,7 @@ from orb.net.limits import TokenBuckets
 from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, is_loopback, violation
 from orb.protocol import fid
-from orb.protocol.codes import ErrorCode, Role
+from orb.protocol.codes import ErrorCode
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
 
@@ -71,32 +74,40 @@ class Membership:
     def _check_departed(self, node_id):
         if self.table.stopping or node_id in self.table:
             return
-        peer = self.registry.peer(node_id)
-        if peer is not None and peer.home == self.local.node_id:
-            self.registry.remove_peer(node_id, "disconnected")
+        self.registry.observe_peer(node_id, connected=False)
 
     # --- ANNOUNCE ---------------------------------------------------------------------
 
     def on_announce(self, record, message, request_id):
         if self.is_tracker(record):
             return  # trackers host nothing; their record comes from federation
-        functions = {}
-        for entry in message.functions[: reg.MAX_FUNCTIONS_PER_PEER]:
-            try:
-                functions[fid.to_text(entry.fid)] = entry.version
-            except fid.FidError:
-                self.table.misbehaved(record.protocol, violation(f"ANNOUNCE with an invalid fid {entry.fid.hex()[:16]}"))
-                return
         try:
-            self.registry.upsert_peer(
-                record.node_id,
-                addresses=[(e.host, e.port) for e in record.remote.listen][: reg.MAX_ADDRESSES],
+            functions = {fid.to_text(e.fid): e.version for e in message.functions}
+        except fid.FidError:
+            self.table.misbehaved(record.protocol, violation("ANNOUNCE with an invalid fid"))
+            return
+        try:
+            statement = reg.PeerStatement(
+                node_id=record.node_id,
+                key=record.remote.public_key,
+                seq=message.seq,
+                time=message.time,
+                home=self.local.node_id,
+                addresses=reg.canonical_addresses([(e.host, e.port) for e in message.listen], "listen"),
+                load_permille=message.load_permille,
+                functions=functions,
+                roles=message.roles,
+                sig=message.signature,
+            )
+            self.registry.announce_peer(
+                statement,
                 reachability=self.reachability.get(record.node_id, Reachability.UNKNOWN).value,
                 rtt_ms=record.rtt_ms,
-                load_permille=min(message.load_permille, 1000),
-                functions=functions,
-                roles=record.remote.roles & ~int(Role.TRACKER | Role.RELAY),  # only an admitted tracker is one
             )
+        except reg.BadSignature as e:
+            record.refuse(request_id, ErrorCode.DENIED, f"not registered: {e}")
+            self.table.misbehaved(record.protocol, violation(f"ANNOUNCE not validly signed: {e}", ErrorCode.DENIED,
+                                                             fatal=False))
         except reg.RegistryChangeError as e:
             record.refuse(request_id, ErrorCode.MALFORMED, f"not registered: {e}")
             self.table.misbehaved(record.protocol, violation(f"ANNOUNCE not registrable: {e}", fatal=False))
@@ -108,9 +119,7 @@ class Membership:
     def ping_all(self):
         for record in self.table.records():
             try:
-                if self.is_tracker(record):
-                    self.registry.touch_tracker(record.node_id)
-                else:
+                if not self.is_tracker(record):
                     self.registry.touch(record.node_id)
                 record.protocol.ping()
             except Exception:  # one stuck session never stops the loop for the others
@@ -126,9 +135,8 @@ class Membership:
             self.registry.record_rtt(record.node_id, rtt_ms)
 
     def expire(self):
-        for change in self.registry.expire():
-            log.info("peer {peer} expired ({reason})", peer=change.ident[:16] if change.ident else "?",
-                     reason=change.reason)
+        for key in self.registry.expire():
+            log.info("{key} is stale: its latest signed statement is too old", key=key[:24])
 
     # --- reachability -----------------------------------------------------------------
 
@@ -162,6 +170,4 @@ class Membership:
         if len(self.reachability) >= MAX_REACHABILITY_CACHE:
             self.reachability.pop(next(iter(self.reachability)))
         self.reachability[node_id] = state
-        peer = self.registry.peer(node_id)
-        if peer is not None and peer.home == self.local.node_id and peer.reachability != state.value:
-            self.registry.update_peer(node_id, reachability=state.value)
+        self.registry.observe_peer(node_id, reachability=state.value)

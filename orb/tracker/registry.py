@@ -1,62 +1,66 @@
 # -*- test-case-name: tests.test_registry -*-
 """
-The tracker registry core: live peers, trackers and functions, and how
-trackers keep their registries in agreement.  Pure: it takes a clock and
-does no I/O.  The wire format of what it exchanges is
-``orb.protocol.federation``; its SQL store is ``orb.tracker.store``; which
-replica serves a call is ``orb.tracker.routing``.
+The tracker registry core: peers, trackers and functions, and how trackers
+keep their registries in agreement.  Pure: it takes a clock and does no
+I/O.  The wire format of what it exchanges is ``orb.protocol.federation``;
+its SQL store is ``orb.tracker.store``; which replica serves a call is
+``orb.tracker.routing``.
 
-State model.  The replicated state is a last-writer-wins map from an entity
-key (``peer:<hex>``, ``fn:<fid>``, ``tracker:<hex>``, one prefix per entry
-of the kinds table) to a record, or to a tombstone for a removal.  Every
-write is a ``Change`` stamped with
+Records carry their own proof (RFC 8.6.1).  The replicated state is a map
+from an entity key (``peer:<hex>``, ``fn:<fid>``, ``tracker:<hex>``, one
+prefix per entry of the kinds table) to a record that is a statement signed
+by the key it speaks for:
 
-* ``origin``: the id of the tracker that made it;
-* ``seq``: that origin's own counter, 1, 2, 3, ... with no gaps;
-* ``lamport``: a Lamport clock (one more than the highest seen anywhere).
+* a peer's record is the peer's own statement (addresses, hosted fids,
+  load, home tracker, ``seq``, ``time``) and, beside it, its home tracker's
+  observation of it (reachability, RTT, whether its session is up), signed
+  by that tracker and bound to the statement's ``seq``;
+* a tracker's record is its own statement of its addresses;
+* a function's record is its owner's statement.
 
-Writes to one key are ordered by ``(lamport, origin)``, so replicas that
-saw the same set of changes hold the same state whatever the order of
-arrival.  ``seq`` makes delivery exact: a tracker accepts origin O's change
-``n`` only after ``n - 1`` (``apply_remote`` answers ``GAP`` otherwise),
-which lets a digest summarise everything a tracker has as one number per
-origin.
+Every record is verified before it is taken, from a peer, from an owner or
+from another tracker; a tracker relays records as they are and cannot alter
+one.  Writes to one key are ordered by ``record.order()``: the subject's
+own sequence number (then the observation's), never a clock a remote can
+push.
 
-Kinds.  The core is generic over ``federation.KINDS``: ``upsert(record)``,
-``remove(kind, ident)``, ``records(kind)`` and ``record(kind, ident)``
-work for every kind, and each kind's ``max_records`` bounds it.  Peers and
-trackers also have soft state and liveness, below; the named methods
-(``upsert_peer``, ``upsert_function``, ...) are the daemon's vocabulary
-over the generic ones.
+Liveness is judged here, from the age of the latest signed statement: a
+peer or tracker record whose ``time`` is more than the kind's TTL old is
+*stale*: kept (so that every tracker holds the same map) but not served;
+older than ``PURGE_AFTER_S`` it is forgotten.  A peer whose home observes
+its session gone is not served either.  Nothing is ever removed on another
+tracker's word.
 
-Anti-entropy.  ``digest()`` is ``{origin: highest seq}`` plus a hash of
-the live state.  ``delta_since(their_digest)`` returns the changes they lack
-from the bounded change log, or a ``Snapshot`` (the whole map, tombstones
-included) when the log no longer reaches back far enough, or when the
-sequence numbers agree but the hashes do not.
+Delivery.  Every record taken in is logged as a ``Change`` stamped with
+``origin`` (the tracker that first took it in) and that origin's ``seq``
+(1, 2, 3, ... with no gaps).  A tracker accepts origin O's change ``n``
+only after ``n - 1`` (``GAP`` otherwise), so a digest summarises what a
+tracker has as one number per origin plus a hash of its map.
+``delta_since(their_digest)`` returns the changes they lack from the
+bounded change log, or a ``Snapshot`` when the log no longer reaches back
+far enough, or when the numbers agree but the hashes do not.
 
-Soft state never leaves the tracker: ``last_seen`` of peers and trackers and
-the ``connected`` flag.  A peer's *home* tracker is the only one that
-refreshes it; ``expire`` removes (as a replicated change) the home peers not
-seen for ``peer_ttl_s``, and the peers of a home tracker that has been gone
-for ``tracker_ttl_s`` — those peers re-home and are announced again by their
-new home.  If a remote removal hits a peer that is alive here and homed
-here, the registry re-announces it at once.
+Bounds.  Each kind holds at most ``max_records`` (a stale record makes room
+first); at most MAX_ORIGINS origins, of which one federation link may
+introduce MAX_ORIGINS_PER_LINK; a tracker record enters by federation only
+as its own tracker's change; a statement dated more than
+MAX_CLOCK_AHEAD_S ahead of this clock is not taken; and a remote change may
+move our own seq ahead by at most MAX_STAMP_STEP.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from orb.protocol import addresses
 from orb.protocol.federation import (  # re-exported: the daemon and bench use them from here
     FUNCTION,
     KINDS,
@@ -65,17 +69,19 @@ from orb.protocol.federation import (  # re-exported: the daemon and bench use t
     MAX_ORIGINS,
     MAX_PAYLOAD_BYTES,
     MAX_PEERS,
-    MAX_REASON_CHARS,
     MAX_RTT_MS,
     PEER,
     TRACKER,
+    BadSignature,
     Change,
     Delta,
     Digest,
     FunctionRecord,
-    KindSpec,
     Kinds,
+    KindSpec,
+    Observation,
     PeerRecord,
+    PeerStatement,
     RegistryChangeError,
     Snapshot,
     SnapshotEntry,
@@ -91,16 +97,24 @@ log = Logger()
 
 __all__ = [
     "MAX_ADDRESSES", "MAX_FUNCTIONS_PER_PEER", "MAX_PEERS", "MIGRATIONS", "DEFAULT_PEER_TTL_S",
-    "ApplyResult", "Change", "Delta", "Digest", "FunctionRecord", "KindSpec", "Kinds", "PeerRecord",
-    "Registry", "RegistryChangeError", "RegistryFull", "Snapshot", "SnapshotEntry", "TrackerRecord",
+    "ApplyResult", "BadSignature", "Change", "Delta", "Digest", "FunctionRecord", "KindSpec", "Kinds",
+    "Observation", "PeerRecord", "PeerStatement", "Registry", "RegistryChangeError", "RegistryFull", "Snapshot",
+    "SnapshotEntry", "TrackerRecord", "canonical_addresses",
 ]
 
 MAX_CHANGE_LOG = 10_000
-MAX_TOMBSTONES = 10_000
-DEFAULT_PEER_TTL_S = 90.0
-DEFAULT_TOMBSTONE_TTL_S = 3600.0
-RTT_REPLICATE_FRACTION = 0.25  # replicate an RTT only when it moved this much
+DEFAULT_PEER_TTL_S = 90.0  # three missed ANNOUNCE refreshes (every 30 s)
+TRACKER_RESIGN_S = 60.0  # a tracker re-signs its own record this often
+PURGE_AFTER_S = 3600.0  # a stale record is forgotten once its statement is this old
+MAX_CLOCK_AHEAD_S = 120  # a statement dated further ahead of our clock is not taken
+MAX_ORIGINS_PER_LINK = 64  # new origins one federation link may introduce
+RTT_REPLICATE_FRACTION = 0.25  # re-sign an observation for an RTT only when it moved this much
 SNAPSHOT_ENVELOPE_BYTES = 4096  # room for ``known`` and the envelope in a snapshot part
+
+# How far one remote change may move our own seq ahead.  Honest trackers
+# advance it by one per change; without the bound one change stamped
+# 2^63-1 would leave no room for the next local one.
+MAX_STAMP_STEP = 2**32
 
 
 class RegistryFull(Exception):
@@ -108,24 +122,10 @@ class RegistryFull(Exception):
 
 
 class ApplyResult(enum.Enum):
-    APPLIED = "applied"  # new to us (it may still lose to a newer write)
+    APPLIED = "applied"  # delivered (its record may still lose to a newer one)
     STALE = "stale"  # already had it
     GAP = "gap"  # an earlier change from that origin is missing: run anti-entropy
-    REFUSED = "refused"  # over a bound (too many origins, or a stamp jumping too far ahead)
-
-
-# How far one remote change may move the Lamport clock or our own seq ahead.
-# Honest trackers advance them by one per change; a jump of 2^32 would take
-# years of changes. Without the bound one change stamped 2^63-1 made every
-# later local change overflow the store's 64-bit integers.
-MAX_STAMP_STEP = 2**32
-
-
-def _check_id(v: Any, what: str) -> bytes:
-    try:
-        return addresses.check_node_id(v, what)
-    except addresses.AddressError as e:
-        raise ValueError(str(e)) from None
+    REFUSED = "refused"  # over a bound, or not validly signed: the sender is scored
 
 
 def _rtt_ms(v: float | None) -> int | None:
@@ -137,54 +137,50 @@ def _rtt_ms(v: float | None) -> int | None:
 
 @attrs.define
 class _Entry:
-    lamport: int
-    origin: bytes
-    record: Any  # None: a tombstone
+    record: Any
     changed_s: float
-    encoded: bytes | None = None  # its JCS bytes, made once when first needed
-
-    @property
-    def stamp(self) -> tuple[int, bytes]:
-        return (self.lamport, self.origin)
+    encoded: bytes | None = None  # its JCS entry bytes, made once when first needed
 
     def to_bytes(self, key: str) -> bytes:
         if self.encoded is None:
-            self.encoded = entry_bytes(SnapshotEntry(key, self.lamport, self.origin, self.record))
+            self.encoded = entry_bytes(SnapshotEntry(key, self.record))
         return self.encoded
 
 
 class Registry:
-    """See the module docstring.  ``subscribe(fn)`` gets every change that
-    enters the log (local ones and newly applied remote ones): that is what
-    the federation adapter forwards to the other trackers."""
+    """See the module docstring.  ``key`` is this tracker's node key (it
+    signs the tracker's own record and its observations).
+    ``subscribe(fn)`` gets every change that enters the log (local ones and
+    newly applied remote ones): that is what the federation adapter
+    forwards to the other trackers."""
 
     def __init__(
         self,
         clock: Any,
-        tracker_id: bytes,
+        key: Any,
         peer_ttl_s: float = DEFAULT_PEER_TTL_S,
         tracker_ttl_s: float | None = None,
-        tombstone_ttl_s: float = DEFAULT_TOMBSTONE_TTL_S,
         kinds: Kinds = KINDS,
     ) -> None:
         self._clock = clock
-        self.tracker_id = _check_id(tracker_id, "tracker id")
+        self._key = key
+        self.tracker_id = key.node_id
         self.peer_ttl_s = peer_ttl_s
-        self.tracker_ttl_s = tracker_ttl_s if tracker_ttl_s is not None else 2 * peer_ttl_s
-        self.tombstone_ttl_s = tombstone_ttl_s
+        self.tracker_ttl_s = tracker_ttl_s if tracker_ttl_s is not None else 3 * TRACKER_RESIGN_S
         for base in (PEER, FUNCTION, TRACKER):
             if base.name not in {spec.name for spec in kinds}:
                 raise ValueError(f"the kinds table lacks {base.name!r}, which the core relies on")
         self.kinds = kinds
         self._entries: dict[str, _Entry] = {}
         self._views: dict[str, dict[str, Any]] = {spec.name: {} for spec in kinds}
-        self._tombstones: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._counts: dict[str, int] = {spec.name: 0 for spec in kinds}
+        self._by_age: dict[str, list[tuple[int, str]]] = {spec.name: [] for spec in kinds}
         self._peer_seen: dict[bytes, float] = {}
-        self._tracker_seen: dict[bytes, float] = {}
         self._tracker_connected: dict[bytes, bool] = {}
         self._seq = 0
-        self._lamport = 0
+        self._statement_seq = 0
         self._known: dict[bytes, int] = {}
+        self._origin_link: dict[bytes, bytes | None] = {}
         self._log: dict[bytes, collections.deque[Change]] = {}
         self._log_order: collections.deque[bytes] = collections.deque()
         self._observer: Callable[[Change], None] | None = None
@@ -196,11 +192,16 @@ class Registry:
         return self._clock.seconds()
 
     def records(self, kind: str) -> list[Any]:
-        """The live records of ``kind`` (a name in the kinds table)."""
+        """The live (not stale) records of ``kind``."""
         return list(self._views[kind].values())
 
     def record(self, kind: str, ident: str) -> Any:
         return self._views[kind].get(ident)
+
+    def stored(self, kind: str, ident: str) -> Any:
+        """The record held for ``ident``, stale or not."""
+        entry = self._entries.get(self.kinds.named(kind).key(ident))
+        return None if entry is None else entry.record
 
     def peers(self) -> list[PeerRecord]:
         return self.records(PEER.name)
@@ -223,9 +224,6 @@ class Registry:
     def tracker(self, node_id: bytes) -> TrackerRecord | None:
         return self._views[TRACKER.name].get(node_id.hex())
 
-    def tracker_last_seen(self, node_id: bytes) -> float | None:
-        return self._tracker_seen.get(node_id)
-
     def tracker_connected(self, node_id: bytes) -> bool:
         return self._tracker_connected.get(node_id, False)
 
@@ -234,8 +232,8 @@ class Registry:
             "peers": len(self._views[PEER.name]),
             "trackers": len(self._views[TRACKER.name]),
             "functions": len(self._views[FUNCTION.name]),
+            "entries": len(self._entries),
             "changes_logged": len(self._log_order),
-            "tombstones": len(self._tombstones),
         }
 
     @property
@@ -251,55 +249,93 @@ class Registry:
             raise ValueError("the registry already has an observer")
         self._observer = observer
 
-    # -- the LWW map ------------------------------------------------------------
+    # -- freshness ------------------------------------------------------------
 
-    def _merge(self, key: str, lamport: int, origin: bytes, record: Any, now: float) -> bool:
-        """Last-writer-wins.  True if the state changed."""
-        cur = self._entries.get(key)
-        if cur is not None and cur.stamp >= (lamport, origin):
+    def ttl_s(self, spec: KindSpec) -> float | None:
+        if not spec.expires:
+            return None
+        return self.peer_ttl_s if spec.name == PEER.name else self.tracker_ttl_s
+
+    def _live(self, spec: KindSpec, record: Any, now: float) -> bool:
+        ttl = self.ttl_s(spec)
+        if ttl is not None and now - record.time > ttl:
             return False
-        spec, ident = self.kinds.of_key(key)
-        live = cur is not None and cur.record is not None
-        if record is not None and not live and len(self._views[spec.name]) >= spec.max_records:
+        return not (spec.name == PEER.name and not record.connected)
+
+    def _purgeable(self, spec: KindSpec, record: Any, now: float) -> bool:
+        return spec.expires and now - record.time > PURGE_AFTER_S
+
+    # -- the map ----------------------------------------------------------------
+
+    def _take(self, spec: KindSpec, record: Any, now: float, local: bool) -> bool:
+        """Merge a validated record: True if the map changed.  Verifies the
+        signature (``BadSignature``) only when the record would win.  A
+        full kind makes room by dropping its stalest record, else refuses
+        (``RegistryFull`` when ``local``)."""
+        key = spec.key(record.ident)
+        cur = self._entries.get(key)
+        if cur is not None and cur.record.order() >= record.order():
+            return False
+        record.verify()
+        if getattr(record, "time", 0) > now + MAX_CLOCK_AHEAD_S or self._purgeable(spec, record, now):
+            if local:
+                raise RegistryChangeError(
+                    f"{spec.name} statement dated {record.time - now:+.0f} s from now: check the clock")
+            return False
+        if cur is None and not self._make_room(spec, record, now):
+            if local:
+                raise RegistryFull(f"registry holds {spec.max_records} {spec.name} records")
             log.warn("registry full: dropping {key}", key=key[:80])
             return False
-        self._tombstones.pop(key, None)
-        self._entries[key] = _Entry(lamport, origin, record, now)
+        self._entries[key] = _Entry(record, now)
+        self._index(spec, key, record, new=cur is None)
         self._hash = None
-        if record is None:
-            self._tombstones[key] = now
-            self._drop_view(spec, ident)
-            self._prune_tombstones(now)
+        if self._live(spec, record, now):
+            self._views[spec.name][record.ident] = record
         else:
-            self._set_view(spec, record, now)
+            self._views[spec.name].pop(record.ident, None)
         return True
 
-    def _set_view(self, spec: KindSpec, record: Any, now: float) -> None:
-        self._views[spec.name][record.ident] = record
-        if spec.name == PEER.name:
-            # For a peer homed elsewhere, "seen" is the last news of it.
-            self._peer_seen[record.node_id] = now
-        elif spec.name == TRACKER.name:
-            self._tracker_seen.setdefault(record.node_id, now)
+    def _make_room(self, spec: KindSpec, record: Any, now: float) -> bool:
+        """Room for one more record of ``spec``: at the bound, the record
+        with the oldest statement goes if it is older than ``record``'s
+        (O(log n): a lazy heap of (time, key) per kind)."""
+        if self._counts[spec.name] < spec.max_records:
+            return True
+        if not spec.expires:
+            return False
+        heap = self._by_age[spec.name]
+        while heap:
+            time, key = heap[0]
+            entry = self._entries.get(key)
+            if entry is None or entry.record.time != time:
+                heapq.heappop(heap)  # superseded or forgotten
+                continue
+            if time >= record.time:
+                return False
+            self._forget(key)
+            return True
+        return False
 
-    def _drop_view(self, spec: KindSpec, ident: str) -> None:
-        self._views[spec.name].pop(ident, None)
-        if spec.name == PEER.name:
-            self._peer_seen.pop(bytes.fromhex(ident), None)
-        elif spec.name == TRACKER.name:
-            nid = bytes.fromhex(ident)
-            self._tracker_seen.pop(nid, None)
-            self._tracker_connected.pop(nid, None)
+    def _index(self, spec: KindSpec, key: str, record: Any, new: bool) -> None:
+        if new:
+            self._counts[spec.name] += 1
+        if spec.expires:
+            heap = self._by_age[spec.name]
+            heapq.heappush(heap, (record.time, key))
+            if len(heap) > 2 * self._counts[spec.name] + 64:
+                live = [(e.record.time, k) for k, e in self._entries.items() if k.startswith(spec.prefix + ":")]
+                heapq.heapify(live)
+                self._by_age[spec.name] = live
 
-    def _prune_tombstones(self, now: float) -> None:
-        """Forget tombstones past their TTL, or the oldest beyond the cap.
-        (Insertion order is time order: tombstones are made at ``now``.)"""
-        while self._tombstones:
-            key, made_s = next(iter(self._tombstones.items()))
-            if len(self._tombstones) <= MAX_TOMBSTONES and now - made_s <= self.tombstone_ttl_s:
-                break
-            del self._tombstones[key]
-            del self._entries[key]
+    def _forget(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        spec = self.kinds.of_key(key)[0]
+        self._counts[spec.name] -= 1
+        self._views[spec.name].pop(entry.record.ident, None)
+        self._hash = None
+        if spec.name == PEER.name:
+            self._peer_seen.pop(entry.record.node_id, None)
 
     # -- the change log ---------------------------------------------------------
 
@@ -324,90 +360,76 @@ class Registry:
                 log.failure("registry observer failed on {kind}", kind=change.kind)
         return change
 
-    def _emit(self, spec: KindSpec, record: Any = None, ident: str | None = None, reason: str = "") -> Change:
-        self._seq += 1
-        self._lamport += 1
-        self._known[self.tracker_id] = self._seq
-        change = Change(self.tracker_id, self._seq, self._lamport, spec, record=record, removed=ident, reason=reason)
-        self._merge(change.key, change.lamport, change.origin, record, self.now())
-        return self._log_change(change)
+    # -- local intake -----------------------------------------------------------
 
-    # -- local writes, any kind -------------------------------------------------
-
-    def upsert(self, record: Any) -> Change | None:
-        """Write ``record`` (of any kind in the table) as this tracker.
-        None if it is already the current record.  Raises
-        ``RegistryChangeError`` for what remote input may not hold either,
-        ``RegistryFull`` when its kind is at its bound."""
+    def accept(self, record: Any) -> Change | None:
+        """Take in a signed record (a peer's ANNOUNCE with our observation,
+        an owner's function, our own tracker record) and replicate it as
+        this tracker's change.  None if it is not newer than what we hold.
+        Raises ``BadSignature``/``RegistryChangeError`` for what remote input
+        may not hold either, ``RegistryFull`` when its kind is at its
+        bound."""
         spec = self.kinds.of_record(record)
-        spec.validate(record)
-        view = self._views[spec.name]
-        if view.get(record.ident) == record:
+        record = spec.validate(record)
+        if not self._take(spec, record, self.now(), local=True):
             return None
-        if record.ident not in view and len(view) >= spec.max_records:
-            raise RegistryFull(f"registry holds {spec.max_records} {spec.name} records")
-        return self._emit(spec, record)
+        self._seq += 1
+        self._known[self.tracker_id] = self._seq
+        return self._log_change(Change(self.tracker_id, self._seq, spec, record))
 
-    def remove(self, kind: str, ident: str, reason: str = "") -> Change | None:
-        """Remove the record ``ident`` of ``kind``; None if there is none."""
-        spec = self.kinds.named(kind)
-        if ident not in self._views[spec.name]:
-            return None
-        return self._emit(spec, ident=ident, reason=reason[:MAX_REASON_CHARS])
+    def next_statement_seq(self) -> int:
+        """A sequence number for a statement we sign: above every earlier one,
+        across restarts too (it follows the clock in microseconds)."""
+        self._statement_seq = max(self._statement_seq + 1, int(self.now() * 1_000_000))
+        return self._statement_seq
 
-    # -- local writes: the daemon's vocabulary ----------------------------------
-
-    def upsert_peer(
-        self,
-        node_id: bytes,
-        addresses: Iterable[tuple[str, int]] = (),
-        reachability: str = "unknown",
-        rtt_ms: float | None = None,
-        load_permille: int = 0,
-        functions: Mapping[str, int] | None = None,
-        roles: int = 0,
-    ) -> Change | None:
-        """A peer joined (or re-announced itself) here; we become its home.
-        Returns the change, or None if nothing replicated changed.
-        ``rtt_ms`` is rounded to whole ms."""
-        record = PeerRecord(
-            node_id=_check_id(node_id, "peer id"),
-            home=self.tracker_id,
-            addresses=canonical_addresses(addresses, "peer addresses"),
-            reachability=reachability,
-            rtt_ms=_rtt_ms(rtt_ms),
-            load_permille=load_permille,
-            functions=dict(functions or {}),
-            roles=roles,
+    def _observation(self, statement: PeerStatement, **fields: Any) -> Observation:
+        obs = Observation(
+            peer=statement.node_id,
+            statement_seq=statement.seq,
+            tracker=self.tracker_id,
+            key=self._key.public_bytes,
+            seq=self.next_statement_seq(),
+            time=int(self.now()),
+            **fields,
         )
-        change = self.upsert(record)
-        self._peer_seen[node_id] = self.now()
+        return obs.signed(self._key.sign)
+
+    def announce_peer(self, statement: PeerStatement, reachability: str = "unknown",
+                      rtt_ms: float | None = None) -> Change | None:
+        """A peer's signed statement reached us in its ANNOUNCE: we are its
+        home.  Take it with our observation beside it."""
+        if statement.home != self.tracker_id:
+            raise BadSignature("the statement names another home tracker")
+        record = PeerRecord(statement, self._observation(statement, reachability=reachability,
+                                                         rtt_ms=_rtt_ms(rtt_ms), connected=True))
+        change = self.accept(record)
+        if change is not None or self.peer(statement.node_id) is not None:
+            self._peer_seen[statement.node_id] = self.now()
         return change
 
-    def update_peer(self, node_id: bytes, **fields: Any) -> Change | None:
-        """Change some fields of a peer homed here (``reachability``,
-        ``load_permille``, ``functions``, ``addresses``, ``roles``,
-        ``rtt_ms``)."""
-        cur = self.peer(node_id)
-        if cur is None:
-            raise KeyError(node_id.hex())
-        merged = {
-            "addresses": cur.addresses,
-            "reachability": cur.reachability,
-            "rtt_ms": cur.rtt_ms,
-            "load_permille": cur.load_permille,
-            "functions": cur.function_map,
-            "roles": cur.roles,
-        }
-        unknown = set(fields) - set(merged) - {"load"}
+    def observe_peer(self, node_id: bytes, **fields: Any) -> Change | None:
+        """Re-sign our observation of a peer homed here with some fields
+        changed (``reachability``, ``rtt_ms``, ``connected``).  None if the
+        peer is not homed here or nothing changed."""
+        cur = self.stored(PEER.name, node_id.hex())
+        if cur is None or cur.home != self.tracker_id:
+            return None
+        current = {"reachability": cur.reachability, "rtt_ms": cur.rtt_ms, "connected": cur.connected}
+        unknown = set(fields) - set(current)
         if unknown:
-            raise TypeError(f"unknown peer fields {sorted(unknown)}")
-        merged.update(fields)
-        return self.upsert_peer(node_id, **merged)
+            raise TypeError(f"unknown observation fields {sorted(unknown)}")
+        if "rtt_ms" in fields:
+            fields["rtt_ms"] = _rtt_ms(fields["rtt_ms"])
+        merged = {**current, **fields}
+        if merged == current:
+            return None
+        return self.accept(PeerRecord(cur.statement, self._observation(cur.statement, **merged)))
 
     def record_rtt(self, node_id: bytes, rtt_ms: float) -> Change | None:
-        """A PONG came back.  The RTT is replicated only when it moved by
-        more than RTT_REPLICATE_FRACTION, so pings do not flood federation."""
+        """A PONG came back.  The observation is re-signed only when the RTT
+        moved by more than RTT_REPLICATE_FRACTION, so pings do not flood
+        federation."""
         cur = self.peer(node_id)
         if cur is None:
             return None
@@ -415,137 +437,107 @@ class Registry:
         old, new = cur.rtt_ms, _rtt_ms(rtt_ms)
         if new is None or old is not None and abs(new - old) <= RTT_REPLICATE_FRACTION * max(old, 1):
             return None
-        return self.update_peer(node_id, rtt_ms=new)
+        return self.observe_peer(node_id, rtt_ms=new)
 
-    def remove_peer(self, node_id: bytes, reason: str = "left") -> Change | None:
-        return self.remove(PEER.name, node_id.hex(), reason)
+    def publish_self(self, addresses: Iterable[tuple[str, int]] = ()) -> Change | None:
+        """Sign and replicate our own tracker record, with a fresh ``time``:
+        call it at start and at least every TRACKER_RESIGN_S."""
+        record = TrackerRecord(
+            node_id=self.tracker_id,
+            key=self._key.public_bytes,
+            seq=self.next_statement_seq(),
+            time=int(self.now()),
+            addresses=canonical_addresses(addresses, "tracker addresses"),
+        )
+        return self.accept(record.signed(self._key.sign))
 
-    def upsert_function(self, fid: str, version: int, owner: bytes, replicas: int = 3) -> Change | None:
-        return self.upsert(FunctionRecord(fid=fid, version=version, owner=_check_id(owner, "owner"), replicas=replicas))
-
-    def remove_function(self, fid: str, reason: str = "deprecated") -> Change | None:
-        return self.remove(FUNCTION.name, fid, reason)
-
-    def upsert_tracker(self, node_id: bytes, addresses: Iterable[tuple[str, int]] = ()) -> Change | None:
-        record = TrackerRecord(_check_id(node_id, "tracker id"), canonical_addresses(addresses, "tracker addresses"))
-        change = self.upsert(record)
-        self._tracker_seen[node_id] = self.now()
-        return change
-
-    def remove_tracker(self, node_id: bytes, reason: str = "gone") -> Change | None:
-        return self.remove(TRACKER.name, node_id.hex(), reason)
+    def upsert_function(self, record: FunctionRecord) -> Change | None:
+        """An owner's signed function record."""
+        return self.accept(record)
 
     # -- liveness (soft state) ------------------------------------------------
 
     def touch(self, peer_id: bytes, now: float | None = None) -> bool:
-        """The peer showed a sign of life.  False if we do not know it."""
+        """The peer showed a sign of life here.  False if we do not know it."""
         if self.peer(peer_id) is None:
             return False
         self._peer_seen[peer_id] = self.now() if now is None else now
         return True
 
-    def touch_tracker(self, node_id: bytes, now: float | None = None) -> bool:
-        if self.tracker(node_id) is None:
-            return False
-        self._tracker_seen[node_id] = self.now() if now is None else now
-        return True
-
     def set_tracker_connected(self, node_id: bytes, connected: bool) -> None:
-        if self.tracker(node_id) is not None:
-            self._tracker_connected[node_id] = connected
-            if connected:
-                self._tracker_seen[node_id] = self.now()
+        self._tracker_connected[node_id] = connected
+        if len(self._tracker_connected) > 4 * MAX_ORIGINS:
+            self._tracker_connected.pop(next(iter(self._tracker_connected)))
 
-    def _tracker_alive(self, node_id: bytes, now: float) -> bool:
-        """Whether ``node_id`` counts as alive here. Only a tracker we have
-        been linked to is judged: the trackers linked to one judge it, and
-        their removals of its peers reach us by federation. (Judging one we
-        never see would make its peers flap here: soft state is not
-        replicated.)"""
-        if node_id == self.tracker_id:
-            return True
-        if node_id not in self._tracker_connected:
-            return True
-        if self._tracker_connected[node_id]:
-            return True
-        seen = self._tracker_seen.get(node_id)
-        return seen is not None and now - seen <= self.tracker_ttl_s
-
-    def expire(self, now: float | None = None) -> list[Change]:
-        """Remove dead peers: ours not seen for ``peer_ttl_s``, and those
-        whose home tracker is gone.  Also forgets old tombstones."""
+    def expire(self, now: float | None = None) -> list[str]:
+        """Take stale records out of service and forget those past
+        PURGE_AFTER_S; returns the keys that went out of service."""
         now = self.now() if now is None else now
-        out = []
-        for rec in self.peers():
-            seen = self._peer_seen.get(rec.node_id, now)
-            if now - seen <= self.peer_ttl_s:
-                continue
-            if rec.home == self.tracker_id:
-                reason = "timeout"
-            elif not self._tracker_alive(rec.home, now):
-                reason = "home-gone"
-            else:
-                continue
-            change = self.remove_peer(rec.node_id, reason)
-            if change is not None:
-                out.append(change)
-        self._prune_tombstones(now)
-        return out
+        stale = []
+        for key, entry in list(self._entries.items()):
+            spec = self.kinds.of_key(key)[0]
+            record = entry.record
+            if self._purgeable(spec, record, now):
+                self._forget(key)
+            elif not self._live(spec, record, now) and record.ident in self._views[spec.name]:
+                del self._views[spec.name][record.ident]
+                stale.append(key)
+            elif self._live(spec, record, now) and record.ident not in self._views[spec.name]:
+                self._views[spec.name][record.ident] = record  # a clock step back
+        return stale
 
     # -- federation -----------------------------------------------------------
 
-    def apply_remote(self, change: Change, now: float | None = None) -> ApplyResult:
-        """Apply a change another tracker sent.  Idempotent; changes from
-        one origin must arrive in seq order (``GAP`` otherwise)."""
+    def apply_remote(self, change: Change, now: float | None = None, link: bytes | None = None) -> ApplyResult:
+        """Apply a change another tracker sent (over the federation link
+        with ``link``).  Idempotent; changes from one origin must arrive in
+        seq order (``GAP`` otherwise)."""
         now = self.now() if now is None else now
         origin = change.origin
-        if change.lamport > self._lamport + MAX_STAMP_STEP:
-            return ApplyResult.REFUSED
         if origin == self.tracker_id:
             if change.seq <= self._seq:
                 return ApplyResult.STALE
             if change.seq > self._seq + MAX_STAMP_STEP:
                 return ApplyResult.REFUSED
-            # Our own past, from before we lost our database: never reuse
-            # it.  Our log no longer runs without gaps, so drop it.
-            self._seq = change.seq
-            self._drop_log(origin)
         else:
             known = self._known.get(origin, 0)
             if change.seq <= known:
                 return ApplyResult.STALE
             if change.seq > known + 1:
                 return ApplyResult.GAP
-            if origin not in self._known and len(self._known) >= MAX_ORIGINS:
+            if origin not in self._known and not self._may_add_origin(link):
                 return ApplyResult.REFUSED
+        if change.spec.name == TRACKER.name and change.record.node_id != origin:
+            return ApplyResult.REFUSED  # a tracker's record enters federation only as its own change
+        try:
+            self._take(change.spec, change.record, now, local=False)
+        except BadSignature as e:
+            log.info("refused a change from {origin}: {why}", origin=origin.hex()[:16], why=e)
+            return ApplyResult.REFUSED
+        if origin == self.tracker_id:
+            # Our own past, from before we lost our database: never reuse
+            # it.  Our log no longer runs without gaps, so drop it.
+            self._seq = change.seq
+            self._drop_log(origin)
+        elif origin not in self._known:
+            self._origin_link[origin] = link
         self._known[origin] = change.seq
-        self._lamport = max(self._lamport, change.lamport)
-        mine = seen = None
-        if change.record is None and change.spec.name == PEER.name:
-            mine = self._views[PEER.name].get(change.ident)
-            seen = None if mine is None else self._peer_seen.get(mine.node_id)
-        self._merge(change.key, change.lamport, origin, change.record, now)
         self._log_change(change)
-        if (
-            mine is not None
-            and seen is not None
-            and mine.home == self.tracker_id
-            and now - seen <= self.peer_ttl_s
-            and self.peer(mine.node_id) is None
-        ):
-            # A remote removal of a peer alive and homed here loses: say so.
-            log.info("re-announcing peer {peer_id} removed by {origin}", peer_id=mine.ident[:16],
-                     origin=origin.hex()[:16])
-            self._emit(self.kinds.named(PEER.name), mine)
-            self._peer_seen[mine.node_id] = seen
         return ApplyResult.APPLIED
+
+    def _may_add_origin(self, link: bytes | None) -> bool:
+        if len(self._known) >= MAX_ORIGINS:
+            return False
+        if link is None:
+            return True
+        return sum(1 for via in self._origin_link.values() if via == link) < MAX_ORIGINS_PER_LINK
 
     def digest(self) -> Digest:
         return Digest(known=dict(self._known), state_hash=self.state_hash())
 
     def state_hash(self) -> bytes:
         if self._hash is None:
-            self._hash = hash_lines((k, e.to_bytes(k)) for k, e in self._entries.items() if e.record is not None)
+            self._hash = hash_lines((k, e.to_bytes(k)) for k, e in self._entries.items())
         return self._hash
 
     def delta_since(self, remote: Digest, max_bytes: int = MAX_PAYLOAD_BYTES) -> Delta | Snapshot:
@@ -579,10 +571,8 @@ class Registry:
         return Delta(changes=tuple(changes), more=more)
 
     def snapshot(self) -> Snapshot:
-        entries = tuple(
-            SnapshotEntry(k, e.lamport, e.origin, e.record) for k, e in sorted(self._entries.items())
-        )
-        return Snapshot(entries=entries, known=dict(self._known), lamport=self._lamport)
+        entries = tuple(SnapshotEntry(k, e.record) for k, e in sorted(self._entries.items()))
+        return Snapshot(entries=entries, known=dict(self._known))
 
     def snapshot_parts(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> list[Snapshot]:
         """The snapshot cut into parts that each encode under ``max_bytes``;
@@ -595,32 +585,36 @@ class Registry:
             if batch and size + n > max_bytes:
                 parts.append(Snapshot(entries=tuple(batch)))
                 batch, size = [], SNAPSHOT_ENVELOPE_BYTES
-            batch.append(SnapshotEntry(key, e.lamport, e.origin, e.record, encoded=e.to_bytes(key)))
+            batch.append(SnapshotEntry(key, e.record, encoded=e.to_bytes(key)))
             size += n
-        parts.append(Snapshot(entries=tuple(batch), known=dict(self._known), lamport=self._lamport))
+        parts.append(Snapshot(entries=tuple(batch), known=dict(self._known)))
         return parts
 
-    def apply_snapshot(self, snap: Snapshot, now: float | None = None) -> int:
+    def apply_snapshot(self, snap: Snapshot, now: float | None = None, link: bytes | None = None) -> int:
         """Merge a snapshot (or part).  Returns the number of entries that
-        changed here."""
+        changed here.  Raises ``BadSignature`` at the first entry that is not
+        validly signed (the entries before it are kept: each stands alone)."""
         now = self.now() if now is None else now
         changed = 0
         for e in snap.entries:
-            if self._merge(e.key, e.lamport, e.origin, e.record, now):
+            if e.record.ident != self.kinds.of_key(e.key)[1]:
+                raise RegistryChangeError("entry key does not match its record")
+            if self._take(self.kinds.of_key(e.key)[0], e.record, now, local=False):
                 changed += 1
         for origin, seq in snap.known.items():
             if origin == self.tracker_id:
-                if seq > self._seq:
+                if self._seq < seq <= self._seq + MAX_STAMP_STEP:
                     self._seq = seq
                     self._known[origin] = seq
                 continue
             if seq > self._known.get(origin, 0):
-                if origin not in self._known and len(self._known) >= MAX_ORIGINS:
-                    continue
+                if origin not in self._known:
+                    if not self._may_add_origin(link):
+                        continue
+                    self._origin_link[origin] = link
                 self._known[origin] = seq
                 # Our log for that origin is no longer contiguous up to seq.
                 self._drop_log(origin)
-        self._lamport = max(self._lamport, snap.lamport)
         return changed
 
     def _drop_log(self, origin: bytes) -> None:
@@ -635,22 +629,28 @@ class Registry:
         entries = []
         for k, e in self._entries.items():
             seen = self._peer_seen.get(e.record.node_id) if isinstance(e.record, PeerRecord) else None
-            entries.append(StoredEntry(k, e.lamport, e.origin, e.record, e.changed_s, seen))
-        return StoredState(self.tracker_id, self._seq, self._lamport, dict(self._known), tuple(entries))
+            entries.append(StoredEntry(k, e.record, e.changed_s, seen))
+        return StoredState(self.tracker_id, self._seq, dict(self._known), tuple(entries))
 
     def restore(self, state: StoredState) -> None:
         """Rebuild from a validated ``StoredState`` (into an empty registry)."""
         now = self.now()
-        self._seq, self._lamport, self._known = state.seq, state.lamport, dict(state.known)
+        self._seq, self._known = state.seq, dict(state.known)
         for e in sorted(state.entries, key=lambda e: e.changed_s):
-            self._merge(e.key, e.lamport, e.origin, e.record, e.changed_s)
-            self._lamport = max(self._lamport, e.lamport)
+            spec = self.kinds.of_key(e.key)[0]
+            try:
+                self._take(spec, e.record, now, local=False)
+            except RegistryChangeError:
+                continue
+            if self.stored(spec.name, e.record.ident) is e.record:
+                self._entries[e.key].changed_s = e.changed_s
             if isinstance(e.record, PeerRecord) and e.last_seen_s is not None and self.peer(e.record.node_id):
                 self._peer_seen[e.record.node_id] = min(e.last_seen_s, now)
         self._seq = max(self._seq, self._known.get(self.tracker_id, 0))
         if self._seq:
             self._known[self.tracker_id] = self._seq
-        self._prune_tombstones(now)
+        for origin in self._known:
+            self._origin_link.setdefault(origin, None)
 
     def save(self, db: Any) -> Deferred[None]:
         """Write everything to ``db`` (opened with ``MIGRATIONS``) in one
@@ -659,15 +659,17 @@ class Registry:
         return store.save(db, self.stored_state())
 
     @classmethod
-    def load(cls, db: Any, clock: Any, tracker_id: bytes, **kw: Any) -> Deferred[Registry]:
+    def load(cls, db: Any, clock: Any, key: Any, **kw: Any) -> Deferred[Registry]:
         """A registry rebuilt from ``db``.  Stored rows are validated like
-        remote input; bad ones are skipped.  A database written by another
-        tracker id is ignored (logged) rather than adopted."""
+        remote input, signatures included; bad ones are skipped.  A database
+        written by another tracker id is ignored (logged) rather than
+        adopted."""
 
         def build(state: StoredState | None) -> Registry:
-            reg = cls(clock, tracker_id, **kw)
+            reg = cls(clock, key, **kw)
             if state is not None:
                 reg.restore(state)
             return reg
 
-        return store.load(db, tracker_id, kw.get("kinds", KINDS)).addCallback(build)
+        return store.load(db, key.node_id, kw.get("kinds", KINDS)).addCallback(build)
+

@@ -11,10 +11,11 @@ validates the rows on the worker thread too, with the same rules as remote
 input (``orb.protocol.federation``): a bad row is skipped and counted,
 never adopted.  Rows written by another tracker id are ignored.
 
-Schema: ``registry_meta`` (k, v) holds ``tracker_id``, ``seq``, ``lamport``
-and ``known`` (the digest's JSON object); ``registry_entry`` holds one row
-per entity key, tombstones included, with the soft state that survives a
-restart (``changed_s``, ``last_seen_s``).
+Schema: ``registry_meta`` (k, v) holds ``tracker_id``, ``seq`` and
+``known`` (the digest's JSON object); ``registry_signed`` holds one row per
+entity key (its signed record as JCS), with the soft state that survives a
+restart (``changed_s``, ``last_seen_s``).  Rows are verified again on load:
+a record whose signature fails is skipped.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ log = Logger()
 @attrs.frozen
 class StoredEntry:
     key: str
-    lamport: int
-    origin: bytes
-    record: Any  # None: a tombstone
+    record: Any
     changed_s: float
     last_seen_s: float | None = None
 
@@ -46,7 +45,6 @@ class StoredEntry:
 class StoredState:
     tracker_id: bytes
     seq: int
-    lamport: int
     known: dict[bytes, int]
     entries: tuple[StoredEntry, ...]
 
@@ -99,29 +97,34 @@ MIGRATIONS = [
     );
     """,
     _upgrade_to_integers,
+    # Signed records (RFC 8.6.1): unsigned rows of the old table cannot be
+    # verified, so they are dropped, and with them every origin's progress
+    # but our own seq (never reused).
+    """
+    DROP TABLE registry_entry;
+    CREATE TABLE registry_signed (
+        key TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        changed_s REAL NOT NULL,
+        last_seen_s REAL
+    );
+    DELETE FROM registry_meta WHERE k IN ('known', 'lamport');
+    """,
 ]
 
 
 def _write(conn: sqlite3.Connection, state: StoredState) -> None:
     rows = [
-        (
-            e.key,
-            e.lamport,
-            e.origin.hex(),
-            None if e.record is None else fed.canonical_json(e.record.to_dict()).decode("utf-8"),
-            e.changed_s,
-            e.last_seen_s,
-        )
+        (e.key, fed.canonical_json(e.record.to_dict()).decode("utf-8"), e.changed_s, e.last_seen_s)
         for e in state.entries
     ]
     meta = {
         "tracker_id": state.tracker_id.hex(),
         "seq": str(state.seq),
-        "lamport": str(state.lamport),
         "known": fed.canonical_json(fed.known_to_dict(state.known)).decode("ascii"),
     }
-    conn.execute("DELETE FROM registry_entry")
-    conn.executemany("INSERT INTO registry_entry VALUES (?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("DELETE FROM registry_signed")
+    conn.executemany("INSERT INTO registry_signed VALUES (?, ?, ?, ?)", rows)
     conn.executemany("INSERT OR REPLACE INTO registry_meta (k, v) VALUES (?, ?)", meta.items())
 
 
@@ -147,37 +150,28 @@ def _read(conn: sqlite3.Connection, tracker_id: bytes, kinds: fed.Kinds) -> tupl
     meta_ok = True
     try:
         seq = _counter(meta.get("seq", 0))
-        lamport = _counter(meta.get("lamport", 0))
         known_text = meta.get("known")
         known = {}
         if known_text:
             known = fed.known_from_dict(fed.parse_json(known_text.encode("utf-8"), fed.MAX_DIGEST_BYTES, "known"))
     except (ValueError, TypeError, AttributeError, fed.RegistryChangeError):
-        seq, lamport, known, meta_ok = 0, 0, {}, False
+        seq, known, meta_ok = 0, {}, False
     entries = []
     skipped = 0
-    rows = conn.execute(
-        "SELECT key, lamport, origin, record, changed_s, last_seen_s FROM registry_entry ORDER BY changed_s"
-    ).fetchall()
-    for key, row_lamport, origin, record, changed_s, last_seen_s in rows:
+    rows = conn.execute("SELECT key, record, changed_s, last_seen_s FROM registry_signed ORDER BY changed_s").fetchall()
+    for key, record, changed_s, last_seen_s in rows:
         try:
-            if not isinstance(record, (str, type(None))) or not isinstance(row_lamport, int):
+            if not isinstance(record, str):
                 raise fed.RegistryChangeError("row: wrong column types")
-            body = None if record is None else fed.parse_json(record.encode("utf-8"), fed.MAX_CHANGE_BYTES, "row")
-            entry = fed.SnapshotEntry.from_list([key, str(row_lamport), origin, body], kinds)
+            body = fed.parse_json(record.encode("utf-8"), fed.MAX_CHANGE_BYTES, "row")
+            entry = fed.SnapshotEntry.from_list([key, body], kinds)
+            entry.record.verify()
             entries.append(
-                StoredEntry(
-                    entry.key,
-                    entry.lamport,
-                    entry.origin,
-                    entry.record,
-                    float(changed_s),
-                    None if last_seen_s is None else float(last_seen_s),
-                )
+                StoredEntry(entry.key, entry.record, float(changed_s), None if last_seen_s is None else float(last_seen_s))
             )
         except (fed.RegistryChangeError, TypeError, ValueError, UnicodeEncodeError):
             skipped += 1
-    return StoredState(tracker_id, seq, lamport, known, tuple(entries)), skipped, meta_ok
+    return StoredState(tracker_id, seq, known, tuple(entries)), skipped, meta_ok
 
 
 def load(db: Any, tracker_id: bytes, kinds: fed.Kinds = fed.KINDS) -> Deferred[StoredState | None]:

@@ -67,7 +67,7 @@ def makeService(config):
 def tracker_service(config, reactor):
     """The tracker's MultiService: its stores, its core, the wire and HTTP listeners."""
     def load_registry(db, key):
-        return reg.Registry.load(db, reactor, key.node_id, peer_ttl_s=config.peer_ttl_s)
+        return reg.Registry.load(db, reactor, key, peer_ttl_s=config.peer_ttl_s)
 
     def build(key, rng, addrbook, states, connector):
         return Tracker(config, reactor, key, rng, addrbook=addrbook, registry=states["registry"], connector=connector)

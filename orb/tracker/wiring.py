@@ -87,12 +87,16 @@ class Tracker:
         return self.local.node_id
 
     def start(self):
-        self.registry.upsert_tracker(self.node_id, [self.local.advertise] if self.local.advertise else [])
+        self.periodic.every(reg.TRACKER_RESIGN_S, self.publish_self)
         self.periodic.every(MAINTAIN_INTERVAL_S, self.federation.maintain)
         self.periodic.every(PING_INTERVAL_S, self.membership.ping_all)
         self.periodic.every(EXPIRE_INTERVAL_S, self.membership.expire, now=False)
         self.periodic.every(PUSH_INTERVAL_S, self.federation.push_changes, now=False)
         self.periodic.every(ANTI_ENTROPY_INTERVAL_S, self.federation.anti_entropy, now=False)
+
+    def publish_self(self):
+        """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
+        self.registry.publish_self([self.local.advertise] if self.local.advertise else [])
 
     def stop(self):
         self.periodic.stop()
