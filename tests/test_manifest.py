@@ -260,3 +260,12 @@ class BytecodeTests(SynchronousTestCase):
         doc = {**mf.from_toml(GOOD).to_json(), "bytecode": "python 3"}
         err = self.assertRaises(mf.ManifestError, mf.from_json, doc)
         self.assertEqual([p.field for p in err.problems], ["bytecode"])
+
+
+class TomlPitfallTests(SynchronousTestCase):
+    def test_field_after_a_sample_is_explained(self):
+        """A top-level field written after [[sample]] is reported with the TOML rule that moved it."""
+        err = self.assertRaises(mf.ManifestError, mf.from_toml, GOOD + "replicas = 5\n")
+        (problem,) = err.problems
+        self.assertEqual(problem.field, "sample[0].replicas")
+        self.assertIn("move it above the first [[sample]]", problem.fix)

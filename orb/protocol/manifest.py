@@ -254,7 +254,11 @@ def _did_you_mean(key, choices):
 
 def _sample_from_toml(where, raw, problems):
     for key in raw:
-        if key not in SAMPLE_FIELDS:
+        if key in TOML_FIELDS and key not in SAMPLE_FIELDS:
+            problems.append(Problem(f"{where}.{key}", raw[key],
+                                    "move it above the first [[sample]]: in TOML, the lines after a "
+                                    "[[sample]] header belong to that sample"))
+        elif key not in SAMPLE_FIELDS:
             problems.append(Problem(f"{where}.{key}", raw[key],
                                     "remove it: a sample has name, one input* and one output* field"
                                     + _did_you_mean(key, SAMPLE_FIELDS)))
