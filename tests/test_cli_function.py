@@ -525,3 +525,64 @@ class TarfileReadsPackagesTests(CliCase):
             members = tar.getmembers()
         self.assertEqual([m.name for m in members], ["main.py", "orb-manifest.json"])
         self.assertEqual({(m.mtime, m.uid, m.gid, m.uname) for m in members}, {(0, 0, 0, "")})
+
+
+class SignBuiltTests(CliCase):
+    def test_signed_deploy_verifies(self):
+        """A built directory signed with the owner key gives a statement verify_deploy accepts, for its own package only."""
+        from orb.cli import _project
+        from orb.protocol.deploy import verify_deploy
+
+        self.orb("keygen")
+        key = _keys.load_owner_key(os.path.join(self.home, "owner.key"))
+        built = _project.build(self.new_function())
+        signed = _project.sign_built(built, key, 1_764_000_000)
+        self.assertEqual(signed.owner_key, key.public_bytes)
+        entry = tarfile.open(fileobj=io.BytesIO(built.data)).extractfile("orb-manifest.json").read()
+        self.assertEqual(signed.manifest, entry)
+        self.assertTrue(verify_deploy(signed.owner_key, signed.signature, signed.fid, signed.manifest,
+                                      signed.package_size, signed.issued_at))
+        self.assertFalse(verify_deploy(signed.owner_key, signed.signature, signed.fid, signed.manifest,
+                                       signed.package_size + 512, signed.issued_at))
+
+
+class VerifyLargeFileTests(CliCase):
+    def test_file_over_the_cap_is_hashed_not_unpacked(self):
+        """verify hashes a file over the package cap in chunks and says it cannot be a package."""
+        import hashlib
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.truncate(pkg.MAX_PACKAGE_BYTES + 1)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        fid_text = fidmod.to_text(b"\x01" + digest.digest())
+        code, doc, _ = self.orb_json("verify", fid_text, path)
+        self.assertEqual((code, doc["match"], doc["canonical"]), (0, True, False))
+        self.assertIn("package cap", doc["not_canonical_because"])
+
+
+class InterruptTests(CliCase):
+    def test_ctrl_c_stops_the_run_with_130(self):
+        """Ctrl-C during `orb run --samples` exits 130 saying so, rather than reporting a pass or a jail failure."""
+        import signal
+        import time
+
+        reason = missing_layers_reason()
+        if reason:
+            raise SkipTest(reason)
+        path = self.new_function()
+        with open(os.path.join(path, "main.py"), "w") as f:
+            f.write("import time\n\n\ndef handler(event, context):\n    time.sleep(4)\n    return {'sum': 5}\n")
+        cmd = [ORB_SCRIPT] if os.path.exists(ORB_SCRIPT) else [
+            sys.executable, "-c", "import sys; from orb.cli.main import main; sys.exit(main())"]
+        p = subprocess.Popen([*cmd, "run", path, "--samples"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        time.sleep(1.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertIn("interrupted: 0 of 1 runs finished", err.decode())
+        self.assertNotIn(b"PASS", out)

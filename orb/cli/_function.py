@@ -15,6 +15,7 @@ exit status from :mod:`orb.cli._ui` (listed in ``orb --help``).
 """
 
 import base64
+import hashlib
 import os
 import re
 import sys
@@ -301,17 +302,27 @@ def verify(args):
         if args.no_source:
             raise CommandError("--no-source applies to a directory; a package file is checked as it is",
                                _ui.EXIT_USAGE, "usage")
+        digest, size, data = hashlib.sha256(), 0, []
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                while chunk := f.read(MIB):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if size <= _package.MAX_PACKAGE_BYTES:
+                        data.append(chunk)
         except OSError as e:
             raise CommandError(f"cannot read {path}: {e.strerror}", _ui.EXIT_INPUT, "io") from None
-        actual, doc["source"], doc["package_bytes"] = _package.fid_of_package(data), "file", len(data)
-        try:
-            _package.unpack(data)
-            doc["canonical"] = True
-        except _package.PackageError as e:
-            doc["canonical"], doc["not_canonical_because"] = False, str(e)
+        actual = bytes([_fid.ALGORITHM_SHA256]) + digest.digest()
+        doc["source"], doc["package_bytes"] = "file", size
+        if size > _package.MAX_PACKAGE_BYTES:
+            doc["canonical"] = False
+            doc["not_canonical_because"] = f"it is over the {_package.MAX_PACKAGE_BYTES}-byte package cap"
+        else:
+            try:
+                _package.unpack(b"".join(data))
+                doc["canonical"] = True
+            except _package.PackageError as e:
+                doc["canonical"], doc["not_canonical_because"] = False, str(e)
     else:
         raise CommandError(f"{path} is neither a package file nor a function directory", _ui.EXIT_INPUT, "input")
     doc["actual_fid"] = _fid.to_text(actual)
@@ -384,9 +395,13 @@ def run(args):
         outcome = _run_in_jail(built, root, calls, data, args.allow_unconfined)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    if "error" in outcome:
+    if "error" in outcome and not outcome.get("interrupted"):
         raise CommandError(f"the local jail could not run the function: {outcome['error']}", _ui.EXIT_JAIL, "jail")
     results = outcome["results"]
+    if outcome.get("interrupted") or len(results) < len(calls):
+        finished = sum(r.status.name != "INTERNAL" for r in results)
+        raise CommandError(f"interrupted: {finished} of {len(calls)} runs finished", _ui.EXIT_INTERRUPTED,
+                           "interrupted")
     fid_text = _fid.to_text(built.fid)
     jail_missing = [r for r in results if r.status.name in ("REFUSED", "INTERNAL")]
     if args.samples:
@@ -463,13 +478,22 @@ def _run_in_jail(built, root, calls, data, allow_unconfined):
                         max_memory_mb=max(2048, m.memory_mb), max_concurrent=1)
     executor = Executor(reactor, config)
     fid_text = _fid.to_text(built.fid)
-    box = {"results": []}
+    box = {"results": [], "done": False}
+
+    def on_shutdown():
+        # Ctrl-C (or SIGTERM) stops the reactor before the runs are done: stop the
+        # zygote and every child before the process exits, and say so.
+        if not box["done"]:
+            box["interrupted"] = True
+        return executor.stop()
 
     @defer.inlineCallbacks
     def go():
         try:
             yield executor.start()
             for i, sample in enumerate(calls):
+                if box.get("interrupted"):
+                    break
                 given = sample.input if sample is not None else data
                 result = yield executor.invoke(fid_text, root, spec, given, deadline_s=timeout_s,
                                                request_id=f"orb-run-{i}")
@@ -477,11 +501,11 @@ def _run_in_jail(built, root, calls, data, allow_unconfined):
         except Exception as e:
             box["error"] = str(e) or type(e).__name__
         finally:
-            try:
-                yield executor.stop()
-            finally:
+            box["done"] = True
+            if reactor.running and not box.get("interrupted"):
                 reactor.stop()
 
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
     reactor.callWhenRunning(go)
     reactor.run(installSignalHandlers=True)
     return box

@@ -138,3 +138,24 @@ def compile_sources(files, manifest, cache_tag):
             out.append(_package.PackageFile(f.path, loader, False))
         out.append(_package.PackageFile(pyc_path, header + marshal.dumps(code), False))
     return out, attrs.evolve(manifest, bytecode=cache_tag)
+
+
+@attrs.frozen
+class SignedDeploy:
+    """What `orb deploy` sends for a built package: the DEPLOY fields and the owner's signature (RFC 9.8)."""
+
+    fid: bytes
+    owner_key: bytes
+    manifest: bytes
+    package_size: int
+    issued_at: int
+    signature: bytes
+
+
+def sign_built(built, key, issued_at):
+    """Sign ``built`` with the owner ``key`` (a NodeKey from _keys.load_owner_key) at ``issued_at`` (Unix s)."""
+    from orb.protocol.deploy import public_key_of, sign_deploy
+
+    manifest = built.manifest_bytes
+    signature = sign_deploy(key, built.fid, manifest, len(built.data), issued_at)
+    return SignedDeploy(built.fid, public_key_of(key), manifest, len(built.data), issued_at, signature)
