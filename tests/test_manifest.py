@@ -7,6 +7,8 @@ every bad field.
 import json
 
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from orb.protocol import manifest as mf
@@ -20,6 +22,12 @@ runtime = "python"
 input_json = { a = 2, b = 3 }
 output_json = { sum = 5 }
 """
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
+    | st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010, exclude_categories=()), max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20)
 
 
 def toml(extra="", base=GOOD):
@@ -269,3 +277,49 @@ class TomlPitfallTests(SynchronousTestCase):
         (problem,) = err.problems
         self.assertEqual(problem.field, "sample[0].replicas")
         self.assertIn("move it above the first [[sample]]", problem.fix)
+
+
+class HostileManifestTests(SynchronousTestCase):
+    """A tracker reads manifests from strangers: any input gives a Manifest or ManifestError, nothing else."""
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.data())
+    def test_mutated_json_manifests(self, data):
+        """A valid JSON manifest with members replaced, added or removed raises only ManifestError."""
+        doc = mf.from_toml(GOOD).to_json()
+        for _ in range(data.draw(st.integers(1, 4))):
+            key = data.draw(st.sampled_from(sorted(doc) + ["samples", "bytecode", "other"]))
+            if data.draw(st.booleans()):
+                doc.pop(key, None)
+            else:
+                doc[key] = data.draw(JSON_VALUES)
+        try:
+            mf.from_json(doc)
+        except mf.ManifestError:
+            pass
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(JSON_VALUES)
+    def test_arbitrary_json(self, value):
+        """Any JSON value at all raises only ManifestError."""
+        try:
+            mf.from_json(value)
+        except mf.ManifestError:
+            pass
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.text(max_size=300))
+    def test_arbitrary_toml_text(self, text):
+        """Any text as orb.toml raises only ManifestError (or validates)."""
+        try:
+            mf.from_toml(GOOD.split("[[sample]]")[0] + text)
+        except mf.ManifestError:
+            pass
+
+    def test_lone_surrogate_is_named(self):
+        """A JSON manifest with a lone surrogate in a sample is refused naming where, and str() of it prints."""
+        doc = mf.from_toml(GOOD).to_json()
+        doc["samples"][0]["input"] = {"text": "\ud800"}
+        err = self.assertRaises(mf.ManifestError, mf.from_json, doc)
+        self.assertEqual(err.problems[0].field, "samples.0.input.text")
+        str(err).encode("utf-8")

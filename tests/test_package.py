@@ -400,3 +400,39 @@ class AnyMachineTests(SynchronousTestCase):
                 os.umask(old)
             data = p.pack_directory(root, vector["manifest"])
             self.assertEqual(fid.to_text(p.fid_of_package(data)), vector["fid"])
+
+
+def _trees():
+    component = st.text(alphabet="abcxyz019_-", min_size=1, max_size=6)
+    entry = st.tuples(st.lists(component, min_size=1, max_size=3).map("/".join), st.binary(max_size=600),
+                      st.booleans())
+    return st.lists(entry, min_size=1, max_size=8, unique_by=lambda e: e[0]).filter(
+        lambda entries: not any(a[0].startswith(b[0] + "/") for a in entries for b in entries))
+
+
+class DeterminismPropertyTests(SynchronousTestCase):
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(_trees(), st.randoms(use_true_random=False))
+    def test_any_tree_any_order_any_umask(self, entries, rnd):
+        """Any tree of files, written in two random orders with other umasks and times, packs to one fid."""
+        fids = []
+        for umask, mtime in ((0o022, 1), (0o077, 1_999_999_999)):
+            root = self.mktemp()
+            os.makedirs(root)
+            order = list(entries)
+            rnd.shuffle(order)
+            old = os.umask(umask)
+            try:
+                for path, data, executable in order:
+                    full = os.path.join(root, *path.split("/"))
+                    os.makedirs(os.path.dirname(full), exist_ok=True)
+                    with open(full, "wb") as f:
+                        f.write(data)
+                    if executable:
+                        os.chmod(full, 0o700)
+                    os.utime(full, (mtime, mtime))
+            finally:
+                os.umask(old)
+            manifest = {**MANIFEST, "entry": entries[0][0]}
+            fids.append(p.fid_of_package(p.pack_directory(root, manifest)))
+        self.assertEqual(fids[0], fids[1])

@@ -99,7 +99,31 @@ _MISSING = object()
 
 def _show(value):
     text = json.dumps(value, ensure_ascii=False) if isinstance(value, (str, bool, int, float)) else repr(value)
+    if not _encodable(text):
+        text = json.dumps(value) if isinstance(value, str) else ascii(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _encodable(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate(value):
+    """The path of the first string (or key) holding a lone surrogate, or None (RFC 2.7 rule 3)."""
+    if isinstance(value, str):
+        return "" if not _encodable(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and not _encodable(key):
+            return ascii(key)
+        inner = _lone_surrogate(item)
+        if inner is not None:
+            return f"{key}{'.' + inner if inner else ''}"
+    return None
 
 
 @attrs.frozen
@@ -287,7 +311,7 @@ def _sample_from_toml(where, raw, problems):
                 kind = "text"
             except (rfc8785.CanonicalizationError, TypeError, ValueError):
                 problems.append(Problem(f"{where}.input_json", value,
-                                        "use only strings, integers, finite floats, booleans, arrays and tables"))
+                                        "use only strings, integers within ±(2^53 - 1), finite floats, booleans, arrays and tables"))
         else:
             decoded = _b64(value)
             if decoded is None:
@@ -320,7 +344,7 @@ def _sample_from_toml(where, raw, problems):
                 out_text = rfc8785.dumps(value).decode("utf-8")
             except (rfc8785.CanonicalizationError, TypeError, ValueError):
                 problems.append(Problem(f"{where}.output_json", value,
-                                        "use only strings, integers, finite floats, booleans, arrays and tables"))
+                                        "use only strings, integers within ±(2^53 - 1), finite floats, booleans, arrays and tables"))
         else:
             out_kind = "base64"
             if _b64(value) is None:
@@ -455,6 +479,10 @@ def from_json(doc, source="orb-manifest.json"):
     """
     if not isinstance(doc, dict):
         raise ManifestError([Problem("(document)", doc, "a manifest is a JSON object")], source)
+    where = _lone_surrogate(doc)
+    if where is not None:
+        raise ManifestError([Problem(where or "(document)", "(text with a lone surrogate)",
+                                     "send valid Unicode: I-JSON has no lone surrogates (RFC 2.7)")], source)
     problems = []
     if doc.get("manifest_version") != MANIFEST_VERSION:
         problems.append(Problem("manifest_version", doc.get("manifest_version", _MISSING),
