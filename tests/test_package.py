@@ -6,6 +6,7 @@ is not a plain file is refused.
 
 import io
 import os
+import stat
 import tarfile
 
 from hypothesis import given, settings
@@ -213,3 +214,225 @@ class HostileArchiveTests(SynchronousTestCase):
             p.unpack(bytes(archive[:cut]))
         except p.PackageError:
             pass
+
+
+class IgnoreTests(SynchronousTestCase):
+    def tree(self, paths, orbignore=None):
+        root = self.mktemp()
+        for path in paths:
+            full = os.path.join(root, *path.split("/"))
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as f:
+                f.write(path.encode())
+        if orbignore is not None:
+            with open(os.path.join(root, ".orbignore"), "w") as f:
+                f.write(orbignore)
+        return root
+
+    def packed_paths(self, root):
+        files, _ = p.read_directory(root)
+        return sorted(f.path for f in files)
+
+    def test_default_ignore_list(self):
+        """VCS dirs, __pycache__, .pyc, editor and OS files, orb.toml and .orbignore stay out by default."""
+        root = self.tree(["main.py", ".git/HEAD", ".hg/store", "__pycache__/main.cpython-311.pyc", "lib/x.pyc",
+                          "lib/__pycache__/y.pyc", "main.py~", ".main.py.swp", ".DS_Store", ".idea/ws.xml",
+                          ".vscode/settings.json", "orb.toml", "sub/orb.toml", "lib/keep.py", "old.orb"],
+                         orbignore="")
+        self.assertEqual(self.packed_paths(root), ["lib/keep.py", "main.py", "sub/orb.toml"])
+
+    def test_orbignore_patterns(self):
+        """.orbignore takes globs, anchored paths, directory-only patterns, ** and ! re-inclusion."""
+        root = self.tree(["main.py", "a.log", "deep/b.log", "important.log", "build/out.bin", "src/build",
+                          "docs/x/y.md", "tests/test_a.py", "data/big.csv", "data/small.csv"],
+                         orbignore="# comment\n\n*.log\n!important.log\nbuild/\n/tests\ndocs/**/*.md\ndata/b*.csv\n")
+        self.assertEqual(self.packed_paths(root), ["data/small.csv", "important.log", "main.py", "src/build"])
+
+    def test_ignored_directory_is_not_entered(self):
+        """A file under an ignored directory cannot be taken back in, and a symlink there is not refused."""
+        root = self.tree(["main.py", "node_modules/keep.js"], orbignore="node_modules/\n!node_modules/keep.js\n")
+        os.symlink("/etc/passwd", os.path.join(root, "node_modules", "link"))
+        self.assertEqual(self.packed_paths(root), ["main.py"])
+
+    def test_ignore_changes_the_fid_only_through_what_goes_in(self):
+        """Adding an ignored file leaves the fid as it was."""
+        root = self.tree(["main.py"], orbignore="*.tmp\n")
+        before = p.pack_directory(root, MANIFEST)
+        with open(os.path.join(root, "scratch.tmp"), "w") as f:
+            f.write("x")
+        with open(os.path.join(root, ".main.py.swp"), "w") as f:
+            f.write("x")
+        self.assertEqual(p.pack_directory(root, MANIFEST), before)
+
+    def test_ignored_symlink_is_fine(self):
+        """A symbolic link that .orbignore leaves out does not stop packing."""
+        root = self.tree(["main.py"], orbignore="venv\n")
+        os.symlink("/usr", os.path.join(root, "venv"))
+        self.assertEqual(self.packed_paths(root), ["main.py"])
+
+
+class RefusalMessageTests(SynchronousTestCase):
+    def refusal(self, make):
+        root = write_tree(self.mktemp(), sorted(FILES))
+        make(root)
+        return str(self.assertRaises(p.PackageError, p.pack_directory, root, MANIFEST))
+
+    def test_symlink_message(self):
+        """A symlink is named, called a symbolic link, and the fix is given."""
+        msg = self.refusal(lambda root: os.symlink("README", os.path.join(root, "lib", "readme-link")))
+        self.assertIn("'lib/readme-link' is a symbolic link", msg)
+        self.assertIn("replace it with a copy", msg)
+        self.assertIn(".orbignore", msg)
+
+    def test_symlinked_directory_is_refused(self):
+        """A symbolic link to a directory is refused too, not followed."""
+        msg = self.refusal(lambda root: os.symlink("lib", os.path.join(root, "lib2")))
+        self.assertIn("'lib2' is a symbolic link", msg)
+
+    def test_fifo_message(self):
+        """A FIFO is named as a FIFO."""
+        msg = self.refusal(lambda root: os.mkfifo(os.path.join(root, "pipe")))
+        self.assertIn("'pipe' is a FIFO", msg)
+
+    def test_socket_message(self):
+        """A unix socket is named as a socket."""
+        import socket
+
+        def make(root):
+            s = socket.socket(socket.AF_UNIX)
+            self.addCleanup(s.close)
+            s.bind(os.path.join(root, "sock"))
+
+        self.assertIn("'sock' is a socket", self.refusal(make))
+
+    def test_device_message(self):
+        """A device node is named as a device."""
+        if os.geteuid() != 0:
+            raise self.skipTest("making a device node needs root")
+        msg = self.refusal(lambda root: os.mknod(os.path.join(root, "null"), 0o600 | stat.S_IFCHR, os.makedev(1, 3)))
+        self.assertIn("'null' is a character device", msg)
+
+    def test_dotdot_path_is_refused(self):
+        """A path with a '..' component is refused with the reason."""
+        err = self.assertRaises(p.PackageError, p.pack, [p.PackageFile("lib/../../etc/passwd", b"")], MANIFEST)
+        self.assertIn("'..'", str(err))
+
+    def test_archive_with_symlink_or_device_entry_is_refused(self):
+        """unpack names a symbolic-link, hard-link, device or FIFO entry in a received archive."""
+        data = bytearray(p.pack([p.PackageFile("main.py", b"1")], MANIFEST))
+        for flag, word in ((b"2", "symbolic-link"), (b"1", "hard-link"), (b"3", "character-device"),
+                           (b"6", "FIFO")):
+            data[156:157] = flag
+            err = self.assertRaises(p.PackageError, p.unpack, bytes(data))
+            self.assertIn(f"'main.py' is a {word} entry", str(err))
+
+    def test_archive_with_dotdot_path_is_refused(self):
+        """unpack refuses a received archive entry whose path climbs out with '..'."""
+        data = bytearray(p.pack([p.PackageFile("main.py", b"1"), p.PackageFile("a/x", b"")], MANIFEST))
+        data[0:100] = b"../x".ljust(100, b"\x00")
+        err = self.assertRaises(p.PackageError, p.unpack, bytes(data))
+        self.assertIn("'..'", str(err))
+
+
+class SizeCapTests(SynchronousTestCase):
+    def test_default_cap(self):
+        """The default cap is 64 MiB."""
+        self.assertEqual(p.MAX_PACKAGE_BYTES, 64 * 1024 * 1024)
+
+    def test_package_size_is_exact(self):
+        """package_size predicts the archive's length from the data sizes alone."""
+        files = [p.PackageFile(path, data, executable) for path, (data, executable) in FILES.items()]
+        data = p.pack(files, MANIFEST)
+        self.assertEqual(p.package_size([len(f.data) for f in files] + [len(p.manifest_bytes(MANIFEST))]), len(data))
+
+    def test_directory_over_the_cap_is_refused_before_reading(self):
+        """A directory whose package would pass the cap is refused, naming the largest files."""
+        root = write_tree(self.mktemp(), sorted(FILES))
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            f.truncate(10_000)
+        err = self.assertRaises(p.PackageTooLarge, p.pack_directory, root, MANIFEST, max_package_bytes=8192)
+        self.assertIn("8192-byte cap", str(err))
+        self.assertIn("big.bin (10000 bytes)", str(err))
+        self.assertTrue(p.pack_directory(root, MANIFEST, max_package_bytes=20_000))
+
+    def test_pack_refuses_over_the_cap(self):
+        """pack with a cap refuses a package one byte too big and accepts one that fits exactly."""
+        files = [p.PackageFile("main.py", b"x" * 100)]
+        size = len(p.pack(files, MANIFEST))
+        self.assertEqual(len(p.pack(files, MANIFEST, max_package_bytes=size)), size)
+        self.assertRaises(p.PackageTooLarge, p.pack, files, MANIFEST, max_package_bytes=size - 1)
+
+
+class AnyMachineTests(SynchronousTestCase):
+    def test_listing_order_does_not_matter(self):
+        """The packer sorts by path, so the order the file system lists entries in changes nothing."""
+        from unittest import mock
+
+        root = write_tree(self.mktemp(), sorted(FILES))
+        expected = p.pack_directory(root, MANIFEST)
+        real = os.listdir
+        with mock.patch.object(p.os, "listdir", lambda path: list(reversed(sorted(real(path))))):
+            self.assertEqual(p.pack_directory(root, MANIFEST), expected)
+
+    def test_directory_gives_the_rfc_vector(self):
+        """Appendix C's files written to a directory (any umask, any times) pack to the RFC's fid."""
+        import json
+
+        from orb.protocol import spec
+
+        with open(spec.VECTORS_PATH) as f:
+            vector = json.load(f)["package"]
+        for umask, mtime in ((0o022, 0), (0o077, 2_000_000_000)):
+            root = self.mktemp()
+            old = os.umask(umask)
+            try:
+                for e in vector["entries"]:
+                    if e["path"] == p.MANIFEST_NAME:
+                        continue
+                    full = os.path.join(root, *e["path"].split("/"))
+                    os.makedirs(os.path.dirname(full), exist_ok=True)
+                    with open(full, "wb") as f:
+                        f.write(bytes.fromhex(e["data"]))
+                    if e["mode"] == "0755":
+                        os.chmod(full, 0o700)
+                    os.utime(full, (mtime, mtime))
+            finally:
+                os.umask(old)
+            data = p.pack_directory(root, vector["manifest"])
+            self.assertEqual(fid.to_text(p.fid_of_package(data)), vector["fid"])
+
+
+def _trees():
+    component = st.text(alphabet="abcxyz019_-", min_size=1, max_size=6)
+    entry = st.tuples(st.lists(component, min_size=1, max_size=3).map("/".join), st.binary(max_size=600),
+                      st.booleans())
+    return st.lists(entry, min_size=1, max_size=8, unique_by=lambda e: e[0]).filter(
+        lambda entries: not any(a[0].startswith(b[0] + "/") for a in entries for b in entries))
+
+
+class DeterminismPropertyTests(SynchronousTestCase):
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(_trees(), st.randoms(use_true_random=False))
+    def test_any_tree_any_order_any_umask(self, entries, rnd):
+        """Any tree of files, written in two random orders with other umasks and times, packs to one fid."""
+        fids = []
+        for umask, mtime in ((0o022, 1), (0o077, 1_999_999_999)):
+            root = self.mktemp()
+            os.makedirs(root)
+            order = list(entries)
+            rnd.shuffle(order)
+            old = os.umask(umask)
+            try:
+                for path, data, executable in order:
+                    full = os.path.join(root, *path.split("/"))
+                    os.makedirs(os.path.dirname(full), exist_ok=True)
+                    with open(full, "wb") as f:
+                        f.write(data)
+                    if executable:
+                        os.chmod(full, 0o700)
+                    os.utime(full, (mtime, mtime))
+            finally:
+                os.umask(old)
+            manifest = {**MANIFEST, "entry": entries[0][0]}
+            fids.append(p.fid_of_package(p.pack_directory(root, manifest)))
+        self.assertEqual(fids[0], fids[1])

@@ -30,6 +30,7 @@ def register(sub) -> None:
     run.add_argument("--reuse", choices=["per-call", "per-function"], default="per-call")
     run.add_argument("--allow-unconfined", action="store_true",
                      help="DANGEROUS: run even if jail layers are missing")
+    run.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
     run.set_defaults(func=sandbox_run)
 
     check = sub.add_parser("sandbox-check", help="print which jail layers this kernel provides")

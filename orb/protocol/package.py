@@ -14,9 +14,17 @@ and the tests, and does no other I/O).
 
 ``unpack`` reads a package back and refuses anything that is not in
 canonical form, so a receiver can check a package it did not pack.
+
+What goes in from a directory: every regular file, except what the default
+ignore list (:data:`DEFAULT_IGNORE`: VCS directories, ``__pycache__``,
+editor and OS droppings, ``orb.toml`` and ``.orbignore`` themselves) and the
+directory's ``.orbignore`` exclude. ``.orbignore`` takes gitignore-style
+lines (see :class:`IgnoreRules`). A symbolic link, device, FIFO or socket
+that is not ignored stops the packing with an error naming it.
 """
 
 import os
+import re
 import stat
 
 import attrs
@@ -33,10 +41,18 @@ MAX_FILE_BYTES = 8**11 - 1  # the size field holds 11 octal digits
 MODE_FILE = 0o644
 MODE_EXECUTABLE = 0o755
 REQUIRED_MANIFEST_KEYS = ("name", "runtime", "entry")
+# The default size cap of a canonical package, headers and end blocks
+# included. The tracker's --max-package-bytes option defaults to it, and
+# `orb build` refuses to write a bigger package.
+MAX_PACKAGE_BYTES = 64 * 1024 * 1024
 
 
 class PackageError(ValueError):
     """The input cannot be made into (or is not) a canonical package."""
+
+
+class PackageTooLarge(PackageError):
+    """The package would pass the size cap."""
 
 
 @attrs.frozen
@@ -155,12 +171,14 @@ def header(path_bytes, size, executable):
     return bytes(block)
 
 
-def pack(files, manifest):
+def pack(files, manifest, max_package_bytes=None):
     """
     The canonical package of ``files`` (PackageFile) and ``manifest`` (a dict):
     entries sorted by the UTF-8 bytes of their paths, the manifest among them
     as ``orb-manifest.json``. A file already named ``orb-manifest.json`` is
-    refused: the manifest is given once, as an object.
+    refused: the manifest is given once, as an object. With
+    ``max_package_bytes``, a package that would be bigger is refused
+    (PackageTooLarge) before it is built.
     """
     entries = {MANIFEST_NAME.encode(): (manifest_bytes(manifest), False)}
     for f in files:
@@ -171,6 +189,10 @@ def pack(files, manifest):
         entries[raw] = (bytes(f.data), bool(f.executable))
     if manifest["entry"].encode("utf-8") not in entries:
         raise PackageError(f"the manifest's entry {manifest['entry']!r} is not a file of the package")
+    if max_package_bytes is not None:
+        total = package_size(len(data) for data, _ in entries.values())
+        if total > max_package_bytes:
+            raise PackageTooLarge(f"the package would be {total} bytes, over the {max_package_bytes}-byte cap")
     out = []
     for raw in sorted(entries):
         data, executable = entries[raw]
@@ -186,37 +208,196 @@ def fid_of_package(data):
     return _fid.fid_for(data)
 
 
-def read_directory(root):
+def package_size(sizes):
+    """The size in bytes of the canonical package of files with these data sizes (the manifest among them)."""
+    return sum(BLOCK + size + (-size % BLOCK) for size in sizes) + 2 * BLOCK
+
+
+# --- what goes in from a directory ---------------------------------------------------------
+
+IGNORE_FILE = ".orbignore"
+DEFAULT_IGNORE = (
+    # version control
+    ".git/", ".hg/", ".svn/", ".bzr/", "_darcs/", "CVS/", ".gitignore", ".gitattributes", ".gitmodules",
+    # Python droppings (`orb build --no-source` makes its own .pyc files)
+    "__pycache__/", "*.pyc", "*.pyo", ".venv/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".tox/",
+    # editors and operating systems
+    "*~", "*.swp", "*.swo", ".*.swp", ".#*", "#*#", ".idea/", ".vscode/", ".DS_Store", "Thumbs.db", "desktop.ini",
+    # the function's own build inputs and outputs: the manifest goes in as orb-manifest.json
+    "/orb.toml", "/.orbignore", "*.orb",
+)
+
+
+def _glob_regex(pattern):
+    """A gitignore-style glob as a regular expression over a /-separated path."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            close = pattern.index("]", i + 2)
+            body = pattern[i + 1 : close]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = close + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
+
+
+@attrs.frozen
+class IgnoreRule:
+    pattern: str
+    regex: re.Pattern
+    negate: bool
+    directory_only: bool
+
+
+class IgnoreRules:
+    """
+    Which paths of a function directory stay out of its package: a subset of
+    gitignore. One pattern a line; blank lines and lines starting with ``#``
+    are skipped. ``*`` and ``?`` match within one path component, ``[abc]``
+    one character of a set, ``**`` any number of components. A pattern with
+    a ``/`` at its start or middle is anchored at the directory's root; any
+    other matches a name at any depth. A trailing ``/`` matches directories
+    only. ``!pattern`` takes a path back in. The last matching line wins,
+    and an ignored directory is not entered, so nothing under it can be
+    taken back in (as in git).
+    """
+
+    def __init__(self, lines=DEFAULT_IGNORE):
+        self.rules = []
+        self.extend(lines)
+
+    def extend(self, lines):
+        for line in lines:
+            line = line.rstrip("\n").rstrip(" ")
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            if negate:
+                line = line[1:]
+            directory_only = line.endswith("/")
+            line = line.rstrip("/")
+            if not line:
+                continue
+            anchored = "/" in line
+            body = _glob_regex(line.lstrip("/"))
+            regex = re.compile(body if anchored else "(?:.*/)?" + body, re.S)
+            self.rules.append(IgnoreRule(line, regex, negate, directory_only))
+        return self
+
+    def ignored(self, path, is_dir=False):
+        """Whether the /-separated relative ``path`` stays out of the package."""
+        verdict = False
+        for rule in self.rules:
+            if rule.directory_only and not is_dir:
+                continue
+            if rule.regex.fullmatch(path):
+                verdict = not rule.negate
+        return verdict
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link", "replace it with a copy of the file it points to"),
+    (stat.S_ISCHR, "a character device", "remove it"),
+    (stat.S_ISBLK, "a block device", "remove it"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)", "remove it"),
+    (stat.S_ISSOCK, "a socket", "remove it"),
+)
+
+
+def _refuse_special(rel, mode):
+    for test, what, fix in _KINDS:
+        if test(mode):
+            break
+    else:
+        what, fix = "not a regular file or directory", "remove it"
+    raise PackageError(f"{rel!r} is {what}; a package holds only regular files: {fix}, "
+                       f"or list it in {IGNORE_FILE}")
+
+
+def read_directory(root, ignore=None, max_package_bytes=MAX_PACKAGE_BYTES, manifest_bytes_hint=0):
     """
     The regular files under ``root`` as PackageFiles, and the manifest found
     at ``root/orb-manifest.json`` (parsed; None if absent). Directories are
-    walked (empty ones leave no trace); a symbolic link, device, FIFO or
-    socket anywhere is refused rather than silently skipped. Times, owners
-    and permission bits other than "any execute bit" are not read.
+    walked in sorted order (empty ones leave no trace) except those that
+    ``ignore`` (an IgnoreRules; by default DEFAULT_IGNORE plus the
+    directory's .orbignore) leaves out; a symbolic link, device, FIFO or
+    socket that is not ignored is refused rather than silently skipped.
+    Times, owners and permission bits other than "any execute bit" are not
+    read. Sizes are added up before any file is read, so a directory whose
+    package would pass ``max_package_bytes`` (None: no cap) is refused
+    without reading it.
     """
     import json
 
-    files, manifest = [], None
     root = os.fspath(root)
-    for directory, subdirs, names in os.walk(root, followlinks=False):
-        for name in subdirs + names:
-            full = os.path.join(directory, name)
+    if ignore is None:
+        ignore = rules_for(root)
+    found = []  # (rel, full, size, executable)
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        full_dir = os.path.join(root, *rel_dir.split("/")) if rel_dir else root
+        for name in sorted(os.listdir(full_dir)):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            full = os.path.join(full_dir, name)
             info = os.lstat(full)
-            if stat.S_ISDIR(info.st_mode):
+            is_dir = stat.S_ISDIR(info.st_mode)
+            if ignore.ignored(rel, is_dir):
                 continue
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if not stat.S_ISREG(info.st_mode):
-                raise PackageError(f"{rel!r} is not a regular file or directory; packages hold only files")
-            with open(full, "rb") as fh:
-                data = fh.read()
-            if rel == MANIFEST_NAME:
-                try:
-                    manifest = json.loads(data, object_pairs_hook=_no_duplicates)
-                except ValueError as e:
-                    raise PackageError(f"{MANIFEST_NAME} is not JSON: {e}") from None
-                continue
-            files.append(PackageFile(rel, data, bool(info.st_mode & 0o111)))
+            if is_dir:
+                stack.append(rel)
+            elif stat.S_ISREG(info.st_mode):
+                found.append((rel, full, info.st_size, bool(info.st_mode & 0o111)))
+            else:
+                _refuse_special(rel, info.st_mode)
+    if max_package_bytes is not None:
+        total = package_size([size for _, _, size, _ in found] + [manifest_bytes_hint])
+        if total > max_package_bytes:
+            biggest = sorted(found, key=lambda f: -f[2])[:3]
+            names = ", ".join(f"{rel} ({size} bytes)" for rel, _, size, _ in biggest)
+            raise PackageTooLarge(f"the package would be {total} bytes, over the {max_package_bytes}-byte cap; "
+                                  f"the largest files are {names}: leave some out with {IGNORE_FILE}")
+    files, manifest = [], None
+    for rel, full, _size, executable in found:
+        with open(full, "rb") as fh:
+            data = fh.read()
+        if rel == MANIFEST_NAME:
+            try:
+                manifest = json.loads(data, object_pairs_hook=_no_duplicates)
+            except ValueError as e:
+                raise PackageError(f"{MANIFEST_NAME} is not JSON: {e}") from None
+            continue
+        files.append(PackageFile(rel, data, executable))
     return files, manifest
+
+
+def rules_for(root):
+    """DEFAULT_IGNORE followed by the lines of ``root/.orbignore``, if there is one."""
+    rules = IgnoreRules()
+    path = os.path.join(os.fspath(root), IGNORE_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="strict") as f:
+            try:
+                rules.extend(f.read().splitlines())
+            except UnicodeDecodeError:
+                raise PackageError(f"{IGNORE_FILE} is not UTF-8 text") from None
+    return rules
 
 
 def _no_duplicates(pairs):
@@ -226,16 +407,20 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def pack_directory(root, manifest=None):
+def pack_directory(root, manifest=None, ignore=None, max_package_bytes=MAX_PACKAGE_BYTES):
     """The canonical package of a directory; ``manifest`` overrides its orb-manifest.json."""
-    files, found = read_directory(root)
+    files, found = read_directory(root, ignore=ignore, max_package_bytes=max_package_bytes)
     manifest = manifest if manifest is not None else found
     if manifest is None:
         raise PackageError(f"no manifest given and no {MANIFEST_NAME} in {root}")
-    return pack(files, manifest)
+    return pack(files, manifest, max_package_bytes=max_package_bytes)
 
 
 # --- reading back ---------------------------------------------------------------------------
+
+
+_ENTRY_KINDS = {b"1": "a hard-link", b"2": "a symbolic-link", b"3": "a character-device", b"4": "a block-device",
+                b"5": "a directory", b"6": "a FIFO"}
 
 
 def unpack(data):
@@ -264,6 +449,10 @@ def unpack(data):
             path = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise PackageError(f"a path at offset {offset} is not UTF-8") from None
+        kind = _ENTRY_KINDS.get(block[156:157])
+        if kind is not None:
+            raise PackageError(f"{path!r} is {kind} entry; a package holds only regular files")
+        check_path(path)  # refuses '..', absolute and empty components by name
         start, offset = offset + BLOCK, offset + BLOCK + size + (-size % BLOCK)
         if offset > len(data):
             raise PackageError(f"{path!r} runs past the end of the archive")

@@ -807,6 +807,105 @@ def statements_markdown(doc):
     return "\n".join(lines)
 
 
+# The signed deploy statement of Section 9.8: an owner key from a fixed seed, a
+# complete manifest (Section 9.7) and the package holding it.
+DEPLOY_TOML = """\
+name = "adder"
+version = "1.0.0"
+runtime = "python"
+description = "adds a and b"
+idempotent = true
+pure = true
+
+[[sample]]
+name = "two plus three"
+input_json = { a = 2, b = 3 }
+output_json = 5
+"""
+DEPLOY_MAIN = b"import json\n\n\ndef handler(event, context):\n    args = json.loads(event)\n    return args['a'] + args['b']\n"
+
+
+def deploy_vector():
+    import hashlib
+
+    from orb.protocol import fid as fid_text
+    from orb.protocol import manifest as manifest_mod
+    from orb.protocol.deploy import DEPLOY_PREFIX, DeployStatement, sign_deploy
+    from orb.protocol.package import PackageFile, pack
+
+    key = _VectorKey(_det_bytes("orb-vector-owner", 32))
+    manifest = manifest_mod.from_toml(DEPLOY_TOML)
+    manifest_bytes = manifest_mod.canonical_bytes(manifest)
+    data = pack([PackageFile("main.py", DEPLOY_MAIN)], manifest.to_json())
+    raw = fid_of(data)
+    statement = DeployStatement(raw, key.public_bytes, manifest_bytes, len(data), TRANSCRIPT_TIME)
+    return {
+        "owner_seed_label": "orb-vector-owner:0",
+        "owner_key": key.public_bytes.hex(),
+        "orb_toml": DEPLOY_TOML,
+        "manifest": manifest_bytes.decode("utf-8"),
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "main_py": DEPLOY_MAIN.decode("ascii"),
+        "fid_bytes": raw.hex(),
+        "fid": fid_text.to_text(raw),
+        "package_size": str(len(data)),
+        "issued_at": str(TRANSCRIPT_TIME),
+        "prefix": DEPLOY_PREFIX.hex(),
+        "signed_bytes": statement.signed_bytes().hex(),
+        "signature": sign_deploy(key, raw, manifest_bytes, len(data), TRANSCRIPT_TIME).hex(),
+    }
+
+
+def deploy_markdown(doc):
+    v = doc["deploy_statement"]
+    signed = v["signed_bytes"]
+    n = len(v["fid_bytes"]) // 2
+    parts = [
+        ("prefix", signed[:28], "`ORB-DEPLOY-v1` and 0x00"),
+        ("fid length", signed[28:30], f"u8 {n}"),
+        ("fid", signed[30:30 + 2 * n], v["fid"]),
+        ("owner_key", signed[30 + 2 * n:94 + 2 * n], "raw Ed25519 public key"),
+        ("SHA-256(manifest)", signed[94 + 2 * n:158 + 2 * n], "of the bytes of orb-manifest.json"),
+        ("package_size", signed[158 + 2 * n:174 + 2 * n], f"u64 {v['package_size']}"),
+        ("issued_at", signed[174 + 2 * n:190 + 2 * n], f"u64 {v['issued_at']}"),
+    ]
+    assert "".join(p[1] for p in parts) == signed
+    lines = [
+        "The owner key's seed is SHA-256 of the label `" + v["owner_seed_label"] + "`. The function "
+        "directory holds this `orb.toml`:",
+        "",
+        "```",
+        v["orb_toml"].rstrip("\n"),
+        "```",
+        "",
+        "and `main.py` (mode 0644, hex `" + v["main_py"].encode("ascii").hex() + "`). The manifest, the "
+        "bytes of the package's `orb-manifest.json` (" + str(len(v["manifest"].encode("utf-8"))) + " bytes):",
+        "",
+        "```",
+        v["manifest"],
+        "```",
+        "",
+        "The signed bytes, field by field (hex):",
+        "",
+        "| Field | Bytes (hex) | Value |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | `{hex_}` | {value} |" for name, hex_, value in parts]
+    lines += [
+        "",
+        "```",
+        f"owner_key        = {v['owner_key']}",
+        f"SHA-256(manifest)= {v['manifest_sha256']}",
+        f"fid              = {v['fid']}",
+        f"package_size     = {v['package_size']}",
+        f"issued_at        = {v['issued_at']}",
+        "signature        =",
+        _hexdump(v["signature"]),
+        "```",
+    ]
+    return "\n".join(lines)
+
+
 def fid_of(data):
     from orb.protocol.package import fid_of_package
 
@@ -830,6 +929,7 @@ def vectors_document():
         "package": package_vector(),
         "canonical_json": jcs_vector(),
         "statements": statements_vector(),
+        "deploy_statement": deploy_vector(),
     }
 
 
@@ -939,10 +1039,10 @@ def package_markdown(doc):
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy) -->\n)(.*?)(<!-- /\2 -->)", re.S)
 _SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
                   "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc),
-                  "statements": lambda doc: statements_markdown(doc)}
+                  "statements": lambda doc: statements_markdown(doc), "deploy": lambda doc: deploy_markdown(doc)}
 
 
 def render(text, doc):
