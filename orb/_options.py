@@ -30,6 +30,19 @@ def parse_hostport(text, what="address"):
         raise usage.UsageError(f"{what} {text!r}: {host!r} is not an IP address") from None
 
 
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+
+
+def parse_name_port(text, what="address"):
+    """'tracker.example.org:7400' -> ('tracker.example.org', 7400): a DNS name, as CA mode dials it."""
+    name, colon, port = (text or "").rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise usage.UsageError(f"{what} {text!r} is not NAME:PORT with a port in 1..65535")
+    if not _DNS_NAME.match(name) or name.replace(".", "").isdigit():
+        raise usage.UsageError(f"{what} {text!r}: {name!r} is not a DNS name (CA mode verifies a name, not an IP)")
+    return name.lower().rstrip("."), int(port)
+
+
 def parse_node_id(text, what="node id"):
     """A node id as 64 lowercase hex digits (what ports.json and the REST API show) -> 32 bytes."""
     try:

@@ -481,3 +481,63 @@ class DaemonLifecycleTests(DaemonTestMixin, TestCase):
         self.assertEqual(code, 1)
         self.assertIn("data dir", daemon.text)
         self.assertNotIn("Traceback", daemon.text)
+
+
+class CAModeTests(DaemonTestMixin, TestCase):
+    """Admission by a DNS name that a CA vouches for (RFC 7.4, 8.6): --tls-cert on one side, --join-ca on the other."""
+
+    timeout = 120
+
+    def pem(self, name, *certs):
+        from cryptography.hazmat.primitives import serialization
+
+        path = os.path.join(self.net.base_dir, name)
+        with open(path, "wb") as f:
+            f.write(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+        return path
+
+    @defer.inlineCallbacks
+    def test_join_ca_admits_the_tracker_that_proves_its_name(self):
+        """A tracker told --join-ca localhost:PORT federates with the tracker whose CA-issued certificate names localhost."""
+        from tests.test_tls import issue, make_ca
+
+        ca_key, ca_cert = make_ca()
+        t1_key = NodeKey.load_or_create(os.path.join(self.net.base_dir, "t1"))
+        chain = self.pem("t1-chain.pem", issue(ca_key, ca_cert, t1_key.private_key, "localhost"), ca_cert)
+        t1 = yield self.start_tracker("t1", "--tls-cert", chain, "--admit", self.net.node_id_of("t2"))
+        t2 = yield self.start_tracker("t2", "--ca", self.pem("ca.pem", ca_cert), "--join-ca", f"localhost:{t1.wire[1]}")
+
+        @defer.inlineCallbacks
+        def t2_lists_t1():
+            code, listing = yield t2.get_json("/api/v1/trackers")
+            return t1.node_id in {t["node_id"] for t in listing["trackers"]}
+
+        yield eventually(t2_lists_t1, what="t1's own record at t2, by federation")
+        self.assertEqual((t1.tracebacks, t2.tracebacks), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_a_tracker_without_the_name_is_not_admitted(self):
+        """--join-ca to a tracker whose certificate is self-signed fails the TLS check: no link, no traceback."""
+        from tests.test_tls import make_ca
+
+        _, ca_cert = make_ca()
+        t1 = yield self.start_tracker("t1", "--admit", self.net.node_id_of("t2"))
+        t2 = yield self.start_tracker("t2", "--ca", self.pem("ca.pem", ca_cert), "--join-ca", f"localhost:{t1.wire[1]}")
+        yield sleep(3.0)
+        code, listing = yield t2.get_json("/api/v1/trackers")
+        self.assertEqual({t["node_id"] for t in listing["trackers"]}, {t2.node_id})
+        self.assertTrue(t2.running)
+        self.assertEqual((t1.tracebacks, t2.tracebacks), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_a_certificate_for_another_key_stops_the_start(self):
+        """--tls-cert whose certificate carries another key stops the daemon at start with a one-line reason."""
+        from tests.test_tls import issue, make_ca
+
+        ca_key, ca_cert = make_ca()
+        chain = self.pem("wrong.pem", issue(ca_key, ca_cert, NodeKey.generate().private_key, "localhost"))
+        daemon = self.daemon("orb-tracker", "t1", "--listen", "tcp:0:interface=127.0.0.1", "--http",
+                             "tcp:0:interface=127.0.0.1", "--tls-cert", chain)
+        with self.assertRaises(Exception):
+            yield daemon.start()
+        self.assertIn("does not carry this node's key", daemon.text)

@@ -64,17 +64,18 @@ def make_ca():
     return key, cert
 
 
-def issue(ca_key, ca_cert, subject_key, dns_name):
+def issue(ca_key, ca_cert, subject_key, dns_name, san=True):
     now = datetime.datetime.now(datetime.timezone.utc)
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)]))
         .issuer_name(ca_cert.subject).public_key(subject_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 class LoopbackTLSTests(TestCase):
@@ -150,6 +151,20 @@ class LoopbackTLSTests(TestCase):
         self.assertEqual(client.remote.node_id, tracker_key.node_id)
         server = yield server_handler.ready
         self.assertEqual(server.remote.node_id, peer_key.node_id)
+
+    @defer.inlineCallbacks
+    def test_ca_certificate_without_subject_alt_name_is_refused(self):
+        """A CA-issued certificate that names the host only in its CN (no subjectAltName) fails TLS, quietly."""
+        ca_key, ca_cert = make_ca()
+        tracker_key, peer_key = NodeKey.generate(), NodeKey.generate()
+        tracker_cert = issue(ca_key, ca_cert, tracker_key.private_key, "tracker.orb.test", san=False)
+        server_handler, client_handler = Handler(), Handler()
+        port = yield self.listen(NodeTLS(tracker_key, certificate=tracker_cert), server_handler, tracker_key)
+        yield self.dial(port, ca_client_options("tracker.orb.test", ca_cert, peer_key), client_handler, peer_key)
+        reason = yield client_handler.lost
+        self.assertFalse(client_handler.ready.called)
+        self.assertIn("not for tracker.orb.test", str(reason) + repr(reason))
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_ca_certificate_for_another_name_is_refused(self):

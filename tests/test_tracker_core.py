@@ -327,6 +327,23 @@ class AdmissionTests(SynchronousTestCase):
         self.assertIsNotNone(listed)
         self.assertFalse(listed.roles & int(Role.TRACKER))
 
+    def test_vouched_trackers_are_admitted_only_with_admit_vouched(self):
+        """With --admit-vouched a tracker federates with one whose own record an admitted tracker relayed; without, not."""
+        for vouched in (True, False):
+            net = MemoryNet()
+            edge = net.tracker("10.1.0.1", admitted=False, admit_vouched=vouched)
+            hub = net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)], admitted=False)
+            far = net.tracker("10.1.0.3", join=[("10.1.0.2", PORT)], admitted=False)
+            edge.federation.admitted.add(hub.node_id)
+            hub.federation.admitted |= {edge.node_id, far.node_id}
+            far.federation.admitted.add(edge.node_id)  # far admits edge; the question is whether edge admits far
+            net.run(10)
+            self.assertIsNotNone(edge.registry.tracker(far.node_id))  # its own record, relayed by the hub
+            far.table.dial("10.1.0.1", PORT)
+            net.run(5)
+            linked = far.node_id in {r.node_id for r in edge.federation.links()}
+            self.assertEqual(linked, vouched)
+
     def test_admitted_tracker_federates(self):
         """The same setup with t1 admitting the node id federates: the victim is replicated to it."""
         self.t1.federation.admitted.add(self.fake.node_id)

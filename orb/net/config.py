@@ -18,3 +18,5 @@ class NodeConfig:
     allow_loopback: bool = True  # accept 127/8 and ::1 in the address book
     allow_private: bool = True
     session: SessionConfig = SessionConfig()
+    tls_cert: str | None = None  # PEM: a CA-issued certificate for our node key, then its chain (CA mode)
+    ca_file: str | None = None  # PEM trust anchors for dials to a DNS name (CA mode)

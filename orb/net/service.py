@@ -28,7 +28,7 @@ from orb.identity import NodeKey
 from orb.net import addrbook as ab
 from orb.net.logs import orb_logger
 from orb.net.sessions import TLSConnector
-from orb.net.tls import NodeTLS
+from orb.net.tls import NodeTLS, TLSMaterialError, ca_node_tls, load_certificates
 
 log = orb_logger()
 
@@ -120,8 +120,13 @@ class NodeService(service.MultiService):
             db = yield Database.open(self.reactor, os.path.join(data_dir, store.filename), store.migrations)
             self._dbs[store.name] = (store, db)
             self._states[store.name] = yield store.load(db, key)
-        tls = NodeTLS(key)
-        core = self.build(key, self.rng, self._states["addrbook"], self._states, TLSConnector(self.reactor, tls))
+        try:
+            tls = ca_node_tls(key, self.config.tls_cert) if self.config.tls_cert else NodeTLS(key)
+            anchors = load_certificates(self.config.ca_file, "--ca") if self.config.ca_file else ()
+        except TLSMaterialError as e:
+            raise StartupError(str(e)) from None
+        core = self.build(key, self.rng, self._states["addrbook"], self._states,
+                          TLSConnector(self.reactor, tls, anchors))
         self.core = core
         wire_factory = tls.wrap(core.table.factory(), is_client=False)
         wire_factory.noisy = False

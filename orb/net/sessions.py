@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from orb.net.adapter import OrbFactory, OwnNonces, RemoteError, SessionHandler
 from orb.net.logs import RemoteLogLimit, escape, orb_logger
+from orb.protocol import addresses
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.session import LocalIdentity, SessionConfig
@@ -217,15 +218,28 @@ class ListenerFactory(OrbFactory):
 
 
 class TLSConnector:
-    """Opens TLS-over-TCP connections for dials."""
+    """Opens TLS-over-TCP connections for dials.  A dial to a DNS name in CA
+    mode (``server_name``) verifies the remote's certificate chain against
+    ``ca_certificates`` and the name with service-identity (RFC 7.4)."""
 
-    def __init__(self, reactor, tls):
+    def __init__(self, reactor, tls, ca_certificates=()):
         self.reactor = reactor
         self.tls = tls
+        self.ca_certificates = list(ca_certificates)
 
-    def connect(self, host, port, factory):
+    def connect(self, host, port, factory, server_name=None):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from orb.net.tls import ca_client_options
+
         cls = endpoints.TCP6ClientEndpoint if ":" in host else endpoints.TCP4ClientEndpoint
-        wrapped = self.tls.wrap(factory, is_client=True)
+        if server_name is not None:
+            if not self.ca_certificates:
+                return defer.fail(ValueError(f"no trust anchors (--ca) to verify {server_name}"))
+            creator = ca_client_options(server_name, self.ca_certificates, self.tls.node_key)
+            wrapped = TLSMemoryBIOFactory(creator, True, factory)
+        else:
+            wrapped = self.tls.wrap(factory, is_client=True)
         wrapped.noisy = False
         return cls(self.reactor, host, port, timeout=DIAL_TIMEOUT_S).connect(wrapped)
 
@@ -234,6 +248,14 @@ def peer_ip(protocol):
     transport = getattr(protocol, "transport", None)
     peer = transport.getPeer() if transport is not None else None
     return getattr(peer, "host", None)
+
+
+def _is_ip(host):
+    try:
+        addresses.check_ip(host)
+    except addresses.AddressError:
+        return False
+    return True
 
 
 def is_loopback(ip):
@@ -352,19 +374,24 @@ class SessionTable(SessionHandler):
     def pending_count(self, ip=None):
         return len(self._pending) if ip is None else self._pending_per_ip.get(ip, 0)
 
-    def dial(self, host, port, expected_node_id=None, purpose=Purpose.REGULAR):
-        """Connect; fires with the ready SessionRecord, or fails."""
+    def dial(self, host, port, expected_node_id=None, purpose=Purpose.REGULAR, server_name=None):
+        """Connect; fires with the ready SessionRecord, or fails.  With
+        ``server_name`` the remote must present a CA-issued certificate for
+        that name (CA mode); ``host`` may then be the name itself."""
         key = (host, port, purpose)
         dial = Dial(host, port, purpose)
         self._dialling[key] = dial
         factory = self.factory(dial, expected_node_id)
-        connecting = self.connector.connect(host, port, factory)
+        if server_name is None:
+            connecting = self.connector.connect(host, port, factory)
+        else:
+            connecting = self.connector.connect(host, port, factory, server_name=server_name)
         connecting.addErrback(lambda f: dial.ready.called or dial.ready.errback(f))
 
         def done(outcome):
             if self._dialling.get(key) is dial:
                 del self._dialling[key]
-            if isinstance(outcome, Failure) and purpose is Purpose.REGULAR:
+            if isinstance(outcome, Failure) and purpose is Purpose.REGULAR and server_name is None:
                 self.addrbook.attempt(host, port)
             return outcome
 
@@ -390,7 +417,8 @@ class SessionTable(SessionHandler):
         self._records[record.node_id] = record
         self._by_protocol[protocol] = record
         if dial is not None:
-            self.addrbook.good(dial.host, dial.port, node_id=record.node_id)
+            if _is_ip(dial.host):  # not a CA-mode dial to a DNS name
+                self.addrbook.good(dial.host, dial.port, node_id=record.node_id)
         for listener in self.ready_listeners:
             listener(record)
         if dial is not None and not dial.ready.called:

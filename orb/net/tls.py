@@ -64,18 +64,112 @@ class NodeTLS:
         return TLSMemoryBIOFactory(self, is_client, factory)
 
 
+class TLSMaterialError(ValueError):
+    """A certificate file cannot be used."""
+
+
+def load_certificates(path, what="certificate file"):
+    """Every certificate of a PEM file, in order."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as f:
+            certs = x509.load_pem_x509_certificates(f.read())
+    except (OSError, ValueError) as e:
+        raise TLSMaterialError(f"{what} {path}: {e}") from None
+    if not certs:
+        raise TLSMaterialError(f"{what} {path}: no certificate in it")
+    return certs
+
+
+def ca_node_tls(node_key, path):
+    """NodeTLS presenting the CA-issued certificate chain in ``path``,
+    whose first certificate must carry the node key (RFC 7.4)."""
+    leaf, *chain = load_certificates(path, "--tls-cert")
+    key = leaf.public_key()
+    if not isinstance(key, Ed25519PublicKey) or key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw) != node_key.public_bytes:
+        raise TLSMaterialError(f"--tls-cert {path}: its first certificate does not carry this node's key "
+                               f"(node id {node_key.node_id.hex()[:16]}...)")
+    return NodeTLS(node_key, certificate=leaf, chain=chain)
+
+
 def ca_client_options(hostname, ca_certificate, node_key):
     """
     Client options that verify a tracker's CA-issued certificate against
     ``hostname`` with service-identity, presenting our self-signed node
-    certificate as the client certificate.
+    certificate as the client certificate.  ``ca_certificate`` is one
+    trust anchor or a list of them.
     """
-    trust = ssl.Certificate.loadPEM(ca_certificate.public_bytes(serialization.Encoding.PEM))
-    client_cert = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-        ssl.Certificate(crypto.X509.from_cryptography(node_key.self_signed_certificate())),
-        ssl.KeyPair(crypto.PKey.from_cryptography_key(node_key.private_key)),
-    )
-    return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_cert)
+    anchors = ca_certificate if isinstance(ca_certificate, (list, tuple)) else [ca_certificate]
+    return CAClientTLS(hostname, anchors, node_key)
+
+
+class CAVerificationError(Exception):
+    """A CA-mode certificate does not prove the name dialled."""
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class CAClientTLS:
+    """The client side of CA mode (RFC 7.4): OpenSSL verifies the chain
+    against the trust anchors, then the leaf must carry ``hostname`` in its
+    subjectAltName (service-identity).  Any failure fails the handshake
+    quietly; a certificate without subjectAltName fails too (Twisted's own
+    ``optionsForClientTLS`` only logs that case)."""
+
+    def __init__(self, hostname, anchors, node_key):
+        from service_identity.hazmat import DNS_ID
+
+        self.hostname = hostname
+        self._id = DNS_ID(hostname)
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
+        ctx.use_certificate(crypto.X509.from_cryptography(node_key.self_signed_certificate()))
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(node_key.private_key))
+        store = ctx.get_cert_store()
+        for anchor in anchors:
+            store.add_cert(crypto.X509.from_cryptography(anchor))
+        ctx.set_verify(SSL.VERIFY_PEER, self._verify)
+        self._ctx = ctx
+
+    def _verify(self, connection, x509, errno, depth, ok):
+        if not ok or depth != 0:
+            return bool(ok)
+        from service_identity import VerificationError
+        from service_identity.exceptions import CertificateError
+        from service_identity.hazmat import verify_service_identity
+        from service_identity.pyopenssl import extract_patterns
+
+        try:
+            verify_service_identity(extract_patterns(x509), [self._id], [])
+        except (VerificationError, CertificateError) as e:
+            self._fail(connection, f"the certificate is not for {self.hostname}: {e}")
+            return False
+        except Exception:  # never raise inside an OpenSSL callback
+            self._fail(connection, f"the certificate for {self.hostname} could not be checked")
+            return False
+        return True
+
+    @staticmethod
+    def _fail(connection, message):
+        from twisted.python.failure import Failure
+
+        tls_protocol = connection.get_app_data()
+        if tls_protocol is not None and hasattr(tls_protocol, "failVerification"):
+            tls_protocol.failVerification(Failure(CAVerificationError(message)))
+
+    def clientConnectionForTLS(self, tls_protocol):
+        connection = SSL.Connection(self._ctx, None)
+        connection.set_tlsext_host_name(self.hostname.encode("idna"))
+        connection.set_app_data(tls_protocol)
+        connection.set_connect_state()
+        return connection
+
+
+def _split_pem(data):
+    marker = b"-----END CERTIFICATE-----"
+    return [part + marker + b"\n" for part in data.split(marker) if part.strip()]
 
 
 def peer_ed25519_key(transport):

@@ -10,7 +10,10 @@ to MAX_TRACKER_LINKS, with an exponential back-off per address.
 Admission (RFC Section 8.6). Claiming the TRACKER role in HELLO is not
 enough to federate. A tracker federates only with the trackers it admits:
 the node ids configured with --admit or pinned in --join NODEID@HOST:PORT,
-and the node that answers its own dial to a configured --join HOST:PORT.
+the node that answers its own dial to a configured --join HOST:PORT, the
+node that answers a --join-ca NAME:PORT dial whose certificate a CA vouches
+for that name, and, with --admit-vouched, any tracker whose own signed
+record reached us from an admitted tracker.
 Any other node that claims the role gets a peer's privileges: its SYNC is
 refused with ERROR(denied), its DELTA is dropped, it gets no tracker record
 and no link. A tracker whose SYNC is refused with ERROR(denied) stops
@@ -68,8 +71,11 @@ MAX_QUEUED_DELTAS = 4  # more from one link while applying: dropped, and a SYNC 
 
 
 class Federation:
-    def __init__(self, clock, local, table, registry, bootstrap=(), admit=(), pinned=None):
+    def __init__(self, clock, local, table, registry, bootstrap=(), admit=(), pinned=None, ca_joins=(),
+                 admit_vouched=False):
         self.clock = clock
+        self.ca_joins = tuple(ca_joins)  # (DNS name, port): admitted when a CA-verified dial reaches them
+        self.admit_vouched = admit_vouched
         self.local = local
         self.table = table
         self.registry = registry
@@ -91,7 +97,12 @@ class Federation:
 
     def admits(self, record):
         """Whether this session's remote is a tracker we federate with."""
-        return record.is_tracker and record.node_id in self.admitted
+        if not record.is_tracker:
+            return False
+        if record.node_id in self.admitted:
+            return True
+        # Vouched for: its own signed record reached us from an admitted tracker, and is live.
+        return self.admit_vouched and self.registry.tracker(record.node_id) is not None
 
     def links(self):
         return [r for r in self.table.records()
@@ -100,9 +111,11 @@ class Federation:
     # --- sessions ---------------------------------------------------------------------
 
     def session_ready(self, record):
-        if (record.is_tracker and not record.inbound and record.dialled in self.bootstrap
+        if (record.is_tracker and not record.inbound and record.dialled in self.bootstrap + self.ca_joins
                 and len(self.admitted) < MAX_RETRY_ENTRIES):
-            self.admitted.add(record.node_id)  # whoever answers where the operator pointed --join
+            # Whoever answers where the operator pointed --join; for --join-ca, TLS has
+            # verified the name against the CA already, or there would be no session.
+            self.admitted.add(record.node_id)
         if not self.admits(record):
             if record.is_tracker:
                 log.info("{peer} claims the tracker role but is not admitted: served as a peer", peer=record.name)
@@ -140,7 +153,7 @@ class Federation:
         if len(linked) >= MAX_TRACKER_LINKS:
             return
         now = self.clock.seconds()
-        candidates = list(self.bootstrap)
+        candidates = list(self.bootstrap) + list(self.ca_joins)
         for tracker in self.registry.trackers():
             if tracker.node_id != self.local.node_id and tracker.node_id not in linked:
                 candidates.extend(tracker.addresses[:1])
@@ -156,7 +169,10 @@ class Federation:
             if address not in self._retry and len(self._retry) >= MAX_RETRY_ENTRIES:
                 self._retry.pop(next(iter(self._retry)))
             self._retry[address] = (now + delay, min(delay * 2, RETRY_MAX_S))
-            d = self.table.dial(host, port, expected_node_id=self.pinned.get(address))
+            if address in self.ca_joins:
+                d = self.table.dial(host, port, server_name=host)
+            else:
+                d = self.table.dial(host, port, expected_node_id=self.pinned.get(address))
             d.addCallbacks(lambda r, a=address: self._retry.pop(a, None), lambda f: None)
 
     # --- SYNC and DELTA ---------------------------------------------------------------

@@ -525,6 +525,16 @@ class Registry:
         self._log_change(change)
         return ApplyResult.APPLIED
 
+    def _tracker_may_enter(self, node_id: bytes, link: bytes | None) -> bool:
+        """A tracker record in a snapshot counts against the link's quota of
+        new identities, as a new origin does."""
+        if node_id == self.tracker_id or node_id in self._origin_link:
+            return True
+        if not self._may_add_origin(link):
+            return False
+        self._origin_link[node_id] = link
+        return True
+
     def _may_add_origin(self, link: bytes | None) -> bool:
         if len(self._known) >= MAX_ORIGINS:
             return False
@@ -597,9 +607,12 @@ class Registry:
         now = self.now() if now is None else now
         changed = 0
         for e in snap.entries:
-            if e.record.ident != self.kinds.of_key(e.key)[1]:
+            spec, ident = self.kinds.of_key(e.key)
+            if e.record.ident != ident:
                 raise RegistryChangeError("entry key does not match its record")
-            if self._take(self.kinds.of_key(e.key)[0], e.record, now, local=False):
+            if spec.name == TRACKER.name and not self._tracker_may_enter(e.record.node_id, link):
+                continue
+            if self._take(spec, e.record, now, local=False):
                 changed += 1
         for origin, seq in snap.known.items():
             if origin == self.tracker_id:

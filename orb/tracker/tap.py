@@ -1,7 +1,11 @@
 # -*- test-case-name: tests.test_options -*-
 """``twistd orb-tracker``: options and makeService."""
 
+import os
+
+import attrs
 from twisted.internet import reactor
+from twisted.python import usage
 from twisted.web.server import Site
 
 from orb import _options as opt
@@ -35,6 +39,21 @@ class Options(NodeOptions):
         """Node id (64 hex digits) of a tracker allowed to federate with this one (repeatable). Nodes that claim the tracker role but are not admitted are served as peers."""
         self.setdefault("admit", []).append(node_id)
 
+    def opt_join_ca(self, nameport):
+        """NAME:PORT of a tracker with a CA-issued certificate for NAME to federate with (repeatable; needs --ca). Whoever proves NAME with a certificate the CA issued is admitted."""
+        self.setdefault("join-ca", []).append(nameport)
+
+    def opt_ca(self, path):
+        """PEM file of the certificate authorities that --join-ca trusts."""
+        self["ca"] = path
+
+    def opt_tls_cert(self, path):
+        """PEM file: a CA-issued certificate for this tracker's DNS name carrying its node key, then its chain (CA mode, RFC 7.4). Without it the tracker presents its self-signed certificate."""
+        self["tls-cert"] = path
+
+    optFlags = [["admit-vouched", None,
+                 "Also admit trackers whose own signed record reaches us from an admitted tracker (RFC 8.6)."]]
+
     def opt_http(self, endpoint):
         """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
         self["http"] = endpoint
@@ -50,6 +69,14 @@ class Options(NodeOptions):
         self["http"] = opt.check_endpoint(self.get("http", "tcp:7480:interface=127.0.0.1"), "--http")
         self["peer-ttl"] = opt.positive_float("peer-ttl", self.get("peer-ttl", 90))
         self["admit"] = frozenset(opt.parse_node_id(n, "--admit") for n in self.get("admit", []))
+        self["join-ca"] = tuple(opt.parse_name_port(t, "--join-ca") for t in self.get("join-ca", []))
+        if self["join-ca"] and not self.get("ca"):
+            raise usage.UsageError("--join-ca needs --ca FILE: the certificate authorities to verify the name with")
+        for name in ("ca", "tls-cert"):
+            if self.get(name) and not os.path.isfile(os.path.expanduser(self[name])):
+                raise usage.UsageError(f"--{name} {self[name]}: no such file")
+            if self.get(name):
+                self[name] = os.path.abspath(os.path.expanduser(self[name]))
         address = opt.listen_address(self["http"])
         if address is not None:
             check_port_free(*address)
@@ -57,9 +84,12 @@ class Options(NodeOptions):
 
 def makeService(config):
     config.apply_log_level()
+    node = attrs.evolve(config.node_config("orb-tracker/0.1"), tls_cert=config.get("tls-cert"),
+                        ca_file=config.get("ca"))
     tracker_config = TrackerConfig(
-        node=config.node_config("orb-tracker/0.1"), http=config["http"], peer_ttl_s=config["peer-ttl"],
-        admit=config["admit"], pinned=config["pinned"],
+        node=node, http=config["http"], peer_ttl_s=config["peer-ttl"],
+        admit=config["admit"], pinned=config["pinned"], ca_joins=config["join-ca"],
+        admit_vouched=bool(config["admit-vouched"]),
     )
     return tracker_service(tracker_config, reactor)
 

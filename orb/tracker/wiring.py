@@ -43,6 +43,8 @@ class TrackerConfig:
     peer_ttl_s: float = reg.DEFAULT_PEER_TTL_S
     admit: frozenset = frozenset()  # node ids of the trackers we federate with (--admit)
     pinned: tuple = ()  # ((host, port), node id) for each --join NODEID@HOST:PORT
+    ca_joins: tuple = ()  # (name, port) for each --join-ca NAME:PORT
+    admit_vouched: bool = False  # --admit-vouched
 
 
 class Tracker:
@@ -62,7 +64,8 @@ class Tracker:
         self.table = SessionTable(clock, self.local, addrbook, connector=connector, max_inbound=node.max_inbound,
                                   frame_counter=self._count_frame, tls_binding=tls_binding)
         self.federation = Federation(clock, self.local, self.table, registry, node.bootstrap, admit=config.admit,
-                                     pinned=dict(config.pinned))
+                                     pinned=dict(config.pinned), ca_joins=config.ca_joins,
+                                     admit_vouched=config.admit_vouched)
         self.membership = Membership(clock, self.local, self.table, registry, self.stats, self.federation.admits)
         self.gossip = Gossip(
             clock, self.local, self.table, addrbook, rng, getaddr_interval_s=GETADDR_INTERVAL_S,
