@@ -42,8 +42,33 @@ def tracker_record(tracker_key, seq=1, time=0, addresses=(("10.1.0.1", 7400),)):
                              fed.canonical_addresses(addresses)).signed(tracker_key.sign)
 
 
-def function_record(owner_key, fid, seq=1, time=0, version=1, replicas=3):
-    return fed.FunctionRecord(fid, owner_key.public_bytes, seq, time, version, replicas).signed(owner_key.sign)
+MANIFEST_TOML = """\
+name = "{name}"
+version = "{version}"
+runtime = "python"
+replicas = {replicas}
+
+[[sample]]
+input = "hi"
+output = "hi"
+"""
+
+
+def manifest_bytes(name="echo", version="1.0.0", replicas=3):
+    from orb.protocol import manifest
+
+    return manifest.canonical_bytes(manifest.from_toml(MANIFEST_TOML.format(name=name, version=version,
+                                                                            replicas=replicas)))
+
+
+def function_record(owner_key, fid, time=0, version="1.0.0", replicas=3, package_size=1024, name="echo"):
+    """An owner's signed deploy statement for ``fid`` (text), as the registry holds it."""
+    from orb.protocol import fid as fidmod
+    from orb.protocol.deploy import sign_deploy
+
+    data = manifest_bytes(name, version, replicas)
+    sig = sign_deploy(owner_key, fidmod.from_text(fid), data, package_size, time)
+    return fed.FunctionRecord(fid, owner_key.public_bytes, data, package_size, time, sig)
 
 
 def announce(peer_key, home, seq=1, time=0, addresses=(("10.2.0.1", 7401),), load_permille=0, functions=None,

@@ -189,11 +189,11 @@ class LocalTests(SynchronousTestCase):
     def test_functions_are_signed_by_their_owner(self):
         """A function record signed by its owner is taken; one whose signature does not match is refused."""
         reg, _ = make()
-        good = records.function_record(OWNER, F1, time=T0, version=2)
+        good = records.function_record(OWNER, F1, time=T0, version="2.0.0")
         self.assertIsNotNone(reg.upsert_function(good))
-        self.assertEqual(reg.function(F1).version, 2)
+        self.assertEqual(reg.function(F1).version, "2.0.0")
         with self.assertRaises(BadSignature):
-            reg.upsert_function(attrs.evolve(good, seq=2, version=3))
+            reg.upsert_function(attrs.evolve(good, issued_at=T0 + 1, manifest=records.manifest_bytes(version="3")))
         with self.assertRaises(BadSignature):
             reg.upsert_function(attrs.evolve(good, owner=records.key("thief").public_bytes))
         self.assertEqual(reg.function(F1), good)
@@ -598,7 +598,7 @@ class WireFormatTests(SynchronousTestCase):
         reg, _ = make()
         changes = [
             announce(reg, 1, addresses=[("127.0.0.1", 7401), ("::1", 7402)], load_permille=250, functions={F1: 3}),
-            reg.upsert_function(records.function_record(OWNER, F1, time=T0, version=3, replicas=4)),
+            reg.upsert_function(records.function_record(OWNER, F1, time=T0, version="3", replicas=4)),
             reg.publish_self([("127.0.0.2", 7400)]),
             reg.observe_peer(pid(1), rtt_ms=12, connected=False),
         ]
@@ -878,7 +878,7 @@ class StoreTests(SynchronousTestCase):
         db = self.open_db()
         self.successResultOf(store.save(db, self.state()))
         tampered = records.function_record(OWNER, F2, time=T0).to_dict()
-        tampered["replicas"] = 9  # the owner signed 3
+        tampered["package_size"] = 9  # the owner signed 1024
         bad_rows = [
             ("fn:x", "{", 0, None),
             ("fn:" + F3, None, 0, None),

@@ -45,7 +45,7 @@ def populated(clock=None):
     reg.publish_self([("127.0.0.1", 7400)])
     records.remote_tracker(reg, OTHER_KEY, [("127.0.0.2", 7400)])
     reg.set_tracker_connected(OTHER, True)
-    reg.upsert_function(records.function_record(OWNER_KEY, FID, time=1000, version=2, replicas=3))
+    reg.upsert_function(records.function_record(OWNER_KEY, FID, time=1000, version="2", replicas=3))
     records.home_peer(reg, PEER_KEYS[1], [("127.0.0.1", 7401)], "reachable", rtt_ms=4,
                       load_permille=500, functions={FID: 2})
     records.home_peer(reg, PEER_KEYS[2], [("::1", 7402)], "relayed", rtt_ms=40, functions={FID: 2})
@@ -153,7 +153,7 @@ class ApiTests(SynchronousTestCase):
         data = self.get_json(b"/api/v1/functions")
         (f,) = data["functions"]
         self.assertEqual(f["fid"], FID)
-        self.assertEqual(f["version"], 2)
+        self.assertEqual(f["version"], "2")
         self.assertEqual(f["owner"], OWNER.hex())
         self.assertEqual((f["replicas"], f["live_replicas"]), (3, 2))
         self.assertEqual(f["hosted_by"], [pid(1).hex(), pid(2).hex()])  # fastest first

@@ -60,7 +60,7 @@ MAX_LOAD_PERMILLE = 1000
 MAX_RTT_MS = 600_000
 MAX_REASON_CHARS = 64
 MAX_KEY_CHARS = 80
-MAX_CHANGE_BYTES = 128 * 1024  # room for a peer statement listing MAX_FUNCTIONS_PER_PEER fids
+MAX_CHANGE_BYTES = 512 * 1024  # room for a function's manifest (256 KiB) and a peer listing 1024 fids
 MAX_TIME = 2**53 - 1  # a statement's ``time``, unix seconds: a JSON number
 MAX_DIGEST_BYTES = 256 * 1024
 MAX_PAYLOAD_BYTES = MAX_REGISTRY_JSON_BYTES  # a DELTA payload: a change list or one snapshot part
@@ -217,7 +217,6 @@ def _addresses_json(v: tuple[tuple[str, int], ...]) -> list:
 PEER_DOMAIN = b"ORB-PEER-v1\x00"
 OBSERVATION_DOMAIN = b"ORB-OBSERVATION-v1\x00"
 TRACKER_DOMAIN = b"ORB-TRACKER-v1\x00"
-FUNCTION_DOMAIN = b"ORB-FUNCTION-v1\x00"
 
 
 def signed_bytes(domain: bytes, statement: Mapping[str, Any]) -> bytes:
@@ -464,54 +463,74 @@ class PeerRecord:
 
 @attrs.frozen
 class FunctionRecord:
-    """A deployed function as its owner states it, signed by the owner key:
-    its current version and replication target."""
+    """A deployed function: its owner's signed deploy statement (RFC 9.8),
+    with the manifest it covers.  ``manifest`` holds the manifest's
+    canonical JSON bytes; the record carries the JSON object."""
 
     fid: str
     owner: bytes  # the owner's raw Ed25519 public key
-    seq: int
-    time: int
-    version: int = 1
-    replicas: int = 3
+    manifest: bytes  # JCS bytes of orb-manifest.json
+    package_size: int
+    issued_at: int
     sig: bytes = b""
 
     @property
     def ident(self) -> str:
         return self.fid
 
-    def statement(self) -> dict:
+    @property
+    def time(self) -> int:
+        return self.issued_at
+
+    def manifest_json(self) -> dict:
+        return json.loads(self.manifest)
+
+    @property
+    def version(self) -> str:
+        return self.manifest_json()["version"]
+
+    @property
+    def replicas(self) -> int:
+        return self.manifest_json()["replicas"]
+
+    def to_dict(self) -> dict:
         return {
             "fid": self.fid,
             "owner": self.owner.hex(),
-            "seq": u64_text(self.seq),
-            "time": self.time,
-            "version": self.version,
-            "replicas": self.replicas,
+            "manifest": self.manifest_json(),
+            "package_size": self.package_size,
+            "issued_at": self.issued_at,
+            "sig": self.sig.hex(),
         }
 
-    def to_dict(self) -> dict:
-        return {**self.statement(), "sig": self.sig.hex()}
-
-    def signed(self, sign: Callable[[bytes], bytes]) -> "FunctionRecord":
-        return attrs.evolve(self, sig=sign_statement(FUNCTION_DOMAIN, self.statement(), sign))
-
     def verify(self) -> None:
-        if not verify_statement(FUNCTION_DOMAIN, self.statement(), self.owner, self.sig):
-            raise BadSignature("function: bad owner signature")
+        from orb.protocol.deploy import verify_deploy
+
+        if not verify_deploy(self.owner, self.sig, fidmod.from_text(self.fid), self.manifest, self.package_size,
+                             self.issued_at):
+            raise BadSignature("function: not the owner's signature of this deploy statement")
 
     def order(self) -> tuple:
-        return (self.seq, _order_tail(self))
+        return (self.issued_at, _order_tail(self))
 
     @classmethod
     def from_dict(cls, d: Any) -> "FunctionRecord":
-        d = _fields(d, {"fid", "owner", "seq", "time", "version", "replicas", "sig"}, "function")
+        from orb.protocol import manifest as manifestmod
+
+        d = _fields(d, {"fid", "owner", "manifest", "package_size", "issued_at", "sig"}, "function")
+        try:
+            parsed = manifestmod.from_json(d["manifest"])
+        except manifestmod.ManifestError as e:
+            raise RegistryChangeError(f"function manifest: {str(e)[:200]}") from None
+        data = manifestmod.canonical_bytes(parsed)
+        if data != canonical_json(d["manifest"]):
+            raise RegistryChangeError("function manifest: not in canonical form (defaults must be written out)")
         return cls(
             fid=check_fid_text(d["fid"]),
             owner=_check_key(d["owner"], "function owner"),
-            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "function seq"),
-            time=check_int(d["time"], 0, MAX_TIME, "function time"),
-            version=check_int(d["version"], 0, MAX_U32, "function version"),
-            replicas=check_int(d["replicas"], 1, MAX_REPLICAS, "function replicas"),
+            manifest=data,
+            package_size=check_int(d["package_size"], 1, MAX_TIME, "function package_size"),
+            issued_at=check_int(d["issued_at"], 0, MAX_TIME, "function issued_at"),
             sig=_check_sig(d["sig"], "function sig"),
         )
 

@@ -759,18 +759,14 @@ def statements_vector():
     from orb.protocol import federation as fed
 
     tracker, peer = sample_keys()
-    owner = peer  # the vector peer's key also serves as an owner key
-    fid = fid_text(b"\x01" + _det_bytes("orb-vector-package", 32))
     peer_record = sample_peer_record(tracker, peer)
     tracker_record = fed.TrackerRecord(tracker.node_id, tracker.public_bytes, 1_764_000_000_000_000, STATEMENT_TIME,
                                        (TRACKER_LISTEN,)).signed(tracker.sign)
-    function = fed.FunctionRecord(fid, owner.public_bytes, 1, STATEMENT_TIME, 1, 3).signed(owner.sign)
     out = []
     for name, domain, obj in (
         ("peer statement", fed.PEER_DOMAIN, peer_record.statement),
         ("observation", fed.OBSERVATION_DOMAIN, peer_record.observation),
         ("tracker", fed.TRACKER_DOMAIN, tracker_record),
-        ("function", fed.FUNCTION_DOMAIN, function),
     ):
         signed = fed.signed_bytes(domain, obj.statement())
         out.append({"name": name, "domain": domain.decode("ascii").rstrip("\x00"),
@@ -794,7 +790,7 @@ def canonical_json(value):
 
 def statements_markdown(doc):
     v = doc["statements"]
-    lines = ["With the keys of Appendix A (the peer's key also signs as an owner). For each kind: the "
+    lines = ["With the keys of Appendix A. For each kind: the "
              "domain prefix, the signed bytes (the prefix, a zero byte, then the JCS of the statement "
              "without `sig`) in hex, their SHA-256, and the record as JSON, `sig` included.", ""]
     for st in v["statements"]:
