@@ -217,6 +217,7 @@ def _addresses_json(v: tuple[tuple[str, int], ...]) -> list:
 PEER_DOMAIN = b"ORB-PEER-v1\x00"
 OBSERVATION_DOMAIN = b"ORB-OBSERVATION-v1\x00"
 TRACKER_DOMAIN = b"ORB-TRACKER-v1\x00"
+PLACEMENT_DOMAIN = b"ORB-PLACEMENT-v1\x00"
 
 
 def signed_bytes(domain: bytes, statement: Mapping[str, Any]) -> bytes:
@@ -588,6 +589,77 @@ class TrackerRecord:
         )
 
 
+@attrs.frozen
+class Placement:
+    """Where a function's replicas are, as the tracker that manages it
+    (the fid's home, RFC 9.4) states it, signed by that tracker: each host
+    with the time of its last passed integrity challenge (0: not yet)."""
+
+    fid: str
+    tracker: bytes
+    key: bytes
+    seq: int
+    time: int
+    hosts: tuple[tuple[bytes, int], ...] = ()  # (node id, verified_at)
+    sig: bytes = b""
+
+    @property
+    def ident(self) -> str:
+        return self.fid
+
+    @property
+    def verified(self) -> tuple[bytes, ...]:
+        return tuple(node for node, at in self.hosts if at > 0)
+
+    def statement(self) -> dict:
+        return {
+            "fid": self.fid,
+            "tracker": self.tracker.hex(),
+            "key": self.key.hex(),
+            "seq": u64_text(self.seq),
+            "time": self.time,
+            "hosts": [[node.hex(), at] for node, at in self.hosts],
+        }
+
+    def to_dict(self) -> dict:
+        return {**self.statement(), "sig": self.sig.hex()}
+
+    def signed(self, sign: Callable[[bytes], bytes]) -> "Placement":
+        return attrs.evolve(self, sig=sign_statement(PLACEMENT_DOMAIN, self.statement(), sign))
+
+    def verify(self) -> None:
+        if node_id_of_key(self.key) != self.tracker:
+            raise BadSignature("placement: key does not hash to tracker")
+        if not verify_statement(PLACEMENT_DOMAIN, self.statement(), self.key, self.sig):
+            raise BadSignature("placement: bad signature")
+
+    def order(self) -> tuple:
+        return (self.seq, _order_tail(self))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Placement":
+        d = _fields(d, {"fid", "tracker", "key", "seq", "time", "hosts", "sig"}, "placement")
+        hosts = d["hosts"]
+        if not isinstance(hosts, list) or len(hosts) > MAX_REPLICAS:
+            raise RegistryChangeError(f"placement hosts: expected a list of at most {MAX_REPLICAS}")
+        parsed = []
+        for item in hosts:
+            if not isinstance(item, list) or len(item) != 2:
+                raise RegistryChangeError("placement host: expected [node id, verified_at]")
+            parsed.append((check_hex_id(item[0], "placement host"), check_int(item[1], 0, MAX_TIME, "verified_at")))
+        if len({node for node, _ in parsed}) != len(parsed):
+            raise RegistryChangeError("placement hosts: a host is listed twice")
+        return cls(
+            fid=check_fid_text(d["fid"]),
+            tracker=check_hex_id(d["tracker"], "placement tracker"),
+            key=_check_key(d["key"], "placement key"),
+            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "placement seq"),
+            time=check_int(d["time"], 0, MAX_TIME, "placement time"),
+            hosts=tuple(parsed),
+            sig=_check_sig(d["sig"], "placement sig"),
+        )
+
+
 def _hex_ident(text: Any) -> str:
     check_hex_id(text, "entry id")
     return text
@@ -684,7 +756,8 @@ class Kinds:
 PEER = KindSpec("peer", "peer", PeerRecord, _hex_ident, MAX_PEERS, expires=True)
 FUNCTION = KindSpec("function", "fn", FunctionRecord, check_fid_text, MAX_FUNCTIONS)
 TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS, expires=True)
-KINDS = Kinds([PEER, FUNCTION, TRACKER])
+PLACEMENT = KindSpec("placement", "rep", Placement, check_fid_text, MAX_FUNCTIONS)
+KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT])
 
 
 # -- changes and anti-entropy messages ----------------------------------------

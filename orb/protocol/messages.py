@@ -628,17 +628,19 @@ class Peers(Message):
     "fid" / FidBytes,
     "owner_key" / PublicKey,
     "manifest" / LongBytes,
-    "signature" / Signature,
     "package_size" / Int64ub,
-    "replicas" / Int8ub,
+    "issued_at" / Int64ub,
+    "signature" / Signature,
 )
 class Deploy(Message):
+    """The owner's signed deploy statement (RFC 9.8), as a request to a tracker."""
+
     fid: bytes = fid_field()
     owner_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
     manifest: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
-    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
     package_size: int = attrs.field(validator=_u64)
-    replicas: int = attrs.field(validator=_u8)
+    issued_at: int = attrs.field(validator=_u64)
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
     ext: tuple = _ext()
 
 

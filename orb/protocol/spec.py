@@ -131,10 +131,10 @@ FIELD_DOCS = {
     "DEPLOY": {
         "fid": "function id of the package",
         "owner_key": "the owner's Ed25519 public key",
-        "manifest": "the package manifest (canonical JSON)",
-        "signature": "owner's Ed25519 signature over the manifest",
+        "manifest": "the package's orb-manifest.json, byte for byte (section 9.7)",
         "package_size": "size of the canonical package in bytes",
-        "replicas": "replicas wanted",
+        "issued_at": "when the owner signed, unix seconds",
+        "signature": "the owner's signature of the deploy statement (section 9.8)",
     },
     "DEPLOY_ACK": {
         "fid": "the fid deployed or offered",
@@ -491,7 +491,6 @@ def sample_messages():
         0,
         1,
     )
-    manifest = b'{"entry":"main.py","name":"adder","runtime":"python"}'
     return [
         ("hello", m.Hello(
             versions=(1,), node_id=peer.node_id, public_key=peer.public_bytes, roles=int(Role.PEER),
@@ -517,8 +516,7 @@ def sample_messages():
         ("peers", m.Peers(fid=fid, replicas=(
             m.Replica(peer.node_id, "127.0.0.1", 7401, int(Role.PEER), 1, 3, 125),
         )), 3, int(Flag.RESPONSE)),
-        ("deploy", m.Deploy(fid=fid, owner_key=peer.public_bytes, manifest=manifest,
-                            signature=peer.sign(manifest), package_size=1234, replicas=3), 4, 0),
+        ("deploy", sample_deploy(), 4, 0),
         ("deploy_ack", m.DeployAck(fid=fid, status=0, replicas=3, text="placed"), 4, int(Flag.RESPONSE)),
         ("offer", m.Offer(fid=fid, package_size=1234, sources=(m.Source(tracker.node_id, "127.0.0.1", 7400),)),
          5, 0),
@@ -850,6 +848,14 @@ def deploy_vector():
         "signed_bytes": statement.signed_bytes().hex(),
         "signature": sign_deploy(key, raw, manifest_bytes, len(data), TRANSCRIPT_TIME).hex(),
     }
+
+
+def sample_deploy():
+    """The DEPLOY of the vectors: the deploy statement of Section 9.8's vector."""
+    v = deploy_vector()
+    return m.Deploy(fid=bytes.fromhex(v["fid_bytes"]), owner_key=bytes.fromhex(v["owner_key"]),
+                    manifest=v["manifest"].encode("utf-8"), package_size=int(v["package_size"]),
+                    issued_at=int(v["issued_at"]), signature=bytes.fromhex(v["signature"]))
 
 
 def deploy_markdown(doc):

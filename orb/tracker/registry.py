@@ -64,6 +64,7 @@ from twisted.logger import Logger
 from orb.protocol.federation import (  # re-exported: the daemon and bench use them from here
     FUNCTION,
     KINDS,
+    PLACEMENT,
     MAX_ADDRESSES,
     MAX_FUNCTIONS_PER_PEER,
     MAX_ORIGINS,
@@ -81,6 +82,7 @@ from orb.protocol.federation import (  # re-exported: the daemon and bench use t
     KindSpec,
     Observation,
     PeerRecord,
+    Placement,
     PeerStatement,
     RegistryChangeError,
     Snapshot,
@@ -98,7 +100,7 @@ log = Logger()
 __all__ = [
     "MAX_ADDRESSES", "MAX_FUNCTIONS_PER_PEER", "MAX_PEERS", "MIGRATIONS", "DEFAULT_PEER_TTL_S",
     "ApplyResult", "BadSignature", "Change", "Delta", "Digest", "FunctionRecord", "KindSpec", "Kinds",
-    "Observation", "PeerRecord", "PeerStatement", "Registry", "RegistryChangeError", "RegistryFull", "Snapshot",
+    "Observation", "PeerRecord", "PeerStatement", "Placement", "Registry", "RegistryChangeError", "RegistryFull", "Snapshot",
     "SnapshotEntry", "TrackerRecord", "canonical_addresses",
 ]
 
@@ -217,6 +219,9 @@ class Registry:
 
     def function(self, fid: str) -> FunctionRecord | None:
         return self._views[FUNCTION.name].get(fid)
+
+    def placement(self, fid: str) -> Placement | None:
+        return self._views[PLACEMENT.name].get(fid)
 
     def trackers(self) -> list[TrackerRecord]:
         return self.records(TRACKER.name)
@@ -454,6 +459,17 @@ class Registry:
     def upsert_function(self, record: FunctionRecord) -> Change | None:
         """An owner's signed function record."""
         return self.accept(record)
+
+    def publish_placement(self, fid: str, hosts: Iterable[tuple[bytes, int]]) -> Change | None:
+        """Sign and replicate where ``fid``'s replicas are, as the tracker
+        that manages it.  None if that is what we already stated."""
+        hosts = tuple(sorted(hosts))
+        cur = self.placement(fid)
+        if cur is not None and cur.tracker == self.tracker_id and cur.hosts == hosts:
+            return None
+        record = Placement(fid=fid, tracker=self.tracker_id, key=self._key.public_bytes,
+                           seq=self.next_statement_seq(), time=int(self.now()), hosts=hosts)
+        return self.accept(record.signed(self._key.sign))
 
     # -- liveness (soft state) ------------------------------------------------
 

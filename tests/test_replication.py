@@ -1,0 +1,73 @@
+"""
+Placement and management of replicas (orb.tracker.replication): the pure
+policies. The whole loop runs against real daemons in tests/test_functions.py.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from orb.protocol import fid as fidmod
+from orb.tracker.replication import home_of, place, placement_group
+from tests import _records as records
+
+HOME = records.key("placement-home")
+
+
+def peer(n, ip, rtt_ms=10, load_permille=0):
+    return records.peer_record(records.key(f"placement-peer-{n}"), HOME, addresses=[(ip, 7401)], rtt_ms=rtt_ms,
+                               load_permille=load_permille)
+
+
+class HomeTests(SynchronousTestCase):
+    def test_every_tracker_computes_the_same_home(self):
+        """The home of a fid depends on the set of live trackers only, not on their order."""
+        trackers = [records.key(f"t{i}").node_id for i in range(5)]
+        fid = fidmod.fid_for(b"home")
+        self.assertEqual(home_of(fid, trackers), home_of(fid, list(reversed(trackers))))
+
+    def test_a_dead_home_moves_only_its_own_functions(self):
+        """When the home dies its functions move to others; functions homed elsewhere stay put."""
+        trackers = [records.key(f"t{i}").node_id for i in range(5)]
+        fids = [fidmod.fid_for(f"f{i}".encode()) for i in range(200)]
+        before = {f: home_of(f, trackers) for f in fids}
+        dead = trackers[2]
+        after = {f: home_of(f, [t for t in trackers if t != dead]) for f in fids}
+        moved = {f for f in fids if before[f] != after[f]}
+        self.assertEqual(moved, {f for f in fids if before[f] == dead})
+        self.assertTrue(moved)
+        self.assertGreater(len({before[f] for f in fids}), 3)  # spread over the trackers
+
+    def test_no_tracker_no_home(self):
+        """With no live tracker there is no home."""
+        self.assertIsNone(home_of(fidmod.fid_for(b"x"), []))
+
+
+class PlaceTests(SynchronousTestCase):
+    def test_replicas_go_to_distinct_groups_first(self):
+        """Three replicas go to three /16 groups even when a fourth peer in a used group is faster."""
+        candidates = [peer(1, "127.1.0.1", rtt_ms=1), peer(2, "127.1.0.2", rtt_ms=2), peer(3, "127.2.0.1", rtt_ms=30),
+                      peer(4, "127.3.0.1", rtt_ms=40)]
+        chosen = place(candidates, 3, taken_groups=set())
+        self.assertEqual(len({placement_group(p.addresses[0][0]) for p in chosen}), 3)
+        self.assertIn(candidates[0], chosen)
+
+    def test_groups_already_hosting_are_avoided(self):
+        """A group that already hosts a replica is used only when no other group is left."""
+        candidates = [peer(1, "10.1.0.1", rtt_ms=1), peer(2, "10.2.0.1", rtt_ms=50)]
+        self.assertEqual(place(candidates, 1, taken_groups={("10", "1")}), [candidates[1]])
+        self.assertEqual(place(candidates, 2, taken_groups={("10", "1")}), [candidates[1], candidates[0]])
+
+    def test_spare_capacity_and_low_rtt_are_preferred(self):
+        """Within fresh groups, the least loaded and nearest peers are chosen (the one ranking)."""
+        candidates = [peer(1, "10.1.0.1", rtt_ms=10, load_permille=1000), peer(2, "10.2.0.1", rtt_ms=12),
+                      peer(3, "10.3.0.1", rtt_ms=100)]
+        self.assertEqual(place(candidates, 1, set()), [candidates[1]])
+
+    def test_ipv6_groups_by_slash_32(self):
+        """IPv6 peers group by /32."""
+        self.assertEqual(placement_group("2001:db8:1::1"), placement_group("2001:db8:ffff::1"))
+        self.assertNotEqual(placement_group("2001:db8::1"), placement_group("2001:db9::1"))
+
+    def test_fewer_candidates_than_wanted(self):
+        """With fewer candidates than replicas wanted, all of them are chosen, no more."""
+        candidates = [peer(1, "10.1.0.1")]
+        self.assertEqual(place(candidates, 3, set()), candidates)
