@@ -36,8 +36,9 @@ the time with its own clock) or ``E`` + text (the jail could not be built;
 nothing ran).  Both are written before any function code runs, so the
 zygote's verdict never rests on bytes the function wrote: it comes from the
 exit status, the signal and the zygote's own clock.  The python runtime
-reports its outcome only as its exit code (0 OK, 1 ERROR, 3 MEMORY) and its
-output on stdout.
+reports its outcome only as its exit code (0 OK, anything else ERROR) and
+its output on stdout; MEMORY is the zygote's verdict, from the out-of-memory
+count of the child's own cgroup.
 """
 
 import ctypes
@@ -58,7 +59,6 @@ from ._frames import FrameDecoder, FrameError, encode
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_MEMORY = 3
 EXIT_SETUP = 4
 
 THREAD_STACK_BYTES = 1024 * 1024
@@ -182,7 +182,7 @@ def _set_rlimits(spec) -> None:
         (resource.RLIMIT_FSIZE, int(spec["fsize_bytes"])),
         (resource.RLIMIT_NOFILE, int(spec["nofile"])),
         (resource.RLIMIT_NPROC, int(spec.get("nproc", 64))),
-        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_AS, int(spec.get("as_bytes", mem))),
     ]
     for what, value in limits:
         resource.setrlimit(what, (value, value))
@@ -387,10 +387,12 @@ def _finish(code: int, out: bytes = b"") -> NoReturn:
 
 
 def _memory_exit() -> NoReturn:
+    # An exit code is the function's own word (it can choose any): this is
+    # ERROR.  MEMORY is the supervisor's verdict, from the cgroup's OOM count.
     try:
-        os.write(2, b"\nMemoryError: the function passed its memory limit\n")
+        os.write(2, b"\nMemoryError: an allocation failed (the call's memory limit)\n")
     finally:
-        os._exit(EXIT_MEMORY)
+        os._exit(EXIT_ERROR)
 
 
 def _runtime_setup() -> None:

@@ -58,7 +58,7 @@ import struct
 import sys
 import time
 
-from . import _child, _landlock, _ns, _seccomp
+from . import _cgroup, _child, _landlock, _ns, _seccomp
 from ._frames import (MAX_CTL_BYTES, ControlTooLarge, FrameDecoder, FrameError, FrameTooLarge,
                       encode)
 
@@ -177,33 +177,6 @@ def compile_seccomp(notify: bool) -> tuple[dict, dict]:
     programs = {rt: bytes.fromhex(prog) for rt, prog in doc["programs"].items()}
     names = {int(nr): name for nr, name in doc["names"].items() if not name.startswith("syscall ")}
     return programs, names
-
-
-def cgroup_report() -> dict:
-    """Which cgroup hierarchies and controllers this host mounts (reported by
-    ``orb sandbox-check``; the jail does not use them yet)."""
-    v1, v2 = [], None
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 4:
-                    continue
-                if parts[2] == "cgroup2":
-                    v2 = parts[1]
-                elif parts[2] == "cgroup":
-                    v1 += [o for o in parts[3].split(",")
-                           if o in ("memory", "pids", "cpu", "freezer", "cpuset", "blkio")]
-    except OSError:
-        pass
-    controllers_v2 = []
-    if v2:
-        try:
-            with open(os.path.join(v2, "cgroup.controllers")) as f:
-                controllers_v2 = f.read().split()
-        except OSError:
-            pass
-    return {"v1": sorted(set(v1)), "v2": controllers_v2, "v2_mount": v2}
 
 
 def root_ro_dirs() -> list[str]:
@@ -337,6 +310,7 @@ class Jail:
         self.loaders = _loader_paths()
         self.root_uid = os.geteuid() == 0
         self.uid_pool = _ns.UidPool(uid_base, uid_count) if self.root_uid else None
+        self.cgroups = _cgroup.Cgroups()
         self.pidns_fd: int | None = None
         self.root_plan: _ns.RootPlan | None = None
         self.use_namespaces = False  # own mount/IPC/UTS namespaces and root
@@ -454,12 +428,27 @@ class Jail:
         self.use_pidns = self.layers["pidns"]
         self.use_namespaces = all(self.layers[name] for name in steps[1:4])
         self.use_uid = self.layers[identity] and self.uid_pool is not None
-        cg = cgroup_report()
-        self.layers["cgroup"] = False
-        self.notes["cgroup"] = (f"v1 controllers {','.join(cg['v1']) or 'none'}; v2 controllers "
-                                f"{','.join(cg['v2']) or 'none'}; not used by the jail yet")
         if self.uid_pool:
             self.notes["uid_pool"] = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
+
+    def setup_cgroups(self, tag: str) -> None:
+        """A memory and a pids cgroup per child where the host lets us make
+        them; otherwise the rlimits (and the call's own uid or user
+        namespace, for tasks) are the bounds, and the note says why."""
+        if "cgroup" in self.disabled:
+            self.cgroups.why_not = {name: "disabled by the operator" for name in _cgroup.CONTROLLERS}
+        else:
+            self.cgroups.setup(tag)
+        self.layers["cgroup_memory"] = self.cgroups.memory
+        self.layers["cgroup_pids"] = self.cgroups.pids
+        self.layers["cgroup"] = self.cgroups.memory and self.cgroups.pids
+        note = self.cgroups.report()
+        if not self.cgroups.memory:
+            note += ("; memory is bounded by RLIMIT_AS alone, and an allocation past it ends "
+                     "ERROR (no kernel witness for MEMORY)")
+        if not self.cgroups.pids:
+            note += "; tasks are bounded by RLIMIT_NPROC of the call's own uid or user namespace"
+        self.notes["cgroup"] = note
 
     def missing(self) -> list[str]:
         required = REQUIRED_LAYERS + ("uid_pool" if self.root_uid else "userns",)
@@ -626,6 +615,7 @@ class Proc:
         self.reaped = False
         self.listener: int | None = None  # our copy of its seccomp notification fd
         self.gate: Gate | None = None
+        self.cgroup: "_cgroup.CallGroup | None" = None
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
@@ -856,6 +846,10 @@ class Loop:
         self.use_spare = prefork and not once
         self.max_calls = max_calls
         self.cleanup: collections.deque = collections.deque()
+        # Each child's cgroup, made and joined when it arrives (ahead of its
+        # call), limited when its call starts, removed once it is reaped.
+        self.groups: dict = {}  # pid -> CallGroup, for children without a call yet
+        self.group_cleanup: collections.deque = collections.deque()  # (group, tries)
         self.decoder = FrameDecoder(max_data_bytes=MAX_INPUT_BYTES)
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
@@ -1022,6 +1016,7 @@ class Loop:
             "request_id": str(ctl.get("request_id", "")),
             "timeout_s": float(ctl["timeout_s"]),
             "memory_mb": int(ctl["memory_mb"]),
+            "as_bytes": self.address_space_bytes(int(ctl["memory_mb"])),
             "cpu_s": max(1, int(float(ctl["timeout_s"]) + 1.999)),
             "fsize_bytes": int(ctl["scratch_max_bytes"]),
             "scratch_max_bytes": int(ctl["scratch_max_bytes"]),
@@ -1049,6 +1044,17 @@ class Loop:
             spec["exec_paths"].extend(self.jail.loaders)
         return spec
 
+    def address_space_bytes(self, memory_mb: int) -> int:
+        """RLIMIT_AS: the memory limit itself without a memory cgroup.  With
+        one, the cgroup is the bound (it counts what is resident, shared and
+        tmpfs pages too, and its OOM kill is the kernel's witness for the
+        MEMORY verdict), so the address space gets room enough that the
+        cgroup binds first, and stays bounded."""
+        mem = memory_mb * 1024 * 1024
+        if self.jail.cgroups.memory:
+            return 2 * mem + (1 << 30)
+        return mem
+
     def new_identity(self, spec: dict) -> tuple[dict, int | None, str | None]:
         """The call's uid (from the pool, when root) and, without namespaces
         (the loud opt-out only), a scratch dir on the host."""
@@ -1074,14 +1080,26 @@ class Loop:
         if self.jail.uid_pool is not None:
             self.jail.uid_pool.give_back(proc.uid)
         proc.uid = None
+        if proc.cgroup is not None:
+            self.drop_group(proc.cgroup)
+            proc.cgroup = None
         if proc.scratch:
             self.cleanup.append(proc.scratch)
             if len(self.cleanup) > 8:
                 self.run_cleanup()
 
+    def drop_group(self, group) -> None:
+        """Remove a dead child's cgroup now if it is empty, else soon."""
+        if not group.remove():
+            self.group_cleanup.append((group, 0))
+
     def run_cleanup(self) -> None:
         while self.cleanup:
             _ns.remove_tree(self.cleanup.popleft())
+        for _ in range(len(self.group_cleanup)):
+            group, tries = self.group_cleanup.popleft()
+            if not group.remove() and tries < 1000:
+                self.group_cleanup.append((group, tries + 1))
 
     def watch(self, proc: Proc, owner, out_r: int, err_r: int, st_r: int) -> None:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
@@ -1141,6 +1159,7 @@ class Loop:
                 self.template_failed("the template could not fork a jailed child")
                 return
             child = reply + ends  # (pid, pidfd, order_w, out_r, err_r, st_r)
+            self.join_group(child[0])
             if self.waiters:
                 call, start = self.waiters.popleft()
                 start(child)
@@ -1148,8 +1167,24 @@ class Loop:
                 self.ready_children.append(child)
         self.replenish()
 
+    def join_group(self, pid: int) -> None:
+        """Put a new child in a cgroup of its own, before it has a call."""
+        if not self.jail.cgroups.parents:
+            return
+        try:
+            group = self.jail.cgroups.new_group()
+        except OSError:
+            return  # start_child tries again, and fails the call if it cannot
+        try:
+            group.attach(pid)
+        except OSError:
+            self.drop_group(group)
+            return
+        self.groups[pid] = group
+
     def close_child(self, child: tuple, dead: bool = False) -> None:
         pid, pidfd, order_w, out_r, err_r, st_r = child
+        group = self.groups.pop(pid, None)
         if not dead:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -1157,6 +1192,8 @@ class Loop:
                 pass
         for fd in (pidfd, order_w, out_r, err_r, st_r):
             os.close(fd)
+        if group is not None:
+            self.group_cleanup.append((group, 0))
 
     def template_failed(self, why: str) -> None:
         """No call can start without the template: stop, so the peer sees the
@@ -1175,12 +1212,20 @@ class Loop:
         the writer of its stdin (the order pipe)."""
         pid, pidfd, order_w, out_r, err_r, st_r = child
         try:
+            group = self.limit_group(pid, spec)
+        except OSError as e:
+            self.close_child(child)
+            raise OSError(e.errno, f"could not bound it with a cgroup: {e.strerror or e}") from None
+        try:
             order, uid, scratch = self.new_identity(spec)
         except OSError:
+            if group is not None:
+                self.groups[pid] = group  # close_child removes it
             self.close_child(child)
             raise
         body = json.dumps(order).encode()
         proc = Proc(self, pid, pidfd, uid, scratch)
+        proc.cgroup = group
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
@@ -1189,6 +1234,25 @@ class Loop:
             proc.gate = writer = Gate(writer)
         self.watch(proc, owner, out_r, err_r, st_r)
         return proc, writer
+
+    def limit_group(self, pid: int, spec: dict):
+        """The child's cgroup, limited for its call (made now if it had none)."""
+        if not self.jail.cgroups.parents:
+            return None
+        group = self.groups.pop(pid, None)
+        if group is None:
+            group = self.jail.cgroups.new_group()
+            try:
+                group.attach(pid)
+            except OSError:
+                self.drop_group(group)
+                raise
+        try:
+            group.limit(int(spec["memory_mb"]) * 1024 * 1024, int(spec["nproc"]))
+        except OSError:
+            self.groups[pid] = group
+            raise
+        return group
 
     def fork_once(self, call: Call, spec: dict) -> None:
         key = self.primed_key(spec)
@@ -1571,10 +1635,14 @@ class Loop:
 
     def classify_and_finish(self, call: Call, proc: Proc) -> None:
         """The verdict, from what the zygote saw: the exit status and signal
-        the kernel reported, its own clock, its own counts of output bytes."""
+        the kernel reported, seccomp notifications, the child's cgroup's
+        out-of-memory count, its own clock and its own counts of output
+        bytes.  Nothing the function wrote decides it: an exit code is the
+        function's own OK (0) or ERROR (anything else), never a limit."""
         status = proc.exit_status or 0
         limit = call.ctl["timeout_s"]
         cpu_limit = max(1, int(float(limit) + 1.999))
+        memory_mb = call.ctl["memory_mb"]
         if call.setup_error is not None and not proc.ready:
             self.finish(call, "INTERNAL", call.setup_error)
         elif call.syscall is not None:
@@ -1585,6 +1653,10 @@ class Loop:
             # seccomp's kill_process; the function cannot send SIGSYS itself
             # (that is a forbidden syscall too).
             self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall")
+        elif proc.cgroup is not None and proc.cgroup.oom_kills() > 0:
+            # The kernel's OOM killer ended a task of this child's own cgroup.
+            self.finish(call, "MEMORY", f"memory limit of {memory_mb} MB reached "
+                        "(the kernel's out-of-memory killer ended the call)")
         elif call.too_large:
             self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
         elif call.timed_out:
@@ -1602,25 +1674,21 @@ class Loop:
             if sig in (signal.SIGXCPU, signal.SIGKILL) and proc.cpu_s >= cpu_limit - 0.05:
                 self.finish(call, "TIMEOUT", f"CPU-time limit of {cpu_limit} s reached")
             elif sig == signal.SIGKILL:
-                self.finish(call, "ERROR", "killed by SIGKILL (the kernel's out-of-memory killer, "
-                            "or the function itself)")
+                self.finish(call, "ERROR", "killed by SIGKILL (the function itself, or the "
+                            "kernel's out-of-memory killer outside the call's cgroup)")
             else:
                 self.finish(call, "ERROR", f"killed by signal {name}")
         else:
             code = os.WEXITSTATUS(status)
-            if code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
-                self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached")
-            elif call.worker is not None:
+            if call.worker is not None:
                 self.finish(call, "ERROR", f"the warm worker exited with status {code} during the call")
             elif code == _child.EXIT_OK:
                 self.finish(call, "OK", "")
-            elif call.ctl.get("runtime") == "exec":
-                # Its log is its own words, not a verdict: a failed
-                # allocation shows there, and the status stays ERROR.
-                self.finish(call, "ERROR", f"function exited with status {code} (see log; the "
-                            f"memory limit is {call.ctl['memory_mb']} MB)")
             else:
-                self.finish(call, "ERROR", f"function exited with status {code} (see log)")
+                # The function's own word: a failed allocation (python's
+                # MemoryError at the address-space limit) shows in its log.
+                self.finish(call, "ERROR", f"function exited with status {code} (see log; the "
+                            f"memory limit is {memory_mb} MB)")
 
     def finish(self, call: Call, status: str, message: str) -> None:
         if call.finished:
@@ -1688,7 +1756,7 @@ class Loop:
             if self.requested or self.primed:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             events = self.sel.select(0)
-            if not events and self.cleanup:
+            if not events and (self.cleanup or self.group_cleanup):
                 # Scratch wipes (unconfined only) wait for the loop to be
                 # idle for IDLE_S, so back-to-back calls never compete with them.
                 wait = IDLE_S if timeout is None else min(timeout, IDLE_S)
@@ -1723,7 +1791,15 @@ class Loop:
             self.sel.select(0.1)
             self.stdout._flush()
         self.template.close()
+        for group in self.groups.values():
+            self.group_cleanup.append((group, 0))
+        self.groups.clear()
         self.run_cleanup()
+        end = _now() + 1.0  # children killed a moment ago leave their cgroups soon
+        while self.group_cleanup and _now() < end:
+            time.sleep(0.01)
+            self.run_cleanup()
+        self.jail.cgroups.close()
         drop_scratch_root(self.jail, self.scratch_root)
         return 0
 
@@ -1751,6 +1827,7 @@ def setup_jail(args) -> tuple[Jail, str]:
     jail = Jail(args.allow_unconfined, args.uid_base, args.uid_count, tuple(args.disable))
     jail.enter_namespaces()
     scratch_root = make_scratch_root(args.scratch_root)
+    jail.setup_cgroups(os.path.basename(scratch_root)[len("orb-zygote-"):])
     jail.self_test(os.path.join(scratch_root, "root"), os.path.join(scratch_root, "empty"))
     return jail, scratch_root
 
@@ -1769,13 +1846,14 @@ def main(argv=None) -> int:
     parser.add_argument("--uid-count", type=int, default=DEFAULT_UID_COUNT)
     parser.add_argument("--disable", action="append", default=[],
                         choices=["seccomp", "seccomp_notify", "landlock", "pidns", "root",
-                                 "uid_pool"],
+                                 "uid_pool", "cgroup"],
                         help="switch a layer off (it is then missing: calls are REFUSED "
                              "without --allow-unconfined; for benchmarks)")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
         jail, scratch_root = setup_jail(args)
+        jail.cgroups.close()
         drop_scratch_root(jail, scratch_root)
         sys.stdout.write(json.dumps({"layers": jail.layers, "landlock_abi": jail.landlock_abi,
                                      "missing": jail.missing(), "notes": jail.notes}) + "\n")
@@ -1795,6 +1873,7 @@ def main(argv=None) -> int:
     loop.replenish()
     loop.send({"op": "hello", "pid": host_pid(), "layers": jail.layers,
                "scratch_root": scratch_root,
+               "cgroup_dirs": sorted(set(jail.cgroups.parents.values())),
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
                "allow_unconfined": jail.allow_unconfined, "max_ctl_bytes": MAX_CTL_BYTES})
     return loop.run()
