@@ -59,8 +59,7 @@ import sys
 import time
 
 from . import _cgroup, _child, _landlock, _ns, _seccomp
-from ._frames import (MAX_CTL_BYTES, ControlTooLarge, FrameDecoder, FrameError, FrameTooLarge,
-                      encode)
+from ._frames import HEADER, MAX_CTL_BYTES, FrameDecoder, FrameError, encode
 
 # Pre-import what the child runtime uses, so no child has to read ORB's or
 # the venv's files after its jail closes.
@@ -108,6 +107,10 @@ DEFAULT_UID_COUNT = 4096
 WORKER_CPU_S = 600
 IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
+# The worker's answer frame is read whatever length its header claims (that
+# header is the function's to write): the zygote counts the bytes that really
+# came, and OUTPUT_TOO_LARGE is its own count passing the cap.
+ANSWER_MAX_BYTES = (1 << 32) - 1
 MAX_PRIMED = 2  # functions with a child readied for their next call
 PRIMED_IDLE_S = 5.0  # an unused primed child is killed after this long
 
@@ -637,7 +640,9 @@ class Worker:
         self.proc = proc
         self.stdin = stdin
         self.call: Call | None = None
-        self.decoder = FrameDecoder(max_data_bytes=output_max)
+        self.decoder = FrameDecoder(max_data_bytes=ANSWER_MAX_BYTES)
+        self.received = 0  # bytes read from its stdout during this call
+        self.answer: tuple | None = None  # (kind, output) while it is being stopped
         self.calls_served = 0
         self.last_used = _now()
         self.dead = False
@@ -655,9 +660,11 @@ class Template:
     kernel gave it.  Messages (SOCK_SEQPACKET, one per datagram):
 
     - zygote -> template: ``S`` with 4 fds (order_r, out_w, err_w, st_w);
-      ``H`` (are you alive and answering?);
+      ``H`` (are you alive and answering?); ``W`` + pid (say when this
+      child is stopped: a warm worker the zygote just sent SIGSTOP);
     - template -> zygote: ``P`` + pid (the reply, with the pidfd attached,
-      or pid -1), ``X`` + pid + wait status + CPU microseconds, ``h``."""
+      or pid -1), ``X`` + pid + wait status + CPU microseconds, ``T`` + pid
+      (the kernel reports it stopped), ``h``."""
 
     PID = struct.Struct(">q")
     EXIT = struct.Struct(">qiq")
@@ -670,6 +677,7 @@ class Template:
         self.broken = False
         self.exits: collections.deque = collections.deque()  # (pid, status, cpu_s)
         self.replies: collections.deque = collections.deque()  # (pid, pidfd) or None
+        self.stops: collections.deque = collections.deque()  # pids seen stopped
         self.healthy = 0  # health answers not yet passed on
 
     @classmethod
@@ -693,6 +701,17 @@ class Template:
             return False
         try:
             self.sock.send(b"H")
+            return True
+        except OSError:
+            self.broken = True
+            return False
+
+    def watch_stop(self, pid: int) -> bool:
+        """Ask for a ``T`` report once child ``pid`` is stopped."""
+        if self.broken:
+            return False
+        try:
+            self.sock.send(b"W" + self.PID.pack(pid))
             return True
         except OSError:
             self.broken = True
@@ -732,6 +751,8 @@ class Template:
                 self.exits.append((pid, status, cpu_us / 1e6))
             elif msg == b"h" and not fds:
                 self.healthy += 1
+            elif msg[:1] == b"T" and len(msg) == 1 + self.PID.size and not fds:
+                self.stops.append(self.PID.unpack(msg[1:])[0])
             elif msg[:1] == b"P" and len(msg) == 1 + self.PID.size and len(fds) <= 1:
                 (pid,) = self.PID.unpack(msg[1:])
                 if pid > 0 and len(fds) == 1:
@@ -763,11 +784,40 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
         os.dup2(null, fd)
     os.close(null)
     children: dict[int, int] = {}  # pidfd -> pid
+    pidfds: dict[int, int] = {}  # pid -> pidfd
+    watched: set[int] = set()  # pids to report once stopped
+    # SIGCHLD (a child stopped) wakes the poll through this pipe.
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+
+    def report_stopped() -> None:
+        for pid in list(watched):
+            try:
+                info = os.waitid(os.P_PIDFD, pidfds[pid], os.WSTOPPED | os.WNOHANG)
+            except (ChildProcessError, KeyError, OSError):
+                watched.discard(pid)
+                continue
+            if info is not None and info.si_code == os.CLD_STOPPED:
+                watched.discard(pid)
+                try:
+                    sock.send(b"T" + Template.PID.pack(pid))
+                except OSError:
+                    os._exit(0)
+
     while True:
         for fd, _ev in poller.poll():
-            if fd == sock.fileno():
+            if fd == wake_r:
+                try:
+                    while os.read(wake_r, 256):
+                        pass
+                except OSError:
+                    pass
+                report_stopped()
+            elif fd == sock.fileno():
                 try:
                     msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 8)
                 except OSError:
@@ -782,11 +832,21 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
                     for f in fds:
                         os.close(f)
                     continue
+                if msg[:1] == b"W" and len(msg) == 1 + Template.PID.size:
+                    for f in fds:
+                        os.close(f)
+                    pid = Template.PID.unpack(msg[1:])[0]
+                    if pid in pidfds:
+                        watched.add(pid)
+                        report_stopped()  # it may have stopped already
+                    continue
                 pid, pidfd = -1, None
                 if msg == b"S" and len(fds) == 4:
                     try:
                         pid = _ns.fork_in_new_pidns(jail.pidns_fd if jail.use_pidns else None)
                         if pid == 0:
+                            signal.set_wakeup_fd(-1)
+                            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                             keep = set(fds) | {f for f, _ in jail.ro_fds} | set(jail.dev_fds)
                             _child.spare(jail, tuple(fds), keep)
                         pidfd = os.pidfd_open(pid)
@@ -802,9 +862,12 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
                 if pidfd is not None:
                     # Ours for watching; the zygote got its own copy for signals.
                     children[pidfd] = pid
+                    pidfds[pid] = pidfd
                     poller.register(pidfd, select.POLLIN)
             elif fd in children:
                 pid = children.pop(fd)
+                pidfds.pop(pid, None)
+                watched.discard(pid)
                 poller.unregister(fd)
                 os.close(fd)
                 try:
@@ -867,6 +930,8 @@ class Loop:
             self.send({"op": "pong", "n": self.pongs_due.pop(0)})
         self.template.healthy = 0
         self.children_arrived()
+        while self.template.stops:
+            self.worker_stopped(self.template.stops.popleft())
         self.handle_exits()
         if not ok:
             try:
@@ -1400,7 +1465,9 @@ class Loop:
         # Whatever the worker wrote after its last answer (it was stopped
         # right after it) belongs to no call: drop it, then wake it.
         self.discard_pending(worker)
-        worker.decoder = FrameDecoder(max_data_bytes=call.output_max)
+        worker.decoder = FrameDecoder(max_data_bytes=ANSWER_MAX_BYTES)
+        worker.received = 0
+        worker.answer = None
         worker.stdin.write(encode({"fid": call.ctl.get("fid", ""),
                                    "request_id": call.ctl.get("request_id", ""),
                                    "timeout_s": call.ctl["timeout_s"]}, call.event))
@@ -1462,24 +1529,26 @@ class Loop:
         if kind == "err":
             call.add_log(data)
         elif isinstance(owner, Worker):
+            if owner.answer is not None:
+                return  # answered; being stopped: later bytes belong to no call
+            owner.received += len(data)
+            if owner.received > call.output_max + HEADER.size + MAX_CTL_BYTES:
+                call.too_large = True  # counted here, not announced by a header
+                self.retire(owner)
+                return
             try:
                 frames = owner.decoder.feed(data)
-            except ControlTooLarge as e:
-                call.protocol_error = call.protocol_error or (
-                    f"the function wrote garbage to the worker's result channel ({e})")
-                self.retire(owner)
-                return
-            except FrameTooLarge:
-                call.too_large = True
-                self.retire(owner)
-                return
             except FrameError as e:
                 call.protocol_error = call.protocol_error or (
                     f"the function wrote garbage to the worker's result channel ({e})")
                 self.retire(owner)
                 return
             for ctl, out in frames[:1]:
-                self.worker_done(owner, ctl, out)
+                if len(out) > call.output_max:
+                    call.too_large = True
+                    self.retire(owner)
+                    return
+                self.worker_answered(owner, ctl, out)
         else:
             room = call.output_max - len(call.out)
             if len(data) > room:
@@ -1601,13 +1670,30 @@ class Loop:
         elif not owner.finished:
             self.classify_and_finish(owner, proc)
 
-    def worker_done(self, worker: Worker, ctl: dict, out: bytes) -> None:
-        """The worker answered: stop it at once (the call's time ends when it
-        is frozen again), then collect its log and answer."""
+    def worker_answered(self, worker: Worker, ctl: dict, out: bytes) -> None:
+        """The worker wrote its answer: stop it.  The call ends only once
+        the kernel says it is stopped (the template's ``T`` report): until
+        then the deadline still covers it."""
         call = worker.call
         if call is None:
             return
+        # Its own frame says only whether its handler returned or raised:
+        # the function's own outcome, like an exit code.  Any other field
+        # is ignored.
+        worker.answer = ("OK" if ctl.get("kind") == "ok" else "ERROR", out)
         worker.proc.signal(signal.SIGSTOP)
+        if not self.template.watch_stop(worker.proc.pid):
+            self.template_failed("the template does not take requests")
+
+    def worker_stopped(self, pid: int) -> None:
+        """The template saw a worker stop (SIGSTOP took hold)."""
+        entry = self.procs.get(pid)
+        if entry is None or not isinstance(entry[1], Worker):
+            return
+        worker = entry[1]
+        call = worker.call
+        if call is None or worker.answer is None or call.finished:
+            return
         for fd, kind in list(worker.proc.fds.items()):
             if kind in ("err", "status"):
                 while True:
@@ -1622,13 +1708,13 @@ class Loop:
                     else:
                         worker.proc.status_buf += data[:1024]
                         self.parse_status(worker.proc, call)
+        status, out = worker.answer
+        worker.answer = None
         worker.call = None
         worker.calls_served += 1
         worker.last_used = _now()
         call.out = bytearray(out)
-        # The worker's own frame says only whether its handler returned or
-        # raised: the function's own outcome, like an exit code.
-        if ctl.get("kind") == "ok":
+        if status == "OK":
             self.finish(call, "OK", "")
         else:
             self.finish(call, "ERROR", "the handler raised an exception (see log)")

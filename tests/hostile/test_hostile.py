@@ -377,6 +377,23 @@ class HostileWarmWorkerTests(HostileTests):
         self.assertLess(r.exec_ms, 5000)
 
     @defer.inlineCallbacks
+    def test_forged_output_too_large_header_is_not_a_verdict(self):
+        """A warm worker whose frame header claims 100 MB does not get OUTPUT_TOO_LARGE: it never answers, TIMEOUT."""
+        r = yield self.attack("forge_worker_frame.py", ResultStatus.TIMEOUT, "deadline",
+                              data=b"huge", timeout=1.0, workers_left=True)
+        self.assertLess(r.boot_ms + r.exec_ms, 5000)
+
+    @defer.inlineCallbacks
+    def test_forged_status_frame_is_payload(self):
+        """A warm worker's own complete frame claiming KILLED_BY_POLICY and huge timings is payload: OK, our clock."""
+        r = yield self.attack("forge_worker_frame.py", ResultStatus.OK, data=b"status",
+                              workers_left=True)
+        self.assertEqual((r.output, r.message), (b"forged payload", ""))
+        self.assertLess(r.exec_ms, 5000)
+        self.assertGreaterEqual(r.exec_ms, 0)
+        self.assertGreaterEqual(r.boot_ms, 0)
+
+    @defer.inlineCallbacks
     def test_warm_worker_overrun_is_frozen(self):
         """A thread left running after the answer burns no CPU between calls: the worker is frozen."""
         from twisted.internet import reactor, task
