@@ -249,7 +249,7 @@ class HostileTests(JailTestCase):
 
     def test_listmount_is_killed(self):
         """listmount(2) ends the call as KILLED_BY_POLICY."""
-        return self.attack("listmount.py", POLICY, "forbidden syscall")  # libseccomp may not name it
+        return self.attack("listmount.py", POLICY, "forbidden syscall listmount")
 
     def test_inotify_is_killed(self):
         """inotify on a host directory ends the call as KILLED_BY_POLICY."""
