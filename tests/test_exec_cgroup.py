@@ -105,6 +105,20 @@ class FakeTreeTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(root))
 
 
+class SweepTests(SynchronousTestCase):
+    def test_dirs_of_dead_zygotes_are_swept_live_ones_kept(self):
+        """A killed zygote's leftover cgroup dirs are removed by the next one; a running zygote's stay."""
+        base = os.path.abspath(self.mktemp())
+        dead = os.path.join(base, _cgroup.PREFIX + "999999999-aa")  # no such pid
+        live = os.path.join(base, _cgroup.PREFIX + f"{os.getpid()}-bb")
+        ours = os.path.join(base, _cgroup.PREFIX + "1-cc")
+        for d in (dead + "/c1", live + "/c1", ours + "/c2", base + "/unrelated"):
+            os.makedirs(d)
+        _cgroup.sweep_dead(base, keep=ours)
+        self.assertEqual(sorted(os.listdir(base)),
+                         sorted([os.path.basename(live), os.path.basename(ours), "unrelated"]))
+
+
 class SetupTests(SynchronousTestCase):
     def test_no_hierarchy_says_why(self):
         """Without a mounted cgroup hierarchy nothing is used and the report says why."""

@@ -227,6 +227,7 @@ class Cgroups:
         self.parents[name] = parent
         self.version[name] = version
         self.in_use.append(f"{name} (v{version})")
+        sweep_dead(base, keep=parent)
 
     @staticmethod
     def _enable_v2(name: str, base: str, parent: str) -> None:
@@ -278,6 +279,29 @@ class Cgroups:
         """Remove our dirs (every child group must be gone already)."""
         for parent in set(self.parents.values()):
             remove_tree(parent)
+
+
+def sweep_dead(base: str, keep: str) -> None:
+    """Remove what zygotes that were killed left under ``base``: their
+    children were still dying when they (and the peer) last looked.  Only
+    dirs of a zygote that no longer runs, and only empty cgroups (rmdir
+    refuses any other)."""
+    try:
+        names = [e.name for e in os.scandir(base) if e.name.startswith(PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(base, name)
+        if path == keep:
+            continue
+        try:
+            pid = int(name[len(PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+            continue  # its zygote runs: not ours to touch
+        except ProcessLookupError:
+            remove_tree(path)
+        except (ValueError, OSError):
+            continue
 
 
 def remove_tree(parent: str) -> None:

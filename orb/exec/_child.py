@@ -21,7 +21,9 @@ pid 1 of a new PID namespace.  Then, in the child, in this order:
    exceptions;
 4. move the call's fds to 0-3 and close every other fd; chdir to ``/tmp``;
 5. the call's uid and gid from the zygote's pool (no groups; every
-   capability goes), or, in a user namespace, an empty capability set;
+   capability goes), or, for a non-root peer, a user namespace of its own
+   (entered right after step 2) where it is that uid, and an empty
+   capability set;
 6. rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0); Landlock
    ``restrict_self``;
 7. seccomp, last, so nothing above can be undone;
@@ -281,10 +283,15 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
             # Ignored signals survive execve; give the binary the defaults.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+        inside_uid = spec.get("inside_uid")
+        proc_fd = _ns.open_proc_self() if inside_uid is not None else None
         if jail.use_namespaces:
             _ns.finish_root(jail.root_plan, spec["package_dir"], spec["runtime"] == "exec",
                             int(spec["scratch_max_bytes"]), int(spec["scratch_inodes"]),
                             int(spec.get("uid") or 0), int(spec.get("gid") or 0))
+        if proc_fd is not None:
+            _ns.enter_call_user_namespace(proc_fd, int(inside_uid))
+            os.close(proc_fd)
         ruleset = _build_ruleset(jail, spec) if jail.use_landlock else None
         ruleset = _setup_fds(fds, ruleset)
         status_fd = 3

@@ -312,13 +312,16 @@ class Jail:
         self.interpreters = interpreter_allowlist()
         self.loaders = _loader_paths()
         self.root_uid = os.geteuid() == 0
-        self.uid_pool = _ns.UidPool(uid_base, uid_count) if self.root_uid else None
+        # Root peer: host uids that own nothing.  Non-root peer: the uid each
+        # call has inside a user namespace of its own.
+        self.uid_pool = _ns.UidPool(uid_base, uid_count)
         self.cgroups = _cgroup.Cgroups()
         self.pidns_fd: int | None = None
         self.root_plan: _ns.RootPlan | None = None
         self.use_namespaces = False  # own mount/IPC/UTS namespaces and root
         self.use_pidns = False
-        self.use_uid = False
+        self.use_uid = False  # setuid to a pool uid (root peer)
+        self.use_call_userns = False  # a user namespace per call (non-root peer)
         self.mountns = False
 
     def enter_namespaces(self) -> None:
@@ -374,13 +377,14 @@ class Jail:
             self.notes["root"] = str(e)
             return
         r, w = os.pipe2(os.O_CLOEXEC)
-        uid = self.uid_pool.take() if self.uid_pool else None
+        uid = self.uid_pool.take()
+        owner = uid if self.root_uid else 0  # of the scratch, in the zygote's namespace
         try:
             pid = _ns.fork_in_new_pidns(self.pidns_fd)
         except OSError as e:
             os.close(r)
             os.close(w)
-            self.uid_pool and self.uid_pool.give_back(uid)
+            self.uid_pool.give_back(uid)
             self.layers.update({name: False for name in steps})
             self.notes["pidns"] = str(e)
             return
@@ -391,12 +395,16 @@ class Jail:
                     raise OSError("not pid 1 of a new PID namespace")
                 step = "call_namespaces"
                 _ns.unshare_call_namespaces()
+                proc_fd = None if self.root_uid else _ns.open_proc_self()
                 step = "pivot_root"
-                _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, uid or 0, uid or 0)
+                _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, owner, owner)
                 if os.listdir("/") == [] or os.path.exists(mountpoint + "/pkg"):
                     raise OSError("the new root is not in place")
                 step = identity
-                _ns.become(uid, uid)
+                if self.root_uid:
+                    _ns.become(uid, uid)
+                else:
+                    _ns.enter_call_user_namespace(proc_fd, uid)
                 os.write(w, b"ok")
             except BaseException as e:
                 os.write(w, f"{step}:{e}"[:400].encode())
@@ -411,7 +419,7 @@ class Jail:
             answer += chunk
         os.close(r)
         os.waitpid(pid, 0)
-        self.uid_pool and self.uid_pool.give_back(uid)
+        self.uid_pool.give_back(uid)
         if answer == b"ok":
             failed = None
         else:
@@ -430,9 +438,14 @@ class Jail:
                 self.notes[name] = "disabled by the operator"
         self.use_pidns = self.layers["pidns"]
         self.use_namespaces = all(self.layers[name] for name in steps[1:4])
-        self.use_uid = self.layers[identity] and self.uid_pool is not None
-        if self.uid_pool:
-            self.notes["uid_pool"] = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
+        self.use_uid = self.layers[identity] and self.root_uid
+        self.use_call_userns = self.layers[identity] and not self.root_uid
+        uids = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
+        if self.root_uid:
+            self.notes["uid_pool"] = uids
+        elif self.use_call_userns:
+            self.notes["userns"] = (f"the zygote's, and one per call nested in it ({uids} inside, "
+                                    "mapped to the peer's uid; a task count of its own)")
 
     def setup_cgroups(self, tag: str) -> None:
         """A memory and a pids cgroup per child where the host lets us make
@@ -1124,10 +1137,12 @@ class Loop:
         """The call's uid (from the pool, when root) and, without namespaces
         (the loud opt-out only), a scratch dir on the host."""
         uid = None
-        if self.jail.use_uid:
+        if self.jail.use_uid or self.jail.use_call_userns:
             uid = self.jail.uid_pool.take()
             if uid is None:
                 raise OSError(errno.EAGAIN, "the uid pool is exhausted")
+        if self.jail.use_call_userns:  # the uid inside the call's own user namespace
+            return dict(spec, uid=None, gid=None, inside_uid=uid, scratch=None), uid, None
         scratch = None
         if not self.jail.use_namespaces:
             self.scratch_seq += 1
@@ -1767,7 +1782,8 @@ class Loop:
         else:
             code = os.WEXITSTATUS(status)
             if call.worker is not None:
-                self.finish(call, "ERROR", f"the warm worker exited with status {code} during the call")
+                self.finish(call, "ERROR", f"the warm worker exited with status {code} during the "
+                            f"call (see log; the memory limit is {memory_mb} MB)")
             elif code == _child.EXIT_OK:
                 self.finish(call, "OK", "")
             else:

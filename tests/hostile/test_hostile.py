@@ -342,6 +342,21 @@ class HostileTests(JailTestCase):
         self.assertIn("can't start new thread", got["error"])
 
     @defer.inlineCallbacks
+    def test_a_thread_hog_leaves_other_tenants_their_threads(self):
+        """A tenant holding every thread it may have does not stop a concurrent tenant from starting threads."""
+        from twisted.internet import reactor, task
+
+        hog = self.call(FUNCTIONS, "thread_hog.py", timeout=10.0, request_id="hog")
+        yield task.deferLater(reactor, 0.7, lambda: None)
+        other = yield self.executor.invoke("tenant-b", FUNCTIONS, RuntimeSpec(
+            runtime="python", entry="few_threads.py"), b"", deadline_s=5, request_id="other")
+        self.assertEqual((other.status, json.loads(other.output or b"{}")),
+                         (ResultStatus.OK, {"threads": 10}), other)
+        r = yield hog
+        self.assertEqual(r.status, ResultStatus.OK, r)
+        self.assertLess(json.loads(r.output)["started"], self.executor.config.max_tasks)
+
+    @defer.inlineCallbacks
     def test_deep_and_wide_scratch_trees(self):
         """A deep and a wide tree stop at the scratch inode cap and vanish with the call."""
         r = yield self.attack("scratch_tree.py", ResultStatus.OK, timeout=20.0)
