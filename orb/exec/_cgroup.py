@@ -113,14 +113,28 @@ class CallGroup:
         for d in self._unique_dirs():
             _write(os.path.join(d, "cgroup.procs"), str(pid))
 
+    def open_procs(self) -> list[int]:
+        """``cgroup.procs`` of every dir, open for writing: a child given
+        these joins by writing ``0`` (itself)."""
+        fds = []
+        try:
+            for d in self._unique_dirs():
+                fds.append(os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def limit(self, memory_bytes: int, tasks: int) -> None:
         d = self.dirs.get("memory")
         if d is not None:
             if self.version["memory"] == 1:
                 _write(os.path.join(d, "memory.limit_in_bytes"), str(memory_bytes))
-                memsw = os.path.join(d, "memory.memsw.limit_in_bytes")
-                if os.path.exists(memsw):  # no swap beyond the limit either
-                    _write(memsw, str(memory_bytes))
+                try:  # no swap beyond the limit either (absent without swap accounting)
+                    _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(memory_bytes))
+                except FileNotFoundError:
+                    pass
             else:
                 _write(os.path.join(d, "memory.max"), str(memory_bytes))
                 for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):

@@ -232,13 +232,21 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
-    """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
+def spare(jail, fds: tuple[int, int, int, int], keep: set, cgroup_fds: tuple = ()) -> NoReturn:
+    """A pre-forked child: join its cgroup (``cgroup_fds``: the
+    ``cgroup.procs`` files the zygote made for it), prepare, then wait for
+    one order on ``fds[0]``.
 
     The order is ``ORDER_HEADER`` + spec JSON; the call's input follows until
     EOF, so the same pipe becomes the function's stdin."""
     order_fd, status_fd = fds[0], fds[3]
     _set_name(b"orb-spare")
+    try:
+        for fd in cgroup_fds:
+            os.write(fd, b"0")  # "0": the writer itself
+            os.close(fd)
+    except BaseException as e:
+        _setup_failed(status_fd, e)
     try:
         # Drop every fd but ours at once: a copy of another call's input
         # pipe held here would keep that call from ever seeing EOF.

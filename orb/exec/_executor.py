@@ -138,7 +138,8 @@ class ExecConfig:
     uid_base: int = 1_900_000_000  # per-call uids/gids (root peer): [uid_base, uid_base + uid_count)
     uid_count: int = 4096
     # Layers to switch off, for bench/exec.py's per-layer costs only: any of
-    # "seccomp", "seccomp_notify", "landlock", "pidns", "root", "uid_pool", "cgroup".
+    # "seccomp", "seccomp_notify", "landlock", "pidns", "root", "uid_pool" (root peer),
+    # "userns" (non-root peer: the per-call user namespace), "cgroup".
     # A disabled layer is missing: calls are REFUSED unless allow_unconfined.
     disable_layers: tuple = ()
     # The zygote answers a ping every heartbeat_s; one that does not answer
