@@ -196,11 +196,8 @@ async def bench_versus_bwrap(reactor, pkg, fresh, rounds=10):
 
 def _proc_cpu_s(pid, children=False):
     """utime + stime (and with ``children``, that of its reaped children) of ``pid``."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
@@ -209,27 +206,27 @@ def _proc_cpu_s(pid, children=False):
 
 def cpu_snapshot(ex):
     """CPU seconds so far of this process, the zygote, and the template with
-    the jailed children it reaped."""
+    the jailed children it reaped; None where they cannot be read (a non-root
+    peer's zygote, in its user namespace, is not dumpable)."""
     import resource
 
     me = resource.getrusage(resource.RUSAGE_SELF)
     total = me.ru_utime + me.ru_stime
     zygote = ex.zygote_pid
-    if zygote:
+    try:
         total += _proc_cpu_s(zygote)
-        try:
-            with open(f"/proc/{zygote}/task/{zygote}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            kids = []
+        with open(f"/proc/{zygote}/task/{zygote}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+        templates = []
         for kid in kids:
-            try:
-                with open(f"/proc/{kid}/comm") as f:
-                    if f.read().strip() == "orb-template":
-                        total += _proc_cpu_s(kid, children=True)
-            except OSError:
-                pass
-    return total
+            with open(f"/proc/{kid}/comm") as f:
+                if f.read().strip() == "orb-template":
+                    templates.append(kid)
+        if len(templates) != 1:
+            return None
+        return total + _proc_cpu_s(templates[0], children=True)
+    except (OSError, TypeError, ValueError):
+        return None
 
 
 async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
@@ -289,12 +286,13 @@ async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
             one()
         await done
         elapsed = time.perf_counter() - t
-        cpu_ms = (cpu_snapshot(ex) - cpu0) * 1000 / total
+        cpu1 = cpu_snapshot(ex)
+        cpu_ms = (cpu1 - cpu0) * 1000 / total if None not in (cpu0, cpu1) else None
         return {"latency": summary(lat), "boot": summary(boot), "exec": summary(run),
                 "latency_5ms_apart": summary(gapped),
                 "throughput_per_s": round(total / elapsed, 1), "throughput_calls": total,
-                "cpu_ms_per_call": round(cpu_ms, 3),
-                "cpu_bound_per_s": round(_cores() * 1000 / cpu_ms, 1) if cpu_ms > 0 else None,
+                "cpu_ms_per_call": round(cpu_ms, 3) if cpu_ms else None,
+                "cpu_bound_per_s": round(_cores() * 1000 / cpu_ms, 1) if cpu_ms else None,
                 "throughput_failed": state["other"], "concurrency": ex.config.max_concurrent}
     finally:
         await defer.ensureDeferred(ex.stop())
@@ -399,8 +397,8 @@ def main():
         r = results[name]
         print(f"throughput {name.replace('_', ' ')}: {r['throughput_per_s']:.0f} calls/s "
               f"({r['throughput_calls']} calls, concurrency {r['concurrency']}, "
-              f"{r['throughput_failed']} not OK); CPU per call {r['cpu_ms_per_call']:.3f} ms "
-              f"in all processes -> {r['cpu_bound_per_s']} calls/s on {_cores()} idle cores")
+              f"{r['throughput_failed']} not OK); CPU per call in all processes "
+              f"{r['cpu_ms_per_call']} ms -> {r['cpu_bound_per_s']} calls/s on {_cores()} idle cores")
     if versus is not None:
         print(f"alternating rounds: bwrap p50 {versus['bwrap']['p50_ms']:.3f} ms, jailed p50 "
               f"{versus['jailed']['p50_ms']:.3f} ms: bwrap / jailed = {versus['ratio']:.2f}x")

@@ -502,6 +502,33 @@ class CgroupTests(JailTestCase):
         self.assertEqual([d for d in dirs if os.path.exists(d)], [])
 
 
+class WithoutRootOptOutTests(JailTestCase):
+    """The operator's opt-out with the minimal root switched off: calls still
+    run, in a scratch dir of their own on the host, under their own identity."""
+
+    config = {"disable_layers": ("root",), "allow_unconfined": True}
+
+    @defer.inlineCallbacks
+    def test_call_runs_in_a_host_scratch_dir(self):
+        """Without the root layer (opted out) a call runs with a fresh scratch dir as its cwd."""
+        import shutil
+        import tempfile
+
+        # The host's paths are the function's now: a package its uid can reach.
+        pkg = tempfile.mkdtemp(prefix="orb-test-pkg-")
+        self.addCleanup(shutil.rmtree, pkg, True)
+        os.chmod(pkg, 0o755)
+        with open(os.path.join(pkg, "main.py"), "w") as f:
+            f.write(SCRATCH)
+        os.chmod(os.path.join(pkg, "main.py"), 0o644)
+        r = yield self.call(pkg)
+        self.assertEqual(r.status, ResultStatus.OK, r)
+        got = json.loads(r.output)
+        self.assertEqual(got["before"], [])
+        self.assertTrue(got["cwd"].startswith(self.hello["scratch_root"]), got)
+        self.flushLoggedErrors()
+
+
 class MissingLayerTests(JailTestCase):
     """A layer that is not there, on a real kernel (switched off here)."""
 

@@ -1143,15 +1143,15 @@ class Loop:
             uid = self.jail.uid_pool.take()
             if uid is None:
                 raise OSError(errno.EAGAIN, "the uid pool is exhausted")
-        if self.jail.use_call_userns:  # the uid inside the call's own user namespace
-            return dict(spec, uid=None, gid=None, inside_uid=uid, scratch=None), uid, None
         scratch = None
         if not self.jail.use_namespaces:
             self.scratch_seq += 1
             scratch = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
             os.mkdir(scratch, 0o700)
-            if uid is not None:
+            if self.jail.use_uid:
                 os.chown(scratch, uid, uid)
+        if self.jail.use_call_userns:  # the uid inside the call's own user namespace
+            return dict(spec, uid=None, gid=None, inside_uid=uid, scratch=scratch), uid, scratch
         return dict(spec, uid=uid, gid=uid, scratch=scratch), uid, scratch
 
     def release(self, proc: Proc) -> None:
