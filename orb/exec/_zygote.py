@@ -1240,8 +1240,10 @@ class Loop:
         """``start(child)`` now with a ready child, or once one arrives."""
         if self.ready_children:
             child = self.ready_children.popleft()
-            self.replenish()
+            # The call first: its child sets up its jail on the other core
+            # while the next spare (and its cgroup) is asked for.
             start(child)
+            self.replenish()
             return
         self.waiters.append((call, start))
         self.replenish()
