@@ -152,13 +152,17 @@ async def bench_layers(reactor, pkg, calls, rounds=15):
             await timed_calls(ex, pkg, 20)  # warm up
         lat = {name: [] for name in configs}
         round_p50 = {name: [] for name in configs}
+        cpu = {name: 0.0 for name in configs}  # CPU seconds, every process, None if unreadable
         per_round = max(1, calls // rounds)
         order = list(executors)
         for i in range(rounds):
             # A different order each round, so no configuration always runs
             # first after a switch.
             for name in order[i % len(order):] + order[:i % len(order)]:
+                c0 = cpu_snapshot(executors[name])
                 got = await timed_calls(executors[name], pkg, per_round)
+                c1 = cpu_snapshot(executors[name])
+                cpu[name] = None if None in (c0, c1, cpu[name]) else cpu[name] + c1 - c0
                 lat[name] += got
                 round_p50[name].append(pct(got, 50))
         out = {name: summary(samples) for name, samples in lat.items()}
@@ -167,6 +171,8 @@ async def bench_layers(reactor, pkg, calls, rounds=15):
         for name in configs:
             diffs = [a - b for a, b in zip(round_p50["all"], round_p50[name])]
             out[name]["paired_cost_ms"] = round(statistics.median(diffs) * 1000, 3)
+            n = len(lat[name])
+            out[name]["cpu_ms_per_call"] = round(cpu[name] * 1000 / n, 3) if cpu[name] else None
         return out
     finally:
         for ex in executors.values():
@@ -368,6 +374,11 @@ def main():
     layers = results["layers"]
     results["layer_cost_ms"] = {name: layers[f"without {name}"]["paired_cost_ms"]
                                 for name in LAYERS + ("all",)}
+    all_cpu = layers["all"]["cpu_ms_per_call"]
+    results["layer_cpu_cost_ms"] = {
+        name: (round(all_cpu - layers[f"without {name}"]["cpu_ms_per_call"], 3)
+               if all_cpu and layers[f"without {name}"]["cpu_ms_per_call"] else None)
+        for name in LAYERS + ("all",)}
     cpu_bound = results["jailed_per_call"]["cpu_bound_per_s"]
     results["targets"] = {
         "jailed_p50_le_5ms": jailed <= 5.0,
@@ -405,9 +416,11 @@ def main():
     print("per-layer cost (alternating rounds; median over rounds of the round's p50 with every\n"
           "layer minus its p50 without that one):")
     for name, row in layers.items():
-        print(f"  {name:22} p50 {row['p50_ms']:7.3f} ms")
+        print(f"  {name:22} p50 {row['p50_ms']:7.3f} ms   CPU per call {row['cpu_ms_per_call']} ms")
     for name, cost in results["layer_cost_ms"].items():
-        print(f"  cost of {name:14} {cost:+7.3f} ms")
+        cpu_cost = results["layer_cpu_cost_ms"][name]
+        cpu_text = f"{cpu_cost:+7.3f} ms" if cpu_cost is not None else "n/a"
+        print(f"  cost of {name:14} p50 {cost:+7.3f} ms   CPU {cpu_text}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     for k, ok in results["targets"].items():
         print(f"target {k}: {'met' if ok else 'MISSED'}")
