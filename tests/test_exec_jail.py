@@ -560,6 +560,33 @@ class KillProcessFallbackTests(JailTestCase):
                          (ResultStatus.KILLED_BY_POLICY, "seccomp stopped a forbidden syscall"))
 
 
+class WarmFreezeTests(JailTestCase):
+    """A warm call lasts until the kernel reports its worker stopped again."""
+
+    config = {"heartbeat_s": 60.0, "grace_s": 1.0}
+
+    @defer.inlineCallbacks
+    def test_answer_without_a_confirmed_stop_is_a_timeout(self):
+        """A warm worker that answers but is not seen frozen by its deadline ends TIMEOUT, not OK."""
+        import signal
+
+        pkg = self.make_package({"main.py": "def handler(e, c):\n    return e\n"})
+        first = yield self.call(pkg, data=b"warm", reuse="per-function")
+        self.assertEqual((first.status, first.output), (ResultStatus.OK, b"warm"))
+        old = self.hello["pid"]
+        with open(f"/proc/{old}/task/{old}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+        template = [k for k in kids if open(f"/proc/{k}/comm").read().strip() == "orb-template"]
+        self.assertEqual(len(template), 1)
+        # The template (the worker's parent, which sees it stop) cannot report.
+        os.kill(template[0], signal.SIGSTOP)
+        self.addCleanup(lambda: os.path.exists(f"/proc/{template[0]}")
+                        and os.kill(template[0], signal.SIGCONT))
+        r = yield self.call(pkg, data=b"again", reuse="per-function", timeout=1.0)
+        self.assertEqual(r.status, ResultStatus.TIMEOUT, r)
+        self.flushLoggedErrors()
+
+
 class HungZygoteTests(JailTestCase):
     config = {"heartbeat_s": 0.5, "restart_delay_s": 0.2}
 
