@@ -100,7 +100,9 @@ Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
 ``max_workers``, ``worker_idle_s``, ``prefork`` (keep a spare child
 ready), ``uid_base``/``uid_count``, ``heartbeat_s`` (a zygote that does
 not answer within it is replaced), ``allow_unconfined`` (the loud
-opt-out), ``disable_layers`` (benchmarks; a disabled layer is missing),
+opt-out), ``disable_layers`` (benchmarks: ``seccomp``, ``seccomp_notify``,
+``landlock``, ``pidns``, ``root``, ``uid_pool``, ``userns``, ``cgroup``; a
+disabled layer is missing),
 ``grace_s``.
 
 How it is built:
@@ -120,6 +122,8 @@ How it is built:
   ``>II`` header (JSON length, payload length), a JSON control object, a
   raw payload.  Private to this package, not the ORB wire protocol.
 - ``_landlock``, ``_seccomp``: the two kernel interfaces.
+- ``_cgroup``: per-child memory and pids cgroups (v1 or v2), their OOM
+  count, and their removal.
 """
 
 __all__ = ["Executor", "ExecConfig", "ExecResult", "ExecutorState", "RuntimeSpec"]

@@ -11,8 +11,9 @@ tenant's input and output in flight, so children come from the template
 (:class:`Template`), forked before the first call.
 
 At start it moves into fresh network, IPC and mount namespaces (after a
-user namespace, for a non-root peer), builds the part of the children's
-root every call shares, compiles the seccomp programs, pre-opens the
+user namespace, for a non-root peer), makes its cgroup dirs where the host
+lets it (:mod:`orb.exec._cgroup`), builds the part of the children's root
+every call shares, compiles the seccomp programs, pre-opens the
 runtime's read-only paths for Landlock, builds one whole test jail
 (:meth:`Jail.self_test`) and says ``hello`` with the layers that worked.
 
@@ -25,7 +26,9 @@ Messages (frames of :mod:`orb.exec._frames`):
   ``{"op": "ping", "n"}`` (answered ``{"op": "pong", "n"}`` while the
   template lives); ``{"op": "stop"}`` (or EOF on stdin) to shut down.
 - zygote -> peer ``{"op": "hello", "pid", "layers", "missing",
-  "landlock_abi", "notes", "scratch_root", ...}`` once, then per call
+  "landlock_abi", "notes", "scratch_root", "cgroup_dirs", ...}`` once
+  (``cgroup_dirs``: the zygote's own cgroup dirs, for the peer to remove
+  if the zygote dies before it can), then per call
   ``{"op": "done", "id", "status", "message", "boot_ms", "exec_ms",
   "out_len", "log_len"}`` with output then log as payload.  ``status`` is a
   :class:`orb.protocol.codes.ResultStatus` name.
