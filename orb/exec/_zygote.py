@@ -1784,8 +1784,10 @@ class Loop:
             # seccomp's kill_process; the function cannot send SIGSYS itself
             # (that is a forbidden syscall too).
             self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall")
-        elif proc.cgroup is not None and proc.cgroup.oom_kills() > 0:
-            # The kernel's OOM killer ended a task of this child's own cgroup.
+        elif (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+              and proc.cgroup is not None and proc.cgroup.oom_kills() > 0):
+            # The kernel's OOM killer ended a task of this child's own cgroup
+            # (its kill is a SIGKILL: only then is the count worth reading).
             self.finish(call, "MEMORY", f"memory limit of {memory_mb} MB reached "
                         "(the kernel's out-of-memory killer ended the call)")
         elif call.too_large:
