@@ -408,15 +408,21 @@ def main():
         r = results[name]
         print(f"throughput {name.replace('_', ' ')}: {r['throughput_per_s']:.0f} calls/s "
               f"({r['throughput_calls']} calls, concurrency {r['concurrency']}, "
-              f"{r['throughput_failed']} not OK); CPU per call in all processes "
-              f"{r['cpu_ms_per_call']} ms -> {r['cpu_bound_per_s']} calls/s on {_cores()} idle cores")
+              f"{r['throughput_failed']} not OK)")
+        if r["cpu_ms_per_call"]:
+            print(f"  CPU per call in all processes {r['cpu_ms_per_call']:.3f} ms -> "
+                  f"{r['cpu_bound_per_s']:.0f} calls/s on {_cores()} idle cores")
+        else:
+            print("  CPU per call: n/a (the zygote's counters cannot be read)")
     if versus is not None:
         print(f"alternating rounds: bwrap p50 {versus['bwrap']['p50_ms']:.3f} ms, jailed p50 "
               f"{versus['jailed']['p50_ms']:.3f} ms: bwrap / jailed = {versus['ratio']:.2f}x")
     print("per-layer cost (alternating rounds; median over rounds of the round's p50 with every\n"
           "layer minus its p50 without that one):")
     for name, row in layers.items():
-        print(f"  {name:22} p50 {row['p50_ms']:7.3f} ms   CPU per call {row['cpu_ms_per_call']} ms")
+        cpu = row["cpu_ms_per_call"]
+        print(f"  {name:22} p50 {row['p50_ms']:7.3f} ms   CPU per call "
+              + (f"{cpu:.3f} ms" if cpu else "n/a"))
     for name, cost in results["layer_cost_ms"].items():
         cpu_cost = results["layer_cpu_cost_ms"][name]
         cpu_text = f"{cpu_cost:+7.3f} ms" if cpu_cost is not None else "n/a"
