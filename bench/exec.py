@@ -12,10 +12,17 @@ Measures (p50 / p99 latency, milliseconds), all in the same run:
 - ``jailed per-call``: Executor.invoke round trip, a fresh jailed child per
   call (every layer on), back to back and 5 ms apart;
 - ``warm worker``: the same with reuse="per-function" (frozen between calls);
-- throughput: calls/s with the queue kept full, on this machine's cores;
-- per-layer cost: the per-call p50 with one layer switched off
-  (``ExecConfig.disable_layers``, which needs the unconfined opt-out), set
-  against the p50 with every layer on, measured just before and after.
+- throughput: calls/s with the queue kept full, on this machine's cores,
+  and the CPU time one call costs in every process involved (peer, zygote,
+  template, jailed child), from the kernel's counters: ``cores / CPU per
+  call`` is the throughput the machine gives when nothing else runs on it,
+  which holds under load from other work, where calls/s does not;
+- ``bwrap / jailed``: the two are run in alternating rounds, so that load
+  from other work falls on both alike;
+- per-layer cost: one executor per configuration (every layer on; one
+  layer switched off with ``ExecConfig.disable_layers``, which needs the
+  unconfined opt-out), all running at once and called in alternating rounds;
+  a layer's cost is the p50 with every layer on minus the p50 without it.
 
 Targets (issue 8): jailed per-call p50 <= 5 ms; >= 4x faster than bwrap;
 warm worker p50 <= 1 ms; >= 400 trivial calls/s on 2 cores.  Every process
@@ -39,7 +46,10 @@ from orb.exec import ExecConfig, Executor, RuntimeSpec  # noqa: E402
 from orb.protocol.codes import ResultStatus  # noqa: E402
 
 HANDLER = "def handler(event, context):\n    return event\n"
-LAYERS = ("seccomp", "landlock", "pidns", "root", "uid_pool")
+# The per-call identity is a uid from the pool for a root peer, a user
+# namespace of its own for a non-root one; cgroups only where writable.
+LAYERS = ("seccomp", "landlock", "pidns", "root",
+          "uid_pool" if os.geteuid() == 0 else "userns", "cgroup")
 BWRAP_RUNNER = ("import sys; sys.path.insert(0, '/pkg'); from main import handler; "
                 "sys.stdout.buffer.write(handler(sys.stdin.buffer.read(), None))")
 
@@ -111,26 +121,118 @@ def bench_bwrap(n, pkg):
     return out
 
 
-async def bench_layer(reactor, pkg, calls, disabled=()):
-    """Per-call p50 with ``disabled`` layers off (an empty tuple: every layer on)."""
+async def timed_calls(ex, pkg, n, reuse="per-call"):
+    spec = RuntimeSpec(runtime="python", entry="main.py", reuse=reuse)
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = await ex.invoke("bench", pkg, spec, b"ping", deadline_s=5)
+        lat.append(time.perf_counter() - t)
+        if r.status != ResultStatus.OK:
+            raise RuntimeError(f"call failed: {r}")
+    return lat
+
+
+async def bench_layers(reactor, pkg, calls, rounds=15):
+    """Per-call p50 for every configuration, executors side by side, called
+    in alternating rounds of ``calls // rounds``."""
     from twisted.internet import defer
 
-    ex = Executor(reactor, ExecConfig(max_queue=64, allow_unconfined=bool(disabled),
-                                      disable_layers=tuple(disabled)))
+    configs = {"all": ()}
+    for name in LAYERS:
+        configs[f"without {name}"] = (name,)
+    configs["without all"] = LAYERS
+    executors = {}
+    try:
+        for name, disabled in configs.items():
+            ex = Executor(reactor, ExecConfig(max_queue=64, allow_unconfined=bool(disabled),
+                                              disable_layers=tuple(disabled)))
+            executors[name] = ex
+            await defer.ensureDeferred(ex.start())
+            await timed_calls(ex, pkg, 20)  # warm up
+        lat = {name: [] for name in configs}
+        round_p50 = {name: [] for name in configs}
+        cpu = {name: 0.0 for name in configs}  # CPU seconds, every process, None if unreadable
+        per_round = max(1, calls // rounds)
+        order = list(executors)
+        for i in range(rounds):
+            # A different order each round, so no configuration always runs
+            # first after a switch.
+            for name in order[i % len(order):] + order[:i % len(order)]:
+                c0 = cpu_snapshot(executors[name])
+                got = await timed_calls(executors[name], pkg, per_round)
+                c1 = cpu_snapshot(executors[name])
+                cpu[name] = None if None in (c0, c1, cpu[name]) else cpu[name] + c1 - c0
+                lat[name] += got
+                round_p50[name].append(pct(got, 50))
+        out = {name: summary(samples) for name, samples in lat.items()}
+        # A layer's cost: the median over rounds of (every layer on) minus
+        # (that one off), each pair measured close together.
+        for name in configs:
+            diffs = [a - b for a, b in zip(round_p50["all"], round_p50[name])]
+            out[name]["paired_cost_ms"] = round(statistics.median(diffs) * 1000, 3)
+            n = len(lat[name])
+            out[name]["cpu_ms_per_call"] = round(cpu[name] * 1000 / n, 3) if cpu[name] else None
+        return out
+    finally:
+        for ex in executors.values():
+            await defer.ensureDeferred(ex.stop())
+
+
+async def bench_versus_bwrap(reactor, pkg, fresh, rounds=10):
+    """bwrap and jailed per-call p50 from alternating rounds."""
+    from twisted.internet import defer
+
+    argv = bwrap_argv(pkg)
+    if argv is None:
+        return None
+    ex = Executor(reactor, ExecConfig(max_queue=64))
     try:
         await defer.ensureDeferred(ex.start())
-        spec = RuntimeSpec(runtime="python", entry="main.py")
-        lat = []
-        for i in range(calls + 20):
-            t = time.perf_counter()
-            r = await ex.invoke("bench", pkg, spec, b"ping", deadline_s=5)
-            if i >= 20:
-                lat.append(time.perf_counter() - t)
-            if r.status != ResultStatus.OK:
-                raise RuntimeError(f"call failed: {r}")
-        return summary(lat)
+        await timed_calls(ex, pkg, 20)
+        jailed, bw = [], []
+        for _ in range(rounds):
+            bw += bench_bwrap(max(1, fresh // rounds), pkg)
+            jailed += await timed_calls(ex, pkg, 20)
+        return {"bwrap": summary(bw), "jailed": summary(jailed),
+                "ratio": round(pct(bw, 50) / pct(jailed, 50), 2)}
     finally:
         await defer.ensureDeferred(ex.stop())
+
+
+def _proc_cpu_s(pid, children=False):
+    """utime + stime (and with ``children``, that of its reaped children) of ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(ex):
+    """CPU seconds so far of this process, the zygote, and the template with
+    the jailed children it reaped; None where they cannot be read (a non-root
+    peer's zygote, in its user namespace, is not dumpable)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    total = me.ru_utime + me.ru_stime
+    zygote = ex.zygote_pid
+    try:
+        total += _proc_cpu_s(zygote)
+        with open(f"/proc/{zygote}/task/{zygote}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+        templates = []
+        for kid in kids:
+            with open(f"/proc/{kid}/comm") as f:
+                if f.read().strip() == "orb-template":
+                    templates.append(kid)
+        if len(templates) != 1:
+            return None
+        return total + _proc_cpu_s(templates[0], children=True)
+    except (OSError, TypeError, ValueError):
+        return None
 
 
 async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
@@ -185,16 +287,28 @@ async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
                 one()
 
         t = time.perf_counter()
+        cpu0 = cpu_snapshot(ex)
         for _ in range(window):
             one()
         await done
         elapsed = time.perf_counter() - t
+        cpu1 = cpu_snapshot(ex)
+        cpu_ms = (cpu1 - cpu0) * 1000 / total if None not in (cpu0, cpu1) else None
         return {"latency": summary(lat), "boot": summary(boot), "exec": summary(run),
                 "latency_5ms_apart": summary(gapped),
                 "throughput_per_s": round(total / elapsed, 1), "throughput_calls": total,
+                "cpu_ms_per_call": round(cpu_ms, 3) if cpu_ms else None,
+                "cpu_bound_per_s": round(_cores() * 1000 / cpu_ms, 1) if cpu_ms else None,
                 "throughput_failed": state["other"], "concurrency": ex.config.max_concurrent}
     finally:
         await defer.ensureDeferred(ex.stop())
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def main():
@@ -229,8 +343,6 @@ def main():
     try:
         results["bare_fork"] = summary(bench_fork(args.calls))
         results["python_c_pass"] = summary(bench_python_pass(max(10, args.fresh // 2)))
-        bw = bench_bwrap(args.fresh, pkg)
-        results["bwrap"] = summary(bw) if bw else None
 
         from twisted.internet import defer, task
 
@@ -239,13 +351,8 @@ def main():
         async def run_all(reactor):
             box["per_call"] = await bench_executor(reactor, pkg, args.calls, "per-call")
             box["warm"] = await bench_executor(reactor, pkg, args.calls, "per-function")
-            layers = {"all (before)": await bench_layer(reactor, pkg, args.layer_calls)}
-            for name in LAYERS:
-                layers[f"without {name}"] = await bench_layer(reactor, pkg, args.layer_calls,
-                                                              (name,))
-            layers["without all five"] = await bench_layer(reactor, pkg, args.layer_calls, LAYERS)
-            layers["all (after)"] = await bench_layer(reactor, pkg, args.layer_calls)
-            box["layers"] = layers
+            box["versus"] = await bench_versus_bwrap(reactor, pkg, args.fresh)
+            box["layers"] = await bench_layers(reactor, pkg, args.layer_calls)
 
         try:
             task.react(lambda reactor: defer.ensureDeferred(run_all(reactor)))
@@ -255,22 +362,30 @@ def main():
         results["jailed_per_call"] = box["per_call"]
         results["warm_worker"] = box["warm"]
         results["layers"] = box["layers"]
+        results["versus_bwrap"] = box["versus"]
+        results["bwrap"] = box["versus"]["bwrap"] if box["versus"] else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     jailed = results["jailed_per_call"]["latency"]["p50_ms"]
     warm = results["warm_worker"]["latency"]["p50_ms"]
     tput = results["jailed_per_call"]["throughput_per_s"]
-    bwrap = results["bwrap"]["p50_ms"] if results["bwrap"] else None
+    versus = results["versus_bwrap"]
     layers = results["layers"]
-    base = (layers["all (before)"]["p50_ms"] + layers["all (after)"]["p50_ms"]) / 2
-    results["layer_cost_ms"] = {name: round(base - layers[f"without {name}"]["p50_ms"], 3)
-                                for name in LAYERS + ("all five",)}
+    results["layer_cost_ms"] = {name: layers[f"without {name}"]["paired_cost_ms"]
+                                for name in LAYERS + ("all",)}
+    all_cpu = layers["all"]["cpu_ms_per_call"]
+    results["layer_cpu_cost_ms"] = {
+        name: (round(all_cpu - layers[f"without {name}"]["cpu_ms_per_call"], 3)
+               if all_cpu and layers[f"without {name}"]["cpu_ms_per_call"] else None)
+        for name in LAYERS + ("all",)}
+    cpu_bound = results["jailed_per_call"]["cpu_bound_per_s"]
     results["targets"] = {
         "jailed_p50_le_5ms": jailed <= 5.0,
-        "ge_4x_faster_than_bwrap": bwrap is not None and bwrap >= 4 * jailed,
+        "ge_4x_faster_than_bwrap": versus is not None and versus["ratio"] >= 4,
         "warm_p50_le_1ms": warm <= 1.0,
         "throughput_ge_400": tput >= 400.0,
+        "cpu_bound_throughput_ge_400": cpu_bound is not None and cpu_bound >= 400.0,
     }
     if args.json:
         print(json.dumps(results, indent=2))
@@ -294,13 +409,25 @@ def main():
         print(f"throughput {name.replace('_', ' ')}: {r['throughput_per_s']:.0f} calls/s "
               f"({r['throughput_calls']} calls, concurrency {r['concurrency']}, "
               f"{r['throughput_failed']} not OK)")
-    if bwrap is not None:
-        print(f"bwrap p50 / jailed per-call p50 = {bwrap / jailed:.2f}x")
-    print("per-layer cost (p50 with every layer minus p50 without that one):")
+        if r["cpu_ms_per_call"]:
+            print(f"  CPU per call in all processes {r['cpu_ms_per_call']:.3f} ms -> "
+                  f"{r['cpu_bound_per_s']:.0f} calls/s on {_cores()} idle cores")
+        else:
+            print("  CPU per call: n/a (the zygote's counters cannot be read)")
+    if versus is not None:
+        print(f"alternating rounds: bwrap p50 {versus['bwrap']['p50_ms']:.3f} ms, jailed p50 "
+              f"{versus['jailed']['p50_ms']:.3f} ms: bwrap / jailed = {versus['ratio']:.2f}x")
+    print("per-layer cost (alternating rounds; median over rounds of the round's p50 with every\n"
+          "layer minus its p50 without that one):")
     for name, row in layers.items():
-        print(f"  {name:22} p50 {row['p50_ms']:7.3f} ms")
+        cpu = row["cpu_ms_per_call"]
+        print(f"  {name:22} p50 {row['p50_ms']:7.3f} ms   CPU per call "
+              + (f"{cpu:.3f} ms" if cpu else "n/a"))
     for name, cost in results["layer_cost_ms"].items():
-        print(f"  cost of {name:14} {cost:+7.3f} ms")
+        cpu_cost = results["layer_cpu_cost_ms"][name]
+        cpu_text = f"{cpu_cost:+7.3f} ms" if cpu_cost is not None else "n/a"
+        print(f"  cost of {name:14} p50 {cost:+7.3f} ms   CPU {cpu_text}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     for k, ok in results["targets"].items():
         print(f"target {k}: {'met' if ok else 'MISSED'}")
 

@@ -68,6 +68,15 @@ class SeccompTests(SynchronousTestCase):
         self.assertEqual(_seccomp.syscall_name(101), "ptrace")
         self.assertEqual(_seccomp.syscall_name(59), "execve")
 
+    def test_recent_syscalls_are_named_even_if_libseccomp_is_older(self):
+        """listmount, statmount and the other recent syscalls get names; an unknown number says so."""
+        self.assertEqual(_seccomp.syscall_name(458), "listmount")
+        self.assertEqual(_seccomp.syscall_name(457), "statmount")
+        self.assertEqual(_seccomp._recent_name(462, "aarch64"), "mseal")
+        self.assertEqual(_seccomp._recent_name(335, "x86_64"), "uretprobe")
+        self.assertIsNone(_seccomp._recent_name(335, "aarch64"))
+        self.assertEqual(_seccomp.syscall_name(100000), "syscall 100000")
+
     def test_load_in_a_child_blocks_sockets(self):
         """The exec policy makes socket() fail with EACCES."""
         prog = _seccomp.compile_policy("exec")

@@ -150,7 +150,9 @@ _DESCRIPTIONS = {
     "no_new_privs": "no_new_privs",
     "rlimits": "rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0)",
     "netns": "empty network namespace",
-    "cgroup": "cgroup limits (memory, pids, freezer)",
+    "cgroup": "a cgroup per call (memory and pids; the note names the controllers in use)",
+    "cgroup_memory": "cgroup memory bound per call, shared and tmpfs pages included; OOM -> MEMORY",
+    "cgroup_pids": "cgroup task bound per call (processes and threads)",
 }
 
 

@@ -27,13 +27,16 @@ see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
 - ``TIMEOUT``: the wall-clock deadline (or the CPU limit) was reached and
   the child's whole process group was killed; also for a call whose
   deadline passed while it waited in the queue;
-- ``MEMORY``: the python runtime hit the address-space limit (an ``exec``
-  program that fails an allocation ends ERROR: its log is not a verdict);
+- ``MEMORY``: the kernel's OOM killer ended the call in its own memory
+  cgroup (any runtime).  Without a writable memory cgroup (a non-root
+  peer) memory is bounded by RLIMIT_AS alone, and a failed allocation is
+  the function's own ERROR: no kernel witness, no MEMORY verdict;
 - ``KILLED_BY_POLICY``: seccomp stopped a forbidden syscall, named in
   ``message`` when the kernel names it to the zygote (seccomp user
   notification: ``seccomp stopped forbidden syscall socket``), else
   ``seccomp stopped a forbidden syscall``;
-- ``OUTPUT_TOO_LARGE``: stdout passed ``output_max_bytes``;
+- ``OUTPUT_TOO_LARGE``: the zygote counted more than ``output_max_bytes``
+  (a frame header's claim counts for nothing);
 - ``BUSY``: ``max_concurrent`` calls are running and ``max_queue`` wait;
 - ``REFUSED``: a required jail layer is missing on this host and
   ``ExecConfig.allow_unconfined`` (the operator's loud opt-out) is off;
@@ -41,12 +44,15 @@ see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
   is stopping; the message says which.
 
 Verdicts are the supervisor's: the status comes from the exit status and
-signal the kernel reports, seccomp notifications and the zygote's own clock
-and byte counts; ``boot_ms``/``exec_ms`` are the zygote's clock.  Function
-output is payload only.  The function's own outcome (OK, ERROR, MEMORY for
-python) is its exit code, which it could choose anyway; in a warm worker,
-whose process it shares with the runtime, a function can also break its
-own result channel (ERROR).
+signal the kernel reports, seccomp notifications, the call's cgroup's OOM
+count and the zygote's own clock and byte counts; ``boot_ms``/``exec_ms``
+are the zygote's clock.  Function output is payload only.  The function's
+own outcome, OK or ERROR, is its exit code (0 or not), which it could
+choose anyway; in a warm worker, whose process it shares with the runtime,
+it is the ``kind`` of its answer frame, and a function that breaks that
+channel gets ERROR (garbage) or TIMEOUT (no answer), never a limit's
+verdict.  A warm call ends when the kernel reports the worker stopped
+again, not when its answer arrives.
 
 Each call's child, before function code runs:
 
@@ -60,6 +66,10 @@ Each call's child, before function code runs:
 - runs under a uid/gid of its own from a pool (``uid_base``/``uid_count``)
   that owns no host file, when the peer is root; a non-root peer's zygote
   runs in a user namespace instead;
+- sits in a memory and a pids cgroup of its own (v1 or v2) where the host
+  lets the peer make them: memory (shared and tmpfs pages too) and tasks
+  bounded, the OOM kill counted, the cgroup removed once the child is
+  reaped;
 - Landlock (read-only runtime and package, read-write ``/tmp``, TCP
   bind/connect denied, signals and abstract unix sockets scoped), rlimits
   (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0), no_new_privs, no capabilities,
@@ -78,8 +88,8 @@ context)``; ``context.fid``, ``context.request_id``,
 allowlist; reads stdin, writes stdout).  ``reuse="per-function"`` (python
 only) keeps a warm jailed worker per function (one fid only); its module
 state and scratch persist between that function's calls, and it is stopped
-(SIGSTOP) whenever it has no call: a call's deadline covers it until it is
-stopped again.
+(SIGSTOP) whenever it has no call: a call's deadline covers it until the
+kernel reports it stopped again (the template, its parent, sees the stop).
 
 Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
 (default: cores), ``max_queue`` (default 4 x cores; beyond it BUSY),
@@ -90,7 +100,9 @@ Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
 ``max_workers``, ``worker_idle_s``, ``prefork`` (keep a spare child
 ready), ``uid_base``/``uid_count``, ``heartbeat_s`` (a zygote that does
 not answer within it is replaced), ``allow_unconfined`` (the loud
-opt-out), ``disable_layers`` (benchmarks; a disabled layer is missing),
+opt-out), ``disable_layers`` (benchmarks: ``seccomp``, ``seccomp_notify``,
+``landlock``, ``pidns``, ``root``, ``uid_pool``, ``userns``, ``cgroup``; a
+disabled layer is missing),
 ``grace_s``.
 
 How it is built:
@@ -110,6 +122,8 @@ How it is built:
   ``>II`` header (JSON length, payload length), a JSON control object, a
   raw payload.  Private to this package, not the ORB wire protocol.
 - ``_landlock``, ``_seccomp``: the two kernel interfaces.
+- ``_cgroup``: per-child memory and pids cgroups (v1 or v2), their OOM
+  count, and their removal.
 """
 
 __all__ = ["Executor", "ExecConfig", "ExecResult", "ExecutorState", "RuntimeSpec"]

@@ -21,7 +21,9 @@ pid 1 of a new PID namespace.  Then, in the child, in this order:
    exceptions;
 4. move the call's fds to 0-3 and close every other fd; chdir to ``/tmp``;
 5. the call's uid and gid from the zygote's pool (no groups; every
-   capability goes), or, in a user namespace, an empty capability set;
+   capability goes), or, for a non-root peer, a user namespace of its own
+   (entered right after step 2) where it is that uid, and an empty
+   capability set;
 6. rlimits (CPU, AS, FSIZE, NOFILE, NPROC, CORE=0); Landlock
    ``restrict_self``;
 7. seccomp, last, so nothing above can be undone;
@@ -36,8 +38,9 @@ the time with its own clock) or ``E`` + text (the jail could not be built;
 nothing ran).  Both are written before any function code runs, so the
 zygote's verdict never rests on bytes the function wrote: it comes from the
 exit status, the signal and the zygote's own clock.  The python runtime
-reports its outcome only as its exit code (0 OK, 1 ERROR, 3 MEMORY) and its
-output on stdout.
+reports its outcome only as its exit code (0 OK, anything else ERROR) and
+its output on stdout; MEMORY is the zygote's verdict, from the out-of-memory
+count of the child's own cgroup.
 """
 
 import ctypes
@@ -58,7 +61,6 @@ from ._frames import FrameDecoder, FrameError, encode
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_MEMORY = 3
 EXIT_SETUP = 4
 
 THREAD_STACK_BYTES = 1024 * 1024
@@ -182,7 +184,7 @@ def _set_rlimits(spec) -> None:
         (resource.RLIMIT_FSIZE, int(spec["fsize_bytes"])),
         (resource.RLIMIT_NOFILE, int(spec["nofile"])),
         (resource.RLIMIT_NPROC, int(spec.get("nproc", 64))),
-        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_AS, int(spec.get("as_bytes", mem))),
     ]
     for what, value in limits:
         resource.setrlimit(what, (value, value))
@@ -230,13 +232,21 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def spare(jail, fds: tuple[int, int, int, int], keep: set) -> NoReturn:
-    """A pre-forked child: prepare, then wait for one order on ``fds[0]``.
+def spare(jail, fds: tuple[int, int, int, int], keep: set, cgroup_fds: tuple = ()) -> NoReturn:
+    """A pre-forked child: join its cgroup (``cgroup_fds``: the
+    ``cgroup.procs`` files the zygote made for it), prepare, then wait for
+    one order on ``fds[0]``.
 
     The order is ``ORDER_HEADER`` + spec JSON; the call's input follows until
     EOF, so the same pipe becomes the function's stdin."""
     order_fd, status_fd = fds[0], fds[3]
     _set_name(b"orb-spare")
+    try:
+        for fd in cgroup_fds:
+            os.write(fd, b"0")  # "0": the writer itself
+            os.close(fd)
+    except BaseException as e:
+        _setup_failed(status_fd, e)
     try:
         # Drop every fd but ours at once: a copy of another call's input
         # pipe held here would keep that call from ever seeing EOF.
@@ -281,10 +291,15 @@ def _enter_jail(jail, spec: dict, fds: tuple[int, int, int, int]) -> NoReturn:
             # Ignored signals survive execve; give the binary the defaults.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+        inside_uid = spec.get("inside_uid")
+        proc_fd = _ns.open_proc_self() if inside_uid is not None else None
         if jail.use_namespaces:
             _ns.finish_root(jail.root_plan, spec["package_dir"], spec["runtime"] == "exec",
                             int(spec["scratch_max_bytes"]), int(spec["scratch_inodes"]),
                             int(spec.get("uid") or 0), int(spec.get("gid") or 0))
+        if proc_fd is not None:
+            _ns.enter_call_user_namespace(proc_fd, int(inside_uid))
+            os.close(proc_fd)
         ruleset = _build_ruleset(jail, spec) if jail.use_landlock else None
         ruleset = _setup_fds(fds, ruleset)
         status_fd = 3
@@ -387,10 +402,12 @@ def _finish(code: int, out: bytes = b"") -> NoReturn:
 
 
 def _memory_exit() -> NoReturn:
+    # An exit code is the function's own word (it can choose any): this is
+    # ERROR.  MEMORY is the supervisor's verdict, from the cgroup's OOM count.
     try:
-        os.write(2, b"\nMemoryError: the function passed its memory limit\n")
+        os.write(2, b"\nMemoryError: an allocation failed (the call's memory limit)\n")
     finally:
-        os._exit(EXIT_MEMORY)
+        os._exit(EXIT_ERROR)
 
 
 def _runtime_setup() -> None:

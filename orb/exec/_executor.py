@@ -138,7 +138,8 @@ class ExecConfig:
     uid_base: int = 1_900_000_000  # per-call uids/gids (root peer): [uid_base, uid_base + uid_count)
     uid_count: int = 4096
     # Layers to switch off, for bench/exec.py's per-layer costs only: any of
-    # "seccomp", "seccomp_notify", "landlock", "pidns", "root", "uid_pool".
+    # "seccomp", "seccomp_notify", "landlock", "pidns", "root", "uid_pool" (root peer),
+    # "userns" (non-root peer: the per-call user namespace), "cgroup".
     # A disabled layer is missing: calls are REFUSED unless allow_unconfined.
     disable_layers: tuple = ()
     # The zygote answers a ping every heartbeat_s; one that does not answer
@@ -208,6 +209,8 @@ class Executor:
         self._restart_call = None
         self._kill_call = None
         self._scratch_root: str | None = None
+        self._cgroup_dirs: list[str] = []
+        self._cgroup_retry: list = []  # removals of a dead zygote's cgroups, once more
         self._ping_n = 0
         self._ping_call = None  # the next ping
         self._pong_call = None  # the deadline for the answer to the last one
@@ -372,6 +375,7 @@ class Executor:
     def _hello(self, ctl: dict) -> None:
         self.layers = dict(ctl.get("layers", {}))
         self._scratch_root = ctl.get("scratch_root")
+        self._cgroup_dirs = [d for d in ctl.get("cgroup_dirs", ()) if isinstance(d, str)]
         missing = list(ctl.get("missing", []))
         self._restarts = 0
         if missing and not self.config.allow_unconfined:
@@ -480,6 +484,15 @@ class Executor:
     def _remove_scratch_root(self) -> None:
         """A zygote that was killed could not wipe its scratch root; its tmpfs
         mounts died with its mount namespace, so only empty dirs are left."""
+        from . import _cgroup
+
+        dirs, self._cgroup_dirs = self._cgroup_dirs, []
+        for d in dirs:  # its children's cgroups: empty once they are gone
+            if os.path.basename(d).startswith(_cgroup.PREFIX):
+                _cgroup.remove_tree(d)
+                if os.path.isdir(d):  # a child of a killed zygote still dying
+                    self._cgroup_retry.append(
+                        (d, self._clock.callLater(self.config.grace_s, _cgroup.remove_tree, d)))
         root, self._scratch_root = self._scratch_root, None
         if not root or os.path.basename(root).split("-")[:2] != ["orb", "zygote"]:
             return
@@ -497,6 +510,14 @@ class Executor:
 
     def _finish_stop(self) -> None:
         self._state = ExecutorState.STOPPED
+        retry, self._cgroup_retry = self._cgroup_retry, []
+        if retry:
+            from ._cgroup import remove_tree
+
+            for d, call in retry:
+                if call.active():
+                    call.cancel()
+                    remove_tree(d)
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         for p in list(self._running.values()):

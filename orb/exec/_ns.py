@@ -18,8 +18,10 @@ Each jailed child gets, before any function code runs:
 - an identity that owns nothing (:class:`UidPool`): a uid and gid from a
   configured range that no other running call holds, when the peer runs as
   root.  A non-root peer runs the zygote in a user namespace
-  (:func:`enter_user_namespace`) where the child is "root" with no
-  capabilities, on mounts it cannot change; the host sees the peer's uid.
+  (:func:`enter_user_namespace`), and each call in a user namespace of its
+  own nested in it (:func:`enter_call_user_namespace`), as a uid from the
+  same pool, with no capabilities, on mounts it cannot change; the host
+  sees the peer's uid.
 
 The network namespace is the zygote's (empty) one.
 """
@@ -185,6 +187,38 @@ def enter_user_namespace() -> None:
         f.write(f"0 {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
         f.write(f"0 {gid} 1")
+
+
+def open_proc_self() -> int:
+    """This process's /proc dir, opened while /proc is still reachable (before
+    ``pivot_root``), for :func:`enter_call_user_namespace`."""
+    return os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def enter_call_user_namespace(proc_fd: int, inside_id: int) -> None:
+    """A non-root peer's call: a user namespace of its own, nested in the
+    zygote's, where it is ``inside_id`` (its uid and gid), mapped to the
+    zygote's one id.  The task count that RLIMIT_NPROC bounds is kept per
+    user namespace and uid, so each call's is its own, not one shared by
+    every call of the peer.  The mount namespace stays the zygote's
+    namespace's: the call holds no capability over its own mounts.
+
+    The map files are opened through ``proc_fd`` after the unshare (a map
+    file belongs to the namespace its opener is in), once the root is
+    pivoted and no /proc is left to name them by path."""
+    unshare(CLONE_NEWUSER, "unshare(CLONE_NEWUSER) for the call")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{inside_id} 0 1"),
+                       ("gid_map", f"{inside_id} 0 1")):
+        fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+        try:
+            os.write(fd, text.encode())
+        except OSError as e:
+            raise NamespaceError(e.errno, f"write {name} of the call's user namespace: "
+                                 f"{e.strerror}") from None
+        finally:
+            os.close(fd)
+    if os.getuid() != inside_id:
+        raise NamespaceError(0, "the call's user namespace did not map its uid")
 
 
 class UidPool:

@@ -191,15 +191,40 @@ def _export(flt) -> bytes:
     return prog
 
 
+#: Syscalls newer than the libseccomp a host may have installed, so that a
+#: notification still names them.  From 424 on every architecture but alpha
+#: shares these numbers (asm-generic/unistd.h); uretprobe is x86_64's own.
+RECENT_SYSCALLS = {
+    457: "statmount", 458: "listmount", 459: "lsm_get_self_attr", 460: "lsm_set_self_attr",
+    461: "lsm_list_modules", 462: "mseal", 463: "setxattrat", 464: "getxattrat",
+    465: "listxattrat", 466: "removexattrat", 467: "open_tree_attr", 468: "file_getattr",
+    469: "file_setattr",
+}
+RECENT_X86_64 = {335: "uretprobe"}
+
+
+def _recent_name(nr: int, machine: str) -> str | None:
+    if machine == "x86_64" and nr in RECENT_X86_64:
+        return RECENT_X86_64[nr]
+    if machine != "alpha":
+        return RECENT_SYSCALLS.get(nr)
+    return None
+
+
 def syscall_name(nr: int) -> str:
-    """The name of native syscall ``nr``, or ``syscall <nr>``."""
+    """The name of native syscall ``nr`` (libseccomp's, or for syscalls it
+    does not know yet, :data:`RECENT_SYSCALLS`), or ``syscall <nr>``."""
+    name = None
     try:
         import pyseccomp as sc
 
-        name = sc.resolve_syscall(sc.system_arch(), nr)
-        return name.decode() if isinstance(name, bytes) else str(name)
+        got = sc.resolve_syscall(sc.system_arch(), nr)
+        name = got.decode() if isinstance(got, bytes) else str(got)
     except Exception:
-        return f"syscall {nr}"
+        pass
+    if not name or name.startswith("syscall") or name.isdigit():
+        name = _recent_name(nr, os.uname().machine) or f"syscall {nr}"
+    return name
 
 
 class _SockFprog(ctypes.Structure):

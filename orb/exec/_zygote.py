@@ -11,8 +11,9 @@ tenant's input and output in flight, so children come from the template
 (:class:`Template`), forked before the first call.
 
 At start it moves into fresh network, IPC and mount namespaces (after a
-user namespace, for a non-root peer), builds the part of the children's
-root every call shares, compiles the seccomp programs, pre-opens the
+user namespace, for a non-root peer), makes its cgroup dirs where the host
+lets it (:mod:`orb.exec._cgroup`), builds the part of the children's root
+every call shares, compiles the seccomp programs, pre-opens the
 runtime's read-only paths for Landlock, builds one whole test jail
 (:meth:`Jail.self_test`) and says ``hello`` with the layers that worked.
 
@@ -25,7 +26,9 @@ Messages (frames of :mod:`orb.exec._frames`):
   ``{"op": "ping", "n"}`` (answered ``{"op": "pong", "n"}`` while the
   template lives); ``{"op": "stop"}`` (or EOF on stdin) to shut down.
 - zygote -> peer ``{"op": "hello", "pid", "layers", "missing",
-  "landlock_abi", "notes", "scratch_root", ...}`` once, then per call
+  "landlock_abi", "notes", "scratch_root", "cgroup_dirs", ...}`` once
+  (``cgroup_dirs``: the zygote's own cgroup dirs, for the peer to remove
+  if the zygote dies before it can), then per call
   ``{"op": "done", "id", "status", "message", "boot_ms", "exec_ms",
   "out_len", "log_len"}`` with output then log as payload.  ``status`` is a
   :class:`orb.protocol.codes.ResultStatus` name.
@@ -58,9 +61,8 @@ import struct
 import sys
 import time
 
-from . import _child, _landlock, _ns, _seccomp
-from ._frames import (MAX_CTL_BYTES, ControlTooLarge, FrameDecoder, FrameError, FrameTooLarge,
-                      encode)
+from . import _cgroup, _child, _landlock, _ns, _seccomp
+from ._frames import HEADER, MAX_CTL_BYTES, FrameDecoder, FrameError, encode
 
 # Pre-import what the child runtime uses, so no child has to read ORB's or
 # the venv's files after its jail closes.
@@ -108,6 +110,10 @@ DEFAULT_UID_COUNT = 4096
 WORKER_CPU_S = 600
 IDLE_S = 0.001
 WORKER_MAX_CALLS = 10000
+# The worker's answer frame is read whatever length its header claims (that
+# header is the function's to write): the zygote counts the bytes that really
+# came, and OUTPUT_TOO_LARGE is its own count passing the cap.
+ANSWER_MAX_BYTES = (1 << 32) - 1
 MAX_PRIMED = 2  # functions with a child readied for their next call
 PRIMED_IDLE_S = 5.0  # an unused primed child is killed after this long
 
@@ -177,33 +183,6 @@ def compile_seccomp(notify: bool) -> tuple[dict, dict]:
     programs = {rt: bytes.fromhex(prog) for rt, prog in doc["programs"].items()}
     names = {int(nr): name for nr, name in doc["names"].items() if not name.startswith("syscall ")}
     return programs, names
-
-
-def cgroup_report() -> dict:
-    """Which cgroup hierarchies and controllers this host mounts (reported by
-    ``orb sandbox-check``; the jail does not use them yet)."""
-    v1, v2 = [], None
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 4:
-                    continue
-                if parts[2] == "cgroup2":
-                    v2 = parts[1]
-                elif parts[2] == "cgroup":
-                    v1 += [o for o in parts[3].split(",")
-                           if o in ("memory", "pids", "cpu", "freezer", "cpuset", "blkio")]
-    except OSError:
-        pass
-    controllers_v2 = []
-    if v2:
-        try:
-            with open(os.path.join(v2, "cgroup.controllers")) as f:
-                controllers_v2 = f.read().split()
-        except OSError:
-            pass
-    return {"v1": sorted(set(v1)), "v2": controllers_v2, "v2_mount": v2}
 
 
 def root_ro_dirs() -> list[str]:
@@ -336,12 +315,16 @@ class Jail:
         self.interpreters = interpreter_allowlist()
         self.loaders = _loader_paths()
         self.root_uid = os.geteuid() == 0
-        self.uid_pool = _ns.UidPool(uid_base, uid_count) if self.root_uid else None
+        # Root peer: host uids that own nothing.  Non-root peer: the uid each
+        # call has inside a user namespace of its own.
+        self.uid_pool = _ns.UidPool(uid_base, uid_count)
+        self.cgroups = _cgroup.Cgroups()
         self.pidns_fd: int | None = None
         self.root_plan: _ns.RootPlan | None = None
         self.use_namespaces = False  # own mount/IPC/UTS namespaces and root
         self.use_pidns = False
-        self.use_uid = False
+        self.use_uid = False  # setuid to a pool uid (root peer)
+        self.use_call_userns = False  # a user namespace per call (non-root peer)
         self.mountns = False
 
     def enter_namespaces(self) -> None:
@@ -397,13 +380,14 @@ class Jail:
             self.notes["root"] = str(e)
             return
         r, w = os.pipe2(os.O_CLOEXEC)
-        uid = self.uid_pool.take() if self.uid_pool else None
+        uid = self.uid_pool.take()
+        owner = uid if self.root_uid else 0  # of the scratch, in the zygote's namespace
         try:
             pid = _ns.fork_in_new_pidns(self.pidns_fd)
         except OSError as e:
             os.close(r)
             os.close(w)
-            self.uid_pool and self.uid_pool.give_back(uid)
+            self.uid_pool.give_back(uid)
             self.layers.update({name: False for name in steps})
             self.notes["pidns"] = str(e)
             return
@@ -414,12 +398,16 @@ class Jail:
                     raise OSError("not pid 1 of a new PID namespace")
                 step = "call_namespaces"
                 _ns.unshare_call_namespaces()
+                proc_fd = None if self.root_uid else _ns.open_proc_self()
                 step = "pivot_root"
-                _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, uid or 0, uid or 0)
+                _ns.finish_root(self.root_plan, empty_dir, False, 4096, 16, owner, owner)
                 if os.listdir("/") == [] or os.path.exists(mountpoint + "/pkg"):
                     raise OSError("the new root is not in place")
                 step = identity
-                _ns.become(uid, uid)
+                if self.root_uid:
+                    _ns.become(uid, uid)
+                else:
+                    _ns.enter_call_user_namespace(proc_fd, uid)
                 os.write(w, b"ok")
             except BaseException as e:
                 os.write(w, f"{step}:{e}"[:400].encode())
@@ -434,7 +422,7 @@ class Jail:
             answer += chunk
         os.close(r)
         os.waitpid(pid, 0)
-        self.uid_pool and self.uid_pool.give_back(uid)
+        self.uid_pool.give_back(uid)
         if answer == b"ok":
             failed = None
         else:
@@ -453,13 +441,33 @@ class Jail:
                 self.notes[name] = "disabled by the operator"
         self.use_pidns = self.layers["pidns"]
         self.use_namespaces = all(self.layers[name] for name in steps[1:4])
-        self.use_uid = self.layers[identity] and self.uid_pool is not None
-        cg = cgroup_report()
-        self.layers["cgroup"] = False
-        self.notes["cgroup"] = (f"v1 controllers {','.join(cg['v1']) or 'none'}; v2 controllers "
-                                f"{','.join(cg['v2']) or 'none'}; not used by the jail yet")
-        if self.uid_pool:
-            self.notes["uid_pool"] = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
+        self.use_uid = self.layers[identity] and self.root_uid
+        self.use_call_userns = self.layers[identity] and not self.root_uid
+        uids = f"uids {self.uid_pool.base}..{self.uid_pool.base + self.uid_pool.size - 1}"
+        if self.root_uid:
+            self.notes["uid_pool"] = uids
+        elif self.use_call_userns:
+            self.notes["userns"] = (f"the zygote's, and one per call nested in it ({uids} inside, "
+                                    "mapped to the peer's uid; a task count of its own)")
+
+    def setup_cgroups(self, tag: str) -> None:
+        """A memory and a pids cgroup per child where the host lets us make
+        them; otherwise the rlimits (and the call's own uid or user
+        namespace, for tasks) are the bounds, and the note says why."""
+        if "cgroup" in self.disabled:
+            self.cgroups.why_not = {name: "disabled by the operator" for name in _cgroup.CONTROLLERS}
+        else:
+            self.cgroups.setup(tag)
+        self.layers["cgroup_memory"] = self.cgroups.memory
+        self.layers["cgroup_pids"] = self.cgroups.pids
+        self.layers["cgroup"] = self.cgroups.memory and self.cgroups.pids
+        note = self.cgroups.report()
+        if not self.cgroups.memory:
+            note += ("; memory is bounded by RLIMIT_AS alone, and an allocation past it ends "
+                     "ERROR (no kernel witness for MEMORY)")
+        if not self.cgroups.pids:
+            note += "; tasks are bounded by RLIMIT_NPROC of the call's own uid or user namespace"
+        self.notes["cgroup"] = note
 
     def missing(self) -> list[str]:
         required = REQUIRED_LAYERS + ("uid_pool" if self.root_uid else "userns",)
@@ -626,6 +634,7 @@ class Proc:
         self.reaped = False
         self.listener: int | None = None  # our copy of its seccomp notification fd
         self.gate: Gate | None = None
+        self.cgroup: "_cgroup.CallGroup | None" = None
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
@@ -647,7 +656,9 @@ class Worker:
         self.proc = proc
         self.stdin = stdin
         self.call: Call | None = None
-        self.decoder = FrameDecoder(max_data_bytes=output_max)
+        self.decoder = FrameDecoder(max_data_bytes=ANSWER_MAX_BYTES)
+        self.received = 0  # bytes read from its stdout during this call
+        self.answer: tuple | None = None  # (kind, output) while it is being stopped
         self.calls_served = 0
         self.last_used = _now()
         self.dead = False
@@ -664,10 +675,14 @@ class Template:
     pidfd; when a child exits it reports the exit status and CPU time the
     kernel gave it.  Messages (SOCK_SEQPACKET, one per datagram):
 
-    - zygote -> template: ``S`` with 4 fds (order_r, out_w, err_w, st_w);
-      ``H`` (are you alive and answering?);
+    - zygote -> template: ``S`` with 4 fds (order_r, out_w, err_w, st_w),
+      then the ``cgroup.procs`` of the child's own cgroup (one per
+      hierarchy) for it to join;
+      ``H`` (are you alive and answering?); ``W`` + pid (say when this
+      child is stopped: a warm worker the zygote just sent SIGSTOP);
     - template -> zygote: ``P`` + pid (the reply, with the pidfd attached,
-      or pid -1), ``X`` + pid + wait status + CPU microseconds, ``h``."""
+      or pid -1), ``X`` + pid + wait status + CPU microseconds, ``T`` + pid
+      (the kernel reports it stopped), ``h``."""
 
     PID = struct.Struct(">q")
     EXIT = struct.Struct(">qiq")
@@ -680,6 +695,7 @@ class Template:
         self.broken = False
         self.exits: collections.deque = collections.deque()  # (pid, status, cpu_s)
         self.replies: collections.deque = collections.deque()  # (pid, pidfd) or None
+        self.stops: collections.deque = collections.deque()  # pids seen stopped
         self.healthy = 0  # health answers not yet passed on
 
     @classmethod
@@ -703,6 +719,17 @@ class Template:
             return False
         try:
             self.sock.send(b"H")
+            return True
+        except OSError:
+            self.broken = True
+            return False
+
+    def watch_stop(self, pid: int) -> bool:
+        """Ask for a ``T`` report once child ``pid`` is stopped."""
+        if self.broken:
+            return False
+        try:
+            self.sock.send(b"W" + self.PID.pack(pid))
             return True
         except OSError:
             self.broken = True
@@ -742,6 +769,8 @@ class Template:
                 self.exits.append((pid, status, cpu_us / 1e6))
             elif msg == b"h" and not fds:
                 self.healthy += 1
+            elif msg[:1] == b"T" and len(msg) == 1 + self.PID.size and not fds:
+                self.stops.append(self.PID.unpack(msg[1:])[0])
             elif msg[:1] == b"P" and len(msg) == 1 + self.PID.size and len(fds) <= 1:
                 (pid,) = self.PID.unpack(msg[1:])
                 if pid > 0 and len(fds) == 1:
@@ -773,11 +802,40 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
         os.dup2(null, fd)
     os.close(null)
     children: dict[int, int] = {}  # pidfd -> pid
+    pidfds: dict[int, int] = {}  # pid -> pidfd
+    watched: set[int] = set()  # pids to report once stopped
+    # SIGCHLD (a child stopped) wakes the poll through this pipe.
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+
+    def report_stopped() -> None:
+        for pid in list(watched):
+            try:
+                info = os.waitid(os.P_PIDFD, pidfds[pid], os.WSTOPPED | os.WNOHANG)
+            except (ChildProcessError, KeyError, OSError):
+                watched.discard(pid)
+                continue
+            if info is not None and info.si_code == os.CLD_STOPPED:
+                watched.discard(pid)
+                try:
+                    sock.send(b"T" + Template.PID.pack(pid))
+                except OSError:
+                    os._exit(0)
+
     while True:
         for fd, _ev in poller.poll():
-            if fd == sock.fileno():
+            if fd == wake_r:
+                try:
+                    while os.read(wake_r, 256):
+                        pass
+                except OSError:
+                    pass
+                report_stopped()
+            elif fd == sock.fileno():
                 try:
                     msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 8)
                 except OSError:
@@ -792,13 +850,23 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
                     for f in fds:
                         os.close(f)
                     continue
+                if msg[:1] == b"W" and len(msg) == 1 + Template.PID.size:
+                    for f in fds:
+                        os.close(f)
+                    pid = Template.PID.unpack(msg[1:])[0]
+                    if pid in pidfds:
+                        watched.add(pid)
+                        report_stopped()  # it may have stopped already
+                    continue
                 pid, pidfd = -1, None
-                if msg == b"S" and len(fds) == 4:
+                if msg == b"S" and 4 <= len(fds) <= 6:
                     try:
                         pid = _ns.fork_in_new_pidns(jail.pidns_fd if jail.use_pidns else None)
                         if pid == 0:
+                            signal.set_wakeup_fd(-1)
+                            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                             keep = set(fds) | {f for f, _ in jail.ro_fds} | set(jail.dev_fds)
-                            _child.spare(jail, tuple(fds), keep)
+                            _child.spare(jail, tuple(fds[:4]), keep, tuple(fds[4:]))
                         pidfd = os.pidfd_open(pid)
                     except OSError:
                         pid = -1
@@ -812,9 +880,12 @@ def template_main(jail: Jail, sock) -> None:  # pragma: no cover - runs in the t
                 if pidfd is not None:
                     # Ours for watching; the zygote got its own copy for signals.
                     children[pidfd] = pid
+                    pidfds[pid] = pidfd
                     poller.register(pidfd, select.POLLIN)
             elif fd in children:
                 pid = children.pop(fd)
+                pidfds.pop(pid, None)
+                watched.discard(pid)
                 poller.unregister(fd)
                 os.close(fd)
                 try:
@@ -850,12 +921,16 @@ class Loop:
         self.primed: dict = {}  # primed_key -> (proc, writer, t) or a Primed while on its way
         self.pongs_due: list = []  # pings answered once the template answers its own
         # Children from the template: asked for, ready, and calls waiting.
-        self.requested: collections.deque = collections.deque()  # (t, pipe ends)
+        self.requested: collections.deque = collections.deque()  # (t, pipe ends, cgroup)
         self.ready_children: collections.deque = collections.deque()
         self.waiters: collections.deque = collections.deque()  # (call, start)
         self.use_spare = prefork and not once
         self.max_calls = max_calls
         self.cleanup: collections.deque = collections.deque()
+        # Each child's cgroup, made and joined when it arrives (ahead of its
+        # call), limited when its call starts, removed once it is reaped.
+        self.groups: dict = {}  # pid -> CallGroup, for children without a call yet
+        self.group_cleanup: collections.deque = collections.deque()  # (group, tries)
         self.decoder = FrameDecoder(max_data_bytes=MAX_INPUT_BYTES)
         self.stdout = Writer(self, 1, on_error=self.shutdown)
         os.set_blocking(0, False)
@@ -873,6 +948,8 @@ class Loop:
             self.send({"op": "pong", "n": self.pongs_due.pop(0)})
         self.template.healthy = 0
         self.children_arrived()
+        while self.template.stops:
+            self.worker_stopped(self.template.stops.popleft())
         self.handle_exits()
         if not ok:
             try:
@@ -1022,6 +1099,7 @@ class Loop:
             "request_id": str(ctl.get("request_id", "")),
             "timeout_s": float(ctl["timeout_s"]),
             "memory_mb": int(ctl["memory_mb"]),
+            "as_bytes": self.address_space_bytes(int(ctl["memory_mb"])),
             "cpu_s": max(1, int(float(ctl["timeout_s"]) + 1.999)),
             "fsize_bytes": int(ctl["scratch_max_bytes"]),
             "scratch_max_bytes": int(ctl["scratch_max_bytes"]),
@@ -1049,11 +1127,22 @@ class Loop:
             spec["exec_paths"].extend(self.jail.loaders)
         return spec
 
+    def address_space_bytes(self, memory_mb: int) -> int:
+        """RLIMIT_AS: the memory limit itself without a memory cgroup.  With
+        one, the cgroup is the bound (it counts what is resident, shared and
+        tmpfs pages too, and its OOM kill is the kernel's witness for the
+        MEMORY verdict), so the address space gets room enough that the
+        cgroup binds first, and stays bounded."""
+        mem = memory_mb * 1024 * 1024
+        if self.jail.cgroups.memory:
+            return 2 * mem + (1 << 30)
+        return mem
+
     def new_identity(self, spec: dict) -> tuple[dict, int | None, str | None]:
         """The call's uid (from the pool, when root) and, without namespaces
         (the loud opt-out only), a scratch dir on the host."""
         uid = None
-        if self.jail.use_uid:
+        if self.jail.use_uid or self.jail.use_call_userns:
             uid = self.jail.uid_pool.take()
             if uid is None:
                 raise OSError(errno.EAGAIN, "the uid pool is exhausted")
@@ -1062,8 +1151,10 @@ class Loop:
             self.scratch_seq += 1
             scratch = os.path.join(self.scratch_root, f"call-{self.scratch_seq}")
             os.mkdir(scratch, 0o700)
-            if uid is not None:
+            if self.jail.use_uid:
                 os.chown(scratch, uid, uid)
+        if self.jail.use_call_userns:  # the uid inside the call's own user namespace
+            return dict(spec, uid=None, gid=None, inside_uid=uid, scratch=scratch), uid, scratch
         return dict(spec, uid=uid, gid=uid, scratch=scratch), uid, scratch
 
     def release(self, proc: Proc) -> None:
@@ -1074,14 +1165,28 @@ class Loop:
         if self.jail.uid_pool is not None:
             self.jail.uid_pool.give_back(proc.uid)
         proc.uid = None
+        if proc.cgroup is not None:
+            self.drop_group(proc.cgroup)
+            proc.cgroup = None
         if proc.scratch:
             self.cleanup.append(proc.scratch)
             if len(self.cleanup) > 8:
                 self.run_cleanup()
 
+    def drop_group(self, group) -> None:
+        """Remove a dead child's cgroup when the loop is next idle (rmdir of a
+        memory cgroup costs ~0.1 ms: not between a call's answer and the next)."""
+        self.group_cleanup.append((group, 0))
+        if len(self.group_cleanup) > 16:
+            self.run_cleanup()
+
     def run_cleanup(self) -> None:
         while self.cleanup:
             _ns.remove_tree(self.cleanup.popleft())
+        for _ in range(len(self.group_cleanup)):
+            group, tries = self.group_cleanup.popleft()
+            if not group.remove() and tries < 1000:
+                self.group_cleanup.append((group, tries + 1))
 
     def watch(self, proc: Proc, owner, out_r: int, err_r: int, st_r: int) -> None:
         proc.fds = {out_r: "out", err_r: "err", st_r: "status"}
@@ -1098,6 +1203,18 @@ class Loop:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         child_fds = [order_r, out_w, err_w, st_w]
+        # Its cgroup, made now; the child joins it itself, first thing, so
+        # the move costs this loop nothing (join_group is the fallback).
+        group = None
+        if self.jail.cgroups.parents:
+            try:
+                group = self.jail.cgroups.new_group()
+                child_fds += group.open_procs()
+            except OSError:
+                if group is not None:
+                    self.drop_group(group)
+                group = None
+                del child_fds[4:]
         try:
             sent = self.template.request(child_fds)
         finally:
@@ -1106,9 +1223,11 @@ class Loop:
         if not sent:
             for fd in (order_w, out_r, err_r, st_r):
                 os.close(fd)
+            if group is not None:
+                self.drop_group(group)
             self.template_failed("the template does not take requests")
             return
-        self.requested.append((_now(), (order_w, out_r, err_r, st_r)))
+        self.requested.append((_now(), (order_w, out_r, err_r, st_r), group))
 
     def replenish(self) -> None:
         """Keep one spare ready (or on its way) beyond the calls waiting."""
@@ -1124,8 +1243,10 @@ class Loop:
         """``start(child)`` now with a ready child, or once one arrives."""
         if self.ready_children:
             child = self.ready_children.popleft()
-            self.replenish()
+            # The call first: its child sets up its jail on the other core
+            # while the next spare (and its cgroup) is asked for.
             start(child)
+            self.replenish()
             return
         self.waiters.append((call, start))
         self.replenish()
@@ -1134,13 +1255,21 @@ class Loop:
         replies = self.template.replies
         while replies and self.requested:
             reply = replies.popleft()
-            _t, ends = self.requested.popleft()
+            _t, ends, group = self.requested.popleft()
             if reply is None:
                 for fd in ends:
                     os.close(fd)
+                if group is not None:
+                    self.drop_group(group)
                 self.template_failed("the template could not fork a jailed child")
                 return
             child = reply + ends  # (pid, pidfd, order_w, out_r, err_r, st_r)
+            if group is not None:
+                # It joined (or, failing, says so on its status pipe and
+                # exits: its call ends INTERNAL, never unbounded).
+                self.groups[child[0]] = group
+            else:
+                self.join_group(child[0])
             if self.waiters:
                 call, start = self.waiters.popleft()
                 start(child)
@@ -1148,8 +1277,24 @@ class Loop:
                 self.ready_children.append(child)
         self.replenish()
 
+    def join_group(self, pid: int) -> None:
+        """Put a new child in a cgroup of its own, before it has a call."""
+        if not self.jail.cgroups.parents:
+            return
+        try:
+            group = self.jail.cgroups.new_group()
+        except OSError:
+            return  # start_child tries again, and fails the call if it cannot
+        try:
+            group.attach(pid)
+        except OSError:
+            self.drop_group(group)
+            return
+        self.groups[pid] = group
+
     def close_child(self, child: tuple, dead: bool = False) -> None:
         pid, pidfd, order_w, out_r, err_r, st_r = child
+        group = self.groups.pop(pid, None)
         if not dead:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -1157,6 +1302,8 @@ class Loop:
                 pass
         for fd in (pidfd, order_w, out_r, err_r, st_r):
             os.close(fd)
+        if group is not None:
+            self.group_cleanup.append((group, 0))
 
     def template_failed(self, why: str) -> None:
         """No call can start without the template: stop, so the peer sees the
@@ -1175,12 +1322,20 @@ class Loop:
         the writer of its stdin (the order pipe)."""
         pid, pidfd, order_w, out_r, err_r, st_r = child
         try:
+            group = self.limit_group(pid, spec)
+        except OSError as e:
+            self.close_child(child)
+            raise OSError(e.errno, f"could not bound it with a cgroup: {e.strerror or e}") from None
+        try:
             order, uid, scratch = self.new_identity(spec)
         except OSError:
+            if group is not None:
+                self.groups[pid] = group  # close_child removes it
             self.close_child(child)
             raise
         body = json.dumps(order).encode()
         proc = Proc(self, pid, pidfd, uid, scratch)
+        proc.cgroup = group
         for fd in (out_r, err_r, st_r):
             os.set_blocking(fd, False)
         writer = Writer(self, order_w)
@@ -1189,6 +1344,25 @@ class Loop:
             proc.gate = writer = Gate(writer)
         self.watch(proc, owner, out_r, err_r, st_r)
         return proc, writer
+
+    def limit_group(self, pid: int, spec: dict):
+        """The child's cgroup, limited for its call (made now if it had none)."""
+        if not self.jail.cgroups.parents:
+            return None
+        group = self.groups.pop(pid, None)
+        if group is None:
+            group = self.jail.cgroups.new_group()
+            try:
+                group.attach(pid)
+            except OSError:
+                self.drop_group(group)
+                raise
+        try:
+            group.limit(int(spec["memory_mb"]) * 1024 * 1024, int(spec["nproc"]))
+        except OSError:
+            self.groups[pid] = group
+            raise
+        return group
 
     def fork_once(self, call: Call, spec: dict) -> None:
         key = self.primed_key(spec)
@@ -1336,7 +1510,9 @@ class Loop:
         # Whatever the worker wrote after its last answer (it was stopped
         # right after it) belongs to no call: drop it, then wake it.
         self.discard_pending(worker)
-        worker.decoder = FrameDecoder(max_data_bytes=call.output_max)
+        worker.decoder = FrameDecoder(max_data_bytes=ANSWER_MAX_BYTES)
+        worker.received = 0
+        worker.answer = None
         worker.stdin.write(encode({"fid": call.ctl.get("fid", ""),
                                    "request_id": call.ctl.get("request_id", ""),
                                    "timeout_s": call.ctl["timeout_s"]}, call.event))
@@ -1398,24 +1574,26 @@ class Loop:
         if kind == "err":
             call.add_log(data)
         elif isinstance(owner, Worker):
+            if owner.answer is not None:
+                return  # answered; being stopped: later bytes belong to no call
+            owner.received += len(data)
+            if owner.received > call.output_max + HEADER.size + MAX_CTL_BYTES:
+                call.too_large = True  # counted here, not announced by a header
+                self.retire(owner)
+                return
             try:
                 frames = owner.decoder.feed(data)
-            except ControlTooLarge as e:
-                call.protocol_error = call.protocol_error or (
-                    f"the function wrote garbage to the worker's result channel ({e})")
-                self.retire(owner)
-                return
-            except FrameTooLarge:
-                call.too_large = True
-                self.retire(owner)
-                return
             except FrameError as e:
                 call.protocol_error = call.protocol_error or (
                     f"the function wrote garbage to the worker's result channel ({e})")
                 self.retire(owner)
                 return
             for ctl, out in frames[:1]:
-                self.worker_done(owner, ctl, out)
+                if len(out) > call.output_max:
+                    call.too_large = True
+                    self.retire(owner)
+                    return
+                self.worker_answered(owner, ctl, out)
         else:
             room = call.output_max - len(call.out)
             if len(data) > room:
@@ -1537,13 +1715,30 @@ class Loop:
         elif not owner.finished:
             self.classify_and_finish(owner, proc)
 
-    def worker_done(self, worker: Worker, ctl: dict, out: bytes) -> None:
-        """The worker answered: stop it at once (the call's time ends when it
-        is frozen again), then collect its log and answer."""
+    def worker_answered(self, worker: Worker, ctl: dict, out: bytes) -> None:
+        """The worker wrote its answer: stop it.  The call ends only once
+        the kernel says it is stopped (the template's ``T`` report): until
+        then the deadline still covers it."""
         call = worker.call
         if call is None:
             return
+        # Its own frame says only whether its handler returned or raised:
+        # the function's own outcome, like an exit code.  Any other field
+        # is ignored.
+        worker.answer = ("OK" if ctl.get("kind") == "ok" else "ERROR", out)
         worker.proc.signal(signal.SIGSTOP)
+        if not self.template.watch_stop(worker.proc.pid):
+            self.template_failed("the template does not take requests")
+
+    def worker_stopped(self, pid: int) -> None:
+        """The template saw a worker stop (SIGSTOP took hold)."""
+        entry = self.procs.get(pid)
+        if entry is None or not isinstance(entry[1], Worker):
+            return
+        worker = entry[1]
+        call = worker.call
+        if call is None or worker.answer is None or call.finished:
+            return
         for fd, kind in list(worker.proc.fds.items()):
             if kind in ("err", "status"):
                 while True:
@@ -1558,23 +1753,27 @@ class Loop:
                     else:
                         worker.proc.status_buf += data[:1024]
                         self.parse_status(worker.proc, call)
+        status, out = worker.answer
+        worker.answer = None
         worker.call = None
         worker.calls_served += 1
         worker.last_used = _now()
         call.out = bytearray(out)
-        # The worker's own frame says only whether its handler returned or
-        # raised: the function's own outcome, like an exit code.
-        if ctl.get("kind") == "ok":
+        if status == "OK":
             self.finish(call, "OK", "")
         else:
             self.finish(call, "ERROR", "the handler raised an exception (see log)")
 
     def classify_and_finish(self, call: Call, proc: Proc) -> None:
         """The verdict, from what the zygote saw: the exit status and signal
-        the kernel reported, its own clock, its own counts of output bytes."""
+        the kernel reported, seccomp notifications, the child's cgroup's
+        out-of-memory count, its own clock and its own counts of output
+        bytes.  Nothing the function wrote decides it: an exit code is the
+        function's own OK (0) or ERROR (anything else), never a limit."""
         status = proc.exit_status or 0
         limit = call.ctl["timeout_s"]
         cpu_limit = max(1, int(float(limit) + 1.999))
+        memory_mb = call.ctl["memory_mb"]
         if call.setup_error is not None and not proc.ready:
             self.finish(call, "INTERNAL", call.setup_error)
         elif call.syscall is not None:
@@ -1585,6 +1784,12 @@ class Loop:
             # seccomp's kill_process; the function cannot send SIGSYS itself
             # (that is a forbidden syscall too).
             self.finish(call, "KILLED_BY_POLICY", "seccomp stopped a forbidden syscall")
+        elif (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+              and proc.cgroup is not None and proc.cgroup.oom_kills() > 0):
+            # The kernel's OOM killer ended a task of this child's own cgroup
+            # (its kill is a SIGKILL: only then is the count worth reading).
+            self.finish(call, "MEMORY", f"memory limit of {memory_mb} MB reached "
+                        "(the kernel's out-of-memory killer ended the call)")
         elif call.too_large:
             self.finish(call, "OUTPUT_TOO_LARGE", f"output passed the {call.output_max}-byte cap")
         elif call.timed_out:
@@ -1602,25 +1807,22 @@ class Loop:
             if sig in (signal.SIGXCPU, signal.SIGKILL) and proc.cpu_s >= cpu_limit - 0.05:
                 self.finish(call, "TIMEOUT", f"CPU-time limit of {cpu_limit} s reached")
             elif sig == signal.SIGKILL:
-                self.finish(call, "ERROR", "killed by SIGKILL (the kernel's out-of-memory killer, "
-                            "or the function itself)")
+                self.finish(call, "ERROR", "killed by SIGKILL (the function itself, or the "
+                            "kernel's out-of-memory killer outside the call's cgroup)")
             else:
                 self.finish(call, "ERROR", f"killed by signal {name}")
         else:
             code = os.WEXITSTATUS(status)
-            if code == _child.EXIT_MEMORY and call.ctl.get("runtime") == "python":
-                self.finish(call, "MEMORY", f"memory limit of {call.ctl['memory_mb']} MB reached")
-            elif call.worker is not None:
-                self.finish(call, "ERROR", f"the warm worker exited with status {code} during the call")
+            if call.worker is not None:
+                self.finish(call, "ERROR", f"the warm worker exited with status {code} during the "
+                            f"call (see log; the memory limit is {memory_mb} MB)")
             elif code == _child.EXIT_OK:
                 self.finish(call, "OK", "")
-            elif call.ctl.get("runtime") == "exec":
-                # Its log is its own words, not a verdict: a failed
-                # allocation shows there, and the status stays ERROR.
-                self.finish(call, "ERROR", f"function exited with status {code} (see log; the "
-                            f"memory limit is {call.ctl['memory_mb']} MB)")
             else:
-                self.finish(call, "ERROR", f"function exited with status {code} (see log)")
+                # The function's own word: a failed allocation (python's
+                # MemoryError at the address-space limit) shows in its log.
+                self.finish(call, "ERROR", f"function exited with status {code} (see log; the "
+                            f"memory limit is {memory_mb} MB)")
 
     def finish(self, call: Call, status: str, message: str) -> None:
         if call.finished:
@@ -1688,7 +1890,7 @@ class Loop:
             if self.requested or self.primed:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             events = self.sel.select(0)
-            if not events and self.cleanup:
+            if not events and (self.cleanup or self.group_cleanup):
                 # Scratch wipes (unconfined only) wait for the loop to be
                 # idle for IDLE_S, so back-to-back calls never compete with them.
                 wait = IDLE_S if timeout is None else min(timeout, IDLE_S)
@@ -1723,7 +1925,15 @@ class Loop:
             self.sel.select(0.1)
             self.stdout._flush()
         self.template.close()
+        for group in self.groups.values():
+            self.group_cleanup.append((group, 0))
+        self.groups.clear()
         self.run_cleanup()
+        end = _now() + 1.0  # children killed a moment ago leave their cgroups soon
+        while self.group_cleanup and _now() < end:
+            time.sleep(0.01)
+            self.run_cleanup()
+        self.jail.cgroups.close()
         drop_scratch_root(self.jail, self.scratch_root)
         return 0
 
@@ -1751,6 +1961,7 @@ def setup_jail(args) -> tuple[Jail, str]:
     jail = Jail(args.allow_unconfined, args.uid_base, args.uid_count, tuple(args.disable))
     jail.enter_namespaces()
     scratch_root = make_scratch_root(args.scratch_root)
+    jail.setup_cgroups(os.path.basename(scratch_root)[len("orb-zygote-"):])
     jail.self_test(os.path.join(scratch_root, "root"), os.path.join(scratch_root, "empty"))
     return jail, scratch_root
 
@@ -1769,13 +1980,14 @@ def main(argv=None) -> int:
     parser.add_argument("--uid-count", type=int, default=DEFAULT_UID_COUNT)
     parser.add_argument("--disable", action="append", default=[],
                         choices=["seccomp", "seccomp_notify", "landlock", "pidns", "root",
-                                 "uid_pool"],
+                                 "uid_pool", "userns", "cgroup"],
                         help="switch a layer off (it is then missing: calls are REFUSED "
                              "without --allow-unconfined; for benchmarks)")
     args = parser.parse_args(argv)
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the peer
     if args.probe:
         jail, scratch_root = setup_jail(args)
+        jail.cgroups.close()
         drop_scratch_root(jail, scratch_root)
         sys.stdout.write(json.dumps({"layers": jail.layers, "landlock_abi": jail.landlock_abi,
                                      "missing": jail.missing(), "notes": jail.notes}) + "\n")
@@ -1795,6 +2007,7 @@ def main(argv=None) -> int:
     loop.replenish()
     loop.send({"op": "hello", "pid": host_pid(), "layers": jail.layers,
                "scratch_root": scratch_root,
+               "cgroup_dirs": sorted(set(jail.cgroups.parents.values())),
                "landlock_abi": jail.landlock_abi, "missing": jail.missing(), "notes": jail.notes,
                "allow_unconfined": jail.allow_unconfined, "max_ctl_bytes": MAX_CTL_BYTES})
     return loop.run()

@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
 from orb.exec import ExecConfig, Executor, RuntimeSpec
+from orb.protocol.codes import ResultStatus
 
 _probe_cache = {}
 
@@ -109,6 +110,19 @@ class JailTestCase(TestCase):
         d = self.executor.start()
         d.addCallback(lambda hello: setattr(self, "hello", hello))
         return d
+
+    def assert_memory_verdict(self, result, memory_mb: int) -> None:
+        """Past its memory limit a call ends MEMORY, the kernel's word through
+        the call's memory cgroup.  Without one (a non-root peer) the failed
+        allocation is the function's own error: ERROR, its log says so."""
+        if self.executor.layers.get("cgroup_memory"):
+            self.assertEqual(result.status, ResultStatus.MEMORY, result)
+            self.assertIn(f"memory limit of {memory_mb} MB", result.message)
+            self.assertIn("out-of-memory killer", result.message)
+        else:
+            self.assertEqual(result.status, ResultStatus.ERROR, result)
+            self.assertTrue(b"MemoryError" in result.log or b"Cannot allocate memory" in result.log,
+                            result.log[-300:])
 
     def make_package(self, files: dict) -> str:
         pkg = os.path.abspath(self.mktemp())

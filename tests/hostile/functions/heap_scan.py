@@ -16,12 +16,16 @@ PAGE = 4096
 def _scan(libc, lo, hi, r, w, budget):
     found = set()
     addr = lo - lo % PAGE
+    tail = b""  # the end of the page before, for a secret across a page boundary
     while addr < hi and budget[0] > 0:
         budget[0] -= 1
         n = libc.write(w, ctypes.c_void_p(addr), PAGE)
         if n == PAGE:
-            data = os.read(r, PAGE)
+            data = tail + os.read(r, PAGE)
             found.update(m.group(0).decode() for m in PATTERN.finditer(data))
+            tail = data[-64:]
+        else:
+            tail = b""
         addr += PAGE
     return found
 
