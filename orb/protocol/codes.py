@@ -15,7 +15,7 @@ class ResultStatus(enum.IntEnum):
     OK = 0
     ERROR = 1  # the function ran and failed (exit != 0, exception); log attached
     TIMEOUT = 2  # the wall-clock deadline (or CPU limit) was reached
-    MEMORY = 3  # the address-space limit was reached (a python function; an exec program's shows as error)
+    MEMORY = 3  # the call's memory cgroup OOM-killed it (any runtime); without a cgroup, a failed allocation is error
     KILLED_BY_POLICY = 4  # the jail stopped a forbidden syscall (named in the message where the kernel says)
     OUTPUT_TOO_LARGE = 5  # stdout passed the cap
     BUSY = 6  # the executor's queue was full; retry elsewhere
