@@ -54,6 +54,11 @@ class NodeTLS:
         certificate = certificate or node_key.self_signed_certificate()
         self._ctx = _base_context(certificate, private_key or node_key.private_key, chain)
 
+    @property
+    def context(self):
+        """The pyOpenSSL context every connection of this node shares."""
+        return self._ctx
+
     def serverConnectionForTLS(self, tls_protocol):
         return SSL.Connection(self._ctx, None)
 
