@@ -403,10 +403,21 @@ class OrbProtocol(Protocol):
             entry[0].errback(RequestTimeout(f"no answer to request {request_id} within {timeout_s:g} s"))
 
     def _reschedule(self):
+        """
+        Keep one timer armed for the session's next deadline. Every frame
+        received moves the idle deadline later; a timer due no later than the
+        deadline is left as it is (it fires early, ``tick`` finds nothing due,
+        and it is set again), so a busy session does not cancel and re-add a
+        reactor call per frame. Only an earlier deadline, or none, moves it.
+        """
         deadline = self.session.next_deadline()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        timer = self._timer
+        if timer is not None:
+            if timer.active():
+                if deadline is not None and timer.getTime() <= deadline:
+                    return
+                timer.cancel()
+            self._timer = None
         if deadline is not None:
             delay = max(0.0, deadline - self.factory.clock.seconds())
             self._timer = self.factory.clock.callLater(delay, self._on_timer)

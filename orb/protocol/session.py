@@ -74,6 +74,9 @@ REQUEST_TYPES = frozenset(RESPONSES)
 RESPONSE_ONLY_TYPES = frozenset(RESPONSES.values()) - {MessageType.ADDR, MessageType.DELTA}
 MAX_REQUEST_ID = 0xFFFFFFFF
 MAX_FORGOTTEN = 256
+# PING nonces only match a PONG to its PING inside one TLS session, so they come from
+# a seeded Mersenne Twister rather than a getrandom() system call per PING.
+_PING_RANDOM = random.Random(random.SystemRandom().getrandbits(128))
 
 
 class State(enum.Enum):
@@ -255,13 +258,15 @@ class Session:
         self.is_own_nonce = is_own_nonce
         self.expected_node_id = expected_node_id
         self.rng = rng or random.SystemRandom()
+        self._ping_rng = rng or _PING_RANDOM
+        self._magic = config.magic
         self.state = State.CONNECTING
         self.remote = None
         self.version = BASE_VERSION
         self.certificate_key = None  # set by the TLS adapter before feeding
         self.on_frame = None  # optional callable(direction "rx"|"tx", MessageType, size_bytes) for statistics
         self.local_nonce = self.rng.getrandbits(64)
-        self._decoder = FrameDecoder(config.magic, min(config.max_frame_bytes, config.handshake_max_frame_bytes),
+        self._decoder = FrameDecoder(self._magic, min(config.max_frame_bytes, config.handshake_max_frame_bytes),
                                      config.versions)
         self._outbox = []
         self._started_at = None
@@ -368,7 +373,7 @@ class Session:
         """Encode a PING whose PONG will yield RttMeasured; b"" while one is outstanding (one at a time)."""
         if self._ping_nonces:
             return b""
-        return self.request(Ping(nonce=self.rng.getrandbits(64)))[1]
+        return self.request(Ping(nonce=self._ping_rng.getrandbits(64)))[1]
 
     def _check_can_send(self, message):
         if self.state is not State.READY and not isinstance(message, Error):
@@ -386,7 +391,7 @@ class Session:
         self._outbox.append(self._encode(message, request_id, flags, version))
 
     def _encode(self, message, request_id, flags, version=None):
-        data = encode_frame(self.config.magic, message, request_id, flags, self.version if version is None else version)
+        data = encode_frame(self._magic, message, request_id, flags, self.version if version is None else version)
         if self.on_frame is not None:
             self.on_frame("tx", message.TYPE, len(data))
         return data
