@@ -170,14 +170,20 @@ class LocalNode:
     advertise: tuple | None = None  # (host, port) others should dial, once known
     listening: tuple | None = None  # (host, port) actually bound, set by the service
     own_nonces: OwnNonces = attrs.field(factory=OwnNonces)
+    _identity: tuple = attrs.field(default=(None, None), init=False, eq=False, repr=False)  # (what it says, from)
 
     @property
     def node_id(self):
         return self.key.node_id
 
     def identity(self):
-        listen = (m.Endpoint(*self.advertise),) if self.advertise else ()
-        return LocalIdentity(self.key.public_bytes, int(self.roles), listen=listen, user_agent=self.user_agent)
+        """What HELLO and HELLO_ACK say now; built again only when the node's roles or address change."""
+        said = (self.key, self.roles, self.advertise, self.user_agent)
+        if self._identity[1] != said:
+            listen = (m.Endpoint(*self.advertise),) if self.advertise else ()
+            identity = LocalIdentity(self.key.public_bytes, int(self.roles), listen=listen, user_agent=self.user_agent)
+            self._identity = (identity, said)
+        return self._identity[0]
 
     def is_own(self, address):
         return address is not None and address in (self.advertise, self.listening)

@@ -122,10 +122,10 @@ class LocalIdentity:
     listen: tuple = attrs.field(default=(), converter=tuple)
     user_agent: str = "orb/0.1"
     listen_source: object = attrs.field(default=None, eq=False, repr=False)
+    node_id: bytes = attrs.field(init=False, eq=False, repr=False)  # SHA-256 of the key, computed once
 
-    @property
-    def node_id(self):
-        return node_id_for(self.public_key)
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "node_id", node_id_for(self.public_key))
 
     def advertised_listen(self):
         """The endpoints to put in HELLO/HELLO_ACK now: at most MAX_LISTEN_ADDRESSES, each once."""
