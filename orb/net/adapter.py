@@ -51,6 +51,7 @@ CLOSE_GRACE_S = 2.0  # after loseConnection, abort if the remote has not let go 
 # to write while paused passes MAX_QUEUED_OUTPUT_BYTES.
 OUTPUT_STALL_S = 30.0
 MAX_QUEUED_OUTPUT_BYTES = 8 * 1024 * 1024
+_NO_PAUSES = frozenset()
 
 
 class RemoteError(Exception):
@@ -132,7 +133,9 @@ class OrbProtocol(Protocol):
         self._paused = False
         self._queued_while_paused = 0
         self._stall_timer = None
-        self._read_pauses = set()  # why we are not reading from the remote now ("output", "apply", ...)
+        # Why we are not reading from the remote now ("output", "apply", ...): rarely any, so an
+        # immutable set, replaced on change, and one shared empty one (an empty set is 216 bytes).
+        self._read_pauses = _NO_PAUSES
 
     # --- Twisted callbacks ----------------------------------------------------
 
@@ -301,12 +304,12 @@ class OrbProtocol(Protocol):
         """Stop reading from the remote until every reason given here is resumed."""
         if not self._read_pauses:
             self._reader_call("pauseProducing")
-        self._read_pauses.add(reason)
+        self._read_pauses |= {reason}
 
     def resume_reading(self, reason):
         if reason not in self._read_pauses:
             return
-        self._read_pauses.discard(reason)
+        self._read_pauses -= {reason}
         if not self._read_pauses and self.transport is not None:
             self._reader_call("resumeProducing")
 

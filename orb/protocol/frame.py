@@ -80,6 +80,12 @@ def _decode_body(message_type, body):
     return decode_body(message_type, body)
 
 
+@functools.lru_cache(maxsize=16)
+def _version_set(versions):
+    """One frozenset per list of versions, shared by every decoder (an empty one is 216 bytes)."""
+    return frozenset(versions)
+
+
 class FrameDecoder:
     """
     Incremental frame decoder: feed it bytes, get back complete frames.
@@ -91,7 +97,7 @@ class FrameDecoder:
     def __init__(self, magic, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, versions=PROTOCOL_VERSIONS):
         self.magic = magic
         self.max_frame_bytes = max_frame_bytes
-        self.versions = frozenset(versions)
+        self.versions = _version_set(tuple(versions))
         self._buffer = bytearray()
         self._header = None  # the parsed header of the frame being buffered
 
