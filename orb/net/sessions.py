@@ -278,6 +278,7 @@ class SessionTable(SessionHandler):
         self.rtt_listeners = []  # callables(record, rtt_ms)
         self.stopping = False
         self._records = {}  # node id -> SessionRecord (admitted, regular)
+        self._inbound_records = 0  # how many of them are inbound: asked before every inbound handshake
         self._by_protocol = {}  # protocol -> SessionRecord (admitted, regular)
         self._unadmitted_scores = {}  # protocol -> score, before or without admission
         self._dialling = {}  # (host, port, Purpose) -> Dial
@@ -308,7 +309,7 @@ class SessionTable(SessionHandler):
         return [r for r in found if r.is_tracker == trackers]
 
     def inbound_count(self):
-        return sum(1 for r in self._records.values() if r.inbound)
+        return self._inbound_records
 
     def is_dialling(self, host, port, purpose=Purpose.REGULAR):
         return (host, port, purpose) in self._dialling
@@ -394,6 +395,7 @@ class SessionTable(SessionHandler):
                 dial.ready.errback(RemoteError(refusal.code, refusal.reason))
             return
         self._records[record.node_id] = record
+        self._inbound_records += record.inbound
         self._by_protocol[protocol] = record
         if dial is not None:
             self.addrbook.good(dial.host, dial.port, node_id=record.node_id)
@@ -454,6 +456,7 @@ class SessionTable(SessionHandler):
         record = self._by_protocol.pop(protocol, None)
         if record is not None and self._records.get(record.node_id) is record:
             del self._records[record.node_id]
+            self._inbound_records -= record.inbound
             for listener in self.lost_listeners:
                 listener(record)
 
