@@ -47,6 +47,14 @@ def write_secret(path, data):
 @attrs.frozen(repr=False)
 class NodeKey:
     private_key: Ed25519PrivateKey
+    # Derived once: a daemon asks for its node id on every handshake and every record it writes.
+    public_bytes: bytes = attrs.field(init=False, eq=False)
+    node_id: bytes = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self):
+        public = self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        object.__setattr__(self, "public_bytes", public)
+        object.__setattr__(self, "node_id", node_id_for(public))
 
     def __repr__(self):
         return f"<NodeKey {self.node_id.hex()[:16]}>"
@@ -77,14 +85,6 @@ class NodeKey:
         )
         write_secret(path, pem)
         return node_key
-
-    @property
-    def public_bytes(self):
-        return self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-    @property
-    def node_id(self):
-        return node_id_for(self.public_bytes)
 
     def sign(self, data):
         return self.private_key.sign(data)

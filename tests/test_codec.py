@@ -128,6 +128,25 @@ class RoundTripTests(SynchronousTestCase):
             msg = data.draw(message_strategy(cls))
             self.assertEqual(frames_of(encode_frame(MAGIC, msg))[0].message, msg)
 
+    @settings(max_examples=200, deadline=None)
+    @given(st.sampled_from([m.Ping, m.Pong]), st.integers(0, 2**64 - 1), st.binary(max_size=12))
+    def test_bare_ping_pong_path_agrees_with_the_declarations(self, cls, nonce, tail):
+        """PING and PONG packed by struct are the bytes construct builds, and any body decodes as construct does."""
+        msg = cls(nonce=nonce)
+        self.assertEqual(encode_frame(MAGIC, msg)[HEADER_SIZE:], msg.encode_body())
+        body = struct.pack(">Q", nonce)[: len(tail) % 9] + tail  # short, exact and long bodies
+        try:
+            expected = m.decode_body(cls.TYPE, body)
+        except ProtocolError as e:
+            expected = type(e)
+        frame = HEADER.pack(MAGIC, 1, cls.TYPE, 0, 1, len(body)) + body
+        try:
+            (got,) = frames_of(frame)
+            got = got.message if isinstance(got, Frame) else type(got)
+        except ProtocolError as e:
+            got = type(e)
+        self.assertEqual(got, expected)
+
 
 class BadInputTests(SynchronousTestCase):
     def test_truncated_frame_waits(self):

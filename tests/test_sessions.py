@@ -16,7 +16,14 @@ from orb.identity import NodeKey
 from orb.net.addrbook import AddressBook
 from orb.net.periodic import Periodic
 from orb.net.sessions import (
-    MISBEHAVIOUR_LIMIT, LocalNode, Refusal, SessionTable, _Violation, violation,
+    MISBEHAVIOUR_LIMIT,
+    Dial,
+    LocalNode,
+    Purpose,
+    Refusal,
+    SessionTable,
+    _Violation,
+    violation,
 )
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, Role
@@ -139,6 +146,22 @@ class RefusalTests(SynchronousTestCase):
         extra = connect(table, StubProtocol())
         self.assertTrue(all(p.closed is None for p in accepted))
         self.assertEqual(extra.closed, ("too many inbound connections", ErrorCode.BUSY))
+
+    def test_inbound_slot_is_free_again_once_a_session_goes(self):
+        """At the inbound cap, a lost inbound session (not a refused or outbound one) frees a slot."""
+        table = make_table(Clock(), max_inbound=2)
+        first = connect(table, StubProtocol())
+        connect(table, StubProtocol())
+        refused = connect(table, StubProtocol())
+        outbound = StubProtocol()
+        outbound.factory = StubFactory(dial=Dial("127.0.0.1", 7402, Purpose.REGULAR))
+        connect(table, outbound)
+        table.session_lost(refused, None)
+        table.session_lost(outbound, None)
+        self.assertIsNotNone(table.pre_handshake_refusal("10.0.0.1"))
+        table.session_lost(first, None)
+        self.assertEqual((table.inbound_count(), table.pre_handshake_refusal("10.0.0.1")), (1, None))
+        self.assertIsNone(connect(table, StubProtocol()).closed)
 
     def test_admission_checks_run_first(self):
         """A role's admission check turns a session away with its own reason and code."""

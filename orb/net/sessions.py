@@ -171,14 +171,20 @@ class LocalNode:
     advertise: tuple | None = None  # (host, port) others should dial, once known
     listening: tuple | None = None  # (host, port) actually bound, set by the service
     own_nonces: OwnNonces = attrs.field(factory=OwnNonces)
+    _identity: tuple = attrs.field(default=(None, None), init=False, eq=False, repr=False)  # (what it says, from)
 
     @property
     def node_id(self):
         return self.key.node_id
 
     def identity(self):
-        listen = (m.Endpoint(*self.advertise),) if self.advertise else ()
-        return LocalIdentity(self.key.public_bytes, int(self.roles), listen=listen, user_agent=self.user_agent)
+        """What HELLO and HELLO_ACK say now; built again only when the node's roles or address change."""
+        said = (self.key, self.roles, self.advertise, self.user_agent)
+        if self._identity[1] != said:
+            listen = (m.Endpoint(*self.advertise),) if self.advertise else ()
+            identity = LocalIdentity(self.key.public_bytes, int(self.roles), listen=listen, user_agent=self.user_agent)
+            self._identity = (identity, said)
+        return self._identity[0]
 
     def is_own(self, address):
         return address is not None and address in (self.advertise, self.listening)
@@ -294,6 +300,7 @@ class SessionTable(SessionHandler):
         self.rtt_listeners = []  # callables(record, rtt_ms)
         self.stopping = False
         self._records = {}  # node id -> SessionRecord (admitted, regular)
+        self._inbound_records = 0  # how many of them are inbound: asked before every inbound handshake
         self._by_protocol = {}  # protocol -> SessionRecord (admitted, regular)
         self._unadmitted_scores = {}  # protocol -> score, before or without admission
         self._dialling = {}  # (host, port, Purpose) -> Dial
@@ -324,7 +331,7 @@ class SessionTable(SessionHandler):
         return [r for r in found if r.is_tracker == trackers]
 
     def inbound_count(self):
-        return sum(1 for r in self._records.values() if r.inbound)
+        return self._inbound_records
 
     def is_dialling(self, host, port, purpose=Purpose.REGULAR):
         return (host, port, purpose) in self._dialling
@@ -415,6 +422,7 @@ class SessionTable(SessionHandler):
                 dial.ready.errback(RemoteError(refusal.code, refusal.reason))
             return
         self._records[record.node_id] = record
+        self._inbound_records += record.inbound
         self._by_protocol[protocol] = record
         if dial is not None:
             if _is_ip(dial.host):  # not a CA-mode dial to a DNS name
@@ -476,6 +484,7 @@ class SessionTable(SessionHandler):
         record = self._by_protocol.pop(protocol, None)
         if record is not None and self._records.get(record.node_id) is record:
             del self._records[record.node_id]
+            self._inbound_records -= record.inbound
             for listener in self.lost_listeners:
                 listener(record)
 

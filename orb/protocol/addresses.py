@@ -15,6 +15,7 @@ in its one canonical form:
 * a listening port is 1..65535 (0 is "no port", never a place to dial).
 """
 
+import functools
 import ipaddress
 import re
 
@@ -47,10 +48,25 @@ def check_ip(value, what="address"):
     """The canonical text of the IP address ``value`` (see the module docstring)."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_IP_TEXT_CHARS or "%" in value:
         raise AddressError(f"{what}: expected an IPv4 or IPv6 address")
+    canonical = _canonical_ip(str(value))
+    if canonical is None:
+        raise AddressError(f"{what}: expected an IPv4 or IPv6 address")
+    return canonical
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_ip(value):
+    """
+    check_ip's parse, once per distinct text: every Endpoint and AddrEntry is
+    checked when built, a handshake builds several (HELLO, HELLO_ACK, the
+    transport's address, the ADDR a tracker sends), and they name the same few
+    addresses over and over; ipaddress's parser was a tenth of a tracker's CPU
+    per handshake. None for text that is not an address.
+    """
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
-        raise AddressError(f"{what}: expected an IPv4 or IPv6 address") from None
+        return None
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.compressed

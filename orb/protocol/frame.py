@@ -10,13 +10,14 @@ body is buffered.
 """
 
 import enum
+import functools
 import hashlib
 import struct
 
 import attrs
 
 from orb.protocol.errors import FrameTooLarge, ProtocolError, VersionMismatch, WrongNetwork
-from orb.protocol.messages import decode_body
+from orb.protocol.messages import MessageType, Ping, Pong, decode_body
 
 HEADER = struct.Struct(">4sBBHII")
 HEADER_SIZE = HEADER.size  # 16
@@ -31,8 +32,18 @@ class Flag(enum.IntFlag):
 
 
 KNOWN_FLAGS = int(Flag.RESPONSE)
+_RESPONSE = int(Flag.RESPONSE)  # a plain int: IntFlag arithmetic is slow on a path taken per frame
+
+# PING and PONG are most of the frames a live session carries (keepalives, RTT):
+# with no extension TLVs their body is the 8-byte nonce alone, and that one case is
+# packed and unpacked here with struct rather than through construct (the same
+# bytes; tests.test_codec checks the two paths agree). Any other body of theirs
+# goes through the messages' declarations as usual.
+_NONCE = struct.Struct(">Q")
+_NONCE_MESSAGES = {int(MessageType.PING): Ping, int(MessageType.PONG): Pong}
 
 
+@functools.lru_cache(maxsize=64)
 def network_magic(network):
     """The 4-byte magic of a network: SHA-256("orb-network:" + name)[:4]."""
     return hashlib.sha256(b"orb-network:" + network.encode("utf-8")).digest()[:4]
@@ -50,12 +61,29 @@ class Frame:
 
     @property
     def is_response(self):
-        return bool(self.flags & Flag.RESPONSE)
+        return bool(self.flags & _RESPONSE)
 
 
 def encode_frame(magic, message, request_id=0, flags=0, version=BASE_VERSION):
+    if message.TYPE in _NONCE_MESSAGES and not message.ext:
+        return HEADER.pack(magic, version, message.TYPE, flags, request_id, _NONCE.size) + _NONCE.pack(message.nonce)
     body = message.encode_body()
     return HEADER.pack(magic, version, message.TYPE, flags, request_id, len(body)) + body
+
+
+def _decode_body(message_type, body):
+    """decode_body, with the bare PING/PONG body (a nonce, no TLVs) unpacked directly."""
+    if len(body) == _NONCE.size:
+        cls = _NONCE_MESSAGES.get(message_type)
+        if cls is not None:
+            return cls(nonce=_NONCE.unpack(body)[0])
+    return decode_body(message_type, body)
+
+
+@functools.lru_cache(maxsize=16)
+def _version_set(versions):
+    """One frozenset per list of versions, shared by every decoder (an empty one is 216 bytes)."""
+    return frozenset(versions)
 
 
 class FrameDecoder:
@@ -69,7 +97,7 @@ class FrameDecoder:
     def __init__(self, magic, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, versions=PROTOCOL_VERSIONS):
         self.magic = magic
         self.max_frame_bytes = max_frame_bytes
-        self.versions = frozenset(versions)
+        self.versions = _version_set(tuple(versions))
         self._buffer = bytearray()
         self._header = None  # the parsed header of the frame being buffered
 
@@ -97,7 +125,7 @@ class FrameDecoder:
             del self._buffer[: HEADER_SIZE + length]
             self._header = None
             try:
-                message = decode_body(message_type, body)
+                message = _decode_body(message_type, body)
             except ProtocolError as e:
                 e.about_frame(message_type, flags, request_id)
                 if e.fatal:
