@@ -142,3 +142,31 @@ class LayeringTests(SynchronousTestCase):
                 if not name.startswith("orb.exec"):
                     outside.add((path.name, name))
         self.assertEqual(outside, {("_executor.py", "orb.protocol.codes")})
+
+
+class UidLeaseTests(SynchronousTestCase):
+    """Per-call uids are exclusive across executors on one host (a tracker and peers, or two test runs)."""
+
+    def test_two_pools_never_hand_out_the_same_uid(self):
+        """Two pools over one range and one lease directory never hold the same uid at once; a returned uid is free again."""
+        from orb.exec._ns import UidPool
+
+        lease_dir = self.mktemp()
+        a, b = UidPool(50_000, 4, lease_dir), UidPool(50_000, 4, lease_dir)
+        held_a = [a.take() for _ in range(2)]
+        held_b = [b.take() for _ in range(2)]
+        self.assertEqual(len(set(held_a + held_b)), 4)
+        self.assertIsNone(b.take())  # the range is used up between them
+        a.give_back(held_a[0])
+        self.assertEqual(b.take(), held_a[0])
+
+    def test_an_unsafe_lease_directory_is_not_used(self):
+        """A lease directory others can write is not trusted: the pool works alone rather than trust it."""
+        from orb.exec._ns import UidPool
+
+        lease_dir = self.mktemp()
+        os.makedirs(lease_dir)
+        os.chmod(lease_dir, 0o777)
+        pool = UidPool(50_000, 2, lease_dir)
+        self.assertIsNone(pool._lease_dir)
+        self.assertIsNotNone(pool.take())

@@ -221,31 +221,94 @@ def enter_call_user_namespace(proc_fd: int, inside_id: int) -> None:
         raise NamespaceError(0, "the call's user namespace did not map its uid")
 
 
-class UidPool:
-    """Per-call uids (gid = uid) from ``[base, base + size)``, none shared by two live calls."""
+UID_LEASE_DIR = "/run/orb-uid-leases"
 
-    def __init__(self, base: int, size: int):
+
+class UidPool:
+    """Per-call uids (gid = uid) from ``[base, base + size)``, none shared by
+    two live calls, of this executor or of any other on the host (a tracker
+    and peers on one machine, or two test runs, draw from the same range):
+    each uid in use is leased with an exclusive ``flock`` on
+    ``<lease_dir>/<uid>``, which the kernel releases if this process dies."""
+
+    def __init__(self, base: int, size: int, lease_dir: str | None = UID_LEASE_DIR):
+        import random
+
         self.base = base
         self.size = size
-        # First in, first out: a uid waits as long as possible before reuse.
-        self._free = collections.deque(range(base, base + size))
-        self._used: set[int] = set()
+        # First in, first out: a uid waits as long as possible before reuse;
+        # start at a random place so that executors rarely contend.
+        start = random.SystemRandom().randrange(size) if size else 0
+        self._free = collections.deque(base + (start + i) % size for i in range(size))
+        self._used: dict[int, int | None] = {}  # uid -> the fd holding its lease
+        self._lease_dir = self._prepare(lease_dir)
+
+    @staticmethod
+    def _prepare(lease_dir):
+        """The lease directory, made 0700 and owned by us; None (no cross-process
+        leases) when it cannot be made safely."""
+        if lease_dir is None:
+            return None
+        try:
+            os.makedirs(lease_dir, mode=0o700, exist_ok=True)
+            st = os.lstat(lease_dir)
+        except OSError:
+            return None
+        import stat
+
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        return lease_dir
+
+    def _lease(self, uid: int):
+        """The fd of a held lease on ``uid``, or False if another process holds it."""
+        if self._lease_dir is None:
+            return None
+        import fcntl
+
+        try:
+            fd = os.open(os.path.join(self._lease_dir, str(uid)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        return fd
 
     def take(self) -> int | None:
-        if not self._free:
-            return None
-        uid = self._free.popleft()
-        self._used.add(uid)
-        return uid
+        for _ in range(len(self._free)):
+            uid = self._free.popleft()
+            fd = self._lease(uid)
+            if fd is False:  # another executor's call has it: try the next
+                self._free.append(uid)
+                continue
+            self._used[uid] = fd
+            return uid
+        return None
 
     def give_back(self, uid: int | None) -> None:
         if uid is not None and uid in self._used:
-            self._used.discard(uid)
+            fd = self._used.pop(uid)
+            if fd is not None:
+                os.close(fd)  # releases the lease
             self._free.append(uid)
 
     @property
     def in_use(self) -> int:
         return len(self._used)
+
+    def drop_leases(self) -> None:
+        """In a forked child: close this process's copies of the lease fds
+        (the parent's leases stay held; the child must not keep them)."""
+        for fd in self._used.values():
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 def remove_tree(root: str) -> None:

@@ -707,6 +707,8 @@ class Template:
         if pid == 0:  # pragma: no cover - the template never returns
             try:
                 ours.close()
+                if jail.uid_pool is not None:
+                    jail.uid_pool.drop_leases()  # the zygote's; a copy here would keep them held
                 template_main(jail, theirs)
             finally:
                 os._exit(0)
