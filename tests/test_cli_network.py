@@ -16,13 +16,13 @@ import subprocess
 import sys
 from unittest import mock
 
-from twisted.internet import defer, endpoints, reactor, threads
+from twisted.internet import defer, endpoints, reactor, task, threads
 from twisted.internet.protocol import Factory
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from orb.cli import _keys, _network
+from orb.cli import _config, _keys, _network, _project, _ui
 from orb.cli.main import main
 from orb.identity import NodeKey
 from orb.net.adapter import OrbFactory, RemoteError, SessionHandler
@@ -395,6 +395,33 @@ class DeployTests(NetworkCliCase):
         self.assertEqual((doc["samples_passed"], doc["replicas"]), (1, 3))
         self.assertIn(fidmod.from_text(doc["fid"]), tracker.deployed)
 
+    @defer.inlineCallbacks
+    def test_ctrl_c_while_waiting(self):
+        """Ctrl-C while orb deploy waits for replicas exits 130 saying so, and closes its session."""
+        import signal
+
+        reason = missing_layers_reason()
+        if reason:
+            raise SkipTest(reason)
+        tracker = yield self.start_tracker(replicas=(0,))
+        cmd = [ORB_SCRIPT] if os.path.exists(ORB_SCRIPT) else [
+            sys.executable, "-c", "import sys; from orb.cli.main import main; sys.exit(main())"]
+        env = {**os.environ, "ORB_HOME": self.home, "ORB_NETWORK": NETWORK}
+        p = subprocess.Popen([*cmd, "deploy", self.function, "--tracker", tracker.address, "--timeout", "60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        for _ in range(200):
+            if tracker.lookups:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(tracker.lookups, "orb deploy never reached the wait")
+        p.send_signal(signal.SIGINT)
+        out, err = yield threads.deferToThread(p.communicate, timeout=30)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertIn(b"orb deploy: error: interrupted", err)
+        for lost in tracker.sessions.values():
+            yield lost
+
 
 class ApiVerbTests(NetworkCliCase):
     """orb ls and orb info against the tracker's real REST resource tree on a loopback port."""
@@ -494,3 +521,97 @@ class ApiVerbTests(NetworkCliCase):
         code, _, err = yield self.orb("info", self.fid, "--api", f"http://127.0.0.1:{other.getHost().port}")
         self.assertEqual(code, 6)
         self.assertIn("something that is not JSON", err)
+
+
+class SettingsTests(SynchronousTestCase):
+    """Where orb finds the network's name and the tracker API."""
+
+    def setUp(self):
+        self.config = os.path.join(self.mktemp() + "-config.toml")
+
+    def write(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def test_network_flag_then_env_then_config_then_main(self):
+        """The network is --network, else ORB_NETWORK, else network in config.toml, else main."""
+        self.assertEqual(_config.resolve_network(None, {}, self.config), "main")
+        self.write('network = "devnet"\n')
+        self.assertEqual(_config.resolve_network(None, {}, self.config), "devnet")
+        self.assertEqual(_config.resolve_network(None, {"ORB_NETWORK": "envnet"}, self.config), "envnet")
+        self.assertEqual(_config.resolve_network("flagnet", {"ORB_NETWORK": "envnet"}, self.config), "flagnet")
+
+    def test_bad_network_names_the_source(self):
+        """A network name that is not one says where it came from."""
+        self.write("network = 7\n")
+        with self.assertRaises(_config.ConfigError) as e:
+            _config.resolve_network(None, {}, self.config)
+        self.assertIn(self.config, str(e.exception))
+        with self.assertRaises(_config.ConfigError) as e:
+            _config.resolve_network("bad name", {}, self.config)
+        self.assertIn("--network", str(e.exception))
+
+    def test_api_sources_and_checks(self):
+        """The API is --api, else ORB_API, else api in config.toml; it must be an http(s) URL; the slash is dropped."""
+        self.assertIsNone(_config.resolve_api(None, {}, self.config, required=False))
+        with self.assertRaises(_config.ConfigError) as e:
+            _config.resolve_api(None, {}, self.config)
+        self.assertIn("pass --api http://HOST:PORT, set ORB_API", str(e.exception))
+        self.write('api = "https://tracker.example.org/"\n')
+        self.assertEqual(_config.resolve_api(None, {}, self.config), "https://tracker.example.org")
+        self.assertEqual(_config.resolve_api(None, {"ORB_API": "http://127.0.0.1:7480"}, self.config),
+                         "http://127.0.0.1:7480")
+        for bad in ("127.0.0.1:7480", "ftp://x", "http://", "http://a b"):
+            with self.assertRaises(_config.ConfigError):
+                _config.resolve_api(bad, {}, self.config)
+
+
+class UploadProgressTests(SynchronousTestCase):
+    """The deployer's FETCH answers and the progress bar they move."""
+
+    def setUp(self):
+        self.function = os.path.abspath(self.mktemp())
+        out = io.StringIO()
+        with mock.patch("sys.stdout", out):
+            self.assertEqual(main(["init", self.function]), 0)
+        with open(os.path.join(self.function, "blob.bin"), "wb") as f:
+            f.write(os.urandom(50_000))
+        self.built = _project.build(self.function)
+        self.sent = []
+
+    def send(self, message, response_to=0):
+        self.sent.append((message, response_to))
+
+    def test_bar_shows_on_a_slow_upload(self):
+        """An upload lasting over a second shows a bar on a terminal, counting each chunk once even if refetched."""
+        from rich.console import Console
+
+        now = [0.0]
+        screen = io.StringIO()
+        bar = _ui.TransferProgress(len(self.built.data), "uploading", console=Console(file=screen, force_terminal=True),
+                                   clock=lambda: now[0])
+        client = _network.DeployClient(self.built, bar)
+        p = mock.Mock(send=self.send)
+        client.on_fetch(p, m.Fetch(fid=self.built.fid, offset=0, length=20_000), 7)
+        self.assertFalse(bar.shown)
+        now[0] = 1.5
+        client.on_fetch(p, m.Fetch(fid=self.built.fid, offset=20_000, length=20_000), 8)
+        client.on_fetch(p, m.Fetch(fid=self.built.fid, offset=20_000, length=20_000), 9)  # a retry
+        self.assertTrue(bar.shown)
+        self.assertEqual(bar.done_bytes, 40_000)
+        bar.close()
+        self.assertIn("uploading", screen.getvalue())
+        (first, rid), _, _ = self.sent
+        self.assertEqual((rid, first.offset, first.total_size, first.data), (7, 0, len(self.built.data),
+                                                                           self.built.data[:20_000]))
+
+    def test_last_chunk_is_short(self):
+        """A FETCH running past the end gets the bytes up to the end, never more."""
+        client = _network.DeployClient(self.built, _ui.TransferProgress(1, "x", enabled=False))
+        size = len(self.built.data)
+        client.on_fetch(mock.Mock(send=self.send), m.Fetch(fid=self.built.fid, offset=size - 10, length=1000), 3)
+        ((answer, _),) = self.sent
+        self.assertEqual(answer.data, self.built.data[-10:])
+        client.on_fetch(mock.Mock(send=self.send), m.Fetch(fid=self.built.fid, offset=0, length=2 * 1024 * 1024), 4)
+        self.assertIsInstance(self.sent[-1][0], m.Error)
+        self.assertIn("1 <= length <= 1048576", self.sent[-1][0].text)

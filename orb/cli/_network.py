@@ -164,7 +164,8 @@ def run_flow(flow, box):
     reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
     reactor.callWhenRunning(go)
     reactor.run(installSignalHandlers=True)
-    if "result" not in out:
+    if box.get("interrupted") or "result" not in out:
+        # What the flow said after the signal (a session closed under it) is not news.
         raise CommandError("interrupted", _ui.EXIT_INTERRUPTED, "interrupted")
     result = out["result"]
     if isinstance(result, Exception) or hasattr(result, "raiseException"):
