@@ -523,6 +523,14 @@ class ApiVerbTests(NetworkCliCase):
         self.assertIn("something that is not JSON", err)
 
 
+    @defer.inlineCallbacks
+    def test_oversized_answer_is_refused(self):
+        """An API answer over the size cap is not read whole: exit 6 saying so."""
+        self.patch(_network, "MAX_HTTP_BODY_BYTES", 100)
+        code, _, err = yield self.orb("info", self.fid, "--api", self.api)
+        self.assertEqual(code, 6)
+        self.assertIn("answered more than 100 bytes", err)
+
 class SettingsTests(SynchronousTestCase):
     """Where orb finds the network's name and the tracker API."""
 

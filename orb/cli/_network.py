@@ -510,7 +510,7 @@ def print_deployed(args, doc):
 @defer.inlineCallbacks
 def get_json(reactor, api, path):
     """GET ``api + path``: (status, parsed JSON). CommandError(6) when the API cannot be reached or is not JSON."""
-    from twisted.web.client import Agent, HTTPConnectionPool, readBody
+    from twisted.web.client import Agent, HTTPConnectionPool
     from twisted.web.http_headers import Headers
 
     url = api + path
@@ -520,15 +520,13 @@ def get_json(reactor, api, path):
         d = agent.request(b"GET", url.encode("ascii"), headers)
         d.addTimeout(HTTP_TIMEOUT_S, reactor)
         response = yield d
-        length = response.length
-        if isinstance(length, int) and length > MAX_HTTP_BODY_BYTES:
-            response.deliverBody(_Discard())
-            raise CommandError(f"{url} answered {length} bytes, more than an API answer", _ui.EXIT_NETWORK, "network")
-        d = readBody(response)
-        d.addTimeout(HTTP_TIMEOUT_S, reactor)
-        body = yield d
-    except CommandError:
-        raise
+        body = defer.Deferred()
+        response.deliverBody(_BoundedBody(body, MAX_HTTP_BODY_BYTES))
+        body.addTimeout(HTTP_TIMEOUT_S, reactor)
+        body = yield body
+    except _TooLong:
+        raise CommandError(f"{url} answered more than {MAX_HTTP_BODY_BYTES} bytes: not an API answer",
+                           _ui.EXIT_NETWORK, "network") from None
     except defer.TimeoutError:
         raise CommandError(f"the tracker API at {api} did not answer within {HTTP_TIMEOUT_S:g} s", _ui.EXIT_NETWORK,
                            "network") from None
@@ -539,21 +537,46 @@ def get_json(reactor, api, path):
                            "network") from None
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise CommandError(f"{url} answered HTTP {response.code} with something that is not JSON: is {api} the "
                            "tracker's --http address?", _ui.EXIT_NETWORK, "network") from None
     return response.code, doc
 
 
-class _Discard:
+class _TooLong(Exception):
+    pass
+
+
+class _BoundedBody:
+    """A response body, read whole unless it passes ``limit`` bytes (then the connection is dropped)."""
+
+    def __init__(self, done, limit):
+        self.done, self.limit = done, limit
+        self.parts, self.size = [], 0
+        self.transport = None
+
     def makeConnection(self, transport):
-        transport.stopProducing()
+        self.transport = transport
 
     def dataReceived(self, data):
-        pass
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.done.errback(_TooLong())
+            self.transport.stopProducing()
+            return
+        self.parts.append(data)
 
     def connectionLost(self, reason):
-        pass
+        if self.done.called:
+            return
+        from twisted.web.client import PotentialDataLoss, ResponseDone
+
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
 
 
 def _api_error(status, doc, url):
