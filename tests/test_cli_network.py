@@ -52,8 +52,10 @@ class FakeTracker(SessionHandler):
     deployer a FETCH of another fid and one out of range.
     """
 
-    def __init__(self, key, chunk_bytes=700, refuse=None, replicas=(0,), tracker_hosts=False, probe=False):
+    def __init__(self, key, chunk_bytes=700, refuse=None, replicas=(0,), tracker_hosts=False, probe=False,
+                 refuse_by_ack=False):
         self.key = key
+        self.refuse_by_ack = refuse_by_ack
         self.chunk_bytes = chunk_bytes
         self.refuse = refuse
         self.replicas = list(replicas)
@@ -107,6 +109,10 @@ class FakeTracker(SessionHandler):
         if pkg.fid_of_package(data) != message.fid:
             return self.error(p, request_id, ErrorCode.INVALID, "the package's bytes do not hash to the fid")
         if self.refuse is not None:
+            if self.refuse_by_ack:  # RFC 5.13 also lets a DEPLOY_ACK carry an error code
+                code, text = self.refuse
+                return p.send(m.DeployAck(fid=message.fid, status=int(code), replicas=0, text=text),
+                              response_to=request_id)
             return self.error(p, request_id, *self.refuse)
         self.deployed[message.fid] = data
         p.send(m.DeployAck(fid=message.fid, status=0, replicas=0, text="deployed"), response_to=request_id)
@@ -282,6 +288,14 @@ class DeployTests(NetworkCliCase):
             doc = json.loads(out)
             self.assertEqual((doc["error"]["kind"], doc["error"]["exit_code"], doc["fid"]), (kind, status, self.fid()))
             self.assertEqual(tracker.lookups, 0)
+
+    @defer.inlineCallbacks
+    def test_refusal_in_deploy_ack(self):
+        """A DEPLOY_ACK whose status is an error code is a refusal like an ERROR: busy exits 8."""
+        tracker = yield self.start_tracker(refuse=(ErrorCode.BUSY, "full up"), refuse_by_ack=True)
+        code, _, err = yield self.orb("deploy", self.function, "--tracker", tracker.address)
+        self.assertEqual(code, 8, err)
+        self.assertIn("the tracker is busy; try again shortly, or another tracker: full up [busy]", err)
 
     @defer.inlineCallbacks
     def test_refusal_text_is_sanitised(self):
