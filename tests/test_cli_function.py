@@ -66,9 +66,10 @@ class HelpTests(CliCase):
         """orb --help names every verb and documents every exit status."""
         code, out, _ = self.orb("--help")
         self.assertEqual(code, 0)
-        for verb in ("keygen", "init", "hash", "build", "run", "verify", "sandbox-run", "sandbox-check"):
+        for verb in ("keygen", "init", "hash", "build", "run", "verify", "deploy", "ls", "info", "sandbox-run",
+                     "sandbox-check"):
             self.assertIn(verb, out)
-        for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130"):
+        for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "9 ", "10 ", "130"):
             self.assertIn("\n  " + status, out)
 
     def test_build_help_states_the_size_cap(self):
@@ -78,7 +79,8 @@ class HelpTests(CliCase):
 
     def test_every_verb_takes_json(self):
         """Every verb, the sandbox ones included, accepts --json."""
-        for verb in ("keygen", "init", "hash", "build", "run", "verify", "sandbox-run", "sandbox-check"):
+        for verb in ("keygen", "init", "hash", "build", "run", "verify", "deploy", "ls", "info", "sandbox-run",
+                     "sandbox-check"):
             _, out, _ = self.orb(verb, "--help")
             self.assertIn("--json", out, verb)
 

@@ -167,6 +167,80 @@ class ApiTests(SynchronousTestCase):
         (f,) = self.get_json(b"/api/v1/functions")["functions"]
         self.assertEqual(f["hosted_by"], [pid(2).hex(), pid(1).hex(), pid(3).hex()])
 
+    def test_functions_carry_manifest_fields(self):
+        """Each listed function carries its name, version, runtime, size, deploy time and owner."""
+        (f,) = self.get_json(b"/api/v1/functions")["functions"]
+        self.assertEqual((f["name"], f["version"], f["runtime"]), ("echo", "2", "python"))
+        self.assertEqual((f["package_size"], f["deployed_at"], f["owner"]), (1024, 1000, OWNER.hex()))
+        self.assertEqual((f["verified_replicas"], f["manager"], f["tracker_hosts"]), (0, None, False))
+
+    def test_functions_filtered_by_owner(self):
+        """?owner=<hex> lists only that owner's functions, in either case; a malformed owner is a JSON 400."""
+        other_owner = records.key("http-owner-2")
+        fid2 = fidmod.to_text(fidmod.fid_for(b"http-test-2"))
+        self.reg.upsert_function(records.function_record(other_owner, fid2, time=1001, name="other"))
+        everyone = self.get_json(b"/api/v1/functions")
+        self.assertEqual(everyone["total"], 2)
+        mine = self.get_json(b"/api/v1/functions", args={b"owner": [OWNER.hex().upper().encode()]})
+        self.assertEqual([f["fid"] for f in mine["functions"]], [FID])
+        theirs = self.get_json(b"/api/v1/functions", args={b"owner": [other_owner.public_bytes.hex().encode()]})
+        self.assertEqual([f["name"] for f in theirs["functions"]], ["other"])
+        nobody = self.get_json(b"/api/v1/functions", args={b"owner": [b"00" * 32]})
+        self.assertEqual(nobody, {"total": 0, "functions": []})
+        bad = self.get_json(b"/api/v1/functions", status=400, args={b"owner": [b"alice"]})
+        self.assertEqual(bad["error"], "bad-query")
+
+    def test_one_function(self):
+        """GET /api/v1/functions/<fid> shows the manifest and each replica's node, address, /16 group, RTT and last check."""
+        self.reg.publish_placement(FID, [(pid(1), 1005), (pid(2), 0)])
+        data = self.get_json(b"/api/v1/functions/" + FID.encode())
+        self.assertEqual(data["manifest"]["name"], "echo")
+        self.assertEqual(data["manifest"]["samples"][0]["input"], {"text": "hi"})
+        self.assertEqual(data["placement"]["tracker"], TRACKER.hex())
+        self.assertEqual(data["manager"], TRACKER.hex())
+        self.assertEqual((data["live_replicas"], data["verified_replicas"]), (2, 1))
+        first, second = data["hosts"]
+        self.assertEqual(first["node_id"], pid(1).hex())
+        self.assertEqual(first["address"], {"ip": "127.0.0.1", "port": 7401})
+        self.assertEqual(first["network_group"], "127.0.0.0/16")
+        self.assertEqual((first["rtt_ms"], first["verified_at"], first["verified"]), (4, 1005, True))
+        self.assertEqual((first["is_tracker"], first["live"], first["in_placement"]), (False, True, True))
+        self.assertEqual(second["node_id"], pid(2).hex())
+        self.assertEqual(second["network_group"], "::/32")
+        self.assertEqual((second["verified_at"], second["verified"]), (None, False))
+
+    def test_one_function_hosted_by_the_tracker(self):
+        """A function its managing tracker hosts itself lists that tracker as a verified replica."""
+        self.reg.publish_placement(FID, [(TRACKER, 1002)])
+        data = self.get_json(b"/api/v1/functions/" + FID.encode())
+        self.assertTrue(data["tracker_hosts"])
+        placed = [h for h in data["hosts"] if h["in_placement"]]
+        self.assertEqual(len(placed), 1)
+        self.assertEqual(placed[0]["node_id"], TRACKER.hex())
+        self.assertEqual((placed[0]["is_tracker"], placed[0]["is_this_tracker"], placed[0]["verified"]),
+                         (True, True, True))
+        self.assertEqual(placed[0]["address"], {"ip": "127.0.0.1", "port": 7400})
+        # The peers that announce it without being placed yet are listed after it.
+        self.assertEqual([h["in_placement"] for h in data["hosts"]], [True, False, False])
+
+    def test_network_groups(self):
+        """Replica network groups are IPv4 /16 and IPv6 /32 prefixes, as placement spreads them."""
+        from orb.tracker.http import network_group
+
+        self.assertEqual(network_group("127.2.0.9"), "127.2.0.0/16")
+        self.assertEqual(network_group("203.0.113.200"), "203.0.0.0/16")
+        self.assertEqual(network_group("2001:db8:1:2::7"), "2001:db8::/32")
+        self.assertIsNone(network_group("not-an-ip"))
+
+    def test_one_function_errors(self):
+        """A malformed fid is a JSON 400 and an unknown fid a JSON 404."""
+        bad = self.get_json(b"/api/v1/functions/not-a-fid", status=400)
+        self.assertEqual(bad["error"], "bad-fid")
+        unknown = fidmod.to_text(fidmod.fid_for(b"nobody deployed this"))
+        missing = self.get_json(b"/api/v1/functions/" + unknown.encode(), status=404)
+        self.assertEqual(missing["error"], "not-found")
+        self.get_json(b"/api/v1/functions/" + FID.encode() + b"/more", status=404)
+
     def test_stats(self):
         """GET /api/v1/stats reports uptime, counts, reachability, message totals and rates."""
         self.stats.count_message("in", "PING")

@@ -9,6 +9,12 @@ Where the ``orb`` command keeps its files, and which tracker it talks to.
   ``tracker = "HOST:PORT"`` in ``config.toml``. Each is
   ``[NODEID@]HOST:PORT`` (``[v6]:PORT`` for IPv6; NODEID, 64 hex digits,
   pins the tracker's node key).
+- The network name (the wire magic) is ``--network``, then
+  ``$ORB_NETWORK``, then ``network = "NAME"`` in ``config.toml``, else
+  ``main``.
+- The tracker's HTTP API (``orb ls``, ``orb info``, and the gateway URL
+  that ``orb deploy`` prints) is ``--api``, then ``$ORB_API``, then
+  ``api = "http://HOST:PORT"`` in ``config.toml``.
 """
 
 import os
@@ -106,3 +112,51 @@ def read_config(path):
         raise ConfigError(f"{path}: {e}: fix the TOML syntax") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+DEFAULT_NETWORK = "main"
+NETWORK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+def _setting(name, env_name, flag, environ, config_path):
+    """(value, where it came from) of the first of --flag, $ENV, config.toml that is set; (None, None) if none."""
+    environ = os.environ if environ is None else environ
+    if flag:
+        return flag, f"--{name}"
+    if environ.get(env_name):
+        return environ[env_name], env_name
+    path = config_path or os.path.join(orb_home(environ), CONFIG_NAME)
+    config = read_config(path)
+    if name in config:
+        return config[name], path
+    return None, None
+
+
+def resolve_network(flag=None, environ=None, config_path=None):
+    """The network to join: --network, $ORB_NETWORK, ``network`` in config.toml, else "main"."""
+    value, source = _setting("network", "ORB_NETWORK", flag, environ, config_path)
+    if value is None:
+        return DEFAULT_NETWORK
+    if not isinstance(value, str) or not NETWORK_RE.match(value):
+        raise ConfigError(f"{source}: network = {value!r} is not a network name: 1 to 63 letters, digits, "
+                          f"'.', '_' or '-' (the daemons' --network)")
+    return value
+
+
+def resolve_api(flag=None, environ=None, config_path=None, required=True):
+    """
+    The tracker's HTTP API base URL (no trailing slash): --api, $ORB_API,
+    ``api`` in config.toml. None when none is set and not ``required``.
+    """
+    value, source = _setting("api", "ORB_API", flag, environ, config_path)
+    if value is None:
+        if not required:
+            return None
+        path = config_path or os.path.join(orb_home(environ), CONFIG_NAME)
+        raise ConfigError(f"no tracker API given: pass --api http://HOST:PORT, set ORB_API, or write "
+                          f"api = \"http://HOST:PORT\" in {path} (the tracker's --http port)")
+    match = isinstance(value, str) and re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", value.strip())
+    if not match:
+        raise ConfigError(f"{source}: api = {value!r} is not an http:// or https:// URL, e.g. "
+                          f"http://127.0.0.1:7480")
+    return value.strip().rstrip("/")

@@ -422,7 +422,8 @@ def run(args):
     return _ui.EXIT_OK if doc["ok"] else _ui.EXIT_FAILED
 
 
-def _report_samples(args, m, fid_text, results, jail_missing):
+def sample_rows(m, results):
+    """One JSON row per sample run: its result, whether it passed, and why not."""
     rows = []
     for i, (sample, result) in enumerate(zip(m.samples, results)):
         why = None
@@ -434,18 +435,27 @@ def _report_samples(args, m, fid_text, results, jail_missing):
         if why:
             row["why"] = why
         rows.append(row)
+    return rows
+
+
+def print_sample_rows(c, rows):
+    for r in rows:
+        mark = "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]"
+        c.print(f"{mark} {r['name']} ({r['timing_ms']['exec']:.0f} ms)")
+        if not r["passed"]:
+            c.print(f"     {r['why']}", markup=False)
+            if r["log"].strip():
+                c.print("     log: " + r["log"].strip()[-600:].replace("\n", "\n          "), markup=False)
+
+
+def _report_samples(args, m, fid_text, results, jail_missing):
+    rows = sample_rows(m, results)
     passed = sum(r["passed"] for r in rows)
     doc = {"ok": passed == len(rows), "fid": fid_text, "passed": passed, "failed": len(rows) - passed,
            "samples": rows}
 
     def human(c):
-        for r in rows:
-            mark = "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]"
-            c.print(f"{mark} {r['name']} ({r['timing_ms']['exec']:.0f} ms)")
-            if not r["passed"]:
-                c.print(f"     {r['why']}", markup=False)
-                if r["log"].strip():
-                    c.print("     log: " + r["log"].strip()[-600:].replace("\n", "\n          "), markup=False)
+        print_sample_rows(c, rows)
         c.print(f"{passed}/{len(rows)} samples passed")
 
     _ui.emit(args, doc, human)
@@ -454,9 +464,8 @@ def _report_samples(args, m, fid_text, results, jail_missing):
     return _ui.EXIT_OK if doc["ok"] else _ui.EXIT_FAILED
 
 
-def _run_in_jail(built, root, calls, data, allow_unconfined):
-    """Start the real executor, run each call in turn, stop it. {"results": [...]} or {"error": text}."""
-    from twisted.internet import defer, reactor
+def quiet_logging():
+    """Send the library's warnings and errors (not its chatter) to stderr: a verb prints its own output."""
     from twisted.logger import (
         FilteringLogObserver,
         LogLevel,
@@ -465,27 +474,32 @@ def _run_in_jail(built, root, calls, data, allow_unconfined):
         textFileLogObserver,
     )
 
-    from orb.exec import ExecConfig, Executor, RuntimeSpec
-
-    m = built.manifest
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr),
                                     [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def run_calls(reactor, built, root, calls, data, allow_unconfined, box):
+    """
+    Start the real executor, run each call in turn (appending to
+    ``box["results"]``), stop it. A Deferred that fires when it is stopped;
+    ``box["error"]`` says why the jail could not run them. Stops early once
+    ``box["interrupted"]`` is set; ``box["executor"]`` is the executor, for
+    a shutdown trigger to stop.
+    """
+    from twisted.internet import defer
+
+    from orb.exec import ExecConfig, Executor, RuntimeSpec
+
+    m = built.manifest
     timeout_s = m.timeout_ms / 1000
     spec = RuntimeSpec(runtime=m.runtime, entry=m.entry, memory_mb=m.memory_mb, timeout_s=timeout_s,
                        reuse=m.isolation if m.runtime == "python" else "per-call")
     config = ExecConfig(allow_unconfined=allow_unconfined, max_timeout_s=max(300.0, timeout_s),
                         max_memory_mb=max(2048, m.memory_mb), max_concurrent=1)
-    executor = Executor(reactor, config)
+    executor = box["executor"] = Executor(reactor, config)
     fid_text = _fid.to_text(built.fid)
-    box = {"results": [], "done": False}
-
-    def on_shutdown():
-        # Ctrl-C (or SIGTERM) stops the reactor before the runs are done: stop the
-        # zygote and every child before the process exits, and say so.
-        if not box["done"]:
-            box["interrupted"] = True
-        return executor.stop()
+    box.setdefault("results", [])
 
     @defer.inlineCallbacks
     def go():
@@ -501,9 +515,35 @@ def _run_in_jail(built, root, calls, data, allow_unconfined):
         except Exception as e:
             box["error"] = str(e) or type(e).__name__
         finally:
+            yield executor.stop()
+
+    return go()
+
+
+def _run_in_jail(built, root, calls, data, allow_unconfined):
+    """Run ``calls`` with :func:`run_calls` under the real reactor. {"results": [...]} or {"error": text}."""
+    from twisted.internet import reactor
+
+    quiet_logging()
+    box = {"results": [], "done": False}
+
+    def on_shutdown():
+        # Ctrl-C (or SIGTERM) stops the reactor before the runs are done: stop the
+        # zygote and every child before the process exits, and say so.
+        if not box["done"]:
+            box["interrupted"] = True
+        executor = box.get("executor")
+        return executor.stop() if executor is not None else None
+
+    def go():
+        d = run_calls(reactor, built, root, calls, data, allow_unconfined, box)
+
+        def finished(_):
             box["done"] = True
             if reactor.running and not box.get("interrupted"):
                 reactor.stop()
+
+        d.addBoth(finished)
 
     reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
     reactor.callWhenRunning(go)

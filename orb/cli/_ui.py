@@ -26,7 +26,11 @@ EXIT_USAGE = 2  # bad arguments
 EXIT_INPUT = 3  # a bad function directory, orb.toml, package, key or config file
 EXIT_EXISTS = 4  # refused to overwrite: a key, or a non-empty directory for orb init
 EXIT_JAIL = 5  # the local jail cannot run functions here (a layer is missing, the executor failed)
-EXIT_NETWORK = 6  # the tracker could not be reached, or refused the request
+EXIT_NETWORK = 6  # the tracker or its API could not be reached, broke off, or did not answer in time
+EXIT_REFUSED = 7  # the tracker refused the function: too large, a bad signature, an invalid manifest or package, samples failing there
+EXIT_BUSY = 8  # the tracker is busy, full or failed on its side: try again later, or another tracker
+EXIT_REPLICAS = 9  # deployed, but fewer verified replicas than the manifest's `replicas` before --timeout
+EXIT_NOT_FOUND = 10  # the tracker knows no such function
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -37,17 +41,23 @@ exit status:
   3    bad input: function directory, orb.toml, package, key or config file
   4    refused to overwrite (an existing key, a non-empty directory)
   5    the local jail cannot run functions here
-  6    the tracker could not be reached or refused the request
+  6    the tracker or its API could not be reached, broke off, or did not answer in time
+  7    the tracker refused the function (too large, bad signature, invalid manifest or
+       package, or its samples fail there)
+  8    the tracker is busy, full or failed on its side: try again later or elsewhere
+  9    deployed, but fewer verified replicas than wanted before --timeout
+  10   the tracker knows no such function
   130  interrupted"""
 
 
 class CommandError(Exception):
     """A verb cannot do its job; ``message`` is one actionable sentence for a person."""
 
-    def __init__(self, message, exit_code=EXIT_INPUT, kind="input"):
+    def __init__(self, message, exit_code=EXIT_INPUT, kind="input", details=None):
         super().__init__(message)
         self.exit_code = exit_code
         self.kind = kind
+        self.details = details or {}  # more members of the --json error document (e.g. the fid deployed)
 
 
 def stdout_console():
@@ -68,7 +78,8 @@ def emit_error(args, verb, error):
     message = str(error)
     print(f"orb {verb}: error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
-        doc = {"ok": False, "error": {"kind": error.kind, "message": message, "exit_code": error.exit_code}}
+        doc = {**getattr(error, "details", {}), "ok": False,
+               "error": {"kind": error.kind, "message": message, "exit_code": error.exit_code}}
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 

@@ -19,6 +19,7 @@ import sys
 
 COMMAND_MODULES = [
     "orb.cli._function",
+    "orb.cli._network",
     "orb.cli._sandbox",
 ]
 

@@ -11,8 +11,15 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
 ``/api/v1/peers``      live peers (``?limit=&offset=``, sorted by id)
 ``/api/v1/peers/<id>`` one peer by 64-hex-digit node id (400 if malformed)
 ``/api/v1/trackers``   known trackers, with liveness
-``/api/v1/functions``  functions, with the peers hosting each, best first
+``/api/v1/functions``  functions (``?owner=<64 hex>``: one owner's), each with
+                       its manifest's name, version and runtime, size, deploy
+                       time, owner, and the peers hosting it, best first
                        (``orb.tracker.routing.rank_replicas``)
+``/api/v1/functions/<fid>``
+                       one function: its manifest, its placement (the
+                       managing tracker) and every replica with its address,
+                       network group, RTT and last passed integrity check
+                       (400 for a malformed fid, 404 for an unknown one)
 ``/api/v1/stats``      counts, message totals and rates, uptime
 ``/metrics``           Prometheus text exposition format 0.0.4
 =====================  ======================================================
@@ -25,6 +32,7 @@ adapter is read-only: only GET and HEAD are allowed.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import math
 import os
@@ -34,8 +42,11 @@ from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 
+from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
+from orb.protocol.federation import FunctionRecord
 from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
+from orb.tracker.replication import placement_group
 from orb.tracker.routing import rank_replicas
 from orb.tracker.stats import Stats
 
@@ -230,31 +241,142 @@ class TrackersResource(_Json):
         return json_body(request, {"self": reg.tracker_id.hex(), "total": len(out), "trackers": out})
 
 
+def network_group(ip: str) -> str | None:
+    """The network group replicas are spread over (``replication.placement_group``), as a prefix:
+    ``127.2.0.0/16`` for IPv4, ``2001:db8::/32`` for IPv6; None for no usable address."""
+    try:
+        group = placement_group(ip)
+    except (AddressError, ValueError):
+        return None
+    if isinstance(group, tuple):
+        return f"{group[0]}.{group[1]}.0.0/16"
+    return str(ipaddress.IPv6Network((bytes(group) + bytes(16 - len(group)), 8 * len(group))))
+
+
+def _hosts_by_fid(reg: Registry) -> dict[str, list[PeerRecord]]:
+    """The live peers whose own signed statement lists each fid."""
+    hosts: dict[str, list[PeerRecord]] = {}
+    for p in reg.peers():
+        for fid, _ in p.functions:
+            hosts.setdefault(fid, []).append(p)
+    return hosts
+
+
+def _replicas(reg: Registry, f: FunctionRecord, announced: list[PeerRecord]) -> list[dict]:
+    """Every host of ``f``: those of its placement (the manager's statement, with the time of each
+    host's last passed integrity challenge), then peers announcing it that the placement does not
+    list yet. ``live``: the host's own record is live and, for a peer, lists the fid."""
+    placement = reg.placement(f.fid)
+    by_id = {p.node_id: p for p in announced}
+    out = []
+    placed = dict(placement.hosts) if placement is not None else {}
+    ranked = rank_replicas(announced)
+    order = [p.node_id for p in ranked if p.node_id in placed] + sorted(n for n in placed if n not in by_id)
+    order += [p.node_id for p in ranked if p.node_id not in placed]
+    for node_id in order:
+        peer = reg.peer(node_id)
+        tracker = reg.tracker(node_id) if peer is None else None
+        record = peer or tracker
+        addresses = [{"ip": ip, "port": port} for ip, port in record.addresses] if record is not None else []
+        verified_at = placed.get(node_id) or None
+        live = node_id in by_id or tracker is not None
+        out.append(
+            {
+                "node_id": node_id.hex(),
+                "is_tracker": tracker is not None,
+                "is_this_tracker": node_id == reg.tracker_id,
+                "in_placement": node_id in placed,
+                "live": live,
+                "verified": live and verified_at is not None,
+                "verified_at": verified_at,
+                "address": addresses[0] if addresses else None,
+                "addresses": addresses,
+                "network_group": network_group(addresses[0]["ip"]) if addresses else None,
+                "rtt_ms": peer.rtt_ms if peer is not None else None,
+                "load_permille": peer.load_permille if peer is not None else None,
+                "reachability": peer.reachability if peer is not None else "reachable" if addresses else "unknown",
+            }
+        )
+    return out
+
+
+def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord]) -> dict:
+    """What /api/v1/functions lists for one function."""
+    manifest = f.manifest_json()
+    placement = reg.placement(f.fid)
+    hosts = rank_replicas(announced)
+    verified = set(placement.verified) if placement is not None else set()
+    return {
+        "fid": f.fid,
+        "name": manifest["name"],
+        "version": f.version,
+        "runtime": manifest["runtime"],
+        "owner": f.owner.hex(),
+        "package_size": f.package_size,
+        "deployed_at": f.issued_at,
+        "replicas": f.replicas,
+        "live_replicas": len(hosts),
+        "verified_replicas": sum(p.node_id in verified for p in hosts),
+        "tracker_hosts": placement is not None and placement.tracker in verified,
+        "manager": placement.tracker.hex() if placement is not None else None,
+        "hosted_by": [p.node_id.hex() for p in hosts],
+    }
+
+
 class FunctionsResource(_Json):
+    isLeaf = False
+
     def __init__(self, registry: Registry) -> None:
         super().__init__()
         self.registry = registry
 
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"":
+            return self
+        if len(request.postpath) > 0 and request.postpath != [b""]:
+            return not_found()
+        try:
+            fid = path.decode("ascii")
+            fidmod.check(fidmod.from_text(fid))
+        except (UnicodeDecodeError, fidmod.FidError):
+            return JsonError(http.BAD_REQUEST, "bad-fid", "a fid is 53 lowercase base32 characters (orb hash prints it)")
+        function = self.registry.function(fid)
+        if function is None:
+            return not_found(f"no function {fid} is known to this tracker")
+        return FunctionResource(self.registry, function)
+
     def get(self, request: Any) -> bytes:
         reg = self.registry
-        hosts: dict[str, list[PeerRecord]] = {}
-        for p in reg.peers():
-            for fid, _ in p.functions:
-                hosts.setdefault(fid, []).append(p)
-        out = []
-        for f in sorted(reg.functions(), key=lambda f: f.fid):
-            hs = rank_replicas(hosts.get(f.fid, []))
-            out.append(
-                {
-                    "fid": f.fid,
-                    "version": f.version,
-                    "owner": f.owner.hex(),
-                    "replicas": f.replicas,
-                    "live_replicas": len(hs),
-                    "hosted_by": [p.node_id.hex() for p in hs],
-                }
-            )
+        owner = None
+        values = request.args.get(b"owner")
+        if values:
+            owner = parse_node_id(values[0])  # an owner key is 32 bytes, written as 64 hex digits too
+            if owner is None:
+                raise _BadRequest("bad-query", "owner must be an owner's public key: 64 hexadecimal digits")
+        hosts = _hosts_by_fid(reg)
+        out = [
+            function_json(reg, f, hosts.get(f.fid, []))
+            for f in sorted(reg.functions(), key=lambda f: f.fid)
+            if owner is None or f.owner == owner
+        ]
         return json_body(request, {"total": len(out), "functions": out})
+
+
+class FunctionResource(_Json):
+    def __init__(self, registry: Registry, function: FunctionRecord) -> None:
+        super().__init__()
+        self.registry, self.function = registry, function
+
+    def get(self, request: Any) -> bytes:
+        reg, f = self.registry, self.function
+        announced = _hosts_by_fid(reg).get(f.fid, [])
+        placement = reg.placement(f.fid)
+        doc = function_json(reg, f, announced)
+        doc["manifest"] = f.manifest_json()
+        doc["placement"] = None if placement is None else {
+            "tracker": placement.tracker.hex(), "seq": str(placement.seq), "time": placement.time}
+        doc["hosts"] = _replicas(reg, f, announced)
+        return json_body(request, doc)
 
 
 class StatsResource(_Json):

@@ -1,0 +1,719 @@
+# -*- test-case-name: tests.test_cli_network -*-
+"""
+The network verbs of the ``orb`` command:
+
+    orb deploy DIR [--no-source] [--no-wait] [--timeout S]   run the samples, upload, wait for the replicas
+    orb ls [--owner HEX]                                     an owner's functions, as the tracker knows them
+    orb info FID                                             one function: manifest, replicas, checks
+
+``orb deploy`` speaks the ORB wire to a tracker (RFC 9.4): it runs every
+sample in the local jail, signs the deploy statement (RFC 9.8) with the
+owner key, opens a TLS session to the tracker (``--tracker``, pinned when
+given as NODEID@HOST:PORT; ``--network``), sends DEPLOY and, while it
+waits for DEPLOY_ACK, answers the tracker's FETCH for its package from the
+bytes it built. Then it polls LOOKUP until the manifest's ``replicas``
+peers are verified replicas (or ``--no-wait``, or ``--timeout``).
+
+``orb ls`` and ``orb info`` read the tracker's REST API (``--api``;
+``orb.tracker.http``).
+
+Each verb has a synchronous ``prepare_*`` (settings, files, keys: errors
+that need no reactor) and a ``*_flow(reactor, plan)`` that returns a
+Deferred; :func:`run_flow` runs a flow under the real reactor. Every
+failure is a :class:`CommandError` with an exit status of
+:mod:`orb.cli._ui`.
+"""
+
+import datetime
+import json
+import re
+import shutil
+
+import attrs
+from twisted.internet import defer, error, task
+
+from orb.protocol import fid as _fid
+from orb.protocol.codes import ErrorCode, Role
+from orb.protocol.messages import Deploy, Error, Fetch, Lookup, MessageType, Package
+
+from . import _config, _function, _keys, _project, _ui
+from ._ui import CommandError
+
+CONNECT_TIMEOUT_S = 10.0
+LOOKUP_TIMEOUT_S = 15.0
+LOOKUP_INTERVAL_S = 0.5
+DEFAULT_WAIT_S = 120.0
+HTTP_TIMEOUT_S = 15.0
+MAX_HTTP_BODY_BYTES = 16 * 1024 * 1024
+CLOSE_TIMEOUT_S = 5.0
+# FETCH bounds (RFC 5.15): 0 <= offset < size, 1 <= length <= MAX_FETCH_BYTES.
+MAX_FETCH_BYTES = 1024 * 1024
+# The ERROR code for a FETCH out of those bounds. TODO at merge: the pkgnet branch names it OUT_OF_RANGE.
+FETCH_OUT_OF_RANGE = ErrorCode.INVALID
+
+
+def register(sub) -> None:
+    def verb(name, help_text, func, description):
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        p.set_defaults(func=_function._guarded(func))
+        return p
+
+    def api_option(p):
+        p.add_argument("--api", metavar="URL", help="the tracker's HTTP API, e.g. http://127.0.0.1:7480 "
+                                                    "(default: $ORB_API, else api = \"...\" in config.toml)")
+
+    p = verb("deploy", "run the samples, upload a function to a tracker and wait for its replicas", deploy,
+             "Run every [[sample]] of DIR in the local jail (stopping on a failure), sign the deploy with the "
+             "owner key, upload the package to the tracker (which fetches it, verifies it against the fid and "
+             "runs the samples itself), then wait until the manifest's `replicas` peers host verified copies. "
+             "Prints the fid, its DNS name <fid>.orb, the gateway URL (when the API is known) and the replica "
+             "count.")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--no-source", action="store_true", help="deploy the --no-source (bytecode only) package")
+    p.add_argument("--no-wait", action="store_true", help="return once the tracker has accepted the function, "
+                                                          "without waiting for the replicas")
+    p.add_argument("--timeout", metavar="S", type=_seconds, default=DEFAULT_WAIT_S,
+                   help=f"how long to wait for the replicas after the tracker accepts (default {DEFAULT_WAIT_S:g}); "
+                        "exit status 9 if they are not all up by then")
+    p.add_argument("--tracker", metavar="[NODEID@]HOST:PORT",
+                   help="the tracker (default: $ORB_TRACKER, else tracker = \"...\" in config.toml); NODEID (64 hex "
+                        "digits) pins its node key")
+    p.add_argument("--network", metavar="NAME", help="the network's name (default: $ORB_NETWORK, else "
+                                                     "network = \"...\" in config.toml, else main)")
+    p.add_argument("--key", metavar="PATH", help="the owner key (default: $ORB_HOME/owner.key)")
+    api_option(p)
+    p.add_argument("--allow-unconfined", action="store_true",
+                   help="DANGEROUS: run the samples locally even if jail layers are missing")
+
+    p = verb("ls", "list an owner's functions known to the tracker", ls,
+             "List the functions of an owner (default: the local owner key's) that the tracker knows, with "
+             "their verified replicas, from the tracker's REST API.")
+    p.add_argument("--owner", metavar="HEX", help="the owner's public key, 64 hex digits (default: that of "
+                                                  "--key or $ORB_HOME/owner.key)")
+    p.add_argument("--key", metavar="PATH", help="the owner key whose functions to list")
+    api_option(p)
+
+    p = verb("info", "show one function: manifest, size, owner, replicas and their last checks", info,
+             "Show a function as the tracker knows it: manifest, size, owner, deploy time, and each replica "
+             "with its node, address, network group, RTT and last passed integrity check.")
+    p.add_argument("fid", metavar="FID")
+    api_option(p)
+
+
+def _seconds(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError("give 0 < S <= 86400 seconds")
+    return value
+
+
+def _remote_text(text, limit=300):
+    """Text from the network, printable and bounded."""
+    from orb.net.logs import escape
+
+    return escape(text, limit)
+
+
+def _utc(unix_s):
+    if not unix_s:
+        return None
+    return datetime.datetime.fromtimestamp(unix_s, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- running a flow ------------------------------------------------------------------------------
+
+
+def run_flow(flow, box):
+    """
+    Run ``flow(reactor)`` (a Deferred) under the real reactor and return its
+    result, or raise its error. Ctrl-C (or SIGTERM) stops the executor and
+    the session named in ``box`` and raises CommandError(130).
+    """
+    from twisted.internet import reactor
+
+    _function.quiet_logging()
+    out = {}
+
+    def on_shutdown():
+        if "result" in out:
+            return None
+        box["interrupted"] = True
+        waits = []
+        if box.get("executor") is not None:
+            waits.append(box["executor"].stop())
+        if box.get("protocol") is not None:
+            box["protocol"].close("interrupted", ErrorCode.SHUTDOWN)
+        return defer.DeferredList(waits) if waits else None
+
+    def go():
+        d = defer.maybeDeferred(flow, reactor)
+
+        def finished(result):
+            out["result"] = result
+            if reactor.running:
+                reactor.stop()
+
+        d.addBoth(finished)
+
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    reactor.callWhenRunning(go)
+    reactor.run(installSignalHandlers=True)
+    if box.get("interrupted") or "result" not in out:
+        # What the flow said after the signal (a session closed under it) is not news.
+        raise CommandError("interrupted", _ui.EXIT_INTERRUPTED, "interrupted")
+    result = out["result"]
+    if isinstance(result, Exception) or hasattr(result, "raiseException"):
+        result.raiseException()
+    return result
+
+
+# --- deploy --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class DeployPlan:
+    built: _project.Built
+    key: object  # the owner's NodeKey
+    tracker: _config.TrackerAddress
+    network: str
+    api: str | None
+    wait: bool
+    timeout_s: float
+    allow_unconfined: bool = False
+    json: bool = False
+
+
+def prepare_deploy(args):
+    """Everything deploy needs that a reactor does not: settings, the key, the built package."""
+    tracker = _config.resolve_tracker(args.tracker)
+    network = _config.resolve_network(args.network)
+    api = _config.resolve_api(args.api, required=False)
+    key = _keys.load_owner_key(args.key or _config.default_key_path())
+    built = _project.build(args.dir, no_source=args.no_source)
+    return DeployPlan(built=built, key=key, tracker=tracker, network=network, api=api, wait=not args.no_wait,
+                      timeout_s=args.timeout, allow_unconfined=args.allow_unconfined, json=args.json)
+
+
+def deploy(args):
+    plan = prepare_deploy(args)
+    box = {}
+    doc = run_flow(lambda reactor: deploy_flow(reactor, plan, box), box)
+    return print_deployed(args, doc)
+
+
+def jail_samples(reactor, plan, box):
+    """Run every sample in the local jail, as `orb run --samples` does: Deferred[sample rows]."""
+    built = plan.built
+    root = _function._unpacked(built)
+    d = _function.run_calls(reactor, built, root, list(built.manifest.samples), None, plan.allow_unconfined, box)
+
+    def done(_):
+        shutil.rmtree(root, ignore_errors=True)
+        if box.get("interrupted"):
+            raise CommandError("interrupted while running the samples", _ui.EXIT_INTERRUPTED, "interrupted")
+        if "error" in box:
+            raise CommandError(f"the local jail could not run the samples: {box['error']}", _ui.EXIT_JAIL, "jail")
+        missing = [r for r in box["results"] if r.status.name in ("REFUSED", "INTERNAL")]
+        if missing:
+            raise CommandError(f"the local jail cannot run functions here: {missing[0].message} "
+                               "(see `orb sandbox-check`; --allow-unconfined runs the samples anyway)",
+                               _ui.EXIT_JAIL, "jail")
+        return _function.sample_rows(built.manifest, box["results"])
+
+    d.addCallback(done)
+    return d
+
+
+@defer.inlineCallbacks
+def deploy_flow(reactor, plan, box, progress_console=None):
+    """Samples, DEPLOY while serving FETCH, then LOOKUP until the replicas are up: Deferred[result doc]."""
+    built = plan.built
+    fid_text = _fid.to_text(built.fid)
+    rows = yield jail_samples(reactor, plan, box)
+    failed = [r for r in rows if not r["passed"]]
+    if failed:
+        first = failed[0]
+        raise CommandError(f"{len(failed)} of {len(rows)} samples failed locally, so nothing was deployed: "
+                           f"{first['name']}: {first.get('why', '')} (see `orb run DIR --samples`)",
+                           _ui.EXIT_FAILED, "samples", {"fid": fid_text, "samples": rows})
+    signed = _project.sign_built(built, plan.key, int(reactor.seconds()))
+    progress = _ui.TransferProgress(len(built.data), "uploading", console=progress_console, enabled=not plan.json)
+    client = DeployClient(built, progress)
+    p = yield connect(reactor, plan.tracker, plan.network, client)
+    box["protocol"] = p
+    try:
+        ack = yield send_deploy(p, plan, signed)
+        progress.close()
+        doc = {"ok": True, "fid": fid_text, "dns_name": f"{fid_text}.orb",
+               "gateway_url": f"{plan.api}/f/{fid_text}" if plan.api else None, "tracker": str(plan.tracker),
+               "network": plan.network, "package_bytes": len(built.data), "served_bytes": client.served_bytes,
+               "name": built.manifest.name, "version": built.manifest.version,
+               "wanted_replicas": built.manifest.replicas, "replicas": ack.replicas, "tracker_hosts": False,
+               "waited": plan.wait, "samples_passed": len(rows), "hosts": []}
+        if plan.wait:
+            _say(plan, f"the tracker accepted {fid_text}; waiting up to {plan.timeout_s:g} s for "
+                       f"{built.manifest.replicas} verified replicas")
+            yield wait_for_replicas(reactor, p, plan, doc)
+        return doc
+    finally:
+        progress.close()
+        yield close_session(reactor, p, client)
+
+
+def _say(plan, text):
+    """A progress line on stderr, for a person at a terminal only."""
+    import sys
+
+    if not plan.json and sys.stderr.isatty():
+        print(text, file=sys.stderr)
+
+
+class DeployClient:
+    """The deployer's side of the session (an orb.net.adapter handler): serves FETCH for its own package."""
+
+    def __init__(self, built, progress):
+        self.built = built
+        self.progress = progress
+        self.ready = defer.Deferred()
+        self.lost = defer.Deferred()
+        self.problem = None  # why the session failed (a ProtocolError), when it says
+        self.served_bytes = 0
+        self._served = set()  # offsets served, so a refetch does not move the bar twice
+
+    def session_ready(self, p):
+        if not self.ready.called:
+            self.ready.callback(p)
+
+    def session_lost(self, p, reason):
+        if not self.ready.called:
+            self.ready.errback(ConnectionError(str(self.problem or "closed during the handshake")))
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def misbehaved(self, p, problem):
+        self.problem = problem
+
+    def rtt_measured(self, p, rtt_ms):
+        pass
+
+    def message_received(self, p, message, request_id):
+        if isinstance(message, Fetch):
+            self.on_fetch(p, message, request_id)
+        # ADDR (a tracker's greeting) is of no use to a deployer.
+
+    def on_fetch(self, p, message, request_id):
+        data = self.built.data
+        if message.fid != self.built.fid:
+            return self._refuse(p, request_id, ErrorCode.NOT_FOUND,
+                                f"package {_fid_name(message.fid)} is not held here")
+        if message.offset >= len(data) or not 1 <= message.length <= MAX_FETCH_BYTES:
+            return self._refuse(p, request_id, FETCH_OUT_OF_RANGE,
+                                f"offset {message.offset}, length {message.length}: FETCH wants 0 <= offset < "
+                                f"{len(data)} and 1 <= length <= {MAX_FETCH_BYTES}")
+        chunk = data[message.offset:message.offset + message.length]
+        p.send(Package(fid=self.built.fid, offset=message.offset, total_size=len(data), data=chunk),
+               response_to=request_id)
+        self.served_bytes += len(chunk)
+        if message.offset not in self._served:
+            self._served.add(message.offset)
+            self.progress.advance(len(chunk))
+
+    def _refuse(self, p, request_id, code, text):
+        if request_id:
+            p.send(Error(code=int(code), ref_request_id=request_id, text=text[:200]), response_to=request_id)
+
+
+def _fid_name(raw):
+    try:
+        return _fid.to_text(raw)
+    except _fid.FidError:
+        return f"(invalid fid {raw[:40].hex()})"
+
+
+@defer.inlineCallbacks
+def connect(reactor, tracker, network, handler, timeout_s=CONNECT_TIMEOUT_S):
+    """A TLS session with the ORB handshake to ``tracker`` (pinned to its node id when given): the protocol."""
+    from twisted.internet import endpoints
+
+    from orb.identity import NodeKey
+    from orb.net.adapter import OrbFactory
+    from orb.net.tls import NodeTLS
+    from orb.protocol.errors import IdentityMismatch
+    from orb.protocol.session import LocalIdentity, SessionConfig
+
+    key = NodeKey.generate()  # a throwaway node identity: the owner key signs deploys, never sessions
+    identity = LocalIdentity(key.public_bytes, 0)  # no roles: a client that hosts and routes nothing
+    config = SessionConfig(network=network, served_types={MessageType.FETCH, MessageType.ADDR})
+    factory = OrbFactory(identity, handler, reactor, initiator=True, config=config,
+                         expected_node_id=tracker.node_id)
+    endpoint = endpoints.HostnameEndpoint(reactor, tracker.host, tracker.port, timeout=timeout_s)
+    where = f"the tracker at {tracker} (from {tracker.source})"
+    try:
+        yield endpoint.connect(NodeTLS(key).wrap(factory, is_client=True))
+    except (error.DNSLookupError, error.ConnectError, OSError) as e:
+        raise CommandError(f"cannot reach {where}: {_why(e)}", _ui.EXIT_NETWORK, "network") from None
+    try:
+        p = yield handler.ready
+    except ConnectionError as e:
+        if isinstance(handler.problem, IdentityMismatch):
+            hint = f" (the node id pinned by {tracker.source} does not match: check it, or drop NODEID@ to trust any)"
+        else:
+            hint = f"; is it a tracker of network {network!r} (--network, $ORB_NETWORK)?"
+        raise CommandError(f"{where} closed the session during the handshake: {e}{hint}", _ui.EXIT_NETWORK,
+                           "network") from None
+    return p
+
+
+def _why(e):
+    text = str(e).strip() or type(e).__name__
+    return re.sub(r"\s+", " ", text)[:200]
+
+
+# Each refusal of a DEPLOY: (exit status, what to tell the owner).
+REFUSALS = {
+    ErrorCode.TOO_LARGE: (_ui.EXIT_REFUSED, "the package is too large for this tracker"),
+    ErrorCode.DENIED: (_ui.EXIT_REFUSED, "the tracker refused the owner's signature"),
+    ErrorCode.INVALID: (_ui.EXIT_REFUSED, "the tracker refused the function"),
+    ErrorCode.BUSY: (_ui.EXIT_BUSY, "the tracker is busy; try again shortly, or another tracker"),
+    ErrorCode.RATE_LIMITED: (_ui.EXIT_BUSY, "the tracker is rate-limiting this session; try again shortly"),
+    ErrorCode.SHUTDOWN: (_ui.EXIT_BUSY, "the tracker is shutting down; try again shortly, or another tracker"),
+    ErrorCode.INTERNAL: (_ui.EXIT_BUSY, "the tracker failed on its side; try again, or another tracker"),
+    ErrorCode.UNSUPPORTED: (_ui.EXIT_NETWORK, "the node does not serve DEPLOY: is --tracker a tracker?"),
+}
+
+
+def refusal(code, text, fid_text):
+    try:
+        kind = ErrorCode(code)
+    except ValueError:
+        kind = ErrorCode.UNSPECIFIED
+    exit_code, what = REFUSALS.get(kind, (_ui.EXIT_NETWORK, "the tracker refused the deploy"))
+    detail = _remote_text(text) or "no reason given"
+    return CommandError(f"{what}: {detail} [{kind.name.lower()}]", exit_code, kind.name.lower(), {"fid": fid_text})
+
+
+@defer.inlineCallbacks
+def send_deploy(p, plan, signed):
+    """DEPLOY, answered by DEPLOY_ACK after the tracker has fetched, verified and test-run the package."""
+    from orb.net.adapter import RemoteError, RequestTimeout
+    from orb.tracker.deploy import DEPLOY_TIMEOUT_S
+
+    fid_text = _fid.to_text(signed.fid)
+    message = Deploy(fid=signed.fid, owner_key=signed.owner_key, manifest=signed.manifest,
+                     package_size=signed.package_size, issued_at=signed.issued_at, signature=signed.signature)
+    try:
+        ack = yield p.request(message, timeout_s=DEPLOY_TIMEOUT_S)
+    except RemoteError as e:
+        raise refusal(e.code, e.text, fid_text) from None
+    except RequestTimeout:
+        raise CommandError(f"the tracker did not answer the deploy within {DEPLOY_TIMEOUT_S:g} s",
+                           _ui.EXIT_NETWORK, "timeout", {"fid": fid_text}) from None
+    except (error.ConnectionLost, error.ConnectionDone):
+        raise CommandError("the tracker closed the session before answering the deploy", _ui.EXIT_NETWORK,
+                           "network", {"fid": fid_text}) from None
+    if ack.status != 0:
+        raise refusal(ack.status, ack.text, fid_text)
+    return ack
+
+
+@defer.inlineCallbacks
+def lookup(p, fid_raw, max_replicas):
+    """The tracker's PEERS for ``fid_raw``: (peer replicas, whether the tracker hosts it)."""
+    from orb.net.adapter import RemoteError, RequestTimeout
+
+    try:
+        peers = yield p.request(Lookup(fid=fid_raw, max_replicas=max_replicas), timeout_s=LOOKUP_TIMEOUT_S)
+    except RemoteError as e:
+        if e.code == ErrorCode.NOT_FOUND:
+            return [], False
+        raise CommandError(f"the tracker refused LOOKUP: {_remote_text(e.text)}", _ui.EXIT_NETWORK, "network") from None
+    except RequestTimeout:
+        raise CommandError(f"the tracker did not answer LOOKUP within {LOOKUP_TIMEOUT_S:g} s", _ui.EXIT_NETWORK,
+                           "timeout") from None
+    except (error.ConnectionLost, error.ConnectionDone):
+        raise CommandError("the tracker closed the session while we waited for the replicas", _ui.EXIT_NETWORK,
+                           "network") from None
+    hosts = [r for r in peers.replicas if not r.roles & Role.TRACKER]
+    return hosts, len(hosts) < len(peers.replicas)
+
+
+@defer.inlineCallbacks
+def wait_for_replicas(reactor, p, plan, doc):
+    """Poll LOOKUP until the manifest's ``replicas`` peers are verified replicas, or --timeout."""
+    wanted = plan.built.manifest.replicas
+    started = reactor.seconds()
+    while True:
+        hosts, tracker_hosts = yield lookup(p, plan.built.fid, min(255, wanted + 1))
+        doc["replicas"], doc["tracker_hosts"] = len(hosts), tracker_hosts
+        doc["hosts"] = [{"node_id": r.node_id.hex(), "address": {"ip": r.host, "port": r.port}, "rtt_ms": r.rtt_ms}
+                        for r in hosts]
+        if len(hosts) >= wanted:
+            doc["waited_s"] = round(reactor.seconds() - started, 3)
+            return doc
+        if reactor.seconds() - started >= plan.timeout_s:
+            meanwhile = " (the tracker hosts it itself meanwhile)" if tracker_hosts else ""
+            raise CommandError(
+                f"deployed {doc['fid']}, but only {len(hosts)} of {wanted} replicas are verified after "
+                f"{plan.timeout_s:g} s{meanwhile}: the network may have too few peers that accept it; "
+                f"`orb info {doc['fid']}` shows them as they come", _ui.EXIT_REPLICAS, "replicas",
+                {k: doc[k] for k in ("fid", "dns_name", "gateway_url", "replicas", "wanted_replicas",
+                                     "tracker_hosts")})
+        yield task.deferLater(reactor, LOOKUP_INTERVAL_S, lambda: None)
+
+
+@defer.inlineCallbacks
+def close_session(reactor, p, client):
+    """Say goodbye and wait (a bounded time) for the connection to be gone."""
+    if not client.lost.called:
+        # The adapter registers itself as the TLS transport's producer, and TLS
+        # holds a close back while a producer is registered (until the adapter
+        # aborts after CLOSE_GRACE_S): unregister it, so goodbye is prompt.
+        if p.transport is not None and hasattr(p.transport, "unregisterProducer"):
+            p.transport.unregisterProducer()
+        p.close("done", ErrorCode.SHUTDOWN)
+        timer = reactor.callLater(CLOSE_TIMEOUT_S, lambda: client.lost.called or client.lost.callback(None))
+        yield client.lost
+        if timer.active():
+            timer.cancel()
+
+
+def print_deployed(args, doc):
+    def human(c):
+        c.print(f"[green]deployed[/] {doc['name']} {doc['version']}", markup=True)
+        c.print(f"fid       {doc['fid']}")
+        c.print(f"dns name  {doc['dns_name']}")
+        c.print(f"gateway   {doc['gateway_url'] or '(unknown: pass --api or set ORB_API to see it)'}")
+        c.print(f"samples   {doc['samples_passed']} passed locally, and at the tracker")
+        if doc["waited"]:
+            extra = " (and the tracker itself)" if doc["tracker_hosts"] else ""
+            c.print(f"replicas  {doc['replicas']} of {doc['wanted_replicas']} verified{extra}")
+            for h in doc["hosts"]:
+                c.print(f"          {h['node_id'][:16]}  {h['address']['ip']}:{h['address']['port']}"
+                        f"  {h['rtt_ms']} ms", markup=False)
+        else:
+            c.print(f"replicas  {doc['replicas']} of {doc['wanted_replicas']} so far (--no-wait: the tracker "
+                    f"places the rest; `orb info {doc['fid']}` shows them)")
+
+    _ui.emit(args, doc, human)
+    return _ui.EXIT_OK
+
+
+# --- ls and info: the REST API -------------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def get_json(reactor, api, path):
+    """GET ``api + path``: (status, parsed JSON). CommandError(6) when the API cannot be reached or is not JSON."""
+    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.http_headers import Headers
+
+    url = api + path
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=HTTP_TIMEOUT_S)
+    headers = Headers({b"Accept": [b"application/json"], b"User-Agent": [b"orb-cli"]})
+    try:
+        d = agent.request(b"GET", url.encode("ascii"), headers)
+        d.addTimeout(HTTP_TIMEOUT_S, reactor)
+        response = yield d
+        body = defer.Deferred()
+        response.deliverBody(_BoundedBody(body, MAX_HTTP_BODY_BYTES))
+        body.addTimeout(HTTP_TIMEOUT_S, reactor)
+        body = yield body
+    except _TooLong:
+        raise CommandError(f"{url} answered more than {MAX_HTTP_BODY_BYTES} bytes: not an API answer",
+                           _ui.EXIT_NETWORK, "network") from None
+    except defer.TimeoutError:
+        raise CommandError(f"the tracker API at {api} did not answer within {HTTP_TIMEOUT_S:g} s", _ui.EXIT_NETWORK,
+                           "network") from None
+    except Exception as e:  # refused, unreachable, reset, TLS: all "cannot reach"
+        reason = getattr(e, "reasons", None)
+        why = _why(reason[0].value) if reason else _why(e)
+        raise CommandError(f"cannot reach the tracker API at {api}: {why} (--api, $ORB_API)", _ui.EXIT_NETWORK,
+                           "network") from None
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CommandError(f"{url} answered HTTP {response.code} with something that is not JSON: is {api} the "
+                           "tracker's --http address?", _ui.EXIT_NETWORK, "network") from None
+    return response.code, doc
+
+
+class _TooLong(Exception):
+    pass
+
+
+class _BoundedBody:
+    """A response body, read whole unless it passes ``limit`` bytes (then the connection is dropped)."""
+
+    def __init__(self, done, limit):
+        self.done, self.limit = done, limit
+        self.parts, self.size = [], 0
+        self.transport = None
+
+    def makeConnection(self, transport):
+        self.transport = transport
+
+    def dataReceived(self, data):
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.done.errback(_TooLong())
+            self.transport.stopProducing()
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason):
+        if self.done.called:
+            return
+        from twisted.web.client import PotentialDataLoss, ResponseDone
+
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def _api_error(status, doc, url):
+    message = doc.get("message") if isinstance(doc, dict) else None
+    return CommandError(f"{url} answered HTTP {status}: {_remote_text(message or doc)}", _ui.EXIT_NETWORK, "network")
+
+
+@attrs.frozen
+class LsPlan:
+    api: str
+    owner: bytes
+
+
+def prepare_ls(args):
+    api = _config.resolve_api(args.api)
+    if args.owner:
+        try:
+            owner = bytes.fromhex(args.owner)
+        except ValueError:
+            owner = b""
+        if len(owner) != 32:
+            raise CommandError(f"--owner {args.owner!r} is not an owner's public key: give 64 hex digits "
+                               "(`orb keygen` prints yours)", _ui.EXIT_USAGE, "usage")
+    else:
+        owner = _keys.load_owner_key(args.key or _config.default_key_path()).public_bytes
+    return LsPlan(api, owner)
+
+
+def ls(args):
+    plan = prepare_ls(args)
+    doc = run_flow(lambda reactor: ls_flow(reactor, plan), {})
+    return print_ls(args, doc)
+
+
+@defer.inlineCallbacks
+def ls_flow(reactor, plan):
+    path = f"/api/v1/functions?owner={plan.owner.hex()}"
+    status, doc = yield get_json(reactor, plan.api, path)
+    if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("functions"), list):
+        raise _api_error(status, doc, plan.api + path)
+    return {"ok": True, "api": plan.api, "owner": plan.owner.hex(), "total": len(doc["functions"]),
+            "functions": doc["functions"]}
+
+
+def columns(c, header, rows):
+    """Print rows as aligned columns, never truncated or wrapped (a table a script can cut)."""
+    rows = [tuple(_remote_text(v, 200) for v in row) for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        c.print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), markup=False, overflow="ignore",
+                crop=False)
+
+
+def print_ls(args, doc):
+    def human(c):
+        if not doc["functions"]:
+            c.print(f"no functions of owner {doc['owner'][:16]}... are known to {doc['api']}", markup=False)
+            return
+        columns(c, ("NAME", "VERSION", "FID", "REPLICAS", "SIZE", "DEPLOYED"), [
+            (f.get("name"), f.get("version"), f.get("fid"), f"{f.get('verified_replicas', 0)}/{f.get('replicas')}",
+             f"{f.get('package_size')} B", _utc(f.get("deployed_at")) or "?")
+            for f in doc["functions"]])
+        c.print(f"{doc['total']} function(s)")
+
+    _ui.emit(args, doc, human)
+    return _ui.EXIT_OK
+
+
+@attrs.frozen
+class InfoPlan:
+    api: str
+    fid: str
+
+
+def prepare_info(args):
+    try:
+        _fid.check(_fid.from_text(args.fid))
+    except _fid.FidError:
+        raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 lowercase base32 characters that "
+                           "`orb hash` or `orb deploy` prints", _ui.EXIT_USAGE, "usage") from None
+    return InfoPlan(_config.resolve_api(args.api), args.fid)
+
+
+def info(args):
+    plan = prepare_info(args)
+    doc = run_flow(lambda reactor: info_flow(reactor, plan), {})
+    return print_info(args, doc)
+
+
+@defer.inlineCallbacks
+def info_flow(reactor, plan):
+    path = f"/api/v1/functions/{plan.fid}"
+    status, doc = yield get_json(reactor, plan.api, path)
+    if status == 404:
+        raise CommandError(f"the tracker at {plan.api} knows no function {plan.fid}", _ui.EXIT_NOT_FOUND,
+                           "not_found", {"fid": plan.fid})
+    if status != 200 or not isinstance(doc, dict) or "manifest" not in doc:
+        raise _api_error(status, doc, plan.api + path)
+    return {**doc, "ok": True, "api": plan.api, "dns_name": f"{plan.fid}.orb",
+            "gateway_url": f"{plan.api}/f/{plan.fid}"}
+
+
+def print_info(args, doc):
+    def human(c):
+        m = doc.get("manifest") or {}
+        rows = [
+            ("fid", doc.get("fid")),
+            ("dns name", doc.get("dns_name")),
+            ("gateway", doc.get("gateway_url")),
+            ("name", f"{m.get('name')} {m.get('version')} ({m.get('runtime')}, entry {m.get('entry')})"),
+            ("description", m.get("description") or "-"),
+            ("owner", doc.get("owner")),
+            ("size", f"{doc.get('package_size')} bytes"),
+            ("deployed", _utc(doc.get("deployed_at")) or "?"),
+            ("limits", f"timeout {m.get('timeout_ms')} ms, memory {m.get('memory_mb')} MiB, {m.get('isolation')}"),
+            ("samples", str(len(m.get("samples") or []))),
+            ("manager", doc.get("manager") or "-"),
+            ("replicas", f"{doc.get('verified_replicas')} of {m.get('replicas')} verified"
+                         + (" (and the managing tracker)" if doc.get("tracker_hosts") else "")),
+        ]
+        for label, value in rows:
+            c.print(f"{label:<12}{_remote_text(value, 1100)}", markup=False)
+        hosts = doc.get("hosts") or []
+        if hosts:
+            table = []
+            for h in hosts:
+                a = h.get("address") or {}
+                address = f"[{a['ip']}]:{a['port']}" if ":" in str(a.get("ip", "")) else (
+                    f"{a['ip']}:{a['port']}" if a else "-")
+                state = ("tracker " if h.get("is_tracker") else "") + (
+                    "verified" if h.get("verified") else "live, not yet verified" if h.get("live") else "gone")
+                if not h.get("in_placement"):
+                    state += ", not placed yet"
+                rtt = f"{h['rtt_ms']} ms" if h.get("rtt_ms") is not None else "-"
+                table.append((str(h.get("node_id", ""))[:16], address, h.get("network_group") or "-", rtt,
+                              _utc(h.get("verified_at")) or "not yet", state))
+            columns(c, ("NODE", "ADDRESS", "GROUP", "RTT", "LAST CHECK", "STATE"), table)
+
+    _ui.emit(args, doc, human)
+    return _ui.EXIT_OK
