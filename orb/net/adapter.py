@@ -238,6 +238,10 @@ class OrbProtocol(Protocol):
         """Close gracefully, and abort if that has not happened within CLOSE_GRACE_S."""
         if self.transport is None:
             return
+        # A registered producer holds Twisted's TLS transport open (it waits for
+        # the producer to unregister before its close_notify): let go first.
+        if getattr(self.transport, "producer", None) is self:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         if self._abort_timer is None:
             self._abort_timer = self.factory.clock.callLater(CLOSE_GRACE_S, self._abort)
