@@ -3,7 +3,6 @@ GETADDR/ADDR gossip on its own, with stand-in sessions and a task.Clock:
 what is relayed, to how many, what is answered, and how often.
 """
 
-import os
 import random
 
 from twisted.internet.task import Clock
@@ -18,12 +17,13 @@ from tests.test_sessions import StubProtocol, connect, make_table
 class GossipTests(SynchronousTestCase):
     def entries(self, n, age_s=0):
         ts = int(self.clock.seconds()) - age_s
-        return tuple(m.AddrEntry(ts, f"10.{i // 250}.{i % 250}.1", 7400, int(Role.PEER), os.urandom(32))
+        return tuple(m.AddrEntry(ts, f"10.{i // 250}.{i % 250}.1", 7400, int(Role.PEER), self.rng.randbytes(32))
                      for i in range(n))
 
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
+        self.rng = random.Random(3)
         self.table = make_table(self.clock)
         self.gossip = Gossip(self.clock, self.table.local, self.table, self.table.addrbook, random.Random(1))
         self.source = self.record(connect(self.table, StubProtocol()))

@@ -6,6 +6,7 @@ test_peer_core, test_adapter and test_network.
 """
 
 import os
+import random
 
 import attrs
 from twisted.internet.address import IPv4Address
@@ -71,9 +72,11 @@ class StubProtocol:
 
 
 def make_table(clock, max_inbound=117):
+    """A session table whose address book has a fixed bucket key and rng, so that
+    where addresses land (and whether two collide) is the same on every run."""
     local = LocalNode(NodeKey.generate(), Role.PEER, advertise=("127.0.0.1", 7401))
-    return SessionTable(clock, local, AddressBook(clock, allow_loopback=True, allow_private=True),
-                        max_inbound=max_inbound)
+    book = AddressBook(clock, key=b"\x42" * 32, rng=random.Random(7), allow_loopback=True, allow_private=True)
+    return SessionTable(clock, local, book, max_inbound=max_inbound)
 
 
 def connect(table, protocol):
