@@ -44,6 +44,8 @@ class ErrorCode(enum.IntEnum):
     BUSY = 13  # the node is overloaded; try another
     INTERNAL = 14  # the sender failed for reasons of its own
     SHUTDOWN = 15  # the sender is going away; reconnect elsewhere
+    OUT_OF_RANGE = 16  # a FETCH offset at or past the package's end, or a length outside 1..1048576
+    DECLINED = 17  # DEPLOY_ACK status: the peer's hosting policy declines the OFFER (the text names the policy)
 
 
 class Role(enum.IntFlag):

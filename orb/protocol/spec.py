@@ -145,6 +145,7 @@ FIELD_DOCS = {
     "OFFER": {
         "fid": "the function the receiver is asked to host",
         "package_size": "package size in bytes",
+        "manifest": "the package's orb-manifest.json (canonical JSON), for the hosting policy",
         "sources": "nodes to FETCH the package from",
     },
     "FETCH": {"fid": "the package wanted", "offset": "first byte wanted", "length": "bytes wanted"},
@@ -520,8 +521,8 @@ def sample_messages():
         ("deploy", m.Deploy(fid=fid, owner_key=peer.public_bytes, manifest=manifest,
                             signature=peer.sign(manifest), package_size=1234, replicas=3), 4, 0),
         ("deploy_ack", m.DeployAck(fid=fid, status=0, replicas=3, text="placed"), 4, int(Flag.RESPONSE)),
-        ("offer", m.Offer(fid=fid, package_size=1234, sources=(m.Source(tracker.node_id, "127.0.0.1", 7400),)),
-         5, 0),
+        ("offer", m.Offer(fid=fid, package_size=1234, manifest=manifest,
+                          sources=(m.Source(tracker.node_id, "127.0.0.1", 7400),)), 5, 0),
         ("fetch", m.Fetch(fid=fid, offset=0, length=65536), 6, 0),
         ("package", m.Package(fid=fid, offset=0, total_size=5, data=b"hello"), 6, int(Flag.RESPONSE)),
         ("challenge", m.Challenge(fid=fid, nonce=_det_bytes("orb-vector-nonce", 32)), 7, 0),
