@@ -110,4 +110,5 @@ class Peer:
     def status(self):
         primary = self.homing.primary
         return {**session_status(self.table, self.addrbook), "reachability": self.reachability.value,
-                "primary": primary.node_id.hex() if primary else None}
+                "primary": primary.node_id.hex() if primary else None, "functions": len(self.homing.functions),
+                "fetching": len(self.fetcher) if self.fetcher is not None else 0}
