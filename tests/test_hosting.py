@@ -144,6 +144,8 @@ class OfferTests(SynchronousTestCase):
         self.assertNotIn(fid, self.peer.homing.functions)
         self.assertIn(fid, self.peer.hosting.failed)
         self.assertTrue(all(fid not in fids for fids in self.announced))
+        self.assertIsNone(self.store.partial(fid))  # nothing was fetched, so no disk stays reserved
+        self.assertEqual(self.store.used_bytes, 0)
 
     def test_package_whose_manifest_differs_from_the_offer_is_dropped(self):
         """A package that verifies but holds another manifest than the one offered is not kept nor announced."""
@@ -202,3 +204,28 @@ class OfferTests(SynchronousTestCase):
         self.net.flush()
         self.assertEqual(self.failureResultOf(answer, RemoteError).value.code, ErrorCode.NOT_FOUND)
         self.assertEqual(self.announced[-1], set())
+
+    def test_a_repeated_offer_fetches_once(self):
+        """An OFFER repeated while the first is fetching, or after, is accepted without a second download."""
+        self.start_peer()
+        data, manifest_bytes = function(payload_bytes=100, seed=8)
+        self.successResultOf(self.tracker_store.put(data))
+        fetches = []
+        serve = self.tracker.table.handlers[MessageType.FETCH]
+        self.tracker.table.handlers[MessageType.FETCH] = lambda *a: (fetches.append(a), serve(*a))
+        record = self.tracker.table.get(self.peer.node_id)
+        offer = m.Offer(fid=fidmod.fid_for(data), package_size=len(data), manifest=manifest_bytes,
+                        sources=(m.Source(self.tracker.node_id, "10.1.0.1", PORT),))
+        first, second = record.request(offer), record.request(offer)
+        self.net.run(1)
+        third = record.request(offer)
+        self.net.run(1)
+        self.assertEqual([self.successResultOf(d).text for d in (first, second, third)],
+                         ["accepted; fetching", "accepted; fetching", "already hosted"])
+        self.assertEqual(len(fetches), 1)
+
+    def test_a_hosting_peer_serves_packages(self):
+        """A peer with a store serves OFFER, FETCH and CHALLENGE beside gossip."""
+        self.start_peer()
+        self.assertEqual(set(self.peer.table.handlers), {MessageType.GETADDR, MessageType.ADDR, MessageType.OFFER,
+                                                          MessageType.FETCH, MessageType.CHALLENGE})

@@ -131,6 +131,10 @@ class Fetcher:
     def _finished(self, result, download):
         if self._running.get(download.fid) is download:
             del self._running[download.fid]
+        partial = self.store.partial(download.fid)
+        if partial is not None and partial.held == 0 and hasattr(result, "trap"):
+            # Nothing to resume: give its reservation back at once (a failed OFFER must not hold disk).
+            partial.discard().addErrback(lambda f: log.failure("discarding an empty download", f))
         download.settle(result)
 
     def is_bad(self, node_id):

@@ -466,6 +466,20 @@ class PackageStore:
         return d.addErrback(failed)
 
 
+def node_store(reactor, data_dir, *, max_bytes=DEFAULT_MAX_BYTES, max_packages=DEFAULT_MAX_PACKAGES):
+    """The ``orb.net.service.Store`` that opens (and re-verifies) a daemon's package store before its
+    core is built: ``NodeService(..., stores=[node_store(...)])``, then ``states["packages"]``."""
+    from orb.net.service import Store
+
+    def load(db, key):
+        return PackageStore.load(db, reactor, data_dir, max_bytes=max_bytes, max_packages=max_packages)
+
+    def save(store, db):
+        return defer.succeed(None)  # every change is written when it happens
+
+    return Store("packages", INDEX_FILE, MIGRATIONS, load, save)
+
+
 def _fid_of_name(name):
     try:
         return fidmod.check(fidmod.from_text(name))

@@ -4,13 +4,13 @@
 import re
 import sys
 
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 from twisted.python import usage
 
 from orb import _options as opt
 from orb._tap import NodeOptions
 from orb.net import packages as pk
-from orb.net.service import NodeService, Store
+from orb.net.service import NodeService
 from orb.peer import hosting as ho
 from orb.peer.wiring import Peer, PeerConfig
 from orb.protocol import manifest as mf
@@ -107,15 +107,10 @@ def peer_service(config, reactor):
     """The peer's MultiService: its address book and package store, its core and the wire listener."""
     policy = config.hosting
 
-    def load_packages(db, key):
-        # The store holds what the policy allows, plus room for one download past it.
-        return pk.PackageStore.load(db, reactor, config.node.data_dir,
-                                    max_bytes=policy.max_disk_bytes + policy.max_package_bytes,
-                                    max_packages=policy.max_functions + pk.MAX_PARTIALS)
-
     def build(key, rng, addrbook, states, connector):
         return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector, packages=states["packages"])
 
-    return NodeService(reactor, config.node, build, kind="orb-peer",
-                       stores=[Store("packages", pk.INDEX_FILE, pk.MIGRATIONS, load_packages,
-                                     lambda store, db: defer.succeed(None))])
+    # The store's own bounds sit above the policy's (which decides offers): room for one download past it.
+    packages = pk.node_store(reactor, config.node.data_dir, max_bytes=policy.max_disk_bytes + policy.max_package_bytes,
+                             max_packages=policy.max_functions + pk.MAX_PARTIALS)
+    return NodeService(reactor, config.node, build, kind="orb-peer", stores=[packages])
