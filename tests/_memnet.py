@@ -114,14 +114,17 @@ class MemoryNet:
             self.trackers.append(core)
         return self._start(core, host, listen)
 
-    def peer(self, host, trackers=(), listen=True, outbound_trackers=2, outbound_peers=8, advertise=True):
+    def peer(self, host, trackers=(), listen=True, outbound_trackers=2, outbound_peers=8, advertise=True,
+             packages=None, hosting=None):
+        """A peer; ``packages``: its PackageStore (it hosts nothing without one), ``hosting``: its policy."""
         config = PeerConfig(
             NodeConfig("unused", advertise=(host, PORT) if advertise else None, bootstrap=tuple(trackers)),
             outbound_peers=outbound_peers, outbound_trackers=outbound_trackers, group_fn=prefix_group,
+            **({"hosting": hosting} if hosting is not None else {}),
         )
         rng = self._rng()
         core = Peer(config, self.clock, self._key(rng), rng, addrbook=self._book(rng),
-                    connector=self.connector(host), tls_binding=False)
+                    connector=self.connector(host), tls_binding=False, packages=packages)
         return self._start(core, host, listen)
 
     def _start(self, core, host, listen):

@@ -82,6 +82,30 @@ class DaemonOptionsTests(SynchronousTestCase):
         self.assertEqual((options["outbound-peers"], options["outbound-trackers"]), (8, 2))
         self.assertEqual(options.node_config("orb-peer/test").max_inbound, 117)
 
+    def test_peer_hosting_policy_options(self):
+        """The hosting options reach the policy; the defaults are those --help states."""
+        import sys
+
+        from orb.peer import hosting as ho
+
+        listen = ["--listen", f"tcp:{self.free_port()}:interface=127.0.0.1"]
+        options = peer_tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp()] + listen)
+        self.assertEqual(options.hosting_policy(), ho.HostingPolicy(cache_tag=sys.implementation.cache_tag))
+        options = peer_tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--max-functions", "5", "--max-disk-mb", "20",
+                              "--runtime", "python", "--max-memory-mb", "128", "--python-tag", "cpython-311"] + listen)
+        self.assertEqual(options.hosting_policy(), ho.HostingPolicy(
+            max_functions=5, max_disk_bytes=20 * 1024 * 1024, runtimes=frozenset({"python"}), max_memory_mb=128,
+            cache_tag="cpython-311"))
+        self.assertIn("[default: 100]", str(peer_tap.Options()))
+
+    def test_unknown_runtime_is_refused(self):
+        """--runtime takes python or exec, and says so."""
+        e = self.assertRaises(SystemExit, peer_tap.Options().parseOptions,
+                              ["--data-dir", self.mktemp(), "--runtime", "ruby"])
+        self.assertEqual(str(e), "orb-peer: error: --runtime 'ruby': use one of python, exec")
+
     def test_a_mistake_is_one_line_and_exit(self):
         """A bad value ends option parsing with one 'orb-peer: error: ...' line, no usage dump."""
         options = peer_tap.Options()

@@ -49,7 +49,7 @@ CLOSE_TIMEOUT_S = 5.0
 # FETCH bounds (RFC 5.15): 0 <= offset < size, 1 <= length <= MAX_FETCH_BYTES.
 MAX_FETCH_BYTES = 1024 * 1024
 # The ERROR code for a FETCH out of those bounds. TODO at merge: the pkgnet branch names it OUT_OF_RANGE.
-FETCH_OUT_OF_RANGE = ErrorCode.INVALID
+FETCH_OUT_OF_RANGE = ErrorCode.OUT_OF_RANGE
 
 
 def register(sub) -> None:

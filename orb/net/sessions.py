@@ -59,6 +59,7 @@ class Purpose(enum.Enum):
     REGULAR = "regular"  # a session the daemon keeps and serves
     DIALBACK = "dialback"  # a tracker checks that a peer accepts connections
     PROBE = "probe"  # test-before-evict: is a tried address still alive?
+    FETCH = "fetch"  # a package download from a source we had no session with (orb.net.fetch)
 
 
 class Reachability(enum.Enum):

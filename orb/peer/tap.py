@@ -1,12 +1,22 @@
 # -*- test-case-name: tests.test_options -*-
 """``twistd orb-peer``: options and makeService."""
 
+import re
+import sys
+
 from twisted.internet import reactor
+from twisted.python import usage
 
 from orb import _options as opt
 from orb._tap import NodeOptions
+from orb.net import packages as pk
 from orb.net.service import NodeService
+from orb.peer import hosting as ho
 from orb.peer.wiring import Peer, PeerConfig
+from orb.protocol import manifest as mf
+
+CACHE_TAG_RE = re.compile(r"[a-z][a-z0-9_]*-[0-9]{2,4}\Z")
+MIB = 1024 * 1024
 
 
 class Options(NodeOptions):
@@ -32,12 +42,54 @@ class Options(NodeOptions):
         """Outbound tracker connections to keep [default: 2]."""
         self["outbound-trackers"] = value
 
+    def opt_max_functions(self, value):
+        """Most functions this peer hosts; further OFFERs are declined [default: 100]."""
+        self["max-functions"] = value
+
+    def opt_max_disk_mb(self, value):
+        """Disk for hosted packages, MiB (downloads in progress count in full) [default: 1024]."""
+        self["max-disk-mb"] = value
+
+    def opt_runtime(self, name):
+        """A runtime this peer hosts, python or exec (repeatable; default: both). OFFERs of others are declined."""
+        self.setdefault("runtimes", []).append(name)
+
+    def opt_max_memory_mb(self, value):
+        """Largest memory_mb a hosted function may ask for, MiB [default: 1024]."""
+        self["max-memory-mb"] = value
+
+    def opt_python_tag(self, tag):
+        self["python-tag"] = tag
+
+    opt_python_tag.__doc__ = (f"The Python cache tag of bytecode packages this peer runs; others are declined "
+                              f"[default: this Python's, {sys.implementation.cache_tag}].")
+
     command_name = "orb-peer"
 
     def check(self):
         super().check()
         self["outbound-peers"] = opt.positive_int("outbound-peers", self.get("outbound-peers", 8), 1000)
         self["outbound-trackers"] = opt.positive_int("outbound-trackers", self.get("outbound-trackers", 2), 100)
+        self["max-functions"] = opt.positive_int("max-functions", self.get("max-functions", ho.DEFAULT_MAX_FUNCTIONS),
+                                                 pk.DEFAULT_MAX_PACKAGES)
+        self["max-disk-mb"] = opt.positive_int("max-disk-mb", self.get("max-disk-mb",
+                                                                       ho.DEFAULT_MAX_DISK_BYTES // MIB), 16 * MIB)
+        self["max-memory-mb"] = opt.positive_int("max-memory-mb", self.get("max-memory-mb",
+                                                                           ho.DEFAULT_MAX_MEMORY_MB), 1 << 20)
+        runtimes = self.get("runtimes") or list(ho.DEFAULT_RUNTIMES)
+        for name in runtimes:
+            if name not in mf.RUNTIMES:
+                raise usage.UsageError(f"--runtime {name!r}: use one of {', '.join(mf.RUNTIMES)}")
+        self["runtimes"] = frozenset(runtimes)
+        tag = self.get("python-tag", sys.implementation.cache_tag)
+        if not CACHE_TAG_RE.match(tag or ""):
+            raise usage.UsageError(f"--python-tag {tag!r} is not a cache tag like {sys.implementation.cache_tag}")
+        self["python-tag"] = tag
+
+    def hosting_policy(self):
+        return ho.HostingPolicy(max_functions=self["max-functions"], max_disk_bytes=self["max-disk-mb"] * MIB,
+                                runtimes=self["runtimes"], max_memory_mb=self["max-memory-mb"],
+                                cache_tag=self["python-tag"])
 
 
 def makeService(config):
@@ -46,14 +98,19 @@ def makeService(config):
         node=config.node_config("orb-peer/0.1"),
         outbound_peers=config["outbound-peers"],
         outbound_trackers=config["outbound-trackers"],
+        hosting=config.hosting_policy(),
     )
     return peer_service(peer_config, reactor)
 
 
 def peer_service(config, reactor):
-    """The peer's MultiService: its address book, its core and the wire listener."""
+    """The peer's MultiService: its address book and package store, its core and the wire listener."""
+    policy = config.hosting
 
     def build(key, rng, addrbook, states, connector):
-        return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector)
+        return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector, packages=states["packages"])
 
-    return NodeService(reactor, config.node, build, kind="orb-peer")
+    # The store's own bounds sit above the policy's (which decides offers): room for one download past it.
+    packages = pk.node_store(reactor, config.node.data_dir, max_bytes=policy.max_disk_bytes + policy.max_package_bytes,
+                             max_packages=policy.max_functions + pk.MAX_PARTIALS)
+    return NodeService(reactor, config.node, build, kind="orb-peer", stores=[packages])

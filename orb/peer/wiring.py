@@ -6,6 +6,13 @@ What a peer is made of, wired in one place.
     Gossip         GETADDR/ADDR                                     (orb.net.gossip)
     Connections    bootstrap, outbound targets, reachability        (orb.peer.connections)
     Homing         the primary tracker and ANNOUNCE                 (orb.peer.homing)
+    PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
+    Fetcher        pipelined, resumable FETCH from OFFER's sources   (orb.net.fetch)
+    Hosting        OFFER: the hosting policy, fetch, announce       (orb.peer.hosting)
+
+The package store (``orb.net.packages``) is opened by the service layer
+and handed in as ``packages``; without one the peer hosts nothing and
+answers OFFER, FETCH and CHALLENGE as unsupported.
 
 ``Peer`` is the core: it takes a clock, an address book and a connector,
 and never listens, writes files, prints or exits. The service layer
@@ -17,11 +24,14 @@ import attrs
 
 from orb.net import addrbook as ab
 from orb.net.config import NodeConfig
+from orb.net.fetch import Fetcher
 from orb.net.gossip import Gossip
 from orb.net.periodic import Periodic
+from orb.net.serving import PackageServer
 from orb.net.sessions import LocalNode, SessionTable, session_status
 from orb.peer.connections import Connections
 from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
+from orb.peer.hosting import Hosting, HostingPolicy
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -35,6 +45,7 @@ class PeerConfig:
     outbound_trackers: int = 2
     dialback_wait_s: float = 10.0
     group_fn: object = ab.network_group
+    hosting: HostingPolicy = HostingPolicy()
 
 
 class Peer:
@@ -43,7 +54,7 @@ class Peer:
     kind = "peer"
 
     def __init__(self, config, clock, key, rng, *, addrbook, connector, seed_lookup=None, tls_binding=True,
-                 frame_counter=None):
+                 frame_counter=None, packages=None):
         node = config.node
         self.config = config
         self.clock = clock
@@ -63,6 +74,14 @@ class Peer:
             MessageType.GETADDR: self.gossip.on_getaddr,
             MessageType.ADDR: self.gossip.on_addr,
         })
+        self.packages = packages
+        self.server = self.fetcher = self.hosting = None
+        if packages is not None:
+            self.server = PackageServer(packages)
+            self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
+            self.hosting = Hosting(clock, self.table, packages, self.fetcher, self.homing, config.hosting)
+            self.table.handlers.update(self.server.handlers())
+            self.table.handlers.update(self.hosting.handlers())
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
@@ -78,6 +97,8 @@ class Peer:
         return self.connections.reachability
 
     def start(self):
+        if self.hosting is not None:
+            self.hosting.start()
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
         self.periodic.every(ANNOUNCE_INTERVAL_S, self.homing.announce, now=False)
 
@@ -89,4 +110,5 @@ class Peer:
     def status(self):
         primary = self.homing.primary
         return {**session_status(self.table, self.addrbook), "reachability": self.reachability.value,
-                "primary": primary.node_id.hex() if primary else None}
+                "primary": primary.node_id.hex() if primary else None, "functions": len(self.homing.functions),
+                "fetching": len(self.fetcher) if self.fetcher is not None else 0}

@@ -44,8 +44,10 @@ class ErrorCode(enum.IntEnum):
     BUSY = 13  # the node is overloaded; try another
     INTERNAL = 14  # the sender failed for reasons of its own
     SHUTDOWN = 15  # the sender is going away; reconnect elsewhere
-    TOO_LARGE = 16  # the request names something larger than the receiver accepts (a package over its cap)
-    INVALID = 17  # well-formed but refused for its content (a bad manifest, a package that does not match its fid, failing samples, an offset out of range); the session goes on
+    OUT_OF_RANGE = 16  # a FETCH offset at or past the package's end, or a length outside 1..1048576
+    DECLINED = 17  # DEPLOY_ACK status: the peer's hosting policy declines the OFFER (the text names the policy)
+    TOO_LARGE = 18  # the request names something larger than the receiver accepts (a package over its cap)
+    INVALID = 19  # well-formed but refused for its content (a bad manifest, a package that does not match its fid, failing samples); the session goes on
 
 
 class Role(enum.IntFlag):

@@ -663,12 +663,14 @@ class DeployAck(Message):
     MessageType.OFFER,
     "fid" / FidBytes,
     "package_size" / Int64ub,
+    "manifest" / LongBytes,
     "sources" / PrefixedArray(Int8ub, SourceStruct),
     nested={"sources": Source},
 )
 class Offer(Message):
     fid: bytes = fid_field()
     package_size: int = attrs.field(validator=_u64)
+    manifest: bytes = attrs.field(validator=_max_bytes(0xFFFFFFFF))
     sources: tuple = records_field(255)
     ext: tuple = _ext()
 
