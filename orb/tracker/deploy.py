@@ -112,18 +112,23 @@ class SampleRunner:
         return self._executor.stop() if self._executor is not None else defer.succeed(None)
 
 
-class Deployments:
-    """The DEPLOY handler.  ``fetch(record, fid_raw, size)`` fetches a
-    package from a session (Deferred[bytes], verified against the fid);
-    ``packages`` stores it (``has``, ``put``); ``runner`` test-runs samples."""
+def _read_all(path):
+    with open(path, "rb") as f:
+        return f.read()
 
-    def __init__(self, clock, local, table, registry, packages, fetch, runner, max_package_bytes):
+
+class Deployments:
+    """The DEPLOY handler.  ``fetcher`` (orb.net.fetch) fetches a package
+    from the deploying session into ``packages`` (orb.net.packages), which
+    verifies it against the fid; ``runner`` test-runs the samples."""
+
+    def __init__(self, clock, local, table, registry, packages, fetcher, runner, max_package_bytes):
         self.clock = clock
         self.local = local
         self.table = table
         self.registry = registry
         self.packages = packages
-        self.fetch = fetch
+        self.fetcher = fetcher
         self.runner = runner
         self.max_package_bytes = max_package_bytes
         self._in_flight = {}  # node id of the deployer -> fid
@@ -192,23 +197,39 @@ class Deployments:
         return fid_text, manifest
 
     @defer.inlineCallbacks
+    def check_package(self, fid_text, raw, message, manifest, entry):
+        """A stored package is the one signed, and its samples pass here."""
+        if entry.size != message.package_size:
+            raise DeployFailed(ErrorCode.INVALID, f"the package is {entry.size} bytes, not the {message.package_size} "
+                                                  "signed")
+        data = yield self.packages.io.run(_read_all, self.packages.path(raw))
+        try:
+            _, inner = packagemod.unpack(data)
+            inner_bytes = manifestmod.canonical_bytes(manifestmod.from_json(inner))
+        except (packagemod.PackageError, manifestmod.ManifestError) as e:
+            raise DeployFailed(ErrorCode.INVALID, f"package: {e}"[:1000]) from None
+        if inner_bytes != message.manifest:
+            raise DeployFailed(ErrorCode.INVALID, "the package's orb-manifest.json is not the manifest signed")
+        failure = yield self.runner.run_samples(fid_text, data, manifest)
+        if failure is not None:
+            raise DeployFailed(ErrorCode.INVALID, f"the function fails its own samples here: {failure}"[:1000])
+
+    @defer.inlineCallbacks
     def deploy(self, record, message, fid_text, manifest):
         raw = message.fid
-        current = self.registry.function(fid_text)
-        if current is None or not self.packages.has(raw):
-            data = yield self.fetch(record, raw, message.package_size)
-            if packagemod.fid_of_package(data) != raw:
-                raise DeployFailed(ErrorCode.INVALID, "the package's bytes do not hash to the fid")
+        if self.packages.get(raw) is None:
+            from orb.net.fetch import FetchFailed
+
             try:
-                _, inner = packagemod.unpack(data)
-            except packagemod.PackageError as e:
-                raise DeployFailed(ErrorCode.INVALID, f"package: {e}") from None
-            if manifestmod.canonical_bytes(manifestmod.from_json(inner)) != message.manifest:
-                raise DeployFailed(ErrorCode.INVALID, "the package's orb-manifest.json is not the manifest signed")
-            failure = yield self.runner.run_samples(fid_text, data, manifest)
-            if failure is not None:
-                raise DeployFailed(ErrorCode.INVALID, f"the function fails its own samples here: {failure}")
-            yield self.packages.put(raw, data)
+                entry = yield self.fetcher.fetch(raw, message.package_size, [record])
+            except FetchFailed as e:
+                raise DeployFailed(ErrorCode.INVALID, f"the package could not be fetched from you: {e}"[:1000]) \
+                    from None
+            try:
+                yield self.check_package(fid_text, raw, message, manifest, entry)
+            except Exception:
+                yield self.packages.remove(raw, "refused at deploy")
+                raise
         statement = FunctionRecord(fid_text, message.owner_key, message.manifest, message.package_size,
                                    message.issued_at, message.signature)
         try:

@@ -32,7 +32,7 @@ log = orb_logger()
 
 PING_INTERVAL_S = 10.0
 EXPIRE_INTERVAL_S = 5.0
-DEPARTED_GRACE_S = 15.0  # a home peer whose session dropped is removed after this, unless it is back
+DEPARTED_GRACE_S = 1.0  # a home peer whose session dropped is observed disconnected after this, unless it is back
 MAX_REACHABILITY_CACHE = 10_000
 # Every HELLO that lists a listen address asks for a dial-back: bound how
 # often one source address, and everyone together, can make us dial out.

@@ -45,7 +45,7 @@ from orb.tracker.routing import rank_replicas
 
 log = orb_logger()
 
-TICK_S = 1.0
+TICK_S = 0.5
 CHALLENGE_TIMEOUT_S = 30.0
 CHALLENGE_MIN_S = 60.0
 CHALLENGE_MAX_S = 180.0
@@ -99,7 +99,7 @@ class Replication:
         self.local = local
         self.table = table
         self.registry = registry
-        self.packages = packages  # has(fid_raw) and proof(fid_raw, nonce) -> Deferred[bytes]
+        self.packages = packages  # orb.net.packages.PackageStore: get(fid), proof(fid, nonce)
         self.rng = rng or random.Random()
         self.group_of = group_of
         self._offers = {}  # (fid, peer id) -> when the peer accepted
@@ -111,6 +111,9 @@ class Replication:
 
     def handlers(self):
         return {MessageType.LOOKUP: self.on_lookup}
+
+    def _holds(self, raw):
+        return self.packages is not None and self.packages.get(raw) is not None
 
     # --- who manages what -------------------------------------------------------------
 
@@ -172,7 +175,7 @@ class Replication:
                 self.offer(function, peer)
         entries = [(n, int(self._verified[(fid, n)])) for n in verified_peers]
         entries += [(n, 0) for n in hosts if n not in verified_peers]
-        if len(verified_peers) < function.replicas and self.packages.has(raw):
+        if len(verified_peers) < function.replicas and self._holds(raw):
             # No peer can host it yet, or too few: we host it ourselves meanwhile.
             since = self._self_since.setdefault(fid, int(now))
             entries.append((self.local.node_id, since))
@@ -219,7 +222,7 @@ class Replication:
     def challenge(self, fid, raw, node_id):
         key = (fid, node_id)
         record = self.table.get(node_id)
-        if key in self._challenging or record is None or not record.ready or not self.packages.has(raw):
+        if key in self._challenging or record is None or not record.ready or not self._holds(raw):
             return
         nonce = os.urandom(32)
         self._challenging.add(key)

@@ -10,12 +10,15 @@ from twisted.web.server import Site
 
 from orb import _options as opt
 from orb._tap import NodeOptions, check_port_free
+from orb.net import packages as pk
 from orb.net.service import Endpoint, NodeService, Store
+from orb.protocol.package import MAX_PACKAGE_BYTES
 from orb.tracker import registry as reg
 from orb.tracker.http import build_resource
 from orb.tracker.wiring import Tracker, TrackerConfig
 
 REGISTRY_FILE = "registry.sqlite"
+STORE_BYTES_PER_PACKAGE_CAP = 64  # the tracker's package store holds this many maximal packages' worth
 
 
 class Options(NodeOptions):
@@ -52,7 +55,13 @@ class Options(NodeOptions):
         self["tls-cert"] = path
 
     optFlags = [["admit-vouched", None,
-                 "Also admit trackers whose own signed record reaches us from an admitted tracker (RFC 8.6)."]]
+                 "Also admit trackers whose own signed record reaches us from an admitted tracker (RFC 8.6)."],
+                ["allow-unconfined", None,
+                 "DANGEROUS: test-run deployed functions even where a jail layer is missing."]]
+
+    def opt_max_package_bytes(self, n):
+        """Largest package this tracker accepts in a DEPLOY, in bytes [default: 67108864, 64 MiB]."""
+        self["max-package-bytes"] = n
 
     def opt_http(self, endpoint):
         """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
@@ -69,6 +78,8 @@ class Options(NodeOptions):
         self["http"] = opt.check_endpoint(self.get("http", "tcp:7480:interface=127.0.0.1"), "--http")
         self["peer-ttl"] = opt.positive_float("peer-ttl", self.get("peer-ttl", 90))
         self["admit"] = frozenset(opt.parse_node_id(n, "--admit") for n in self.get("admit", []))
+        self["max-package-bytes"] = opt.positive_int("max-package-bytes", self.get("max-package-bytes", MAX_PACKAGE_BYTES),
+                                                     maximum=2**40)
         self["join-ca"] = tuple(opt.parse_name_port(t, "--join-ca") for t in self.get("join-ca", []))
         if self["join-ca"] and not self.get("ca"):
             raise usage.UsageError("--join-ca needs --ca FILE: the certificate authorities to verify the name with")
@@ -89,7 +100,8 @@ def makeService(config):
     tracker_config = TrackerConfig(
         node=node, http=config["http"], peer_ttl_s=config["peer-ttl"],
         admit=config["admit"], pinned=config["pinned"], ca_joins=config["join-ca"],
-        admit_vouched=bool(config["admit-vouched"]),
+        admit_vouched=bool(config["admit-vouched"]), max_package_bytes=config["max-package-bytes"],
+        allow_unconfined=bool(config["allow-unconfined"]),
     )
     return tracker_service(tracker_config, reactor)
 
@@ -100,13 +112,15 @@ def tracker_service(config, reactor):
         return reg.Registry.load(db, reactor, key, peer_ttl_s=config.peer_ttl_s)
 
     def build(key, rng, addrbook, states, connector):
-        return Tracker(config, reactor, key, rng, addrbook=addrbook, registry=states["registry"], connector=connector)
+        return Tracker(config, reactor, key, rng, addrbook=addrbook, registry=states["registry"], connector=connector,
+                       packages=states["packages"])
 
     def http_site(core):
         return Site(build_resource(core.registry, core.stats))
 
     return NodeService(
         reactor, config.node, build, kind="orb-tracker",
-        stores=[Store("registry", REGISTRY_FILE, reg.MIGRATIONS, load_registry, lambda r, db: r.save(db))],
+        stores=[Store("registry", REGISTRY_FILE, reg.MIGRATIONS, load_registry, lambda r, db: r.save(db)),
+                pk.node_store(reactor, config.node.data_dir, max_bytes=STORE_BYTES_PER_PACKAGE_CAP * config.max_package_bytes)],
         endpoints=[Endpoint("http", config.http, http_site)] if config.http else [],
     )

@@ -6,7 +6,11 @@ What a tracker is made of, wired in one place.
     Gossip         GETADDR/ADDR                                     (orb.net.gossip)
     Membership     ANNOUNCE, liveness, dial-back reachability       (orb.tracker.membership)
     Federation     tracker links, SYNC/DELTA, pushes                (orb.tracker.federation)
-    Registry       peers, trackers, functions                       (orb.tracker.registry)
+    Registry       peers, trackers, functions, placements           (orb.tracker.registry)
+    Deployments    DEPLOY: check, fetch, test-run, record           (orb.tracker.deploy)
+    Replication    k verified replicas, challenges, LOOKUP          (orb.tracker.replication)
+    PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
+    Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
     Stats          counters behind /metrics and the REST API        (orb.tracker.stats)
 
 ``Tracker`` is the core: it takes a clock, an address book, a registry and
@@ -25,7 +29,13 @@ from orb.protocol import messages as m
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
+from orb.net.fetch import Fetcher
+from orb.net.serving import PackageServer
+from orb.protocol.package import MAX_PACKAGE_BYTES
+from orb.tracker.deploy import Deployments, SampleRunner
 from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Federation
+from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
+from orb.tracker.replication import Replication
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
 
@@ -45,6 +55,8 @@ class TrackerConfig:
     pinned: tuple = ()  # ((host, port), node id) for each --join NODEID@HOST:PORT
     ca_joins: tuple = ()  # (name, port) for each --join-ca NAME:PORT
     admit_vouched: bool = False  # --admit-vouched
+    max_package_bytes: int = MAX_PACKAGE_BYTES  # --max-package-bytes
+    allow_unconfined: bool = False  # test-run deploys without every jail layer (--allow-unconfined)
 
 
 class Tracker:
@@ -52,7 +64,8 @@ class Tracker:
 
     kind = "tracker"
 
-    def __init__(self, config, clock, key, rng, *, addrbook, registry, connector, stats=None, tls_binding=True):
+    def __init__(self, config, clock, key, rng, *, addrbook, registry, connector, stats=None, tls_binding=True,
+                 packages=None, runner=None):
         node = config.node
         self.config = config
         self.clock = clock
@@ -72,15 +85,30 @@ class Tracker:
             extra_addresses=self._gossip_extras,
             advertised_extras=lambda record: self.federation.tracker_entries(record.node_id, MAX_ADVERTISED_TRACKERS),
         )
+        self.packages = packages
+        self.replication = Replication(clock, self.local, self.table, registry, packages, rng)
         self.table.handlers.update({
             MessageType.GETADDR: self.gossip.on_getaddr,
             MessageType.ADDR: self.gossip.on_addr,
             MessageType.ANNOUNCE: self.membership.on_announce,
             MessageType.SYNC: self.federation.on_sync,
             MessageType.DELTA: self.federation.on_delta,
+            MessageType.LOOKUP: self.replication.on_lookup,
         })
+        if packages is not None:
+            self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.max_package_bytes)
+            self.server = PackageServer(packages)
+            self.deployments = Deployments(clock, self.local, self.table, registry, packages, self.fetcher,
+                                           runner or SampleRunner(clock, config.allow_unconfined),
+                                           config.max_package_bytes)
+            self.table.handlers.update({
+                MessageType.FETCH: self.server.on_fetch,
+                MessageType.CHALLENGE: self.server.on_challenge,
+                MessageType.DEPLOY: self.deployments.on_deploy,
+            })
         # Federation first: it admits the tracker a --join dial reached, which Membership then asks about.
-        self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet])
+        self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet,
+                                           self.replication.session_ready])
         self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
         self.periodic = Periodic(clock)
@@ -96,6 +124,7 @@ class Tracker:
         self.periodic.every(EXPIRE_INTERVAL_S, self.membership.expire, now=False)
         self.periodic.every(PUSH_INTERVAL_S, self.federation.push_changes, now=False)
         self.periodic.every(ANTI_ENTROPY_INTERVAL_S, self.federation.anti_entropy, now=False)
+        self.periodic.every(REPLICATION_TICK_S, self.replication.tick, now=False)
 
     def publish_self(self):
         """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
@@ -104,6 +133,8 @@ class Tracker:
     def stop(self):
         self.periodic.stop()
         self.table.close_all()
+        if self.packages is not None:
+            self.deployments.runner.stop()  # the jail's zygote and children
 
     def _count_frame(self, direction, message_type, size_bytes):
         way = "in" if direction == "rx" else "out"
