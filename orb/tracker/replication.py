@@ -94,7 +94,8 @@ def place(candidates, wanted, taken_groups, group_of=placement_group):
 
 
 class Replication:
-    def __init__(self, clock, local, table, registry, packages, rng=None, group_of=placement_group):
+    def __init__(self, clock, local, table, registry, packages, rng=None, group_of=placement_group,
+                 challenge_max_s=CHALLENGE_MAX_S):
         self.clock = clock
         self.local = local
         self.table = table
@@ -102,6 +103,8 @@ class Replication:
         self.packages = packages  # orb.net.packages.PackageStore: get(fid), proof(fid, nonce)
         self.rng = rng or random.Random()
         self.group_of = group_of
+        self.challenge_min_s = challenge_max_s * CHALLENGE_MIN_S / CHALLENGE_MAX_S
+        self.challenge_max_s = challenge_max_s
         self._offers = {}  # (fid, peer id) -> when the peer accepted
         self._verified = {}  # (fid, peer id) -> when it last passed a challenge here
         self._next_challenge = {}  # (fid, peer id) -> when to challenge it again
@@ -248,7 +251,7 @@ class Replication:
                 return
             now = self.clock.seconds()
             self._verified[key] = now
-            self._next_challenge[key] = now + self.rng.uniform(CHALLENGE_MIN_S, CHALLENGE_MAX_S)
+            self._next_challenge[key] = now + self.rng.uniform(self.challenge_min_s, self.challenge_max_s)
 
         from twisted.internet.defer import DeferredList
 

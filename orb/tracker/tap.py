@@ -61,7 +61,12 @@ class Options(NodeOptions):
 
     def opt_max_package_bytes(self, n):
         """Largest package this tracker accepts in a DEPLOY, in bytes [default: 67108864, 64 MiB]."""
+        self["challenge-interval"] = opt.positive_float("challenge-interval", self.get("challenge-interval", 180))
         self["max-package-bytes"] = n
+
+    def opt_challenge_interval(self, seconds):
+        """Each verified replica is challenged again at a random time between a third of this and this, in seconds [default: 180]."""
+        self["challenge-interval"] = seconds
 
     def opt_http(self, endpoint):
         """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
@@ -78,6 +83,7 @@ class Options(NodeOptions):
         self["http"] = opt.check_endpoint(self.get("http", "tcp:7480:interface=127.0.0.1"), "--http")
         self["peer-ttl"] = opt.positive_float("peer-ttl", self.get("peer-ttl", 90))
         self["admit"] = frozenset(opt.parse_node_id(n, "--admit") for n in self.get("admit", []))
+        self["challenge-interval"] = opt.positive_float("challenge-interval", self.get("challenge-interval", 180))
         self["max-package-bytes"] = opt.positive_int("max-package-bytes", self.get("max-package-bytes", MAX_PACKAGE_BYTES),
                                                      maximum=2**40)
         self["join-ca"] = tuple(opt.parse_name_port(t, "--join-ca") for t in self.get("join-ca", []))
@@ -101,7 +107,7 @@ def makeService(config):
         node=node, http=config["http"], peer_ttl_s=config["peer-ttl"],
         admit=config["admit"], pinned=config["pinned"], ca_joins=config["join-ca"],
         admit_vouched=bool(config["admit-vouched"]), max_package_bytes=config["max-package-bytes"],
-        allow_unconfined=bool(config["allow-unconfined"]),
+        allow_unconfined=bool(config["allow-unconfined"]), challenge_max_s=config["challenge-interval"],
     )
     return tracker_service(tracker_config, reactor)
 

@@ -34,6 +34,7 @@ from orb.net.serving import PackageServer
 from orb.protocol.package import MAX_PACKAGE_BYTES
 from orb.tracker.deploy import Deployments, SampleRunner
 from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Federation
+from orb.tracker.replication import CHALLENGE_MAX_S
 from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
 from orb.tracker.replication import Replication
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
@@ -57,6 +58,7 @@ class TrackerConfig:
     admit_vouched: bool = False  # --admit-vouched
     max_package_bytes: int = MAX_PACKAGE_BYTES  # --max-package-bytes
     allow_unconfined: bool = False  # test-run deploys without every jail layer (--allow-unconfined)
+    challenge_max_s: float = CHALLENGE_MAX_S  # --challenge-interval: a verified replica is re-challenged within this
 
 
 class Tracker:
@@ -86,7 +88,8 @@ class Tracker:
             advertised_extras=lambda record: self.federation.tracker_entries(record.node_id, MAX_ADVERTISED_TRACKERS),
         )
         self.packages = packages
-        self.replication = Replication(clock, self.local, self.table, registry, packages, rng)
+        self.replication = Replication(clock, self.local, self.table, registry, packages, rng,
+                                       challenge_max_s=config.challenge_max_s)
         self.table.handlers.update({
             MessageType.GETADDR: self.gossip.on_getaddr,
             MessageType.ADDR: self.gossip.on_addr,
