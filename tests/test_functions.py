@@ -13,7 +13,7 @@ import json
 import os
 import signal
 
-from twisted.internet import defer, utils
+from twisted.internet import defer, reactor, utils
 from twisted.trial.unittest import TestCase
 
 from orb.protocol import fid as fidmod
@@ -212,3 +212,84 @@ def api(tracker):
 
 
 
+
+
+class _Quiet:
+    """A progress bar that shows nothing."""
+
+    def advance(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+class TrackerRefusalTests(DaemonTestMixin, TestCase):
+    """DEPLOYs that only the tracker can refuse, sent by an in-process deployer that skips the local checks."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def send(self, tracker, directory, corrupt=False):
+        """Deploy ``directory`` as `orb deploy` does, without running its samples first; the ERROR or DEPLOY_ACK."""
+        from orb.cli import _config, _keys, _network, _project
+        from orb.identity import NodeKey
+
+        built = _project.build(directory)
+        key = NodeKey.generate()
+        signed = _project.sign_built(built, key, int(reactor.seconds()))
+        if corrupt:  # serve other bytes than the fid names
+            data = bytearray(built.data)
+            data[700] ^= 0xFF
+            built = type(built)(**{**_fields(built), "data": bytes(data)})
+        client = _network.DeployClient(built, _Quiet())
+        address = _config.parse_tracker(tracker.wire_text, "test")
+        p = yield _network.connect(reactor, address, self.network, client)
+        try:
+            plan = _network.DeployPlan(built=built, key=_keys, tracker=address, network=self.network, api=None,
+                                       wait=False, timeout_s=5)
+            try:
+                ack = yield _network.send_deploy(p, plan, signed)
+            except Exception as e:  # CommandError wrapping the tracker's ERROR
+                return getattr(e, "kind", None), str(e)
+            return "ok", ack
+        finally:
+            yield _network.close_session(reactor, p, client)
+
+    @defer.inlineCallbacks
+    def test_a_function_failing_its_samples_at_the_tracker_is_refused(self):
+        """A function whose sample fails is refused by the tracker's own test run (invalid), and nothing is recorded."""
+        t1 = yield self.start_tracker("t1")
+        path = os.path.join(self.net.base_dir, "liar")
+        os.makedirs(path)
+        with open(os.path.join(path, "orb.toml"), "w") as f:
+            f.write('name = "liar"\nversion = "1"\nruntime = "python"\n\n[[sample]]\ninput = "x"\noutput = "y"\n')
+        with open(os.path.join(path, "main.py"), "w") as f:
+            f.write("def handler(event, context):\n    return 'not y'\n")
+        kind, text = yield self.send(t1, path)
+        self.assertEqual(kind, "invalid", text)
+        self.assertIn("fails its own samples", text)
+        code, listing = yield t1.get_json("/api/v1/functions")
+        self.assertEqual(listing["functions"], [])
+        self.assertEqual(t1.tracebacks, 0, t1.text[-3000:])
+
+    @defer.inlineCallbacks
+    def test_bytes_that_do_not_hash_to_the_fid_are_refused(self):
+        """A deployer that serves other bytes than its fid names gets invalid; nothing is stored or recorded."""
+        t1 = yield self.start_tracker("t1")
+        path = os.path.join(self.net.base_dir, "adder")
+        code, _, err = yield FunctionLifeTests.orb(self, "init", path, "--template", "python")
+        self.assertEqual(code, 0, err)
+        kind, text = yield self.send(t1, path, corrupt=True)
+        self.assertEqual(kind, "invalid", text)
+        self.assertIn("could not be fetched", text)
+        code, listing = yield t1.get_json("/api/v1/functions")
+        self.assertEqual(listing["functions"], [])
+        self.assertFalse([n for n in os.listdir(os.path.join(t1.data_dir, "packages")) if not n.startswith(".")
+                          and n != "partial"])
+
+
+def _fields(instance):
+    import attrs
+
+    return attrs.asdict(instance, recurse=False)

@@ -106,8 +106,10 @@ class Fetcher:
     def __len__(self):
         return len(self._running)
 
-    def fetch(self, fid, size, sources, version=1):
-        """Fetch, verify and store ``fid`` (``size`` bytes) from ``sources``; fires with its Entry."""
+    def fetch(self, fid, size, sources, version=1, discourage=True):
+        """Fetch, verify and store ``fid`` (``size`` bytes) from ``sources``; fires with its Entry.
+        ``discourage=False``: a source that sends a bad copy is only left, not discouraged (a
+        tracker fetching from a deployer answers its DEPLOY with the reason instead)."""
         entry = self.store.get(fid)
         if entry is not None:
             return defer.succeed(entry)
@@ -123,6 +125,7 @@ class Fetcher:
         if len(self._running) >= self.max_fetches:
             return defer.fail(FetchFailed(fid, [f"{self.max_fetches} downloads are already running"]))
         download = _Download(self, fid, size, list(sources)[:MAX_SOURCES], version)
+        download.discourage = discourage
         self._running[fid] = download
         d = download.subscribe()
         download.start().addBoth(self._finished, download)
@@ -199,6 +202,7 @@ class _Download:
         self.fetcher = fetcher
         self.fid = fid
         self.size = size
+        self.discourage = True
         self.sources = sources
         self.version = version
         self.waiters = []
@@ -293,7 +297,7 @@ class _Download:
         sole = len(self.contributors) == 1 and not self.unknown_bytes
         for node_id in self.contributors:
             fetcher.mark_bad(node_id)
-        if sole and record is not None and record.node_id in self.contributors:
+        if sole and record is not None and record.node_id in self.contributors and self.discourage:
             log.warn("{peer} sent bytes of {fid} that do not hash to it: discouraged", peer=record.name,
                      fid=_name(self.fid))
             fetcher.table.discourage(record.protocol, f"served package bytes that do not hash to {_name(self.fid)}")

@@ -221,7 +221,7 @@ class Deployments:
             from orb.net.fetch import FetchFailed
 
             try:
-                entry = yield self.fetcher.fetch(raw, message.package_size, [record])
+                entry = yield self.fetcher.fetch(raw, message.package_size, [record], discourage=False)
             except FetchFailed as e:
                 raise DeployFailed(ErrorCode.INVALID, f"the package could not be fetched from you: {e}"[:1000]) \
                     from None
