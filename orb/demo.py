@@ -1,16 +1,19 @@
 # -*- test-case-name: tests.test_demo -*-
 """
-The main job on the embedded default, in two acts, with fresh keys in a
+The main job on the embedded default, in four acts, with fresh keys in a
 throwaway data dir and everything on loopback:
 
 1. the wire: a tracker and a peer complete a TLS 1.3 handshake, exchange
    PING/PONG and GETADDR/ADDR, and every frame is printed as a readable
    transcript;
-2. a devnet: two ``twistd orb-tracker`` and three ``twistd orb-peer``
+2. a devnet: two ``twistd orb-tracker`` and four ``twistd orb-peer``
    daemons start, federate and discover each other, and the registry is
-   read back from the trackers' REST API. Every daemon is stopped at the
-   end;
-3. the jail: a function runs in the executor every peer uses (seccomp,
+   read back from the trackers' REST API;
+3. a function: ``orb deploy`` sends a real function to the devnet, which
+   test-runs it, places 3 verified replicas in 3 network groups, and puts
+   one back within seconds when a host is killed. Every daemon is stopped
+   at the end;
+4. the jail: a function runs in the executor every peer uses (seccomp,
    Landlock, rlimits, namespaces, zygote warm starts), and so does one
    that tries to open a socket.
 
@@ -19,11 +22,12 @@ throwaway data dir and everything on loopback:
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 
 from rich.console import Console
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints, task, utils
 from twisted.internet.task import react
 
 from rich.table import Table
@@ -151,7 +155,9 @@ def run_devnet(reactor, base_dir, network, peer_count, console):
         peers = []
         for i in range(peer_count):
             home = trackers[i % 2]
-            peer = yield net.start_peer(f"peer-{i + 1}", "--tracker", home.wire_text, "--outbound-peers", "4")
+            # Each peer on its own 127.N.0.1: its own /16, so replicas spread as over real networks.
+            peer = yield net.start_peer(f"peer-{i + 1}", "--tracker", home.wire_text, "--outbound-peers", "4",
+                                        "--listen", f"tcp:0:interface=127.{i + 1}.0.1")
             peers.append(peer)
             console.print(f"[bold]peer-{i + 1}[/]    {peer.node_id[:16]}  wire {peer.wire_text}  joins via "
                           f"{home.wire_text}", highlight=False)
@@ -187,9 +193,76 @@ def run_devnet(reactor, base_dir, network, peer_count, console):
         received = sum(stats["messages"]["in"].values())
         sent = sum(stats["messages"]["out"].values())
         console.print(f"tracker-1 counted {received} frames in and {sent} out so far.")
+        yield deploy_act(reactor, base_dir, network, t1, t2, peers, names, console)
     finally:
         yield net.stop_all()
         console.print("\nall daemons stopped (SIGTERM; state saved in their data dirs)")
+
+
+@defer.inlineCallbacks
+def orb_command(base_dir, network, *argv):
+    """Run the real `orb` command as a user would: (exit status, stdout, stderr)."""
+    env = dict(os.environ, ORB_HOME=os.path.join(base_dir, "owner"), ORB_NETWORK=network)
+    orb = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "orb")
+    out, err, code = yield utils.getProcessOutputAndValue(orb, argv, env=env)
+    return code, out.decode(), err.decode()
+
+
+def replica_table(title, doc, names):
+    table = Table(title=title)
+    for column in ("host", "node id", "address", "network group", "rtt ms", "verified"):
+        table.add_column(column, no_wrap=True)
+    for h in doc["hosts"]:
+        if not h["in_placement"] and not h["verified"]:
+            continue
+        address = f"{h['address']['ip']}:{h['address']['port']}" if h["address"] else "-"
+        table.add_row(names.get(h["node_id"], h["node_id"][:8]), h["node_id"][:8], address,
+                      h["network_group"] or "-", "-" if h["rtt_ms"] is None else str(h["rtt_ms"]),
+                      "yes" if h["verified"] and h["live"] else "no")
+    return table
+
+
+def verified_peer_hosts(doc):
+    return {h["node_id"] for h in doc["hosts"] if h["verified"] and h["live"] and not h["is_tracker"]}
+
+
+@defer.inlineCallbacks
+def deploy_act(reactor, base_dir, network, t1, t2, peers, names, console):
+    """`orb deploy` a real function to the devnet, show its replicas, kill a host, show it back at 3."""
+    console.rule("[bold]a function: deployed, replicated, healed")
+    fn = os.path.join(base_dir, "adder")
+    for argv in (("keygen",), ("init", fn, "--template", "python", "--name", "adder")):
+        code, out, err = yield orb_command(base_dir, network, *argv)
+        if code:
+            raise RuntimeError(f"orb {argv[0]} failed: {err or out}")
+    api = f"http://127.0.0.1:{t1.info['http']}"
+    console.print(f"$ orb deploy {fn} --tracker {t1.wire_text} --api {api}", highlight=False)
+    started = reactor.seconds()
+    code, out, err = yield orb_command(base_dir, network, "deploy", fn, "--tracker", t1.wire_text, "--api", api)
+    console.print(out.rstrip(), highlight=False, markup=False)
+    if code:
+        raise RuntimeError(f"orb deploy failed ({code}): {err}")
+    fid = next(line.split()[1] for line in out.splitlines() if line.startswith("fid"))
+    console.print(f"[green]deployed[/] in {reactor.seconds() - started:.1f} s: samples run locally and at the "
+                  "tracker, 3 peers hold verified copies")
+    code, doc = yield t2.get_json(f"/api/v1/functions/{fid}")
+    console.print(replica_table(f"replicas, as tracker-2 sees them (GET /api/v1/functions/{fid[:12]}...)", doc,
+                                names))
+    victim = next(p for p in peers if p.node_id in verified_peer_hosts(doc))
+    console.print(f"\n[bold red]kill -9[/] {names[victim.node_id]} ({victim.node_id[:8]}), one of the hosts")
+    killed_at = reactor.seconds()
+    yield victim.stop(signal.SIGKILL)
+
+    @defer.inlineCallbacks
+    def healed():
+        code, doc = yield t1.get_json(f"/api/v1/functions/{fid}")
+        hosts = verified_peer_hosts(doc)
+        return doc if len(hosts) == 3 and victim.node_id not in hosts else None
+
+    doc = yield eventually(healed, timeout_s=30, what="three verified replicas again")
+    console.print(f"[green]back at 3 verified replicas[/] {reactor.seconds() - killed_at:.1f} s later: the tracker "
+                  "saw the host gone, offered the function to the spare peer, and challenged its copy")
+    console.print(replica_table("replicas after the crash", doc, names))
 
 
 DEMO_FUNCTION = b"""\
@@ -245,8 +318,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m orb.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="keep node keys here (default: a fresh temporary dir)")
     parser.add_argument("--network", default="devnet", help="network name (default: devnet)")
-    parser.add_argument("--peers", type=int, default=3, choices=range(1, 21), metavar="N",
-                        help="peers in the devnet (1-20, default 3)")
+    parser.add_argument("--peers", type=int, default=4, choices=range(4, 21), metavar="N",
+                        help="peers in the devnet (4-20, default 4: three replicas and a spare)")
     args = parser.parse_args(argv)
     console = Console()
 

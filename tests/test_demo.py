@@ -4,6 +4,7 @@ real processes, real output.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -18,8 +19,8 @@ def run(argv, timeout_s=60):
 
 class DemoTests(TestCase):
     def test_demo_prints_a_transcript(self):
-        """python -m orb.demo exits cleanly, printing the handshake, devnet and jail acts with no traceback."""
-        result = run([sys.executable, "-m", "orb.demo"], timeout_s=120)
+        """python -m orb.demo exits cleanly, printing the handshake, devnet, function and jail acts with no traceback."""
+        result = run([sys.executable, "-m", "orb.demo"], timeout_s=180)
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout
         for expected in ("HELLO ", "HELLO_ACK", "PING", "PONG", "GETADDR", "ADDR", "handshake complete: TLSv1.3"):
@@ -28,7 +29,13 @@ class DemoTests(TestCase):
         # The devnet act: real daemons federate, converge and are all stopped.
         self.assertIn("converged", out)
         self.assertIn("registry at tracker-2", out)
-        self.assertEqual(out.count("reachable  "), 3)
+        self.assertEqual(out.count("reachable  "), 4)
+        # The function act: orb deploy, 3 verified replicas in 3 groups, healed after a kill -9.
+        self.assertIn("replicas  3 of 3 verified", out)
+        self.assertIn("kill -9", out)
+        self.assertIn("back at 3 verified replicas", out)
+        after = out.split("replicas after the crash", 1)[1].split("all daemons stopped", 1)[0]
+        self.assertEqual(len(set(re.findall(r"127\.\d+\.0\.0/16", after))), 3)
         self.assertIn("all daemons stopped", out)
         # The jail act: a function runs, a hostile one is stopped by seccomp.
         self.assertIn('adder   OK {"sum": 5, "request": "call-0"}', out)
