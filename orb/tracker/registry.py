@@ -186,6 +186,7 @@ class Registry:
         self._log: dict[bytes, collections.deque[Change]] = {}
         self._log_order: collections.deque[bytes] = collections.deque()
         self._observer: Callable[[Change], None] | None = None
+        self._watchers: list[Callable[[Change], None]] = []
         self._hash: bytes | None = None
 
     # -- queries ----------------------------------------------------------------
@@ -253,6 +254,12 @@ class Registry:
         if self._observer is not None:
             raise ValueError("the registry already has an observer")
         self._observer = observer
+
+    def watch(self, listener: Callable[[Change], None]) -> None:
+        """Also call ``listener(change)`` for every change entering the log
+        (the replication manager reacts to peers and placements at once).
+        Same rule as the observer: queue, never call back in."""
+        self._watchers.append(listener)
 
     # -- freshness ------------------------------------------------------------
 
@@ -358,9 +365,9 @@ class Registry:
             q.popleft()
             if not q:
                 del self._log[oldest]
-        if self._observer is not None:
+        for observer in ([self._observer] if self._observer is not None else []) + self._watchers:
             try:
-                self._observer(change)
+                observer(change)
             except Exception:
                 log.failure("registry observer failed on {kind}", kind=change.kind)
         return change

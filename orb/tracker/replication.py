@@ -111,6 +111,8 @@ class Replication:
         self._challenging = set()  # (fid, peer id) with a CHALLENGE in flight
         self._penalty = {}  # peer id -> until
         self._self_since = {}  # fid -> since when we host it ourselves
+        self._kicked = set()  # fids to manage at once, not at the next tick
+        registry.watch(self._changed)
 
     def handlers(self):
         return {MessageType.LOOKUP: self.on_lookup}
@@ -148,6 +150,37 @@ class Replication:
         return [p for p in self.hosting(fid) if p.node_id in verified]
 
     # --- the manager's loop -------------------------------------------------------------
+
+    def _changed(self, change):
+        """A peer's statement or a function changed: manage its functions now (eventually, never reentrant)."""
+        if change.kind == "peer":
+            fids = [f for f in change.record.function_map if self.registry.function(f) is not None]
+        elif change.kind == "function":
+            fids = [change.record.fid]
+        else:
+            return
+        for fid in fids[:64]:
+            self.kick(fid)
+
+    def kick(self, fid):
+        if fid in self._kicked or len(self._kicked) >= 1024:
+            return
+        if not self._kicked:
+            self.clock.callLater(0, self._run_kicked)
+        self._kicked.add(fid)
+
+    def _run_kicked(self):
+        fids, self._kicked = self._kicked, set()
+        now = self.clock.seconds()
+        budget = [MAX_OFFERS_PER_TICK]
+        for fid in fids:
+            function = self.registry.function(fid)
+            if function is None or self.manager_of(fid) != self.local.node_id:
+                continue
+            try:
+                self.manage(function, now, budget)
+            except Exception:
+                log.failure("managing {fid}", fid=fid[:16])
 
     def tick(self):
         now = self.clock.seconds()
@@ -252,6 +285,7 @@ class Replication:
             now = self.clock.seconds()
             self._verified[key] = now
             self._next_challenge[key] = now + self.rng.uniform(self.challenge_min_s, self.challenge_max_s)
+            self.kick(fid)  # publish the verified host now
 
         from twisted.internet.defer import DeferredList
 
