@@ -2,6 +2,13 @@
 Deploying functions through the network (issue 10), each figure beside a
 baseline measured in the same run:
 
+- ``deploy``: ``orb deploy`` (the real command) of a 100 KiB package to a
+  tracker and 4 peers on loopback, until 3 replicas are verified; p50 over
+  several functions. Baseline: ``orb run --samples`` of the same function,
+  the local sample run that deploy starts with. Target: p50 <= 1 s.
+- ``rereplication``: a host of the function is SIGKILLed; the time until
+  the tracker reports 3 verified replicas again. Target: <= 5 s.
+
 - ``transfer``: a 50 MiB package over FETCH/PACKAGE, fetched by the real
   Fetcher into a real (threaded) PackageStore, verified; against raw TLS
   throughput between the same two processes (the same TLS library and key
@@ -16,7 +23,8 @@ baseline measured in the same run:
 Each measure is a function ``measure_x(args) -> Deferred[list[Row]]``
 listed in MEASURES; ``main()`` runs those asked for and prints one table.
 
-    .venv/bin/python bench/deploy.py [--only transfer,hosting_memory] [--mib 50] [--functions 1000]
+    .venv/bin/python bench/deploy.py [--only deploy,rereplication,transfer,hosting_memory]
+                                     [--deploys 7] [--kills 3] [--mib 50] [--functions 1000]
 
 Quote the ratios; absolute figures move with the machine. Figures also go
 to bench/out/deploy.json.
@@ -308,7 +316,118 @@ def measure_hosting_memory(args):
                 f"+{(rss['full'] - rss['empty']) / 1024:.1f} MiB (target <= 150 MiB)")]
 
 
+ORB = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "orb")
+
+
+@defer.inlineCallbacks
+def _network(base, peers=4):
+    """A tracker and ``peers`` peers, each on its own 127.N.0.1 (its own /16), settled."""
+    net = Devnet(base, network=NETWORK)
+    tracker = yield net.start_tracker("t1")
+    for i in range(1, peers + 1):
+        yield net.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", tracker.wire_text)
+    yield sleep(3)
+    return net, tracker
+
+
+def _orb_env(base):
+    return dict(os.environ, ORB_HOME=os.path.join(base, "owner"), ORB_NETWORK=NETWORK)
+
+
+@defer.inlineCallbacks
+def _orb(base, *argv):
+    from twisted.internet import utils
+
+    out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=_orb_env(base))
+    if code:
+        raise RuntimeError(f"orb {argv[0]} exited {code}: {(err or out).decode()[-500:]}")
+    return out.decode()
+
+
+@defer.inlineCallbacks
+def _function_dir(base, name, payload_bytes):
+    path = os.path.join(base, name)
+    yield _orb(base, "init", path, "--template", "python", "--name", name)
+    with open(os.path.join(path, "blob.bin"), "wb") as f:
+        f.write(os.urandom(payload_bytes))
+    return path
+
+
+def _p50(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+@defer.inlineCallbacks
+def measure_deploy(args):
+    """`orb deploy` of a 100 KiB package to 3 verified replicas on loopback, p50 over ``--deploys`` functions;
+    baseline: `orb run --samples` of the same function alone (the local sample run that deploy starts with)."""
+    base = tempfile.mkdtemp(prefix="orb-bench-deploy-")
+    net, tracker = yield _network(base)
+    try:
+        yield _orb(base, "keygen")
+        deploys, runs = [], []
+        for i in range(args.deploys):
+            path = yield _function_dir(base, f"bench{i}", 100 * 1024)
+            started = time.monotonic()
+            yield _orb(base, "run", path, "--samples")
+            runs.append(time.monotonic() - started)
+            started = time.monotonic()
+            yield _orb(base, "deploy", path, "--tracker", tracker.wire_text)
+            deploys.append(time.monotonic() - started)
+        RESULTS["deploy"] = {"deploy_s": deploys, "local_samples_s": runs}
+        return [Row(f"orb deploy, 100 KiB, to 3 verified replicas (p50 of {len(deploys)})",
+                    f"{_p50(deploys):.2f} s", f"{_p50(runs):.2f} s local sample run", "p50 <= 1 s")]
+    finally:
+        yield net.stop_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@defer.inlineCallbacks
+def measure_rereplication(args):
+    """SIGKILL one of a function's 3 hosts; the time until the tracker reports 3 verified replicas again,
+    polled every 50 ms (``--kills`` rounds, the p50 and the worst)."""
+    import signal
+
+    base = tempfile.mkdtemp(prefix="orb-bench-rerepl-")
+    net, tracker = yield _network(base, peers=3 + args.kills)
+    try:
+        yield _orb(base, "keygen")
+        path = yield _function_dir(base, "healer", 100 * 1024)
+        out = yield _orb(base, "deploy", path, "--tracker", tracker.wire_text, "--json")
+        fid = json.loads(out)["fid"]
+        alive = {d.node_id: d for d in net.daemons if d.kind == "orb-peer"}
+        times = []
+
+        @defer.inlineCallbacks
+        def verified():
+            code, doc = yield tracker.get_json(f"/api/v1/functions/{fid}")
+            return {h["node_id"] for h in doc["hosts"] if h["verified"] and h["live"] and not h["is_tracker"]}
+
+        for _ in range(args.kills):
+            hosts = yield verified()
+            victim = alive.pop(next(n for n in hosts if n in alive))
+            killed = time.monotonic()
+            yield victim.stop(signal.SIGKILL)
+            while True:
+                now = yield verified()
+                if len(now) >= 3 and victim.node_id not in now:
+                    break
+                if time.monotonic() - killed > 60:
+                    raise RuntimeError("not back at 3 verified replicas within 60 s")
+                yield sleep(0.05)
+            times.append(time.monotonic() - killed)
+        RESULTS["rereplication"] = {"seconds": times}
+        return [Row(f"re-replication after SIGKILL to 3 verified (p50, worst of {len(times)})",
+                    f"{_p50(times):.2f} s, {max(times):.2f} s", "-", "<= 5 s")]
+    finally:
+        yield net.stop_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 MEASURES = {
+    "deploy": measure_deploy,
+    "rereplication": measure_rereplication,
     "transfer": measure_transfer,
     "hosting_memory": measure_hosting_memory,
 }
@@ -341,6 +460,8 @@ def main():
     parser.add_argument("--mib", type=int, default=50, help="transfer: package size, MiB")
     parser.add_argument("--rounds", type=int, default=3, help="transfer: rounds (the best is reported)")
     parser.add_argument("--functions", type=int, default=1000, help="hosting_memory: functions hosted")
+    parser.add_argument("--deploys", type=int, default=7, help="deploy: functions deployed (p50 over them)")
+    parser.add_argument("--kills", type=int, default=3, help="rereplication: hosts killed one after another")
     args = parser.parse_args()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in MEASURES]
