@@ -71,3 +71,50 @@ class PlaceTests(SynchronousTestCase):
         """With fewer candidates than replicas wanted, all of them are chosen, no more."""
         candidates = [peer(1, "10.1.0.1")]
         self.assertEqual(place(candidates, 3, set()), candidates)
+
+
+class ManagerTests(SynchronousTestCase):
+    """Who manages a function: its placement's tracker while that one is live, else the home by hashing."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        from orb.tracker.registry import Registry
+        from orb.tracker.replication import Replication
+
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.keys = [records.key(f"manager-{i}") for i in range(3)]
+        self.reg = Registry(self.clock, self.keys[0])
+        self.reg.publish_self([("10.1.0.1", 7400)])
+        for k in self.keys[1:]:
+            records.remote_tracker(self.reg, k)
+
+        class _Local:
+            node_id = self.keys[0].node_id
+
+        self.replication = Replication(self.clock, _Local(), None, self.reg, None)
+        self.fid = fidmod.to_text(fidmod.fid_for(b"managed"))
+
+    def place_by(self, key):
+        from orb.protocol import federation as fed
+        from orb.tracker.registry import Change
+
+        record = fed.Placement(self.fid, key.node_id, key.public_bytes, 1, int(self.clock.seconds())).signed(key.sign)
+        self.reg.apply_remote(Change(key.node_id, self.reg._known.get(key.node_id, 0) + 1, fed.PLACEMENT, record))
+
+    def test_the_placing_tracker_manages_while_it_lives(self):
+        """The tracker that wrote the placement manages the function, whatever the hashing says."""
+        self.place_by(self.keys[2])
+        self.assertEqual(self.replication.manager_of(self.fid), self.keys[2].node_id)
+
+    def test_a_dead_manager_hands_over_to_the_home(self):
+        """When the placing tracker's record goes stale, the home by rendezvous hashing among the live ones takes over."""
+        self.place_by(self.keys[2])
+        self.clock.advance(self.reg.tracker_ttl_s + 1)
+        self.reg.publish_self([("10.1.0.1", 7400)])
+        records.remote_tracker(self.reg, self.keys[1], seq=2)
+        self.reg.expire()
+        live = [self.keys[0].node_id, self.keys[1].node_id]
+        self.assertEqual(self.replication.manager_of(self.fid), home_of(fidmod.from_text(self.fid), live))
+        self.assertNotEqual(self.replication.manager_of(self.fid), self.keys[2].node_id)

@@ -88,6 +88,20 @@ class JoinTests(SynchronousTestCase):
         self.assertEqual([f.value.code for f in failures], [ErrorCode.UNSUPPORTED] * 10)
         self.assertIn(peer.node_id, self.tracker.table)
 
+    def test_a_proof_for_a_challenge_never_sent_is_refused(self):
+        """A PROOF that answers no CHALLENGE of the tracker gets ERROR(unexpected); the session and registry stay."""
+        peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
+        self.net.run(2)
+        record = peer.table.get(self.tracker.node_id)
+        with capturedLogs() as events:
+            record.protocol.send(m.Proof(fid=b"\x01" + bytes(32), digest=bytes(32)), response_to=4242)
+            self.net.run(1)
+        self.assertIn(peer.node_id, self.tracker.table)
+        self.assertIsNotNone(self.tracker.registry.peer(peer.node_id))
+        self.assertGreater(self.tracker.table.get(peer.node_id).score, 0)  # it counts as misbehaviour
+        said = [e for e in events if e.get("code") == "unexpected" and "answers no request" in e.get("text", "")]
+        self.assertTrue(said, "the peer is told ERROR(unexpected): PROOF answers no request")
+
     def test_metrics_count_the_real_bytes_of_each_frame(self):
         """/metrics byte counters add up each frame's real size, header included: one ANNOUNCE is 16 + body."""
         peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])

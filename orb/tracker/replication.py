@@ -95,7 +95,7 @@ def place(candidates, wanted, taken_groups, group_of=placement_group):
 
 class Replication:
     def __init__(self, clock, local, table, registry, packages, rng=None, group_of=placement_group,
-                 challenge_max_s=CHALLENGE_MAX_S):
+                 challenge_max_s=CHALLENGE_MAX_S, fetcher=None):
         self.clock = clock
         self.local = local
         self.table = table
@@ -103,6 +103,7 @@ class Replication:
         self.packages = packages  # orb.net.packages.PackageStore: get(fid), proof(fid, nonce)
         self.rng = rng or random.Random()
         self.group_of = group_of
+        self.fetcher = fetcher  # a new manager fetches the package from a verified replica (RFC 9.4)
         self.challenge_min_s = challenge_max_s * CHALLENGE_MIN_S / CHALLENGE_MAX_S
         self.challenge_max_s = challenge_max_s
         self._offers = {}  # (fid, peer id) -> when the peer accepted
@@ -196,6 +197,8 @@ class Replication:
         fid = function.fid
         raw = fidmod.from_text(fid)
         hosts = {p.node_id: p for p in self.hosting(fid)}
+        if not self._holds(raw):
+            self._fetch_own_copy(function, raw)
         for node_id in hosts:
             self._offers.pop((fid, node_id), None)
             if now >= self._next_challenge.get((fid, node_id), 0):
@@ -218,6 +221,19 @@ class Replication:
         else:
             self._self_since.pop(fid, None)
         self.registry.publish_placement(fid, entries[:MAX_REPLICAS])
+
+    def _fetch_own_copy(self, function, raw):
+        """A manager that took over without the package fetches it from the replicas, to challenge them."""
+        if self.fetcher is None or self.fetcher.fetching(raw):
+            return
+        sources = [m.Source(p.node_id, *p.addresses[0]) for p in self.replicas(function.fid)
+                   if p.addresses and p.reachability == "reachable"][:8]
+        if not sources:
+            return
+        d = self.fetcher.fetch(raw, function.package_size, sources)
+        d.addCallbacks(lambda _: self.kick(function.fid),
+                       lambda f: log.info("cannot fetch {fid} to manage it: {why}", fid=function.fid[:16],
+                                          why=f.getErrorMessage()[:200]))
 
     def candidates(self, fid, hosts, pending):
         now = self.clock.seconds()

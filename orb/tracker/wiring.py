@@ -88,8 +88,11 @@ class Tracker:
             advertised_extras=lambda record: self.federation.tracker_entries(record.node_id, MAX_ADVERTISED_TRACKERS),
         )
         self.packages = packages
+        self.fetcher = None
+        if packages is not None:
+            self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.max_package_bytes)
         self.replication = Replication(clock, self.local, self.table, registry, packages, rng,
-                                       challenge_max_s=config.challenge_max_s)
+                                       challenge_max_s=config.challenge_max_s, fetcher=self.fetcher)
         self.table.handlers.update({
             MessageType.GETADDR: self.gossip.on_getaddr,
             MessageType.ADDR: self.gossip.on_addr,
@@ -99,7 +102,6 @@ class Tracker:
             MessageType.LOOKUP: self.replication.on_lookup,
         })
         if packages is not None:
-            self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.max_package_bytes)
             self.server = PackageServer(packages)
             self.deployments = Deployments(clock, self.local, self.table, registry, packages, self.fetcher,
                                            runner or SampleRunner(clock, config.allow_unconfined),
