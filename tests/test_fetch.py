@@ -243,3 +243,29 @@ class TransferTests(SynchronousTestCase):
         self.net.flush()
         self.failureResultOf(d, FetchFailed)
         self.assertEqual(counting.served, [])
+
+    def test_a_bad_copy_from_a_deploying_session_fails_without_discouraging(self):
+        """Fetching from one session with discourage=False: a bad copy fails the fetch, marked bad_copy,
+        nothing stored, and that session stays open (the DEPLOY is answered instead)."""
+        bad = self.source_peer("10.3.0.1")
+
+        def corrupt(record, message, request_id):
+            data = b"\x00" * min(message.length, len(self.data) - message.offset)
+            record.send(m.Package(fid=message.fid, offset=message.offset, total_size=len(self.data), data=data),
+                        response_to=request_id)
+
+        bad.table.handlers[MessageType.FETCH] = corrupt
+        self.net.run(1)
+        session = self.peer.table.get(bad.node_id)
+        if session is None:
+            dialled = self.peer.table.dial("10.3.0.1", PORT)
+            self.net.flush()
+            session = self.successResultOf(dialled)
+        d = self.fetcher().fetch(self.fid, len(self.data), [session], discourage=False)
+        self.net.run(1)
+        failure = self.failureResultOf(d, FetchFailed)
+        self.assertTrue(failure.value.bad_copy)
+        self.assertNotIn(self.fid, self.store)
+        self.assertIsNone(self.store.partial(self.fid))
+        self.assertTrue(session.ready)
+        self.assertFalse(self.peer.table.is_banned(bad.node_id))

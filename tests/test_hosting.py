@@ -55,8 +55,9 @@ class PolicyTests(SynchronousTestCase):
         self.assertIsNone(self.decide(policy, hosted=1, used_bytes=4000))
 
     def test_package_over_the_size_limit(self):
-        """A package larger than the peer's package limit is declined by the size policy."""
+        """A package larger than the peer's package limit, or of no bytes, is declined by the size policy."""
         self.assertEqual(self.decide(ho.HostingPolicy(max_package_bytes=1000)).policy, ho.DECLINE_SIZE)
+        self.assertEqual(self.decide(size=0).policy, ho.DECLINE_SIZE)
 
     def test_manifest_must_be_canonical_and_valid(self):
         """An offered manifest that is not the canonical JSON of a valid manifest is refused."""

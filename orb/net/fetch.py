@@ -64,11 +64,13 @@ MAX_SOURCES = 255
 
 
 class FetchFailed(Exception):
-    """No source gave a verified copy; ``reasons`` says what each attempt met."""
+    """No source gave a verified copy; ``reasons`` says what each attempt met, and
+    ``bad_copy`` whether some source sent bytes that did not hash to the fid."""
 
-    def __init__(self, fid, reasons):
+    def __init__(self, fid, reasons, bad_copy=False):
         self.fid = fid
         self.reasons = list(reasons)[-16:]
+        self.bad_copy = bad_copy
         super().__init__(f"cannot fetch {_name(fid)}: " + ("; ".join(self.reasons) or "no usable source"))
 
 
@@ -203,6 +205,7 @@ class _Download:
         self.fid = fid
         self.size = size
         self.discourage = True
+        self.bad_copy = False  # some source sent a copy that did not verify
         self.sources = sources
         self.version = version
         self.waiters = []
@@ -246,7 +249,7 @@ class _Download:
                     break
             else:
                 if partial.held < self.size:
-                    raise FetchFailed(self.fid, self.reasons or ["no usable source"])
+                    raise FetchFailed(self.fid, self.reasons or ["no usable source"], self.bad_copy)
             if partial.closed:
                 partial = yield fetcher.store.begin(self.fid, self.size)
                 self.contributors.clear()
@@ -257,7 +260,7 @@ class _Download:
                 if entry is not None:
                     return entry
                 partial = yield fetcher.store.begin(self.fid, self.size)
-        raise FetchFailed(self.fid, self.reasons)
+        raise FetchFailed(self.fid, self.reasons, self.bad_copy)
 
     @defer.inlineCallbacks
     def _try(self, source, partial):
@@ -293,6 +296,7 @@ class _Download:
 
     def _blame(self, why, record):
         fetcher = self.fetcher
+        self.bad_copy = True
         self.reasons.append(f"the copy did not verify ({why})")
         sole = len(self.contributors) == 1 and not self.unknown_bytes
         for node_id in self.contributors:

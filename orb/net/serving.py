@@ -60,17 +60,16 @@ class PackageServer:
         if fid not in self.store:
             record.refuse(request_id, ErrorCode.NOT_FOUND, f"package {fid_name(fid)} is not held here")
             return
+        size = self.store.get(fid).size
         d = self._reads.run(self.store.read, fid, message.offset, message.length)
 
         def answer(data):
             self.served_bytes += len(data)
-            record.send(m.Package(fid=fid, offset=message.offset, total_size=self.store.get(fid).size, data=data),
+            record.send(m.Package(fid=fid, offset=message.offset, total_size=size, data=data),
                         response_to=request_id)
 
         def refused(failure):
             if failure.check(pk.OutOfRange):
-                entry = self.store.get(fid)
-                size = entry.size if entry is not None else 0
                 record.refuse(request_id, ErrorCode.OUT_OF_RANGE,
                               f"{failure.value}: FETCH wants 0 <= offset < {size} and 1 <= length <= "
                               f"{pk.MAX_READ_BYTES}")

@@ -105,8 +105,8 @@ def decide(policy, manifest, package_size, *, hosted, used_bytes):
                                        f"{policy.max_memory_mb} MiB per function")
     if not manifest.runs_on(policy.cache_tag):
         return Decline(DECLINE_BYTECODE, f"bytecode for {manifest.bytecode}; this peer runs {policy.cache_tag}")
-    if package_size > policy.max_package_bytes:
-        return Decline(DECLINE_SIZE, f"{package_size} bytes is over this peer's {policy.max_package_bytes}-byte "
+    if not 0 < package_size <= policy.max_package_bytes:
+        return Decline(DECLINE_SIZE, f"{package_size} bytes is not 1..{policy.max_package_bytes}, this peer's "
                                      "package limit")
     if hosted >= policy.max_functions:
         return Decline(DECLINE_FUNCTIONS, f"this peer hosts its maximum of {policy.max_functions} functions")
