@@ -40,6 +40,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Calls kept running at once in the throughput runs (the executor queues the rest).
+THROUGHPUT_CONCURRENCY = int(os.environ.get("ORB_BENCH_CONCURRENCY", "4"))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from orb.exec import ExecConfig, Executor, RuntimeSpec  # noqa: E402
@@ -238,7 +240,7 @@ def cpu_snapshot(ex):
 async def bench_executor(reactor, pkg, calls, reuse, prefork=True):
     from twisted.internet import defer, task
 
-    ex = Executor(reactor, ExecConfig(max_queue=64, prefork=prefork))
+    ex = Executor(reactor, ExecConfig(max_queue=64, prefork=prefork, max_concurrent=THROUGHPUT_CONCURRENCY))
     try:
         await defer.ensureDeferred(ex.start())
         spec = RuntimeSpec(runtime="python", entry="main.py", reuse=reuse)
