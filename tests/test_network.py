@@ -364,6 +364,31 @@ class HostileClientTests(DaemonTestMixin, TestCase):
         yield self.still_served()
 
     @defer.inlineCallbacks
+    def test_an_admitted_tracker_cannot_rewrite_a_live_peer(self):
+        """Even an admitted tracker's DELTA that moves a live peer to 10.66.6.6:6666 is refused: the peer signs its own record."""
+        from orb.tracker import registry as reg
+
+        honest = yield self.start_peer("honest", "--tracker", self.t1.wire_text)
+        yield eventually(lambda: listed(self.t1, honest), what="the honest peer is listed")
+        code, before = yield self.t1.get_json(f"/api/v1/peers/{honest.node_id}")
+        forger = Client(self.network, roles=Role.TRACKER | Role.RELAY, key=self.admitted_key)
+        protocol = yield forger.connect(*self.t1.wire)
+        # The forger's own statement for the victim: its address, a higher seq, the forger as home; the
+        # forger's observation beside it. Signed by the forger, not by the peer.
+        fake = records.peer_record(self.admitted_key, self.admitted_key, seq=2**62, time=int(reactor.seconds()),
+                                   addresses=[("10.66.6.6", 6666)])
+        fake = attrs.evolve(fake, statement=attrs.evolve(fake.statement, node_id=bytes.fromhex(honest.node_id)),
+                            observation=attrs.evolve(fake.observation, peer=bytes.fromhex(honest.node_id)))
+        change = reg.Change(self.admitted_key.node_id, 1, PEER, fake)
+        protocol.send(m.Delta(kind=int(m.DeltaKind.CHANGES), payload=reg.Delta(changes=(change,)).to_bytes()))
+        yield sleep(1.0)
+        code, after = yield self.t1.get_json(f"/api/v1/peers/{honest.node_id}")
+        self.assertEqual((after["addresses"], after["home"]), (before["addresses"], before["home"]))
+        self.assertIn("refused a change", self.t1.text)
+        forger.close()
+        yield self.still_served()
+
+    @defer.inlineCallbacks
     def test_a_maximal_stamp_does_not_stop_saving(self):
         """A change claiming the tracker's own origin at seq 2^63-1 is refused, and a peer statement at seq 2^63-1
         is stored as it is: the tracker keeps registering and saving peers."""
