@@ -24,7 +24,7 @@ from orb.net.limits import TokenBuckets
 from orb.net.logs import orb_logger
 from orb.net.sessions import Purpose, Reachability, is_loopback, violation
 from orb.protocol import fid
-from orb.protocol.codes import ErrorCode
+from orb.protocol.codes import ErrorCode, Role
 from orb.protocol.messages import MessageType
 from orb.tracker import registry as reg
 
@@ -64,7 +64,8 @@ class Membership:
             return
         self.registry.touch(record.node_id)
         record.protocol.ping()  # a first RTT for the registry
-        self.dial_back(record)
+        if record.remote.roles & int(Role.PEER):
+            self.dial_back(record)  # a client (orb deploy: no roles) hosts nothing and is not dialled back
 
     def session_lost(self, record):
         if not self.is_tracker(record) and not self.table.stopping:
