@@ -97,6 +97,34 @@ class FunctionLifeTests(DaemonTestMixin, TestCase):
         self.assertEqual(t1.tracebacks, 0, t1.text[-3000:])
 
     @defer.inlineCallbacks
+    def test_a_replica_runs_the_function(self):
+        """INVOKE to a replica that LOOKUP names runs the function in its jail: RESULT ok, its output and timings."""
+        from orb.devnet import open_session
+        from orb.protocol import messages as m
+        from orb.protocol.codes import ResultStatus
+
+        t1 = yield self.tracker()
+        yield self.peers(t1, 3)
+        yield sleep(2)
+        done = yield self.deploy(t1)
+        raw = fidmod.from_text(done["fid"])
+        to_tracker, _ = yield open_session(*t1.wire, self.network)
+        peers = yield to_tracker.request(m.Lookup(fid=raw, max_replicas=3), timeout_s=10)
+        self.assertEqual(len(peers.replicas), 3)
+        best = peers.replicas[0]
+        to_host, _ = yield open_session(best.host, best.port, self.network)
+        result = yield to_host.request(m.Invoke(fid=raw, deadline_ms=5000, token=b"", input=b'{"a": 2, "b": 3}'),
+                                       timeout_s=10)
+        self.assertEqual(result.status_kind, ResultStatus.OK, result.log)
+        self.assertEqual(json.loads(result.output), {"sum": 5})
+        self.assertGreater(result.exec_us, 0)
+        missing = yield to_host.request(m.Invoke(fid=fidmod.fid_for(b"nothing here"), deadline_ms=1000, token=b"",
+                                                 input=b""), timeout_s=10)
+        self.assertEqual(missing.status_kind, ResultStatus.NOT_FOUND)
+        to_tracker.transport.loseConnection()
+        to_host.transport.loseConnection()
+
+    @defer.inlineCallbacks
     def test_a_killed_host_is_replaced(self):
         """SIGKILL one of the 3 hosts: within seconds a fourth peer holds a verified copy and the count is 3 again."""
         t1 = yield self.tracker()
@@ -293,3 +321,4 @@ def _fields(instance):
     import attrs
 
     return attrs.asdict(instance, recurse=False)
+

@@ -86,6 +86,8 @@ class Options(NodeOptions):
             raise usage.UsageError(f"--python-tag {tag!r} is not a cache tag like {sys.implementation.cache_tag}")
         self["python-tag"] = tag
 
+    optFlags = [["allow-unconfined", None, "DANGEROUS: run hosted functions even where a jail layer is missing."]]
+
     def hosting_policy(self):
         return ho.HostingPolicy(max_functions=self["max-functions"], max_disk_bytes=self["max-disk-mb"] * MIB,
                                 runtimes=self["runtimes"], max_memory_mb=self["max-memory-mb"],
@@ -99,6 +101,7 @@ def makeService(config):
         outbound_peers=config["outbound-peers"],
         outbound_trackers=config["outbound-trackers"],
         hosting=config.hosting_policy(),
+        allow_unconfined=bool(config["allow-unconfined"]),
     )
     return peer_service(peer_config, reactor)
 

@@ -20,8 +20,11 @@ and never listens, writes files, prints or exits. The service layer
 and hands the core its sessions.
 """
 
+import os
+
 import attrs
 
+from orb.exec import ExecConfig, Executor
 from orb.net import addrbook as ab
 from orb.net.config import NodeConfig
 from orb.net.fetch import Fetcher
@@ -32,6 +35,7 @@ from orb.net.sessions import LocalNode, SessionTable, session_status
 from orb.peer.connections import Connections
 from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
 from orb.peer.hosting import Hosting, HostingPolicy
+from orb.peer.invoke import Invocations
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -46,6 +50,7 @@ class PeerConfig:
     dialback_wait_s: float = 10.0
     group_fn: object = ab.network_group
     hosting: HostingPolicy = HostingPolicy()
+    allow_unconfined: bool = False  # run functions even where a jail layer is missing (--allow-unconfined)
 
 
 class Peer:
@@ -75,13 +80,16 @@ class Peer:
             MessageType.ADDR: self.gossip.on_addr,
         })
         self.packages = packages
-        self.server = self.fetcher = self.hosting = None
+        self.server = self.fetcher = self.hosting = self.invocations = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
             self.hosting = Hosting(clock, self.table, packages, self.fetcher, self.homing, config.hosting)
+            self.invocations = Invocations(clock, packages, os.path.join(os.path.dirname(packages.root), "run"),
+                                           lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)))
             self.table.handlers.update(self.server.handlers())
             self.table.handlers.update(self.hosting.handlers())
+            self.table.handlers.update(self.invocations.handlers())
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
@@ -106,6 +114,8 @@ class Peer:
         self.periodic.stop()
         self.connections.stop()
         self.table.close_all()
+        if self.invocations is not None:
+            self.invocations.stop()  # the jail's zygote and children
 
     def status(self):
         primary = self.homing.primary
