@@ -121,8 +121,26 @@ class FunctionLifeTests(DaemonTestMixin, TestCase):
         missing = yield to_host.request(m.Invoke(fid=fidmod.fid_for(b"nothing here"), deadline_ms=1000, token=b"",
                                                  input=b""), timeout_s=10)
         self.assertEqual(missing.status_kind, ResultStatus.NOT_FOUND)
+        through = yield to_tracker.request(m.Invoke(fid=raw, deadline_ms=5000, token=b"", input=b'{"a": 4, "b": 5}'),
+                                           timeout_s=10)
+        self.assertEqual((through.status_kind, json.loads(through.output)), (ResultStatus.OK, {"sum": 9}))
         to_tracker.transport.loseConnection()
         to_host.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def test_the_gateway_calls_the_function(self):
+        """curl -X POST <gateway>/f/<fid> -d INPUT returns the function's output; an unknown fid is 404."""
+        t1 = yield self.tracker()
+        yield self.peers(t1, 3)
+        yield sleep(2)
+        done = yield self.deploy(t1)
+        code, body, headers = yield post(f"{api(t1)}/f/{done['fid']}", b'{"a": 20, "b": 22}')
+        self.assertEqual((code, json.loads(body)), (200, {"sum": 42}), body)
+        self.assertEqual(headers.getRawHeaders(b"x-orb-status"), [b"ok"])
+        code, body, _ = yield post(f"{api(t1)}/f/{fidmod.to_text(fidmod.fid_for(b'none'))}", b"")
+        self.assertEqual(code, 404, body)
+        code, body, _ = yield post(f"{api(t1)}/f/not-a-fid", b"")
+        self.assertEqual(code, 400, body)
 
     @defer.inlineCallbacks
     def test_a_killed_host_is_replaced(self):
@@ -233,6 +251,18 @@ class FunctionLifeTests(DaemonTestMixin, TestCase):
         code, out, err = yield self.orb("info", done["fid"], "--api", api(t2), "--json")
         self.assertEqual(code, 0, err)
         self.assertEqual({h["node_id"] for h in json.loads(out)["hosts"] if h["verified"]}, at_t1)
+
+
+@defer.inlineCallbacks
+def post(url, body):
+    """POST ``body`` to ``url`` with a real HTTP client: (status, body, headers)."""
+    from io import BytesIO
+
+    from twisted.web.client import Agent, FileBodyProducer, readBody
+
+    response = yield Agent(reactor).request(b"POST", url.encode(), None, FileBodyProducer(BytesIO(body)))
+    data = yield readBody(response)
+    return response.code, data, response.headers
 
 
 def api(tracker):

@@ -76,14 +76,13 @@ class JoinTests(SynchronousTestCase):
         self.assertFalse(self.tracker.registry.stored("peer", peer.node_id.hex()).connected)
 
     def test_unserved_request_is_unsupported(self):
-        """INVOKE, defined in v1 but not yet served by a tracker, gets ERROR(unsupported) and the session stays."""
+        """FETCH to a tracker that keeps no packages gets ERROR(unsupported) and the session stays."""
         peer = self.net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)])
         self.net.run(2)
         record = peer.table.get(self.tracker.node_id)
         failures = []
         for _ in range(10):
-            record.request(m.Invoke(fid=b"\x01" + bytes(32), deadline_ms=100, token=b"", input=b"")).addErrback(
-                failures.append)
+            record.request(m.Fetch(fid=b"\x01" + bytes(32), offset=0, length=1)).addErrback(failures.append)
         self.net.run(1)
         self.assertEqual([f.value.code for f in failures], [ErrorCode.UNSUPPORTED] * 10)
         self.assertIn(peer.node_id, self.tracker.table)
@@ -120,7 +119,7 @@ class JoinTests(SynchronousTestCase):
         """The tracker's dispatch table names each type it serves, and nothing else."""
         self.assertEqual(set(self.tracker.table.handlers), {
             MessageType.GETADDR, MessageType.ADDR, MessageType.ANNOUNCE, MessageType.SYNC, MessageType.DELTA,
-            MessageType.LOOKUP})
+            MessageType.LOOKUP, MessageType.INVOKE})
 
 
 class FederationTests(SynchronousTestCase):

@@ -41,6 +41,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
@@ -525,9 +526,70 @@ class _Dir(Resource):
         return json_error(request, http.NOT_FOUND, "not-found", "no such resource")
 
 
-def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DIR) -> Resource:
+MAX_CALL_BODY_BYTES = 1024 * 1024
+_STATUS_HTTP = {
+    "OK": http.OK, "ERROR": 502, "TIMEOUT": http.GATEWAY_TIMEOUT, "MEMORY": 502, "KILLED_BY_POLICY": 502,
+    "OUTPUT_TOO_LARGE": 502, "BUSY": http.SERVICE_UNAVAILABLE, "NOT_FOUND": http.NOT_FOUND,
+    "DENIED": http.FORBIDDEN, "REFUSED": http.SERVICE_UNAVAILABLE, "INTERNAL": 502,
+}
+
+
+class GatewayResource(Resource):
+    """``POST /f/<fid>``: call the function with the request body as its input (first cut, issue 11).
+    200 with the output as the body; otherwise a JSON error, with ``X-Orb-Status`` always set."""
+
+    isLeaf = True
+
+    def __init__(self, router: Any) -> None:
+        super().__init__()
+        self.router = router
+
+    def render(self, request: Any) -> Any:
+        from orb.protocol import fid as fidmod
+
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return json_error(request, http.NOT_ALLOWED, "method-not-allowed", "call a function with POST")
+        if len(request.postpath) != 1:
+            return json_error(request, http.NOT_FOUND, "not-found", "the path is /f/<fid>")
+        try:
+            fid = fidmod.from_text(request.postpath[0].decode("ascii"))
+            fidmod.check(fid)
+        except (UnicodeDecodeError, fidmod.FidError):
+            return json_error(request, http.BAD_REQUEST, "bad-fid", "not a fid")
+        body = request.content.read(MAX_CALL_BODY_BYTES + 1)
+        if len(body) > MAX_CALL_BODY_BYTES:
+            return json_error(request, http.REQUEST_ENTITY_TOO_LARGE, "too-large",
+                              f"the input is over {MAX_CALL_BODY_BYTES} bytes")
+        d = self.router.call(fid, body)
+
+        def answer(result: Any) -> None:
+            if request._disconnected:
+                return
+            status = result.status_kind.name
+            request.setHeader(b"X-Orb-Status", status.lower().encode())
+            for name, value in (("Queue", result.queue_us), ("Boot", result.boot_us), ("Exec", result.exec_us)):
+                request.setHeader(f"X-Orb-{name}-Us".encode(), str(value).encode())
+            if status == "OK":
+                request.setHeader(b"Content-Type", b"application/octet-stream")
+                request.write(result.output)
+            else:
+                if status in ("BUSY", "REFUSED"):
+                    request.setHeader(b"Retry-After", b"1")
+                request.write(json_error(request, _STATUS_HTTP.get(status, 502), status.lower().replace("_", "-"),
+                                         result.log.decode("utf-8", "replace")[-2000:]))
+            request.finish()
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: log.failure("gateway call failed", f))
+        return NOT_DONE_YET
+
+
+def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DIR, router: Any = None) -> Resource:
     """The root resource for ``twisted.web.server.Site``."""
     root = _Dir()
+    if router is not None:
+        root.putChild(b"f", GatewayResource(router))
     for name, (filename, ctype) in STATIC_FILES.items():
         with open(os.path.join(static_dir, filename), "rb") as f:
             root.putChild(name, StaticFile(f.read(), ctype))

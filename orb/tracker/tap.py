@@ -122,7 +122,7 @@ def tracker_service(config, reactor):
                        packages=states["packages"])
 
     def http_site(core):
-        return Site(build_resource(core.registry, core.stats))
+        return Site(build_resource(core.registry, core.stats, router=core.router))
 
     return NodeService(
         reactor, config.node, build, kind="orb-tracker",
