@@ -10,9 +10,9 @@ throwaway data dir and everything on loopback:
    daemons start, federate and discover each other, and the registry is
    read back from the trackers' REST API;
 3. a function: ``orb deploy`` sends a real function to the devnet, which
-   test-runs it, places 3 verified replicas in 3 network groups, and puts
-   one back within seconds when a host is killed. Every daemon is stopped
-   at the end;
+   test-runs it, places 3 verified replicas in 3 network groups, puts one
+   back within seconds when a host is killed, and answers a call through
+   the tracker's HTTP gateway. Every daemon is stopped at the end;
 4. the jail: a function runs in the executor every peer uses (seccomp,
    Landlock, rlimits, namespaces, zygote warm starts), and so does one
    that tries to open a socket.
@@ -263,6 +263,34 @@ def deploy_act(reactor, base_dir, network, t1, t2, peers, names, console):
     console.print(f"[green]back at 3 verified replicas[/] {reactor.seconds() - killed_at:.1f} s later: the tracker "
                   "saw the host gone, offered the function to the spare peer, and challenged its copy")
     console.print(replica_table("replicas after the crash", doc, names))
+    url = f"{api}/f/{fid}"
+    console.print(f"\n$ curl -X POST {url} -d '{{\"a\": 40, \"b\": 2}}'", highlight=False, markup=False)
+    code, body = yield post_json(url, b'{"a": 40, "b": 2}')
+    console.print(f"{code} {body.decode('utf-8', 'replace')}", highlight=False, markup=False)
+
+
+@defer.inlineCallbacks
+def post_json(url, body):
+    from io import BytesIO
+
+    from twisted.internet import protocol, reactor
+    from twisted.web.client import Agent, FileBodyProducer
+
+    class Collect(protocol.Protocol):
+        def __init__(self):
+            self.parts, self.done = [], defer.Deferred()
+
+        def dataReceived(self, data):
+            self.parts.append(data)
+
+        def connectionLost(self, reason):
+            self.done.callback(b"".join(self.parts))
+
+    response = yield Agent(reactor).request(b"POST", url.encode(), None, FileBodyProducer(BytesIO(body)))
+    collect = Collect()
+    response.deliverBody(collect)
+    data = yield collect.done
+    return response.code, data
 
 
 DEMO_FUNCTION = b"""\

@@ -34,6 +34,7 @@ class DemoTests(TestCase):
         self.assertIn("replicas  3 of 3 verified", out)
         self.assertIn("kill -9", out)
         self.assertIn("back at 3 verified replicas", out)
+        self.assertIn('200 {"sum": 42}', out)  # and called through the gateway
         after = out.split("replicas after the crash", 1)[1].split("all daemons stopped", 1)[0]
         self.assertEqual(len(set(re.findall(r"127\.\d+\.0\.0/16", after))), 3)
         self.assertIn("all daemons stopped", out)
