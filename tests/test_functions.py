@@ -137,10 +137,19 @@ class FunctionLifeTests(DaemonTestMixin, TestCase):
         code, body, headers = yield post(f"{api(t1)}/f/{done['fid']}", b'{"a": 20, "b": 22}')
         self.assertEqual((code, json.loads(body)), (200, {"sum": 42}), body)
         self.assertEqual(headers.getRawHeaders(b"x-orb-status"), [b"ok"])
+        code, doc = yield t1.get_json(f"/api/v1/functions/{done['fid']}")
+        verified = {h["node_id"] for h in doc["hosts"] if h["verified"]}
+        (replica,) = headers.getRawHeaders(b"orb-replica")
+        self.assertIn(replica.decode(), verified)
+        (timing,) = headers.getRawHeaders(b"server-timing")
+        self.assertTrue(all(f"{name};dur=" in timing.decode() for name in ("queue", "fetch", "boot", "exec", "network")))
+        self.assertEqual(headers.getRawHeaders(b"access-control-allow-origin"), [b"*"])
+        code, meta = yield t1.get_json(f"/f/{done['fid']}")
+        self.assertEqual((code, meta["manifest"]["name"]), (200, "adder"))
         code, body, _ = yield post(f"{api(t1)}/f/{fidmod.to_text(fidmod.fid_for(b'none'))}", b"")
         self.assertEqual(code, 404, body)
         code, body, _ = yield post(f"{api(t1)}/f/not-a-fid", b"")
-        self.assertEqual(code, 400, body)
+        self.assertEqual((code, json.loads(body)["code"]), (400, "bad-fid"))
 
     @defer.inlineCallbacks
     def test_a_killed_host_is_replaced(self):

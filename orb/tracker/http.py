@@ -79,7 +79,7 @@ def json_body(request: Any, obj: Any, status: int = http.OK) -> bytes:
 
 
 def json_error(request: Any, status: int, code: str, message: str) -> bytes:
-    return json_body(request, {"error": code, "message": message}, status)
+    return json_body(request, {"error": code, "code": code, "message": message}, status)
 
 
 class _Json(Resource):
@@ -535,20 +535,32 @@ _STATUS_HTTP = {
 
 
 class GatewayResource(Resource):
-    """``POST /f/<fid>``: call the function with the request body as its input (first cut, issue 11).
-    200 with the output as the body; otherwise a JSON error, with ``X-Orb-Status`` always set."""
+    """The gateway (first cut, issue 11): ``POST /f/<fid>`` calls the function with the request body
+    as its input and answers its output; ``GET /f/<fid>`` is the function's metadata as JSON.
+    Every answer carries CORS headers; a call's answer carries ``X-Orb-Status``, ``Orb-Replica``,
+    ``Orb-Request-Id`` and ``Server-Timing`` (queue, fetch, boot, exec and network times)."""
 
     isLeaf = True
 
-    def __init__(self, router: Any) -> None:
+    def __init__(self, router: Any, registry: Registry) -> None:
         super().__init__()
         self.router = router
+        self.registry = registry
+        self._calls = 0
 
     def render(self, request: Any) -> Any:
         from orb.protocol import fid as fidmod
 
-        if request.method != b"POST":
-            request.setHeader(b"Allow", b"POST")
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        request.setHeader(b"Access-Control-Expose-Headers",
+                          b"X-Orb-Status, Orb-Replica, Orb-Request-Id, Server-Timing")
+        if request.method == b"OPTIONS":
+            request.setHeader(b"Access-Control-Allow-Methods", b"GET, POST, OPTIONS")
+            request.setHeader(b"Access-Control-Allow-Headers", b"Content-Type")
+            request.setResponseCode(http.NO_CONTENT)
+            return b""
+        if request.method not in (b"POST", b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, POST, OPTIONS")
             return json_error(request, http.NOT_ALLOWED, "method-not-allowed", "call a function with POST")
         if len(request.postpath) != 1:
             return json_error(request, http.NOT_FOUND, "not-found", "the path is /f/<fid>")
@@ -556,18 +568,35 @@ class GatewayResource(Resource):
             fid = fidmod.from_text(request.postpath[0].decode("ascii"))
             fidmod.check(fid)
         except (UnicodeDecodeError, fidmod.FidError):
-            return json_error(request, http.BAD_REQUEST, "bad-fid", "not a fid")
+            return json_error(request, http.BAD_REQUEST, "bad-fid", "not a fid: the 53 base32 characters of orb hash")
+        if request.method != b"POST":
+            function = self.registry.function(fidmod.to_text(fid))
+            if function is None:
+                return json_error(request, http.NOT_FOUND, "not-found", "no such function is deployed")
+            return json_body(request, {"fid": function.fid, "owner": function.owner.hex(),
+                                       "package_size": function.package_size, "deployed_at": function.issued_at,
+                                       "manifest": function.manifest_json()})
         body = request.content.read(MAX_CALL_BODY_BYTES + 1)
         if len(body) > MAX_CALL_BODY_BYTES:
             return json_error(request, http.REQUEST_ENTITY_TOO_LARGE, "too-large",
                               f"the input is over {MAX_CALL_BODY_BYTES} bytes")
+        self._calls += 1
+        request_id = f"{os.getpid():x}-{self._calls:x}"
         d = self.router.call(fid, body)
 
-        def answer(result: Any) -> None:
+        def answer(reply: Any) -> None:
             if request._disconnected:
                 return
+            result = reply.result
             status = result.status_kind.name
             request.setHeader(b"X-Orb-Status", status.lower().encode())
+            request.setHeader(b"Orb-Request-Id", request_id.encode())
+            if reply.replica is not None:
+                request.setHeader(b"Orb-Replica", reply.replica.hex().encode())
+            timing = ", ".join(f"{name};dur={us / 1000:.3f}" for name, us in (
+                ("queue", result.queue_us), ("fetch", result.fetch_us), ("boot", result.boot_us),
+                ("exec", result.exec_us), ("network", reply.network_us)))
+            request.setHeader(b"Server-Timing", timing.encode())
             for name, value in (("Queue", result.queue_us), ("Boot", result.boot_us), ("Exec", result.exec_us)):
                 request.setHeader(f"X-Orb-{name}-Us".encode(), str(value).encode())
             if status == "OK":
@@ -576,8 +605,9 @@ class GatewayResource(Resource):
             else:
                 if status in ("BUSY", "REFUSED"):
                     request.setHeader(b"Retry-After", b"1")
-                request.write(json_error(request, _STATUS_HTTP.get(status, 502), status.lower().replace("_", "-"),
-                                         result.log.decode("utf-8", "replace")[-2000:]))
+                request.write(json_body(request, {
+                    "error": status.lower().replace("_", "-"), "code": status.lower().replace("_", "-"),
+                    "message": result.log.decode("utf-8", "replace")[-2000:]}, _STATUS_HTTP.get(status, 502)))
             request.finish()
 
         d.addCallback(answer)
@@ -589,7 +619,7 @@ def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DI
     """The root resource for ``twisted.web.server.Site``."""
     root = _Dir()
     if router is not None:
-        root.putChild(b"f", GatewayResource(router))
+        root.putChild(b"f", GatewayResource(router, registry))
     for name, (filename, ctype) in STATIC_FILES.items():
         with open(os.path.join(static_dir, filename), "rb") as f:
             root.putChild(name, StaticFile(f.read(), ctype))

@@ -16,6 +16,7 @@ This is the first cut of issue 11: no hedging, no relay to peers homed
 elsewhere, no per-peer concurrency bookkeeping yet.
 """
 
+import attrs
 from twisted.internet import defer, error
 
 from orb.net.adapter import RemoteError, RequestTimeout
@@ -35,6 +36,15 @@ def result(status, text=""):
                     log=text.encode("utf-8"))
 
 
+@attrs.frozen
+class Answer:
+    """A call's RESULT, the replica that gave it (None: none did), and the time spent at the tracker."""
+
+    result: m.Result
+    replica: bytes | None = None
+    network_us: int = 0
+
+
 class Router:
     def __init__(self, clock, table, registry, replication):
         self.clock = clock
@@ -48,19 +58,19 @@ class Router:
     def on_invoke(self, record, message, request_id):
         d = self.call(message.fid, message.input, message.deadline_ms / 1000 if message.deadline_ms else None,
                       message.token)
-        d.addCallback(lambda answer: record.send(answer, response_to=request_id))
+        d.addCallback(lambda answer: record.send(answer.result, response_to=request_id))
 
     @defer.inlineCallbacks
     def call(self, fid_raw, data, deadline_s=None, token=b""):
-        """Run ``fid_raw`` once on its best replica: Deferred[m.Result], never an errback."""
+        """Run ``fid_raw`` once on its best replica: Deferred[Answer], never an errback."""
         started = self.clock.seconds()
         try:
             fid = fidmod.to_text(fid_raw)
         except fidmod.FidError:
-            return result(ResultStatus.NOT_FOUND, "not a fid")
+            return Answer(result(ResultStatus.NOT_FOUND, "not a fid"))
         function = self.registry.function(fid)
         if function is None:
-            return result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed")
+            return Answer(result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed"))
         budget = min(deadline_s or function.manifest_json()["timeout_ms"] / 1000 + 1, MAX_DEADLINE_S)
         tried = 0
         for peer in rank_replicas(self.replication.replicas(fid)):
@@ -69,8 +79,9 @@ class Router:
                 continue
             remaining = budget - (self.clock.seconds() - started)
             if remaining <= 0:
-                return result(ResultStatus.TIMEOUT, "the deadline passed before a replica could take the call")
+                return Answer(result(ResultStatus.TIMEOUT, "the deadline passed before a replica could take the call"))
             tried += 1
+            sent = self.clock.seconds()
             try:
                 answer = yield record.request(
                     m.Invoke(fid=fid_raw, deadline_ms=max(1, int(remaining * 1000)), token=token, input=data),
@@ -78,14 +89,18 @@ class Router:
             except (error.ConnectionLost, error.ConnectionDone):
                 continue  # it never answered: try the next replica
             except RequestTimeout:
-                return result(ResultStatus.TIMEOUT, "the replica did not answer within the deadline")
+                return Answer(result(ResultStatus.TIMEOUT, "the replica did not answer within the deadline"),
+                              peer.node_id)
             except RemoteError as e:
                 if e.code in (int(ErrorCode.BUSY), int(ErrorCode.RATE_LIMITED)):
                     continue
-                return result(ResultStatus.INTERNAL, f"the replica refused the call: {e.text[:200]}")
+                return Answer(result(ResultStatus.INTERNAL, f"the replica refused the call: {e.text[:200]}"),
+                              peer.node_id)
             if answer.status_kind in RETRY_BEFORE_START:
                 continue
-            return answer
+            at_host_us = answer.queue_us + answer.fetch_us + answer.boot_us + answer.exec_us
+            network_us = max(0, int((self.clock.seconds() - sent) * 1e6) - at_host_us)
+            return Answer(answer, peer.node_id, network_us)
         if tried:
-            return result(ResultStatus.BUSY, "every replica was busy or unreachable; try again shortly")
-        return result(ResultStatus.BUSY, "no live replica can take the call right now")
+            return Answer(result(ResultStatus.BUSY, "every replica was busy or unreachable; try again shortly"))
+        return Answer(result(ResultStatus.BUSY, "no live replica can take the call right now"))
