@@ -151,6 +151,19 @@ class FunctionLifeTests(DaemonTestMixin, TestCase):
         code, body, _ = yield post(f"{api(t1)}/f/not-a-fid", b"")
         self.assertEqual((code, json.loads(body)["code"]), (400, "bad-fid"))
 
+        # orb invoke: through the gateway (default) and over the wire; its output on stdout, as it is.
+        code, out, err = yield self.orb("invoke", done["fid"], "--data", '{"a": 1, "b": 2}', "--api", api(t1))
+        self.assertEqual((code, json.loads(out)), (0, {"sum": 3}), err)
+        code, out, err = yield self.orb("invoke", done["fid"], "--data", '{"a": 3, "b": 4}', "--wire", "--tracker",
+                                        t1.wire_text, "--json")
+        self.assertEqual(code, 0, out + err)
+        doc = json.loads(out)
+        self.assertEqual((doc["status"], json.loads(doc["output"]), doc["route"]), ("ok", {"sum": 7}, "wire"))
+        self.assertGreater(doc["timing"]["exec_ms"], 0)
+        code, out, err = yield self.orb("invoke", fidmod.to_text(fidmod.fid_for(b"none")), "--data", "", "--api",
+                                        api(t1))
+        self.assertEqual(code, 10, out + err)  # no such function
+
     @defer.inlineCallbacks
     def test_a_killed_host_is_replaced(self):
         """SIGKILL one of the 3 hosts: within seconds a fourth peer holds a verified copy and the count is 3 again."""

@@ -94,6 +94,10 @@ def register(sub) -> None:
     p.add_argument("--key", metavar="PATH", help="the owner key whose functions to list")
     api_option(p)
 
+    from . import _invoke
+
+    _invoke.register(sub, verb)
+
     p = verb("info", "show one function: manifest, size, owner, replicas and their last checks", info,
              "Show a function as the tracker knows it: manifest, size, owner, deploy time, and each replica "
              "with its node, address, network group, RTT and last passed integrity check.")

@@ -31,6 +31,7 @@ EXIT_REFUSED = 7  # the tracker refused the function: too large, a bad signature
 EXIT_BUSY = 8  # the tracker is busy, full or failed on its side: try again later, or another tracker
 EXIT_REPLICAS = 9  # deployed, but fewer verified replicas than the manifest's `replicas` before --timeout
 EXIT_NOT_FOUND = 10  # the tracker knows no such function
+EXIT_TIMEOUT = 11  # orb invoke: the call's deadline passed
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -47,6 +48,7 @@ exit status:
   8    the tracker is busy, full or failed on its side: try again later or elsewhere
   9    deployed, but fewer verified replicas than wanted before --timeout
   10   the tracker knows no such function
+  11   orb invoke: the call's deadline passed (1: the function failed; 8: no replica free)
   130  interrupted"""
 
 
