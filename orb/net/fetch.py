@@ -126,8 +126,7 @@ class Fetcher:
             return defer.fail(FetchFailed(fid, [f"size {size} is not 1..{self.max_package_bytes}"]))
         if len(self._running) >= self.max_fetches:
             return defer.fail(FetchFailed(fid, [f"{self.max_fetches} downloads are already running"]))
-        download = _Download(self, fid, size, list(sources)[:MAX_SOURCES], version)
-        download.discourage = discourage
+        download = _Download(self, fid, size, list(sources)[:MAX_SOURCES], version, discourage)
         self._running[fid] = download
         d = download.subscribe()
         download.start().addBoth(self._finished, download)
@@ -200,11 +199,11 @@ class Fetcher:
 class _Download:
     """One fid being fetched: tries the sources in turn, resuming from what the store holds."""
 
-    def __init__(self, fetcher, fid, size, sources, version):
+    def __init__(self, fetcher, fid, size, sources, version, discourage=True):
         self.fetcher = fetcher
         self.fid = fid
         self.size = size
-        self.discourage = True
+        self.discourage = discourage  # a source that sent all of a bad copy is discouraged
         self.bad_copy = False  # some source sent a copy that did not verify
         self.sources = sources
         self.version = version
