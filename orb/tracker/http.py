@@ -47,7 +47,7 @@ from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
 from orb.protocol.federation import FunctionRecord
 from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
-from orb.tracker.replication import placement_group
+from orb.tracker.replication import placement_group, verified_replicas
 from orb.tracker.routing import rank_replicas
 from orb.tracker.stats import Stats
 
@@ -307,6 +307,7 @@ def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord])
     placement = reg.placement(f.fid)
     hosts = rank_replicas(announced)
     verified = set(placement.verified) if placement is not None else set()
+    verified_peers = verified_replicas(reg, f.fid, hosts)
     return {
         "fid": f.fid,
         "name": manifest["name"],
@@ -317,7 +318,7 @@ def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord])
         "deployed_at": f.issued_at,
         "replicas": f.replicas,
         "live_replicas": len(hosts),
-        "verified_replicas": sum(p.node_id in verified for p in hosts),
+        "verified_replicas": len(verified_peers),
         "tracker_hosts": placement is not None and placement.tracker in verified,
         "manager": placement.tracker.hex() if placement is not None else None,
         "hosted_by": [p.node_id.hex() for p in hosts],

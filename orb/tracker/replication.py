@@ -72,6 +72,18 @@ def placement_group(ip):
     return tuple(ip.split(".")[:2])
 
 
+def verified_replicas(registry, fid, hosts=None):
+    """The one rule for a replica that counts: a host in ``fid``'s placement with a passed
+    challenge, whose own live statement lists ``fid`` (``hosts``: those peers, if known)."""
+    placement = registry.placement(fid)
+    if placement is None:
+        return []
+    verified = set(placement.verified)
+    if hosts is None:
+        hosts = [p for p in registry.peers() if fid in p.function_map]
+    return [p for p in hosts if p.node_id in verified]
+
+
 def place(candidates, wanted, taken_groups, group_of=placement_group):
     """Up to ``wanted`` peers from ``candidates`` (PeerRecords that may host):
     first one per network group not in ``taken_groups``, best ranked first;
@@ -144,11 +156,7 @@ class Replication:
 
     def replicas(self, fid):
         """The verified, live hosts of ``fid`` (what LOOKUP answers)."""
-        placement = self.registry.placement(fid)
-        if placement is None:
-            return []
-        verified = set(placement.verified)
-        return [p for p in self.hosting(fid) if p.node_id in verified]
+        return verified_replicas(self.registry, fid, self.hosting(fid))
 
     # --- the manager's loop -------------------------------------------------------------
 
