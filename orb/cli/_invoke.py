@@ -118,38 +118,12 @@ def gateway_call(reactor, api, fid_text, data, timeout_s):
             "route": "gateway"}
 
 
-class _Client:
-    """The caller's side of a wire session: it serves nothing."""
-
-    def __init__(self):
-        self.ready, self.lost, self.problem = defer.Deferred(), defer.Deferred(), None
-
-    def session_ready(self, p):
-        if not self.ready.called:
-            self.ready.callback(p)
-
-    def session_lost(self, p, reason):
-        if not self.ready.called:
-            self.ready.errback(ConnectionError(str(self.problem or "closed during the handshake")))
-        if not self.lost.called:
-            self.lost.callback(None)
-
-    def misbehaved(self, p, problem):
-        self.problem = problem
-
-    def rtt_measured(self, p, rtt_ms):
-        pass
-
-    def message_received(self, p, message, request_id):
-        pass
-
-
 @defer.inlineCallbacks
 def wire_call(reactor, tracker, network, raw, data, timeout_s):
     from orb.net.adapter import RemoteError, RequestTimeout
     from orb.protocol.messages import Invoke
 
-    client = _Client()
+    client = _network.SessionClient()
     p = yield _network.connect(reactor, tracker, network, client)
     try:
         result = yield p.request(Invoke(fid=raw, deadline_ms=int(timeout_s * 1000), token=b"", input=data),

@@ -278,17 +278,14 @@ def _say(plan, text):
         print(text, file=sys.stderr)
 
 
-class DeployClient:
-    """The deployer's side of the session (an orb.net.adapter handler): serves FETCH for its own package."""
+class SessionClient:
+    """A CLI's side of one session (an orb.net.adapter handler): ``ready`` fires with the protocol,
+    ``lost`` when it ends, ``problem`` says why it failed when it says. It serves nothing."""
 
-    def __init__(self, built, progress):
-        self.built = built
-        self.progress = progress
+    def __init__(self):
         self.ready = defer.Deferred()
         self.lost = defer.Deferred()
         self.problem = None  # why the session failed (a ProtocolError), when it says
-        self.served_bytes = 0
-        self._served = set()  # offsets served, so a refetch does not move the bar twice
 
     def session_ready(self, p):
         if not self.ready.called:
@@ -305,6 +302,20 @@ class DeployClient:
 
     def rtt_measured(self, p, rtt_ms):
         pass
+
+    def message_received(self, p, message, request_id):
+        pass
+
+
+class DeployClient(SessionClient):
+    """The deployer's side of the session: serves FETCH for its own package."""
+
+    def __init__(self, built, progress):
+        super().__init__()
+        self.built = built
+        self.progress = progress
+        self.served_bytes = 0
+        self._served = set()  # offsets served, so a refetch does not move the bar twice
 
     def message_received(self, p, message, request_id):
         if isinstance(message, Fetch):
