@@ -19,7 +19,7 @@ TEXT_LIMITS = {
     "name": m.MAX_NAME_BYTES,
 }
 LIST_LIMITS = {"entries": 20, "listen": m.MAX_LISTEN_ADDRESSES}
-INT_LIMITS = {"deprecated": 1, "kind": 1}
+INT_LIMITS = {"deprecated": 1, "kind": 1, "more": 1}
 # Fields whose valid range is narrower than their wire type's.
 FIELD_STRATEGIES = {
     ("ANNOUNCE", "seq"): st.integers(1, 2**63 - 1),
@@ -65,8 +65,13 @@ def record_strategy(record_cls):
             fields[a.name] = st.binary(min_size=32, max_size=32)
         elif a.name == "fid":
             fields[a.name] = st.binary(min_size=1, max_size=m.MAX_FID_BYTES)
+        elif a.name == "trace_id":
+            fields[a.name] = st.binary(max_size=16)
+        elif a.name == "log":
+            fields[a.name] = st.binary(max_size=64)
         else:
-            width = {"timestamp": 64, "roles": 8, "reachability": 8, "rtt_ms": 32, "load_permille": 16, "version": 32}
+            width = {"timestamp": 64, "roles": 8, "reachability": 8, "rtt_ms": 32, "load_permille": 16, "version": 32,
+                     "time_us": 64, "status": 8, "exec_us": 32}
             fields[a.name] = st.integers(0, (1 << width[a.name]) - 1)
     return st.builds(record_cls, **fields)
 

@@ -5,7 +5,7 @@ StringTransport, with time on a task.Clock.
 
 import os
 
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -105,6 +105,36 @@ class AdapterTests(SynchronousTestCase):
         clock.advance(5)
         self.failureResultOf(d, RequestTimeout)
         self.assertEqual(client.session.pending_requests, 0)
+
+    def test_cancelled_invoke_sends_cancel(self):
+        """Cancelling an INVOKE's Deferred sends CANCEL with its request id, and a late RESULT is dropped silently."""
+        clock = Clock()
+        server, client, pump, server_handler, client_handler = connect(clock)
+        d = client.request(m.Invoke(fid=b"\x01", deadline_ms=1000, token=b"", input=b"x"))
+        pump.flush()
+        (_, request_id), = [x for x in server_handler.messages if isinstance(x[0], m.Invoke)]
+        d.cancel()
+        pump.flush()
+        self.failureResultOf(d, defer.CancelledError)
+        cancels = [x[0] for x in server_handler.messages if isinstance(x[0], m.Cancel)]
+        self.assertEqual(cancels, [m.Cancel(request_id=request_id)])
+        self.assertEqual(client.session.pending_requests, 0)
+        server.send(m.Result(status=0, queue_us=0, fetch_us=0, boot_us=0, exec_us=0, output=b"", log=b""),
+                    response_to=request_id)
+        pump.flush()
+        self.assertEqual(client_handler.misbehaviour, [])
+        self.assertTrue(client.ready)
+
+    def test_timed_out_invoke_sends_cancel(self):
+        """An INVOKE that times out at the caller is withdrawn with CANCEL, so the host stops the call."""
+        clock = Clock()
+        server, client, pump, server_handler, client_handler = connect(clock)
+        d = client.request(m.Invoke(fid=b"\x01", deadline_ms=1000, token=b"", input=b"x"), timeout_s=2)
+        pump.flush()
+        clock.advance(2)
+        pump.flush()
+        self.failureResultOf(d, RequestTimeout)
+        self.assertEqual(len([x for x in server_handler.messages if isinstance(x[0], m.Cancel)]), 1)
 
     def test_connection_lost_fails_pending_requests(self):
         """Dropping the connection fails pending requests with ConnectionLost and tells both sides' handlers."""

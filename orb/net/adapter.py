@@ -27,7 +27,7 @@ from zope.interface import implementer
 from orb.net.logs import escape, orb_logger
 from orb.protocol.codes import ErrorCode
 from orb.protocol.errors import IdentityMismatch
-from orb.protocol.messages import Endpoint
+from orb.protocol.messages import Cancel, Endpoint, MessageType
 from orb.protocol.session import (
     AddrThrottled,
     ErrorReceived,
@@ -218,11 +218,26 @@ class OrbProtocol(Protocol):
         if not self.ready:
             return defer.fail(error.ConnectionLost("session not ready"))
         request_id, data = self.session.request(message)
-        d = defer.Deferred()
-        timeout = self.factory.clock.callLater(timeout_s, self._request_timed_out, request_id, timeout_s)
+        d = defer.Deferred(lambda _: self._withdraw(request_id, message.TYPE))
+        timeout = self.factory.clock.callLater(timeout_s, self._request_timed_out, request_id, timeout_s,
+                                               message.TYPE)
         self._waiting[request_id] = (d, timeout)
         self._write(data)
         return d
+
+    def _withdraw(self, request_id, message_type):
+        """
+        The caller cancelled the request's Deferred: forget the request and,
+        for INVOKE, tell the host with CANCEL so that it kills the call (RFC 10.5).
+        """
+        entry = self._waiting.pop(request_id, None)
+        if entry is None:
+            return
+        if entry[1].active():
+            entry[1].cancel()
+        self.session.forget(request_id)
+        if message_type == MessageType.INVOKE:
+            self.send(Cancel(request_id=request_id))
 
     def ping(self):
         if self.ready:
@@ -403,9 +418,11 @@ class OrbProtocol(Protocol):
         else:
             d.callback(result)
 
-    def _request_timed_out(self, request_id, timeout_s):
+    def _request_timed_out(self, request_id, timeout_s, message_type=None):
         self.session.forget(request_id)
         entry = self._waiting.pop(request_id, None)
+        if message_type == MessageType.INVOKE:
+            self.send(Cancel(request_id=request_id))  # the call is no use to anyone now (RFC 10.5)
         if entry is not None:
             entry[0].errback(RequestTimeout(f"no answer to request {request_id} within {timeout_s:g} s"))
 

@@ -82,6 +82,8 @@ class TlvType(enum.IntEnum):
 
     PADDING = 0x0001  # ignored; lets a sender hide message lengths
     TRACE_ID = 0x0002  # 16 opaque bytes that correlate logs across nodes
+    CACHED = 0x0003  # in RESULT: the answer came from a result cache; u32 age in ms
+    OWNER_KEY = 0x0004  # in OFFER: the function owner's 32-byte Ed25519 key, from the deploy statement
 
 
 TLV_CRITICAL = 0x8000

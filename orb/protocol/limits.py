@@ -23,3 +23,5 @@ MAX_ANNOUNCE_ENTRIES = 1024  # FunctionEntry records in one ANNOUNCE: every func
 MAX_NAME_BYTES = 63  # NAME `name`: one DNS label
 MAX_LOAD_PERMILLE = 1000  # ANNOUNCE / Replica `load_permille`; larger values are read as this
 MAX_REGISTRY_JSON_BYTES = 3 * 1024 * 1024  # SYNC `digest` and DELTA `payload`, in a 4 MiB frame
+MAX_LOG_ENTRIES = 256  # LogEntry records in one LOG_LINES
+MAX_LOG_ENTRY_BYTES = 4096  # LogEntry `log`: the tail of one call's stderr

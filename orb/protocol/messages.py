@@ -41,6 +41,8 @@ from orb.protocol.limits import (  # noqa: F401  (re-exported: callers use m.MAX
     MAX_FID_BYTES,
     MAX_LISTEN_ADDRESSES,
     MAX_LOAD_PERMILLE,
+    MAX_LOG_ENTRIES,
+    MAX_LOG_ENTRY_BYTES,
     MAX_NAME_BYTES,
     MAX_REGISTRY_JSON_BYTES,
     MAX_USER_AGENT_BYTES,
@@ -75,6 +77,9 @@ class MessageType(enum.IntEnum):
     PROOF = 0x26
     INVOKE = 0x30
     RESULT = 0x31
+    CANCEL = 0x32
+    LOGS = 0x33
+    LOG_LINES = 0x34
     NAME = 0x40
     RELAY = 0x50
     SYNC = 0x60
@@ -113,6 +118,14 @@ ReplicaStruct = Struct(
     "load_permille" / Int16ub,
 )
 SourceStruct = Struct("node_id" / NodeId, "ip" / IpAddress, "port" / Int16ub)
+LogEntryStruct = Struct(
+    "node_id" / NodeId,
+    "time_us" / Int64ub,
+    "status" / Int8ub,
+    "exec_us" / Int32ub,
+    "trace_id" / PrefixedBytes(1),
+    "log" / ShortBytes,
+)
 
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
@@ -779,6 +792,77 @@ class Name(Message):
         """What the owner signs: the body up to, not including, the signature."""
         body = self.COMPILED.build({**self.to_wire(), "ext": b""})
         return b"ORB-NAME-v1\x00" + body[: -Signature.sizeof()]
+
+
+@message(MessageType.CANCEL, "request_id" / Int32ub)
+class Cancel(Message):
+    """The sender no longer wants the answer to its INVOKE ``request_id`` (RFC 10.5)."""
+
+    request_id: int = attrs.field(validator=_u32)
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.LOGS,
+    "fid" / FidBytes,
+    "owner_key" / PublicKey,
+    "since_us" / Int64ub,
+    "max_entries" / Int16ub,
+    "issued_at" / Int64ub,
+    "nonce" / FixedBytes(16),
+    "signature" / Signature,
+)
+class Logs(Message):
+    """The owner's signed request for the logs of a function's recent calls (RFC 10.7)."""
+
+    fid: bytes = fid_field()
+    owner_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    since_us: int = attrs.field(validator=_u64)
+    max_entries: int = attrs.field(validator=_u16)
+    issued_at: int = attrs.field(validator=_u64)
+    nonce: bytes = attrs.field(validator=_exact_bytes(16))
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
+    ext: tuple = _ext()
+
+    def signed_bytes(self):
+        """What the owner signs: a domain tag and the body up to, not including, the signature."""
+        body = self.COMPILED.build({**self.to_wire(), "ext": b""})
+        return b"ORB-LOGS-v1\x00" + body[: -Signature.sizeof()]
+
+
+@attrs.frozen
+class LogEntry:
+    node_id: bytes = attrs.field(validator=_node_id)
+    time_us: int = attrs.field(validator=_u64)
+    status: int = attrs.field(validator=_u8)
+    exec_us: int = attrs.field(validator=_u32)
+    trace_id: bytes = attrs.field(validator=_max_bytes(16), metadata={LIMIT: "0..16 bytes"})
+    log: bytes = attrs.field(validator=_max_bytes(MAX_LOG_ENTRY_BYTES),
+                             metadata={LIMIT: f"at most {MAX_LOG_ENTRY_BYTES} bytes"})
+
+    def to_wire(self):
+        return {"node_id": self.node_id, "time_us": self.time_us, "status": self.status,
+                "exec_us": self.exec_us, "trace_id": self.trace_id, "log": self.log}
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(c["node_id"], c["time_us"], c["status"], c["exec_us"], c["trace_id"], c["log"])
+
+
+@message(
+    MessageType.LOG_LINES,
+    "fid" / FidBytes,
+    "entries" / PrefixedArray(Int16ub, LogEntryStruct),
+    "more" / Bool8,
+    nested={"entries": LogEntry},
+)
+class LogLines(Message):
+    """Answers LOGS: log entries of recent calls, oldest first."""
+
+    fid: bytes = fid_field()
+    entries: tuple = records_field(MAX_LOG_ENTRIES)
+    more: int = attrs.field(validator=_uint(1))
+    ext: tuple = _ext()
 
 
 @message(MessageType.RELAY, "target" / NodeId, "frame" / LongBytes)

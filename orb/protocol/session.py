@@ -66,6 +66,7 @@ RESPONSES = {
     MessageType.FETCH: MessageType.PACKAGE,
     MessageType.CHALLENGE: MessageType.PROOF,
     MessageType.INVOKE: MessageType.RESULT,
+    MessageType.LOGS: MessageType.LOG_LINES,
     MessageType.SYNC: MessageType.DELTA,
 }
 REQUEST_TYPES = frozenset(RESPONSES)

@@ -46,6 +46,7 @@ RECORDS = {
     "FunctionEntry": m.FunctionEntryStruct,
     "Replica": m.ReplicaStruct,
     "Source": m.SourceStruct,
+    "LogEntry": m.LogEntryStruct,
 }
 RECORD_CLASSES = {
     "Endpoint": m.Endpoint,
@@ -53,6 +54,7 @@ RECORD_CLASSES = {
     "FunctionEntry": m.FunctionEntry,
     "Replica": m.Replica,
     "Source": m.Source,
+    "LogEntry": m.LogEntry,
 }
 
 # The meaning of every field; tests fail if a declared field has none.
@@ -76,6 +78,14 @@ FIELD_DOCS = {
         "load_permille": "the load it last reported",
     },
     "Source": {"node_id": "a node that holds the package", "ip": "its address", "port": "its wire port"},
+    "LogEntry": {
+        "node_id": "the host that ran the call",
+        "time_us": "when the call ended, Unix microseconds (host clock)",
+        "status": "the call's result status (registry 11.6)",
+        "exec_us": "time running the function, microseconds",
+        "trace_id": "the call's trace_id TLV, or empty",
+        "log": "the tail of the call's stderr",
+    },
     "header": {
         "magic": "network magic: SHA-256(\"orb-network:\" + network name)[0:4]",
         "version": "protocol version of this frame",
@@ -182,6 +192,21 @@ FIELD_DOCS = {
         "sunset": "Unix seconds after which it stops, or 0",
         "signature": "owner's signature (section 9.3)",
     },
+    "CANCEL": {"request_id": "an INVOKE of the sender's that it no longer wants answered"},
+    "LOGS": {
+        "fid": "the function whose logs are wanted",
+        "owner_key": "the function owner's Ed25519 public key",
+        "since_us": "only calls that ended after this, Unix microseconds",
+        "max_entries": "at most this many entries (capped by the answer's limit)",
+        "issued_at": "when the owner signed, Unix seconds",
+        "nonce": "16 random bytes",
+        "signature": "the owner's signature (section 10.7)",
+    },
+    "LOG_LINES": {
+        "fid": "the function",
+        "entries": "log entries, oldest first",
+        "more": "1 if entries were left out: ask again from the last time_us",
+    },
     "RELAY": {"target": "node id of the peer to deliver to", "frame": "a complete ORB frame"},
     "SYNC": {"digest": "the sender's registry digest, canonical JSON (section 8.6)"},
     "DELTA": {
@@ -213,6 +238,9 @@ REGISTRY_DOCS = {
             "PROOF": "answers CHALLENGE",
             "INVOKE": "runs a function (request)",
             "RESULT": "answers INVOKE",
+            "CANCEL": "withdraws an INVOKE; the host kills the call",
+            "LOGS": "the owner's signed request for recent call logs (request)",
+            "LOG_LINES": "answers LOGS",
             "NAME": "an owner-signed name record",
             "RELAY": "a frame forwarded to a peer behind NAT",
             "SYNC": "tracker anti-entropy: my registry digest (request)",
@@ -483,6 +511,9 @@ def sample_messages():
         signature=b"\x00" * 64,
     )
     name = attrs.evolve(name, signature=peer.sign(name.signed_bytes()))
+    logs = m.Logs(fid=fid, owner_key=peer.public_bytes, since_us=(ts - 60) * 1_000_000, max_entries=100,
+                  issued_at=ts, nonce=_det_bytes("orb-vector-logs-nonce", 16), signature=b"\x00" * 64)
+    logs = attrs.evolve(logs, signature=peer.sign(logs.signed_bytes()))
     # The relayed request is an INVOKE with its own, end-to-end request id (Section 10.3):
     # a request is never sent with request id 0 (Section 4.7).
     inner = encode_frame(
@@ -530,6 +561,15 @@ def sample_messages():
                             ext=(m.Tlv(int(TlvType.TRACE_ID), _det_bytes("trace", 16)),)), 8, 0),
         ("result", m.Result(status=int(ResultStatus.OK), queue_us=120, fetch_us=0, boot_us=2100, exec_us=350,
                             output=b"5", log=b""), 8, int(Flag.RESPONSE)),
+        ("result_cached", m.Result(status=int(ResultStatus.OK), queue_us=0, fetch_us=0, boot_us=0, exec_us=0,
+                                   output=b"5", log=b"", ext=(m.Tlv(int(TlvType.CACHED), (1500).to_bytes(4, "big")),)),
+         12, int(Flag.RESPONSE)),
+        ("cancel", m.Cancel(request_id=8), 0, 0),
+        ("logs", logs, 11, 0),
+        ("log_lines", m.LogLines(fid=fid, entries=(
+            m.LogEntry(peer.node_id, ts * 1_000_000 + 250_000, int(ResultStatus.ERROR), 350,
+                       _det_bytes("trace", 16), b"ValueError: b must be a number"),
+        ), more=0), 11, int(Flag.RESPONSE)),
         ("name", name, 0, 0),
         ("relay", m.Relay(target=peer.node_id, frame=inner), 0, 0),
         ("sync", m.Sync(digest=_sample_digest(tracker)), 10, 0),

@@ -43,6 +43,9 @@ class Answer:
     result: m.Result
     replica: bytes | None = None
     network_us: int = 0
+    cached: bool = False  # served from the tracker's result cache (RFC 10.6), not by a run
+    route: str = "direct"  # how the replica was reached: "direct" (its session here), "relay" (RFC 10.3)
+    attempts: int = 1  # replicas asked, hedges included
 
 
 class Router:
