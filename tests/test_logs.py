@@ -440,3 +440,44 @@ class OverTheWireTests(SynchronousTestCase):
         d = to_tracker.request(signed(NodeKey.generate(), fid, issued_at=int(now)))
         net.run(1)
         self.assertEqual(self.failureResultOf(d, RemoteError).value.code, ErrorCode.DENIED)
+
+
+class CliTests(SynchronousTestCase):
+    def test_the_request_is_the_owners_signed_logs(self):
+        """`orb logs` signs LOGS with the owner key, a fresh nonce each time, issued now: it passes the check."""
+        from orb.cli import _logs
+
+        owner = NodeKey.generate()
+        fid = fidmod.fid_for(b"f")
+        first = _logs.signed_request(owner, fid, 5, NOW)
+        second = _logs.signed_request(owner, fid, 5, NOW)
+        self.assertIsNone(check_logs(first, owner.public_bytes, NOW))
+        self.assertNotEqual(first.nonce, second.nonce)
+        self.assertEqual((first.since_us, first.max_entries, first.issued_at), (5, m.MAX_LOG_ENTRIES, NOW))
+
+    def test_an_entry_prints_its_header_and_its_stderr_safely(self):
+        """Each entry prints time, replica, status, exec time and trace id, then its stderr indented, escaped."""
+        from orb.cli import _logs
+
+        e = m.LogEntry(bytes.fromhex("ab" * 32), 1_800_000_000_250_000, int(ResultStatus.ERROR), 3500, b"\x01" * 16,
+                       b"Traceback:\nValueError: \x1b[31mbad\n")
+        doc = _logs.entry_json(e)
+        self.assertEqual((doc["status"], doc["exec_ms"], doc["replica"]), ("error", 3.5, "ab" * 32))
+        text = _logs.format_entry(doc)
+        header, first, second = text.splitlines()
+        self.assertEqual(header, "2027-01-15 08:00:00.250Z  abababababab  error       3.500 ms  trace " + "01" * 16)
+        self.assertEqual((first, second), ("    Traceback:", "    ValueError: \\x1b[31mbad"))
+        binary = _logs.entry_json(attrs.evolve(e, log=b"\xff\xfe"))
+        self.assertEqual(binary["log_base64"], "//4=")
+
+    def test_refusals_map_to_exit_statuses(self):
+        """Not the owner is exit 7, an unknown function 10, no replica answering 8, a non-tracker 6."""
+        from orb.cli import _logs
+        from orb.cli import _ui
+
+        self.assertEqual(_logs.refusal(int(ErrorCode.DENIED), "owner_key is not the owner's").exit_code,
+                         _ui.EXIT_REFUSED)
+        self.assertEqual(_logs.refusal(int(ErrorCode.NOT_FOUND), "").exit_code, _ui.EXIT_NOT_FOUND)
+        self.assertEqual(_logs.refusal(int(ErrorCode.BUSY), "").exit_code, _ui.EXIT_BUSY)
+        self.assertEqual(_logs.refusal(int(ErrorCode.UNSUPPORTED), "").exit_code, _ui.EXIT_NETWORK)
+        self.assertIn("not the function's owner key", str(_logs.refusal(int(ErrorCode.DENIED), "x")))
