@@ -47,7 +47,8 @@ class Record:
 
     name = "client"
 
-    def __init__(self):
+    def __init__(self, node_id=b"c" * 32):
+        self.node_id = node_id
         self.sent = []
         self.refused = []
 
@@ -269,7 +270,11 @@ class FakeChannel:
         self.asked.append((message, timeout_s))
         if isinstance(self.answer, Exception):
             return defer.fail(self.answer)
-        return defer.succeed(self.answer) if not isinstance(self.answer, defer.Deferred) else self.answer
+        if isinstance(self.answer, defer.Deferred):  # each request gets its own Deferred, fired with the answer
+            mine = defer.Deferred()
+            self.answer.addCallback(lambda answer: mine.callback(answer) or answer)
+            return mine
+        return defer.succeed(self.answer)
 
 
 class FanoutTests(SynchronousTestCase):
@@ -287,8 +292,8 @@ class FanoutTests(SynchronousTestCase):
                                                                   for h in self.hosts])
         self.fanout = trackerlogs.LogsFanout(self.clock, registry, replication, None, channel=self.channels.get)
 
-    def ask(self, request):
-        record = Record()
+    def ask(self, request, node_id=b"c" * 32):
+        record = Record(node_id)
         self.fanout.on_logs(record, request, 3)
         return record
 
@@ -338,14 +343,20 @@ class FanoutTests(SynchronousTestCase):
         self.assertEqual(channel.asked, [])
 
     def test_fanouts_in_flight_are_bounded(self):
-        """Past MAX_FANOUTS requests forwarded at once, more are refused busy until one finishes."""
+        """Past MAX_FANOUTS requests forwarded at once, or a session's share, more are refused busy."""
         pending = defer.Deferred()
         self.channels[self.hosts[0]] = FakeChannel(pending)
-        records = [self.ask(signed(self.owner, self.fid)) for _ in range(trackerlogs.MAX_FANOUTS)]
+        share = trackerlogs.MAX_FANOUTS_PER_SESSION
+        records = [self.ask(signed(self.owner, self.fid)) for _ in range(share)]
         self.assertEqual(self.ask(signed(self.owner, self.fid)).refused[0][0], ErrorCode.BUSY)
+        for i in range(trackerlogs.MAX_FANOUTS - share):
+            records.append(self.ask(signed(self.owner, self.fid), node_id=bytes([i % 250 + 1]) * 32))
+        self.assertEqual(self.ask(signed(self.owner, self.fid), node_id=b"z" * 32).refused[0][0], ErrorCode.BUSY)
+        self.assertEqual([r.refused for r in records], [[]] * len(records))
         pending.callback(self.lines(self.hosts[0], 1))
-        self.assertEqual(len(records[0].sent), 1)
-        self.assertEqual(self.fanout.in_flight, 0)
+        self.assertEqual({len(r.sent) for r in records}, {1})
+        self.assertEqual((self.fanout.in_flight, self.fanout._per_session), (0, {}))
+        self.assertEqual(len(self.ask(signed(self.owner, self.fid)).sent), 1)
 
 
 class OwnerKeyStoreTests(SynchronousTestCase):
@@ -481,3 +492,68 @@ class CliTests(SynchronousTestCase):
         self.assertEqual(_logs.refusal(int(ErrorCode.BUSY), "").exit_code, _ui.EXIT_BUSY)
         self.assertEqual(_logs.refusal(int(ErrorCode.UNSUPPORTED), "").exit_code, _ui.EXIT_NETWORK)
         self.assertIn("not the function's owner key", str(_logs.refusal(int(ErrorCode.DENIED), "x")))
+
+
+class FakeSession:
+    """The tracker end of `orb logs`' session: answers each LOGS from a script, keeps what it was asked."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.asked = []
+
+    def request(self, message, timeout_s):
+        self.asked.append(message)
+        answer = self.answers.pop(0) if self.answers else m.LogLines(fid=message.fid, entries=(), more=0)
+        return defer.fail(answer) if isinstance(answer, Exception) else defer.succeed(answer)
+
+
+class CliFlowTests(SynchronousTestCase):
+    def setUp(self):
+        from orb.cli import _logs, _network
+
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.owner = NodeKey.generate()
+        self.fid = fidmod.fid_for(b"f")
+        self.node = b"n" * 32
+        self.plan = _logs.LogsPlan(self.fid, self.owner, "127.0.0.1:7400", "itest", 0, True, False)
+        self.session = None
+        self.patch(_network, "connect", lambda reactor, tracker, network, client: defer.succeed(self.session))
+        self.patch(_network, "close_session", lambda reactor, p, client: defer.succeed(None))
+
+    def lines(self, *times, more=0):
+        return m.LogLines(fid=self.fid, entries=tuple(entry(self.node, t, b"call %d\n" % t) for t in times), more=more)
+
+    def test_pages_are_followed_while_the_tracker_says_more(self):
+        """Without -f, `orb logs` asks again from the last time_us while the answer says more, then stops."""
+        from orb.cli import _logs
+
+        self.session = FakeSession([self.lines(1, 2, more=1), self.lines(3)])
+        doc = self.successResultOf(_logs.logs_flow(self.clock, self.plan))
+        self.assertEqual([e["log"] for e in doc["entries"]], ["call 1\n", "call 2\n", "call 3\n"])
+        self.assertEqual([a.since_us for a in self.session.asked], [0, 2])
+        self.assertEqual(len({a.nonce for a in self.session.asked}), 2)
+        self.assertFalse(doc["more"])
+
+    def test_follow_polls_every_second_from_the_last_entry_seen(self):
+        """-f prints each entry once, then asks every second for calls after the last one it printed."""
+        import io
+
+        from orb.cli import _logs
+
+        self.session = FakeSession([self.lines(1), self.lines(), self.lines(5), RemoteError(13, "no replica")])
+        out, err = io.StringIO(), io.StringIO()
+        d = _logs.follow_flow(self.clock, self.plan, {}, out, err)
+        self.assertEqual([a.since_us for a in self.session.asked], [0])
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertEqual([a.since_us for a in self.session.asked], [0, 1, 1])
+        self.assertEqual((out.getvalue().count("call 1"), out.getvalue().count("call 5")), (1, 1))
+        self.clock.advance(1)  # a busy answer is not the end: -f keeps asking
+        self.clock.advance(1)
+        self.assertEqual([a.since_us for a in self.session.asked], [0, 1, 1, 5, 5])
+        self.assertIn("still trying", err.getvalue())
+        self.assertNoResult(d)
+        self.session.answers = [RemoteError(int(ErrorCode.DENIED), "owner_key is not the function's owner key")]
+        self.clock.advance(1)
+        self.assertEqual(self.failureResultOf(d).value.exit_code, 7)

@@ -182,11 +182,12 @@ def logs_flow(reactor, plan):
 
 
 @defer.inlineCallbacks
-def follow_flow(reactor, plan, box, out):
+def follow_flow(reactor, plan, box, out, err=None):
     """Print each new entry as it comes, asking every POLL_INTERVAL_S; ends only with an error or Ctrl-C."""
     client = _network.SessionClient()
     p = yield _network.connect(reactor, plan.tracker, plan.network, client)
     box["protocol"] = p
+    err = err or sys.stderr
     since_us = plan.since_us
     quiet = False  # a "no replica answered" note is printed once, until one answers again
     while True:
@@ -196,7 +197,8 @@ def follow_flow(reactor, plan, box, out):
             if e.exit_code != _ui.EXIT_BUSY:
                 raise
             if not quiet:
-                sys.stderr.write(f"orb logs: {e} (still trying)\n")
+                err.write(f"orb logs: {e} (still trying)\n")
+                err.flush()
                 quiet = True
             yield task.deferLater(reactor, POLL_INTERVAL_S, lambda: None)
             continue

@@ -15,18 +15,19 @@ limit, ``more`` when any replica said more or the merge left entries out.
 
 A replica that cannot be reached, refuses or answers something that is
 not its own LOG_LINES for this request is skipped, and the number skipped
-is logged. Only when every replica asked fails does the owner get an
+is logged (at most a few lines per function a minute). Only when every replica asked fails does the owner get an
 ERROR: the replicas' common code if they agree (all ``denied``, say),
 else ``busy``. A function with no reachable replica has no logs to give:
 LOG_LINES with no entries. At most MAX_FANOUTS requests are forwarded at
-once; more are refused ``busy``.
+once, at most MAX_FANOUTS_PER_SESSION of one session; more are refused
+``busy``.
 """
 
 from twisted.internet import defer
 
 from orb.net.adapter import RemoteError
 from orb.net.logauth import ReplayCache, check_logs
-from orb.net.logs import escape, orb_logger
+from orb.net.logs import RemoteLogLimit, escape, orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode
@@ -37,6 +38,8 @@ log = orb_logger()
 
 FORWARD_TIMEOUT_S = 5.0
 MAX_FANOUTS = 32
+MAX_FANOUTS_PER_SESSION = 4
+SKIPPED_LINES_PER_S = 1 / 20  # "replicas skipped" log lines per function (a burst of 3)
 
 
 def merge(answers, limit):
@@ -83,6 +86,8 @@ class LogsFanout:
         self.timeout_s = timeout_s
         self.replays = replays if replays is not None else ReplayCache(clock)
         self.in_flight = 0
+        self._per_session = {}  # node id of the asking session -> its requests being forwarded
+        self._log_limit = RemoteLogLimit(clock, SKIPPED_LINES_PER_S, 3)
 
     def handlers(self):
         return {MessageType.LOGS: self.on_logs}
@@ -98,7 +103,9 @@ class LogsFanout:
             record.refuse(request_id, ErrorCode.NOT_FOUND, f"no function {fid[:20]}... is deployed")
             return
         refusal = check_logs(message, function.owner, self.clock.seconds())
-        if refusal is None and self.in_flight >= MAX_FANOUTS:
+        asker = record.node_id
+        if refusal is None and (self.in_flight >= MAX_FANOUTS
+                                or self._per_session.get(asker, 0) >= MAX_FANOUTS_PER_SESSION):
             record.refuse(request_id, ErrorCode.BUSY, "too many log requests at this tracker; try again shortly")
             return
         if refusal is None:
@@ -107,17 +114,24 @@ class LogsFanout:
             record.refuse(request_id, refusal.code, refusal.text)
             return
         self.in_flight += 1
+        self._per_session[asker] = self._per_session.get(asker, 0) + 1
         d = self.gather(fid, message)
 
-        def answer(outcome):
+        def done():
             self.in_flight -= 1
+            left = self._per_session.pop(asker) - 1
+            if left:
+                self._per_session[asker] = left
+
+        def answer(outcome):
+            done()
             if isinstance(outcome, m.LogLines):
                 record.send(outcome, response_to=request_id)
             else:
                 record.refuse(request_id, *outcome)
 
         def failed(failure):
-            self.in_flight -= 1
+            done()
             log.failure("gathering the logs of {fid}", failure, fid=fid[:16])
             record.refuse(request_id, ErrorCode.INTERNAL, "the tracker failed gathering the logs")
 
@@ -143,7 +157,7 @@ class LogsFanout:
                 answers.append((value.entries, bool(value.more)))
             else:
                 failures.append(problem)
-        if failures:
+        if failures and self._log_limit.allow(fid):
             log.info("logs of {fid}: {failed} of {total} replicas skipped ({why})", fid=fid[:16],
                      failed=len(failures), total=len(hosts), why=escape(failures[0][1], 120))
         if hosts and not answers:
