@@ -286,8 +286,8 @@ class FanoutTests(SynchronousTestCase):
         self.text = fidmod.to_text(self.fid)
         self.hosts = [bytes([i]) * 32 for i in (1, 2, 3)]
         self.channels = {}
-        registry = types.SimpleNamespace(function=lambda fid: types.SimpleNamespace(owner=self.owner.public_bytes)
-                                         if fid == self.text else None)
+        registry = types.SimpleNamespace(function=lambda fid: types.SimpleNamespace(
+            fid=fid, owner=self.owner.public_bytes) if fid == self.text else None)
         replication = types.SimpleNamespace(replicas=lambda fid: [types.SimpleNamespace(node_id=h)
                                                                   for h in self.hosts])
         self.fanout = trackerlogs.LogsFanout(self.clock, registry, replication, None, channel=self.channels.get)
@@ -438,7 +438,7 @@ class OverTheWireTests(SynchronousTestCase):
         peers[1].call_log.record(fid, result(b"second\n", ResultStatus.ERROR), b"", now - 1)
         peers[0].call_log.record(fid, result(b"third\n"), b"", now)
         tracker.logs.registry = types.SimpleNamespace(
-            function=lambda text: types.SimpleNamespace(owner=owner.public_bytes))
+            function=lambda text: types.SimpleNamespace(fid=text, owner=owner.public_bytes))
         tracker.logs.replication = types.SimpleNamespace(
             replicas=lambda text: [types.SimpleNamespace(node_id=p.node_id) for p in peers])
         to_tracker = peers[0].table.get(tracker.node_id)
@@ -451,6 +451,36 @@ class OverTheWireTests(SynchronousTestCase):
         d = to_tracker.request(signed(NodeKey.generate(), fid, issued_at=int(now)))
         net.run(1)
         self.assertEqual(self.failureResultOf(d, RemoteError).value.code, ErrorCode.DENIED)
+
+
+    def test_a_host_that_kept_no_owner_key_is_reminded(self):
+        """A host that refuses LOGS for want of the owner key gets the OFFER again, and then answers the owner."""
+        from orb.protocol.federation import FunctionRecord
+
+        net = MemoryNet()
+        tracker = net.tracker("10.1.0.1")
+        owner = NodeKey.generate()
+        data, manifest_bytes = function()
+        fid = fidmod.fid_for(data)
+        store, _ = open_store(self)
+        self.successResultOf(store.put(data))  # held from before OFFER named owners: no owner key
+        peer = net.peer("10.2.0.1", trackers=[("10.1.0.1", PORT)], packages=store, outbound_peers=0,
+                        outbound_trackers=1)
+        net.run(2)
+        peer.call_log.record(fid, result(b"hello\n"), b"", net.clock.seconds())
+        record = FunctionRecord(fidmod.to_text(fid), owner.public_bytes, manifest_bytes, len(data), NOW)
+        tracker.logs.registry = types.SimpleNamespace(function=lambda text: record, peer=tracker.registry.peer)
+        tracker.logs.replication.replicas = lambda text: [tracker.registry.peer(peer.node_id)]
+        to_tracker = peer.table.get(tracker.node_id)
+        d = to_tracker.request(signed(owner, fid, issued_at=int(net.clock.seconds())))
+        net.run(1)
+        failure = self.failureResultOf(d, RemoteError)
+        self.assertEqual(failure.value.code, ErrorCode.DENIED)
+        self.assertIn("no owner key", failure.value.text)
+        self.assertEqual(store.owner(fid), owner.public_bytes)  # reminded by the OFFER
+        d = to_tracker.request(signed(owner, fid, issued_at=int(net.clock.seconds())))
+        net.run(1)
+        self.assertEqual([e.log for e in self.successResultOf(d).entries], [b"hello\n"])
 
 
 class CliTests(SynchronousTestCase):

@@ -17,7 +17,11 @@ A replica that cannot be reached, refuses or answers something that is
 not its own LOG_LINES for this request is skipped, and the number skipped
 is logged (at most a few lines per function a minute). Only when every replica asked fails does the owner get an
 ERROR: the replicas' common code if they agree (all ``denied``, say),
-else ``busy``. A function with no reachable replica has no logs to give:
+else ``busy``. A replica that answers ``denied`` may have kept no owner
+key (a store from before OFFER carried one): the tracker sends it the
+function's OFFER again, with ``owner_key``, at most once per
+REMIND_INTERVAL_S per replica and function, so that its next answer is
+right. A function with no reachable replica has no logs to give:
 LOG_LINES with no entries. At most MAX_FANOUTS requests are forwarded at
 once, at most MAX_FANOUTS_PER_SESSION of one session; more are refused
 ``busy``.
@@ -40,6 +44,8 @@ FORWARD_TIMEOUT_S = 5.0
 MAX_FANOUTS = 32
 MAX_FANOUTS_PER_SESSION = 4
 SKIPPED_LINES_PER_S = 1 / 20  # "replicas skipped" log lines per function (a burst of 3)
+REMIND_INTERVAL_S = 300.0
+MAX_REMINDED = 1024
 
 
 def merge(answers, limit):
@@ -82,12 +88,14 @@ class LogsFanout:
         self.clock = clock
         self.registry = registry
         self.replication = replication  # replicas(fid text): the verified live hosts
+        self.table = table
         self.channel = channel if channel is not None else _session_channel(table)
         self.timeout_s = timeout_s
         self.replays = replays if replays is not None else ReplayCache(clock)
         self.in_flight = 0
         self._per_session = {}  # node id of the asking session -> its requests being forwarded
         self._log_limit = RemoteLogLimit(clock, SKIPPED_LINES_PER_S, 3)
+        self._reminded = {}  # (fid, node id) -> when its OFFER was last sent again, the oldest first
 
     def handlers(self):
         return {MessageType.LOGS: self.on_logs}
@@ -115,7 +123,7 @@ class LogsFanout:
             return
         self.in_flight += 1
         self._per_session[asker] = self._per_session.get(asker, 0) + 1
-        d = self.gather(fid, message)
+        d = self.gather(function, message)
 
         def done():
             self.in_flight -= 1
@@ -138,8 +146,9 @@ class LogsFanout:
         d.addCallbacks(answer, failed)
 
     @defer.inlineCallbacks
-    def gather(self, fid, message):
-        """The merged LogLines of ``fid``'s replicas, or (code, text) when every one asked failed."""
+    def gather(self, function, message):
+        """The merged LogLines of ``function``'s replicas, or (code, text) when every one asked failed."""
+        fid = function.fid
         limit = min(message.max_entries or m.MAX_LOG_ENTRIES, m.MAX_LOG_ENTRIES)
         hosts = [p.node_id for p in self.replication.replicas(fid)][:MAX_REPLICAS]
         asked, failures = [], []
@@ -157,6 +166,8 @@ class LogsFanout:
                 answers.append((value.entries, bool(value.more)))
             else:
                 failures.append(problem)
+                if problem[0] == ErrorCode.DENIED:
+                    self.remind_owner(function, node_id)
         if failures and self._log_limit.allow(fid):
             log.info("logs of {fid}: {failed} of {total} replicas skipped ({why})", fid=fid[:16],
                      failed=len(failures), total=len(hosts), why=escape(failures[0][1], 120))
@@ -168,6 +179,22 @@ class LogsFanout:
             return ErrorCode.BUSY, f"no replica of the function answered ({len(hosts)} asked); try again shortly"
         entries, more = merge(answers, limit)
         return m.LogLines(fid=message.fid, entries=tuple(entries), more=int(more))
+
+
+    def remind_owner(self, function, node_id):
+        """OFFER ``function`` (with its owner_key) again to a replica that refused its owner: see the docstring."""
+        now = self.clock.seconds()
+        key = (function.fid, node_id)
+        if self.table is None or now - self._reminded.get(key, -REMIND_INTERVAL_S) < REMIND_INTERVAL_S:
+            return
+        record, peer = self.table.get(node_id), self.registry.peer(node_id)
+        if record is None or not record.ready or peer is None:
+            return
+        self._reminded.pop(key, None)
+        self._reminded[key] = now
+        while len(self._reminded) > MAX_REMINDED:
+            self._reminded.pop(next(iter(self._reminded)))
+        self.replication.offer(function, peer)
 
 
 def _check_answer(node_id, message, limit, answer):
