@@ -483,6 +483,29 @@ class OverTheWireTests(SynchronousTestCase):
         self.assertEqual([e.log for e in self.successResultOf(d).entries], [b"hello\n"])
 
 
+class OfferOwnerTrustTests(SynchronousTestCase):
+    def offer(self, inbound, owner_key):
+        from orb.peer.hosting import Hosting
+
+        data, manifest_bytes = function()
+        fid = fidmod.fid_for(data)
+        store, _ = open_store(self)
+        self.successResultOf(store.put(data))
+        homing = types.SimpleNamespace(functions={}, announce=lambda: None)
+        hosting = Hosting(Clock(), None, store, None, homing)
+        record = Record(b"t" * 32)
+        record.is_tracker, record.inbound = True, inbound
+        hosting.on_offer(record, m.Offer(fid=fid, package_size=len(data), sources=(), manifest=manifest_bytes,
+                                         ext=(m.Tlv(int(TlvType.OWNER_KEY), owner_key),)), 5)
+        self.assertEqual(record.sent[0].status, 0)
+        return store.owner(fid)
+
+    def test_the_owner_key_is_taken_only_from_a_tracker_the_peer_dialled(self):
+        """OFFER's owner_key is kept from a tracker session the peer opened, ignored on one the remote opened."""
+        self.assertEqual(self.offer(False, b"k" * 32), b"k" * 32)
+        self.assertIsNone(self.offer(True, b"k" * 32))
+
+
 class CliTests(SynchronousTestCase):
     def test_the_request_is_the_owners_signed_logs(self):
         """`orb logs` signs LOGS with the owner key, a fresh nonce each time, issued now: it passes the check."""

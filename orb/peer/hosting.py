@@ -17,8 +17,9 @@ offering tracker if it lists none), checks that the package's
 ``orb-manifest.json`` is the offered manifest byte for byte, and adds the
 fid to the functions it ANNOUNCEs. A failed fetch or a manifest mismatch
 leaves the fid out of ANNOUNCE (and out of the store). The OFFER's
-``owner_key`` TLV, when present, is kept with the package (for LOGS, RFC
-10.7); a later OFFER of a held fid that names one replaces it. On start the peer
+``owner_key`` TLV, when present on a session this peer opened to the
+tracker, is kept with the package (for LOGS, RFC 10.7); a later such OFFER
+of a held fid that names another key replaces it. On start the peer
 announces what its re-verified store holds; a copy dropped later (found
 corrupt while proving it to a CHALLENGE) leaves the ANNOUNCE at once.
 """
@@ -172,7 +173,9 @@ class Hosting:
         except mf.ManifestError as e:
             ack(ErrorCode.DECLINED, f"{DECLINE_MANIFEST}: {e}")
             return
-        owner_key = owner_key_of(message)
+        # The TRACKER role is only claimed in HELLO: the owner key that lets a node read this function's
+        # logs is taken only from a tracker this peer chose to dial (RFC 10.7).
+        owner_key = owner_key_of(message) if not record.inbound else None
         if fid in self.store:
             self._hosted(fid, self.store.get(fid).version)
             if owner_key is not None:
