@@ -31,7 +31,7 @@ from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol import package as packagemod
-from orb.protocol.codes import ResultStatus
+from orb.protocol.codes import ResultStatus, TlvType
 from orb.protocol.messages import MessageType
 
 log = orb_logger()
@@ -79,6 +79,7 @@ class Invocations:
         self._executor = None
         self._starting = None
         self._unpacked = collections.OrderedDict()  # fid -> Deferred[(dir, manifest json)]
+        self.finished_listeners = []  # listener(fid_raw, result, trace_id, ended_s) after every call that ran
         packages.removed_listeners.append(self._package_removed)
 
     def handlers(self):
@@ -90,6 +91,9 @@ class Invocations:
 
         def answer(result):
             record.send(result, response_to=request_id)
+            if result.status not in (ResultStatus.NOT_FOUND, ResultStatus.BUSY):  # it ran (orb.peer.logs keeps it)
+                for listener in list(self.finished_listeners):
+                    listener(message.fid, result, _trace_id(message), self.clock.seconds())
 
         def failed(failure):
             log.failure("invoking {fid}", failure, fid=message.fid.hex()[:16])
@@ -196,6 +200,10 @@ class _Shared:
         else:
             self._waiters.append(w)
         return w
+
+
+def _trace_id(message):
+    return next((t.value for t in message.ext if t.type == TlvType.TRACE_ID and len(t.value) == 16), b"")
 
 
 def _result(status, log=b""):
