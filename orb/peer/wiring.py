@@ -9,6 +9,7 @@ What a peer is made of, wired in one place.
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        pipelined, resumable FETCH from OFFER's sources   (orb.net.fetch)
     Hosting        OFFER: the hosting policy, fetch, announce       (orb.peer.hosting)
+    RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
 
 The package store (``orb.net.packages``) is opened by the service layer
 and handed in as ``packages``; without one the peer hosts nothing and
@@ -36,6 +37,7 @@ from orb.peer.connections import Connections
 from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
 from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
+from orb.peer.relay import RelayedCalls
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -90,10 +92,12 @@ class Peer:
             self.table.handlers.update(self.server.handlers())
             self.table.handlers.update(self.hosting.handlers())
             self.table.handlers.update(self.invocations.handlers())
+        self.relay = RelayedCalls(clock, self.local, self.table)
+        self.table.handlers.update(self.relay.handlers())
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
-        self.table.lost_listeners.append(self.homing.session_lost)
+        self.table.lost_listeners.extend([self.homing.session_lost, self.relay.session_lost])
         self.periodic = Periodic(clock)
 
     @property
