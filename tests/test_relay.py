@@ -41,6 +41,10 @@ class FakeHost:
         self.cancels = []  # (record, request id)
 
     def install(self, peer):
+        if peer.relay is None:  # a peer wires RELAY with its package store; these test peers have none
+            peer.relay = prelay.RelayedCalls(peer.clock, peer.local, peer.table)
+            peer.table.handlers.update(peer.relay.handlers())
+            peer.table.lost_listeners.append(peer.relay.session_lost)
         peer.table.handlers[MessageType.INVOKE] = self.on_invoke
         peer.table.handlers[MessageType.CANCEL] = self.on_cancel
 

@@ -82,7 +82,7 @@ class Peer:
             MessageType.ADDR: self.gossip.on_addr,
         })
         self.packages = packages
-        self.server = self.fetcher = self.hosting = self.invocations = None
+        self.server = self.fetcher = self.hosting = self.invocations = self.relay = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
@@ -92,12 +92,13 @@ class Peer:
             self.table.handlers.update(self.server.handlers())
             self.table.handlers.update(self.hosting.handlers())
             self.table.handlers.update(self.invocations.handlers())
-        self.relay = RelayedCalls(clock, self.local, self.table)
-        self.table.handlers.update(self.relay.handlers())
+            self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
+            self.table.handlers.update(self.relay.handlers())
+            self.table.lost_listeners.append(self.relay.session_lost)
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
-        self.table.lost_listeners.extend([self.homing.session_lost, self.relay.session_lost])
+        self.table.lost_listeners.append(self.homing.session_lost)
         self.periodic = Periodic(clock)
 
     @property
