@@ -275,6 +275,15 @@ class PeerSideTests(OneTrackerMixin, SynchronousTestCase):
         self.net.flush()
         self.assertEqual(self.client.relays(), [])
 
+    def test_losing_the_tracker_session_withdraws_its_relayed_calls(self):
+        """When the tracker session goes, the host's relayed calls through it are cancelled: nobody can get the answer."""
+        self.host.answer = False
+        self.client.relay(self.peer.node_id, encode_inner(MAGIC, invoke(), 1))
+        self.client.relay(self.peer.node_id, encode_inner(MAGIC, invoke(), 2))
+        self.net.cut("10.2.0.1")
+        record = self.host.calls[0][0]
+        self.assertEqual(self.host.cancels, [(record, 1), (record, 2)])
+
     def test_relay_from_a_non_tracker_is_unsupported(self):
         """A peer takes RELAY only from a tracker: from another node it is ERROR(unsupported)."""
         record = self.peer.table.get(self.tracker.node_id)

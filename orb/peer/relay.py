@@ -11,7 +11,9 @@ of its own: the handler is given a ``RelayedRecord``, whose ``send``
 wraps the answer in RELAY(target = the origin) back over the tracker
 session the call came on. An inner CANCEL goes to the CANCEL handler the
 same way and ends the request it names (a host sends no answer to a
-cancelled call, and one it sends anyway is dropped here).
+cancelled call, and one it sends anyway is dropped here). When the
+tracker session goes, the calls that came on it are withdrawn through the
+CANCEL handler too: their answers could no longer be delivered.
 
 Inner request ids are the origin's, end to end: at most
 MAX_IN_FLIGHT_PER_ORIGIN of them unanswered per origin (over it: an inner
@@ -177,9 +179,12 @@ class RelayedCalls:
             caller.refuse(frame.request_id, ErrorCode.INTERNAL, "internal error")
 
     def session_lost(self, record):
-        """The tracker session is gone: its relayed callers can no longer be answered."""
+        """The tracker session is gone: its relayed callers can no longer be answered, so their calls
+        are withdrawn through the CANCEL handler, as a lost session's own calls are (RFC 10.5)."""
         for key in [k for k, caller in self._records.items() if caller.via is record]:
-            del self._records[key]
+            caller = self._records.pop(key)
+            for request_id in sorted(caller.in_flight):
+                self._withdraw(caller, request_id)
 
     # --- internals -------------------------------------------------------------------------
 
@@ -187,13 +192,17 @@ class RelayedCalls:
         caller = self._records.get((record.node_id, origin))
         if caller is None or cancel.request_id not in caller.in_flight:
             return  # answered already, or never asked: nothing to withdraw
+        self._withdraw(caller, cancel.request_id)
+
+    def _withdraw(self, caller, request_id):
+        """Hand CANCEL(request_id) to the host's handler; whatever the host still sends for it is dropped."""
         handler = self.table.handlers.get(MessageType.CANCEL)
         if handler is not None:
             try:
-                handler(caller, cancel, 0)
+                handler(caller, m.Cancel(request_id=request_id), 0)
             except Exception:
                 log.failure("handling relayed CANCEL from {peer}", peer=caller.name)
-        caller.in_flight.discard(cancel.request_id)  # whatever the host still sends for it is dropped
+        caller.in_flight.discard(request_id)
 
     def _record(self, via, origin):
         key = (via.node_id, origin)
