@@ -365,6 +365,13 @@ class CrossTrackerTests(SynchronousTestCase):
         self.net.flush()
         self.failureResultOf(d, error.ConnectionLost)
 
+    def test_a_client_cannot_relay_a_request_to_a_tracker(self):
+        """A caller's RELAY(INVOKE) naming a tracker is not_found: a tracker takes only answers through a relay."""
+        client = Client(self.net, "10.1.0.1")
+        client.relay(self.t2.node_id, encode_inner(MAGIC, invoke(), 8))
+        answer = client.inner()
+        self.assertEqual((client.relays()[-1].target, answer.message.code), (self.t2.node_id, ErrorCode.NOT_FOUND))
+
     def test_an_answer_from_a_tracker_that_matches_nothing_is_dropped(self):
         """A RELAY answer arriving from a tracker for no request of ours is dropped, never forwarded to a peer."""
         before = self.t2.relayer.forwarded

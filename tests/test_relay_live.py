@@ -21,7 +21,7 @@ from orb.net.adapter import OrbFactory
 from orb.net.tls import NodeTLS
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
-from orb.protocol.codes import ResultStatus, Role
+from orb.protocol.codes import ErrorCode, ResultStatus, Role
 from orb.protocol.relay import decode_inner, encode_inner
 from orb.protocol.session import LocalIdentity, SessionConfig
 from tests._daemons import DaemonTestMixin, eventually, sleep
@@ -121,6 +121,14 @@ class RelayLiveTests(DaemonTestMixin, TestCase):
         self.assertEqual((answer.request_id, answer.is_response), (INNER_ID, True))
         self.assertEqual(answer.message.status_kind, ResultStatus.OK, answer.message.log)
         self.assertEqual(json.loads(answer.message.output), {"sum": 5})
+
+        # A RELAY to a node the tracker has no session with ends the inner request with ERROR(not_found).
+        nobody = NodeKey.generate().node_id
+        protocol.send(m.Relay(target=nobody, frame=encode_inner(magic, call, INNER_ID + 1)))
+        back = yield handler.relays.get()
+        refused = decode_inner(back.frame, magic, 4 * 1024 * 1024)
+        self.assertEqual((back.target, refused.request_id, refused.message.code),
+                         (nobody, INNER_ID + 1, ErrorCode.NOT_FOUND))
 
         code, body, headers = yield post(f"{api(t1)}/f/{fid}", b'{"a": 20, "b": 22}')
         self.assertEqual((code, json.loads(body)), (200, {"sum": 42}), body)

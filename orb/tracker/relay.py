@@ -8,8 +8,9 @@ Forwarding. A RELAY from a session that negotiated the RELAY feature is
 checked (orb.protocol.relay: magic, exact length, frame limit, never
 HELLO, HELLO_ACK or RELAY inside), then sent on as RELAY(target = the
 sender's node id, frame unchanged) to the session of the node it names.
-What came from a tracker goes on only to a peer, so a frame crosses at
-most two trackers and can never loop. A RELAY that cannot be delivered
+A tracker is reached through a relay only by a peer's answer to a call
+the tracker made itself, and what came from a tracker goes on only to a
+peer, so a frame crosses at most two trackers and can never loop. A RELAY that cannot be delivered
 (no live session with the target, over a bound) is refused: an inner
 request is answered inside the relay, RELAY(target, ERROR frame answering
 the inner request id), so that the caller's own request ends at once; an
@@ -255,9 +256,10 @@ class Relayer:
         if target is record:
             self._refuse(record, ErrorCode.UNEXPECTED, "a RELAY to its own sender", score=True)
             return
-        if record.is_tracker and target.is_tracker:
+        if target.is_tracker and (record.is_tracker or not (header.is_response or header.type == MessageType.ERROR)):
+            # A tracker is only ever the end of a relayed call it made: what reaches it is its answer.
             self._undeliverable(record, message.target, header, ErrorCode.NOT_FOUND,
-                                "a RELAY from a tracker goes only to a peer")
+                                "RELAY reaches a tracker only as a peer's answer to the tracker's own call")
             return
         why = self._over_bounds(record, target, header, frame)
         if why is not None:
