@@ -136,8 +136,12 @@ class RelayLiveTests(DaemonTestMixin, TestCase):
         self.assertEqual((t1.tracebacks, p1.tracebacks), (0, 0), t1.text[-3000:] + p1.text[-3000:])
 
     @defer.inlineCallbacks
-    def test_another_tracker_reaches_the_relayed_peer_through_its_home(self):
-        """A second tracker, with no session to the relayed peer, calls it through the peer's home tracker."""
+    def far_tracker(self):
+        """t1 with p1 relayed and hosting, and t2, a tracker federated with t1 that p1 cannot reach: (t1, p1, fid, t2).
+
+        t2 runs in this process, so that a test can call through its Relayer; it is a real tracker (TLS, its
+        stores, its HTTP gateway, federation with t1). It refuses p1, as a NAT'd peer's second tracker may be
+        out of its reach: p1 is reached from t2 only through t1."""
         from orb.net.sessions import Refusal
         from orb.tracker import tap
 
@@ -146,10 +150,6 @@ class RelayLiveTests(DaemonTestMixin, TestCase):
         t1 = yield self.start_tracker("t1", "--challenge-interval", "2", "--admit", t2_id)
         p1, fid = yield self.relayed_host(t1)
         p1_id = bytes.fromhex(p1.node_id)
-
-        # t2 runs in this process, so that the test can call through its Relayer; it is a real tracker
-        # (TLS, its stores, federation with t1). It refuses p1, as a NAT'd peer's second tracker might be
-        # out of its reach: p1 is reached from t2 only through t1.
         options = tap.Options()
         options.parseOptions(["--data-dir", t2_dir, "--network", self.network, "--listen", "tcp:0:interface=127.0.0.1",
                               "--http", "tcp:0:interface=127.0.0.1", "--join", f"{t1.node_id}@{t1.wire_text}"])
@@ -168,6 +168,13 @@ class RelayLiveTests(DaemonTestMixin, TestCase):
         channel = yield eventually(relay_channel, timeout_s=30, what="t2 has a relay channel to p1")
         self.assertEqual(channel.via.node_id.hex(), t1.node_id)
         self.assertNotIn(p1_id, t2.table)
+        return t1, p1, fid, t2
+
+    @defer.inlineCallbacks
+    def test_another_tracker_reaches_the_relayed_peer_through_its_home(self):
+        """A second tracker, with no session to the relayed peer, calls it through the peer's home tracker."""
+        t1, p1, fid, t2 = yield self.far_tracker()
+        channel = t2.relayer.channel(bytes.fromhex(p1.node_id))
         call = m.Invoke(fid=fidmod.from_text(fid), deadline_ms=10_000, token=b"", input=b'{"a": 40, "b": 2}')
         result = yield channel.request(call, timeout_s=20)
         self.assertEqual(result.status_kind, ResultStatus.OK, result.log)
