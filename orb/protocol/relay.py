@@ -46,6 +46,11 @@ class InnerHeader:
         return bool(self.flags & Flag.RESPONSE)
 
     @property
+    def is_answer(self):
+        """A response or an ERROR: it ends a request of the frame's receiver, and is never answered."""
+        return self.is_response or self.type == MessageType.ERROR
+
+    @property
     def is_request(self):
         """A request of the frame's sender: it expects an answer with this id."""
         return bool(self.request_id) and not self.is_response and self.type != MessageType.ERROR

@@ -62,7 +62,6 @@ MAX_RELAYED_IN_FLIGHT = 64  # inner requests one session has relayed and not see
 RELAYED_REQUEST_TTL_S = 330.0  # an inner request unanswered this long stops counting (MAX_DEADLINE_S + margin)
 MAX_OWN_RELAYED = 4096  # this tracker's own relayed requests outstanding, in all ...
 MAX_OWN_RELAYED_PER_PEER = 64  # ... and to one peer (a host serves that many from one origin)
-MAX_FORGOTTEN = 256  # own relayed requests given up on, whose late answers are dropped quietly
 MAX_ERROR_TEXT = 200
 
 
@@ -122,9 +121,8 @@ class Relayer:
         self._in_flight = {}  # sender node id -> OrderedDict((target, inner id) -> when forwarded)
         self._own = {}  # (via node id, target, inner id) -> _Own
         self._own_per_peer = collections.Counter()
-        self._forgotten = collections.OrderedDict()  # keys of own requests given up on
         self._next_id = 1 + int.from_bytes(local.node_id[:4], "big") % (MAX_REQUEST_ID - 1)
-        self.forwarded = 0  # frames relayed, for tests and /metrics
+        self.forwarded = 0  # frames relayed, for tests and operators
         self.refused = collections.Counter()  # ErrorCode -> RELAYs refused
 
     def handlers(self):
@@ -174,7 +172,7 @@ class Relayer:
             if (via_id, target, request_id) not in self._own:
                 return request_id
 
-    def _end(self, key, forget=False):
+    def _end(self, key):
         own = self._own.pop(key, None)
         if own is None:
             return None
@@ -183,10 +181,6 @@ class Relayer:
             del self._own_per_peer[own.target]
         if own.timeout is not None and own.timeout.active():
             own.timeout.cancel()
-        if forget:
-            self._forgotten[key] = True
-            while len(self._forgotten) > MAX_FORGOTTEN:
-                self._forgotten.popitem(last=False)
         return own
 
     def _cancel_at_host(self, own):
@@ -196,12 +190,12 @@ class Relayer:
                                  frame=encode_inner(self.magic, m.Cancel(request_id=own.request_id))))
 
     def _withdraw(self, key):
-        own = self._end(key, forget=True)
+        own = self._end(key)
         if own is not None:
             self._cancel_at_host(own)
 
     def _timed_out(self, key, timeout_s):
-        own = self._end(key, forget=True)
+        own = self._end(key)
         if own is None:
             return
         self._cancel_at_host(own)
@@ -212,8 +206,7 @@ class Relayer:
         key = (record.node_id, target, header.request_id)
         own = self._end(key)
         if own is None:
-            self._forgotten.pop(key, None)
-            return  # a late answer, or one to nothing of ours: answers are never forwarded to a tracker's peers
+            return  # a late answer, or one to nothing of ours: answers from a tracker are never forwarded
         try:
             answer = decode_inner(frame, self.magic, self.max_frame_bytes).message
         except BadInnerFrame as e:
@@ -245,7 +238,7 @@ class Relayer:
         except BadInnerFrame as e:
             self._refuse(record, e.code, e.message, score=True)
             return
-        if record.is_tracker and (header.is_response or header.type == MessageType.ERROR):
+        if record.is_tracker and header.is_answer:
             self._answer(record, message.target, header, frame)
             return
         target = self.table.get(message.target)
@@ -256,7 +249,7 @@ class Relayer:
         if target is record:
             self._refuse(record, ErrorCode.UNEXPECTED, "a RELAY to its own sender", score=True)
             return
-        if target.is_tracker and (record.is_tracker or not (header.is_response or header.type == MessageType.ERROR)):
+        if target.is_tracker and (record.is_tracker or not header.is_answer):
             # A tracker is only ever the end of a relayed call it made: what reaches it is its answer.
             self._undeliverable(record, message.target, header, ErrorCode.NOT_FOUND,
                                 "RELAY reaches a tracker only as a peer's answer to the tracker's own call")
@@ -287,7 +280,7 @@ class Relayer:
             return f"over {RELAY_BYTES_PER_S} relayed bytes a second from this session"
         if asks:
             in_flight[(target.node_id, header.request_id)] = now
-        elif header.is_response or header.type == MessageType.ERROR:
+        elif header.is_answer:
             # An answer from ``record`` to ``target`` ends the request ``target`` relayed to it.
             answered = self._in_flight.get(target.node_id)
             if answered is not None:
