@@ -11,6 +11,7 @@ What a peer is made of, wired in one place.
     Hosting        OFFER: the hosting policy, fetch, announce       (orb.peer.hosting)
     Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
     CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
+    RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
 
 The package store (``orb.net.packages``) is opened by the service layer
 and handed in as ``packages``; without one the peer hosts nothing and
@@ -39,6 +40,7 @@ from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
 from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
 from orb.peer.logs import CallLog
+from orb.peer.relay import RelayedCalls
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -83,7 +85,7 @@ class Peer:
             MessageType.ADDR: self.gossip.on_addr,
         })
         self.packages = packages
-        self.server = self.fetcher = self.hosting = self.invocations = self.call_log = None
+        self.server = self.fetcher = self.hosting = self.invocations = self.call_log = self.relay = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
@@ -99,6 +101,9 @@ class Peer:
             finished = getattr(self.invocations, "finished_listeners", None)
             if finished is not None:
                 finished.append(self.call_log.record)
+            self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
+            self.table.handlers.update(self.relay.handlers())
+            self.table.lost_listeners.append(self.relay.session_lost)
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
