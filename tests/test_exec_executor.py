@@ -483,10 +483,20 @@ class RealJailCancelTests(JailTestCase):
         """The pid of the one jailed process running a call, once it runs."""
         for _ in range(250):
             jailed = self.zygote_children()
-            if len(jailed) == 1:  # (a spare forked a moment ago names itself soon)
+            # A child takes its name ("orb-call") when its order arrives; a
+            # spare forked a moment ago has not named itself yet.
+            if len(jailed) == 1 and self.name_of(jailed[0]) == "orb-call":
                 return jailed
             yield task.deferLater(reactor, 0.02, lambda: None)
         self.fail("the call never started")
+
+    @staticmethod
+    def name_of(pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return None
 
     def groups_of(self, pid):
         """The cgroup dirs of a process that sit under the zygote's own cgroups."""

@@ -6,13 +6,14 @@ load a peer announces.  A fake executor stands in for the jail; the jail's
 own cancellation is tested with real children in tests.test_exec_executor.
 """
 
+import json
 import os
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, utils
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from orb.exec import ExecResult
 from orb.peer import invoke as inv
@@ -20,8 +21,11 @@ from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.net.serving import PackageServer
+from tests._daemons import DaemonTestMixin, eventually, sleep
 from tests._memnet import PORT, MemoryNet
 from tests._packages import function, open_store
+
+ORB = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "orb")
 
 
 @attrs.frozen
@@ -364,3 +368,110 @@ class WiredPeerTests(SynchronousTestCase):
         self.peer.announce()
         self.net.run(1)
         self.assertEqual(self.tracker.registry.peer(self.peer.node_id).load_permille, 500)
+
+
+SLOW_ADDER = '''\
+import json
+import time
+
+
+def handler(event, context):
+    if event == b"sleep":
+        time.sleep(50)
+    args = json.loads(event or b"{}")
+    return {"sum": args["a"] + args["b"]}
+'''
+
+
+class CallerDisconnectTests(DaemonTestMixin, TestCase):
+    """Real daemons: a tracker, peers hosting a function in their jails, and a raw wire caller."""
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def orb(self, *argv):
+        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
+        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
+        return code, out.decode(), err.decode()
+
+    @defer.inlineCallbacks
+    def deploy_slow_adder(self, tracker):
+        path = os.path.join(self.net.base_dir, "slow")
+        for argv in (("keygen",), ("init", path, "--template", "python", "--name", "slow")):
+            code, _, err = yield self.orb(*argv)
+            self.assertEqual(code, 0, err)
+        with open(os.path.join(path, "main.py"), "w") as f:
+            f.write(SLOW_ADDER)
+        toml = os.path.join(path, "orb.toml")
+        with open(toml) as f:
+            text = f.read()
+        with open(toml, "w") as f:
+            f.write(text.replace("timeout_ms = 5000", "timeout_ms = 60000", 1))
+        code, out, err = yield self.orb("deploy", path, "--tracker", tracker.wire_text, "--api",
+                                        f"http://127.0.0.1:{tracker.info['http']}", "--json")
+        self.assertEqual(code, 0, out + err)
+        return fidmod.from_text(json.loads(out)["fid"])
+
+    def jailed_calls(self, daemon):
+        """Pids of jailed call processes ("orb-call") descended from a daemon."""
+        parents, names = {}, {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields.get("PPid", "0").strip() or 0)
+            names[int(entry)] = fields.get("Name", "").strip()
+        root = daemon.transport.pid
+        found = []
+        for pid, name in names.items():
+            if name != "orb-call":
+                continue
+            up = parents.get(pid)
+            while up and up != root:
+                up = parents.get(up)
+            if up == root:
+                found.append(pid)
+        return found
+
+    @defer.inlineCallbacks
+    def test_caller_disconnect_kills_the_jail_child_and_frees_the_slot(self):
+        """A caller that disconnects mid-call: the host kills its jail children, and the freed slots serve the next call."""
+        from orb.devnet import open_session
+
+        t1 = yield self.start_tracker("t1")
+        hosts = []
+        for i in range(1, 4):
+            p = yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", t1.wire_text)
+            hosts.append(p)
+        yield sleep(2)
+        raw = yield self.deploy_slow_adder(t1)
+        to_tracker, _ = yield open_session(*t1.wire, self.network)
+        peers = yield to_tracker.request(m.Lookup(fid=raw, max_replicas=3), timeout_s=10)
+        best = peers.replicas[0]
+        host = next(h for h in hosts if h.node_id == best.node_id.hex())
+        caller, _ = yield open_session(best.host, best.port, self.network)
+        # Fill every slot of the host's jail (max_concurrent = this machine's cores) with a 50 s call.
+        slots = max(1, len(os.sched_getaffinity(0)))
+        sleepers = [caller.request(m.Invoke(fid=raw, deadline_ms=60_000, token=b"", input=b"sleep"), timeout_s=90)
+                    for _ in range(slots)]
+        for d in sleepers:
+            d.addErrback(lambda f: None)  # the caller's own end when it hangs up
+        yield eventually(lambda: len(self.jailed_calls(host)) == slots, timeout_s=20, what="the calls running")
+        yield sleep(1)  # a child primed for the next call is "orb-call" for an instant, then "orb-ready"
+        running = self.jailed_calls(host)
+        self.assertEqual(len(running), slots)
+        caller.transport.loseConnection()
+        yield eventually(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in running), timeout_s=10,
+                         what="the jail children killed")
+        again, _ = yield open_session(best.host, best.port, self.network)
+        result = yield again.request(m.Invoke(fid=raw, deadline_ms=5000, token=b"", input=b'{"a": 2, "b": 3}'),
+                                     timeout_s=10)
+        self.assertEqual((result.status_kind, json.loads(result.output)), (ResultStatus.OK, {"sum": 5}), result.log)
+        self.assertLess(result.queue_us, 5_000_000)
+        again.transport.loseConnection()
+        to_tracker.transport.loseConnection()
+        self.assertEqual(host.tracebacks, 0, host.text[-3000:])
