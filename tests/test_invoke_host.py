@@ -464,7 +464,7 @@ class CallerDisconnectTests(DaemonTestMixin, TestCase):
         yield sleep(1)  # a child primed for the next call is "orb-call" for an instant, then "orb-ready"
         running = self.jailed_calls(host)
         self.assertEqual(len(running), slots)
-        caller.transport.loseConnection()
+        caller.transport.abortConnection()  # the caller hangs up (a crash: no goodbye)
         yield eventually(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in running), timeout_s=10,
                          what="the jail children killed")
         again, _ = yield open_session(best.host, best.port, self.network)
@@ -472,6 +472,6 @@ class CallerDisconnectTests(DaemonTestMixin, TestCase):
                                      timeout_s=10)
         self.assertEqual((result.status_kind, json.loads(result.output)), (ResultStatus.OK, {"sum": 5}), result.log)
         self.assertLess(result.queue_us, 5_000_000)
-        again.transport.loseConnection()
-        to_tracker.transport.loseConnection()
+        again.disconnect()
+        to_tracker.disconnect()
         self.assertEqual(host.tracebacks, 0, host.text[-3000:])
