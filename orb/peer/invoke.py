@@ -49,10 +49,11 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from orb.net.logs import orb_logger
+from orb.peer.logs import trace_id_of
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol import package as packagemod
-from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
+from orb.protocol.codes import ErrorCode, ResultStatus
 from orb.protocol.messages import MessageType
 
 log = orb_logger()
@@ -62,21 +63,12 @@ MAX_U32 = 2**32 - 1
 MAX_DEADLINE_MS = 300_000  # this host's policy: a longer deadline_ms is refused out_of_range
 MAX_IN_FLIGHT = 1024  # calls held at once (waiting for a download, queued or running), all callers
 FETCH_WAIT_MAX_S = 120.0  # how long a call waits for a download this host has under way
-TRACE_ID_BYTES = 16
 # RESULTs that say the call never ran here: no finished_listeners for them.
 _NOT_RUN = (ResultStatus.NOT_FOUND, ResultStatus.BUSY, ResultStatus.REFUSED)
 
 
 def _us(ms):
     return max(0, min(MAX_U32, int(round(ms * 1000))))
-
-
-def trace_id_of(message):
-    """The INVOKE's TRACE_ID TLV value (16 bytes), or b""."""
-    for tlv in message.ext:
-        if tlv.type == TlvType.TRACE_ID and len(tlv.value) == TRACE_ID_BYTES:
-            return tlv.value
-    return b""
 
 
 def _unpack_to(data, root):

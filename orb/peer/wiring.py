@@ -9,6 +9,8 @@ What a peer is made of, wired in one place.
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        pipelined, resumable FETCH from OFFER's sources   (orb.net.fetch)
     Hosting        OFFER: the hosting policy, fetch, announce       (orb.peer.hosting)
+    Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
+    CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
 
 The package store (``orb.net.packages``) is opened by the service layer
 and handed in as ``packages``; without one the peer hosts nothing and
@@ -36,6 +38,7 @@ from orb.peer.connections import Connections
 from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
 from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
+from orb.peer.logs import CallLog
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -80,7 +83,7 @@ class Peer:
             MessageType.ADDR: self.gossip.on_addr,
         })
         self.packages = packages
-        self.server = self.fetcher = self.hosting = self.invocations = None
+        self.server = self.fetcher = self.hosting = self.invocations = self.call_log = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
@@ -92,6 +95,10 @@ class Peer:
             self.table.handlers.update(self.hosting.handlers())
             self.table.handlers.update(self.invocations.handlers())
             self.table.lost_listeners.append(self.invocations.session_lost)
+            self.call_log = CallLog(clock, self.local.node_id, packages)
+            self.table.handlers.update(self.call_log.handlers())
+            packages.removed_listeners.append(self.call_log.forget)
+            self.invocations.finished_listeners.append(self.call_log.record)
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])

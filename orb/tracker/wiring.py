@@ -10,6 +10,7 @@ What a tracker is made of, wired in one place.
     Deployments    DEPLOY: check, fetch, test-run, record           (orb.tracker.deploy)
     Replication    k verified replicas, challenges, LOOKUP          (orb.tracker.replication)
     Router         INVOKE and the gateway's calls, to the best replica (orb.tracker.router)
+    LogsFanout     the owner's LOGS, to every replica; LOG_LINES merged (orb.tracker.logs)
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
     Stats          counters behind /metrics and the REST API        (orb.tracker.stats)
@@ -38,6 +39,7 @@ from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Fed
 from orb.tracker.replication import CHALLENGE_MAX_S
 from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
 from orb.tracker.replication import Replication
+from orb.tracker.logs import LogsFanout
 from orb.tracker.router import Router
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
@@ -105,6 +107,8 @@ class Tracker:
         })
         self.router = Router(clock, self.table, registry, self.replication)
         self.table.handlers.update(self.router.handlers())
+        self.logs = LogsFanout(clock, registry, self.replication, self.table)
+        self.table.handlers.update(self.logs.handlers())
         if packages is not None:
             self.server = PackageServer(packages)
             self.deployments = Deployments(clock, self.local, self.table, registry, packages, self.fetcher,
