@@ -28,6 +28,7 @@ import json
 import sys
 
 import attrs
+from twisted.internet import defer
 
 from orb.net import fetch as fe
 from orb.net import packages as pk
@@ -138,6 +139,7 @@ class Hosting:
         self.homing = homing
         self.policy = policy
         self.failed = {}  # fid -> why the last fetch failed (bounded by the store's partial limit use)
+        self._downloads = {}  # fid -> Deferreds of INVOKEs waiting for its fetch (bounded by Invocations)
         store.removed_listeners.append(self.package_removed)
 
     def handlers(self):
@@ -214,7 +216,27 @@ class Hosting:
             log.warn("not hosting {fid}: {why}", fid=fidmod.to_text(fid), why=escape(failure.getErrorMessage(), 300))
             return False
 
-        return d.addErrback(failed)
+        d.addErrback(failed)
+        if not d.called:
+            self._downloads.setdefault(fid, [])
+            d.addBoth(self._download_ended, fid)
+        return d
+
+    def wait_for(self, fid):
+        """A Deferred firing True once the fetch of an accepted ``fid`` ends
+        with it hosted, False if it failed; None if no fetch of it is under way."""
+        waiters = self._downloads.get(fid)
+        if waiters is None:
+            return None
+        d = defer.Deferred()
+        waiters.append(d)
+        return d
+
+    def _download_ended(self, outcome, fid):
+        for d in self._downloads.pop(fid, []):
+            if not d.called:  # (a waiter whose call was cancelled)
+                d.callback(outcome is True)
+        return outcome
 
     def _check_manifest(self, stored, entry, offered):
         if stored != offered:

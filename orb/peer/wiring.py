@@ -91,16 +91,16 @@ class Peer:
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
             self.hosting = Hosting(clock, self.table, packages, self.fetcher, self.homing, config.hosting)
             self.invocations = Invocations(clock, packages, os.path.join(os.path.dirname(packages.root), "run"),
-                                           lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)))
+                                           lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)),
+                                           downloads=self.hosting.wait_for)
             self.table.handlers.update(self.server.handlers())
             self.table.handlers.update(self.hosting.handlers())
             self.table.handlers.update(self.invocations.handlers())
+            self.table.lost_listeners.append(self.invocations.session_lost)
             self.call_log = CallLog(clock, self.local.node_id, packages)
             self.table.handlers.update(self.call_log.handlers())
             packages.removed_listeners.append(self.call_log.forget)
-            finished = getattr(self.invocations, "finished_listeners", None)
-            if finished is not None:
-                finished.append(self.call_log.record)
+            self.invocations.finished_listeners.append(self.call_log.record)
             self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
             self.table.handlers.update(self.relay.handlers())
             self.table.lost_listeners.append(self.relay.session_lost)
@@ -122,7 +122,13 @@ class Peer:
         if self.hosting is not None:
             self.hosting.start()
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
-        self.periodic.every(ANNOUNCE_INTERVAL_S, self.homing.announce, now=False)
+        self.periodic.every(ANNOUNCE_INTERVAL_S, self.announce, now=False)
+
+    def announce(self):
+        """ANNOUNCE to the home tracker, with the jail's load (running + queued calls against its capacity)."""
+        if self.invocations is not None:
+            self.homing.load_permille = self.invocations.load_permille()
+        self.homing.announce()
 
     def stop(self):
         self.periodic.stop()
