@@ -72,6 +72,22 @@ class Options(NodeOptions):
         """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
         self["http"] = endpoint
 
+    def opt_dns(self, hostport):
+        """HOST:PORT to serve the .orb DNS zone on, over UDP and TCP (port 0: any port free for both) [default: off]."""
+        self["dns"] = hostport
+
+    def opt_dns_ttl(self, seconds):
+        """TTL of the .orb answers, seconds, 1..3600 [default: 10]."""
+        self["dns-ttl"] = seconds
+
+    def opt_dns_forward(self, hostport):
+        """HOST:PORT of a DNS server to pass names outside .orb to [default: refuse them]."""
+        self["dns-forward"] = hostport
+
+    def opt_dns_rrl(self, n):
+        """DNS answers a second per source network (IPv4 /24, IPv6 /56) over UDP; 0 turns the limit off; loopback is exempt [default: 50]."""
+        self["dns-rrl"] = n
+
     def opt_peer_ttl(self, seconds):
         """Seconds without a sign of life before a peer expires [default: 90]."""
         self["peer-ttl"] = seconds
@@ -97,6 +113,42 @@ class Options(NodeOptions):
         address = opt.listen_address(self["http"])
         if address is not None:
             check_port_free(*address)
+        self["dns"] = dns_config(self)
+
+
+def udp_port_free(host, port):
+    """As check_port_free, for the UDP side of --dns."""
+    import socket
+
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        raise usage.UsageError(f"--dns: cannot listen on {host}:{port}/udp: {e.strerror}") from None
+    finally:
+        s.close()
+
+
+def dns_config(options):
+    """The DNSConfig the --dns options give, or None without --dns."""
+    from orb.dns.service import DNSConfig
+
+    for name in ("dns-ttl", "dns-forward", "dns-rrl"):
+        if options.get(name) is not None and not options.get("dns"):
+            raise usage.UsageError(f"--{name} needs --dns HOST:PORT")
+    if not options.get("dns"):
+        return None
+    host, port = opt.parse_hostport(options["dns"], "--dns", allow_zero=True)
+    if port:
+        check_port_free(host, port)
+        udp_port_free(host, port)
+    forward = options.get("dns-forward")
+    return DNSConfig(
+        listen=(host, port),
+        ttl_s=opt.positive_int("dns-ttl", options.get("dns-ttl", 10), 3600) or 1,
+        forward=opt.parse_hostport(forward, "--dns-forward") if forward else None,
+        rrl_per_s=opt.positive_int("dns-rrl", options.get("dns-rrl", 50), 1_000_000),
+    )
 
 
 def makeService(config):
@@ -108,6 +160,7 @@ def makeService(config):
         admit=config["admit"], pinned=config["pinned"], ca_joins=config["join-ca"],
         admit_vouched=bool(config["admit-vouched"]), max_package_bytes=config["max-package-bytes"],
         allow_unconfined=bool(config["allow-unconfined"]), challenge_max_s=config["challenge-interval"],
+        dns=config["dns"],
     )
     return tracker_service(tracker_config, reactor)
 
@@ -124,9 +177,38 @@ def tracker_service(config, reactor):
     def http_site(core):
         return Site(build_resource(core.registry, core.stats, router=core.router))
 
-    return NodeService(
+    node_service = NodeService(
         reactor, config.node, build, kind="orb-tracker",
         stores=[Store("registry", REGISTRY_FILE, reg.MIGRATIONS, load_registry, lambda r, db: r.save(db)),
                 pk.node_store(reactor, config.node.data_dir, max_bytes=STORE_BYTES_PER_PACKAGE_CAP * config.max_package_bytes)],
         endpoints=[Endpoint("http", config.http, http_site)] if config.http else [],
     )
+    if config.dns is not None:
+        add_dns(node_service, config.dns, reactor)
+    return node_service
+
+
+def add_dns(node_service, dns_config, reactor):
+    """The .orb DNS child service (orb.dns): it listens once the core is up, beside the gateway."""
+    from orb.dns.service import DNSService, gateway_of
+
+    dns = DNSService(reactor, dns_config, node_service.config.data_dir)
+    dns.setServiceParent(node_service)
+
+    def attach(core):
+        try:
+            http = node_service.getServiceNamed("http").port
+        except KeyError:
+            http = None
+        try:
+            dns.attach(core, gateway_of(http, core.local.advertise))
+        except Exception as e:
+            import sys
+
+            why = getattr(e, "socketError", None) or e
+            sys.stderr.write(f"orb-tracker: cannot serve DNS on {dns_config.listen[0]}:{dns_config.listen[1]}: {why}\n")
+            reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            reactor.stop()
+        return core
+
+    node_service.started.addCallback(attach)

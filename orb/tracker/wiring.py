@@ -67,6 +67,7 @@ class TrackerConfig:
     max_package_bytes: int = MAX_PACKAGE_BYTES  # --max-package-bytes
     allow_unconfined: bool = False  # test-run deploys without every jail layer (--allow-unconfined)
     challenge_max_s: float = CHALLENGE_MAX_S  # --challenge-interval: a verified replica is re-challenged within this
+    dns: object = None  # --dns and its options: an orb.dns.service.DNSConfig, or None (no DNS)
 
 
 class Tracker:
