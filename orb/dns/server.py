@@ -151,6 +151,8 @@ def decode_query(data):
         message.decode(stream)
     except Exception as e:  # twisted's decoder raises EOFError, struct.error, ValueError, ...
         raise BadMessage(f"undecodable: {type(e).__name__}", _formerr(data)) from None
+    if len(message.queries) != 1 or len(message.additional) != arcount:
+        raise BadMessage("cut short", _formerr(data))  # twisted's decode stops quietly at the end of the bytes
     if stream.tell() != len(data):
         raise BadMessage(f"{len(data) - stream.tell()} bytes after the message", _formerr(data))
     if message.additional and message.additional[0].type != dns.OPT:
