@@ -383,7 +383,7 @@ class RateLimitTests(SynchronousTestCase):
 
 class CacheTests(SynchronousTestCase):
     def test_answers_are_cached_briefly(self):
-        """A repeated query is answered from the cache with its own id, until CACHE_S passes."""
+        """A repeated query is answered from the cache with its own id, until CACHE_S (or the TTL) passes."""
         z = Zone()
         for ident in (1, 2):
             query = dns.message.make_query(f"{z.fid}.orb", "A")
@@ -391,6 +391,6 @@ class CacheTests(SynchronousTestCase):
             answer = z.send_udp(query.to_wire(), query=query)
             self.assertEqual((answer.id, [r.address for r in rrset(answer, "A")]), (ident, ["10.1.0.1"]))
         self.assertEqual(z.factory.counts["cache_hits"], 1)
-        z.clock.advance(CACHE_S + 0.1)
+        z.clock.advance(min(CACHE_S, 10) + 0.1)
         z.send_udp(query.to_wire(), query=query)
         self.assertEqual(z.factory.counts["cache_hits"], 1)

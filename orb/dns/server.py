@@ -24,9 +24,10 @@ encoded body mid-record.  Here:
   over it, every SLIP-th answer is sent as an empty TC answer (no larger
   than the query, so a client behind a spoofer still gets through by TCP)
   and the rest are dropped;
-* in-zone answers are cached as bytes per query for at most CACHE_S and
-  until the registry changes (the authority's ``version``), bounded to
-  CACHE_ENTRIES.
+* in-zone answers are cached as bytes per query (the bytes after the id)
+  until the registry's change log moves (the authority's ``version``), and
+  for at most CACHE_S or the TTL, whichever is shorter (a peer going stale
+  is not a logged change), bounded to CACHE_ENTRIES.
 """
 
 import collections
@@ -54,7 +55,7 @@ MAX_TCP_CONNECTIONS = 256
 TCP_IDLE_S = 10.0
 MAX_TCP_PENDING = 16  # answers a TCP connection may have outstanding (forwarded ones wait)
 MAX_FORWARDS_IN_FLIGHT = 256
-CACHE_S = 1.0
+CACHE_S = 5.0  # at most; never longer than the answers' TTL
 CACHE_ENTRIES = 10_000
 BADVERS = 16
 LOG_BYTES = 64
@@ -67,6 +68,8 @@ SLIP = 2
 
 def _prefix(host):
     """The source a limit is counted against: an IPv4 /24 or an IPv6 /56 (as BIND's RRL does)."""
+    if ":" not in host:
+        return host.rpartition(".")[0]  # the reactor hands us dotted quads
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -76,6 +79,10 @@ def _prefix(host):
 
 
 def is_loopback(host):
+    if host.startswith("127.") or host == "::1":
+        return True
+    if ":" not in host:
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -193,6 +200,7 @@ class OrbDNSServerFactory(server.DNSServerFactory):
         self.clock = clock
         self.rate_limiter = rate_limiter or RateLimiter(clock, 0)
         self.connections = []
+        self.cache_s = min(CACHE_S, authority.ttl_s)
         self._cache = collections.OrderedDict()  # (transport kind, query bytes after the id) -> (version, time, reply tail)
         self.counts = collections.Counter()
 
@@ -295,7 +303,7 @@ class OrbDNSServerFactory(server.DNSServerFactory):
         if entry is None:
             return None
         version, at, tail = entry
-        if version != self.authority.version or not 0 <= self.clock.seconds() - at < CACHE_S:
+        if version != self.authority.version or not 0 <= self.clock.seconds() - at < self.cache_s:
             del self._cache[(kind, data[2:])]
             return None
         return tail
