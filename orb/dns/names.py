@@ -18,6 +18,7 @@ characters, one label).  Names are matched case-insensitively (RFC 4343).
 
 import base64
 import enum
+import functools
 import re
 
 import attrs
@@ -94,6 +95,7 @@ def srv_name(fid: str) -> str:
     return f"_orb._tcp.{fid}.{ZONE}"
 
 
+@functools.lru_cache(maxsize=4096)  # bounded; a fid label costs a base32 round trip to check
 def classify(name) -> Name:
     """What ``name`` (bytes or str, any case, with or without the final dot) is in the zone."""
     if isinstance(name, bytes):
