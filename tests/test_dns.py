@@ -394,3 +394,72 @@ class CacheTests(SynchronousTestCase):
         z.clock.advance(min(CACHE_S, 10) + 0.1)
         z.send_udp(query.to_wire(), query=query)
         self.assertEqual(z.factory.counts["cache_hits"], 1)
+
+
+class ForwardTests(SynchronousTestCase):
+    def test_names_outside_the_zone_go_to_the_forwarder_bounded(self):
+        """With a forwarder, a name outside .orb gets the upstream's answer (RA set); past the in-flight bound
+        it is SERVFAIL at once; .orb names never reach the upstream."""
+        from twisted.internet import defer
+        from twisted.names import dns as tdns
+
+        from orb.dns.service import BoundedForwarder
+
+        asked = []
+
+        class Upstream:
+            def query(self, query, timeout=None):
+                asked.append(query.name.name)
+                d = defer.Deferred()
+                pending.append(d)
+                return d
+
+        pending = []
+        z = Zone()
+        forwarder = BoundedForwarder(("192.0.2.53", 53), z.clock, max_in_flight=1)
+        forwarder.resolver = Upstream()
+        z.factory = OrbDNSServerFactory(z.authority, z.clock, forwarder=forwarder)
+        self.assertIsNone(z.ask_udp("example.com", "A"))  # waiting on the upstream
+        answer = z.ask_udp("example.org", "A")
+        self.assertEqual(answer.rcode(), dns.rcode.SERVFAIL)  # over the bound
+        rr = tdns.RRHeader(name=b"example.com", type=tdns.A, payload=tdns.Record_A("192.0.2.80"))
+        pending[0].callback(([rr], [], []))
+        reply = dns.message.from_wire(z.udp.sent[-1][0])
+        self.assertEqual([r.address for r in rrset(reply, "A")], ["192.0.2.80"])
+        self.assertTrue(reply.flags & dns.flags.RA)
+        self.assertEqual(z.ask_udp(f"{z.fid}.orb").rcode(), dns.rcode.NOERROR)
+        self.assertEqual(asked, [b"example.com"])
+
+
+class OptionTests(SynchronousTestCase):
+    def test_dns_options_make_a_config(self):
+        """--dns with its TTL, forwarder and rate give the DNS config; without --dns there is none."""
+        from orb.tracker import tap
+
+        o = tap.Options()
+        o.parseOptions(["--data-dir", self.mktemp(), "--dns", "127.0.0.1:0", "--dns-ttl", "5", "--dns-forward",
+                        "192.0.2.53:53", "--dns-rrl", "0"])
+        self.assertEqual((o["dns"].listen, o["dns"].ttl_s, o["dns"].forward, o["dns"].rrl_per_s),
+                         (("127.0.0.1", 0), 5, ("192.0.2.53", 53), 0))
+        o = tap.Options()
+        o.parseOptions(["--data-dir", self.mktemp()])
+        self.assertIsNone(o["dns"])
+
+    def test_bad_dns_options_say_what_is_wrong(self):
+        """A --dns that is not HOST:PORT, a TTL out of range, or --dns-forward alone is one actionable line."""
+        from orb.tracker import tap
+
+        for argv, expected in ((["--dns", "localhost:53"], "is not an IP address"),
+                               (["--dns", "127.0.0.1:0", "--dns-ttl", "99999"], "--dns-ttl must be between"),
+                               (["--dns-forward", "192.0.2.53:53"], "--dns-forward needs --dns")):
+            o = tap.Options()
+            e = self.assertRaises(SystemExit, o.parseOptions, ["--data-dir", self.mktemp(), *argv])
+            self.assertIn(expected, str(e), argv)
+
+    def test_peer_dns_seed_option(self):
+        """A peer's --dns-seed HOST:PORT is parsed into its config."""
+        from orb.peer import tap as peer_tap
+
+        o = peer_tap.Options()
+        o.parseOptions(["--data-dir", self.mktemp(), "--dns-seed", "127.0.0.1:5353"])
+        self.assertEqual(o["dns-seed"], ("127.0.0.1", 5353))
