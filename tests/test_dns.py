@@ -291,6 +291,20 @@ class BadInputTests(SynchronousTestCase):
             self.assertEqual(answer.rcode(), dns.rcode.NXDOMAIN, label)
         self.still_answers(z)
 
+    def test_a_header_without_its_question_gets_a_real_answer(self):
+        """A bare header claiming one question is FORMERR with the QR bit set, over UDP and TCP (twisted's own
+        server echoes it back as REFUSED without QR, which another server would take for a query)."""
+        z = Zone()
+        header = struct.pack(">HHHHHH", 0x0102, 0x0100, 1, 0, 0, 0)
+        answer = z.send_udp(header)
+        self.assertEqual((answer.rcode(), answer.flags & dns.flags.QR), (dns.rcode.FORMERR, dns.flags.QR))
+        proto, transport = StreamFactory(z.factory, z.clock).buildProtocol(None), StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(struct.pack(">H", len(header)) + header)
+        answer = dns.message.from_wire(transport.value()[2:])
+        self.assertEqual((answer.rcode(), answer.flags & dns.flags.QR), (dns.rcode.FORMERR, dns.flags.QR))
+        self.still_answers(z)
+
     def test_unknown_edns_version_gets_badvers(self):
         """A query with EDNS version 1 gets BADVERS (RFC 6891)."""
         z = Zone()

@@ -6,8 +6,13 @@ resolvers, and our own UDP and TCP protocols in front of it.
 
 Why our own protocols.  Twisted's are client and server at once (they keep
 tables of queries *they* sent), its ``Message.decode`` silently accepts
-trailing bytes, and its ``Message.encode`` "truncates" by cutting the
-encoded body mid-record.  Here:
+trailing bytes and a question section cut short, and its ``Message.encode``
+"truncates" by cutting the encoded body mid-record.  Tried against
+``DNSServerFactory`` with twisted's own ``DNSProtocol`` (Twisted 26.10):
+a one-byte TCP segment, or a frame shorter than its prefix, holds the
+connection open forever (no idle timeout, no connection cap), and a
+12-byte header claiming one question is answered REFUSED *without the QR
+bit*, a "query" that another such server would answer in turn.  Here:
 
 * a message is decoded strictly: the whole datagram or TCP frame, no more
   and no less, exactly one question, at most one OPT record; a header we
