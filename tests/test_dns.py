@@ -154,8 +154,26 @@ class AnswerTests(SynchronousTestCase):
         a = z.ask_udp(nm.peer_name(fast), "A")
         self.assertEqual([r.address for r in rrset(a, "A")], ["10.3.0.1"])
 
+    def test_ipv6_hosts_get_aaaa(self):
+        """A replica and a tracker on IPv6 are listed with AAAA records, in the SRV glue and by name."""
+        z = Zone(replicas=0)
+        peer_key = rec.key("v6-peer")
+        rec.home_peer(z.reg, peer_key, addresses=(("2001:db8::7", 7401),), reachability="reachable", rtt_ms=3,
+                      functions={z.fid: 1})
+        z.peers.append((peer_key.node_id, True))
+        z.place()
+        answer = z.ask_udp(f"_orb._tcp.{z.fid}.orb", "SRV")
+        self.assertEqual([str(r.target) for r in rrset(answer, "SRV")], [nm.peer_name(peer_key.node_id) + "."])
+        self.assertEqual([r.address for r in rrset(answer, "AAAA", "additional")], ["2001:db8::7"])
+        by_name = z.ask_udp(nm.peer_name(peer_key.node_id), "AAAA")
+        self.assertEqual([r.address for r in rrset(by_name, "AAAA")], ["2001:db8::7"])
+        self.assertEqual(rrset(z.ask_udp(nm.peer_name(peer_key.node_id), "A"), "A"), [])
+        rec.remote_tracker(z.reg, rec.key("v6-tracker"), addresses=(("2001:db8::100", 7400),))
+        self.assertEqual([r.address for r in rrset(z.ask_udp("seed.orb", "AAAA"), "AAAA")], ["2001:db8::100"])
+
     def test_seed_lists_live_trackers(self):
-        """seed.orb A and SRV list the live trackers, this one and federated ones, with their wire ports."""
+        """seed.orb A and SRV list the live trackers, this one and federated ones, with their wire ports; a
+        tracker whose record went stale is no longer listed."""
         z = Zone()
         other = rec.key("other-tracker")
         rec.remote_tracker(z.reg, other, addresses=(("10.9.0.1", 7500),))
@@ -168,6 +186,11 @@ class AnswerTests(SynchronousTestCase):
                                      (nm.tracker_name(other.node_id) + ".", 7500)]))
         t = z.ask_udp(nm.tracker_name(other.node_id), "A")
         self.assertEqual([r.address for r in rrset(t, "A")], ["10.9.0.1"])
+        z.clock.advance(z.reg.tracker_ttl_s + 1)  # the other tracker stops re-signing its record
+        z.reg.publish_self([("10.1.0.1", 7400)])
+        z.reg.expire()
+        self.assertEqual([r.address for r in rrset(z.ask_udp("seed.orb", "A"), "A")], ["10.1.0.1"])
+        self.assertEqual(z.ask_udp(nm.tracker_name(other.node_id), "A").rcode(), dns.rcode.NXDOMAIN)
 
     def test_unknown_and_malformed_names_are_nxdomain_with_soa(self):
         """An unknown fid, a malformed label and an unknown peer are NXDOMAIN with the zone's SOA in authority."""
