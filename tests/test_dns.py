@@ -211,9 +211,10 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(len(rrset(answer, "SOA", "authority")), 1)
 
     def test_outside_the_zone_is_refused(self):
-        """A name outside .orb is REFUSED when no forwarder is set."""
+        """A name outside .orb is REFUSED when no forwarder is set, and so is a zone transfer of .orb."""
         z = Zone()
         self.assertEqual(z.ask_udp("example.com", "A").rcode(), dns.rcode.REFUSED)
+        self.assertEqual(z.ask_udp("orb", "AXFR").rcode(), dns.rcode.REFUSED)
 
     def test_names_are_case_insensitive_and_echoed(self):
         """A name asked in mixed case (0x20) is answered, with the question echoed as asked."""

@@ -262,6 +262,10 @@ class OrbDNSServerFactory(server.DNSServerFactory):
             return
         query = message.queries[0]
         in_zone = nm.classify(query.name.name).kind is not Kind.OUTSIDE
+        if in_zone and query.type in (dns.AXFR, dns.IXFR):
+            # There is no zone to transfer: the answers are made per question.
+            send(encode_response(self._responseFromMessage(message, rCode=dns.EREFUSED), edns, limit))
+            return
         d = self.resolver.query(query)
         d.addCallback(self._answered, message)
         d.addErrback(self._failed, message)
@@ -394,6 +398,7 @@ class DNSStreamProtocol(protocol.Protocol):
             self.transport.write(struct.pack(">H", len(reply)) + reply)
 
     def connectionLost(self, reason):
+        self.connected = 0  # an answer still on its way (a forwarded one) is not written
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
