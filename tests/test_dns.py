@@ -489,6 +489,7 @@ class OptionTests(SynchronousTestCase):
 
         for argv, expected in ((["--dns", "localhost:53"], "is not an IP address"),
                                (["--dns", "127.0.0.1:0", "--dns-ttl", "99999"], "--dns-ttl must be between"),
+                               (["--dns", "127.0.0.1:0", "--dns-ttl", "0"], "--dns-ttl must be between 1"),
                                (["--dns-forward", "192.0.2.53:53"], "--dns-forward needs --dns")):
             o = tap.Options()
             e = self.assertRaises(SystemExit, o.parseOptions, ["--data-dir", self.mktemp(), *argv])

@@ -143,9 +143,12 @@ def dns_config(options):
         check_port_free(host, port)
         udp_port_free(host, port)
     forward = options.get("dns-forward")
+    ttl_s = opt.positive_int("dns-ttl", options.get("dns-ttl", 10), 3600)
+    if not ttl_s:
+        raise usage.UsageError("--dns-ttl must be between 1 and 3600")
     return DNSConfig(
         listen=(host, port),
-        ttl_s=opt.positive_int("dns-ttl", options.get("dns-ttl", 10), 3600) or 1,
+        ttl_s=ttl_s,
         forward=opt.parse_hostport(forward, "--dns-forward") if forward else None,
         rrl_per_s=opt.positive_int("dns-rrl", options.get("dns-rrl", 50), 1_000_000),
     )
