@@ -58,6 +58,14 @@ class NoSuchName(dns_error.AuthoritativeDomainError):
         self.authority = authority
 
 
+def no_names(owner, name):
+    """The ``names`` hook until trackers keep NAME records (issue 13): no ``<name>.<owner>.orb`` resolves.
+    Issue 13 passes ``OrbAuthority(names=...)`` a lookup ``(owner key bytes, name) -> fid text | None``
+    of the owner's valid NAME record with the highest seq (RFC 9.3); deprecated or sunset names are
+    its call. The authority then answers the CNAME, and the target's records when they were asked."""
+    return None
+
+
 def srv_priority(rtt_ms, load_permille):
     """The SRV priority band of a replica: replicas whose load-inflated RTT is within a factor of two
     share a band (``bit_length`` of ``rtt_ms * (1000 + load) / 1000``); an unmeasured RTT is the last band."""
@@ -84,7 +92,7 @@ class OrbAuthority(common.ResolverBase):
     when there are more than MAX_SEED_RECORDS."""
 
     def __init__(self, registry, *, ttl_s=DEFAULT_TTL_S, gateways=lambda: [], gateway_url=lambda fid: None,
-                 names=lambda owner, name: None, rng=None):
+                 names=no_names, rng=None):
         super().__init__()
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be {MIN_TTL_S}..{MAX_TTL_S}")
