@@ -259,6 +259,20 @@ class TruncationTests(SynchronousTestCase):
         self.assertEqual(edns.edns, 0)
         self.assertEqual(edns.payload, 1232)
 
+    def test_tcp_pipelined_queries_each_get_an_answer(self):
+        """Two queries in one TCP segment get two length-prefixed answers, in order (RFC 7766)."""
+        z = Zone()
+        proto, transport = StreamFactory(z.factory, z.clock).buildProtocol(None), StringTransport()
+        proto.makeConnection(transport)
+        queries = [dns.message.make_query(name, "A") for name in (f"{z.fid}.orb", "seed.orb")]
+        proto.dataReceived(b"".join(struct.pack(">H", len(w)) + w for w in (q.to_wire() for q in queries)))
+        data, answers = transport.value(), []
+        while data:
+            (size,) = struct.unpack(">H", data[:2])
+            answers.append(dns.message.from_wire(data[2:2 + size]))
+            data = data[2 + size:]
+        self.assertEqual([a.id for a in answers], [q.id for q in queries])
+
     def test_tcp_answers_in_full(self):
         """Over TCP the largest SRV answer comes whole, length-prefixed."""
         z = Zone(replicas=MAX_SRV_RECORDS + 2)

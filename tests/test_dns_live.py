@@ -192,6 +192,11 @@ class LiveRecordTests(LiveDNSMixin, TestCase):
         result = yield direct_call(reactor, server, fid, b'{"a": 1, "b": 2}', 20, self.network, lookup=with_dead_first)
         self.assertEqual((result["status"], json.loads(result["output"])), ("OK", {"sum": 3}))
         self.assertEqual(result["tried"][0], "ghost.peer.orb")
+        from orb.cli._ui import EXIT_NOT_FOUND, CommandError
+
+        unknown = fidmod.to_text(fidmod.fid_for(b"none"))
+        e = yield self.assertFailure(direct_call(reactor, server, unknown, b"", 5, self.network), CommandError)
+        self.assertEqual(e.exit_code, EXIT_NOT_FOUND)
         self.assertEqual(t.tracebacks, 0, t.text[-3000:])
 
 
