@@ -172,8 +172,7 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual([r.address for r in rrset(z.ask_udp("seed.orb", "AAAA"), "AAAA")], ["2001:db8::100"])
 
     def test_seed_lists_live_trackers(self):
-        """seed.orb A and SRV list the live trackers, this one and federated ones, with their wire ports; a
-        tracker whose record went stale is no longer listed."""
+        """seed.orb A and SRV list live trackers (this one and federated ones) with wire ports, stale ones not."""
         z = Zone()
         other = rec.key("other-tracker")
         rec.remote_tracker(z.reg, other, addresses=(("10.9.0.1", 7500),))
@@ -330,8 +329,7 @@ class BadInputTests(SynchronousTestCase):
         self.still_answers(z)
 
     def test_a_header_without_its_question_gets_a_real_answer(self):
-        """A bare header claiming one question is FORMERR with the QR bit set, over UDP and TCP (twisted's own
-        server echoes it back as REFUSED without QR, which another server would take for a query)."""
+        """A bare header claiming one question gets FORMERR with QR set over UDP and TCP (twisted's echoes it without QR)."""
         z = Zone()
         header = struct.pack(">HHHHHH", 0x0102, 0x0100, 1, 0, 0, 0)
         answer = z.send_udp(header)
@@ -351,8 +349,7 @@ class BadInputTests(SynchronousTestCase):
         self.still_answers(z)
 
     def test_tcp_short_segments_wait_then_time_out(self):
-        """A one-byte segment, and a frame shorter than its prefix, get no answer and are closed when idle;
-        a frame sent a byte at a time is answered."""
+        """A one-byte segment or a frame short of its prefix is closed when idle; a frame fed bytewise is answered."""
         z = Zone()
         factory = StreamFactory(z.factory, z.clock)
         query = dns.message.make_query(f"{z.fid}.orb", "A").to_wire()
@@ -401,8 +398,7 @@ class BadInputTests(SynchronousTestCase):
 
 class RateLimitTests(SynchronousTestCase):
     def test_a_source_over_its_rate_is_slipped_or_dropped(self):
-        """Past N answers a second, a source gets every second answer as an empty TC answer and the rest
-        dropped; another source is unaffected, and the bucket refills with time."""
+        """Past N answers/s a source gets every 2nd answer as empty TC, the rest dropped; others unaffected; refills."""
         z = Zone(rrl=None)
         z.factory.rate_limiter = RateLimiter(z.clock, 5)
         answers = [z.ask_udp(f"{z.fid}.orb", addr=("198.51.100.7", 53)) for _ in range(9)]
@@ -450,8 +446,7 @@ class CacheTests(SynchronousTestCase):
 
 class ForwardTests(SynchronousTestCase):
     def test_names_outside_the_zone_go_to_the_forwarder_bounded(self):
-        """With a forwarder, a name outside .orb gets the upstream's answer (RA set); past the in-flight bound
-        it is SERVFAIL at once; .orb names never reach the upstream."""
+        """Outside .orb the upstream answers (RA set), SERVFAIL past the in-flight bound; .orb never goes upstream."""
         from twisted.internet import defer
         from twisted.names import dns as tdns
 

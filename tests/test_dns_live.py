@@ -96,8 +96,7 @@ class LiveRecordTests(LiveDNSMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_every_record_over_udp_and_tcp(self):
-        """A, TXT, SRV (with glue), seed.orb, peer names, NXDOMAIN+SOA and REFUSED, from dig and dnspython, over
-        UDP and TCP; then `orb resolve` and a direct call chosen by SRV, falling back past a dead target."""
+        """Every record over UDP and TCP (dig, dnspython), orb resolve, and a direct call by SRV past a dead target."""
         if DIG is None:
             print("dig is not installed (apt-get install dnsutils): the dig half of this test cannot run")
         t = yield self.dns_tracker()
@@ -205,8 +204,7 @@ class LiveBadInputTests(LiveDNSMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_bad_input_on_real_sockets_leaves_the_server_answering(self):
-        """Garbage and cut datagrams, a one-byte TCP segment, a short TCP frame and 100 questions are dropped
-        or answered FORMERR (the TCP ones closed when idle), and the server answers over UDP and TCP after each."""
+        """Garbage, cut datagrams, 100 questions, short TCP segments: dropped/FORMERR/closed, and answers go on."""
         t = yield self.dns_tracker()
         server = t.dns
 
