@@ -511,3 +511,34 @@ class OptionTests(SynchronousTestCase):
         o = peer_tap.Options()
         o.parseOptions(["--data-dir", self.mktemp(), "--dns-seed", "127.0.0.1:5353"])
         self.assertEqual(o["dns-seed"], ("127.0.0.1", 5353))
+
+
+class ClientTests(SynchronousTestCase):
+    def test_srv_targets_without_glue_are_asked_for(self):
+        """lookup_srv keeps answer order, uses glue, asks A/AAAA where glue lacks, reads <node>.peer.orb node ids."""
+        from twisted.internet import defer
+        from twisted.names import dns as tdns
+        from twisted.names import error as tdns_error
+
+        from orb.dns import client
+
+        node = rec.key("n1").node_id
+        first, second = nm.peer_name(node), "other.example"
+
+        class Resolver:
+            def lookupService(self, name, timeout=None):
+                srv = [tdns.RRHeader(name=name, type=tdns.SRV, payload=tdns.Record_SRV(1, 10, port, target))
+                       for port, target in ((7401, first), (7402, second))]
+                glue = [tdns.RRHeader(name=first, type=tdns.A, payload=tdns.Record_A("10.0.0.1"))]
+                return defer.succeed((srv, [], glue))
+
+            def lookupAddress(self, name, timeout=None):
+                return defer.succeed(([tdns.RRHeader(name=name, type=tdns.A, payload=tdns.Record_A("10.0.0.2"))],
+                                      [], []))
+
+            def lookupIPV6Address(self, name, timeout=None):
+                return defer.fail(tdns_error.DNSNameError())
+
+        targets = self.successResultOf(client.lookup_srv(None, None, "_orb._tcp.x.orb", Resolver()))
+        self.assertEqual([(t.target, t.port, t.addresses, t.node_id) for t in targets],
+                         [(first, 7401, ("10.0.0.1",), node), (second, 7402, ("10.0.0.2",), None)])

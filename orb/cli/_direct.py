@@ -6,7 +6,9 @@ over the ORB wire, falling back down the SRV list.
 
 Each SRV target is ``<node>.peer.orb``: the session to it is pinned to
 that node id (RFC 7.5), so a hijacked address cannot answer for the
-replica. ``orb invoke --direct`` calls :func:`direct_call`.
+replica. Targets are tried in the order the server lists them, which is
+its ranking's best first (RFC 9.9: priorities never contradict it), not
+reshuffled by weight. ``orb invoke --direct`` calls :func:`direct_call`.
 """
 
 from twisted.internet import defer, error
