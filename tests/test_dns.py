@@ -21,6 +21,7 @@ from orb.dns.server import (
 )
 from orb.protocol import fid as fidmod
 from orb.tracker.registry import Registry
+from orb.tracker.wiring import dns_replicas
 from tests import _records as rec
 
 NOW = 1_000_000
@@ -55,7 +56,8 @@ class Zone:
         for i in range(replicas):
             self.add_replica(i, rtt_ms=10 * (i + 1))
         self.place()
-        self.authority = OrbAuthority(self.reg, ttl_s=10, gateways=lambda: [GATEWAY],
+        reg = self.reg
+        self.authority = OrbAuthority(reg, lambda fid, limit: dns_replicas(reg, fid, limit), ttl_s=10, gateways=lambda: [GATEWAY],
                                       gateway_url=lambda fid: f"http://10.1.0.1:7480/f/{fid}", names=names)
         self.factory = OrbDNSServerFactory(self.authority, self.clock,
                                            rate_limiter=rrl or RateLimiter(self.clock, 0))

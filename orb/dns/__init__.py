@@ -7,4 +7,9 @@ side that peers, ``orb resolve`` and ``orb invoke --direct`` use.
     server      the DNSServerFactory and the UDP/TCP protocols: EDNS0, TC, RRL, bad input
     service     the tracker's --dns child service
     client      queries: seed.orb for bootstrap, SRV and TXT for callers
+
+It imports neither role (tests/test_layering: no cycles): the tracker's
+tap hands the service its registry and its replica rule
+(``orb.tracker.wiring.dns_replicas``), and the peer's tap takes
+``client.seed_lookup``.
 """

@@ -7,7 +7,7 @@ answer is made from the registry when it is asked (RFC 9.9).
     <fid>.orb A/AAAA         the gateways that can route the function (this tracker's)
     <fid>.orb TXT            v=orb1, name, version, owner, pure, idempotent, gateway URL
     _orb._tcp.<fid>.orb SRV  the verified replicas that accept direct connections, best
-                             first by the one ranking (orb.tracker.routing); targets
+                             first by the one ranking (orb.tracker.routing, injected); targets
                              <node>.peer.orb, their A/AAAA in the additional section
     seed.orb A/AAAA/SRV      live trackers (SRV port: their wire port)
     <node>.peer.orb,         a peer's or tracker's addresses
@@ -32,8 +32,6 @@ from twisted.names import error as dns_error
 
 from orb.dns import names as nm
 from orb.dns.names import Kind
-from orb.tracker.replication import verified_replicas
-from orb.tracker.routing import rank_replicas
 
 DEFAULT_TTL_S = 10
 MIN_TTL_S, MAX_TTL_S = 1, 3600
@@ -87,16 +85,19 @@ def _family(host):
 
 
 class OrbAuthority(common.ResolverBase):
-    """See the module docstring. ``gateways()`` returns this tracker's gateway (host, port) pairs and
+    """See the module docstring. ``replicas(fid, limit)`` gives a function's replicas that an SRV
+    answer may list, best first (the tracker's: ``orb.tracker.wiring.dns_replicas``, so that this
+    package imports no role); ``gateways()`` returns this tracker's gateway (host, port) pairs and
     ``gateway_url(fid)`` its URL for a function (or None); ``rng`` picks which trackers seed.orb lists
     when there are more than MAX_SEED_RECORDS."""
 
-    def __init__(self, registry, *, ttl_s=DEFAULT_TTL_S, gateways=lambda: [], gateway_url=lambda fid: None,
-                 names=no_names, rng=None):
+    def __init__(self, registry, replicas, *, ttl_s=DEFAULT_TTL_S, gateways=lambda: [],
+                 gateway_url=lambda fid: None, names=no_names, rng=None):
         super().__init__()
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be {MIN_TTL_S}..{MAX_TTL_S}")
         self.registry = registry
+        self.replicas = replicas
         self.ttl_s = int(ttl_s)
         self.gateways = gateways
         self.gateway_url = gateway_url
@@ -237,22 +238,13 @@ class OrbAuthority(common.ResolverBase):
             fields.append(("gateway", url))
         return [f"{k}={v}".encode("utf-8")[:255] for k, v in fields]
 
-    def srv_replicas(self, fid):
-        """The replicas an SRV answer lists, best first: verified, reachable, ranked."""
-        placement = self.registry.placement(fid)
-        if placement is None:
-            return []
-        # The placement's hosts, not a scan of every peer: the same rule, at the cost of the replica count.
-        hosts = [p for p in map(self.registry.peer, placement.verified) if p is not None and fid in p.function_map]
-        return rank_replicas(verified_replicas(self.registry, fid, hosts), direct=True, limit=MAX_SRV_RECORDS)
-
     def _function_srv(self, name, type, parsed):
         if self.registry.function(parsed.fid) is None:
             return None
         if type not in (dns.SRV, dns.ALL_RECORDS):
             return [], []
         answers, additional, band = [], [], 0
-        for peer in self.srv_replicas(parsed.fid):
+        for peer in self.replicas(parsed.fid, MAX_SRV_RECORDS)[:MAX_SRV_RECORDS]:
             # The bands follow the ranking's order, so SRV priority never contradicts "best first".
             band = max(band, srv_priority(peer.rtt_ms, peer.load_permille))
             target = nm.peer_name(peer.node_id).encode()

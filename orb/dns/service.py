@@ -90,10 +90,11 @@ class DNSService(service.Service):
         self.authority = None
         self.udp = self.tcp = None
 
-    def attach(self, core, gateway=None):
-        """Build the authority over ``core.registry`` and listen. ``gateway``: (host, port) or None."""
+    def attach(self, core, replicas, gateway=None):
+        """Build the authority over ``core.registry`` and listen. ``replicas(fid, limit)``: what SRV
+        lists (``orb.tracker.wiring.dns_replicas``); ``gateway``: (host, port) or None."""
         self.authority = OrbAuthority(
-            core.registry, ttl_s=self.config.ttl_s, rng=core.rng,
+            core.registry, replicas, ttl_s=self.config.ttl_s, rng=core.rng,
             gateways=lambda: [gateway] if gateway else [],
             gateway_url=lambda fid: url_of(gateway, fid) if gateway else None)
         forwarder = BoundedForwarder(self.config.forward, self.reactor) if self.config.forward else None

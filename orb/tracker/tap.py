@@ -15,7 +15,7 @@ from orb.net.service import Endpoint, NodeService, Store
 from orb.protocol.package import MAX_PACKAGE_BYTES
 from orb.tracker import registry as reg
 from orb.tracker.http import build_resource
-from orb.tracker.wiring import Tracker, TrackerConfig
+from orb.tracker.wiring import Tracker, TrackerConfig, dns_replicas
 
 REGISTRY_FILE = "registry.sqlite"
 STORE_BYTES_PER_PACKAGE_CAP = 64  # the tracker's package store holds this many maximal packages' worth
@@ -204,7 +204,8 @@ def add_dns(node_service, dns_config, reactor):
         except KeyError:
             http = None
         try:
-            dns.attach(core, gateway_of(http, core.local.advertise))
+            dns.attach(core, lambda fid, limit: dns_replicas(core.registry, fid, limit),
+                       gateway_of(http, core.local.advertise))
         except Exception as e:
             import sys
 
