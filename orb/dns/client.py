@@ -110,7 +110,8 @@ def resolve(reactor, server, name):
     ``status`` is ``ok``, or ``nxdomain`` when the server knows no such name."""
     res = resolver(reactor, server)
     name = name.rstrip(".")
-    doc = {"name": name, "server": f"{server[0]}:{server[1]}", "status": "ok", "a": [], "aaaa": [], "txt": [],
+    host = f"[{server[0]}]" if ":" in server[0] else server[0]
+    doc = {"name": name, "server": f"{host}:{server[1]}", "status": "ok", "a": [], "aaaa": [], "txt": [],
            "srv": [], "srv_name": None}
     parsed = nm.classify(name)
     try:
