@@ -471,11 +471,12 @@ class ForwardTests(SynchronousTestCase):
         self.assertIsNone(z.ask_udp("example.com", "A"))  # waiting on the upstream
         answer = z.ask_udp("example.org", "A")
         self.assertEqual(answer.rcode(), dns.rcode.SERVFAIL)  # over the bound
-        rr = tdns.RRHeader(name=b"example.com", type=tdns.A, payload=tdns.Record_A("192.0.2.80"))
+        rr = tdns.RRHeader(name=b"example.com", type=tdns.A, payload=tdns.Record_A("192.0.2.80"), auth=True)
         pending[0].callback(([rr], [], []))
         reply = dns.message.from_wire(z.udp.sent[-1][0])
         self.assertEqual([r.address for r in rrset(reply, "A")], ["192.0.2.80"])
         self.assertTrue(reply.flags & dns.flags.RA)
+        self.assertFalse(reply.flags & dns.flags.AA)  # not authoritative for what it forwarded
         self.assertEqual(z.ask_udp(f"{z.fid}.orb").rcode(), dns.rcode.NOERROR)
         self.assertEqual(asked, [b"example.com"])
 

@@ -271,16 +271,19 @@ class OrbDNSServerFactory(server.DNSServerFactory):
             send(encode_response(self._responseFromMessage(message, rCode=dns.EREFUSED), edns, limit))
             return
         d = self.resolver.query(query)
-        d.addCallback(self._answered, message)
+        d.addCallback(self._answered, message, in_zone)
         d.addErrback(self._failed, message)
         d.addCallback(lambda response: encode_response(response, edns, limit))
         d.addCallback(self._send_and_cache, send, kind, data, in_zone)
         d.addErrback(lambda f: log.failure("DNS: answering failed", f))
 
-    def _answered(self, result, message):
+    def _answered(self, result, message, in_zone):
         answers, authority, additional = result
-        return self._responseFromMessage(message, rCode=dns.OK, answers=answers, authority=authority,
-                                         additional=additional)
+        response = self._responseFromMessage(message, rCode=dns.OK, answers=answers, authority=authority,
+                                             additional=additional)
+        if not in_zone:
+            response.auth = 0  # a forwarded answer: the upstream's authority is not ours
+        return response
 
     def _failed(self, failure, message):
         if failure.check(NoSuchName):
