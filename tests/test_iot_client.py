@@ -241,23 +241,43 @@ class _SRVAuthority(authority.FileAuthority):
     """A plain twisted.names authority for `orb` whose SRV answers carry the targets' A records
     (twisted.names adds additional records for CNAME, MX and NS only)."""
 
-    _ADDITIONAL_PROCESSING_TYPES = authority.FileAuthority._ADDITIONAL_PROCESSING_TYPES + (dns.SRV,)
-
     def __init__(self, records):
         authority.FileAuthority.__init__(self, None)
-        self.soa = ("orb", dns.Record_SOA(mname="ns.orb", rname="root.orb", serial=1, refresh=60, minimum=5,
+        self.soa = (b"orb", dns.Record_SOA(mname="ns.orb", rname="root.orb", serial=1, refresh=60, minimum=5,
                                           expire=60, retry=60, ttl=5))
-        self.records = {"orb": [self.soa[1]]}
+        self.records = {b"orb": [self.soa[1]]}
         for name, record in records:
-            self.records.setdefault(name.lower(), []).append(record)
+            self.records.setdefault(name.lower().encode(), []).append(record)
 
     def loadFile(self, filename):  # records come from __init__
         pass
 
+    def _additionalRecords(self, answer, authority, ttl):
+        yield from authority_additional(self, answer, authority, ttl)
+        for record in answer + authority:
+            if record.type == dns.SRV:
+                target = record.payload.target.name
+                for rec in self.records.get(target.lower(), ()):
+                    if rec.TYPE in self._ADDRESS_TYPES:
+                        yield dns.RRHeader(target, rec.TYPE, dns.IN, rec.ttl or ttl, rec, auth=True)
+
+
+authority_additional = authority.FileAuthority._additionalRecords
+
+
+class _TruncatingFactory(server.DNSServerFactory):
+    """Truncates UDP answers (TC) at the client's EDNS0 size, 1232 bytes, as RFC 6891 has a server do.
+    twisted.names itself never truncates (server.py: "responses are never truncated")."""
+
+    def sendReply(self, protocol, message, address):
+        if address is not None:
+            message.maxSize = iot.EDNS_PAYLOAD_BYTES
+        return server.DNSServerFactory.sendReply(self, protocol, message, address)
+
 
 def serve_dns(records):
     """A twisted.names server on 127.0.0.1 (UDP and TCP on one port); returns (port, stop)."""
-    factory = server.DNSServerFactory(authorities=[_SRVAuthority(records)])
+    factory = _TruncatingFactory(authorities=[_SRVAuthority(records)])
     udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
     port = udp.getHost().port
     tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
@@ -328,6 +348,8 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         self.assertEqual((code, json.loads(out)), (0, {"sum": 5}), err)
         for step in ("tls", "hello", "invoke", "exec"):
             self.assertIn(step, err)
+        if os.environ.get("IOT_DEBUG"):
+            print(err)
 
         # --peer with the wrong node id: the binding fails, nothing is printed, the exit status says no peer.
         code, out, err = yield self.client(fid, "--peer", f"{'00' * 32}@{addr}", "--data", "{}")
@@ -353,17 +375,22 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         self.assertEqual(doc["node_id"], hosts[0]["node_id"])
 
         # Enough SRV records to pass the 1232-byte EDNS0 size: the UDP answer is truncated, TCP completes it.
-        more = [(f"_orb._tcp.{fid}.orb", dns.Record_SRV(100 + i, 0, 1, f"x{i}.{fid}.orb")) for i in range(40)]
+        more = [(f"_orb._tcp.{fid}.orb", dns.Record_SRV(100 + i, 0, 1, f"x{i}.{fid}.orb")) for i in range(80)]
         port2, stop2 = serve_dns(records + more)
         self.addCleanup(stop2)
         code, out, err = yield self.client(fid, "--dns", f"127.0.0.1:{port2}", "--data", '{"a": 1, "b": 1}', "--json")
         self.assertEqual(code, 0, out + err)
         doc = json.loads(out)
         self.assertEqual((doc["dns"]["transport"], doc["dns"]["srv_records"], json.loads(doc["output"])),
-                         ("tcp", 44, {"sum": 2}))
+                         ("tcp", 84, {"sum": 2}))
 
         # An unknown fid: NXDOMAIN from the server, a clear message and its own exit status.
         other = fidmod.to_text(fidmod.fid_for(b"nothing"))
         code, out, err = yield self.client(other, "--dns", f"127.0.0.1:{port}")
         self.assertEqual(code, iot.EXIT_NO_NAME, out + err)
         self.assertIn("no such function", err)
+        for d in self.net.daemons:
+            self.assertEqual(d.tracebacks, 0, d.text[-3000:])
+        if os.environ.get("IOT_DEBUG"):
+            for d in self.net.daemons:
+                print(d.kind, d.text[-2500:])
