@@ -167,6 +167,19 @@ class DNSMessageTests(SynchronousTestCase):
 
 
 class WireVectorTests(SynchronousTestCase):
+    def test_imports_only_the_standard_library_and_cryptography(self):
+        """The client imports nothing but the standard library and cryptography: no twisted, no orb."""
+        import ast
+
+        tree = ast.parse(open(CLIENT).read())
+        top = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                top |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                top.add(node.module.split(".")[0])
+        self.assertEqual(top - set(sys.stdlib_module_names), {"cryptography"})
+
     def test_fid_text_of_the_rfc_example(self):
         """The RFC 9.1 example fid decodes to 0x01 || SHA-256(''); uppercase or non-base32 text is refused."""
         self.assertEqual(iot.fid_from_text(FID_TEXT), fidmod.from_text(FID_TEXT))
