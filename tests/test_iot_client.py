@@ -331,8 +331,10 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         """A tracker, 3 peers (each its own 127.N.0.1) and the python template `adder` deployed on them:
         (fid text, the verified hosts from /api/v1/functions/<fid>)."""
         t1 = yield self.start_tracker("t1")
-        for i in range(1, 4):
-            yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", t1.wire_text)
+        peers = []
+        for i in range(1, 5):
+            p = yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", t1.wire_text)
+            peers.append((f"127.{i}.0.1:{p.info['wire']}", p.node_id))
         yield sleep(2)
         path = os.path.join(self.net.base_dir, "adder")
         for argv in (("keygen",), ("init", path, "--template", "python", "--name", "adder")):
@@ -346,15 +348,24 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         self.assertEqual(code, 200, doc)
         hosts = [h for h in doc["hosts"] if h["verified"] and h["live"] and not h["is_tracker"]]
         self.assertEqual(len(hosts), 3, doc)
-        return fid, hosts
+        (spare,) = [f"{node}@{addr}" for addr, node in peers if node not in {h["node_id"] for h in hosts}]
+        return fid, hosts, spare
 
     @defer.inlineCallbacks
     def test_calls_a_deployed_function_through_peer_and_through_dns(self):
-        """orb_iot.py calls the function: with --peer it prints the output; through a twisted.names SRV list
-        whose first target is dead it falls back to the next, over UDP and, when truncated, over TCP."""
-        fid, hosts = yield self.deployed()
+        """orb_iot.py calls the function: with --peer it prints the output, skipping a peer that answers not_found;
+        through a twisted.names SRV list whose first target is dead it falls back to the next, over UDP and,
+        when truncated, over TCP."""
+        fid, hosts, spare = yield self.deployed()
         host = hosts[0]
         addr = f"{host['address']['ip']}:{host['address']['port']}"
+
+        # A peer that does not host the function answers RESULT not_found: the client tries the next --peer.
+        code, out, err = yield self.client(fid, "--peer", spare, "--peer", addr, "--data", '{"a": 5, "b": 6}', "--json")
+        self.assertEqual(code, 0, out + err)
+        doc = json.loads(out)
+        self.assertEqual((json.loads(doc["output"]), [a.get("status") for a in doc["attempts"]]),
+                         ({"sum": 11}, ["not_found", "ok"]))
 
         # --peer, with the node id the tracker reports (RFC 7.5): the output on stdout, timings on stderr.
         code, out, err = yield self.client(fid, "--peer", f"{host['node_id']}@{addr}", "--data", '{"a": 2, "b": 3}')

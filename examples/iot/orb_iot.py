@@ -426,7 +426,9 @@ RESULT_STATUS = ["ok", "error", "timeout", "memory", "killed_by_policy", "output
 # ERROR codes after which the remote closes the session (11.2 "closed", and the refusals of 6.3)
 SESSION_ENDING = {"malformed", "frame_too_large", "version", "identity", "self_connection", "timeout", "shutdown",
                   "busy", "denied"}
-RETRY_ELSEWHERE = {"busy", "not_found", "refused", "internal"}  # RESULT statuses worth another replica (10.1)
+# RESULT statuses that say the call did not start, so another replica may take it (10.1). `internal`
+# and `timeout` are not among them: the function may have run, and may not be idempotent.
+RETRY_ELSEWHERE = {"busy", "not_found", "refused"}
 TLV_NAMES = {0x0001: "padding", 0x0002: "trace_id", 0x0003: "cached", 0x0004: "owner_key", 0x0005: "replica"}
 
 
@@ -436,6 +438,10 @@ class ProtocolFailure(Exception):
     def __init__(self, text, code="malformed"):
         super().__init__(text)
         self.code = code
+
+
+class NoAnswer(Exception):
+    """The INVOKE got no answer within its deadline: the call may have run, so it is not retried elsewhere."""
 
 
 class Refused(Exception):
@@ -610,7 +616,8 @@ class Session:
 def call_peer(target: Target, fid: bytes, data: bytes, deadline_ms: int, network: str, key: NodeKey,
               ctx: ssl.SSLContext, connect_timeout_s: float = 5.0, log=None) -> dict:
     """Call ``fid`` once at ``target``. Returns the RESULT as a dict with the timings of each step;
-    raises OSError, EOFError, ProtocolFailure or Refused when this peer cannot serve the call."""
+    raises OSError, EOFError, ProtocolFailure or Refused when this peer did not run the call, NoAnswer
+    when it may have."""
     log = log or (lambda *a: None)
     timings = {}
     t0 = time.perf_counter()
@@ -631,6 +638,9 @@ def call_peer(target: Target, fid: bytes, data: bytes, deadline_ms: int, network
         raise
     except Refused:
         session.close(None)  # the remote already said why; it is closing or refused the call
+        raise
+    except NoAnswer:
+        session.close("shutdown", 0, "no answer in time")
         raise
     except BaseException:
         session.close("shutdown", 0, "giving up")
@@ -697,7 +707,7 @@ def _run_session(session: Session, target: Target, fid: bytes, data: bytes, dead
             # notifications (ADDR, ANNOUNCE, ...) and stray responses: ignored
     except socket.timeout:
         session.send(CANCEL, struct.pack(">I", rid))  # 10.5: we no longer want the answer
-        raise
+        raise NoAnswer(f"no RESULT within {wait_s:.0f} s; CANCEL sent") from None
     timings["invoke_ms"] = (time.perf_counter() - t3) * 1000
     result.update(timings)
     result["node_id"] = ack["node_id"].hex()
@@ -812,6 +822,13 @@ def main(argv=None) -> int:
             report["attempts"].append({"peer": f"{target.host}:{target.port}", "error": str(e) or why})
             log(f"peer    {target.host}:{target.port} failed: {str(e) or why}; next")
             continue
+        except NoAnswer as e:
+            report["attempts"].append({"peer": f"{target.host}:{target.port}", "error": str(e)})
+            if args.json:
+                print(json.dumps(report))
+            print(f"orb_iot: {target.host}:{target.port}: {e} (not retried elsewhere: it may have run)",
+                  file=sys.stderr)
+            return EXIT_FAILED
         report["attempts"].append({"peer": result["peer"], "status": result["status"]})
         if result["status"] in RETRY_ELSEWHERE:
             log(f"peer    {result['peer']} answered {result['status']}; next")
