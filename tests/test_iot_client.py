@@ -15,7 +15,7 @@ import sys
 
 from twisted.internet import defer, reactor, utils
 from twisted.names import authority, dns, server
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
@@ -25,6 +25,7 @@ from tests._daemons import DaemonTestMixin, sleep
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(os.path.dirname(HERE), "examples", "iot", "orb_iot.py")
 ORB = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "orb")
+TWISTD = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "twistd")
 
 
 def _load_client():
@@ -327,10 +328,10 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
-    def deployed(self):
-        """A tracker, 3 peers (each its own 127.N.0.1) and the python template `adder` deployed on them:
-        (fid text, the verified hosts from /api/v1/functions/<fid>)."""
-        t1 = yield self.start_tracker("t1")
+    def deployed(self, *tracker_args):
+        """A tracker, 4 peers (each its own 127.N.0.1) and the python template `adder` deployed on 3 of them:
+        (fid text, the verified hosts from /api/v1/functions/<fid>, NODEID@HOST:PORT of the fourth peer)."""
+        t1 = yield self.start_tracker("t1", *tracker_args)
         peers = []
         for i in range(1, 5):
             p = yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", t1.wire_text)
@@ -418,3 +419,19 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         if os.environ.get("IOT_DEBUG"):
             for d in self.net.daemons:
                 print(d.kind, d.text[-2500:])
+
+    @defer.inlineCallbacks
+    def test_calls_through_the_trackers_own_dns(self):
+        """With a tracker serving .orb (--dns), orb_iot.py --dns finds the hosts by SRV and calls one of them."""
+        out, _, _ = yield utils.getProcessOutputAndValue(TWISTD, ["orb-tracker", "--help"], env=dict(os.environ))
+        if b"--dns" not in out:
+            raise SkipTest("this tracker has no --dns yet (issue 12's `dns` branch)")
+        port = closed_port()
+        fid, hosts, _ = yield self.deployed("--dns", f"127.0.0.1:{port}")
+        verified = {h["node_id"] for h in hosts}
+        code, out, err = yield self.client(fid, "--dns", f"127.0.0.1:{port}", "--data", '{"a": 7, "b": 8}', "--json")
+        self.assertEqual(code, 0, out + err)
+        doc = json.loads(out)
+        self.assertEqual(json.loads(doc["output"]), {"sum": 15})
+        self.assertIn(doc["node_id"], verified)
+        self.assertGreaterEqual(doc["dns"]["srv_records"], 1)
