@@ -88,7 +88,7 @@ iot = _load_iot()
 
 
 def tracker_dns_args(port):
-    return ["--dns", f"127.0.0.1:{port}"]
+    return ["--dns", f"127.0.0.1:{port}", "--dns-rrl", "0"]  # rrl 0: as NSD's rrl-ratelimit: 0
 
 
 def tracker_has_dns():
