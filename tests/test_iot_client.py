@@ -435,3 +435,159 @@ class DirectCallTests(DaemonTestMixin, TestCase):
         self.assertEqual(json.loads(doc["output"]), {"sum": 15})
         self.assertIn(doc["node_id"], verified)
         self.assertGreaterEqual(doc["dns"]["srv_records"], 1)
+
+
+class _FakeTLSSocket:
+    """The client's side of a TLS socket, with a scripted remote: ``respond(frame)`` is called with each
+    frame the client sends (type, flags, request_id, body) and returns bytes for the client to read."""
+
+    def __init__(self, peer_key, respond):
+        from cryptography import x509
+
+        self.der = x509.load_pem_x509_certificate(peer_key.certificate_pem()).public_bytes(
+            iot.serialization.Encoding.DER)
+        self.respond = respond
+        self.sent = []
+        self.inbound = bytearray()
+        self.closed = False
+        self._out = bytearray()
+
+    def sendall(self, data):
+        self._out += data
+        while len(self._out) >= 16:
+            _, _, t, flags, rid, length = iot.HEADER.unpack_from(self._out)
+            if len(self._out) < 16 + length:
+                break
+            frame = (t, flags, rid, bytes(self._out[16:16 + length]))
+            del self._out[:16 + length]
+            self.sent.append(frame)
+            self.inbound += self.respond(frame)
+
+    def recv(self, n):
+        out = bytes(self.inbound[:n])
+        del self.inbound[:n]
+        return out  # b"": the remote closed
+
+    def getpeercert(self, binary_form=False):
+        return self.der
+
+    def settimeout(self, t):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+MAGIC = iot.network_magic("devnet")
+
+
+def frame(message, request_id=0, flags=0):
+    return encode_frame(MAGIC, message, request_id=request_id, flags=flags)
+
+
+def hello_ack(peer_key, node_id=None):
+    return frame(m.HelloAck(version=1, node_id=node_id or peer_key.node_id, public_key=peer_key.public_bytes,
+                            roles=1, features=0, timestamp=0, nonce=1, observed=m.Endpoint("127.0.0.1", 5000),
+                            listen=(m.Endpoint("127.1.0.1", 7401),), user_agent="fake-peer"))
+
+
+class SessionTests(SynchronousTestCase):
+    """The client's session logic against a scripted remote, no sockets."""
+
+    def run_session(self, respond, peer_key=None, expected_node_id=None):
+        peer_key = peer_key or iot.NodeKey()
+        sock = _FakeTLSSocket(peer_key, respond)
+        target = iot.Target("127.1.0.1", 7401, "p1.orb", node_id=expected_node_id)
+        session = iot.Session(sock, MAGIC)
+
+        def run():
+            try:
+                return iot._run_session(session, target, b"\x01" + b"\x00" * 32, b"{}", 1000, iot.NodeKey(), {},
+                                        lambda *a: None)
+            except iot.ProtocolFailure as e:
+                session.close(e.code, 0, str(e))
+                raise
+
+        return sock, run
+
+    def test_result_is_matched_by_request_id_while_ping_is_answered(self):
+        """A PING, an unsolicited ADDR and a stray RESULT come first: the client answers PONG and waits for its own RESULT."""
+        peer_key = iot.NodeKey()
+
+        def respond(f):
+            t, flags, rid, body = f
+            if t == iot.HELLO:
+                return hello_ack(peer_key)
+            if t == iot.INVOKE:
+                ok = m.Result(status=0, queue_us=1, fetch_us=0, boot_us=2, exec_us=3, output=b"42", log=b"")
+                return (frame(m.Ping(nonce=99), request_id=77) + frame(m.Addr(entries=()))
+                        + frame(ok, request_id=rid ^ 1, flags=1) + frame(ok, request_id=rid, flags=1))
+            return b""
+
+        sock, run = self.run_session(respond, peer_key)
+        result = run()
+        self.assertEqual((result["status"], result["output"], result["node_id"]), ("ok", b"42", peer_key.node_id.hex()))
+        types = [(t, flags, rid) for t, flags, rid, _ in sock.sent]
+        self.assertEqual(types[0][0], iot.HELLO)
+        self.assertIn((iot.PONG, 1, 77), types)
+        pong = [body for t, _, _, body in sock.sent if t == iot.PONG][0]
+        self.assertEqual(struct.unpack(">Q", pong)[0], 99)
+        self.assertEqual(sock.sent[-1][0], iot.ERROR)  # closed with ERROR(shutdown)
+        self.assertEqual(iot.decode_error(sock.sent[-1][3])[0], "shutdown")
+
+    def test_a_certificate_key_other_than_hello_acks_fails_identity(self):
+        """HELLO_ACK naming a key that is not the TLS certificate's: ERROR identity, no INVOKE sent."""
+        claimed = iot.NodeKey()
+        sock, run = self.run_session(lambda f: hello_ack(claimed) if f[0] == iot.HELLO else b"")
+        self.assertRaises(iot.ProtocolFailure, run)
+        self.assertNotIn(iot.INVOKE, [t for t, _, _, _ in sock.sent])
+        self.assertEqual(iot.decode_error(sock.sent[-1][3])[0], "identity")
+
+    def test_a_node_id_other_than_the_dialled_one_fails_identity(self):
+        """--peer NODEID@...: a peer proving another node id gets ERROR identity (RFC 7.5)."""
+        peer_key = iot.NodeKey()
+        sock, run = self.run_session(lambda f: hello_ack(peer_key) if f[0] == iot.HELLO else b"", peer_key,
+                                     expected_node_id=b"\x00" * 32)
+        self.assertRaises(iot.ProtocolFailure, run)
+        self.assertEqual(iot.decode_error(sock.sent[-1][3])[0], "identity")
+
+    def test_error_answering_the_invoke_is_a_refusal(self):
+        """ERROR busy answering the INVOKE raises Refused (the caller tries the next peer)."""
+        peer_key = iot.NodeKey()
+
+        def respond(f):
+            if f[0] == iot.HELLO:
+                return hello_ack(peer_key)
+            if f[0] == iot.INVOKE:
+                return frame(m.Error(code=0x0d, ref_request_id=f[2], text="full"), request_id=f[2], flags=1)
+            return b""
+
+        sock, run = self.run_session(respond, peer_key)
+        e = self.assertRaises(iot.Refused, run)
+        self.assertEqual(e.code, "busy")
+
+    def test_wrong_magic_closes_without_error(self):
+        """A HELLO_ACK in another network's framing: the connection is closed and no ERROR is sent (RFC 4.2)."""
+        peer_key = iot.NodeKey()
+        other = encode_frame(iot.network_magic("main"), m.Ping(nonce=1), request_id=1)
+        sock, run = self.run_session(lambda f: other if f[0] == iot.HELLO else b"", peer_key)
+        self.assertRaises(iot.ProtocolFailure, run)
+        self.assertEqual([t for t, _, _, _ in sock.sent], [iot.HELLO])
+        self.assertTrue(sock.closed)
+
+    def test_unknown_critical_tlv_in_result_is_not_acted_on(self):
+        """A RESULT with an unknown critical TLV is not used: ERROR unsupported, and the call counts as unanswered."""
+        peer_key = iot.NodeKey()
+
+        def respond(f):
+            if f[0] == iot.HELLO:
+                return hello_ack(peer_key)
+            if f[0] == iot.INVOKE:
+                r = m.Result(status=0, queue_us=0, fetch_us=0, boot_us=0, exec_us=0, output=b"x", log=b"")
+                body = encode_frame(MAGIC, r, request_id=f[2], flags=1)[16:] + struct.pack(">HH", 0xFF00, 0)
+                return iot.HEADER.pack(MAGIC, 1, iot.RESULT, 1, f[2], len(body)) + body
+            return b""
+
+        sock, run = self.run_session(respond, peer_key)
+        self.assertRaises(iot.NoAnswer, run)
+        self.assertIn(("unsupported", 0), [iot.decode_error(b)[:2] for t, _, _, b in sock.sent if t == iot.ERROR])

@@ -692,6 +692,11 @@ def _run_session(session: Session, target: Target, fid: bytes, data: bytes, dead
             is_response = bool(flags & FLAG_RESPONSE)
             if msg_type == RESULT and is_response and request_id == rid:
                 result = decode_result(body)
+                unknown = [t for t, critical, _ in result["ext"] if critical and t not in TLV_NAMES]
+                if unknown:
+                    # 12.1: do not act on it; ERROR about a response is a notification (5.8 rule 3)
+                    session.send(ERROR, encode_error("unsupported", 0, f"critical TLV 0x{unknown[0]:04x}"))
+                    raise NoAnswer(f"RESULT with an unknown critical TLV 0x{unknown[0]:04x}")
                 break
             if msg_type == ERROR:
                 code, ref, text = decode_error(body)
