@@ -5,6 +5,7 @@ the RFC's vectors, and real calls to a deployed function, through `--peer` and
 through a twisted.names server serving the SRV records, as a subprocess.
 """
 
+import base64
 import importlib.util
 import json
 import os
@@ -151,6 +152,22 @@ class DNSMessageTests(SynchronousTestCase):
                                         srv(SRV_NAME, 20, 5, 2, "b.orb"), srv(SRV_NAME, 5, 0, 4, b"")])
         order = iot.order_srv(iot.parse_message(data).answers, random.Random(1))
         self.assertEqual([s[3] for s in order], ["a.orb", "b.orb", "c.orb"])
+
+    def test_peer_target_names_the_node_id_to_expect(self):
+        """An SRV target <node>.peer.orb gives the node id the peer must prove; other target names give none."""
+        node_id = bytes(range(32))
+        label = base64.b32encode(node_id).decode().lower().rstrip("=")
+        self.assertEqual(iot.node_id_of_target(f"{label}.peer.orb"), node_id)
+        for other in (f"{label}.tracker.orb", "p1.peer.orb", f"{label[:-1]}1.peer.orb", f"x.{label}.peer.orb"):
+            self.assertIsNone(iot.node_id_of_target(other), other)
+
+        def query(server, name, qtype, timeout_s):
+            q = iot.build_query(0, name, qtype)
+            return iot.parse_message(twisted_response(q, [srv(SRV_NAME, 1, 1, 7401, f"{label}.peer.orb")],
+                                                      [a(f"{label}.peer.orb", "127.3.0.1")])), "udp"
+
+        (target,), _ = iot.resolve_service(("127.0.0.1", 53), FID_TEXT, query=query)
+        self.assertEqual((target.host, target.node_id), ("127.3.0.1", node_id))
 
     def test_target_without_additional_address_is_resolved(self):
         """A SRV target with no address in the additional section is looked up with its own A query."""

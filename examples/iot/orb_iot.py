@@ -301,6 +301,20 @@ def order_srv(records: list, rng=random) -> list:
     return out
 
 
+def node_id_of_target(target: str) -> bytes | None:
+    """The node id an SRV target ``<node>.peer.orb`` names (the .orb zone section of the RFC: ``<node>``
+    is the 32-byte node id in lowercase unpadded base32), so that the peer is dialled as that node id
+    (7.5) and a hijacked address cannot answer for it. None for any other target name."""
+    labels = target.split(".")
+    if len(labels) != 3 or labels[1:] != ["peer", "orb"] or len(labels[0]) != 52:
+        return None
+    try:
+        raw = base64.b32decode(labels[0].upper() + "====")
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
 def resolve_service(server: tuple, fid_text: str, timeout_s: float = 3.0, query=dns_query, rng=random):
     """The peers that host ``fid_text``, in the order to try them: SRV ``_orb._tcp.<fid>.orb``, each
     target's addresses from the additional section, or from its own A/AAAA query when the server
@@ -326,7 +340,8 @@ def resolve_service(server: tuple, fid_text: str, timeout_s: float = 3.0, query=
                     continue
                 found += [r.data for r in more.answers if r.type == qtype and r.name == target]
             addresses[target] = found
-        targets += [Target(ip, port, target, priority, weight) for ip in found]
+        node_id = node_id_of_target(target)
+        targets += [Target(ip, port, target, priority, weight, node_id) for ip in found]
     info = {"name": name, "transport": transport, "srv_records": sum(1 for r in response.answers if r.type == TYPE_SRV),
             "extra_queries": extra_queries, "ms": (time.perf_counter() - started) * 1000}
     return targets, info
