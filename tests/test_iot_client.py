@@ -608,3 +608,40 @@ class SessionTests(SynchronousTestCase):
         sock, run = self.run_session(respond, peer_key)
         self.assertRaises(iot.NoAnswer, run)
         self.assertIn(("unsupported", 0), [iot.decode_error(b)[:2] for t, _, _, b in sock.sent if t == iot.ERROR])
+
+
+class FallbackTests(SynchronousTestCase):
+    """Which failures send the call to the next peer (main() with call_peer replaced)."""
+
+    def run_main(self, outcomes):
+        tried = []
+
+        def fake_call(target, *a, **kw):
+            tried.append(target.port)
+            outcome = outcomes[len(tried) - 1]
+            if isinstance(outcome, Exception):
+                raise outcome
+            return dict(outcome, peer=f"{target.host}:{target.port}", node_id="ab" * 32, srv_target=target.name,
+                        tcp_ms=0, tls_ms=0, hello_ms=0, invoke_ms=0, queue_us=0, fetch_us=0, boot_us=0, exec_us=0,
+                        output=b"out", log=b"", ext=[])
+
+        self.patch(iot, "call_peer", fake_call)
+        for name in ("stdout", "stderr"):
+            sink = open(os.devnull, "w")
+            self.addCleanup(sink.close)
+            self.patch(sys, name, sink)
+        argv = [FID_TEXT, "-q"] + [a for i in range(len(outcomes)) for a in ("--peer", f"127.0.0.1:{7001 + i}")]
+        return iot.main(argv), tried
+
+    def test_refusals_before_the_call_started_go_to_the_next_peer(self):
+        """ERROR busy, a lost connection and RESULT busy/not_found each move on to the next peer; ok stops there."""
+        code, tried = self.run_main([iot.Refused("busy", "full"), ConnectionRefusedError(), {"status": "busy"},
+                                     {"status": "not_found"}, {"status": "ok"}, {"status": "ok"}])
+        self.assertEqual((code, tried), (iot.EXIT_OK, [7001, 7002, 7003, 7004, 7005]))
+
+    def test_a_call_that_may_have_run_is_not_sent_again(self):
+        """A function error, no answer in time, or an input over the host's cap ends the run at that peer."""
+        for first, status in (({"status": "error"}, iot.EXIT_FAILED), (iot.NoAnswer("late"), iot.EXIT_FAILED),
+                              (iot.Refused("too_large", "1 MiB"), iot.EXIT_FAILED)):
+            code, tried = self.run_main([first, {"status": "ok"}])
+            self.assertEqual((code, tried), (status, [7001]), first)

@@ -441,6 +441,9 @@ RESULT_STATUS = ["ok", "error", "timeout", "memory", "killed_by_policy", "output
 # ERROR codes after which the remote closes the session (11.2 "closed", and the refusals of 6.3)
 SESSION_ENDING = {"malformed", "frame_too_large", "version", "identity", "self_connection", "timeout", "shutdown",
                   "busy", "denied"}
+# ERRORs answering the INVOKE that every replica would give alike (10.2: the deadline over the host's
+# maximum, the input over its cap): not sent elsewhere.
+FINAL_ERRORS = {"out_of_range", "too_large"}
 # RESULT statuses that say the call did not start, so another replica may take it (10.1). `internal`
 # and `timeout` are not among them: the function may have run, and may not be idempotent.
 RETRY_ELSEWHERE = {"busy", "not_found", "refused"}
@@ -837,8 +840,17 @@ def main(argv=None) -> int:
     for target in peers:
         try:
             result = call_peer(target, fid, data, args.deadline_ms, args.network, key, ctx, args.timeout, log)
-        except (OSError, EOFError, ProtocolFailure, Refused) as e:
-            why = e.code if isinstance(e, Refused) else type(e).__name__
+        except Refused as e:
+            report["attempts"].append({"peer": f"{target.host}:{target.port}", "error": str(e)})
+            if e.code in FINAL_ERRORS:
+                if args.json:
+                    print(json.dumps(report))
+                print(f"orb_iot: {target.host}:{target.port} refused the call: {e}", file=sys.stderr)
+                return EXIT_FAILED
+            log(f"peer    {target.host}:{target.port} refused: {e}; next")
+            continue
+        except (OSError, EOFError, ProtocolFailure) as e:
+            why = type(e).__name__
             report["attempts"].append({"peer": f"{target.host}:{target.port}", "error": str(e) or why})
             log(f"peer    {target.host}:{target.port} failed: {str(e) or why}; next")
             continue
