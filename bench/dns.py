@@ -136,10 +136,11 @@ def wait_answering(server, name="orb", qtype=6, timeout_s=20.0):
 class Child:
     """A server process started by the bench, stopped (SIGTERM, then SIGKILL) by ``stop``."""
 
-    def __init__(self, name, argv, log_path, **kw):
+    def __init__(self, name, argv, log_path, registry, **kw):
         self.name = name
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(argv, stdout=kw.pop("stdout", self.log), stderr=self.log, **kw)
+        registry.append(self)  # at once: whoever cleans up stops it even if starting fails later
 
     def stop(self):
         if self.proc.poll() is None:
@@ -176,7 +177,7 @@ zone:
 """
 
 
-def start_nsd(workdir, zone_path):
+def start_nsd(workdir, zone_path, registry):
     """NSD on a loopback port, one server process (the tracker is one process too), no rate limit."""
     port = free_port()
     d = os.path.join(workdir, "nsd")
@@ -184,19 +185,18 @@ def start_nsd(workdir, zone_path):
     conf = os.path.join(d, "nsd.conf")
     with open(conf, "w") as f:
         f.write(NSD_CONF.format(port=port, dir=d, zone=zone_path))
-    child = Child("nsd", [NSD, "-d", "-c", conf], os.path.join(d, "nsd.log"))
+    child = Child("nsd", [NSD, "-d", "-c", conf], os.path.join(d, "nsd.log"), registry)
     wait_answering(("127.0.0.1", port))
     return child, ("127.0.0.1", port)
 
 
-def start_names(workdir, zone_path):
+def start_names(workdir, zone_path, registry):
     """Plain twisted.names serving the zone file, in its own process; it prints its port."""
     log = os.path.join(workdir, "names.log")
-    child = Child("names", [sys.executable, os.path.abspath(__file__), "--serve-names", zone_path], log,
+    child = Child("names", [sys.executable, os.path.abspath(__file__), "--serve-names", zone_path], log, registry,
                   stdout=subprocess.PIPE)
     line = child.proc.stdout.readline()
     if not line.strip().isdigit():
-        child.stop()
         raise RuntimeError(f"twisted.names baseline did not start: {open(log).read()[-2000:]}")
     server = ("127.0.0.1", int(line))
     wait_answering(server)
@@ -351,7 +351,7 @@ def _pct(values, p):
 
 
 @defer.inlineCallbacks
-def start_devnet(workdir, args, with_dns):
+def start_devnet(workdir, args, with_dns, registry):
     """A tracker (with --dns when it has it) and ``args.peers`` peers, each on its own 127.N.0.1, and
     ``args.functions`` functions deployed with the real `orb deploy`, as bench/deploy.py does.
     Fires with (devnet, the tracker's DNS server or None, {fid: /api/v1/functions/<fid>})."""
@@ -360,32 +360,29 @@ def start_devnet(workdir, args, with_dns):
     from orb.devnet import Devnet, sleep
 
     net = Devnet(workdir, network=NETWORK)
-    try:
-        dns_port = free_port() if with_dns else None
-        tracker = yield net.start_tracker("t1", *(tracker_dns_args(dns_port) if with_dns else []))
-        for i in range(1, args.peers + 1):
-            yield net.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", tracker.wire_text)
-        yield sleep(2)
-        env = dict(os.environ, ORB_HOME=os.path.join(workdir, "owner"), ORB_NETWORK=NETWORK)
+    registry.append(net)  # its daemons are stopped by whoever cleans up, even if this fails half-way
+    dns_port = free_port() if with_dns else None
+    tracker = yield net.start_tracker("t1", *(tracker_dns_args(dns_port) if with_dns else []))
+    for i in range(1, args.peers + 1):
+        yield net.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", tracker.wire_text)
+    yield sleep(2)
+    env = dict(os.environ, ORB_HOME=os.path.join(workdir, "owner"), ORB_NETWORK=NETWORK)
 
-        @defer.inlineCallbacks
-        def orb(*argv):
-            out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-            if code:
-                raise RuntimeError(f"orb {argv[0]} exited {code}: {(err or out).decode()[-800:]}")
-            return out.decode()
+    @defer.inlineCallbacks
+    def orb(*argv):
+        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
+        if code:
+            raise RuntimeError(f"orb {argv[0]} exited {code}: {(err or out).decode()[-800:]}")
+        return out.decode()
 
-        yield orb("keygen")
-        docs = {}
-        for i in range(args.functions):
-            path = os.path.join(workdir, f"fn{i}")
-            yield orb("init", path, "--template", "python", "--name", f"fn{i}")  # a distinct name: a distinct fid
-            done = json.loads((yield orb("deploy", path, "--tracker", tracker.wire_text, "--json")))
-            _, doc = yield tracker.get_json(f"/api/v1/functions/{done['fid']}")
-            docs[done["fid"]] = doc
-    except BaseException:
-        yield net.stop_all()
-        raise
+    yield orb("keygen")
+    docs = {}
+    for i in range(args.functions):
+        path = os.path.join(workdir, f"fn{i}")
+        yield orb("init", path, "--template", "python", "--name", f"fn{i}")  # a distinct name: a distinct fid
+        done = json.loads((yield orb("deploy", path, "--tracker", tracker.wire_text, "--json")))
+        _, doc = yield tracker.get_json(f"/api/v1/functions/{done['fid']}")
+        docs[done["fid"]] = doc
     return net, (("127.0.0.1", dns_port) if with_dns else None), docs
 
 
@@ -426,8 +423,21 @@ def blocking(f, *a, **kw):
 
 @defer.inlineCallbacks
 def run(args):
+    from twisted.internet import reactor
+
     workdir = tempfile.mkdtemp(prefix="orb-bench-dns-")
-    children, net = [], None
+    children, nets = [], []
+
+    def cleanup():
+        """Stop every process this run started; also run at reactor shutdown (Ctrl-C)."""
+        while children:
+            children.pop().stop()
+        stopping = [nets.pop().stop_all() for _ in list(nets)]
+        d = defer.DeferredList(stopping, consumeErrors=True)
+        d.addBoth(lambda _: shutil.rmtree(workdir, ignore_errors=True))
+        return d
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", cleanup)
     load_start = os.getloadavg()[0]
     try:
         orb_server, source = None, ""
@@ -443,7 +453,7 @@ def run(args):
             with_dns = yield blocking(tracker_has_dns)
             print(f"starting a devnet: a tracker{' with --dns' if with_dns else ''}, {args.peers} peers, "
                   f"{args.functions} functions deployed ...", flush=True)
-            net, orb_server, docs = yield start_devnet(os.path.join(workdir, "devnet"), args, with_dns)
+            _, orb_server, docs = yield start_devnet(os.path.join(workdir, "devnet"), args, with_dns, nets)
             fids = list(docs)
             if orb_server is not None:
                 yield blocking(wait_answering, orb_server)
@@ -462,10 +472,8 @@ def run(args):
                     f.write(f"{fid}.orb A\n" if mix == "A" else f"_orb._tcp.{fid}.orb SRV\n")
             mixes[mix] = path
 
-        nsd, nsd_server = yield blocking(start_nsd, workdir, zone)
-        children.append(nsd)
-        names, names_server = yield blocking(start_names, workdir, zone)
-        children.append(names)
+        _, nsd_server = yield blocking(start_nsd, workdir, zone, children)
+        _, names_server = yield blocking(start_names, workdir, zone, children)
         servers = {"nsd": nsd_server, "names": names_server}
         if args.with_orb_target == "names":
             orb_server = names_server
@@ -517,11 +525,8 @@ def run(args):
                 })
         report(rows, servers, args, load_start, load_end)
     finally:
-        for child in children:
-            yield blocking(child.stop)
-        if net is not None:
-            yield net.stop_all()
-        shutil.rmtree(workdir, ignore_errors=True)
+        reactor.removeSystemEventTrigger(trigger)
+        yield cleanup()
 
 
 LABELS = {"orb": "ORB tracker", "nsd": "NSD", "names": "twisted.names"}
