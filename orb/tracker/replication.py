@@ -158,6 +158,15 @@ class Replication:
         """The verified, live hosts of ``fid`` (what LOOKUP answers)."""
         return verified_replicas(self.registry, fid, self.hosting(fid))
 
+    def cold_replicas(self, fid):
+        """Live peers placed for ``fid`` but not verified yet: in the placement with no passed challenge,
+        or with an offer of it outstanding here. They may have to fetch the package before a call runs."""
+        placement = self.registry.placement(fid)
+        placed = {n for n, at in placement.hosts if at == 0} if placement is not None else set()
+        placed |= {n for (f, n) in self._offers if f == fid}
+        verified = set(placement.verified) if placement is not None else set()
+        return [p for p in self.registry.peers() if p.node_id in placed and p.node_id not in verified]
+
     # --- the manager's loop -------------------------------------------------------------
 
     def _changed(self, change):

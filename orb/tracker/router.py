@@ -1,34 +1,85 @@
-# -*- test-case-name: tests.test_functions -*-
+# -*- test-case-name: tests.test_router -*-
 """
-Calls through a tracker (RFC 10.2): the gateway's ``POST /f/<fid>`` and
-INVOKE sent to a tracker both come here.
+Calls through a tracker (RFC 10.1, 10.2, 10.5, 10.6): the gateway's
+``POST /f/<fid>`` and INVOKE sent to a tracker both come here.
 
-The router takes the function's verified replicas best first (the one
-ranking, orb.tracker.routing) and forwards INVOKE to the first it holds a
-session with, with ``deadline_ms`` reduced by the time already spent. A
-replica that fails before it answers (its session lost, RESULT ``busy`` or
-``not_found``) is skipped for the next; a call that may have started is
-not retried. The answer is the replica's RESULT; with no usable replica it
-is RESULT ``busy`` (the function has replicas, none can take the call) or
-``not_found`` (no such function).
+Choosing.  The candidates are the function's verified replicas; when none
+of them can take the call (no channel, or at its concurrency cap), its
+*cold* replicas: placed and accepted but not verified yet, which may have to
+fetch the package first (Replication.cold_replicas). Among those with a free
+slot the router takes one by power-of-two-choices on the one cost
+(orb.tracker.routing): RTT × (outstanding + 1) × (1000 + load) / 1000, where
+``outstanding`` is the calls this tracker has in flight on the replica.
 
-This is the first cut of issue 11: no hedging, no relay to peers homed
-elsewhere, no per-peer concurrency bookkeeping yet.
+Backpressure.  At most ``max_per_replica`` calls are in flight on one
+replica. A call whose candidates are all at their cap waits in one FIFO
+queue of at most ``max_queue`` calls, until a slot frees on one of them or
+its deadline passes; with the queue full it is answered RESULT ``busy`` at
+once, with ``retry_after_s`` in the Answer.
+
+Retries.  A replica that fails before it could have started the call (no
+channel, the request could not be sent, ERROR busy / rate_limited /
+not_found / shutdown, RESULT busy / not_found) is skipped for the next one.
+Once the request was sent, a lost session or a timeout may have left the
+function half run: the call goes to another replica only if the manifest
+says ``idempotent``; otherwise the answer is RESULT ``internal`` saying so.
+
+Hedging (idempotent functions only).  Once the request has been out longer
+than the replica's recent p95 latency for this function (a window of the
+last LATENCY_WINDOW answers, used from MIN_HEDGE_SAMPLES on), a second
+request goes to another replica with a free slot. The first RESULT wins;
+the other request's Deferred is cancelled, which sends CANCEL to its host.
+
+Deadlines.  ``deadline_s`` (INVOKE's ``deadline_ms``; 0 or None means the
+manifest's ``timeout_ms``) is the caller's whole budget, counted from when
+the call reached the router. Each INVOKE sent carries what is left of it;
+the router waits that plus REQUEST_MARGIN_S, plus COLD_FETCH_ALLOWANCE_S
+for a cold replica (fetch and boot never count against the caller). A
+deadline past MAX_DEADLINE_S is refused (ERROR ``out_of_range`` to INVOKE).
+
+Cache.  For a ``pure`` function an ``ok`` answer is kept in the result
+cache (orb.tracker.cache) and served from there, marked ``cached``.
+
+Cancel.  A caller's CANCEL for an INVOKE it sent here cancels the routed
+call, and so does the loss of its session: CANCEL goes on to the replica.
 """
+
+import collections
+import math
+import random
 
 import attrs
 from twisted.internet import defer, error
+from twisted.python.failure import Failure
 
 from orb.net.adapter import RemoteError, RequestTimeout
+from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
-from orb.protocol.codes import ErrorCode, ResultStatus
+from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.messages import MessageType
-from orb.tracker.routing import rank_replicas
+from orb.tracker.cache import ResultCache
+from orb.tracker.routing import choose
 
-DEFAULT_DEADLINE_S = 10.0
-MAX_DEADLINE_S = 300.0
+log = orb_logger()
+
+MAX_DEADLINE_S = 300.0  # a longer deadline is refused: ERROR(out_of_range)
+REQUEST_MARGIN_S = 1.0  # the router waits for a RESULT this long past the caller's deadline
+COLD_FETCH_ALLOWANCE_S = 30.0  # ... and this much more from a cold replica, which fetches first
+DEFAULT_MAX_PER_REPLICA = 32  # calls this tracker has in flight on one replica
+DEFAULT_MAX_QUEUE = 256  # calls waiting for a free slot, in all
+RETRY_AFTER_S = 1.0  # the hint given with "busy"
+LATENCY_WINDOW = 64  # answers kept per (function, replica) for its p95
+MIN_HEDGE_SAMPLES = 8  # no hedging on fewer
+MAX_LATENCY_WINDOWS = 4096  # (function, replica) pairs tracked; least recently used dropped
+MAX_HEDGES = 1  # extra requests per call
+MAX_CALLERS_CALLS = 4096  # INVOKEs received and not yet answered, over all sessions (for CANCEL)
 RETRY_BEFORE_START = (ResultStatus.BUSY, ResultStatus.NOT_FOUND)
+ERRORS_BEFORE_START = (int(ErrorCode.BUSY), int(ErrorCode.RATE_LIMITED), int(ErrorCode.NOT_FOUND),
+                       int(ErrorCode.SHUTDOWN))
+MAX_TRACE_ID_BYTES = 16
+
+DEFAULT_DEADLINE_S = 10.0  # kept for callers that name it; the manifest's timeout is the default budget
 
 
 def result(status, text=""):
@@ -45,65 +96,452 @@ class Answer:
     network_us: int = 0
     cached: bool = False  # served from the tracker's result cache (RFC 10.6), not by a run
     route: str = "direct"  # how the replica was reached: "direct" (its session here), "relay" (RFC 10.3)
-    attempts: int = 1  # replicas asked, hedges included
+    attempts: int = 1  # requests sent to replicas, hedges and retries included (0: none, e.g. cached)
+    retry_after_s: float | None = None  # with RESULT busy: when trying again makes sense
+    refusal: int = 0  # an ErrorCode when the call was refused before routing (out_of_range: a bad deadline)
+
+
+def deadline_problem(deadline_s):
+    """Why ``deadline_s`` (seconds, None or 0 for the default) is refused, or None."""
+    if deadline_s is None:
+        return None
+    if not math.isfinite(deadline_s) or deadline_s < 0:
+        return "the deadline must be a finite, non-negative number of seconds"
+    if deadline_s > MAX_DEADLINE_S:
+        return f"a deadline of {deadline_s:g} s is past the maximum of {MAX_DEADLINE_S:g} s"
+    return None
+
+
+def trace_id_of(message):
+    """The INVOKE's ``trace_id`` TLV (RFC 12), or b"" without one (or with an oversized one)."""
+    for tlv in message.ext:
+        if tlv.type == TlvType.TRACE_ID and len(tlv.value) <= MAX_TRACE_ID_BYTES:
+            return tlv.value
+    return b""
+
+
+class _Direct:
+    """The default channel: the tracker's own session with the replica."""
+
+    route = "direct"
+
+    def __init__(self, record):
+        self.record = record
+
+    def request(self, message, timeout_s):
+        return self.record.request(message, timeout_s=timeout_s)
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    node_id: bytes
+    route: str
+    sent_at: float
+    cold: bool
+    deferred: defer.Deferred | None = None
+    may_have_started: bool = True  # False: the request failed before it was sent
 
 
 class Router:
-    def __init__(self, clock, table, registry, replication):
+    def __init__(self, clock, table, registry, replication, *, channel=None, rng=None, cache=None,
+                 max_per_replica=DEFAULT_MAX_PER_REPLICA, max_queue=DEFAULT_MAX_QUEUE):
         self.clock = clock
         self.table = table
         self.registry = registry
         self.replication = replication
+        self.channel = channel or self._direct_channel
+        self.rng = rng or random.Random()
+        self.cache = cache if cache is not None else ResultCache(clock)
+        self.max_per_replica = max_per_replica
+        self.max_queue = max_queue
+        self._outstanding = {}  # node id -> requests in flight on it (no entry: 0)
+        self._latency = collections.OrderedDict()  # (fid bytes, node id) -> deque of seconds
+        self._queue = collections.deque()  # _Call waiting for a free slot, oldest first
+        self._callers = {}  # (caller's record, its request id) -> Deferred of the routed call
+        self._by_caller = {}  # caller's record -> set of its request ids in _callers
 
     def handlers(self):
-        return {MessageType.INVOKE: self.on_invoke}
+        return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
+
+    def _direct_channel(self, node_id):
+        record = self.table.get(node_id)
+        if record is None or not record.ready:
+            return None
+        return _Direct(record)
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def outstanding(self, node_id):
+        return self._outstanding.get(node_id, 0)
+
+    def queued(self):
+        return len(self._queue)
+
+    def has_slot(self, node_id):
+        return self.outstanding(node_id) < self.max_per_replica
+
+    def _take(self, node_id):
+        self._outstanding[node_id] = self.outstanding(node_id) + 1
+
+    def _release(self, node_id):
+        left = self.outstanding(node_id) - 1
+        if left > 0:
+            self._outstanding[node_id] = left
+        else:
+            self._outstanding.pop(node_id, None)
+        for _ in range(len(self._queue)):  # FIFO: the oldest call that can use the slot takes it
+            if not self.has_slot(node_id):
+                return
+            call = next((c for c in self._queue if c.waits_for(node_id)), None)
+            if call is None:
+                return
+            self._queue.remove(call)
+            call.woken()
+
+    def observe_latency(self, fid_raw, node_id, seconds):
+        key = (fid_raw, node_id)
+        window = self._latency.pop(key, None)
+        if window is None:
+            window = collections.deque(maxlen=LATENCY_WINDOW)
+            if len(self._latency) >= MAX_LATENCY_WINDOWS:
+                self._latency.popitem(last=False)
+        window.append(seconds)
+        self._latency[key] = window
+
+    def p95_s(self, fid_raw, node_id):
+        """The replica's recent p95 latency for the function, or None with fewer than MIN_HEDGE_SAMPLES."""
+        window = self._latency.get((fid_raw, node_id))
+        if window is None or len(window) < MIN_HEDGE_SAMPLES:
+            return None
+        ordered = sorted(window)
+        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+    # --- the wire ---------------------------------------------------------------------
 
     def on_invoke(self, record, message, request_id):
-        d = self.call(message.fid, message.input, message.deadline_ms / 1000 if message.deadline_ms else None,
-                      message.token)
-        d.addCallback(lambda answer: record.send(answer.result, response_to=request_id))
+        problem = deadline_problem(message.deadline_ms / 1000)
+        if problem is not None:
+            record.refuse(request_id, ErrorCode.OUT_OF_RANGE, problem)
+            return
+        if len(self._callers) >= MAX_CALLERS_CALLS:
+            record.refuse(request_id, ErrorCode.BUSY, "this tracker has too many calls in flight; try another")
+            return
+        d = self.call(message.fid, message.input, message.deadline_ms / 1000 or None, message.token,
+                      trace_id_of(message))
+        key = (record, request_id)
+        if not d.called:
+            self._callers[key] = d
+            self._by_caller.setdefault(record, set()).add(request_id)
 
-    @defer.inlineCallbacks
-    def call(self, fid_raw, data, deadline_s=None, token=b""):
-        """Run ``fid_raw`` once on its best replica: Deferred[Answer], never an errback."""
-        started = self.clock.seconds()
+        def answered(answer):
+            self._forget_caller(key)
+            if answer.refusal:
+                record.refuse(request_id, answer.refusal, answer.result.log.decode("utf-8", "replace"))
+            else:
+                record.send(answer.result, response_to=request_id)
+
+        def cancelled(failure):
+            failure.trap(defer.CancelledError)
+            self._forget_caller(key)
+
+        d.addCallbacks(answered, cancelled)
+
+    def on_cancel(self, record, message, request_id):
+        """The caller withdraws its INVOKE ``message.request_id``: stop the routed call (RFC 10.5)."""
+        d = self._callers.get((record, message.request_id))
+        if d is not None:
+            d.cancel()
+
+    def session_lost(self, record):
+        """A caller went away: cancel every call it had routed here."""
+        for request_id in list(self._by_caller.get(record, ())):
+            d = self._callers.get((record, request_id))
+            if d is not None:
+                d.cancel()
+        self._by_caller.pop(record, None)
+
+    def _forget_caller(self, key):
+        if self._callers.pop(key, None) is None:
+            return
+        ids = self._by_caller.get(key[0])
+        if ids is not None:
+            ids.discard(key[1])
+            if not ids:
+                del self._by_caller[key[0]]
+
+    # --- calls ------------------------------------------------------------------------
+
+    def call(self, fid_raw, data, deadline_s=None, token=b"", trace_id=b""):
+        """
+        Run ``fid_raw`` once on its best replica: Deferred[Answer], never an
+        errback. Cancelling the Deferred withdraws the call (CANCEL to the
+        replicas it is running on).
+        """
         try:
             fid = fidmod.to_text(fid_raw)
         except fidmod.FidError:
-            return Answer(result(ResultStatus.NOT_FOUND, "not a fid"))
+            return defer.succeed(Answer(result(ResultStatus.NOT_FOUND, "not a fid"), attempts=0))
+        problem = deadline_problem(deadline_s)
+        if problem is not None:
+            return defer.succeed(Answer(result(ResultStatus.INTERNAL, problem), attempts=0,
+                                        refusal=int(ErrorCode.OUT_OF_RANGE)))
         function = self.registry.function(fid)
         if function is None:
-            return Answer(result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed"))
-        budget = min(deadline_s or function.manifest_json()["timeout_ms"] / 1000 + 1, MAX_DEADLINE_S)
-        tried = 0
-        for peer in rank_replicas(self.replication.replicas(fid)):
-            record = self.table.get(peer.node_id)
-            if record is None or not record.ready:
-                continue
-            remaining = budget - (self.clock.seconds() - started)
-            if remaining <= 0:
-                return Answer(result(ResultStatus.TIMEOUT, "the deadline passed before a replica could take the call"))
-            tried += 1
-            sent = self.clock.seconds()
-            try:
-                answer = yield record.request(
-                    m.Invoke(fid=fid_raw, deadline_ms=max(1, int(remaining * 1000)), token=token, input=data),
-                    timeout_s=remaining + 1.0)
-            except (error.ConnectionLost, error.ConnectionDone):
-                continue  # it never answered: try the next replica
-            except RequestTimeout:
-                return Answer(result(ResultStatus.TIMEOUT, "the replica did not answer within the deadline"),
-                              peer.node_id)
-            except RemoteError as e:
-                if e.code in (int(ErrorCode.BUSY), int(ErrorCode.RATE_LIMITED)):
+            return defer.succeed(Answer(result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed"), attempts=0))
+        manifest = function.manifest_json()
+        if manifest.get("pure"):
+            hit = self.cache.get(fid_raw, data)
+            if hit is not None:
+                cached, replica = hit
+                return defer.succeed(Answer(cached, replica, cached=True, attempts=0))
+        budget_s = min(deadline_s or manifest["timeout_ms"] / 1000, MAX_DEADLINE_S)
+        trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id[:MAX_TRACE_ID_BYTES]),) if trace_id else ()
+        call = _Call(self, fid, fid_raw, data, token, trace, budget_s, bool(manifest.get("idempotent")),
+                     bool(manifest.get("pure")))
+        call.next_replica()
+        return call.deferred
+
+
+class _Call:
+    """One call's way through the replicas: choose, send, retry, hedge, answer once."""
+
+    def __init__(self, router, fid, fid_raw, data, token, trace, budget_s, idempotent, pure):
+        self.router = router
+        self.clock = router.clock
+        self.fid, self.fid_raw, self.data, self.token, self.trace = fid, fid_raw, data, token, trace
+        self.idempotent = idempotent
+        self.pure = pure
+        self.started = self.clock.seconds()
+        self.budget_s = budget_s
+        self.deferred = defer.Deferred(lambda _: self._withdraw())
+        self.done = False
+        self.tried = set()  # node ids asked (or found unusable) in this call
+        self.inflight = {}  # node id -> _Attempt
+        self.attempts = 0
+        self.hedges = 0
+        self.why = ""  # the last failure, for the final answer
+        self.waiting_for = frozenset()  # node ids whose slot would let a queued call go on
+        self._hedge_timer = None
+        self._queue_timer = None
+
+    def remaining_s(self):
+        return self.budget_s - (self.clock.seconds() - self.started)
+
+    # --- choosing -------------------------------------------------------------------
+
+    def _candidates(self):
+        """(verified, cold) replicas not tried yet, each as [(PeerRecord, channel)]."""
+        replication = self.router.replication
+        verified = replication.replicas(self.fid)
+        ids = {p.node_id for p in verified}
+        cold_of = getattr(replication, "cold_replicas", None)
+        cold = [p for p in (cold_of(self.fid) if cold_of else ()) if p.node_id not in ids]
+        out = []
+        for group in (verified, cold):
+            usable = []
+            for peer in group:
+                if peer.node_id in self.tried:
                     continue
-                return Answer(result(ResultStatus.INTERNAL, f"the replica refused the call: {e.text[:200]}"),
-                              peer.node_id)
-            if answer.status_kind in RETRY_BEFORE_START:
-                continue
-            at_host_us = answer.queue_us + answer.fetch_us + answer.boot_us + answer.exec_us
-            network_us = max(0, int((self.clock.seconds() - sent) * 1e6) - at_host_us)
-            return Answer(answer, peer.node_id, network_us)
-        if tried:
-            return Answer(result(ResultStatus.BUSY, "every replica was busy or unreachable; try again shortly"))
-        return Answer(result(ResultStatus.BUSY, "no live replica can take the call right now"))
+                channel = self.router.channel(peer.node_id)
+                if channel is None:
+                    self.tried.add(peer.node_id)  # not reachable now: it failed before starting
+                    self.why = self.why or "no replica is reachable from this tracker"
+                    continue
+                usable.append((peer, channel))
+            out.append(usable)
+        return out
+
+    def next_replica(self):
+        try:
+            self._next_replica()
+        except Exception:
+            log.failure("routing a call to {fid}", fid=self.fid[:16])
+            self.finish(Answer(result(ResultStatus.INTERNAL, "the tracker failed to route the call"),
+                               attempts=self.attempts))
+
+    def _next_replica(self):
+        if self.done:
+            return
+        if self.remaining_s() <= 0:
+            if not self.inflight:
+                self.finish(Answer(result(ResultStatus.TIMEOUT, "the deadline passed before a replica answered"),
+                                   attempts=self.attempts))
+            return
+        router = self.router
+        verified, cold = self._candidates()
+        for group, is_cold in ((verified, False), (cold, True)):
+            free = [p for p, _ in group if router.has_slot(p.node_id)]
+            if free:
+                peer = choose(free, router.rng, router.outstanding)
+                self.send(peer.node_id, dict((p.node_id, c) for p, c in group)[peer.node_id], is_cold)
+                return
+        if self.inflight:
+            return  # a hedge or the first request is still out: wait for it
+        full = {p.node_id for p, _ in verified + cold}
+        if full:
+            self._enqueue(full)
+            return
+        if self.attempts or self.why:
+            text = f"every replica failed or was unreachable ({self.why}); try again shortly"
+        else:
+            text = "no live replica can take the call right now"
+        self.finish(Answer(result(ResultStatus.BUSY, text), attempts=self.attempts, retry_after_s=RETRY_AFTER_S))
+
+    def _enqueue(self, node_ids):
+        router = self.router
+        if len(router._queue) >= router.max_queue:
+            self.finish(Answer(result(ResultStatus.BUSY, "every replica is at its concurrency limit and the "
+                                                         "tracker's queue is full; try again shortly"),
+                               attempts=self.attempts, retry_after_s=RETRY_AFTER_S))
+            return
+        self.waiting_for = frozenset(node_ids)
+        router._queue.append(self)
+        self._queue_timer = self.clock.callLater(max(0.0, self.remaining_s()), self._queue_timed_out)
+
+    def waits_for(self, node_id):
+        return node_id in self.waiting_for
+
+    def woken(self):
+        """A slot freed on one of our replicas (we have left the queue)."""
+        self.waiting_for = frozenset()
+        if self._queue_timer is not None and self._queue_timer.active():
+            self._queue_timer.cancel()
+        self._queue_timer = None
+        self.next_replica()
+
+    def _queue_timed_out(self):
+        self._queue_timer = None
+        if self in self.router._queue:
+            self.router._queue.remove(self)
+        self.finish(Answer(result(ResultStatus.TIMEOUT, "the deadline passed while every replica was at its "
+                                                        "concurrency limit"), attempts=self.attempts))
+
+    # --- sending ----------------------------------------------------------------------
+
+    def send(self, node_id, channel, cold):
+        router = self.router
+        remaining = self.remaining_s()
+        self.tried.add(node_id)
+        self.attempts += 1
+        router._take(node_id)
+        attempt = _Attempt(node_id, getattr(channel, "route", "direct"), self.clock.seconds(), cold)
+        self.inflight[node_id] = attempt
+        invoke = m.Invoke(fid=self.fid_raw, deadline_ms=max(1, math.ceil(remaining * 1000)), token=self.token,
+                          input=self.data, ext=self.trace)
+        timeout_s = remaining + REQUEST_MARGIN_S + (COLD_FETCH_ALLOWANCE_S if cold else 0.0)
+        try:
+            d = channel.request(invoke, timeout_s)
+        except Exception:
+            log.failure("sending INVOKE to {peer}", peer=node_id.hex()[:16])
+            d = defer.fail(error.ConnectionLost("the channel failed to send"))
+        attempt.deferred = d
+        attempt.may_have_started = not d.called
+        self._arm_hedge(attempt)
+        d.addBoth(self._answered, attempt)
+
+    def _arm_hedge(self, attempt):
+        if not self.idempotent or self.hedges >= MAX_HEDGES or len(self.inflight) != 1 or self.done:
+            return
+        p95 = self.router.p95_s(self.fid_raw, attempt.node_id)
+        if p95 is None or p95 >= self.remaining_s():
+            return
+        if self._hedge_timer is not None and self._hedge_timer.active():
+            self._hedge_timer.cancel()
+        self._hedge_timer = self.clock.callLater(p95, self._hedge)
+
+    def _hedge(self):
+        """The request has been out longer than its replica's p95: ask another replica too."""
+        self._hedge_timer = None
+        if self.done or not self.inflight or self.remaining_s() <= 0:
+            return
+        router = self.router
+        verified, _ = self._candidates()
+        free = [p for p, _ in verified if router.has_slot(p.node_id)]
+        if not free:
+            return  # hedges never queue
+        peer = choose(free, router.rng, router.outstanding)
+        self.hedges += 1
+        self.send(peer.node_id, dict((p.node_id, c) for p, c in verified)[peer.node_id], False)
+
+    # --- answers ----------------------------------------------------------------------
+
+    def _answered(self, outcome, attempt):
+        router = self.router
+        self.inflight.pop(attempt.node_id, None)
+        router._release(attempt.node_id)
+        if self.done:
+            return None  # a losing hedge, or a call withdrawn: its Deferred was cancelled
+        node = attempt.node_id.hex()[:16]
+        if not isinstance(outcome, Failure):
+            if outcome.status_kind in RETRY_BEFORE_START:
+                self.why = f"replica {node} answered {outcome.status_kind.name.lower()}"
+                return self._failed_before_start()
+            elapsed = self.clock.seconds() - attempt.sent_at
+            router.observe_latency(self.fid_raw, attempt.node_id, elapsed)
+            at_host_us = outcome.queue_us + outcome.fetch_us + outcome.boot_us + outcome.exec_us
+            network_us = max(0, int(elapsed * 1e6) - at_host_us)
+            if self.pure:
+                router.cache.put(self.fid_raw, self.data, outcome, attempt.node_id)
+            return self.finish(Answer(outcome, attempt.node_id, network_us, route=attempt.route,
+                                      attempts=self.attempts))
+        if outcome.check(error.ConnectionLost, error.ConnectionDone):
+            if not attempt.may_have_started:
+                self.why = f"replica {node} was not reachable"
+                return self._failed_before_start()
+            return self._lost_mid_call(attempt, f"replica {node} was lost mid-call")
+        if outcome.check(RequestTimeout):
+            return self._lost_mid_call(attempt, f"replica {node} did not answer within the deadline", timeout=True)
+        if outcome.check(RemoteError):
+            if outcome.value.code in ERRORS_BEFORE_START:
+                self.why = f"replica {node} refused: {outcome.value.text[:120]}"
+                return self._failed_before_start()
+            why = f"the replica refused the call: {outcome.value.text[:200]}"
+        else:
+            log.failure("call to {peer}", outcome, peer=node)
+            why = "the tracker failed to reach the replica"
+        if self.inflight:
+            return None
+        return self.finish(Answer(result(ResultStatus.INTERNAL, why), attempt.node_id, route=attempt.route,
+                                  attempts=self.attempts))
+
+    def _failed_before_start(self):
+        if not self.inflight:
+            self.next_replica()
+
+    def _lost_mid_call(self, attempt, why, timeout=False):
+        self.why = why
+        if self.inflight:
+            return  # the other request may still answer
+        if self.idempotent:
+            self.next_replica()
+            return
+        if timeout:
+            self.finish(Answer(result(ResultStatus.TIMEOUT, why), attempt.node_id, route=attempt.route,
+                               attempts=self.attempts))
+            return
+        self.finish(Answer(result(ResultStatus.INTERNAL,
+                                  f"{why}; the call was not retried because the function is not idempotent "
+                                  "(it may have run)"),
+                           attempt.node_id, route=attempt.route, attempts=self.attempts))
+
+    def finish(self, answer):
+        if self.done:
+            return
+        self._stop()
+        self.deferred.callback(answer)
+
+    def _withdraw(self):
+        """The caller cancelled: stop everything (the Deferred then fails with CancelledError)."""
+        if not self.done:
+            self._stop()
+
+    def _stop(self):
+        self.done = True
+        for timer in (self._hedge_timer, self._queue_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._hedge_timer = self._queue_timer = None
+        if self in self.router._queue:
+            self.router._queue.remove(self)
+        for attempt in list(self.inflight.values()):
+            attempt.deferred.cancel()  # CANCEL to its host (orb.net.adapter)

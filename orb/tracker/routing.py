@@ -1,35 +1,62 @@
-# -*- test-case-name: tests.test_registry -*-
+# -*- test-case-name: tests.test_router -*-
 """
-The one ranking of a function's replicas: which peer should serve a call.
+The one ranking of a function's replicas: which peer should serve a call
+(RFC 10.1).
 
-The REST API lists hosts in this order today; LOOKUP (PEERS), DNS SRV and
-the gateway use it as they arrive, so every entry point agrees on "best".
+A replica's cost is
 
-Policy.  A replica's cost is its measured RTT inflated by its load:
-``rtt_ms * (1000 + load_permille)``, so a saturated peer (1000 permille)
-counts as twice as far away as an idle one at the same distance.
-Replicas whose RTT is not measured yet come after every measured one,
-least loaded first.  Ties fall to the lower node id, so the order is
-deterministic.  ``direct=True`` keeps only replicas that accept direct
-connections (what a DNS SRV answer may list); relayed ones are reached
-through their home tracker instead.
+    cost = rtt_ms × (outstanding + 1) × (1000 + load_permille) / 1000
+
+* ``rtt_ms``: the RTT this tracker measured by PING, at least MIN_RTT_MS
+  (loopback and LAN peers are all "1 ms"); DEFAULT_RTT_MS while it is not
+  measured yet, so an unmeasured peer ranks behind nearby measured ones;
+* ``outstanding``: the calls this tracker has in flight on the replica
+  (the router's bookkeeping; 0 for LOOKUP, the REST API and DNS, which see
+  no calls);
+* ``load_permille``: the load of the peer's last ANNOUNCE, so a saturated
+  peer (1000) counts as twice as far as an idle one at the same RTT.
+
+``rank_replicas`` sorts by cost, ties to the lower load then the lower node
+id, so LOOKUP, the REST API and DNS get one deterministic best-first list.
+The router calls ``choose``: power-of-two-choices, two distinct replicas
+drawn at random, the cheaper one taken, which spreads calls over equally
+good replicas instead of piling them on the first. ``direct=True`` keeps
+only replicas that accept direct connections (what a DNS SRV answer may
+list); relayed ones are reached through their home tracker instead.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from orb.protocol.federation import PeerRecord
 
+DEFAULT_RTT_MS = 100  # an unmeasured peer is taken to be this far away
+MIN_RTT_MS = 1
 
-def replica_cost(peer: PeerRecord) -> tuple:
+
+def _none(node_id):
+    return 0
+
+
+def replica_cost(peer: PeerRecord, outstanding: int = 0) -> tuple:
     """The sort key of ``rank_replicas``: lower is better."""
-    if peer.rtt_ms is None:
-        return (1, peer.load_permille, 0, peer.node_id)
-    return (0, peer.rtt_ms * (1000 + peer.load_permille), peer.load_permille, peer.node_id)
+    rtt_ms = DEFAULT_RTT_MS if peer.rtt_ms is None else max(MIN_RTT_MS, peer.rtt_ms)
+    return (rtt_ms * (outstanding + 1) * (1000 + peer.load_permille), peer.load_permille, peer.node_id)
 
 
-def rank_replicas(hosts: Iterable[PeerRecord], direct: bool = False, limit: int | None = None) -> list[PeerRecord]:
+def rank_replicas(hosts: Iterable[PeerRecord], direct: bool = False, limit: int | None = None,
+                  outstanding: Callable[[bytes], int] = _none) -> list[PeerRecord]:
     """``hosts`` best first (see the module docstring), at most ``limit``."""
     if direct:
         hosts = [p for p in hosts if p.reachability == "reachable" and p.addresses]
-    ranked = sorted(hosts, key=replica_cost)
+    ranked = sorted(hosts, key=lambda p: replica_cost(p, outstanding(p.node_id)))
     return ranked if limit is None else ranked[: max(0, limit)]
+
+
+def choose(hosts: list[PeerRecord], rng, outstanding: Callable[[bytes], int] = _none) -> PeerRecord | None:
+    """Power-of-two-choices: of two distinct hosts drawn with ``rng``, the cheaper (None if no host)."""
+    if not hosts:
+        return None
+    if len(hosts) == 1:
+        return hosts[0]
+    a, b = rng.sample(hosts, 2)
+    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id)))

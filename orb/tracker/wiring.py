@@ -22,7 +22,6 @@ layer (``orb.net.service``, ``orb.tracker.tap``) opens the stores, listens
 on the endpoints and hands the core its sessions.
 """
 
-import inspect
 
 import attrs
 
@@ -124,11 +123,9 @@ class Tracker:
         })
         self.relayer = Relayer(clock, self.local, self.table, registry, admits=self.federation.admits)
         self.table.handlers.update(self.relayer.handlers())
-        # TRANSITIONAL (issue 11): Router(..., channel=) arrives with the router branch; once both are merged
-        # this is plainly Router(clock, self.table, registry, self.replication, channel=self.relayer.channel).
-        routes = {"channel": self.relayer.channel} if "channel" in inspect.signature(Router).parameters else {}
-        self.router = Router(clock, self.table, registry, self.replication, **routes)
+        self.router = Router(clock, self.table, registry, self.replication, channel=self.relayer.channel)
         self.table.handlers.update(self.router.handlers())
+        self.table.lost_listeners.append(self.router.session_lost)  # a caller gone: its routed calls cancelled
         self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
         self.table.handlers.update(self.logs.handlers())
         if packages is not None:
