@@ -419,7 +419,7 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         self.assertFalse(other.cached)
 
     def test_errors_and_impure_functions_are_never_cached(self):
-        """A failed call is not cached, nor is a function that is not pure."""
+        """A failed call is not cached, nor is a function that is not pure, nor a private one (its token is no part of the key)."""
         router = self.make([Peer(node(1))], Function(pure=True, idempotent=True))
         self.channels[node(1)].auto = lambda message: status(ResultStatus.ERROR)
         router.call(FID_RAW, b"in")
@@ -427,6 +427,10 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         router = self.make([Peer(node(1))], Function(pure=False))
         self.channels[node(1)].auto = lambda message: ok()
         router.call(FID_RAW, b"in")
+        self.assertFalse(self.successResultOf(router.call(FID_RAW, b"in")).cached)
+        router = self.make([Peer(node(1))], Function(pure=True, idempotent=True, visibility="private"))
+        self.channels[node(1)].auto = lambda message: ok()
+        router.call(FID_RAW, b"in", token=b"secret")
         self.assertFalse(self.successResultOf(router.call(FID_RAW, b"in")).cached)
 
     def test_ttl_expiry(self):
@@ -482,10 +486,14 @@ class ColdReplicaTests(RouterTestMixin, SynchronousTestCase):
 
 class InvokeAtTheTrackerTests(RouterTestMixin, SynchronousTestCase):
     def test_trace_id_is_forwarded(self):
-        """The INVOKE's trace_id TLV reaches the replica; the replica's RESULT goes back to the caller."""
+        """The INVOKE's 16-byte trace_id TLV reaches the replica; the replica's RESULT goes back to the caller."""
         router = self.make([Peer(node(1))])
         caller = Record()
         trace = m.Tlv(int(TlvType.TRACE_ID), b"t" * 16)
+        router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b"",
+                                          ext=(m.Tlv(int(TlvType.TRACE_ID), b"short"),)), 4)
+        self.assertEqual(self.channels[node(1)].sent[0][0].ext, ())  # a trace_id not of 16 bytes is ignored
+        self.channels[node(1)].sent.clear()
         router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"tok", input=b"in", ext=(trace,)), 5)
         message, _, d = self.channels[node(1)].sent[0]
         self.assertEqual((message.ext, message.token, message.input), ((trace,), b"tok", b"in"))

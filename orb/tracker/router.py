@@ -37,8 +37,8 @@ the router waits that plus REQUEST_MARGIN_S, plus COLD_FETCH_ALLOWANCE_S
 for a cold replica (fetch and boot never count against the caller). A
 deadline past MAX_DEADLINE_S is refused (ERROR ``out_of_range`` to INVOKE).
 
-Cache.  For a ``pure`` function an ``ok`` answer is kept in the result
-cache (orb.tracker.cache) and served from there, marked ``cached``.
+Cache.  For a ``pure``, public function an ``ok`` answer is kept in the
+result cache (orb.tracker.cache) and served from there, marked ``cached``.
 
 Cancel.  A caller's CANCEL for an INVOKE it sent here cancels the routed
 call, and so does the loss of its session: CANCEL goes on to the replica.
@@ -77,7 +77,7 @@ MAX_CALLERS_CALLS = 4096  # INVOKEs received and not yet answered, over all sess
 RETRY_BEFORE_START = (ResultStatus.BUSY, ResultStatus.NOT_FOUND)
 ERRORS_BEFORE_START = (int(ErrorCode.BUSY), int(ErrorCode.RATE_LIMITED), int(ErrorCode.NOT_FOUND),
                        int(ErrorCode.SHUTDOWN))
-MAX_TRACE_ID_BYTES = 16
+TRACE_ID_BYTES = 16
 
 DEFAULT_DEADLINE_S = 10.0  # kept for callers that name it; the manifest's timeout is the default budget
 
@@ -113,9 +113,9 @@ def deadline_problem(deadline_s):
 
 
 def trace_id_of(message):
-    """The INVOKE's ``trace_id`` TLV (RFC 12), or b"" without one (or with an oversized one)."""
+    """The INVOKE's ``trace_id`` TLV (RFC 12.1), or b"" without one (or with one not of 16 bytes)."""
     for tlv in message.ext:
-        if tlv.type == TlvType.TRACE_ID and len(tlv.value) <= MAX_TRACE_ID_BYTES:
+        if tlv.type == TlvType.TRACE_ID and len(tlv.value) == TRACE_ID_BYTES:
             return tlv.value
     return b""
 
@@ -289,15 +289,16 @@ class Router:
         if function is None:
             return defer.succeed(Answer(result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed"), attempts=0))
         manifest = function.manifest_json()
-        if manifest.get("pure"):
+        cacheable = bool(manifest.get("pure")) and manifest.get("visibility", "public") == "public"
+        if cacheable:
             hit = self.cache.get(fid_raw, data)
             if hit is not None:
                 cached, replica = hit
                 return defer.succeed(Answer(cached, replica, cached=True, attempts=0))
         budget_s = min(deadline_s or manifest["timeout_ms"] / 1000, MAX_DEADLINE_S)
-        trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id[:MAX_TRACE_ID_BYTES]),) if trace_id else ()
+        trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id),) if len(trace_id) == TRACE_ID_BYTES else ()
         call = _Call(self, fid, fid_raw, data, token, trace, budget_s, bool(manifest.get("idempotent")),
-                     bool(manifest.get("pure")))
+                     cacheable)
         call.next_replica()
         return call.deferred
 
@@ -305,12 +306,12 @@ class Router:
 class _Call:
     """One call's way through the replicas: choose, send, retry, hedge, answer once."""
 
-    def __init__(self, router, fid, fid_raw, data, token, trace, budget_s, idempotent, pure):
+    def __init__(self, router, fid, fid_raw, data, token, trace, budget_s, idempotent, cacheable):
         self.router = router
         self.clock = router.clock
         self.fid, self.fid_raw, self.data, self.token, self.trace = fid, fid_raw, data, token, trace
         self.idempotent = idempotent
-        self.pure = pure
+        self.cacheable = cacheable  # pure and public: an ok answer goes to the result cache
         self.started = self.clock.seconds()
         self.budget_s = budget_s
         self.deferred = defer.Deferred(lambda _: self._withdraw())
@@ -480,7 +481,7 @@ class _Call:
             router.observe_latency(self.fid_raw, attempt.node_id, elapsed)
             at_host_us = outcome.queue_us + outcome.fetch_us + outcome.boot_us + outcome.exec_us
             network_us = max(0, int(elapsed * 1e6) - at_host_us)
-            if self.pure:
+            if self.cacheable:
                 router.cache.put(self.fid_raw, self.data, outcome, attempt.node_id)
             return self.finish(Answer(outcome, attempt.node_id, network_us, route=attempt.route,
                                       attempts=self.attempts))
