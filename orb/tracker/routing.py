@@ -19,8 +19,9 @@ A replica's cost is
 ``rank_replicas`` sorts by cost, ties to the lower load then the lower node
 id, so LOOKUP, the REST API and DNS get one deterministic best-first list.
 The router calls ``choose``: power-of-two-choices, two distinct replicas
-drawn at random, the cheaper one taken, which spreads calls over equally
-good replicas instead of piling them on the first. ``direct=True`` keeps
+drawn at random, the cheaper one taken (a tie to the one drawn first),
+which spreads calls over equally good replicas instead of piling them on
+the first. ``direct=True`` keeps
 only replicas that accept direct connections (what a DNS SRV answer may
 list); relayed ones are reached through their home tracker instead.
 """
@@ -58,5 +59,5 @@ def choose(hosts: list[PeerRecord], rng, outstanding: Callable[[bytes], int] = _
         return None
     if len(hosts) == 1:
         return hosts[0]
-    a, b = rng.sample(hosts, 2)
-    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id)))
+    a, b = rng.sample(hosts, 2)  # in random order: a tie goes to the one drawn first
+    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id))[0])
