@@ -295,7 +295,7 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(router.outstanding(node(1)), 0)
 
     def test_no_hedge_for_non_idempotent_or_without_samples(self):
-        """A non-idempotent call, or one whose replica has too few recent answers, is never hedged."""
+        """A non-idempotent call, or one with too few recent answers to know a p95, is never hedged."""
         router = self.make([Peer(node(1), rtt_ms=1), Peer(node(2), rtt_ms=50)], Function(idempotent=False))
         self.warm(router, node(1))
         router.call(FID_RAW, b"in")
@@ -306,6 +306,16 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
         router.call(FID_RAW, b"in")
         self.clock.advance(1)
         self.assertEqual(self.channels[node(2)].sent, [])
+
+    def test_a_replica_without_samples_uses_the_functions_p95(self):
+        """A replica with too few answers of its own is hedged on the p95 of the function's answers from any replica."""
+        router = self.make([Peer(node(1), rtt_ms=1), Peer(node(2), rtt_ms=50)], Function(idempotent=True))
+        self.warm(router, node(2), seconds=0.05)
+        self.assertEqual(router.p95_s(FID_RAW, node(1)), 0.05)
+        router.call(FID_RAW, b"in")
+        self.assertEqual(len(self.channels[node(1)].open), 1)
+        self.clock.advance(0.051)
+        self.assertEqual(len(self.channels[node(2)].open), 1)
 
     def test_the_first_answer_wins_even_after_a_hedge(self):
         """If the first replica answers after the hedge went out, its answer is taken and the hedge cancelled."""

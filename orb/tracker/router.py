@@ -26,7 +26,8 @@ says ``idempotent``; otherwise the answer is RESULT ``internal`` saying so.
 
 Hedging (idempotent functions only).  Once the request has been out longer
 than the replica's recent p95 latency for this function (a window of the
-last LATENCY_WINDOW answers, used from MIN_HEDGE_SAMPLES on), a second
+last LATENCY_WINDOW answers, used from MIN_HEDGE_SAMPLES on; until then the
+window of the function over all its replicas), a second
 request goes to another replica with a free slot. The first RESULT wins;
 the other request's Deferred is cancelled, which sends CANCEL to its host.
 
@@ -69,7 +70,7 @@ COLD_FETCH_ALLOWANCE_S = 30.0  # ... and this much more from a cold replica, whi
 DEFAULT_MAX_PER_REPLICA = 32  # calls this tracker has in flight on one replica
 DEFAULT_MAX_QUEUE = 256  # calls waiting for a free slot, in all
 RETRY_AFTER_S = 1.0  # the hint given with "busy"
-LATENCY_WINDOW = 64  # answers kept per (function, replica) for its p95
+LATENCY_WINDOW = 64  # answers kept per (function, replica), and per function, for the p95
 MIN_HEDGE_SAMPLES = 8  # no hedging on fewer
 MAX_LATENCY_WINDOWS = 4096  # (function, replica) pairs tracked; least recently used dropped
 MAX_HEDGES = 1  # extra requests per call
@@ -199,22 +200,28 @@ class Router:
             call.woken()
 
     def observe_latency(self, fid_raw, node_id, seconds):
-        key = (fid_raw, node_id)
-        window = self._latency.pop(key, None)
-        if window is None:
-            window = collections.deque(maxlen=LATENCY_WINDOW)
-            if len(self._latency) >= MAX_LATENCY_WINDOWS:
-                self._latency.popitem(last=False)
-        window.append(seconds)
-        self._latency[key] = window
+        """A RESULT came ``seconds`` after its INVOKE went to ``node_id``: into its window and the function's."""
+        for key in ((fid_raw, node_id), (fid_raw, None)):
+            window = self._latency.pop(key, None)
+            if window is None:
+                window = collections.deque(maxlen=LATENCY_WINDOW)
+                if len(self._latency) >= MAX_LATENCY_WINDOWS:
+                    self._latency.popitem(last=False)
+            window.append(seconds)
+            self._latency[key] = window
 
     def p95_s(self, fid_raw, node_id):
-        """The replica's recent p95 latency for the function, or None with fewer than MIN_HEDGE_SAMPLES."""
-        window = self._latency.get((fid_raw, node_id))
-        if window is None or len(window) < MIN_HEDGE_SAMPLES:
-            return None
-        ordered = sorted(window)
-        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+        """
+        The replica's recent p95 latency for the function; with fewer than
+        MIN_HEDGE_SAMPLES answers from it, the p95 over all the function's
+        replicas; None with fewer than that too.
+        """
+        for key in ((fid_raw, node_id), (fid_raw, None)):
+            window = self._latency.get(key)
+            if window is not None and len(window) >= MIN_HEDGE_SAMPLES:
+                ordered = sorted(window)
+                return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+        return None
 
     # --- the wire ---------------------------------------------------------------------
 
