@@ -137,7 +137,8 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
         self.addCleanup(lambda: peers[0].running and os.kill(peers[0].transport.pid, signal.SIGCONT))
         started = time.monotonic()
         # Calls sent together spread over both replicas (see the module docstring): some go to the stopped one.
-        results = yield defer.gatherResults([self.call(session, raw, i, 1000, deadline_ms=15000) for i in range(CALLS)])
+        calls = [self.call(session, raw, i, 1000, deadline_ms=15000) for i in range(CALLS)]
+        results = yield defer.gatherResults(calls)
         elapsed = time.monotonic() - started
         os.kill(peers[0].transport.pid, signal.SIGCONT)
         for i, result in enumerate(results):
