@@ -5,7 +5,6 @@ goes to, retries, hedging, deadlines, backpressure, the result cache, cold
 replicas, and INVOKE/CANCEL at the tracker.
 """
 
-import json
 import random
 
 import attrs
@@ -538,10 +537,17 @@ class InvokeAtTheTrackerTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(caller.sent, [])
 
 
-class ManifestTests(SynchronousTestCase):
-    def test_function_fixture_matches_manifest_fields(self):
-        """The router reads timeout_ms, idempotent and pure, as the manifest names them."""
-        from orb.protocol.manifest import TOML_FIELDS
+class CallerBoundTests(RouterTestMixin, SynchronousTestCase):
+    def test_unanswered_invokes_are_bounded(self):
+        """Past the bound on INVOKEs held unanswered, another is refused with ERROR(busy) and nothing is sent."""
+        self.patch(routermod, "MAX_CALLERS_CALLS", 2)
+        router = self.make([Peer(node(1))])
+        caller = Record()
+        for rid in (1, 2, 3):
+            router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b"in"), rid)
+        self.assertEqual([r[:2] for r in caller.refused], [(3, ErrorCode.BUSY)])
+        self.assertEqual(len(self.channels[node(1)].sent), 2)
+        self.channels[node(1)].open[0].callback(ok())
+        router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b"in"), 4)
+        self.assertEqual(len(self.channels[node(1)].sent), 3)
 
-        self.assertTrue({"timeout_ms", "idempotent", "pure"} <= set(TOML_FIELDS))
-        self.assertEqual(json.loads(json.dumps(Function().manifest_json()))["timeout_ms"], 5000)

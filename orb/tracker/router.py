@@ -444,8 +444,9 @@ class _Call:
             d = defer.fail(error.ConnectionLost("the channel failed to send"))
         attempt.deferred = d
         attempt.may_have_started = not d.called
-        self._arm_hedge(attempt)
         d.addBoth(self._answered, attempt)
+        if self.inflight.get(node_id) is attempt:  # still out (not failed at once)
+            self._arm_hedge(attempt)
 
     def _arm_hedge(self, attempt):
         if not self.idempotent or self.hedges >= MAX_HEDGES or len(self.inflight) != 1 or self.done:
@@ -460,7 +461,7 @@ class _Call:
     def _hedge(self):
         """The request has been out longer than its replica's p95: ask another replica too."""
         self._hedge_timer = None
-        if self.done or not self.inflight or self.remaining_s() <= 0:
+        if self.done or len(self.inflight) != 1 or self.remaining_s() <= 0:
             return
         router = self.router
         verified, _ = self._candidates()
