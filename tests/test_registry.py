@@ -828,7 +828,7 @@ class RankingTests(SynchronousTestCase):
     def test_deterministic_ties_direct_and_limit(self):
         """Ties go to the lower node id; direct=True lists only dialable replicas; limit caps the answer."""
         low, high = sorted((1, 2), key=pid)
-        hosts = [peer(high, rtt_ms=5), peer(low, rtt_ms=5), peer(3, rtt_ms=1, reachability="relayed")]
+        hosts = [peer(high, rtt_ms=10), peer(low, rtt_ms=10), peer(3, rtt_ms=6, reachability="relayed")]
         self.assertEqual([p.node_id for p in rank_replicas(hosts)], [pid(3), pid(low), pid(high)])
         self.assertEqual([p.node_id for p in rank_replicas(hosts, direct=True)], [pid(low), pid(high)])
         self.assertEqual([p.node_id for p in rank_replicas(hosts, limit=1)], [pid(3)])

@@ -8,7 +8,7 @@ A replica's cost is
     cost = rtt_ms × (outstanding + 1) × (1000 + load_permille) / 1000
 
 * ``rtt_ms``: the RTT this tracker measured by PING, at least MIN_RTT_MS
-  (loopback and LAN peers are all "1 ms"); DEFAULT_RTT_MS while it is not
+  (loopback and LAN peers are all "5 ms"); DEFAULT_RTT_MS while it is not
   measured yet, so an unmeasured peer ranks behind nearby measured ones;
 * ``outstanding``: the calls this tracker has in flight on the replica
   (the router's bookkeeping; 0 for LOOKUP, the REST API and DNS, which see
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from orb.protocol.federation import PeerRecord
 
 DEFAULT_RTT_MS = 100  # an unmeasured peer is taken to be this far away
-MIN_RTT_MS = 1
+MIN_RTT_MS = 5  # below this a measured RTT is noise next to a call's own time (loopback, a LAN)
 
 
 def _none(node_id):
