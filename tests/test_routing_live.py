@@ -1,11 +1,11 @@
 """
 Calls routed by a real `twistd orb-tracker` to real peers that run the
 function in their jails (issue 11): a replica SIGKILLed mid-call, a stalled
-replica and hedging, and the result cache.
+replica and hedging, a slowed replica and the ranking, and the result cache.
 
 Each test deploys a two-replica function whose handler sleeps for the
-``sleep`` seconds its input names, and calls it over the wire through the
-tracker. Calls sent together spread over both replicas (the tracker counts
+``sleep`` seconds its input names, and calls it through the tracker: over
+the wire, or through its HTTP gateway where the answering replica matters. Calls sent together spread over both replicas (the tracker counts
 its outstanding calls per replica), so each replica is running one when a
 replica is killed or stopped.
 """
@@ -25,7 +25,7 @@ from orb.protocol import messages as m
 from orb.protocol.codes import ResultStatus
 from orb.tracker.cache import cached_age_ms
 from tests._daemons import DaemonTestMixin, sleep
-from tests.test_functions import ORB, api
+from tests.test_functions import ORB, api, post
 
 HANDLER = '''\
 import json
@@ -147,6 +147,45 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
         self.assertLess(elapsed, 10, f"calls took {elapsed:.1f} s")
         self.assertIn("hedging a call", tracker.text)
         self.assertEqual(tracker.tracebacks, 0, tracker.text[-3000:])
+
+    @defer.inlineCallbacks
+    def test_a_slow_replica_gets_fewer_calls(self):
+        """With one replica slowed (stopped 300 ms of every 350 ms), most gateway calls are answered by the other."""
+        tracker, peers, raw, _ = yield self.network_with(idempotent=False)
+        slow = peers[0]
+        slowing = [True]
+
+        @defer.inlineCallbacks
+        def slow_down():
+            while slowing[0] and slow.running:
+                os.kill(slow.transport.pid, signal.SIGSTOP)
+                yield sleep(0.3)
+                os.kill(slow.transport.pid, signal.SIGCONT)
+                yield sleep(0.05)
+
+        def stop_slowing():
+            slowing[0] = False
+            if slow.running:
+                os.kill(slow.transport.pid, signal.SIGCONT)
+
+        self.addCleanup(stop_slowing)
+        cycle = slow_down()
+        url = f"{api(tracker)}/f/{fidmod.to_text(raw)}"
+        served = []
+
+        @defer.inlineCallbacks
+        def caller(worker):
+            for i in range(10):
+                code, body, headers = yield post(url, json.dumps({"a": worker, "b": i}).encode())
+                self.assertEqual((code, json.loads(body)), (200, {"sum": worker + i}), body)
+                served.extend(headers.getRawHeaders(b"orb-replica"))
+
+        yield defer.gatherResults([caller(w) for w in range(4)])
+        stop_slowing()
+        yield cycle
+        on_slow = served.count(slow.node_id.encode())
+        self.assertEqual(len(served), 40)
+        self.assertLess(on_slow, 40 * 0.35, f"the slowed replica served {on_slow} of 40 calls")
 
     @defer.inlineCallbacks
     def test_a_pure_functions_second_call_is_cached(self):
