@@ -5,8 +5,9 @@ replica and hedging, a slowed replica and the ranking, and the result cache.
 
 Each test deploys a two-replica function whose handler sleeps for the
 ``sleep`` seconds its input names, and calls it through the tracker: over
-the wire, or through its HTTP gateway where the answering replica matters. Calls sent together spread over both replicas (the tracker counts
-its outstanding calls per replica), so each replica is running one when a
+the wire, or through its HTTP gateway where the answering replica matters.
+Calls sent together spread over both replicas (the tracker counts its
+outstanding calls per replica), so each replica is running one when a
 replica is killed or stopped.
 """
 
