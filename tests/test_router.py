@@ -244,6 +244,7 @@ class RetryTests(RouterTestMixin, SynchronousTestCase):
         second, second_d = self.only_open()
         second_d.callback(ok(b"again"))
         answer = self.successResultOf(d)
+        self.assertEqual(self.router.figures()["retries"], 1)
         self.assertEqual((answer.result.output, answer.attempts, answer.replica), (b"again", 2, second.node_id))
 
     def test_timeout_of_a_non_idempotent_call(self):
@@ -292,6 +293,8 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual((answer.result.output, answer.replica, answer.attempts), (b"hedged", node(2), 2))
         self.assertEqual(len(self.channels[node(1)].cancelled), 1)
         self.assertEqual(router.outstanding(node(1)), 0)
+        figures = router.figures()
+        self.assertEqual((figures["calls"], figures["sent"], figures["hedges"], figures["retries"]), (1, 2, 1, 0))
 
     def test_no_hedge_for_non_idempotent_or_without_samples(self):
         """A non-idempotent call, or one with too few recent answers to know a p95, is never hedged."""
@@ -377,6 +380,8 @@ class BackpressureTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(sum(len(c.open) for c in self.channels.values()), 4)
         self.assertEqual(router.queued(), 3)
         busy = [self.successResultOf(d) for d in ds[7:]]
+        figures = router.figures()
+        self.assertEqual((figures["queue_length"], figures["queue_full"], figures["outstanding"]), (3, 3, 4))
         self.assertTrue(all(a.result.status_kind is ResultStatus.BUSY and a.retry_after_s > 0 for a in busy))
         for d in ds[:7]:
             self.assertNoResult(d)

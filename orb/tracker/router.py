@@ -159,6 +159,7 @@ class Router:
         self._latency = collections.OrderedDict()  # (fid bytes, node id) -> deque of seconds
         self._queue = collections.deque()  # _Call waiting for a free slot, oldest first
         self._callers = {}  # (caller's record, its request id) -> Deferred of the routed call
+        self.counts = collections.Counter()  # calls, cached, sent, retries, hedges, queued, queue_full (figures())
         self._by_caller = {}  # caller's record -> set of its request ids in _callers
 
     def handlers(self):
@@ -177,6 +178,12 @@ class Router:
 
     def queued(self):
         return len(self._queue)
+
+    def figures(self):
+        """What the router has done and holds, for /metrics and the dashboard: counters since start and gauges."""
+        return {**{k: self.counts[k] for k in ("calls", "cached", "sent", "retries", "hedges", "queued", "queue_full")},
+                "queue_length": len(self._queue), "outstanding": sum(self._outstanding.values()),
+                "cache_entries": len(self.cache), "cache_bytes": self.cache.size_bytes}
 
     def has_slot(self, node_id):
         return self.outstanding(node_id) < self.max_per_replica
@@ -284,6 +291,7 @@ class Router:
         errback. Cancelling the Deferred withdraws the call (CANCEL to the
         replicas it is running on).
         """
+        self.counts["calls"] += 1
         try:
             fid = fidmod.to_text(fid_raw)
         except fidmod.FidError:
@@ -301,6 +309,7 @@ class Router:
             hit = self.cache.get(fid_raw, data)
             if hit is not None:
                 cached, replica = hit
+                self.counts["cached"] += 1
                 return defer.succeed(Answer(cached, replica, cached=True, attempts=0))
         budget_s = min(deadline_s or manifest["timeout_ms"] / 1000, MAX_DEADLINE_S)
         trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id),) if len(trace_id) == TRACE_ID_BYTES else ()
@@ -398,12 +407,14 @@ class _Call:
     def _enqueue(self, node_ids):
         router = self.router
         if len(router._queue) >= router.max_queue:
+            router.counts["queue_full"] += 1
             self.finish(Answer(result(ResultStatus.BUSY, "every replica is at its concurrency limit and the "
                                                          "tracker's queue is full; try again shortly"),
                                attempts=self.attempts, retry_after_s=RETRY_AFTER_S))
             return
         self.waiting_for = frozenset(node_ids)
         router._queue.append(self)
+        router.counts["queued"] += 1
         self._queue_timer = self.clock.callLater(max(0.0, self.remaining_s()), self._queue_timed_out)
 
     def waits_for(self, node_id):
@@ -431,6 +442,9 @@ class _Call:
         remaining = self.remaining_s()
         self.tried.add(node_id)
         self.attempts += 1
+        router.counts["sent"] += 1
+        if self.attempts > 1 + self.hedges:
+            router.counts["retries"] += 1
         router._take(node_id)
         attempt = _Attempt(node_id, getattr(channel, "route", "direct"), self.clock.seconds(), cold)
         self.inflight[node_id] = attempt
@@ -470,6 +484,7 @@ class _Call:
             return  # hedges never queue
         peer = choose(free, router.rng, router.outstanding)
         self.hedges += 1
+        router.counts["hedges"] += 1
         (first,) = self.inflight.values()
         log.info("hedging a call to {fid}: {slow} is past its p95, asking {other} too", fid=self.fid[:16],
                  slow=first.node_id.hex()[:16], other=peer.node_id.hex()[:16])
