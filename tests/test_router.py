@@ -432,6 +432,44 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         other = self.successResultOf(router.call(FID_RAW, b"other input"))
         self.assertFalse(other.cached)
 
+    def test_identical_calls_share_one_run(self):
+        """Identical calls of a pure function made while the first runs share its run: one INVOKE, one answer for all."""
+        router = self.make([Peer(node(1)), Peer(node(2))], Function(pure=True, idempotent=True))
+        ds = [router.call(FID_RAW, b"in") for _ in range(3)]
+        other = router.call(FID_RAW, b"other")
+        self.assertEqual(sum(len(c.sent) for c in self.channels.values()), 2)
+        for channel in self.channels.values():
+            for d in channel.open:
+                d.callback(ok(b"shared"))
+        answers = [self.successResultOf(d) for d in ds]
+        self.assertEqual([a.result.output for a in answers], [b"shared"] * 3)
+        self.assertEqual([a.attempts for a in answers], [1, 0, 0])
+        self.assertEqual(self.successResultOf(other).result.output, b"shared")
+        self.assertEqual(router.figures()["shared"], 2)
+
+    def test_a_shared_run_stops_only_when_every_caller_has_left(self):
+        """Cancelling one of two identical calls leaves the run going; cancelling both withdraws it at the replica."""
+        router = self.make([Peer(node(1))], Function(pure=True, idempotent=True))
+        first, second = router.call(FID_RAW, b"in"), router.call(FID_RAW, b"in")
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.assertEqual(self.channels[node(1)].cancelled, [])
+        second.cancel()
+        self.failureResultOf(second, defer.CancelledError)
+        self.assertEqual(len(self.channels[node(1)].cancelled), 1)
+        self.assertEqual((router.outstanding(node(1)), router._runs), (0, {}))
+
+    def test_a_joined_call_keeps_its_own_deadline(self):
+        """A call that joined a running identical one answers timeout at its own, shorter deadline; the run goes on."""
+        router = self.make([Peer(node(1))], Function(pure=True, idempotent=True))
+        long = router.call(FID_RAW, b"in", deadline_s=10)
+        short = router.call(FID_RAW, b"in", deadline_s=1)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(short).result.status_kind, ResultStatus.TIMEOUT)
+        self.assertNoResult(long)
+        self.channels[node(1)].open[0].callback(ok())
+        self.assertEqual(self.successResultOf(long).result.status_kind, ResultStatus.OK)
+
     def test_errors_and_impure_functions_are_never_cached(self):
         """A failed call is not cached, nor is a function that is not pure, nor a private one (its token is no part of the key)."""
         router = self.make([Peer(node(1))], Function(pure=True, idempotent=True))

@@ -39,7 +39,9 @@ for a cold replica (fetch and boot never count against the caller). A
 deadline past MAX_DEADLINE_S is refused (ERROR ``out_of_range`` to INVOKE).
 
 Cache.  For a ``pure``, public function an ``ok`` answer is kept in the
-result cache (orb.tracker.cache) and served from there, marked ``cached``.
+result cache (orb.tracker.cache) and served from there, marked ``cached``;
+a call identical to one still running waits for that run's answer (within
+its own deadline) instead of starting another.
 
 Cancel.  A caller's CANCEL for an INVOKE it sent here cancels the routed
 call, and so does the loss of its session: CANCEL goes on to the replica.
@@ -59,7 +61,7 @@ from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.messages import MessageType
-from orb.tracker.cache import ResultCache
+from orb.tracker.cache import ResultCache, cache_key
 from orb.tracker.routing import choose
 
 log = orb_logger()
@@ -159,7 +161,8 @@ class Router:
         self._latency = collections.OrderedDict()  # (fid bytes, node id) -> deque of seconds
         self._queue = collections.deque()  # _Call waiting for a free slot, oldest first
         self._callers = {}  # (caller's record, its request id) -> Deferred of the routed call
-        self.counts = collections.Counter()  # calls, cached, sent, retries, hedges, queued, queue_full (figures())
+        self._runs = {}  # cache key -> the _Call running it, for pure functions (identical calls share it)
+        self.counts = collections.Counter()  # calls, cached, shared, sent, retries, hedges, queued, queue_full (figures())
         self._by_caller = {}  # caller's record -> set of its request ids in _callers
 
     def handlers(self):
@@ -181,7 +184,7 @@ class Router:
 
     def figures(self):
         """What the router has done and holds, for /metrics and the dashboard: counters since start and gauges."""
-        return {**{k: self.counts[k] for k in ("calls", "cached", "sent", "retries", "hedges", "queued", "queue_full")},
+        return {**{k: self.counts[k] for k in ("calls", "cached", "shared", "sent", "retries", "hedges", "queued", "queue_full")},
                 "queue_length": len(self._queue), "outstanding": sum(self._outstanding.values()),
                 "cache_entries": len(self.cache), "cache_bytes": self.cache.size_bytes}
 
@@ -313,10 +316,18 @@ class Router:
                 return defer.succeed(Answer(cached, replica, cached=True, attempts=0))
         budget_s = min(deadline_s or manifest["timeout_ms"] / 1000, MAX_DEADLINE_S)
         trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id),) if len(trace_id) == TRACE_ID_BYTES else ()
+        key = cache_key(fid_raw, data)
+        running = self._runs.get(key) if cacheable else None
+        if running is not None:  # the same pure call is running: its answer is ours too
+            self.counts["shared"] += 1
+            return running.subscribe(budget_s)
         call = _Call(self, fid, fid_raw, data, token, trace, budget_s, bool(manifest.get("idempotent")),
                      cacheable)
+        if cacheable:
+            self._runs[key] = call
+            call.run_key = key
         call.next_replica()
-        return call.deferred
+        return call.deferred if call.done else call.subscribe(budget_s, first=True)
 
 
 class _Call:
@@ -330,7 +341,9 @@ class _Call:
         self.cacheable = cacheable  # pure and public: an ok answer goes to the result cache
         self.started = self.clock.seconds()
         self.budget_s = budget_s
-        self.deferred = defer.Deferred(lambda _: self._withdraw())
+        self.deferred = defer.Deferred()  # the answer, once (never cancelled: callers hold subscriptions)
+        self.subscribers = {}  # Deferred given to a caller -> its deadline timer (None for the first caller)
+        self.run_key = None  # its key in router._runs, where identical calls find it (pure functions)
         self.done = False
         self.tried = set()  # node ids asked (or found unusable) in this call
         self.inflight = {}  # node id -> _Attempt
@@ -551,19 +564,54 @@ class _Call:
                                   "(it may have run)"),
                            attempt.node_id, route=attempt.route, attempts=self.attempts))
 
+    def subscribe(self, budget_s, first=False):
+        """
+        A Deferred[Answer] for one caller: the call's answer; for a caller
+        that joined a running call, RESULT timeout if its own ``budget_s``
+        runs out first. Cancelling it withdraws this caller; the call stops
+        when no caller is left.
+        """
+        d = defer.Deferred(self._unsubscribe)
+        timer = None
+        if not first:
+            timer = self.clock.callLater(max(0.0, budget_s), self._subscriber_timed_out, d)
+        self.subscribers[d] = timer
+        return d
+
+    def _subscriber_timed_out(self, d):
+        self.subscribers.pop(d, None)
+        d.callback(Answer(result(ResultStatus.TIMEOUT, "the deadline passed while an identical call ran"),
+                          attempts=0))
+        if not self.subscribers:
+            self._withdraw()
+
+    def _unsubscribe(self, d):
+        timer = self.subscribers.pop(d, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if not self.subscribers:
+            self._withdraw()
+
     def finish(self, answer):
         if self.done:
             return
         self._stop()
         self.deferred.callback(answer)
+        subscribers, self.subscribers = self.subscribers, {}
+        for d, timer in subscribers.items():
+            if timer is not None and timer.active():
+                timer.cancel()
+            d.callback(answer if timer is None else attrs.evolve(answer, attempts=0))
 
     def _withdraw(self):
-        """The caller cancelled: stop everything (the Deferred then fails with CancelledError)."""
+        """No caller wants the answer any more: stop everything (CANCEL to the replicas)."""
         if not self.done:
             self._stop()
 
     def _stop(self):
         self.done = True
+        if self.run_key is not None and self.router._runs.get(self.run_key) is self:
+            del self.router._runs[self.run_key]
         for timer in (self._hedge_timer, self._queue_timer):
             if timer is not None and timer.active():
                 timer.cancel()
