@@ -44,7 +44,7 @@ class HomeTests(SynchronousTestCase):
 class PlaceTests(SynchronousTestCase):
     def test_replicas_go_to_distinct_groups_first(self):
         """Three replicas go to three /16 groups even when a fourth peer in a used group is faster."""
-        candidates = [peer(1, "127.1.0.1", rtt_ms=1), peer(2, "127.1.0.2", rtt_ms=2), peer(3, "127.2.0.1", rtt_ms=30),
+        candidates = [peer(1, "127.1.0.1", rtt_ms=6), peer(2, "127.1.0.2", rtt_ms=8), peer(3, "127.2.0.1", rtt_ms=30),
                       peer(4, "127.3.0.1", rtt_ms=40)]
         chosen = place(candidates, 3, taken_groups=set())
         self.assertEqual(len({placement_group(p.addresses[0][0]) for p in chosen}), 3)
