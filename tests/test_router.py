@@ -196,8 +196,9 @@ class RetryTests(RouterTestMixin, SynchronousTestCase):
         return first, d
 
     def test_busy_and_not_found_go_to_the_next_replica(self):
-        """RESULT busy, RESULT not_found and ERROR busy / rate_limited from a replica: the call goes to the other."""
-        for failure in (status(ResultStatus.BUSY), status(ResultStatus.NOT_FOUND), RemoteError(ErrorCode.BUSY, "full"),
+        """RESULT busy / not_found / refused and ERROR busy / rate_limited from a replica: the call goes to the other."""
+        for failure in (status(ResultStatus.BUSY), status(ResultStatus.NOT_FOUND), status(ResultStatus.REFUSED),
+                        RemoteError(ErrorCode.BUSY, "full"),
                         RemoteError(ErrorCode.RATE_LIMITED, "slow down")):
             first, d = self.answered_by(failure)
             second, second_d = self.only_open()
@@ -205,6 +206,16 @@ class RetryTests(RouterTestMixin, SynchronousTestCase):
             second_d.callback(ok(b"done"))
             answer = self.successResultOf(d)
             self.assertEqual((answer.result.output, answer.replica, answer.attempts), (b"done", second.node_id, 2))
+
+    def test_a_refusal_about_the_request_reaches_the_caller(self):
+        """ERROR(too_large) from the replica (an input over its cap) goes back to the INVOKE's caller as that ERROR."""
+        router = self.make([Peer(node(1)), Peer(node(2))])
+        caller = Record()
+        router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b"big"), 9)
+        _, first = self.only_open()
+        first.errback(RemoteError(int(ErrorCode.TOO_LARGE), "input over the cap"))
+        self.assertEqual([r[:2] for r in caller.refused], [(9, ErrorCode.TOO_LARGE)])
+        self.assertEqual(sum(len(c.sent) for c in self.channels.values()), 1)
 
     def test_unreachable_replicas_are_skipped(self):
         """A replica with no channel is never asked; the call goes to the reachable one."""

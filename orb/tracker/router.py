@@ -19,7 +19,9 @@ once, with ``retry_after_s`` in the Answer.
 
 Retries.  A replica that fails before it could have started the call (no
 channel, the request could not be sent, ERROR busy / rate_limited /
-not_found / shutdown, RESULT busy / not_found) is skipped for the next one.
+not_found / shutdown, RESULT busy / not_found / refused) is skipped for the
+next one. ERROR too_large or out_of_range is about the request, not the
+replica: INVOKE's caller gets the same ERROR.
 Once the request was sent, a lost session or a timeout may have left the
 function half run: the call goes to another replica only if the manifest
 says ``idempotent``; otherwise the answer is RESULT ``internal`` saying so.
@@ -77,7 +79,8 @@ MIN_HEDGE_SAMPLES = 8  # no hedging on fewer
 MAX_LATENCY_WINDOWS = 4096  # (function, replica) pairs tracked; least recently used dropped
 MAX_HEDGES = 1  # extra requests per call
 MAX_CALLERS_CALLS = 4096  # INVOKEs received and not yet answered, over all sessions (for CANCEL)
-RETRY_BEFORE_START = (ResultStatus.BUSY, ResultStatus.NOT_FOUND)
+RETRY_BEFORE_START = (ResultStatus.BUSY, ResultStatus.NOT_FOUND, ResultStatus.REFUSED)
+REFUSALS_PASSED_ON = (int(ErrorCode.TOO_LARGE), int(ErrorCode.OUT_OF_RANGE))  # about the request, not the replica
 ERRORS_BEFORE_START = (int(ErrorCode.BUSY), int(ErrorCode.RATE_LIMITED), int(ErrorCode.NOT_FOUND),
                        int(ErrorCode.SHUTDOWN))
 TRACE_ID_BYTES = 16
@@ -101,7 +104,8 @@ class Answer:
     route: str = "direct"  # how the replica was reached: "direct" (its session here), "relay" (RFC 10.3)
     attempts: int = 1  # requests sent to replicas, hedges and retries included (0: none, e.g. cached)
     retry_after_s: float | None = None  # with RESULT busy: when trying again makes sense
-    refusal: int = 0  # an ErrorCode when the call was refused before routing (out_of_range: a bad deadline)
+    refusal: int = 0  # an ErrorCode when the call was refused, not run: out_of_range (a bad deadline), too_large
+    # (the replica's input cap); INVOKE's caller gets ERROR(refusal) rather than the RESULT
 
 
 def deadline_problem(deadline_s):
@@ -531,18 +535,21 @@ class _Call:
             return self._lost_mid_call(attempt, f"replica {node} was lost mid-call")
         if outcome.check(RequestTimeout):
             return self._lost_mid_call(attempt, f"replica {node} did not answer within the deadline", timeout=True)
+        refusal = 0
         if outcome.check(RemoteError):
             if outcome.value.code in ERRORS_BEFORE_START:
                 self.why = f"replica {node} refused: {outcome.value.text[:120]}"
                 return self._failed_before_start()
             why = f"the replica refused the call: {outcome.value.text[:200]}"
+            if outcome.value.code in REFUSALS_PASSED_ON:
+                refusal = outcome.value.code  # INVOKE's caller gets the same ERROR
         else:
             log.failure("call to {peer}", outcome, peer=node)
             why = "the tracker failed to reach the replica"
         if self.inflight:
             return None
         return self.finish(Answer(result(ResultStatus.INTERNAL, why), attempt.node_id, route=attempt.route,
-                                  attempts=self.attempts))
+                                  attempts=self.attempts, refusal=refusal))
 
     def _failed_before_start(self):
         if not self.inflight:
