@@ -338,6 +338,16 @@ class RequestTests(SynchronousTestCase):
         (again,) = server.feed(encode_frame(CONFIG.magic, m.Lookup(fid=b"\x01", max_replicas=1), 4))
         self.assertIsInstance(again, MessageReceived)
 
+    def test_a_cancelled_request_frees_its_place(self):
+        """An INVOKE withdrawn by CANCEL no longer counts against the in-flight limit (it will get no answer)."""
+        clock, client, server = ready_pair(server_kw={"config": attrs.evolve(CONFIG, max_inflight_requests=1)})
+        invoke = m.Invoke(fid=b"\x01", deadline_ms=1000, token=b"", input=b"")
+        for rid in (1, 2, 3):
+            frames = encode_frame(CONFIG.magic, invoke, rid) + encode_frame(CONFIG.magic, m.Cancel(request_id=rid), 0)
+            events = server.feed(frames)
+            self.assertEqual([type(e) for e in events], [MessageReceived, MessageReceived])
+        self.assertEqual(sent_errors(server), [])
+
     def test_error_response(self):
         """An ERROR answering a request is reported with its code and frees the request."""
         clock, client, server = ready_pair()

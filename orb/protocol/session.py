@@ -491,6 +491,8 @@ class Session:
             raise UnsupportedMessage(f"{message.TYPE.name} is not served by this node")
         if isinstance(message, Addr):
             return self._addr_received(frame, message)
+        if message.TYPE == MessageType.CANCEL:
+            self._inbound.pop(message.request_id, None)  # withdrawn: it gets no answer and no longer counts (RFC 5.21)
         if message.TYPE in REQUEST_TYPES:
             if not frame.request_id:
                 raise UnexpectedMessage(f"{message.TYPE.name} request without a request id")
