@@ -1,7 +1,8 @@
 """
 Calls routed by a real `twistd orb-tracker` to real peers that run the
 function in their jails (issue 11): a replica SIGKILLed mid-call, a stalled
-replica and hedging, a slowed replica and the ranking, and the result cache.
+replica and hedging, a slowed replica and the ranking, CANCEL from a
+caller, and the result cache.
 
 Each test deploys a two-replica function whose handler sleeps for the
 ``sleep`` seconds its input names, and calls it through the tracker: over
@@ -187,6 +188,18 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
         on_slow = served.count(slow.node_id.encode())
         self.assertEqual(len(served), 40)
         self.assertLess(on_slow, 40 * 0.35, f"the slowed replica served {on_slow} of 40 calls")
+
+    @defer.inlineCallbacks
+    def test_cancelled_calls_do_not_use_up_the_callers_session(self):
+        """A caller that withdraws 70 running calls (CANCEL, more than the 64 in-flight limit) can still call."""
+        tracker, peers, raw, session = yield self.network_with(peers=1, replicas=1, idempotent=True)
+        for i in range(70):
+            d = self.call(session, raw, i, 0, sleep_s=5)
+            d.addErrback(lambda f: f.trap(defer.CancelledError))
+            d.cancel()
+        result = yield self.call(session, raw, 1, 2)
+        self.assertSum(result, 3)
+        self.assertEqual(tracker.tracebacks, 0, tracker.text[-3000:])
 
     @defer.inlineCallbacks
     def test_a_pure_functions_second_call_is_cached(self):
