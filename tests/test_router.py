@@ -75,7 +75,7 @@ def status(kind):
 
 
 class Channel:
-    """A replica as the router sees it: records each request; the test answers it (or ``auto`` does, after ``delay_s``)."""
+    """A replica as the router sees it: records each request; the test (or ``auto``, after ``delay_s``) answers."""
 
     def __init__(self, clock, node_id, route="direct", auto=None, delay_s=0.0):
         self.clock = clock
@@ -196,7 +196,7 @@ class RetryTests(RouterTestMixin, SynchronousTestCase):
         return first, d
 
     def test_busy_and_not_found_go_to_the_next_replica(self):
-        """RESULT busy / not_found / refused and ERROR busy / rate_limited from a replica: the call goes to the other."""
+        """RESULT busy / not_found / refused, ERROR busy / rate_limited from a replica: the call goes to the other."""
         for failure in (status(ResultStatus.BUSY), status(ResultStatus.NOT_FOUND), status(ResultStatus.REFUSED),
                         RemoteError(ErrorCode.BUSY, "full"),
                         RemoteError(ErrorCode.RATE_LIMITED, "slow down")):
@@ -290,7 +290,7 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
             router.observe_latency(FID_RAW, node_id, seconds)
 
     def test_a_stalled_call_is_hedged_and_the_loser_cancelled(self):
-        """An idempotent call out longer than its replica's p95 goes to a second replica; the first answer wins and the other is cancelled."""
+        """An idempotent call out past its replica's p95 goes to a second one too; the first answer wins, the other is cancelled."""
         router = self.make([Peer(node(1), rtt_ms=1), Peer(node(2), rtt_ms=50)], Function(idempotent=True))
         self.warm(router, node(1))
         d = router.call(FID_RAW, b"in")
@@ -352,7 +352,7 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
 
 class DeadlineTests(RouterTestMixin, SynchronousTestCase):
     def test_each_hop_sends_the_remaining_budget(self):
-        """A retry after 300 ms sends deadline_ms reduced by the 300 ms already spent; the wait is that plus a margin."""
+        """A retry after 300 ms sends deadline_ms less the 300 ms already spent; the wait is that plus a margin."""
         router = self.make([Peer(node(1)), Peer(node(2))])
         router.call(FID_RAW, b"in", deadline_s=2.0)
         channel, first = self.only_open()
@@ -444,7 +444,7 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         self.assertFalse(other.cached)
 
     def test_identical_calls_share_one_run(self):
-        """Identical calls of a pure function made while the first runs share its run: one INVOKE, one answer for all."""
+        """Identical calls of a pure function made while the first runs share its run: one INVOKE, one answer."""
         router = self.make([Peer(node(1)), Peer(node(2))], Function(pure=True, idempotent=True))
         ds = [router.call(FID_RAW, b"in") for _ in range(3)]
         other = router.call(FID_RAW, b"other")
@@ -482,7 +482,7 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(self.successResultOf(long).result.status_kind, ResultStatus.OK)
 
     def test_errors_and_impure_functions_are_never_cached(self):
-        """A failed call is not cached, nor is a function that is not pure, nor a private one (its token is no part of the key)."""
+        """A failed call is not cached, nor one of an impure function, nor of a private one (the key has no token)."""
         router = self.make([Peer(node(1))], Function(pure=True, idempotent=True))
         self.channels[node(1)].auto = lambda message: status(ResultStatus.ERROR)
         router.call(FID_RAW, b"in")

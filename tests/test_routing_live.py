@@ -109,7 +109,7 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_a_replica_killed_mid_call_non_idempotent_calls_get_a_clear_error(self):
-        """SIGKILL a replica mid-call: a non-idempotent call on it gets 'lost mid-call ... not idempotent'; the others answer."""
+        """SIGKILL a replica mid-call: a non-idempotent call on it gets 'lost mid-call ... not idempotent'."""
         tracker, peers, raw, session = yield self.network_with(idempotent=False)
         calls = [self.call(session, raw, i, 100, sleep_s=3) for i in range(CALLS)]
         yield sleep(1.5)
@@ -129,7 +129,7 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_a_stalled_replica_is_hedged(self):
-        """With one replica stopped (SIGSTOP), idempotent calls still answer ok within a second or so: the hedge answers."""
+        """With one replica stopped (SIGSTOP), idempotent calls still answer ok at once: the hedge answers."""
         tracker, peers, raw, session = yield self.network_with(idempotent=True)
         for round_ in range(6):  # the tracker learns the function's p95
             answers = yield defer.gatherResults([self.call(session, raw, round_, k) for k in range(4)])

@@ -166,8 +166,8 @@ class Router:
         self._queue = collections.deque()  # _Call waiting for a free slot, oldest first
         self._callers = {}  # (caller's record, its request id) -> Deferred of the routed call
         self._runs = {}  # cache key -> the _Call running it, for pure functions (identical calls share it)
-        self.counts = collections.Counter()  # calls, cached, shared, sent, retries, hedges, queued, queue_full (figures())
         self._by_caller = {}  # caller's record -> set of its request ids in _callers
+        self.counts = collections.Counter()  # what figures() reports
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -188,7 +188,8 @@ class Router:
 
     def figures(self):
         """What the router has done and holds, for /metrics and the dashboard: counters since start and gauges."""
-        return {**{k: self.counts[k] for k in ("calls", "cached", "shared", "sent", "retries", "hedges", "queued", "queue_full")},
+        counters = ("calls", "cached", "shared", "sent", "retries", "hedges", "queued", "queue_full")
+        return {**{k: self.counts[k] for k in counters},
                 "queue_length": len(self._queue), "outstanding": sum(self._outstanding.values()),
                 "cache_entries": len(self.cache), "cache_bytes": self.cache.size_bytes}
 
@@ -320,7 +321,7 @@ class Router:
                 return defer.succeed(Answer(cached, replica, cached=True, attempts=0))
         budget_s = min(deadline_s or manifest["timeout_ms"] / 1000, MAX_DEADLINE_S)
         trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id),) if len(trace_id) == TRACE_ID_BYTES else ()
-        key = cache_key(fid_raw, data)
+        key = cache_key(fid_raw, data) if cacheable else None
         running = self._runs.get(key) if cacheable else None
         if running is not None:  # the same pure call is running: its answer is ours too
             self.counts["shared"] += 1
