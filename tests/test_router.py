@@ -290,7 +290,7 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
             router.observe_latency(FID_RAW, node_id, seconds)
 
     def test_a_stalled_call_is_hedged_and_the_loser_cancelled(self):
-        """Past its replica's p95 an idempotent call goes to another too; the first answer wins, the loser is cancelled."""
+        """Past its replica's p95 an idempotent call goes to another too; the first answer wins, the other is cut."""
         router = self.make([Peer(node(1), rtt_ms=1), Peer(node(2), rtt_ms=50)], Function(idempotent=True))
         self.warm(router, node(1))
         d = router.call(FID_RAW, b"in")
