@@ -8,8 +8,9 @@ A replica's cost is
     cost = rtt_ms × (outstanding + 1) × (1000 + load_permille) / 1000
 
 * ``rtt_ms``: the RTT this tracker measured by PING, at least MIN_RTT_MS
-  (loopback and LAN peers are all "5 ms"); DEFAULT_RTT_MS while it is not
-  measured yet, so an unmeasured peer ranks behind nearby measured ones;
+  (loopback and LAN peers are all "5 ms"). A peer whose RTT is not measured
+  yet ranks after every measured one (DNS puts it in the last SRV band);
+  among such peers ``rtt_ms`` is DEFAULT_RTT_MS;
 * ``outstanding``: the calls this tracker has in flight on the replica
   (the router's bookkeeping; 0 for LOOKUP, the REST API and DNS, which see
   no calls);
@@ -39,9 +40,10 @@ def _none(node_id):
 
 
 def replica_cost(peer: PeerRecord, outstanding: int = 0) -> tuple:
-    """The sort key of ``rank_replicas``: lower is better."""
-    rtt_ms = DEFAULT_RTT_MS if peer.rtt_ms is None else max(MIN_RTT_MS, peer.rtt_ms)
-    return (rtt_ms * (outstanding + 1) * (1000 + peer.load_permille), peer.load_permille, peer.node_id)
+    """The sort key of ``rank_replicas``: lower is better. Its first two items are what ``choose`` compares."""
+    unmeasured = peer.rtt_ms is None
+    rtt_ms = DEFAULT_RTT_MS if unmeasured else max(MIN_RTT_MS, peer.rtt_ms)
+    return (unmeasured, rtt_ms * (outstanding + 1) * (1000 + peer.load_permille), peer.load_permille, peer.node_id)
 
 
 def rank_replicas(hosts: Iterable[PeerRecord], direct: bool = False, limit: int | None = None,
@@ -60,4 +62,4 @@ def choose(hosts: list[PeerRecord], rng, outstanding: Callable[[bytes], int] = _
     if len(hosts) == 1:
         return hosts[0]
     a, b = rng.sample(hosts, 2)  # in random order: a tie goes to the one drawn first
-    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id))[0])
+    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id))[:2])
