@@ -152,7 +152,7 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_a_slow_replica_gets_fewer_calls(self):
-        """With one replica slowed (stopped 300 ms of every 350 ms), most gateway calls are answered by the other."""
+        """With one replica slowed (stopped 600 ms of every 650 ms), most gateway calls are answered by the other."""
         tracker, peers, raw, _ = yield self.network_with(idempotent=False)
         slow = peers[0]
         slowing = [True]
@@ -161,7 +161,7 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
         def slow_down():
             while slowing[0] and slow.running:
                 os.kill(slow.transport.pid, signal.SIGSTOP)
-                yield sleep(0.3)
+                yield sleep(0.6)
                 os.kill(slow.transport.pid, signal.SIGCONT)
                 yield sleep(0.05)
 
