@@ -2,10 +2,13 @@
 The HTTP gateway (orb.tracker.gateway): a real Site on a loopback port,
 real HTTP clients and raw sockets, and a scripted router standing in for
 orb.tracker.router (its ``call`` contract: Deferred[Answer], never an
-errback). The gateway against real daemons is in tests.test_gateway_daemons.
+errback); and ``GatewayDaemonTests``: a real ``twistd orb-tracker`` with
+peers hosting a deployed function, called over loopback HTTP and by the
+real ``orb invoke``.
 """
 
 import json
+import os
 import struct
 
 from twisted.internet import defer, protocol, reactor
@@ -27,6 +30,7 @@ from orb.tracker.registry import Registry
 from orb.tracker.router import Answer
 from orb.tracker.stats import Stats
 from tests import _records as records
+from tests._daemons import DaemonTestMixin, sleep
 
 OWNER_KEY = records.key("gateway-owner")
 FID = fidmod.to_text(fidmod.fid_for(b"gateway-test"))
@@ -394,3 +398,159 @@ class CallStatsTests(SynchronousTestCase):
         self.assertIn(f'orb_function_latency_ms{{fid="{FID}",quantile="0.5"}} 10', text)
         self.assertIn(f'orb_function_latency_ms{{fid="{FID}",quantile="0.99"}} 30', text)
         self.assertIn(f'orb_function_calls_per_second{{fid="{FID}"}}', text)
+
+
+ORB = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "orb")
+SPINNER = """\
+import json
+import time
+
+
+def handler(event, context):
+    args = json.loads(event or b"{}")
+    end = time.monotonic() + args.get("spin_s", 0)
+    while time.monotonic() < end:
+        pass
+    return {"sum": args["a"] + args["b"]}
+"""
+
+
+class GatewayDaemonTests(DaemonTestMixin, TestCase):
+    """The gateway and ``orb invoke`` against a real tracker and real peers."""
+
+    timeout = 300
+
+    @defer.inlineCallbacks
+    def orb(self, *argv):
+        """Run the real `orb` command: (exit status, stdout, stderr)."""
+        from twisted.internet import utils
+
+        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"),
+                   ORB_NETWORK=self.network)
+        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
+        return code, out.decode(), err.decode()
+
+    @defer.inlineCallbacks
+    def deployed(self):
+        """A tracker, three peers, and the spinner function deployed: (tracker, api url, fid)."""
+        tracker = yield self.start_tracker("t1")
+        for i in range(1, 4):
+            yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker",
+                                          tracker.wire_text)
+        yield sleep(2)
+        path = os.path.join(self.net.base_dir, "spinner")
+        for argv in (("keygen",), ("init", path, "--template", "python", "--name", "spinner")):
+            code, out, err = yield self.orb(*argv)
+            self.assertEqual(code, 0, out + err)
+        with open(os.path.join(path, "main.py"), "w") as f:
+            f.write(SPINNER)
+        api = f"http://127.0.0.1:{tracker.info['http']}"
+        code, out, err = yield self.orb("deploy", path, "--tracker", tracker.wire_text, "--api", api, "--json")
+        self.assertEqual(code, 0, out + err)
+        return tracker, api, json.loads(out)["fid"]
+
+    @defer.inlineCallbacks
+    def http(self, method, url, body=None, headers=None):
+        from io import BytesIO
+
+        from twisted.web.client import FileBodyProducer
+
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        response = yield agent.request(method, url.encode(), Headers(headers or {}), producer)
+        data = yield readBody(response)
+        return response.code, data, response.headers
+
+    @defer.inlineCallbacks
+    def test_routes_statuses_and_orb_invoke(self):
+        """Against real daemons: every route and status code, a slowloris beside an honest call, /metrics, and orb invoke's exit codes."""
+        tracker, api, fid = yield self.deployed()
+        port = tracker.info["http"]
+        code, body, headers = yield self.http(b"POST", f"{api}/f/{fid}", b'{"a": 20, "b": 22}')
+        self.assertEqual((code, json.loads(body)), (200, {"sum": 42}), body)
+        info = yield tracker.get_json(f"/api/v1/functions/{fid}")
+        verified = {h["node_id"] for h in info[1]["hosts"] if h["verified"]}
+        self.assertIn(one(headers, b"orb-replica"), verified)
+        timing = one(headers, b"server-timing")
+        for name in ("queue", "fetch", "boot", "exec", "network", "total"):
+            self.assertIn(f"{name};dur=", timing)
+        self.assertEqual(len(one(headers, b"orb-request-id")), 32)
+        self.assertEqual(one(headers, b"access-control-allow-origin"), "*")
+
+        # Host-header routing, as curl -X POST http://<fid>.orb:PORT/ sends it.
+        code, body, _ = yield self.http(b"POST", f"{api}/", b'{"a": 1, "b": 1}',
+                                        {b"Host": [f"{fid}.orb:{port}".encode()]})
+        self.assertEqual((code, json.loads(body)), (200, {"sum": 2}))
+        code, body, _ = yield self.http(b"GET", f"{api}/f/{fid}")
+        self.assertEqual((code, json.loads(body)["name"], json.loads(body)["live_replicas"]), (200, "spinner", 3))
+        code, _, headers = yield self.http(b"OPTIONS", f"{api}/f/{fid}")
+        self.assertEqual((code, one(headers, b"access-control-allow-origin")), (204, "*"))
+
+        # Bad input, each with its status and code.
+        for method, url, body, headers, status, error in [
+            (b"POST", f"{api}/f/not-a-fid", b"", {}, 400, "bad-fid"),
+            (b"POST", f"{api}/f/{UNKNOWN_FID}", b"", {}, 404, "not-found"),
+            (b"POST", f"{api}/f/{fid}", b"{}", {b"Orb-Deadline-Ms": [b"0"]}, 400, "bad-deadline"),
+            (b"POST", f"{api}/f/{fid}", b"{}", {b"Orb-Deadline-Ms": [b"300001"]}, 400, "bad-deadline"),
+            (b"POST", f"{api}/f/{fid}", b'{"a": 1}', {}, 502, "function-error"),
+            (b"POST", f"{api}/f/{fid}", b'{"a": 1, "b": 2, "spin_s": 5}', {b"Orb-Deadline-Ms": [b"800"]}, 504,
+             "timeout"),
+        ]:
+            got, answer, _ = yield self.http(method, url, body, headers)
+            self.assertEqual((got, json.loads(answer)["code"]), (status, error), answer[:500])
+            if status == 502:
+                self.assertIn("KeyError", json.loads(answer)["log"])
+
+        # An oversized input is refused from its Content-Length; a slowloris is dropped; honest calls go on.
+        big = _Raw()
+        yield protocol.ClientCreator(reactor, lambda: big).connectTCP("127.0.0.1", port)
+        big.transport.write(f"POST /f/{fid} HTTP/1.1\r\nHost: x\r\nContent-Length: {2 * mf.MAX_INPUT_BYTES}"
+                            "\r\n\r\n".encode())
+        refused = yield big.closed
+        self.assertTrue(refused.startswith(b"HTTP/1.1 413 "), refused[:200])
+        slow = _Raw()
+        yield protocol.ClientCreator(reactor, lambda: slow).connectTCP("127.0.0.1", port)
+        self.addCleanup(lambda: slow.transport.loseConnection() if slow.transport.connected else None)
+        slow.transport.write(f"POST /f/{fid} HTTP/1.1\r\n".encode())
+        code, body, _ = yield self.http(b"POST", f"{api}/f/{fid}", b'{"a": 2, "b": 3}')
+        self.assertEqual((code, json.loads(body)), (200, {"sum": 5}))
+        for _ in range(int(gw.GatewayConfig().receive_timeout_s) * 2 + 4):
+            if not slow.transport.connected:
+                break
+            slow.transport.write(b"X")
+            yield deferLater(reactor, 0.5, lambda: None)
+        dropped = yield slow.closed
+        self.assertTrue(dropped.startswith(b"HTTP/1.1 408 "), dropped[:200])
+
+        # The figures: the functions API and /metrics.
+        code, doc = yield tracker.get_json(f"/api/v1/functions/{fid}")
+        self.assertEqual((doc["calls"]["calls_total"], doc["calls"]["errors_total"]), (5, 2))
+        self.assertIsNotNone(doc["calls"]["p99_ms"])
+        code, metrics, _ = yield self.http(b"GET", f"{api}/metrics")
+        self.assertIn(f'orb_function_calls_total{{fid="{fid}"}} 5'.encode(), metrics)
+
+        # orb invoke: gateway and wire, and its exit codes.
+        code, out, err = yield self.orb("invoke", fid, "--data", '{"a": 3, "b": 4}', "--api", api, "--json")
+        self.assertEqual(code, 0, out + err)
+        doc = json.loads(out)
+        self.assertEqual((doc["status"], json.loads(doc["output"]), doc["cached"]), ("ok", {"sum": 7}, False))
+        self.assertIn(doc["replica"], verified)
+        self.assertEqual(set(doc["timing"]), {f"{k}_ms" for k in ("queue", "fetch", "boot", "exec", "network",
+                                                                  "total")})
+        self.assertTrue(doc["route"].startswith("gateway"))
+        code, out, err = yield self.orb("invoke", fid, "--data", '{"a": 3, "b": 4}', "--wire", "--tracker",
+                                        tracker.wire_text, "--json")
+        self.assertEqual(code, 0, out + err)
+        doc = json.loads(out)
+        self.assertEqual((doc["route"], json.loads(doc["output"])), ("wire", {"sum": 7}))
+        self.assertIn("network_ms", doc["timing"])
+        for argv, status in [
+            ((fid, "--data", '{"a": 1}'), 1),  # the function failed
+            ((fid, "--data", '{"a": 1, "b": 1, "spin_s": 5}', "--timeout", "0.8"), 11),  # the deadline passed
+            ((UNKNOWN_FID, "--data", ""), 10),  # no such function
+        ]:
+            code, out, err = yield self.orb("invoke", *argv, "--api", api)
+            self.assertEqual(code, status, (argv, out, err))
+        code, out, err = yield self.orb("invoke", fid, "--data", "{}", "--api", "http://127.0.0.1:1")
+        self.assertEqual(code, 6, out + err)  # a network error
+        self.assertEqual(tracker.tracebacks, 0, tracker.text[-3000:])
