@@ -344,6 +344,40 @@ class GatewayLimitTests(GatewaySiteMixin, TestCase):
         self.assertEqual((code, body), (200, b"done"))
 
 
+class GatewayOptionsTests(SynchronousTestCase):
+    def test_tracker_options_set_the_gateway_limits(self):
+        """twistd orb-tracker --gateway-* options become the gateway's limits; nonsense is refused with a message."""
+        import socket
+
+
+        from orb.tracker import tap
+
+        def free_port():
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
+        def parse(*extra):
+            options = tap.Options()
+            options.parseOptions(["--data-dir", self.mktemp(), "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
+                                  "--http", f"tcp:{free_port()}:interface=127.0.0.1", *extra])
+            return options
+
+        options = parse("--gateway-rate", "5", "--gateway-burst", "3", "--gateway-max-input-bytes", "1000",
+                        "--gateway-receive-timeout", "2.5")
+        self.assertEqual((options["gateway-rate"], options["gateway-burst"], options["gateway-max-input-bytes"],
+                          options["gateway-receive-timeout"]), (5.0, 3, 1000, 2.5))
+        self.assertEqual(parse("--gateway-rate", "0")["gateway-rate"], 0.0)
+        defaults = parse()
+        self.assertEqual((defaults["gateway-rate"], defaults["gateway-max-input-bytes"]),
+                         (gw.GatewayConfig().rate_per_s, mf.MAX_INPUT_BYTES))
+        for bad in (("--gateway-burst", "0"), ("--gateway-rate", "fast"),
+                    ("--gateway-max-input-bytes", str(mf.MAX_INPUT_BYTES + 1))):
+            with self.assertRaises(SystemExit, msg=bad) as e:  # twistd prints it and exits
+                parse(*bad)
+            self.assertIn(bad[0], str(e.exception))
+
+
 class ClientBucketTests(SynchronousTestCase):
     def test_bucket_refills_and_table_is_bounded(self):
         """A client may burst, then waits 1/rate per call; the table forgets the least recently seen client."""

@@ -48,10 +48,11 @@ status  ``code``                           when
 504     ``timeout``                        the deadline passed
 ======  =================================  ===================================
 
-Bounds: a request's headers and body must arrive within
-``receive_timeout_s`` of its first line, and a connection must start each
-request within ``idle_timeout_s`` (a slowloris client is dropped, others
-are not slowed); the body is held once, in one buffer no larger than the
+Bounds: a new connection must send its first request line within
+``receive_timeout_s``, a request's headers and body must arrive within
+``receive_timeout_s`` of its first line, and a kept-alive connection must
+start its next request within ``idle_timeout_s`` (a slowloris client is
+dropped, others are not slowed); the body is held once, in one buffer no larger than the
 cap; at most ``max_in_flight`` calls wait on the router; the per-IP
 token buckets are an LRU table of ``max_clients``. The output is written
 in ``OUTPUT_CHUNK_BYTES`` pieces as the client reads.
@@ -487,7 +488,7 @@ class GatewayRequest(server.Request):
         seen = site.request_started(transport)
         self._receive_timer = site.reactor.callLater(site.gateway.config.receive_timeout_s, self._too_slow)
         # Once answered, a kept-alive connection must start its next request within idle_timeout_s.
-        self.notifyFinish().addBoth(lambda _: site.watch(lambda: transport, seen))
+        self.notifyFinish().addBoth(lambda _: site.watch(lambda: transport, seen, site.gateway.config.idle_timeout_s))
 
     def _cancel_timer(self):
         if self._receive_timer is not None and self._receive_timer.active():
@@ -556,8 +557,9 @@ class GatewayRequest(server.Request):
 class GatewaySite(server.Site):
     """
     The tracker's HTTP site: ``GatewayRequest`` for every request,
-    ``Host: <fid>.orb`` routing of ``/`` to the gateway, and a connection
-    that starts no request within ``idle_timeout_s`` is closed.
+    ``Host: <fid>.orb`` routing of ``/`` to the gateway; a new connection
+    that starts no request within ``receive_timeout_s``, or a kept-alive
+    one that starts no next request within ``idle_timeout_s``, is closed.
     """
 
     def __init__(self, resource, gateway, reactor):
@@ -574,8 +576,8 @@ class GatewaySite(server.Site):
         self._requests_started[transport] = self._requests_started.get(transport, 0) + 1
         return self._requests_started[transport]
 
-    def watch(self, get_transport, seen):
-        """Close the connection unless it has started more than ``seen`` requests ``idle_timeout_s`` from now."""
+    def watch(self, get_transport, seen, within_s):
+        """Close the connection unless it has started more than ``seen`` requests ``within_s`` from now."""
         def check():
             del self._watches[key]
             transport = get_transport()
@@ -586,12 +588,14 @@ class GatewaySite(server.Site):
                 transport.loseConnection()
 
         key = id(check)
-        self._watches[key] = self.reactor.callLater(self.gateway.config.idle_timeout_s, check)
+        self._watches[key] = self.reactor.callLater(within_s, check)
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)
         # The site's protocol wraps the HTTPChannel (to switch to HTTP/2 after ALPN); the transport is the inner one's.
-        self.watch(lambda: getattr(getattr(channel, "_channel", channel), "transport", None), 0)
+        # A new connection sends its first request line within receive_timeout_s.
+        self.watch(lambda: getattr(getattr(channel, "_channel", channel), "transport", None), 0,
+                   self.gateway.config.receive_timeout_s)
         return channel
 
     def stopFactory(self):
