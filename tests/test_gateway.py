@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 from orb.protocol import fid as fidmod
 from orb.protocol import manifest as mf
 from orb.protocol import messages as m
-from orb.protocol.codes import ResultStatus, TlvType
+from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.deploy import sign_deploy
 from orb.tracker import gateway as gw
 from orb.tracker import stats as statsmod
@@ -235,6 +235,21 @@ class GatewayRouteTests(GatewaySiteMixin, TestCase):
         self.router.answer = lambda fid, data: Later()
         code, _, headers = yield self.request(b"POST", f"/f/{FID}", b"")
         self.assertEqual((code, one(headers, b"retry-after")), (503, "7"))
+
+    @defer.inlineCallbacks
+    def test_a_router_refusal_is_a_client_error(self):
+        """A call the router refuses before routing (out_of_range) is 400 bad-deadline and no call in the figures."""
+        refused = m.Result(status=int(ResultStatus.INTERNAL), queue_us=0, fetch_us=0, boot_us=0, exec_us=0,
+                           output=b"", log=b"a deadline past the maximum")
+
+        class Refused:
+            result, replica, network_us, cached, route, attempts, retry_after_s = refused, None, 0, False, "", 0, None
+            refusal = int(ErrorCode.OUT_OF_RANGE)
+
+        self.router.answer = lambda fid, data: Refused()
+        code, body, _ = yield self.request(b"POST", f"/f/{FID}", b"")
+        self.assertEqual((code, json.loads(body)["code"]), (400, "bad-deadline"))
+        self.assertEqual(self.stats.calls.figures(FID).calls_total, 0)
 
     @defer.inlineCallbacks
     def test_cached_answer_says_so(self):

@@ -75,7 +75,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from orb.protocol import fid as fidmod
-from orb.protocol.codes import ResultStatus, TlvType
+from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
 
 log = Logger()
@@ -106,6 +106,11 @@ RESULT_HTTP = {
     ResultStatus.INTERNAL: (http.BAD_GATEWAY, "internal"),
 }
 RETRY_LATER = (ResultStatus.BUSY, ResultStatus.REFUSED)
+# An Answer's ``refusal`` (an ErrorCode: the router refused the call before routing it).
+ROUTER_REFUSALS = {
+    int(ErrorCode.OUT_OF_RANGE): (http.BAD_REQUEST, "bad-deadline"),
+    int(ErrorCode.TOO_LARGE): (http.REQUEST_ENTITY_TOO_LARGE, "input-too-large"),
+}
 
 
 @attrs.frozen
@@ -391,7 +396,9 @@ class GatewayResource(Resource):
             return outcome
 
         def answered(answer):
-            self.calls.observe_call(fid, self.clock.seconds() - started, answer.result.status_kind == ResultStatus.OK)
+            if not getattr(answer, "refusal", 0):  # a call refused before routing is not a call of the function
+                self.calls.observe_call(fid, self.clock.seconds() - started,
+                                        answer.result.status_kind == ResultStatus.OK)
             if request._disconnected or request.finished:
                 return
             self._respond(request, answer, self.clock.seconds() - started)
@@ -414,6 +421,12 @@ class GatewayResource(Resource):
         d.addErrback(broken)
 
     def _respond(self, request, answer, total_s):
+        refusal = getattr(answer, "refusal", 0)
+        if refusal:  # the router refused the call before routing it
+            status, code = ROUTER_REFUSALS.get(refusal, (http.BAD_REQUEST, "bad-request"))
+            request.write(_error(request, status, code, answer.result.log[:500].decode("utf-8", "replace")))
+            request.finish()
+            return
         result = answer.result
         status = result.status_kind
         code, name = RESULT_HTTP[status]
