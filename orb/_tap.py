@@ -63,7 +63,10 @@ class NodeOptions(usage.Options):
 
     def check(self):
         self["data-dir"] = opt.check_data_dir(self["data-dir"])
-        self["listen"] = opt.check_endpoint(self["listen"], "--listen")
+        if self.get("no-listen"):
+            self["listen"] = None  # a peer that accepts no connections (RFC 8.7): it is reached through RELAY
+        else:
+            self["listen"] = opt.check_endpoint(self["listen"], "--listen")
         self["network"] = opt.check_network(self.get("network", "main"))
         advertise = self.get("advertise")
         self["advertise"] = opt.parse_hostport(advertise, "--advertise") if advertise else None
@@ -72,7 +75,7 @@ class NodeOptions(usage.Options):
         self["join"] = tuple(address for _, address in joins)
         self["pinned"] = tuple((address, node_id) for node_id, address in joins if node_id is not None)
         self["max-inbound"] = opt.positive_int("max-inbound", self.get("max-inbound", self.default_max_inbound), 10_000)
-        address = opt.listen_address(self["listen"])
+        address = opt.listen_address(self["listen"]) if self["listen"] is not None else None
         if address is not None:
             check_port_free(*address)
 

@@ -21,7 +21,9 @@ throwaway data dir and everything on loopback:
 """
 
 import argparse
+import json
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -263,10 +265,90 @@ def deploy_act(reactor, base_dir, network, t1, t2, peers, names, console):
     console.print(f"[green]back at 3 verified replicas[/] {reactor.seconds() - killed_at:.1f} s later: the tracker "
                   "saw the host gone, offered the function to the spare peer, and challenged its copy")
     console.print(replica_table("replicas after the crash", doc, names))
+    yield invoke_act(reactor, base_dir, network, t1, peers, names, fid, console)
+
+
+def server_timing(text):
+    """``queue;dur=0.012, exec;dur=0.3`` -> {"queue": 0.012, "exec": 0.3} (ms)."""
+    out = {}
+    for part in text.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            try:
+                out[name] = float(rest[4:])
+            except ValueError:
+                pass
+    return out
+
+
+def _breakdown(ms):
+    return "/".join(f"{ms[k]:.1f}" if k in ms else "-" for k in ("queue", "fetch", "boot", "exec", "network"))
+
+
+@defer.inlineCallbacks
+def curl_call(url, data, console):
+    """Call the gateway with the real curl, print the command and its whole answer: (status, headers, body)."""
+    argv = ["curl", "-sS", "-i", "-X", "POST", url, "-H", "Content-Type: application/json", "-d", data]
+    console.print("$ " + shlex.join(argv), highlight=False, markup=False)
+    out, err, code = yield utils.getProcessOutputAndValue("/usr/bin/curl", argv[1:], env=dict(os.environ))
+    text = out.decode("utf-8", "replace").replace("\r\n", "\n")
+    console.print(text.rstrip(), highlight=False, markup=False)
+    if code:
+        raise RuntimeError(f"curl failed ({code}): {err.decode('utf-8', 'replace')}")
+    head, _, body = text.partition("\n\n")
+    lines = head.splitlines()
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, headers, body
+
+
+@defer.inlineCallbacks
+def invoke_act(reactor, base_dir, network, t1, peers, names, fid, console):
+    """Call the function through the gateway (curl), the wire, a relayed peer; kill the replica that answered."""
+    console.rule("[bold]calling it: the gateway, the wire, a crash")
+    api = f"http://127.0.0.1:{t1.info['http']}"
     url = f"{api}/f/{fid}"
-    console.print(f"\n$ curl -X POST {url} -d '{{\"a\": 40, \"b\": 2}}'", highlight=False, markup=False)
-    code, body = yield post_json(url, b'{"a": 40, "b": 2}')
-    console.print(f"{code} {body.decode('utf-8', 'replace')}", highlight=False, markup=False)
+    rows = []
+
+    def gateway_row(route, status, headers, body):
+        replica = headers.get("orb-replica", "")
+        rows.append((route, names.get(replica, replica[:8] or "-"), _breakdown(server_timing(
+            headers.get("server-timing", ""))), f"{status} {body.strip()[:24]}"))
+        return replica
+
+    status, headers, body = yield curl_call(url, '{"a": 40, "b": 2}', console)
+    answered = gateway_row("gateway", status, headers, body)
+
+    argv = ("invoke", fid, "--wire", "--tracker", t1.wire_text, "--json", "--data", '{"a": 1, "b": 2}')
+    console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
+    code, out, err = yield orb_command(base_dir, network, *argv)
+    console.print(out.rstrip() or err.rstrip(), highlight=False, markup=False)
+    if code:
+        raise RuntimeError(f"orb invoke --wire failed ({code}): {err}")
+    doc = json.loads(out)
+    replica = doc.get("replica") or ""
+    timing = {k[:-3] if k.endswith("_ms") else k: v for k, v in (doc.get("timing") or {}).items()}
+    rows.append(("wire", names.get(replica, replica[:8] or "-"), _breakdown(timing),
+                 f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
+
+    victim = next((p for p in peers if p.node_id == answered and p.running), None)
+    if victim is not None:
+        console.print(f"\n[bold red]kill -9[/] {names[victim.node_id]}, the replica that answered the first call, "
+                      "and call again at once:", highlight=False)
+        yield victim.stop(signal.SIGKILL)
+        status, headers, body = yield curl_call(url, '{"a": 20, "b": 22}', console)
+        gateway_row("gateway, after the kill", status, headers, body)
+        if status != 200:
+            raise RuntimeError(f"the call after the crash failed: {status} {body}")
+
+    code, doc = yield t1.get_json(f"/api/v1/functions/{fid}")
+    replicas = len(verified_peer_hosts(doc)) if code == 200 else "?"
+    table = Table(title=f"function adder, fid {fid[:16]}..., {replicas} verified replicas")
+    for column in ("route", "replica", "queue/fetch/boot/exec/network ms", "result"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 @defer.inlineCallbacks

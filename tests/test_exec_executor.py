@@ -4,7 +4,9 @@ restarts, refusal.  A fake process reactor stands in for the zygote, in the
 style of Twisted's runner/test/test_procmon.py DummyProcessReactor.
 """
 
-from twisted.internet import error
+import os
+
+from twisted.internet import defer, error, reactor, task
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
@@ -13,6 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from orb.exec import ExecConfig, Executor, RuntimeSpec
 from orb.exec._frames import FrameDecoder, encode
 from orb.protocol.codes import ResultStatus
+
+from .hostile._support import JailTestCase
 
 SPEC = RuntimeSpec(runtime="python", entry="main.py")
 LAYERS = {"seccomp": True, "landlock_fs": True}
@@ -80,7 +84,7 @@ class ExecutorTests(SynchronousTestCase):
     def make(self, **kw):
         self.reactor = DummyProcessReactor()
         cfg = dict(max_concurrent=2, max_queue=2, default_timeout_s=5.0, grace_s=1.0,
-                   restart_delay_s=1.0, heartbeat_s=0)
+                   restart_delay_s=1.0, heartbeat_s=0, boot_max_s=3.0)
         cfg.update(kw)
         self.executor = Executor(self.reactor, ExecConfig(**cfg))
         d = self.executor.start()
@@ -227,11 +231,12 @@ class ExecutorTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
     def test_watchdog_kills_silent_zygote_and_restarts_it(self):
-        """A zygote that does not answer within deadline plus grace is killed and replaced."""
+        """A zygote that does not answer within deadline, boot allowance and grace is killed and replaced."""
         t = self.started()
         d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=1)
-        runs(t)
-        self.reactor.advance(1.9)
+        [(ctl, _)] = runs(t)
+        self.assertEqual(ctl["boot_max_s"], 3.0)  # the zygote's clock for the call starts once its jail is up
+        self.reactor.advance(4.9)
         self.assertNoResult(d)
         with capturedLogs() as logs:
             self.reactor.advance(0.1)
@@ -345,7 +350,7 @@ class ExecutorTests(SynchronousTestCase):
         t = self.started()
         d = self.executor.invoke("f", "/pkg", SPEC, b"", deadline_s=1)
         [(ctl, _)] = runs(t)
-        self.reactor.advance(2.0)
+        self.reactor.advance(5.0)
         self.assertEqual(self.successResultOf(d).status, ResultStatus.TIMEOUT)
         t.done(ctl["id"])  # no exception, no double callback
 
@@ -383,6 +388,62 @@ class ExecutorTests(SynchronousTestCase):
         self.assertEqual((r.status, r.message), (ResultStatus.TIMEOUT, "wall-clock deadline"))
 
 
+    def test_cancelled_queued_call_leaves_the_queue_at_once(self):
+        """Cancelling a queued call removes it at once: it never runs and frees its queue place."""
+        t = self.started(max_concurrent=1, max_queue=1)
+        self.executor.invoke("f", "/pkg", SPEC, b"a")
+        queued = self.executor.invoke("f", "/pkg", SPEC, b"b")
+        runs(t)
+        queued.cancel()
+        self.failureResultOf(queued, defer.CancelledError)
+        self.assertEqual((self.executor.running, self.executor.queued), (1, 0))
+        third = self.executor.invoke("f", "/pkg", SPEC, b"c")  # the freed place takes it, not BUSY
+        self.assertNoResult(third)
+        self.assertEqual(t.frames(), [])  # nothing told to the zygote
+
+    def test_cancelled_running_call_is_killed_and_holds_its_slot_until_done(self):
+        """Cancelling a running call asks the zygote to kill it; its slot frees only on the zygote's done."""
+        t = self.started(max_concurrent=1, max_queue=2)
+        running = self.executor.invoke("f", "/pkg", SPEC, b"a")
+        nxt = self.executor.invoke("f", "/pkg", SPEC, b"b")
+        [(ctl, _)] = runs(t)
+        running.cancel()
+        self.failureResultOf(running, defer.CancelledError)
+        self.assertEqual([c for c, _ in t.frames()], [{"op": "cancel", "id": ctl["id"]}])
+        self.assertEqual((self.executor.running, self.executor.queued), (1, 1))  # not reaped yet
+        running.cancel()  # a second cancel sends nothing more
+        self.assertEqual(t.frames(), [])
+        t.done(ctl["id"], status="INTERNAL", message="cancelled by the caller")
+        [(ctl2, data)] = runs(t)
+        self.assertEqual(data, b"b")
+        t.done(ctl2["id"], out=b"ok")
+        self.assertEqual(self.successResultOf(nxt).output, b"ok")
+
+    def test_zygote_silent_after_cancel_is_replaced(self):
+        """A zygote that does not report a cancelled call's end within grace is killed and replaced."""
+        t = self.started(max_concurrent=1)
+        running = self.executor.invoke("f", "/pkg", SPEC, b"a", deadline_s=60)
+        runs(t)
+        self.reactor.advance(0.5)
+        running.cancel()
+        self.failureResultOf(running, defer.CancelledError)
+        self.reactor.advance(1.0)  # grace_s, not the call's 60 s deadline
+        self.assertEqual(t.signals, ["KILL"])
+        self.assertEqual(self.executor.running, 0)
+        self.flushLoggedErrors()
+
+    def test_capacity_counts_running_and_queue(self):
+        """capacity is max_concurrent + max_queue: running + queued at it means the next call is BUSY."""
+        t = self.started(max_concurrent=1, max_queue=1)
+        self.assertEqual(self.executor.capacity, 2)
+        self.executor.invoke("f", "/pkg", SPEC, b"a")
+        self.executor.invoke("f", "/pkg", SPEC, b"b")
+        runs(t)
+        self.assertEqual(self.executor.running + self.executor.queued, self.executor.capacity)
+        busy = self.successResultOf(self.executor.invoke("f", "/pkg", SPEC, b"c"))
+        self.assertEqual(busy.status, ResultStatus.BUSY)
+
+
 class RuntimeSpecTests(SynchronousTestCase):
     def test_from_manifest_defaults(self):
         """A manifest with only a runtime gets the default entry and per-call reuse."""
@@ -398,3 +459,95 @@ class RuntimeSpecTests(SynchronousTestCase):
                     {"runtime": "exec", "reuse": "per-function"}, {}):
             with self.assertRaises(ValueError, msg=repr(bad)):
                 RuntimeSpec.from_manifest(bad)
+
+
+SLEEPER = """
+import time
+calls = 0
+def handler(event, context):
+    global calls
+    calls += 1
+    if event == b"sleep":
+        time.sleep(30)
+    return str(calls)
+"""
+
+
+class RealJailCancelTests(JailTestCase):
+    """Cancelling a call in a real jail: its processes go, its slot frees."""
+
+    config = {"max_concurrent": 1, "max_queue": 2}
+
+    @defer.inlineCallbacks
+    def running_child(self):
+        """The pid of the one jailed process running a call, once it runs."""
+        for _ in range(250):
+            jailed = self.zygote_children()
+            # A child takes its name ("orb-call") when its order arrives; a
+            # spare forked a moment ago has not named itself yet.
+            if len(jailed) == 1 and self.name_of(jailed[0]) == "orb-call":
+                return jailed
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.fail("the call never started")
+
+    @staticmethod
+    def name_of(pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def groups_of(self, pid):
+        """The cgroup dirs of a process that sit under the zygote's own cgroups."""
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = [line.rstrip("\n").split(":", 2) for line in f]
+        dirs = []
+        for parent in self.hello.get("cgroup_dirs", []):
+            for _hid, names, path in lines:
+                for mount in (names.split(",") if names else [""]):
+                    leaf = os.path.join("/sys/fs/cgroup", mount, path.lstrip("/")) if mount else \
+                        os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+                    if leaf.startswith(parent + "/"):
+                        dirs.append(leaf)
+        return sorted(set(dirs))
+
+    @defer.inlineCallbacks
+    def cancel_then_call(self, reuse):
+        pkg = self.make_package({"main.py": SLEEPER})
+        sleeping = self.call(pkg, data=b"sleep", timeout=30, reuse=reuse)
+        [pid] = yield self.running_child()
+        groups = self.groups_of(pid)
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        sleeping.cancel()
+        self.failureResultOf(sleeping, defer.CancelledError)
+        after = yield self.call(pkg, data=b"now", timeout=5, reuse=reuse)
+        # The slot is handed on only once the cancelled child was reaped.
+        self.assertFalse(os.path.exists(f"/proc/{pid}"), "the cancelled call's process outlived it")
+        self.assertEqual((after.status, after.output), (ResultStatus.OK, b"1"), after)
+        for _ in range(100):
+            if not any(os.path.exists(d) for d in groups):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual([d for d in groups if os.path.exists(d)], [])
+
+    def test_cancel_kills_a_per_call_child_and_frees_its_slot(self):
+        """A cancelled per-call call's jailed process is gone and the next call takes the only slot."""
+        return self.cancel_then_call("per-call")
+
+    def test_cancel_kills_the_warm_worker(self):
+        """A cancelled warm call kills its worker: the next call gets a fresh one, with fresh module state."""
+        return self.cancel_then_call("per-function")
+
+    @defer.inlineCallbacks
+    def test_cancel_of_a_queued_call_never_runs_it(self):
+        """A cancelled queued call never runs, and calls behind it move up."""
+        pkg = self.make_package({"main.py": "import time\ndef handler(e, c):\n    time.sleep(0.5)\n    return e\n"})
+        first = self.call(pkg, data=b"1")
+        queued = self.call(pkg, data=b"2")
+        third = self.call(pkg, data=b"3")
+        queued.cancel()
+        self.failureResultOf(queued, defer.CancelledError)
+        r3 = yield third
+        r1 = yield first
+        self.assertEqual((r1.output, r3.output), (b"1", b"3"))

@@ -119,7 +119,7 @@ class JoinTests(SynchronousTestCase):
         """The tracker's dispatch table names each type it serves, and nothing else."""
         self.assertEqual(set(self.tracker.table.handlers), {
             MessageType.GETADDR, MessageType.ADDR, MessageType.ANNOUNCE, MessageType.SYNC, MessageType.DELTA,
-            MessageType.LOOKUP, MessageType.INVOKE})
+            MessageType.LOOKUP, MessageType.INVOKE, MessageType.LOGS, MessageType.RELAY})
 
 
 class FederationTests(SynchronousTestCase):

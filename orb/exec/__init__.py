@@ -26,7 +26,9 @@ see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
 - ``ERROR``: the function failed; ``log`` holds its stderr (traceback);
 - ``TIMEOUT``: the wall-clock deadline (or the CPU limit) was reached and
   the child's whole process group was killed; also for a call whose
-  deadline passed while it waited in the queue;
+  deadline passed while it waited in the queue.  ``deadline_s`` counts the
+  time queued and the time running, not the jail's boot (which has
+  ``boot_max_s`` of its own);
 - ``MEMORY``: the kernel's OOM killer ended the call in its own memory
   cgroup (any runtime).  Without a writable memory cgroup (a non-root
   peer) memory is bounded by RLIMIT_AS alone, and a failed allocation is
@@ -42,6 +44,13 @@ see :meth:`RuntimeSpec.from_manifest`).  Its Deferred always fires with an
   ``ExecConfig.allow_unconfined`` (the operator's loud opt-out) is off;
 - ``INTERNAL``: the zygote died, hung or lost its template, or the executor
   is stopping; the message says which.
+
+Cancelling the Deferred of ``invoke`` withdraws the call (it then fails
+with ``CancelledError``; no ExecResult comes): a queued call leaves the
+queue at once; a running one is killed by the zygote (the child's whole
+PID namespace and cgroup; a warm worker is killed with its call), and its
+slot stays taken until the zygote reports the child reaped, so
+``max_concurrent`` always bounds the live children.
 
 Verdicts are the supervisor's: the status comes from the exit status and
 signal the kernel reports, seccomp notifications, the call's cgroup's OOM
@@ -97,7 +106,7 @@ Configuration (:class:`ExecConfig`, all optional): ``max_concurrent``
 ``output_max_bytes`` (1 MiB), ``log_max_bytes`` (64 KiB),
 ``input_max_bytes`` (1 MiB), ``scratch_max_bytes`` (16 MiB) and
 ``scratch_max_inodes`` (4096), ``max_tasks`` (64), ``nofile``,
-``max_workers``, ``worker_idle_s``, ``prefork`` (keep a spare child
+``max_workers``, ``worker_idle_s``, ``boot_max_s``, ``prefork`` (keep a spare child
 ready), ``uid_base``/``uid_count``, ``heartbeat_s`` (a zygote that does
 not answer within it is replaced), ``allow_unconfined`` (the loud
 opt-out), ``disable_layers`` (benchmarks: ``seccomp``, ``seccomp_notify``,

@@ -145,6 +145,9 @@ class ExecConfig:
     # The zygote answers a ping every heartbeat_s; one that does not answer
     # within heartbeat_s is hung (or crippled) and is replaced.  0: off.
     heartbeat_s: float = 5.0
+    # Booting a call's jail does not count against its deadline (the zygote
+    # starts the call's clock when the jail is up), but must end within this.
+    boot_max_s: float = 10.0
 
 
 @attrs.define(eq=False)
@@ -160,6 +163,7 @@ class _Pending:
     d: defer.Deferred
     t_dispatch: float | None = None
     watchdog: object = None
+    cancelled: bool = False  # withdrawn while running: its slot is held until the zygote's done
 
 
 class _ZygoteProtocol(protocol.ProcessProtocol):
@@ -227,6 +231,12 @@ class Executor:
         return len(self._queue)
 
     @property
+    def capacity(self) -> int:
+        """Calls running plus queued at which the next one is BUSY.  A
+        cancelled call counts in ``running`` until its child is reaped."""
+        return self.config.max_concurrent + self.config.max_queue
+
+    @property
     def state(self) -> ExecutorState:
         return self._state
 
@@ -283,7 +293,8 @@ class Executor:
                      fid=fid, missing=", ".join(self.missing_layers))
         self._next_id += 1
         p = _Pending(self._next_id, fid, os.path.abspath(package_dir), spec, bytes(input_bytes),
-                     timeout, request_id, now, defer.Deferred())
+                     timeout, request_id, now, None)
+        p.d = defer.Deferred(lambda _d: self._withdraw(p))
         if self._state == ExecutorState.READY and len(self._running) < self.config.max_concurrent:
             self._dispatch(p)
         elif len(self._queue) < self.config.max_queue:
@@ -293,7 +304,8 @@ class Executor:
                 ResultStatus.BUSY,
                 f"executor busy: {len(self._running)} running, {len(self._queue)} queued",
                 request_id=request_id))
-        p.watchdog = self._clock.callLater(timeout + self.config.grace_s, self._watchdog, p)
+        if p.watchdog is None and not p.d.called:  # queued (a dispatched call has its own)
+            p.watchdog = self._clock.callLater(timeout + self.config.grace_s, self._watchdog, p)
         return p.d
 
     def stop(self) -> defer.Deferred:
@@ -550,6 +562,7 @@ class Executor:
             "output_max_bytes": c.output_max_bytes, "log_max_bytes": c.log_max_bytes,
             "scratch_max_bytes": c.scratch_max_bytes, "nofile": c.nofile,
             "scratch_max_inodes": c.scratch_max_inodes, "max_tasks": c.max_tasks,
+            "boot_max_s": c.boot_max_s,
         }
         proto = self._proto
         if proto is None or proto.transport is None:
@@ -558,12 +571,35 @@ class Executor:
         self._running[p.id] = p
         proto.transport.write(encode(ctl, p.data))
         p.data = b""
+        # Booting its jail does not count against the call (the zygote's
+        # deadline runs from when the jail is up), so the watchdog allows it.
+        self._cancel_watchdog(p)
+        p.watchdog = self._clock.callLater(remaining + c.boot_max_s + c.grace_s, self._watchdog, p)
+
+    def _withdraw(self, p: _Pending) -> None:
+        """The Deferred of ``p`` was cancelled.  Queued: it leaves the queue.
+        Running: the zygote kills its child (or warm worker), and the slot
+        stays taken until the zygote's ``done`` says the child was reaped; a
+        zygote that does not say so within ``grace_s`` is replaced."""
+        if p in self._queue:
+            self._queue.remove(p)
+            self._cancel_watchdog(p)
+        elif self._running.get(p.id) is p and not p.cancelled:
+            p.cancelled = True
+            self._cancel_watchdog(p)
+            p.watchdog = self._clock.callLater(self.config.grace_s, self._watchdog, p)
+            proto = self._proto
+            if proto is not None and proto.transport is not None:
+                proto.transport.write(encode({"op": "cancel", "id": p.id}))
 
     def _done(self, ctl: dict, payload: bytes) -> None:
         p = self._running.pop(ctl.get("id"), None)
         if p is None:
             return  # already failed by the watchdog
         self._cancel_watchdog(p)
+        if p.d.called:  # cancelled: its child is gone, its slot free
+            self._pump()
+            return
         try:
             status = ResultStatus[ctl["status"]]
             out_len = int(ctl["out_len"])
@@ -589,8 +625,8 @@ class Executor:
             self._fail(p, ResultStatus.TIMEOUT, "deadline passed while queued")
         elif self._running.get(p.id) is p:
             del self._running[p.id]
-            log.error("zygote did not answer call {id} within its deadline plus grace; restarting it",
-                      id=p.id)
+            log.error("zygote did not answer call {id} within {what} plus grace; restarting it",
+                      id=p.id, what="its cancel" if p.cancelled else "its deadline")
             self._fail(p, ResultStatus.TIMEOUT, "deadline passed and the zygote did not answer")
             self._kill_zygote()
             self._pump()

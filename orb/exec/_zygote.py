@@ -22,7 +22,14 @@ Messages (frames of :mod:`orb.exec._frames`):
 - peer -> zygote ``{"op": "run", "id", "runtime", "entry", "package_dir",
   "fid", "request_id", "reuse", "timeout_s", "memory_mb",
   "output_max_bytes", "log_max_bytes", "scratch_max_bytes",
-  "scratch_max_inodes", "max_tasks", "nofile"}`` with the input as payload;
+  "scratch_max_inodes", "max_tasks", "nofile", "boot_max_s"}`` with the input
+  as payload (``timeout_s`` runs from when the call's jail is up; booting
+  it may take ``boot_max_s`` more);
+  ``{"op": "cancel", "id"}``: the peer withdrew that call: it leaves the
+  waiting list at once, or its child (a warm worker: the worker) is
+  killed, and its ``done`` (status ``INTERNAL``, "cancelled") is sent once
+  the template reaped it, so a slot is free only when nothing of the call
+  is left; a cancel naming no call of this zygote's is ignored;
   ``{"op": "ping", "n"}`` (answered ``{"op": "pong", "n"}`` while the
   template lives); ``{"op": "stop"}`` (or EOF on stdin) to shut down.
 - zygote -> peer ``{"op": "hello", "pid", "layers", "missing",
@@ -116,6 +123,7 @@ WORKER_MAX_CALLS = 10000
 ANSWER_MAX_BYTES = (1 << 32) - 1
 MAX_PRIMED = 2  # functions with a child readied for their next call
 PRIMED_IDLE_S = 5.0  # an unused primed child is killed after this long
+BOOT_MAX_S = 10.0  # a run frame without boot_max_s: its jail must be up within timeout_s + this
 
 
 def _now() -> float:
@@ -588,7 +596,8 @@ class Call:
         self.event = event
         self.t_start = t_start
         self.t_ready: float | None = None
-        self.deadline = t_start + float(ctl["timeout_s"])
+        self.timeout_s = float(ctl["timeout_s"])
+        self.boot_max_s = float(ctl.get("boot_max_s", BOOT_MAX_S))
         self.out = bytearray()
         self.log = bytearray()
         self.log_dropped = 0
@@ -601,6 +610,17 @@ class Call:
         self.finished = False
         self.protocol_error: str | None = None
         self.aborted = False
+        self.cancelled = False  # the peer withdrew it
+
+    @property
+    def deadline(self) -> float:
+        """Booting the jail never counts against the call's time: its
+        ``timeout_s`` runs from when the jail is up (the child's ``R``, or at
+        once for a warm worker or a primed child).  Until then the call has
+        ``timeout_s`` + ``boot_max_s`` from its arrival."""
+        if self.t_ready is None:
+            return self.t_start + self.timeout_s + self.boot_max_s
+        return self.t_ready + self.timeout_s
 
     @property
     def output_max(self) -> int:
@@ -999,6 +1019,8 @@ class Loop:
             if op == "run":
                 self.runs_seen += 1
                 self.start_call(ctl, payload)
+            elif op == "cancel":
+                self.cancel_call(ctl.get("id"))
             elif op == "ping":
                 # Answered once the template answers too: a hung template
                 # then shows as a hung zygote, and the peer replaces both.
@@ -1064,6 +1086,31 @@ class Loop:
             if self.run_in_worker(spec, call):
                 return
         self.fork_once(call, spec)
+
+    def cancel_call(self, call_id) -> None:
+        """The peer withdrew a call.  Waiting for a child: it ends now.
+        Running: its child (or warm worker) is killed, and it ends when the
+        template reports the exit, like any other ending."""
+        call = self.calls.get(call_id) if isinstance(call_id, int) else None
+        if call is None or call.finished or call.cancelled:
+            return
+        call.cancelled = True
+        if call.proc is None:
+            self.unwait(call)
+            self.finish(call, "INTERNAL", "cancelled by the caller")
+        elif call.worker is not None:
+            self.retire(call.worker)
+        else:
+            call.proc.kill()
+
+    def unwait(self, call: Call) -> None:
+        """Take a call that has no child yet off the waiting list, with the
+        warm worker reserved for it."""
+        self.waiters = collections.deque(w for w in self.waiters if w[0] is not call)
+        w = call.worker
+        if w is not None and w.proc is None and not w.dead:
+            w.dead = True
+            self.workers.remove(w)
 
     def make_spec(self, ctl: dict) -> dict:
         runtime = ctl.get("runtime")
@@ -1739,8 +1786,8 @@ class Loop:
             return
         worker = entry[1]
         call = worker.call
-        if call is None or worker.answer is None or call.finished:
-            return
+        if call is None or worker.answer is None or call.finished or call.cancelled:
+            return  # a cancelled call ends when the worker's exit is reported
         for fd, kind in list(worker.proc.fds.items()):
             if kind in ("err", "status"):
                 while True:
@@ -1776,7 +1823,9 @@ class Loop:
         limit = call.ctl["timeout_s"]
         cpu_limit = max(1, int(float(limit) + 1.999))
         memory_mb = call.ctl["memory_mb"]
-        if call.setup_error is not None and not proc.ready:
+        if call.cancelled:
+            self.finish(call, "INTERNAL", "cancelled by the caller")
+        elif call.setup_error is not None and not proc.ready:
             self.finish(call, "INTERNAL", call.setup_error)
         elif call.syscall is not None:
             # The kernel's notification named it.
@@ -1857,11 +1906,7 @@ class Loop:
                 continue
             if call.proc is None:  # waiting for a child from the template
                 if now >= call.deadline:
-                    self.waiters = collections.deque(w for w in self.waiters if w[0] is not call)
-                    w = call.worker
-                    if w is not None and w.proc is None and not w.dead:
-                        w.dead = True
-                        self.workers.remove(w)
+                    self.unwait(call)
                     self.finish(call, "TIMEOUT", "deadline passed before a jailed child was ready")
                 else:
                     left = call.deadline - now

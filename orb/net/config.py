@@ -10,7 +10,7 @@ from orb.protocol.session import SessionConfig
 class NodeConfig:
     data_dir: str
     network: str = "main"
-    listen: str = "tcp:7400:interface=127.0.0.1"
+    listen: str | None = "tcp:7400:interface=127.0.0.1"  # None: accept no connections (a peer's --no-listen)
     advertise: tuple | None = None  # (host, port) others should dial, or None
     bootstrap: tuple = ()  # ((host, port), ...) trackers to join
     max_inbound: int = 117

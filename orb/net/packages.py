@@ -5,7 +5,8 @@ functions it hosts, a tracker for the functions it accepted by DEPLOY.
 
 Layout, under a daemon's data dir::
 
-    packages.sqlite            the index (WAL, orb._db): one row per package, one per partial download
+    packages.sqlite            the index (WAL, orb._db): one row per package, one per partial download,
+                               and the owner key of a package where the OFFER named one (RFC 10.7)
     packages/<fid text>        a verified package, named by its fid
     packages/partial/<fid>     a download in progress, kept apart until it verifies
 
@@ -68,6 +69,14 @@ MIGRATIONS = [
         fid BLOB PRIMARY KEY,
         size INTEGER NOT NULL,
         started_at INTEGER NOT NULL
+    );
+    """,
+    # The owner key an OFFER named for a hosted function (the owner_key TLV), to check LOGS (RFC 10.7).
+    # A store from before this has no row for its packages: their owner is unknown until offered again.
+    """
+    CREATE TABLE owners (
+        fid BLOB PRIMARY KEY,
+        owner_key BLOB NOT NULL
     );
     """,
 ]
@@ -205,6 +214,7 @@ class PackageStore:
         self.max_packages = max_packages
         self._entries = {}  # fid -> Entry
         self._partials = {}  # fid -> Partial
+        self._owners = {}  # fid -> the owner's Ed25519 public key, for held packages whose OFFER named it
         self.dropped = []  # (fid, reason) of packages dropped by the check on open
         self.removed_listeners = []  # callables(fid, reason): a verified package left the store
 
@@ -285,6 +295,15 @@ class PackageStore:
 
         yield self.db.run(rewrite)
         self._entries = {e.fid: e for e in keep}
+        owner_rows = yield self.db.run(lambda c: c.execute("SELECT fid, owner_key FROM owners").fetchall())
+        orphans = []
+        for fid, owner_key in owner_rows:
+            if bytes(fid) in self._entries and len(owner_key) == 32:
+                self._owners[bytes(fid)] = bytes(owner_key)
+            else:
+                orphans.append((bytes(fid),))
+        if orphans:
+            yield self.db.run(lambda c: c.executemany("DELETE FROM owners WHERE fid = ?", orphans))
         # Partial downloads: keep those with a row, a file and some life left.
         known = {}
         for fid, size, started_at in partial_rows:
@@ -331,6 +350,22 @@ class PackageStore:
     def used_bytes(self):
         """Verified bytes plus the full size of every partial download."""
         return self.stored_bytes + sum(p.size for p in self._partials.values())
+
+    def owner(self, fid):
+        """The owner key the OFFER of held package ``fid`` named, or None."""
+        return self._owners.get(fid) if fid in self._entries else None
+
+    def set_owner(self, fid, owner_key):
+        """Keep ``owner_key`` (32 bytes) as the owner of held package ``fid``; fails with NotHeld."""
+        if fid not in self._entries:
+            return defer.fail(NotHeld(fid))
+        if len(owner_key) != 32:
+            return defer.fail(ValueError("an owner key is 32 bytes"))
+        if self._owners.get(fid) == owner_key:
+            return defer.succeed(None)
+        self._owners[fid] = owner_key
+        return self.db.run(lambda c: c.execute("INSERT OR REPLACE INTO owners (fid, owner_key) VALUES (?, ?)",
+                                               (fid, owner_key)))
 
     def path_of(self, fid):
         return os.path.join(self.root, fidmod.to_text(fid))
@@ -431,7 +466,13 @@ class PackageStore:
         """Forget a verified package and delete its file."""
         if self._entries.pop(fid, None) is None:
             return
-        yield self.db.run(lambda c: c.execute("DELETE FROM packages WHERE fid = ?", (fid,)))
+        self._owners.pop(fid, None)
+
+        def forget(c):
+            c.execute("DELETE FROM packages WHERE fid = ?", (fid,))
+            c.execute("DELETE FROM owners WHERE fid = ?", (fid,))
+
+        yield self.db.run(forget)
         yield self.io.run(_unlink, self.path_of(fid))
         for listener in list(self.removed_listeners):
             listener(fid, reason)

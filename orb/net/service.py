@@ -128,9 +128,11 @@ class NodeService(service.MultiService):
         core = self.build(key, self.rng, self._states["addrbook"], self._states,
                           TLSConnector(self.reactor, tls, anchors))
         self.core = core
-        wire_factory = tls.wrap(core.table.factory(), is_client=False)
-        wire_factory.noisy = False
-        listeners = [ListenerService(self.reactor, "wire", self.config.listen, wire_factory)]
+        listeners = []
+        if self.config.listen is not None:  # None: a peer that accepts no connections (--no-listen)
+            wire_factory = tls.wrap(core.table.factory(), is_client=False)
+            wire_factory.noisy = False
+            listeners.append(ListenerService(self.reactor, "wire", self.config.listen, wire_factory))
         for extra in self.endpoints:
             factory = extra.factory(core)
             factory.noisy = False
@@ -141,12 +143,16 @@ class NodeService(service.MultiService):
             address = port.getHost()
             log.info("{kind} {name} on {host}:{port}", kind=self.kind, name=listener.name, host=address.host,
                      port=address.port)
-        wire = listeners[0].port.getHost()
-        core.local.listening = (wire.host, wire.port)
-        if core.local.advertise is None and wire.host not in ("0.0.0.0", "::"):
-            core.local.advertise = (wire.host, wire.port)
-        log.info("{kind} {node_id} listening on {host}:{port} (network {network})", kind=self.kind,
-                 node_id=key.node_id.hex()[:16], host=wire.host, port=wire.port, network=self.config.network)
+        if self.config.listen is None:
+            log.info("{kind} {node_id} accepts no connections: reached through RELAY (network {network})",
+                     kind=self.kind, node_id=key.node_id.hex()[:16], network=self.config.network)
+        else:
+            wire = listeners[0].port.getHost()
+            core.local.listening = (wire.host, wire.port)
+            if core.local.advertise is None and wire.host not in ("0.0.0.0", "::"):
+                core.local.advertise = (wire.host, wire.port)
+            log.info("{kind} {node_id} listening on {host}:{port} (network {network})", kind=self.kind,
+                     node_id=key.node_id.hex()[:16], host=wire.host, port=wire.port, network=self.config.network)
         core.start()
         core.periodic.every(SAVE_INTERVAL_S, self.save, now=False)
         self._write_json("status.json", core.status())

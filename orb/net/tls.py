@@ -13,7 +13,6 @@ it dialled (``ca_client_options``).
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from OpenSSL import SSL, crypto
-from twisted.internet import ssl
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,

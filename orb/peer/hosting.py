@@ -16,7 +16,10 @@ validates the manifest, applies the policy, answers DEPLOY_ACK at once
 offering tracker if it lists none), checks that the package's
 ``orb-manifest.json`` is the offered manifest byte for byte, and adds the
 fid to the functions it ANNOUNCEs. A failed fetch or a manifest mismatch
-leaves the fid out of ANNOUNCE (and out of the store). On start the peer
+leaves the fid out of ANNOUNCE (and out of the store). The OFFER's
+``owner_key`` TLV, when present on a session this peer opened to the
+tracker, is kept with the package (for LOGS, RFC 10.7); a later such OFFER
+of a held fid that names another key replaces it. On start the peer
 announces what its re-verified store holds; a copy dropped later (found
 corrupt while proving it to a CHALLENGE) leaves the ANNOUNCE at once.
 """
@@ -25,6 +28,7 @@ import json
 import sys
 
 import attrs
+from twisted.internet import defer
 
 from orb.net import fetch as fe
 from orb.net import packages as pk
@@ -33,7 +37,7 @@ from orb.protocol import fid as fidmod
 from orb.protocol import manifest as mf
 from orb.protocol import messages as m
 from orb.protocol import package as pkg
-from orb.protocol.codes import ErrorCode
+from orb.protocol.codes import ErrorCode, TlvType
 from orb.protocol.messages import MessageType
 
 log = orb_logger()
@@ -116,6 +120,14 @@ def decide(policy, manifest, package_size, *, hosted, used_bytes):
     return None
 
 
+def owner_key_of(offer):
+    """The owner key an OFFER names in its ``owner_key`` TLV (RFC 11.5), or None."""
+    for tlv in offer.ext:
+        if tlv.type == TlvType.OWNER_KEY and len(tlv.value) == 32:
+            return tlv.value
+    return None
+
+
 class Hosting:
     """OFFER handling and the functions the peer announces."""
 
@@ -127,6 +139,7 @@ class Hosting:
         self.homing = homing
         self.policy = policy
         self.failed = {}  # fid -> why the last fetch failed (bounded by the store's partial limit use)
+        self._downloads = {}  # fid -> Deferreds of INVOKEs waiting for its fetch (bounded by Invocations)
         store.removed_listeners.append(self.package_removed)
 
     def handlers(self):
@@ -162,8 +175,13 @@ class Hosting:
         except mf.ManifestError as e:
             ack(ErrorCode.DECLINED, f"{DECLINE_MANIFEST}: {e}")
             return
+        # The TRACKER role is only claimed in HELLO: the owner key that lets a node read this function's
+        # logs is taken only from a tracker this peer chose to dial (RFC 10.7).
+        owner_key = owner_key_of(message) if not record.inbound else None
         if fid in self.store:
             self._hosted(fid, self.store.get(fid).version)
+            if owner_key is not None:
+                self.store.set_owner(fid, owner_key).addErrback(self._owner_not_kept, fid)
             ack(0, "already hosted")
             return
         if self.fetcher.fetching(fid):
@@ -182,11 +200,13 @@ class Hosting:
             return
         ack(0, "accepted; fetching")
         sources = list(message.sources) or [record]
-        self.fetch(fid, message.package_size, sources, message.manifest)
+        self.fetch(fid, message.package_size, sources, message.manifest, owner_key)
 
-    def fetch(self, fid, size, sources, manifest_bytes):
+    def fetch(self, fid, size, sources, manifest_bytes, owner_key=None):
         """Fetch, verify (fid and manifest) and announce; fires with True if hosted."""
         d = self.fetcher.fetch(fid, size, sources, version=HOSTED_VERSION)
+        if owner_key is not None:  # kept before the fid is announced, so LOGS can be checked from the first call
+            d.addCallback(lambda entry: self.store.set_owner(fid, owner_key).addCallback(lambda _: entry))
         d.addCallback(lambda entry: self.store.manifest(fid).addCallback(self._check_manifest, entry,
                                                                           manifest_bytes))
 
@@ -196,7 +216,27 @@ class Hosting:
             log.warn("not hosting {fid}: {why}", fid=fidmod.to_text(fid), why=escape(failure.getErrorMessage(), 300))
             return False
 
-        return d.addErrback(failed)
+        d.addErrback(failed)
+        if not d.called:
+            self._downloads.setdefault(fid, [])
+            d.addBoth(self._download_ended, fid)
+        return d
+
+    def wait_for(self, fid):
+        """A Deferred firing True once the fetch of an accepted ``fid`` ends
+        with it hosted, False if it failed; None if no fetch of it is under way."""
+        waiters = self._downloads.get(fid)
+        if waiters is None:
+            return None
+        d = defer.Deferred()
+        waiters.append(d)
+        return d
+
+    def _download_ended(self, outcome, fid):
+        for d in self._downloads.pop(fid, []):
+            if not d.called:  # (a waiter whose call was cancelled)
+                d.callback(outcome is True)
+        return outcome
 
     def _check_manifest(self, stored, entry, offered):
         if stored != offered:
@@ -207,6 +247,9 @@ class Hosting:
         self._hosted(entry.fid, entry.version)
         log.info("hosting {fid} ({size} bytes)", fid=fidmod.to_text(entry.fid), size=entry.size)
         return True
+
+    def _owner_not_kept(self, failure, fid):
+        log.failure("keeping the owner key of {fid}", failure, fid=fidmod.to_text(fid))
 
     def _fail_manifest(self, fid):
         raise pk.StoreError("the package's orb-manifest.json differs from the offered manifest")

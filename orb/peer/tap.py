@@ -68,6 +68,9 @@ class Options(NodeOptions):
 
     def check(self):
         super().check()
+        if self["no-listen"] and self["advertise"] is not None:
+            raise usage.UsageError("--no-listen and --advertise contradict each other: a peer that accepts no "
+                                   "connections has no address to advertise")
         self["outbound-peers"] = opt.positive_int("outbound-peers", self.get("outbound-peers", 8), 1000)
         self["outbound-trackers"] = opt.positive_int("outbound-trackers", self.get("outbound-trackers", 2), 100)
         self["max-functions"] = opt.positive_int("max-functions", self.get("max-functions", ho.DEFAULT_MAX_FUNCTIONS),
@@ -86,7 +89,9 @@ class Options(NodeOptions):
             raise usage.UsageError(f"--python-tag {tag!r} is not a cache tag like {sys.implementation.cache_tag}")
         self["python-tag"] = tag
 
-    optFlags = [["allow-unconfined", None, "DANGEROUS: run hosted functions even where a jail layer is missing."]]
+    optFlags = [["allow-unconfined", None, "DANGEROUS: run hosted functions even where a jail layer is missing."],
+                ["no-listen", None, "Accept no connections and advertise no address: trackers reach this peer "
+                                    "through RELAY on its own tracker sessions (overrides --listen)."]]
 
     def hosting_policy(self):
         return ho.HostingPolicy(max_functions=self["max-functions"], max_disk_bytes=self["max-disk-mb"] * MIB,

@@ -9,6 +9,9 @@ What a peer is made of, wired in one place.
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        pipelined, resumable FETCH from OFFER's sources   (orb.net.fetch)
     Hosting        OFFER: the hosting policy, fetch, announce       (orb.peer.hosting)
+    Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
+    CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
+    RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
 
 The package store (``orb.net.packages``) is opened by the service layer
 and handed in as ``packages``; without one the peer hosts nothing and
@@ -36,6 +39,8 @@ from orb.peer.connections import Connections
 from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
 from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
+from orb.peer.logs import CallLog
+from orb.peer.relay import RelayedCalls
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -80,16 +85,25 @@ class Peer:
             MessageType.ADDR: self.gossip.on_addr,
         })
         self.packages = packages
-        self.server = self.fetcher = self.hosting = self.invocations = None
+        self.server = self.fetcher = self.hosting = self.invocations = self.call_log = self.relay = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
             self.hosting = Hosting(clock, self.table, packages, self.fetcher, self.homing, config.hosting)
             self.invocations = Invocations(clock, packages, os.path.join(os.path.dirname(packages.root), "run"),
-                                           lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)))
+                                           lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)),
+                                           downloads=self.hosting.wait_for)
             self.table.handlers.update(self.server.handlers())
             self.table.handlers.update(self.hosting.handlers())
             self.table.handlers.update(self.invocations.handlers())
+            self.table.lost_listeners.append(self.invocations.session_lost)
+            self.call_log = CallLog(clock, self.local.node_id, packages)
+            self.table.handlers.update(self.call_log.handlers())
+            packages.removed_listeners.append(self.call_log.forget)
+            self.invocations.finished_listeners.append(self.call_log.record)
+            self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
+            self.table.handlers.update(self.relay.handlers())
+            self.table.lost_listeners.append(self.relay.session_lost)
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
@@ -108,7 +122,13 @@ class Peer:
         if self.hosting is not None:
             self.hosting.start()
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
-        self.periodic.every(ANNOUNCE_INTERVAL_S, self.homing.announce, now=False)
+        self.periodic.every(ANNOUNCE_INTERVAL_S, self.announce, now=False)
+
+    def announce(self):
+        """ANNOUNCE to the home tracker, with the jail's load (running + queued calls against its capacity)."""
+        if self.invocations is not None:
+            self.homing.load_permille = self.invocations.load_permille()
+        self.homing.announce()
 
     def stop(self):
         self.periodic.stop()

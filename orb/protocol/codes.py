@@ -44,9 +44,9 @@ class ErrorCode(enum.IntEnum):
     BUSY = 13  # the node is overloaded; try another
     INTERNAL = 14  # the sender failed for reasons of its own
     SHUTDOWN = 15  # the sender is going away; reconnect elsewhere
-    OUT_OF_RANGE = 16  # a FETCH offset at or past the package's end, or a length outside 1..1048576
+    OUT_OF_RANGE = 16  # a FETCH offset at or past the package's end, a length outside 1..1048576, or an INVOKE deadline_ms over the host's maximum
     DECLINED = 17  # DEPLOY_ACK status: the peer's hosting policy declines the OFFER (the text names the policy)
-    TOO_LARGE = 18  # the request names something larger than the receiver accepts (a package over its cap)
+    TOO_LARGE = 18  # the request names or carries something larger than the receiver accepts (a package, an INVOKE input over its cap)
     INVALID = 19  # well-formed but refused for its content (a bad manifest, a package that does not match its fid, failing samples); the session goes on
 
 
@@ -84,6 +84,7 @@ class TlvType(enum.IntEnum):
     TRACE_ID = 0x0002  # 16 opaque bytes that correlate logs across nodes
     CACHED = 0x0003  # in RESULT: the answer came from a result cache; u32 age in ms
     OWNER_KEY = 0x0004  # in OFFER: the function owner's 32-byte Ed25519 key, from the deploy statement
+    REPLICA = 0x0005  # in RESULT from a tracker: the 32-byte node id of the host that ran the call
 
 
 TLV_CRITICAL = 0x8000

@@ -38,7 +38,7 @@ from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.addresses import check_ip
-from orb.protocol.codes import ErrorCode, Role
+from orb.protocol.codes import ErrorCode, Role, TlvType
 from orb.protocol.federation import MAX_REPLICAS
 from orb.protocol.messages import MessageType
 from orb.tracker.routing import rank_replicas
@@ -265,8 +265,9 @@ class Replication:
         for host in self.replicas(fid)[:8]:
             if host.addresses and host.reachability == "reachable":
                 sources.append(m.Source(host.node_id, *host.addresses[0]))
+        owner = (m.Tlv(int(TlvType.OWNER_KEY), function.owner),)  # the host checks LOGS with it (RFC 10.7)
         d = record.request(m.Offer(fid=raw, package_size=function.package_size, sources=tuple(sources),
-                                   manifest=function.manifest), timeout_s=OFFER_TIMEOUT_S)
+                                   manifest=function.manifest, ext=owner), timeout_s=OFFER_TIMEOUT_S)
 
         def answered(ack):
             if ack.status != 0 or ack.replicas != 1:

@@ -10,6 +10,8 @@ What a tracker is made of, wired in one place.
     Deployments    DEPLOY: check, fetch, test-run, record           (orb.tracker.deploy)
     Replication    k verified replicas, challenges, LOOKUP          (orb.tracker.replication)
     Router         INVOKE and the gateway's calls, to the best replica (orb.tracker.router)
+    LogsFanout     the owner's LOGS, to every replica; LOG_LINES merged (orb.tracker.logs)
+    Relayer        RELAY: forwarding, and calls to peers homed elsewhere (orb.tracker.relay)
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
     Stats          counters behind /metrics and the REST API        (orb.tracker.stats)
@@ -19,6 +21,8 @@ a connector, and never listens, writes files, prints or exits. The service
 layer (``orb.net.service``, ``orb.tracker.tap``) opens the stores, listens
 on the endpoints and hands the core its sessions.
 """
+
+import inspect
 
 import attrs
 
@@ -39,6 +43,8 @@ from orb.tracker.replication import CHALLENGE_MAX_S
 from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
 from orb.tracker.replication import Replication
 from orb.tracker.gateway import GatewayConfig
+from orb.tracker.logs import LogsFanout
+from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
@@ -105,8 +111,15 @@ class Tracker:
             MessageType.DELTA: self.federation.on_delta,
             MessageType.LOOKUP: self.replication.on_lookup,
         })
-        self.router = Router(clock, self.table, registry, self.replication)
+        self.relayer = Relayer(clock, self.local, self.table, registry, admits=self.federation.admits)
+        self.table.handlers.update(self.relayer.handlers())
+        # TRANSITIONAL (issue 11): Router(..., channel=) arrives with the router branch; once both are merged
+        # this is plainly Router(clock, self.table, registry, self.replication, channel=self.relayer.channel).
+        routes = {"channel": self.relayer.channel} if "channel" in inspect.signature(Router).parameters else {}
+        self.router = Router(clock, self.table, registry, self.replication, **routes)
         self.table.handlers.update(self.router.handlers())
+        self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
+        self.table.handlers.update(self.logs.handlers())
         if packages is not None:
             self.server = PackageServer(packages)
             self.deployments = Deployments(clock, self.local, self.table, registry, packages, self.fetcher,
@@ -120,7 +133,8 @@ class Tracker:
         # Federation first: it admits the tracker a --join dial reached, which Membership then asks about.
         self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet,
                                            self.replication.session_ready])
-        self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost])
+        self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost,
+                                          self.relayer.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
         self.periodic = Periodic(clock)
 
