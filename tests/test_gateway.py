@@ -359,6 +359,61 @@ class GatewayLimitTests(GatewaySiteMixin, TestCase):
         self.assertEqual((code, body), (200, b"done"))
 
 
+class _Orb(protocol.ProcessProtocol):
+    """The real ``orb`` command with ``stdin`` written to it: (exit status, stdout, stderr)."""
+
+    def __init__(self, stdin):
+        self.stdin, self.out, self.err = stdin, bytearray(), bytearray()
+        self.done = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data):
+        self.out += data
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        self.done.callback((reason.value.exitCode, self.out.decode(), self.err.decode()))
+
+
+class InvokeCommandTests(GatewaySiteMixin, TestCase):
+    """``orb invoke`` against the real gateway (scripted router): input, --json and exit statuses."""
+
+    def orb(self, *argv, stdin=b""):
+        proto = _Orb(stdin)
+        env = dict(os.environ, ORB_HOME=self.mktemp())
+        reactor.spawnProcess(proto, ORB, [ORB, "invoke", *argv, "--api", self.base], env=env)
+        return proto.done
+
+    @defer.inlineCallbacks
+    def test_stdin_json_and_exit_statuses(self):
+        """Input from stdin ('-'); --json shows status, timing, replica, cached; 413, busy and a bad fid have their exit codes."""
+        code, out, err = yield self.orb(FID, "-", stdin=b"from stdin")
+        self.assertEqual((code, out), (0, "nidts morf"), err)
+        age = m.Tlv(int(TlvType.CACHED), struct.pack(">I", 2_000))
+        self.router.answer = lambda fid, data: Answer(ok(b"hit", ext=(age,)), REPLICA, cached=True, route="cache")
+        code, out, err = yield self.orb(FID, "--data", "x", "--json")
+        doc = json.loads(out)
+        self.assertEqual((code, doc["status"], doc["output"], doc["cached"], doc["replica"]),
+                         (0, "ok", "hit", True, REPLICA.hex()), err)
+        self.assertEqual(doc["timing"]["exec_ms"], 4.0)
+        self.assertEqual(doc["route"], "gateway/cache")
+        code, out, err = yield self.orb(SMALL_FID, "--data", "y" * (SMALL_CAP + 1))
+        self.assertEqual(code, 3, out + err)
+        self.assertIn("input-too-large", err)
+        busy = m.Result(status=int(ResultStatus.BUSY), queue_us=0, fetch_us=0, boot_us=0, exec_us=0, output=b"",
+                        log=b"every replica is busy")
+        self.router.answer = lambda fid, data: Answer(busy)
+        code, out, err = yield self.orb(FID, "--data", "x")
+        self.assertEqual(code, 8, out + err)
+        code, out, err = yield self.orb("not-a-fid", "--data", "x")
+        self.assertEqual(code, 2, out + err)
+
+
 class GatewayOptionsTests(SynchronousTestCase):
     def test_tracker_options_set_the_gateway_limits(self):
         """twistd orb-tracker --gateway-* options become the gateway's limits; nonsense is refused with a message."""

@@ -68,6 +68,8 @@ def register(sub, verb):
     given = p.add_mutually_exclusive_group()
     given.add_argument("--data", metavar="TEXT", help="the input, as UTF-8 text")
     given.add_argument("--data-file", metavar="FILE", help="the input, the bytes of FILE ('-' for stdin)")
+    given.add_argument("stdin", nargs="?", choices=["-"], metavar="-",
+                       help="read the input from stdin (also the default without --data or --data-file)")
     p.add_argument("--wire", action="store_true", help="call over the ORB wire through --tracker, not the gateway")
     p.add_argument("--tracker", metavar="[NODEID@]HOST:PORT", help="for --wire (default: $ORB_TRACKER, config.toml)")
     p.add_argument("--network", metavar="NAME", help="for --wire (default: $ORB_NETWORK, config.toml, main)")
