@@ -340,7 +340,24 @@ class GatewayBoundsTests(GatewaySiteMixin, TestCase):
 
 
 class GatewayLimitTests(GatewaySiteMixin, TestCase):
-    config = gw.GatewayConfig(rate_per_s=0.5, burst=2, max_in_flight=1, receive_timeout_s=1.0, idle_timeout_s=2.0)
+    config = gw.GatewayConfig(rate_per_s=0.5, burst=2, max_in_flight=1, receive_timeout_s=1.0, idle_timeout_s=2.0,
+                              max_connections=3)
+
+    @defer.inlineCallbacks
+    def test_connections_are_capped(self):
+        """Past max_connections a new connection is closed at once; those open are served, and room frees up."""
+        held = []
+        for _ in range(3):
+            held.append((yield self.raw()))
+        extra = yield self.raw()
+        answer = yield extra.closed
+        self.assertEqual(answer, b"")
+        held[0].transport.write(f"GET /f/{FID} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = yield held[0].closed
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        yield deferLater(reactor, 0.1, lambda: None)
+        code, _, _ = yield self.request(b"GET", f"/f/{FID}")
+        self.assertEqual(code, 200)
 
     @defer.inlineCallbacks
     def test_rate_limit_and_in_flight_cap(self):

@@ -54,7 +54,8 @@ Bounds: a new connection must send its first request line within
 start its next request within ``idle_timeout_s`` (a slowloris client is
 dropped, others are not slowed); the body is held once, in one buffer no larger than the
 cap; at most ``max_in_flight`` calls wait on the router; the per-IP
-token buckets are an LRU table of ``max_clients``. The output is written
+token buckets are an LRU table of ``max_clients``; at most
+``max_connections`` connections are open (``ConnectionLimit``). The output is written
 in ``OUTPUT_CHUNK_BYTES`` pieces as the client reads.
 """
 
@@ -70,6 +71,7 @@ import weakref
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.protocols import policies
 from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -122,6 +124,7 @@ class GatewayConfig:
     burst: int = 100  # calls a client IP may make at once
     max_clients: int = 10_000  # client IPs with a token bucket; the least recently seen is forgotten first
     max_in_flight: int = 512  # calls waiting on the router; more get 503
+    max_connections: int = 4096  # open HTTP connections; more are closed on accept
     receive_timeout_s: float = 10.0  # a request's headers and body arrive within this of its first line
     idle_timeout_s: float = 60.0  # a connection starts its next request within this
 
@@ -627,3 +630,18 @@ class GatewaySite(server.Site):
             request.postpath = [label]
             return self.gateway
         return super().getResourceFor(request)
+
+
+class ConnectionLimit(policies.WrappingFactory):
+    """The site behind a cap of ``max_connections`` open connections: one more is closed on accept."""
+
+    def __init__(self, site):
+        super().__init__(site)
+        self.gateway = site.gateway
+        self.max_connections = site.gateway.config.max_connections
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= self.max_connections:
+            log.info("gateway: {n} connections open; refusing {addr}", n=len(self.protocols), addr=str(addr))
+            return None
+        return super().buildProtocol(addr)

@@ -52,7 +52,7 @@ from twisted.web.resource import Resource
 from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
 from orb.protocol.federation import FunctionRecord
-from orb.tracker.gateway import GatewayConfig, GatewayResource, GatewaySite
+from orb.tracker.gateway import ConnectionLimit, GatewayConfig, GatewayResource, GatewaySite
 from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
 from orb.tracker.replication import placement_group, verified_replicas
 from orb.tracker.routing import rank_replicas
@@ -591,7 +591,8 @@ def make_gateway(registry: Registry, stats: Stats, router: Any, clock: Any,
 
 
 def build_site(registry: Registry, stats: Stats, router: Any, reactor: Any,
-               config: GatewayConfig = GatewayConfig(), static_dir: str = STATIC_DIR) -> GatewaySite:
-    """The tracker's whole HTTP site: API, /metrics, dashboard and the gateway with its bounds."""
+               config: GatewayConfig = GatewayConfig(), static_dir: str = STATIC_DIR) -> ConnectionLimit:
+    """The tracker's whole HTTP site (a factory to listen with): API, /metrics, dashboard and the gateway,
+    with its bounds."""
     gateway = make_gateway(registry, stats, router, reactor, config)
-    return GatewaySite(build_resource(registry, stats, static_dir, gateway=gateway), gateway, reactor)
+    return ConnectionLimit(GatewaySite(build_resource(registry, stats, static_dir, gateway=gateway), gateway, reactor))
