@@ -241,6 +241,12 @@ def parse_deadline_ms(request):
     return value
 
 
+def capability_token(request):
+    """The INVOKE ``token`` a request carries. Capability tokens come with issue 13, which reads them here
+    (from an ``Authorization`` header); until then every call carries none, as public functions need."""
+    return b""
+
+
 def cached_age_ms(result):
     """The age in ms that a RESULT's ``cached`` TLV carries, or None."""
     for tlv in result.ext:
@@ -280,7 +286,11 @@ class _OutputProducer:
 
 
 class GatewayResource(Resource):
-    """``/f/<fid>``: calls and metadata. ``call_router`` is ``Router.call``; ``stats`` a ``CallStats``."""
+    """
+    ``/f/<fid>``: calls and metadata. ``router.call`` routes a call
+    (orb.tracker.router); ``calls`` (a ``CallStats``) gets every answered
+    call; ``metadata(function)``, if given, adds to the GET document.
+    """
 
     isLeaf = True
 
@@ -293,7 +303,8 @@ class GatewayResource(Resource):
         self.config = config
         self.buckets = ClientBuckets(clock, config.rate_per_s, config.burst, config.max_clients)
         self.in_flight = 0
-        self.metadata = metadata  # fid text -> extra JSON for GET (the HTTP API's view of the function)
+        self.metadata = metadata  # FunctionRecord -> more members for GET (the HTTP API's view of the function)
+        # Router.call takes trace_id since the router's rewrite for issue 11; a router without it gets none.
         self._pass_trace_id = _accepts(router.call, "trace_id") if router is not None else False
 
     # -- what GatewayRequest asks before the body arrives --------------------------------------------
@@ -380,7 +391,8 @@ class GatewayResource(Resource):
     def _call(self, request, fid, fid_raw, body, deadline_ms, request_id):
         started = self.clock.seconds()
         self.in_flight += 1
-        kwargs = {"deadline_s": None if deadline_ms is None else deadline_ms / 1000, "token": b""}
+        kwargs = {"deadline_s": None if deadline_ms is None else deadline_ms / 1000,
+                  "token": capability_token(request)}
         if self._pass_trace_id:
             kwargs["trace_id"] = request_id
         try:
