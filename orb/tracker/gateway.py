@@ -247,6 +247,11 @@ def capability_token(request):
     return b""
 
 
+def deprecation_headers(request, fid):
+    """Where issue 13 sets ``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` from the
+    function's NAME record (RFC 5.24: ``deprecated``, ``sunset``, ``successor``); today nothing is set."""
+
+
 def cached_age_ms(result):
     """The age in ms that a RESULT's ``cached`` TLV carries, or None."""
     for tlv in result.ext:
@@ -416,6 +421,7 @@ class GatewayResource(Resource):
                                         answer.result.status_kind == ResultStatus.OK)
             if request._disconnected or request.finished:
                 return
+            deprecation_headers(request, fid)
             self._respond(request, answer, self.clock.seconds() - started)
 
         def failed(failure):
