@@ -259,6 +259,9 @@ class GatewayRouteTests(GatewaySiteMixin, TestCase):
         code, body, headers = yield self.request(b"POST", f"/f/{FID}", b"in")
         self.assertEqual((code, body, one(headers, b"orb-cached"), one(headers, b"age")), (200, b"out", "1", "5"))
         self.assertEqual(one(headers, b"orb-route"), "cache")
+        timing = dict(part.strip().split(";dur=") for part in one(headers, b"server-timing").split(","))
+        self.assertEqual({k: float(v) for k, v in timing.items() if k != "total"},
+                         dict.fromkeys(("queue", "fetch", "boot", "exec", "network"), 0.0))
 
     @defer.inlineCallbacks
     def test_large_output_arrives_whole(self):
@@ -417,8 +420,12 @@ class InvokeCommandTests(GatewaySiteMixin, TestCase):
         doc = json.loads(out)
         self.assertEqual((code, doc["status"], doc["output"], doc["cached"], doc["replica"]),
                          (0, "ok", "hit", True, REPLICA.hex()), err)
-        self.assertEqual(doc["timing"]["exec_ms"], 4.0)
+        self.assertEqual(doc["timing"]["exec_ms"], 0.0)  # a cached answer ran nothing
         self.assertEqual(doc["route"], "gateway/cache")
+        self.router.answer = lambda fid, data: Answer(ok(b"ran"), REPLICA, network_us=5000)
+        code, out, err = yield self.orb(FID, "--data", "x", "--json")
+        doc = json.loads(out)
+        self.assertEqual((doc["cached"], doc["timing"]["exec_ms"], doc["timing"]["network_ms"]), (False, 4.0, 5.0))
         code, out, err = yield self.orb(SMALL_FID, "--data", "y" * (SMALL_CAP + 1))
         self.assertEqual(code, 3, out + err)
         self.assertIn("input-too-large", err)

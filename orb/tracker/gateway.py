@@ -22,8 +22,9 @@ Every answer carries CORS headers (``Access-Control-Allow-Origin: *``) and
 A call's answer carries ``X-Orb-Status`` (the RESULT status, lowercase),
 ``Orb-Replica`` (the host's node id, hex), ``Orb-Route``, ``Server-Timing``
 (``queue``, ``fetch``, ``boot``, ``exec``, ``network`` and ``total``, in
-ms) and, for an answer from the tracker's result cache, ``Orb-Cached: 1``
-and ``Age``. Errors are JSON: ``{"code": ..., "error": ..., "message": ...,
+ms; all but ``total`` are 0 for a cached answer, which ran nothing) and,
+for an answer from the tracker's result cache, ``Orb-Cached: 1`` and
+``Age``. Errors are JSON: ``{"code": ..., "error": ..., "message": ...,
 "request_id": ...}`` where ``code`` is stable:
 
 ======  =================================  ===================================
@@ -455,12 +456,16 @@ class GatewayResource(Resource):
         if answer.replica is not None:
             request.setHeader(b"Orb-Replica", answer.replica.hex().encode("ascii"))
         request.setHeader(b"Orb-Route", str(getattr(answer, "route", "direct")).encode("ascii", "replace"))
+        age_ms = cached_age_ms(result)
+        cached = getattr(answer, "cached", False) or age_ms is not None
         timing = [("queue", result.queue_us / 1000), ("fetch", result.fetch_us / 1000),
                   ("boot", result.boot_us / 1000), ("exec", result.exec_us / 1000),
-                  ("network", answer.network_us / 1000), ("total", total_s * 1000)]
+                  ("network", answer.network_us / 1000)]
+        if cached:  # this call ran nothing: the stored RESULT's times were another call's
+            timing = [(name, 0.0) for name, _ in timing]
+        timing.append(("total", total_s * 1000))
         request.setHeader(b"Server-Timing", ", ".join(f"{k};dur={v:.3f}" for k, v in timing).encode("ascii"))
-        age_ms = cached_age_ms(result)
-        if getattr(answer, "cached", False) or age_ms is not None:
+        if cached:
             request.setHeader(b"Orb-Cached", b"1")
             request.setHeader(b"Age", str((age_ms or 0) // 1000).encode("ascii"))
         if status == ResultStatus.OK:
