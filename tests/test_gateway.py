@@ -289,6 +289,22 @@ class GatewayBoundsTests(GatewaySiteMixin, TestCase):
         self.assertEqual(self.router.calls, [])
 
     @defer.inlineCallbacks
+    def test_oversized_upload_in_progress_still_reads_413(self):
+        """A client that asks 100-continue, or keeps sending its oversized body, reads a clean 413, not a reset."""
+        client = yield self.raw(f"POST /f/{FID} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                                f"Content-Length: {4 * mf.MAX_INPUT_BYTES}\r\n\r\n".encode())
+        for _ in range(8):  # 2 MiB of body after the answer is on its way
+            yield deferLater(reactor, 0.02, lambda: None)
+            if client.transport.connected:
+                client.transport.write(b"z" * (256 * 1024))
+        client.transport.loseConnection()
+        answer = yield client.closed
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+        self.assertNotIn(b"100 Continue", answer)
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"], "input-too-large")
+        self.assertEqual(self.router.calls, [])
+
+    @defer.inlineCallbacks
     def test_manifest_cap_applies(self):
         """A function whose manifest sets max_input_bytes gets 413 past it, by Content-Length or chunked body."""
         code, body, _ = yield self.request(b"POST", f"/f/{SMALL_FID}", b"y" * (SMALL_CAP + 1))

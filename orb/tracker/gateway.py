@@ -86,6 +86,7 @@ log = Logger()
 MAX_DEADLINE_MS = MAX_TIMEOUT_MS  # the longest a function may run; a longer Orb-Deadline-Ms is refused
 DEADLINE_HEADER = b"orb-deadline-ms"
 OUTPUT_CHUNK_BYTES = 64 * 1024
+REFUSED_LINGER_S = 2.0  # after a 413, the rest of the body is read and dropped this long before the close
 ERROR_LOG_TAIL_BYTES = 4096  # the end of a failed call's log that a 502 carries
 DEFAULT_RETRY_AFTER_S = 1
 JSON_TYPE = b"application/json"
@@ -527,20 +528,30 @@ class GatewayRequest(server.Request):
         seen = site.request_started(transport)
         self._receive_timer = site.reactor.callLater(site.gateway.config.receive_timeout_s, self._too_slow)
         # Once answered, a kept-alive connection must start its next request within idle_timeout_s.
-        self.notifyFinish().addBoth(lambda _: site.watch(lambda: transport, seen, site.gateway.config.idle_timeout_s))
+        self.notifyFinish().addCallbacks(lambda _: site.watch(lambda: transport, seen, site.gateway.config.idle_timeout_s),
+                                         lambda _: None)  # a lost connection needs no watching
 
     def _cancel_timer(self):
         if self._receive_timer is not None and self._receive_timer.active():
             self._receive_timer.cancel()
         self._receive_timer = None
 
-    def _refuse(self, status, code, message):
+    def _refuse(self, status, code, message, linger=False):
+        """Answer now and close. With ``linger`` (a 413 while the client may still be sending its body)
+        only our side is closed, and what the client sends is read and dropped for REFUSED_LINGER_S, so
+        that its kernel does not reset the connection before it reads the answer."""
         self._refused = True
         self._cancel_timer()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
         transport = self.channel.transport
-        if transport is not None:
-            transport.write(raw_error(status, code, message))
-        self.channel.loseConnection()
+        if transport is None:
+            return
+        transport.write(raw_error(status, code, message))
+        if linger and hasattr(transport, "loseWriteConnection"):
+            transport.loseWriteConnection()
+            self._receive_timer = self.channel.site.reactor.callLater(REFUSED_LINGER_S, transport.abortConnection)
+        else:
+            self.channel.loseConnection()
 
     def _too_slow(self):
         self._receive_timer = None
@@ -565,14 +576,14 @@ class GatewayRequest(server.Request):
         self._cap = self._gateway.input_cap_bytes(self._target_fid())
         if length is not None and length > self._cap:
             self._refuse(http.REQUEST_ENTITY_TOO_LARGE, "input-too-large",
-                         f"the input is {length} bytes; this function takes at most {self._cap}")
+                         f"the input is {length} bytes; this function takes at most {self._cap}", linger=True)
 
     def handleContentChunk(self, data):
         if self._refused:
             return
         if len(self.body) + len(data) > self._cap:
             self._refuse(http.REQUEST_ENTITY_TOO_LARGE, "input-too-large",
-                         f"the input passes this function's cap of {self._cap} bytes")
+                         f"the input passes this function's cap of {self._cap} bytes", linger=True)
             return
         self.body += data
 
@@ -607,6 +618,7 @@ class GatewaySite(server.Site):
         self.gateway = gateway
         self._requests_started = weakref.WeakKeyDictionary()  # transport -> requests begun on it
         self._watches = {}  # id(watch) -> DelayedCall: connections that must start a request in time
+        self._stopped = False
 
     def request_started(self, transport):
         """Count a request begun on ``transport``; returns how many have begun on it."""
@@ -626,6 +638,8 @@ class GatewaySite(server.Site):
                 transport.write(raw_error(http.REQUEST_TIMEOUT, "request-timeout", "no request arrived in time"))
                 transport.loseConnection()
 
+        if self._stopped:
+            return
         key = id(check)
         self._watches[key] = self.reactor.callLater(within_s, check)
 
@@ -637,7 +651,12 @@ class GatewaySite(server.Site):
                    self.gateway.config.receive_timeout_s)
         return channel
 
+    def startFactory(self):
+        self._stopped = False
+        super().startFactory()
+
     def stopFactory(self):
+        self._stopped = True
         for call in self._watches.values():
             if call.active():
                 call.cancel()
