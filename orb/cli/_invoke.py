@@ -31,6 +31,7 @@ from twisted.internet import defer
 
 from orb.protocol import fid as _fid
 from orb.protocol.codes import ResultStatus
+from orb.protocol.manifest import MAX_TIMEOUT_MS as MAX_DEADLINE_MS  # the gateway's, and a host's, largest deadline
 
 from . import _config, _network, _ui
 from ._ui import CommandError
@@ -45,7 +46,6 @@ exit status of invoke:
   8    no replica could take the call, or this address is over its rate: retry later
   10   no such function
   11   the call's deadline passed (a timeout)"""
-MAX_DEADLINE_MS = 300_000  # the gateway's and the wire's largest deadline (orb.tracker.gateway.MAX_DEADLINE_MS)
 # Gateway answers without a RESULT (the call never ran): stable error code -> (exit status, kind).
 GATEWAY_REFUSALS = {
     "bad-fid": (_ui.EXIT_USAGE, "usage"), "bad-deadline": (_ui.EXIT_USAGE, "usage"),
