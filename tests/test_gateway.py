@@ -688,6 +688,8 @@ class GatewayDaemonTests(DaemonTestMixin, TestCase):
         doc = json.loads(out)
         self.assertEqual((doc["route"], json.loads(doc["output"])), ("wire", {"sum": 7}))
         self.assertIn("network_ms", doc["timing"])
+        node_key = os.path.join(self.net.base_dir, "owner", "private", "node.key")
+        self.assertEqual(os.stat(node_key).st_mode & 0o777, 0o600)  # this node's own key, kept
         for argv, status in [
             ((fid, "--data", '{"a": 1}'), 1),  # the function failed
             ((fid, "--data", '{"a": 1, "b": 1, "spin_s": 5}', "--timeout", "0.8"), 11),  # the deadline passed

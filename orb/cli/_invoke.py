@@ -5,7 +5,8 @@
 By default through the tracker's HTTP gateway (``POST <api>/f/<fid>``,
 with ``Orb-Deadline-Ms`` from ``--timeout``); with ``--wire`` over the ORB
 wire through a tracker (INVOKE to ``--tracker``), which routes it to the
-best replica. Without ``--json`` the function's output goes to stdout as
+best replica, in a session under this node's own key
+(``$ORB_HOME/private/node.key``, made on first use). Without ``--json`` the function's output goes to stdout as
 it is; with it, one JSON document: ``ok``, ``status``, ``output`` (or
 ``output_base64``), ``log``, ``timing`` (``queue_ms``, ``fetch_ms``,
 ``boot_ms``, ``exec_ms``, ``network_ms``, ``total_ms``), ``replica``,
@@ -70,7 +71,9 @@ def register(sub, verb):
     given.add_argument("--data-file", metavar="FILE", help="the input, the bytes of FILE ('-' for stdin)")
     given.add_argument("stdin", nargs="?", choices=["-"], metavar="-",
                        help="read the input from stdin (also the default without --data or --data-file)")
-    p.add_argument("--wire", action="store_true", help="call over the ORB wire through --tracker, not the gateway")
+    p.add_argument("--wire", action="store_true",
+                   help="call over the ORB wire through --tracker, not the gateway, with this node's key "
+                        "($ORB_HOME/private/node.key, made on first use)")
     p.add_argument("--tracker", metavar="[NODEID@]HOST:PORT", help="for --wire (default: $ORB_TRACKER, config.toml)")
     p.add_argument("--network", metavar="NAME", help="for --wire (default: $ORB_NETWORK, config.toml, main)")
     p.add_argument("--api", metavar="URL", help="the gateway (default: $ORB_API, else api = \"...\" in config.toml)")
@@ -180,8 +183,15 @@ def wire_call(reactor, tracker, network, raw, data, timeout_s):
     from orb.protocol.codes import TlvType
     from orb.protocol.messages import Invoke, Tlv
 
+    from orb.identity import IdentityError, NodeKey
+
+    try:
+        key = NodeKey.load_or_create(_config.orb_home())  # this node's own key, $ORB_HOME/private/node.key
+    except (IdentityError, OSError) as e:
+        raise CommandError(f"cannot use this node's key in {_config.orb_home()}: {e}", _ui.EXIT_INPUT,
+                           "input") from None
     client = _network.SessionClient()
-    p = yield _network.connect(reactor, tracker, network, client)
+    p = yield _network.connect(reactor, tracker, network, client, key=key)
     trace_id = os.urandom(16)
     sent = time.monotonic()
     try:
