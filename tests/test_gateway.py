@@ -514,6 +514,7 @@ class CallStatsTests(SynchronousTestCase):
         self.assertEqual((f.window_calls, f.p50_ms, f.p99_ms, f.error_rate), (100, 50.0, 99.0, 0.25))
         self.assertAlmostEqual(f.rate_per_s, 100 / statsmod.CALL_WINDOW_S, places=2)
         clock.advance(statsmod.CALL_WINDOW_S + 1)
+        self.assertEqual(stats.calls.figures(FID).window_calls, 0)  # the minute has passed
         stats.calls.observe_call(FID, 0.002, ok=True)
         f = stats.calls.figures(FID)
         self.assertEqual((f.calls_total, f.errors_total, f.window_calls, f.p99_ms, f.error_rate), (101, 25, 1, 2.0, 0.0))

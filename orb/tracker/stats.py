@@ -139,6 +139,7 @@ class Stats:
 CALL_WINDOW_S = 60.0  # call rate, latency quantiles and error rate are over the last minute
 MAX_CALLS_KEPT = 2048  # per function: the latest calls in the window (older ones drop first)
 MAX_FUNCTIONS_TRACKED = 4096  # functions with figures; the least recently called is forgotten first
+FIGURES_MEMO_S = 1.0  # a function's figures, unchanged by a call, are reused this long
 
 
 @attrs.frozen
@@ -176,6 +177,7 @@ class CallStats:
     clock: Any
     _calls: collections.OrderedDict = attrs.field(init=False, factory=collections.OrderedDict)
     _totals: dict = attrs.field(init=False, factory=dict)  # fid -> [calls, errors]
+    _memo: dict = attrs.field(init=False, factory=dict)  # fid -> (computed at, CallFigures), for FIGURES_MEMO_S
 
     def observe_call(self, fid, latency_s, ok):
         """A call of ``fid`` ended after ``latency_s`` seconds; ``ok``: the function answered OK."""
@@ -184,9 +186,11 @@ class CallStats:
             if len(self._calls) >= MAX_FUNCTIONS_TRACKED:
                 old, _ = self._calls.popitem(last=False)
                 self._totals.pop(old, None)
+                self._memo.pop(old, None)
             window = self._calls[fid] = collections.deque(maxlen=MAX_CALLS_KEPT)
             self._totals[fid] = [0, 0]
         self._calls.move_to_end(fid)
+        self._memo.pop(fid, None)
         window.append((self.clock.seconds(), max(0.0, float(latency_s)) * 1000.0, bool(ok)))
         totals = self._totals[fid]
         totals[0] += 1
@@ -196,17 +200,24 @@ class CallStats:
         return list(self._calls)
 
     def figures(self, fid):
-        """``fid``'s CallFigures; all zero or None for a function not called lately."""
+        """``fid``'s CallFigures; all zero or None for a function not called lately. Figures unchanged
+        by a call are computed again at most every FIGURES_MEMO_S (the dashboard polls every function)."""
+        now = self.clock.seconds()
+        memo = self._memo.get(fid)
+        if memo is not None and now - memo[0] < FIGURES_MEMO_S:
+            return memo[1]
         window = self._calls.get(fid, ())
         calls, errors = self._totals.get(fid, (0, 0))
-        now = self.clock.seconds()
         recent = [(t, ms, ok) for t, ms, ok in window if now - t <= CALL_WINDOW_S]
         latencies = sorted(ms for _, ms, _ in recent)
         failed = sum(1 for _, _, ok in recent if not ok)
-        return CallFigures(
+        figures = CallFigures(
             calls_total=calls, errors_total=errors, window_calls=len(recent),
             rate_per_s=round(len(recent) / CALL_WINDOW_S, 3),
             error_rate=round(failed / len(recent), 4) if recent else None,
             p50_ms=round(_quantile(latencies, 0.5), 3) if latencies else None,
             p99_ms=round(_quantile(latencies, 0.99), 3) if latencies else None,
         )
+        if fid in self._calls:
+            self._memo[fid] = (now, figures)
+        return figures
