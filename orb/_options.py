@@ -15,15 +15,15 @@ from orb.protocol import addresses
 NETWORK_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 
 
-def parse_hostport(text, what="address"):
-    """'127.0.0.1:7400' or '[::1]:7400' -> ('127.0.0.1', 7400)."""
+def parse_hostport(text, what="address", allow_zero=False):
+    """'127.0.0.1:7400' or '[::1]:7400' -> ('127.0.0.1', 7400); port 0 only with ``allow_zero`` (a listen address)."""
     match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text or "")
     if not match:
         raise usage.UsageError(f"{what} {text!r} is not HOST:PORT (use [v6]:PORT for IPv6)")
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise usage.UsageError(f"{what} {text!r}: port must be 1..65535")
+    if not (0 if allow_zero else 1) <= port < 65536:
+        raise usage.UsageError(f"{what} {text!r}: port must be {0 if allow_zero else 1}..65535")
     try:
         return addresses.check_ip(host), port
     except addresses.AddressError:

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "orb.cli._function",
     "orb.cli._network",
     "orb.cli._logs",
+    "orb.cli._resolve",
     "orb.cli._sandbox",
 ]
 

@@ -34,6 +34,10 @@ class Options(NodeOptions):
         """HOST:PORT of a tracker to join (repeatable)."""
         self["join"].append(hostport)
 
+    def opt_dns_seed(self, hostport):
+        """HOST:PORT of a tracker's DNS (its --dns): with no address book entry and no --tracker to try, the peer asks it for seed.orb [default: none]."""
+        self["dns-seed"] = hostport
+
     def opt_outbound_peers(self, value):
         """Outbound peer connections to keep [default: 8]."""
         self["outbound-peers"] = value
@@ -71,6 +75,8 @@ class Options(NodeOptions):
         if self["no-listen"] and self["advertise"] is not None:
             raise usage.UsageError("--no-listen and --advertise contradict each other: a peer that accepts no "
                                    "connections has no address to advertise")
+        seed = self.get("dns-seed")
+        self["dns-seed"] = opt.parse_hostport(seed, "--dns-seed") if seed else None
         self["outbound-peers"] = opt.positive_int("outbound-peers", self.get("outbound-peers", 8), 1000)
         self["outbound-trackers"] = opt.positive_int("outbound-trackers", self.get("outbound-trackers", 2), 100)
         self["max-functions"] = opt.positive_int("max-functions", self.get("max-functions", ho.DEFAULT_MAX_FUNCTIONS),
@@ -107,6 +113,7 @@ def makeService(config):
         outbound_trackers=config["outbound-trackers"],
         hosting=config.hosting_policy(),
         allow_unconfined=bool(config["allow-unconfined"]),
+        dns_seed=config["dns-seed"],
     )
     return peer_service(peer_config, reactor)
 
@@ -115,8 +122,15 @@ def peer_service(config, reactor):
     """The peer's MultiService: its address book and package store, its core and the wire listener."""
     policy = config.hosting
 
+    seed = None
+    if config.dns_seed is not None:
+        from orb.dns.client import seed_lookup
+
+        seed = seed_lookup(reactor, config.dns_seed)
+
     def build(key, rng, addrbook, states, connector):
-        return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector, packages=states["packages"])
+        return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector, packages=states["packages"],
+                    seed_lookup=seed)
 
     # The store's own bounds sit above the policy's (which decides offers): room for one download past it.
     packages = pk.node_store(reactor, config.node.data_dir, max_bytes=policy.max_disk_bytes + policy.max_package_bytes,

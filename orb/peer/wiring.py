@@ -56,6 +56,7 @@ class PeerConfig:
     group_fn: object = ab.network_group
     hosting: HostingPolicy = HostingPolicy()
     allow_unconfined: bool = False  # run functions even where a jail layer is missing (--allow-unconfined)
+    dns_seed: tuple | None = None  # --dns-seed (host, port): the DNS server the seed_lookup hook asks for seed.orb
 
 
 class Peer:

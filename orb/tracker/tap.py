@@ -15,7 +15,7 @@ from orb.protocol.package import MAX_PACKAGE_BYTES
 from orb.tracker import registry as reg
 from orb.tracker.gateway import GatewayConfig
 from orb.tracker.http import build_site
-from orb.tracker.wiring import Tracker, TrackerConfig
+from orb.tracker.wiring import Tracker, TrackerConfig, dns_replicas
 
 REGISTRY_FILE = "registry.sqlite"
 STORE_BYTES_PER_PACKAGE_CAP = 64  # the tracker's package store holds this many maximal packages' worth
@@ -88,6 +88,22 @@ class Options(NodeOptions):
         """Seconds an HTTP request's headers and body have to arrive, from its first line [default: 10]."""
         self["gateway-receive-timeout"] = seconds
 
+    def opt_dns(self, hostport):
+        """HOST:PORT to serve the .orb DNS zone on, over UDP and TCP (port 0: any port free for both) [default: off]."""
+        self["dns"] = hostport
+
+    def opt_dns_ttl(self, seconds):
+        """TTL of the .orb answers, seconds, 1..3600 [default: 10]."""
+        self["dns-ttl"] = seconds
+
+    def opt_dns_forward(self, hostport):
+        """HOST:PORT of a DNS server to pass names outside .orb to [default: refuse them]."""
+        self["dns-forward"] = hostport
+
+    def opt_dns_rrl(self, n):
+        """DNS answers a second per source network (IPv4 /24, IPv6 /56) over UDP; 0 turns the limit off; loopback is exempt [default: 50]."""
+        self["dns-rrl"] = n
+
     def opt_peer_ttl(self, seconds):
         """Seconds without a sign of life before a peer expires [default: 90]."""
         self["peer-ttl"] = seconds
@@ -125,6 +141,45 @@ class Options(NodeOptions):
         address = opt.listen_address(self["http"])
         if address is not None:
             check_port_free(*address)
+        self["dns"] = dns_config(self)
+
+
+def udp_port_free(host, port):
+    """As check_port_free, for the UDP side of --dns."""
+    import socket
+
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        raise usage.UsageError(f"--dns: cannot listen on {host}:{port}/udp: {e.strerror}") from None
+    finally:
+        s.close()
+
+
+def dns_config(options):
+    """The DNSConfig the --dns options give, or None without --dns."""
+    from orb.dns.service import DNSConfig
+
+    for name in ("dns-ttl", "dns-forward", "dns-rrl"):
+        if options.get(name) is not None and not options.get("dns"):
+            raise usage.UsageError(f"--{name} needs --dns HOST:PORT")
+    if not options.get("dns"):
+        return None
+    host, port = opt.parse_hostport(options["dns"], "--dns", allow_zero=True)
+    if port:
+        check_port_free(host, port)
+        udp_port_free(host, port)
+    forward = options.get("dns-forward")
+    ttl_s = opt.positive_int("dns-ttl", options.get("dns-ttl", 10), 3600)
+    if not ttl_s:
+        raise usage.UsageError("--dns-ttl must be between 1 and 3600")
+    return DNSConfig(
+        listen=(host, port),
+        ttl_s=ttl_s,
+        forward=opt.parse_hostport(forward, "--dns-forward") if forward else None,
+        rrl_per_s=opt.positive_int("dns-rrl", options.get("dns-rrl", 50), 1_000_000),
+    )
 
 
 def makeService(config):
@@ -138,6 +193,7 @@ def makeService(config):
         allow_unconfined=bool(config["allow-unconfined"]), challenge_max_s=config["challenge-interval"],
         gateway=GatewayConfig(max_input_bytes=config["gateway-max-input-bytes"], rate_per_s=config["gateway-rate"],
                               burst=config["gateway-burst"], receive_timeout_s=config["gateway-receive-timeout"]),
+        dns=config["dns"],
     )
     return tracker_service(tracker_config, reactor)
 
@@ -154,9 +210,39 @@ def tracker_service(config, reactor):
     def http_site(core):
         return build_site(core.registry, core.stats, core.router, reactor, config.gateway)
 
-    return NodeService(
+    node_service = NodeService(
         reactor, config.node, build, kind="orb-tracker",
         stores=[Store("registry", REGISTRY_FILE, reg.MIGRATIONS, load_registry, lambda r, db: r.save(db)),
                 pk.node_store(reactor, config.node.data_dir, max_bytes=STORE_BYTES_PER_PACKAGE_CAP * config.max_package_bytes)],
         endpoints=[Endpoint("http", config.http, http_site)] if config.http else [],
     )
+    if config.dns is not None:
+        add_dns(node_service, config.dns, reactor)
+    return node_service
+
+
+def add_dns(node_service, dns_config, reactor):
+    """The .orb DNS child service (orb.dns): it listens once the core is up, beside the gateway."""
+    from orb.dns.service import DNSService, gateway_of
+
+    dns = DNSService(reactor, dns_config, node_service.config.data_dir)
+    dns.setServiceParent(node_service)
+
+    def attach(core):
+        try:
+            http = node_service.getServiceNamed("http").port
+        except KeyError:
+            http = None
+        try:
+            dns.attach(core, lambda fid, limit: dns_replicas(core.registry, fid, limit),
+                       gateway_of(http, core.local.advertise))
+        except Exception as e:
+            import sys
+
+            why = getattr(e, "socketError", None) or e
+            sys.stderr.write(f"orb-tracker: cannot serve DNS on {dns_config.listen[0]}:{dns_config.listen[1]}: {why}\n")
+            reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            reactor.stop()
+        return core
+
+    node_service.started.addCallback(attach)

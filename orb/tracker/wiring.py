@@ -41,11 +41,12 @@ from orb.tracker.deploy import Deployments, SampleRunner
 from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Federation
 from orb.tracker.replication import CHALLENGE_MAX_S
 from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
-from orb.tracker.replication import Replication
+from orb.tracker.replication import Replication, verified_replicas
 from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
 from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
+from orb.tracker.routing import rank_replicas
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
 
@@ -54,6 +55,17 @@ GETADDR_INTERVAL_S = 10.0  # trackers answer GETADDR again after this: discovery
 MAX_GETADDR_PEERS = 500
 MAX_ADVERTISED_TRACKERS = 8
 ROLES = Role.TRACKER | Role.RELAY
+
+
+def dns_replicas(registry, fid, limit):
+    """What ``_orb._tcp.<fid>.orb`` SRV lists (RFC 9.9): the verified replicas that accept direct
+    connections, best first by the one ranking, at most ``limit``. From the placement's hosts rather
+    than a scan of every peer: the same rule, at the cost of the replica count."""
+    placement = registry.placement(fid)
+    if placement is None:
+        return []
+    hosts = [p for p in map(registry.peer, placement.verified) if p is not None and fid in p.function_map]
+    return rank_replicas(verified_replicas(registry, fid, hosts), direct=True, limit=limit)
 
 
 @attrs.frozen
@@ -69,6 +81,7 @@ class TrackerConfig:
     allow_unconfined: bool = False  # test-run deploys without every jail layer (--allow-unconfined)
     challenge_max_s: float = CHALLENGE_MAX_S  # --challenge-interval: a verified replica is re-challenged within this
     gateway: GatewayConfig = GatewayConfig()  # the HTTP gateway's limits (--gateway-*)
+    dns: object = None  # --dns and its options: an orb.dns.service.DNSConfig, or None (no DNS)
 
 
 class Tracker:
