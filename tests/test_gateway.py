@@ -30,7 +30,8 @@ from orb.tracker.registry import Registry
 from orb.tracker.router import Answer
 from orb.tracker.stats import Stats
 from tests import _records as records
-from tests._daemons import DaemonTestMixin, sleep
+from tests._daemons import DaemonTestMixin, eventually, sleep
+from tests.test_dns_live import read_ports
 
 OWNER_KEY = records.key("gateway-owner")
 FID = fidmod.to_text(fidmod.fid_for(b"gateway-test"))
@@ -578,7 +579,10 @@ class GatewayDaemonTests(DaemonTestMixin, TestCase):
     @defer.inlineCallbacks
     def deployed(self):
         """A tracker, three peers, and the spinner function deployed: (tracker, api url, fid)."""
-        tracker = yield self.start_tracker("t1")
+        tracker = yield self.start_tracker("t1", "--dns", "127.0.0.1:0")
+        ports = yield eventually(lambda: read_ports(tracker).get("dns") and read_ports(tracker), timeout_s=10,
+                                 what="the DNS port in ports.json")
+        tracker.dns = ("127.0.0.1", ports["dns"])
         for i in range(1, 4):
             yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker",
                                           tracker.wire_text)
@@ -608,7 +612,7 @@ class GatewayDaemonTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_routes_statuses_and_orb_invoke(self):
-        """Against real daemons: every route and status code, a slowloris beside an honest call, /metrics, and orb invoke's exit codes."""
+        """Against real daemons: every route and status code, <fid>.orb through the tracker's DNS, a slowloris beside an honest call, /metrics, orb invoke's exit codes."""
         tracker, api, fid = yield self.deployed()
         port = tracker.info["http"]
         code, body, headers = yield self.http(b"POST", f"{api}/f/{fid}", b'{"a": 20, "b": 22}')
@@ -622,8 +626,13 @@ class GatewayDaemonTests(DaemonTestMixin, TestCase):
         self.assertEqual(len(one(headers, b"orb-request-id")), 32)
         self.assertEqual(one(headers, b"access-control-allow-origin"), "*")
 
-        # Host-header routing, as curl -X POST http://<fid>.orb:PORT/ sends it.
-        code, body, _ = yield self.http(b"POST", f"{api}/", b'{"a": 1, "b": 1}',
+        # curl -X POST http://<fid>.orb:PORT/ with the tracker as the DNS server: <fid>.orb resolves to the
+        # gateway, and the Host header routes the call.
+        from twisted.names import client as dns_client
+
+        answers, _, _ = yield dns_client.Resolver(servers=[tracker.dns]).lookupAddress(f"{fid}.orb")
+        address = answers[0].payload.dottedQuad()
+        code, body, _ = yield self.http(b"POST", f"http://{address}:{port}/", b'{"a": 1, "b": 1}',
                                         {b"Host": [f"{fid}.orb:{port}".encode()]})
         self.assertEqual((code, json.loads(body)), (200, {"sum": 2}))
         code, body, _ = yield self.http(b"GET", f"{api}/f/{fid}")
