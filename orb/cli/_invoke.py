@@ -71,11 +71,18 @@ def register(sub, verb):
     given.add_argument("--data-file", metavar="FILE", help="the input, the bytes of FILE ('-' for stdin)")
     given.add_argument("stdin", nargs="?", choices=["-"], metavar="-",
                        help="read the input from stdin (also the default without --data or --data-file)")
-    p.add_argument("--wire", action="store_true",
-                   help="call over the ORB wire through --tracker, not the gateway, with this node's key "
-                        "($ORB_HOME/private/node.key, made on first use)")
+    route = p.add_mutually_exclusive_group()
+    route.add_argument("--wire", action="store_true",
+                       help="call over the ORB wire through --tracker, not the gateway, with this node's key "
+                            "($ORB_HOME/private/node.key, made on first use)")
+    route.add_argument("--direct", action="store_true",
+                       help="no tracker in the path: resolve _orb._tcp.FID.orb SRV at --dns and call the first "
+                            "reachable replica over the ORB wire, falling back down the list")
+    p.add_argument("--dns", metavar="HOST:PORT", help="for --direct: a tracker's DNS (default: $ORB_DNS, "
+                                                      "127.0.0.1:53)")
     p.add_argument("--tracker", metavar="[NODEID@]HOST:PORT", help="for --wire (default: $ORB_TRACKER, config.toml)")
-    p.add_argument("--network", metavar="NAME", help="for --wire (default: $ORB_NETWORK, config.toml, main)")
+    p.add_argument("--network", metavar="NAME", help="for --wire and --direct (default: $ORB_NETWORK, config.toml, "
+                                                     "main)")
     p.add_argument("--api", metavar="URL", help="the gateway (default: $ORB_API, else api = \"...\" in config.toml)")
     p.add_argument("--timeout", metavar="S", type=_network._seconds, default=30.0,
                    help="the call's deadline in seconds, at most 300 (default 30)")
@@ -102,7 +109,14 @@ def invoke(args):
         raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 base32 characters `orb hash` prints",
                            _ui.EXIT_USAGE, "usage") from None
     data = _input(args)
-    if args.wire:
+    if args.direct:
+        from . import _direct, _resolve
+
+        server = _resolve.dns_server(args.dns)
+        network = _config.resolve_network(args.network)
+        doc = _network.run_flow(lambda reactor: _direct.direct_call(reactor, server, args.fid, data, args.timeout,
+                                                                     network), {})
+    elif args.wire:
         tracker = _config.resolve_tracker(args.tracker)
         network = _config.resolve_network(args.network)
         doc = _network.run_flow(lambda reactor: wire_call(reactor, tracker, network, raw, data, args.timeout), {})
