@@ -379,6 +379,18 @@ def invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console):
     rows.append(("wire", names.get(replica, replica[:8] or "-"), _breakdown(timing),
                  f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
 
+    argv = ("invoke", fid, "--direct", "--dns", f"127.0.0.1:{dns}", "--json", "--data", '{"a": 4, "b": 5}')
+    console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
+    code, out, err = yield orb_command(base_dir, network, *argv)
+    console.print(out.rstrip() or err.rstrip(), highlight=False, markup=False)
+    if code:
+        raise RuntimeError(f"orb invoke --direct failed ({code}): {err}")
+    doc = json.loads(out)
+    replica = doc.get("replica") or ""
+    timing = {k[:-3] if k.endswith("_ms") else k: v for k, v in (doc.get("timing") or {}).items()}
+    rows.append(("direct (SRV)", names.get(replica, replica[:8] or "-"), _breakdown(timing),
+                 f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
+
     victim = next((p for p in peers if p.node_id == answered and p.running), None)
     if victim is not None:
         console.print(f"\n[bold red]kill -9[/] {names[victim.node_id]}, the replica that answered the first call, "
