@@ -208,6 +208,52 @@ def summarise(raw):
     }
 
 
+# --- where the CPU goes -------------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table():
+    """pid -> (ppid, CPU seconds of the process and of its reaped children: utime + stime + cutime + cstime)."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / TICKS)
+    return table
+
+
+def cpu_tree(roots):
+    """name -> CPU seconds of the process ``roots[name]`` (a pid) and its descendants: the live ones, and
+    the reaped ones through their parents' cutime/cstime (a jail child reaped by the zygote, a fork
+    baseline's child reaped by its server). A descendant whose parent has not reaped it yet is live."""
+    table = _proc_table()
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out = {}
+    for name, root in roots.items():
+        total, stack = 0.0, [root]
+        while stack:
+            pid = stack.pop()
+            if pid in table:
+                total += table[pid][1]
+                stack.extend(children.get(pid, ()))
+        out[name] = total
+    return out
+
+
+def cpu_delta(before, after, calls):
+    """Milliseconds of CPU per call, per process tree that used any."""
+    return {name: round((after[name] - before.get(name, 0.0)) * 1000 / calls, 3)
+            for name in after if calls and after[name] - before.get(name, 0.0) > 0.005}
+
+
 # --- the devnet ---------------------------------------------------------------------------------------
 
 
@@ -282,6 +328,7 @@ def row(measure, system, x, r):
     return {"measure": measure, "system": system, "x": x, **{k: r[k] for k in (
         "ok", "failed", "elapsed_s", "calls_per_s", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "cached")},
         "replicas_seen": len(r["replicas"]), "statuses": json.dumps(r["statuses"], sort_keys=True),
+        "cpu_ms_per_call": json.dumps(r.get("cpu_ms_per_call", {}), sort_keys=True),
         "errors": json.dumps(r["errors"], sort_keys=True)}
 
 
@@ -293,6 +340,8 @@ def line(label, r):
         extra += f"  replicas serving {len(r['replicas'])}"
     if r["cached"]:
         extra += f"  Orb-Cached on {r['cached']}"
+    if r.get("cpu_ms_per_call"):
+        extra += "  CPU ms/call " + " ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_call"].items())
     print(f"  {label:<28} {r['calls_per_s']:8.0f}/s  p50 {r['p50_ms']:7.2f}  p95 {r['p95_ms']:7.2f}  "
           f"p99 {r['p99_ms']:7.2f} ms{extra}", flush=True)
 
@@ -308,9 +357,12 @@ def run(args):
         plain = yield start_baseline(children, "plain", reference, work)
         fork = yield start_baseline(children, "fork", reference, work)
         peer_count = max(max(args.peers), 2 if args.kill else 1)
+        os.makedirs(args.out, exist_ok=True)
         print(f"starting a tracker and {peer_count} peers", flush=True)
         net, tracker, peers = yield start_network(children, os.path.join(work, "net"), peer_count)
         by_id = {p.node_id: p for p in peers}
+        orb_roots = {d.data_dir.rsplit("/", 1)[-1]: d.transport.pid for d in [tracker] + peers}
+        baselines = {p.name: p.transport.pid for p in children.procs if p.name in ("plain", "fork")}
         yield orb(os.path.join(work, "net"), "keygen")
         base = os.path.join(work, "net")
         fns = {}
@@ -344,7 +396,15 @@ def run(args):
         for c in args.concurrency:
             for system, url in (("plain", plain), ("fork", fork), ("orb", main_fn["url"]),
                                 ("orb-cached", pure["url"])):
+                roots = orb_roots if system.startswith("orb") else {system: baselines[system]}
+                before = cpu_tree(roots)
+                spies = []
+                if args.profile and system == "orb" and c == args.profile_concurrency:
+                    spies = [profile(children, name, pid, args) for name, pid in orb_roots.items()]
                 r = yield load(children, url, "closed", args.duration, concurrency=c)
+                if spies:
+                    yield defer.DeferredList(spies, consumeErrors=True)
+                r["cpu_ms_per_call"] = cpu_delta(before, cpu_tree(roots), r["ok"])
                 rows.append(row("throughput", system, c, r))
                 thr[(system, c)] = r
                 line(f"{system}, concurrency {c}", r)
@@ -387,6 +447,43 @@ def kill_run(children, args, fn, by_id):
                    during=lambda proc: reactor.callLater(duration / 3, victim.stop, signal.SIGKILL))
     r["victim"] = victim.node_id
     return r
+
+
+@defer.inlineCallbacks
+def profile(children, name, pid, args):
+    """py-spy (if installed) samples one daemon for the measure's duration; prints its top functions."""
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    path = os.path.join(args.out, f"invoke-profile-{name}.txt")
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(args.duration))), "--rate", "500",
+            "--format", "raw", "--output", path]
+    proc = spawn(children, "py-spy", argv)
+    code, out, err = yield proc.done
+    children.procs.remove(proc)
+    if code != 0 or not os.path.exists(path):
+        print(f"  py-spy on {name} failed ({code}): {err[-300:]}")
+        return
+    summarise_profile(name, path)
+
+
+def summarise_profile(name, path, top=12):
+    """The collapsed stacks of py-spy: each function's share of the samples, inclusive and self."""
+    total, inclusive, own = 0, {}, {}
+    with open(path) as f:
+        for text in f:
+            stack, _, count = text.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            count = int(count)
+            frames = stack.split(";")
+            total += count
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+    if total < 50:
+        return  # an idle daemon
+    print(f"  profile of {name} ({total} samples, {path}):")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    self {n / total:6.1%}  incl {inclusive[frame] / total:6.1%}  {frame[:110]}")
 
 
 def daemon_logs(net, out_dir):
@@ -449,7 +546,7 @@ def plot(path, args, peers_results, thr, kill):
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.2))
     ks = list(args.peers)
     for q, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
-        ax1.plot(ks, [peers_results[k][q] for k in ks], style, label=f"ORB {q[:3]}")
+        ax1.plot(ks, [peers_results[k][q] for k in ks], style, color="tab:blue", label=f"ORB {q[:3]}")
     for system, colour in (("plain", "tab:green"), ("fork", "tab:red")):
         r = peers_results[system]
         name = "(a) plain" if system == "plain" else "(b) fork"
@@ -503,6 +600,10 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, help="seconds per measure (default 10; --quick 2)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per function (default 1; --quick 0.3)")
     parser.add_argument("--no-kill", dest="kill", action="store_false", help="skip the replica-kill measure")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample every daemon with py-spy (pip install py-spy) during the ORB throughput run at "
+                             "--profile-concurrency; collapsed stacks to --out, top functions printed")
+    parser.add_argument("--profile-concurrency", type=int, default=8)
     parser.add_argument("--out", default=os.path.join(HERE, "out"), help="output dir (default bench/out)")
     args = parser.parse_args(argv)
     args.peers = sorted({int(x) for x in (args.peers or ("1,2" if args.quick else "1,2,4,8")).split(",")})
