@@ -103,9 +103,10 @@ TARGETS = {
 class Children:
     """Every process the bench starts, so that a failure or Ctrl-C stops them all (before reactor shutdown)."""
 
-    def __init__(self):
+    def __init__(self, remove_dir=None):
         self.procs = []  # ProcessProtocols with .transport and .done
         self.net = None
+        self.remove_dir = remove_dir  # a temporary work dir, removed once every process is stopped
         self._stopping = None
         reactor.addSystemEventTrigger("before", "shutdown", self.stop_all)
 
@@ -115,6 +116,8 @@ class Children:
             if self.net is not None:
                 ds.append(self.net.stop_all())
             self._stopping = defer.DeferredList(ds, consumeErrors=True)
+            if self.remove_dir:
+                self._stopping.addBoth(lambda r: (shutil.rmtree(self.remove_dir, ignore_errors=True), r)[1])
         return self._stopping
 
 
@@ -348,8 +351,12 @@ def line(label, r):
 
 @defer.inlineCallbacks
 def run(args):
-    children = Children()
-    work = tempfile.mkdtemp(prefix="orb-bench-invoke-")
+    if args.work_dir:
+        work = os.path.abspath(args.work_dir)
+        os.makedirs(work, exist_ok=True)
+    else:
+        work = tempfile.mkdtemp(prefix="orb-bench-invoke-")
+    children = Children(remove_dir=None if args.work_dir else work)
     rows, results = [], {"args": vars(args), "load_avg_1min": {"start": os.getloadavg()[0]}}
     try:
         print(f"load average {os.getloadavg()[0]:.2f}; work dir {work}", flush=True)
@@ -398,16 +405,22 @@ def run(args):
                                 ("orb-cached", pure["url"])):
                 roots = orb_roots if system.startswith("orb") else {system: baselines[system]}
                 before = cpu_tree(roots)
-                spies = []
-                if args.profile and system == "orb" and c == args.profile_concurrency:
-                    spies = [profile(children, name, pid, args) for name, pid in orb_roots.items()]
                 r = yield load(children, url, "closed", args.duration, concurrency=c)
-                if spies:
-                    yield defer.DeferredList(spies, consumeErrors=True)
                 r["cpu_ms_per_call"] = cpu_delta(before, cpu_tree(roots), r["ok"])
                 rows.append(row("throughput", system, c, r))
                 thr[(system, c)] = r
                 line(f"{system}, concurrency {c}", r)
+
+        if args.profile:
+            c = args.profile_concurrency
+            print(f"\nprofile: ORB at concurrency {c} again, {args.duration:g} s, with py-spy on the tracker and "
+                  "the peers serving (not counted in the figures above)", flush=True)
+            serving = [by_id[n] for n in thr[("orb", max(args.concurrency))]["replicas"] if n in by_id]
+            spies = [profile(children, d.data_dir.rsplit("/", 1)[-1], d.transport.pid, args)
+                     for d in [tracker] + serving]
+            r = yield load(children, main_fn["url"], "closed", args.duration, concurrency=c)
+            yield defer.DeferredList(spies, consumeErrors=True)
+            line(f"orb under py-spy, concurrency {c}", r)
 
         kill = None
         if victim_fn:
@@ -430,7 +443,6 @@ def run(args):
         print(f"\nwrote {os.path.join(args.out, 'invoke.csv')}, invoke.json and invoke.png", flush=True)
     finally:
         yield children.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @defer.inlineCallbacks
@@ -454,7 +466,7 @@ def profile(children, name, pid, args):
     """py-spy (if installed) samples one daemon for the measure's duration; prints its top functions."""
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     path = os.path.join(args.out, f"invoke-profile-{name}.txt")
-    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(args.duration))), "--rate", "500",
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(args.duration))), "--rate", "200",
             "--format", "raw", "--output", path]
     proc = spawn(children, "py-spy", argv)
     code, out, err = yield proc.done
@@ -465,25 +477,34 @@ def profile(children, name, pid, args):
     summarise_profile(name, path)
 
 
-def summarise_profile(name, path, top=12):
-    """The collapsed stacks of py-spy: each function's share of the samples, inclusive and self."""
+IDLE_LEAVES = ("Condition.wait (threading.py", "EPollReactor.doPoll (twisted/internet/epollreactor.py")
+
+
+def summarise_profile(name, path, top=14):
+    """The collapsed stacks of py-spy: each function's share of the busy samples (waiting in epoll or on a
+    thread's condition is idle), inclusive and self; a function is its name and file, lines merged."""
     total, inclusive, own = 0, {}, {}
     with open(path) as f:
         for text in f:
             stack, _, count = text.rstrip("\n").rpartition(" ")
-            if not stack:
+            if not stack or stack.rsplit(";", 1)[-1].startswith(IDLE_LEAVES):
                 continue
             count = int(count)
-            frames = stack.split(";")
+            frames = [frame.split(":", 1)[0] + ")" if ":" in frame else frame for frame in stack.split(";")]
             total += count
             for frame in set(frames):
                 inclusive[frame] = inclusive.get(frame, 0) + count
             own[frames[-1]] = own.get(frames[-1], 0) + count
     if total < 50:
         return  # an idle daemon
-    print(f"  profile of {name} ({total} samples, {path}):")
+    print(f"  profile of {name} ({total} busy samples, {path}), by self time:")
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"    self {n / total:6.1%}  incl {inclusive[frame] / total:6.1%}  {frame[:110]}")
+    print(f"  {name}, by inclusive time (orb/ and twisted.web/logger frames):")
+    shown = [(frame, n) for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])
+             if any(part in frame for part in ("orb/", "twisted/web/", "twisted/logger/", "email/"))]
+    for frame, n in shown[:top]:
+        print(f"    incl {n / total:6.1%}  {frame[:110]}")
 
 
 def daemon_logs(net, out_dir):
@@ -604,6 +625,8 @@ def main(argv=None):
                         help="sample every daemon with py-spy (pip install py-spy) during the ORB throughput run at "
                              "--profile-concurrency; collapsed stacks to --out, top functions printed")
     parser.add_argument("--profile-concurrency", type=int, default=8)
+    parser.add_argument("--work-dir", help="daemons' data dirs and function dirs here, kept after the run "
+                                           "(default: a temporary dir, removed)")
     parser.add_argument("--out", default=os.path.join(HERE, "out"), help="output dir (default bench/out)")
     args = parser.parse_args(argv)
     args.peers = sorted({int(x) for x in (args.peers or ("1,2" if args.quick else "1,2,4,8")).split(",")})
