@@ -451,7 +451,7 @@ def kill_run(children, args, fn, by_id):
     probe = yield load(children, fn["url"], "closed", 0.3, concurrency=1)
     serving = max(probe["replicas"], key=probe["replicas"].get) if probe["replicas"] else fn["hosts"][0]
     victim = by_id.get(serving) or by_id[fn["hosts"][0]]
-    duration = max(args.duration, 3.0)
+    duration = max(args.duration, 1.5 if args.quick else 3.0)
     print(f"\n4. a replica killed: echo-kill (2 replicas), open loop at {args.rate:g}/s for {duration:g} s; "
           f"SIGKILL {victim.data_dir.rsplit('/', 1)[-1]} ({victim.node_id[:8]}, serving) at {duration / 3:.1f} s",
           flush=True)
@@ -603,7 +603,8 @@ def plot(path, args, peers_results, thr, kill):
     ax3.set_ylabel("response time, ms")
     ax3.set_title("latency under closed-loop load")
     ax3.legend(fontsize=6)
-    title = f"bench/invoke.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {os.cpu_count()} cores"
+    title = (f"bench/invoke.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {os.cpu_count()} cores, "
+             f"load average {os.getloadavg()[0]:.1f}")
     if kill is not None:
         title += f"; replica SIGKILLed under load: {kill['failed']} failed of {kill['ok'] + kill['failed']}"
     fig.suptitle(title)
