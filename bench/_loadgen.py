@@ -21,7 +21,9 @@ latencies (ms) of the 2xx answers in completion order, the 2xx answers
 within the window (closed loop: the ``--duration``; calls still in flight
 then are waited for, up to ``--timeout``, but not counted in it), the counts of
 statuses and errors, how many answers carried ``--count-header`` (the
-last value seen too), and ``Orb-Replica`` values with their counts.
+last value seen too), ``Orb-Replica`` values with their counts, and each
+failed call (when it started, in seconds from the start, and what
+happened; at most 10,000).
 
     python bench/_loadgen.py URL --mode closed --concurrency 8 --duration 5 [--body TEXT]
 """
@@ -37,6 +39,7 @@ import urllib.parse
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_REPLICAS_COUNTED = 64
+MAX_FAILURES_LISTED = 10_000
 
 
 class BadResponse(Exception):
@@ -137,6 +140,8 @@ class Run:
         self.latencies = []
         self.window_end = float("inf")  # closed loop: answers after this are not counted in the throughput
         self.ok_in_window = 0
+        self.begin = time.perf_counter()
+        self.failures = []  # (seconds from the start at which the failed call started, what happened)
         self.statuses = collections.Counter()
         self.errors = collections.Counter()
         self.counted = 0
@@ -153,19 +158,28 @@ class Run:
         self.opened += 1
         return conn
 
+    def failed(self, started, what):
+        if len(self.failures) < MAX_FAILURES_LISTED:
+            self.failures.append((round(started - self.begin, 4), what))
+
     async def call(self, conn, started):
         """One request on ``conn``; True if the connection may be reused."""
         try:
             status, headers = await asyncio.wait_for(conn.send(self.request), self.timeout)
         except asyncio.TimeoutError:
             self.errors["timeout"] += 1
+            self.failed(started, "timeout")
             conn.transport.close()
             return False
         except (ConnectionError, BadResponse, OSError) as e:
-            self.errors[type(e).__name__ + ": " + str(e)[:80]] += 1
+            what = type(e).__name__ + ": " + str(e)[:80]
+            self.errors[what] += 1
+            self.failed(started, what)
             conn.transport.close()
             return False
         self.statuses[status] += 1
+        if not 200 <= status < 300:
+            self.failed(started, str(status))
         if 200 <= status < 300:
             now = time.perf_counter()
             self.latencies.append((now - started) * 1000)
@@ -179,7 +193,8 @@ class Run:
         return headers.get(b"connection", b"").lower() != b"close" and not conn.closed
 
     async def closed_loop(self, concurrency, duration):
-        stop = self.window_end = time.perf_counter() + duration
+        self.begin = time.perf_counter()
+        stop = self.window_end = self.begin + duration
 
         async def worker():
             conn = None
@@ -189,6 +204,7 @@ class Run:
                         conn = await self.connect()
                     except OSError as e:
                         self.errors["connect: " + str(e)[:80]] += 1
+                        self.failed(time.perf_counter(), "connect")
                         await asyncio.sleep(0.01)
                         continue
                 if not await self.call(conn, time.perf_counter()):
@@ -202,7 +218,7 @@ class Run:
 
     async def open_loop(self, rate, duration):
         interval = 1.0 / rate
-        begin = time.perf_counter()
+        begin = self.begin = time.perf_counter()
         total = int(rate * duration)
         tasks = set()
 
@@ -214,6 +230,7 @@ class Run:
                         conn = await self.connect()
                     except OSError as e:
                         self.errors["connect: " + str(e)[:80]] += 1
+                        self.failed(scheduled, "connect")
                         return
                 if await self.call(conn, scheduled):
                     self.idle.append(conn)
@@ -258,7 +275,7 @@ def main():
                "statuses": {str(k): v for k, v in run.statuses.items()}, "errors": dict(run.errors),
                "counted_header": args.count_header, "counted": run.counted, "counted_value": run.counted_value,
                "replicas": {k.decode("latin-1"): v for k, v in run.replicas.most_common()},
-               "connections": run.opened}, sys.stdout)
+               "connections": run.opened, "failures": run.failures}, sys.stdout)
 
 
 if __name__ == "__main__":

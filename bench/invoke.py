@@ -207,7 +207,7 @@ def summarise(raw):
         "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95), "p99_ms": percentile(lat, 99),
         "mean_ms": sum(lat) / ok if ok else float("nan"), "cached": raw["counted"],
         "cached_value": raw["counted_value"], "replicas": raw["replicas"], "statuses": raw["statuses"],
-        "errors": raw["errors"], "connections": raw["connections"],
+        "errors": raw["errors"], "connections": raw["connections"], "failures": raw["failures"],
     }
 
 
@@ -425,8 +425,13 @@ def run(args):
         kill = None
         if victim_fn:
             kill = yield kill_run(children, args, victim_fn, by_id)
+            rows.append(row("kill-control", "orb", 2, kill["control"]))
             rows.append(row("kill", "orb", 2, kill))
             line("ORB, a replica killed", kill)
+            print(f"  failed: {kill['failed_before_kill']} started before the kill (in flight or queued when it came), "
+                  f"{kill['failed_after_kill']} started after it "
+                  f"(without a kill, same load: {kill['control']['failed']}); after the kill, by half second: "
+                  f"{kill['failures_after_kill'] or 'none'}", flush=True)
 
         results["load_avg_1min"]["end"] = os.getloadavg()[0]
         results["rows"] = rows
@@ -434,6 +439,10 @@ def run(args):
         results["daemon_tracebacks"] = daemon_logs(net, args.out)
         verdict = targets(args, thr, kill)
         results["targets"] = verdict
+        if kill:
+            results["kill"] = {k: kill[k] for k in ("victim", "failed", "failed_before_kill", "failed_after_kill",
+                                                     "failures_after_kill", "statuses", "errors")}
+            results["kill"]["control_failed"] = kill["control"]["failed"]
         os.makedirs(args.out, exist_ok=True)
         write_csv(os.path.join(args.out, "invoke.csv"), rows)
         with open(os.path.join(args.out, "invoke.json"), "w") as f:
@@ -455,9 +464,21 @@ def kill_run(children, args, fn, by_id):
     print(f"\n4. a replica killed: echo-kill (2 replicas), open loop at {args.rate:g}/s for {duration:g} s; "
           f"SIGKILL {victim.data_dir.rsplit('/', 1)[-1]} ({victim.node_id[:8]}, serving) at {duration / 3:.1f} s",
           flush=True)
+    control = yield load(children, fn["url"], "open", duration, rate=args.rate)
+    line("ORB, same load, no kill", control)
     r = yield load(children, fn["url"], "open", duration, rate=args.rate,
                    during=lambda proc: reactor.callLater(duration / 3, victim.stop, signal.SIGKILL))
     r["victim"] = victim.node_id
+    r["control"] = control
+    killed_at = duration / 3
+    r["failed_before_kill"] = sum(1 for t, _ in r["failures"] if t < killed_at)
+    r["failed_after_kill"] = r["failed"] - r["failed_before_kill"]
+    windows = {}
+    for t, what in r["failures"]:
+        if t >= killed_at:
+            key = f"{(t - killed_at) // 0.5 * 0.5:+.1f}s {what}"
+            windows[key] = windows.get(key, 0) + 1
+    r["failures_after_kill"] = windows
     return r
 
 
@@ -546,6 +567,10 @@ def report(verdict, results):
         mark = "-" if v["met"] is None else ("✓" if v["met"] else "✗")
         value = "not measured" if v["value"] is None else f"{v['value']:.2f}{v['unit']}"
         print(f"  {mark} {v['label']:<52} {value:>12}   target {v['op']} {v['target']:g}{v['unit']}")
+    if "kill" in results:
+        k = results["kill"]
+        print(f"    (replica kill: {k['failed_before_kill']} failed that started before it, {k['failed_after_kill']} after; "
+              f"the same load without a kill: {k['control_failed']} failed)")
     la = results["load_avg_1min"]
     print(f"load average {la['start']:.2f} at the start, {la['end']:.2f} at the end")
 

@@ -97,6 +97,7 @@ class BenchInvokeTests(TestCase):
             verdict = json.load(f)["targets"]
         self.assertEqual(set(verdict), {"throughput_vs_fork", "p50_added_ms", "p99_c8_ms", "cached_vs_plain",
                                         "kill_failed"})
+        self.assertIn(("kill-control", "orb"), systems)
         self.assertIn("targets (issue 11)", text)
         self.assertEqual(processes_under(work), [])
 
