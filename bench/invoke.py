@@ -208,6 +208,7 @@ def summarise(raw):
         "mean_ms": sum(lat) / ok if ok else float("nan"), "cached": raw["counted"],
         "cached_value": raw["counted_value"], "replicas": raw["replicas"], "statuses": raw["statuses"],
         "errors": raw["errors"], "connections": raw["connections"], "failures": raw["failures"],
+        "loadgen_cpu_ms_per_call": raw["cpu_s"] * 1000 / max(1, ok + failed),
     }
 
 
@@ -332,6 +333,7 @@ def row(measure, system, x, r):
         "ok", "failed", "elapsed_s", "calls_per_s", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "cached")},
         "replicas_seen": len(r["replicas"]), "statuses": json.dumps(r["statuses"], sort_keys=True),
         "cpu_ms_per_call": json.dumps(r.get("cpu_ms_per_call", {}), sort_keys=True),
+        "loadgen_cpu_ms_per_call": r["loadgen_cpu_ms_per_call"],
         "errors": json.dumps(r["errors"], sort_keys=True)}
 
 
@@ -345,6 +347,7 @@ def line(label, r):
         extra += f"  Orb-Cached on {r['cached']}"
     if r.get("cpu_ms_per_call"):
         extra += "  CPU ms/call " + " ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_call"].items())
+        extra += f" (load generator {r['loadgen_cpu_ms_per_call']:.2f})"
     print(f"  {label:<28} {r['calls_per_s']:8.0f}/s  p50 {r['p50_ms']:7.2f}  p95 {r['p95_ms']:7.2f}  "
           f"p99 {r['p99_ms']:7.2f} ms{extra}", flush=True)
 
