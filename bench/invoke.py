@@ -378,7 +378,7 @@ def run(args):
         fns = {}
         for k in args.peers:
             fns[k] = yield deploy(base, tracker, f"echo-r{k}", k, idempotent=True, pure=False)
-        pure = yield deploy(base, tracker, "echo-pure", 1, idempotent=True, pure=True)
+        pure = yield deploy(base, tracker, "echo-pure", max(args.peers), idempotent=True, pure=True)
         victim_fn = (yield deploy(base, tracker, "echo-kill", 2, idempotent=True, pure=False)) if args.kill else None
         warm = [fn["url"] for fn in fns.values()] + [pure["url"]] + ([victim_fn["url"]] if victim_fn else [])
         for url in warm + [plain, fork]:
@@ -401,7 +401,8 @@ def run(args):
         main_fn = fns[max(args.peers)]
         print(f"\n2. throughput, closed loop, {args.duration:g} s per level (ORB: echo-r{max(args.peers)})",
               flush=True)
-        print("3. cached: echo-pure, the same input every call", flush=True)
+        print(f"3. cached: echo-pure (pure, {max(args.peers)} replicas as echo-r{max(args.peers)}), the same input "
+              "every call", flush=True)
         thr = {}
         for c in args.concurrency:
             for system, url in (("plain", plain), ("fork", fork), ("orb", main_fn["url"]),
@@ -599,7 +600,7 @@ def plot(path, args, peers_results, thr, kill):
     for system, colour in (("plain", "tab:green"), ("fork", "tab:red")):
         r = peers_results[system]
         name = "(a) plain" if system == "plain" else "(b) fork"
-        ax1.axhline(r["p50_ms"], color=colour, lw=1, label=f"{name} p50")
+        ax1.axhline(r["p50_ms"], color=colour, lw=1, label=f"{name} p50 ({r['calls_per_s']:.0f}/s answered)")
         ax1.axhline(r["p99_ms"], color=colour, lw=1, ls=":", label=f"{name} p99")
     ax1.set_xscale("log", base=2)
     ax1.set_xticks(ks, [str(k) for k in ks])
@@ -623,7 +624,8 @@ def plot(path, args, peers_results, thr, kill):
     ax2.set_ylabel("calls/s (2xx)")
     ax2.set_yscale("log")
     ax2.set_title("throughput")
-    ax2.legend(fontsize=7)
+    ax2.set_ylim(top=max(r["calls_per_s"] for r in thr.values()) * 6)  # room for the legend above the bars
+    ax2.legend(fontsize=7, loc="upper left", ncol=2)
     ax3.set_xscale("log", base=2)
     ax3.set_xticks(cs, [str(c) for c in cs])
     ax3.set_yscale("log")
@@ -634,7 +636,8 @@ def plot(path, args, peers_results, thr, kill):
     title = (f"bench/invoke.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {os.cpu_count()} cores, "
              f"load average {os.getloadavg()[0]:.1f}")
     if kill is not None:
-        title += f"; replica SIGKILLed under load: {kill['failed']} failed of {kill['ok'] + kill['failed']}"
+        title += (f"; replica SIGKILLed under load: {kill['failed']} failed of {kill['ok'] + kill['failed']} "
+                  f"(same load, no kill: {kill['control']['failed']})")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
