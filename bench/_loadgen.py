@@ -13,7 +13,8 @@ modes:
   connection or opens one (at most ``--max-connections``; past that it
   waits for one, and the wait counts). Latency runs from the request's
   scheduled start, so a stalled server is not hidden (no coordinated
-  omission).
+  omission); the median delay from a call's scheduled start to its send
+(this generator's own timer lag, in every open-loop figure) is reported.
 
 Every request has a deadline (``--timeout``); one that passes it counts as
 a failure and its connection is closed. Prints one JSON document:
@@ -141,6 +142,7 @@ class Run:
         self.window_end = float("inf")  # closed loop: answers after this are not counted in the throughput
         self.ok_in_window = 0
         self.begin = time.perf_counter()
+        self.lags = []  # open loop: ms from a call's scheduled start to the moment it is sent (or connects)
         self.failures = []  # (seconds from the start at which the failed call started, what happened)
         self.statuses = collections.Counter()
         self.errors = collections.Counter()
@@ -224,6 +226,7 @@ class Run:
 
         async def one(scheduled):
             async with self.slots:
+                self.lags.append((time.perf_counter() - scheduled) * 1000)
                 conn = self.idle.pop() if self.idle else None
                 if conn is None or conn.closed:
                     try:
@@ -277,7 +280,8 @@ def main():
                "statuses": {str(k): v for k, v in run.statuses.items()}, "errors": dict(run.errors),
                "counted_header": args.count_header, "counted": run.counted, "counted_value": run.counted_value,
                "replicas": {k.decode("latin-1"): v for k, v in run.replicas.most_common()},
-               "connections": run.opened, "failures": run.failures, "cpu_s": cpu_s}, sys.stdout)
+               "connections": run.opened, "failures": run.failures, "cpu_s": cpu_s,
+               "start_lag_ms": sorted(run.lags)[len(run.lags) // 2] if run.lags else None}, sys.stdout)
 
 
 if __name__ == "__main__":

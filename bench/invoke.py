@@ -209,6 +209,7 @@ def summarise(raw):
         "cached_value": raw["counted_value"], "replicas": raw["replicas"], "statuses": raw["statuses"],
         "errors": raw["errors"], "connections": raw["connections"], "failures": raw["failures"],
         "loadgen_cpu_ms_per_call": raw["cpu_s"] * 1000 / max(1, ok + failed),
+        "start_lag_ms": raw["start_lag_ms"],
     }
 
 
@@ -333,7 +334,7 @@ def row(measure, system, x, r):
         "ok", "failed", "elapsed_s", "calls_per_s", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "cached")},
         "replicas_seen": len(r["replicas"]), "statuses": json.dumps(r["statuses"], sort_keys=True),
         "cpu_ms_per_call": json.dumps(r.get("cpu_ms_per_call", {}), sort_keys=True),
-        "loadgen_cpu_ms_per_call": r["loadgen_cpu_ms_per_call"],
+        "loadgen_cpu_ms_per_call": r["loadgen_cpu_ms_per_call"], "start_lag_ms": r["start_lag_ms"],
         "errors": json.dumps(r["errors"], sort_keys=True)}
 
 
@@ -345,6 +346,8 @@ def line(label, r):
         extra += f"  replicas serving {len(r['replicas'])}"
     if r["cached"]:
         extra += f"  Orb-Cached on {r['cached']}"
+    if r["start_lag_ms"] is not None:
+        extra += f"  (sent {r['start_lag_ms']:.2f} ms late, p50)"
     if r.get("cpu_ms_per_call"):
         extra += "  CPU ms/call " + " ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_call"].items())
         extra += f" (load generator {r['loadgen_cpu_ms_per_call']:.2f})"
@@ -561,6 +564,10 @@ def targets(args, thr, kill):
     for key, (label, op, target, unit) in TARGETS.items():
         value = got[key]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
+        if key == "p99_c8_ms" and c8 != 8:
+            label = f"ORB p99 at concurrency {c8} (8 not measured)"
+        if key == "p50_added_ms" and c1 != 1:
+            label = label.replace("concurrency 1", f"concurrency {c1} (1 not measured)")
         out[key] = {"label": label, "value": value, "op": op, "target": target, "unit": unit, "met": met}
     return out
 
