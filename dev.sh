@@ -14,10 +14,11 @@ setup() {
         "$py" -m venv "$venv"
     fi
     # Reinstall only when the dependency list changed.
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ dev.sh -nt "$stamp" ]; then
         "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
         # compat mode keeps twisted/plugins visible to twistd (see README).
-        "$venv/bin/python" -m pip install -q -e '.[test]' \
+        # bench: matplotlib, for bench/invoke.py's plot (tests/test_bench_invoke.py runs it).
+        "$venv/bin/python" -m pip install -q -e '.[test,bench]' \
             --config-settings editable_mode=compat
         touch "$stamp"
     fi

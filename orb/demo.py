@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from twisted.internet.task import react
 
 from rich.table import Table
 
-from orb.devnet import Devnet, eventually
+from orb.devnet import Devnet, eventually, sleep
 from orb.identity import NodeKey
 from orb.protocol import messages as m
 from orb.net.adapter import OrbFactory, SessionHandler
@@ -144,12 +145,12 @@ def run(reactor, data_dir, network, console):
 
 
 @defer.inlineCallbacks
-def run_devnet(reactor, base_dir, network, peer_count, console):
+def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
     console.rule("[bold]a local devnet of real daemons")
     net = Devnet(base_dir, network=network)
     started = reactor.seconds()
     try:
-        t1, t2 = yield net.start_trackers("tracker-1", "tracker-2")
+        t1, t2 = yield net.start_trackers("tracker-1", "tracker-2", args=("--dns", "127.0.0.1:0"))
         trackers = (t1, t2)
         for t in trackers:
             console.print(f"[bold]{t.data_dir.rsplit('/', 1)[-1]}[/] {t.node_id[:16]}  wire {t.wire_text}  "
@@ -195,7 +196,12 @@ def run_devnet(reactor, base_dir, network, peer_count, console):
         received = sum(stats["messages"]["in"].values())
         sent = sum(stats["messages"]["out"].values())
         console.print(f"tracker-1 counted {received} frames in and {sent} out so far.")
-        yield deploy_act(reactor, base_dir, network, t1, t2, peers, names, console)
+        fid = yield deploy_act(reactor, base_dir, network, t1, t2, peers, names, console)
+        dns = yield dns_port(t1)
+        yield dns_act(dns, fid, console)
+        yield invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console)
+        if keep:
+            yield keep_up(reactor, network, t1, fid, dns, console)
     finally:
         yield net.stop_all()
         console.print("\nall daemons stopped (SIGTERM; state saved in their data dirs)")
@@ -265,7 +271,49 @@ def deploy_act(reactor, base_dir, network, t1, t2, peers, names, console):
     console.print(f"[green]back at 3 verified replicas[/] {reactor.seconds() - killed_at:.1f} s later: the tracker "
                   "saw the host gone, offered the function to the spare peer, and challenged its copy")
     console.print(replica_table("replicas after the crash", doc, names))
-    yield invoke_act(reactor, base_dir, network, t1, peers, names, fid, console)
+    return fid
+
+
+@defer.inlineCallbacks
+def dns_port(tracker, timeout_s=10.0):
+    """The tracker's DNS port: ``dns`` joins its ports.json a moment after the file is first written."""
+    path = os.path.join(tracker.data_dir, "ports.json")
+    waited = 0.0
+    while True:
+        with open(path) as f:
+            info = json.load(f)
+        if "dns" in info:
+            return info["dns"]
+        if waited > timeout_s:
+            raise RuntimeError("the tracker did not report its DNS port")
+        yield sleep(0.1)
+        waited += 0.1
+
+
+@defer.inlineCallbacks
+def run_shown(console, argv):
+    """Run a real command (found on PATH), print it and its output as a user would see them in a terminal."""
+    console.print("$ " + shlex.join(argv), highlight=False, markup=False)
+    out, err, code = yield utils.getProcessOutputAndValue(shutil.which(argv[0]), argv[1:], env=dict(os.environ))
+    text = (out + err).decode("utf-8", "replace").rstrip()
+    if text:
+        console.print(text, highlight=False, markup=False)
+    return code, out.decode("utf-8", "replace")
+
+
+@defer.inlineCallbacks
+def dns_act(dns, fid, console):
+    """Resolve the function's name through the tracker's DNS with the real dig."""
+    console.rule("[bold]its name: <fid>.orb through the tracker's DNS")
+    dig = shutil.which("dig")
+    lines = [[f"{fid}.orb", "A"], [f"{fid}.orb", "TXT"], [f"_orb._tcp.{fid}.orb", "SRV"], ["seed.orb", "SRV"]]
+    for name, rtype in lines:
+        argv = ["dig", "@127.0.0.1", "-p", str(dns), "+short", name, rtype]
+        if dig is None:
+            console.print("$ " + shlex.join(argv) + "    (dig is not installed here: apt install dnsutils)",
+                          highlight=False, markup=False)
+            continue
+        yield run_shown(console, argv)
 
 
 def server_timing(text):
@@ -303,7 +351,7 @@ def curl_call(url, data, console):
 
 
 @defer.inlineCallbacks
-def invoke_act(reactor, base_dir, network, t1, peers, names, fid, console):
+def invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console):
     """Call the function through the gateway (curl), the wire, a relayed peer; kill the replica that answered."""
     console.rule("[bold]calling it: the gateway, the wire, a crash")
     api = f"http://127.0.0.1:{t1.info['http']}"
@@ -331,6 +379,18 @@ def invoke_act(reactor, base_dir, network, t1, peers, names, fid, console):
     rows.append(("wire", names.get(replica, replica[:8] or "-"), _breakdown(timing),
                  f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
 
+    argv = ("invoke", fid, "--direct", "--dns", f"127.0.0.1:{dns}", "--json", "--data", '{"a": 4, "b": 5}')
+    console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
+    code, out, err = yield orb_command(base_dir, network, *argv)
+    console.print(out.rstrip() or err.rstrip(), highlight=False, markup=False)
+    if code:
+        raise RuntimeError(f"orb invoke --direct failed ({code}): {err}")
+    doc = json.loads(out)
+    replica = doc.get("replica") or ""
+    timing = {k[:-3] if k.endswith("_ms") else k: v for k, v in (doc.get("timing") or {}).items()}
+    rows.append(("direct (SRV)", names.get(replica, replica[:8] or "-"), _breakdown(timing),
+                 f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
+
     victim = next((p for p in peers if p.node_id == answered and p.running), None)
     if victim is not None:
         console.print(f"\n[bold red]kill -9[/] {names[victim.node_id]}, the replica that answered the first call, "
@@ -349,6 +409,30 @@ def invoke_act(reactor, base_dir, network, t1, peers, names, fid, console):
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def keep_up(reactor, network, t1, fid, dns, console):
+    """--keep: leave the devnet running, print lines to paste, and wait for Ctrl-C."""
+    api = f"http://127.0.0.1:{t1.info['http']}"
+    console.rule("[bold]the devnet stays up (--keep); Ctrl-C stops every daemon")
+    orb_env = f"ORB_NETWORK={network} ORB_API={api} ORB_TRACKER={t1.wire_text} ORB_DNS=127.0.0.1:{dns}"
+    for line in (
+        f"dashboard:  {api}/",
+        f"curl -X POST {api}/f/{fid} -d '{{\"a\": 1, \"b\": 2}}'",
+        f"dig @127.0.0.1 -p {dns} _orb._tcp.{fid}.orb SRV",
+        f"{orb_env} .venv/bin/orb invoke {fid} --data '{{\"a\": 1, \"b\": 2}}' --json",
+        f"{orb_env} .venv/bin/orb resolve {fid}.orb",
+    ):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    stopped = defer.Deferred()
+
+    def interrupted(signum, frame):
+        # Ours, not the reactor's: Ctrl-C ends the wait, and the devnet is then stopped in order.
+        reactor.callFromThread(lambda: stopped.called or stopped.callback(None))
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    return stopped
 
 
 @defer.inlineCallbacks
@@ -428,6 +512,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m orb.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="keep node keys here (default: a fresh temporary dir)")
     parser.add_argument("--network", default="devnet", help="network name (default: devnet)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the devnet up after the calls and print lines to paste (Ctrl-C stops it)")
     parser.add_argument("--peers", type=int, default=4, choices=range(4, 21), metavar="N",
                         help="peers in the devnet (4-20, default 4: three replicas and a spare)")
     args = parser.parse_args(argv)
@@ -437,7 +523,7 @@ def main(argv=None):
     def both(reactor, base_dir):
         console.rule("[bold]the wire: one TLS session, frame by frame")
         yield run(reactor, os.path.join(base_dir, "wire"), args.network, console)
-        yield run_devnet(reactor, os.path.join(base_dir, "devnet"), args.network, args.peers, console)
+        yield run_devnet(reactor, os.path.join(base_dir, "devnet"), args.network, args.peers, console, args.keep)
         yield run_jail(reactor, os.path.join(base_dir, "jail"), console)
 
     def go(reactor):

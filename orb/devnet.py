@@ -180,13 +180,14 @@ class Devnet:
         return NodeKey.load_or_create(os.path.join(self.base_dir, name)).node_id.hex()
 
     @defer.inlineCallbacks
-    def start_trackers(self, *names):
-        """Trackers that federate: the first admits the others (--admit), which join it by node id."""
+    def start_trackers(self, *names, args=()):
+        """Trackers that federate: the first admits the others (--admit), which join it by node id.
+        ``args`` go to every one of them."""
         admits = [arg for name in names[1:] for arg in ("--admit", self.node_id_of(name))]
-        first = yield self.start_tracker(names[0], *admits)
+        first = yield self.start_tracker(names[0], *admits, *args)
         started = [first]
         for name in names[1:]:
-            started.append((yield self.start_tracker(name, "--join", f"{first.node_id}@{first.wire_text}")))
+            started.append((yield self.start_tracker(name, "--join", f"{first.node_id}@{first.wire_text}", *args)))
         return started
 
     @defer.inlineCallbacks

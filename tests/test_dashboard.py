@@ -6,6 +6,7 @@ API), and checks the rendered DOM and a screenshot.  Skipped, with the
 reason, where Chromium is not installed; CI installs it (.ci/apt-deps).
 """
 
+import json
 import os
 import re
 import shutil
@@ -16,10 +17,13 @@ import tempfile
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
 
 from orb.protocol import fid as fidmod
-from orb.tracker.http import build_resource
+from orb.protocol import messages as m
+from orb.protocol.codes import ResultStatus
+from orb.tracker.gateway import GatewayConfig
+from orb.tracker.http import build_site
+from orb.tracker.router import Answer
 from orb.tracker.registry import Registry
 from orb.tracker.stats import Stats
 from tests import _records as records
@@ -29,6 +33,20 @@ SETSID = shutil.which("setsid")
 CHROMIUM_TIMEOUT_S = 60
 FID = fidmod.to_text(fidmod.fid_for(b"dashboard"))
 PEER_COUNT_RE = re.compile(r'id="peer-count"[^>]*>\s*(\d+)\s*<')
+CELL_RE = r'<td class="{}[^"]*"[^>]*>([^<]*)</td>'
+
+
+class FailingEveryThird:
+    """Router.call's contract: every third call of a function fails, the others echo their input."""
+
+    def __init__(self):
+        self.count = 0
+
+    def call(self, fid_raw, data, deadline_s=None, token=b"", trace_id=b""):
+        self.count += 1
+        status = ResultStatus.ERROR if self.count % 3 == 0 else ResultStatus.OK
+        return defer.succeed(Answer(m.Result(status=int(status), queue_us=0, fetch_us=0, boot_us=0, exec_us=900,
+                                             output=data, log=b"boom"), pid(1), network_us=100))
 
 
 def pid(n):
@@ -78,7 +96,8 @@ class DashboardTests(TestCase):
             self.stats.observe_rtt_ms(3.5 * i * i)
         self.stats.count_message("in", "HELLO")
         self.stats.count_message("out", "HELLO_ACK")
-        self.port = reactor.listenTCP(0, Site(build_resource(self.registry, self.stats)), interface="127.0.0.1")
+        site = build_site(self.registry, self.stats, FailingEveryThird(), reactor, GatewayConfig(rate_per_s=0))
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.url = f"http://127.0.0.1:{self.port.getHost().port}/"
 
@@ -135,6 +154,35 @@ class DashboardTests(TestCase):
         self.registry.observe_peer(pid(1), connected=False)  # its session is gone
         dom = yield self.chromium("--dump-dom")
         self.assertEqual(self.rendered_peer_count(dom), 9)
+
+    @inlineCallbacks
+    def test_dashboard_shows_function_call_figures(self):
+        """After calls through the gateway the dashboard shows the function's replicas, call rate, p50, p99 and error rate."""
+        from io import BytesIO
+
+        from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        codes = []
+        for i in range(6):
+            response = yield agent.request(b"POST", f"{self.url}f/{FID}".encode(), None,
+                                           FileBodyProducer(BytesIO(b"in %d" % i)))
+            yield readBody(response)
+            codes.append(response.code)
+        self.assertEqual(codes, [200, 200, 502, 200, 200, 502])
+        response = yield agent.request(b"GET", f"{self.url}api/v1/functions".encode())
+        (doc,) = json.loads((yield readBody(response)))["functions"]
+        dom = yield self.chromium("--dump-dom")
+        row = re.search(r'<tr data-fid="' + FID + r'">(.*?)</tr>', dom, re.S)
+        self.assertIsNotNone(row, "no row for the function")
+        cells = {name: re.search(CELL_RE.format(name), row.group(1)).group(1)
+                 for name in ("replicas", "rate", "p50", "p99", "errors")}
+        self.assertEqual(cells["replicas"], f"{doc['live_replicas']} / 2")
+        self.assertEqual(cells["rate"], f"{6 / 60:.2f} /s")
+        self.assertEqual(cells["errors"], "33.3 %")
+        for name in ("p50", "p99"):
+            shown = float(cells[name].removesuffix(" ms"))
+            self.assertLessEqual(abs(shown - doc["calls"][f"{name}_ms"]), 0.051, (name, cells[name], doc["calls"]))
 
     @inlineCallbacks
     def test_screenshot(self):

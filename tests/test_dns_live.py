@@ -191,6 +191,13 @@ class LiveRecordTests(LiveDNSMixin, TestCase):
         result = yield direct_call(reactor, server, fid, b'{"a": 1, "b": 2}', 20, self.network, lookup=with_dead_first)
         self.assertEqual((result["status"], json.loads(result["output"])), ("OK", {"sum": 3}))
         self.assertEqual(result["tried"][0], "ghost.peer.orb")
+        # The same through the command: orb invoke --direct --json names the replica SRV chose.
+        code, out, err = yield self.orb("invoke", fid, "--direct", "--dns", f"127.0.0.1:{server[1]}",
+                                        "--network", self.network, "--json", "--data", '{"a": 2, "b": 5}')
+        self.assertEqual(code, 0, out + err)
+        doc = json.loads(out)
+        self.assertEqual((json.loads(doc["output"]), doc["route"]), ({"sum": 7}, "direct"))
+        self.assertIn(doc["replica"], {t.node_id.hex() for t in listed})
         from orb.cli._ui import EXIT_NOT_FOUND, CommandError
 
         unknown = fidmod.to_text(fidmod.fid_for(b"none"))

@@ -65,10 +65,20 @@ class CanonicalJsonTests(SynchronousTestCase):
         data = mf.canonical_bytes(m)
         doc = json.loads(data)
         self.assertEqual(data, rfc8785.dumps(doc))
-        self.assertEqual(set(doc), set(mf.JSON_FIELDS) - {"bytecode"})
+        self.assertEqual(set(doc), set(mf.JSON_FIELDS) - set(mf.OPTIONAL_JSON_FIELDS))
         self.assertEqual(doc["manifest_version"], 1)
         self.assertEqual(doc["samples"], [{"name": "", "input": {"text": '{"a":2,"b":3}'},
                                            "output": {"json": '{"sum":5}'}}])
+
+    def test_max_input_bytes_is_optional(self):
+        """max_input_bytes appears in the JSON only when orb.toml sets it, round-trips, and refuses values over 1 MiB."""
+        self.assertEqual(mf.from_toml(GOOD).input_cap_bytes, mf.MAX_INPUT_BYTES)
+        m = mf.from_toml(toml("max_input_bytes = 4096\n"))
+        self.assertEqual((m.to_json()["max_input_bytes"], m.input_cap_bytes), (4096, 4096))
+        self.assertEqual(mf.from_json(json.loads(mf.canonical_bytes(m))), m)
+        with self.assertRaises(mf.ManifestError) as e:
+            mf.from_toml(toml(f"max_input_bytes = {mf.MAX_INPUT_BYTES + 1}\n"))
+        self.assertIn("max_input_bytes", str(e.exception))
 
     def test_json_round_trip(self):
         """Reading back the canonical JSON gives the same manifest, bytecode tag included."""

@@ -2,47 +2,90 @@
 """
 ``orb invoke FID [--data TEXT | --data-file F | -]``: call a deployed function.
 
-By default through the tracker's HTTP gateway (``POST <api>/f/<fid>``);
-with ``--wire`` over the ORB wire through a tracker (INVOKE to
-``--tracker``), which routes it to the best replica. Without ``--json``
-the function's output goes to stdout as it is; with it, one JSON document
-with the status, the output, the timing breakdown and the replica.
+By default through the tracker's HTTP gateway (``POST <api>/f/<fid>``,
+with ``Orb-Deadline-Ms`` from ``--timeout``); with ``--wire`` over the ORB
+wire through a tracker (INVOKE to ``--tracker``), which routes it to the
+best replica, in a session under this node's own key
+(``$ORB_HOME/private/node.key``, made on first use). Without ``--json`` the function's output goes to stdout as
+it is; with it, one JSON document: ``ok``, ``status``, ``output`` (or
+``output_base64``), ``log``, ``timing`` (``queue_ms``, ``fetch_ms``,
+``boot_ms``, ``exec_ms``, ``network_ms``, ``total_ms``), ``replica``,
+``cached``, ``route``, ``request_id``.
 
-Exit status: 0 the function answered OK; 1 the function failed (error,
-memory, a forbidden syscall, output too large); 11 the deadline passed;
-8 no replica could take the call (busy); 10 no such function; 6 the
-tracker could not be reached.
+Exit status (EXIT_HELP): 0 the function answered OK; 1 the function
+failed (error, memory, a forbidden syscall, output too large); 11 the
+deadline passed; 6 the gateway or tracker could not be reached or broke
+off; 8 no replica could take the call, or this address is over its rate
+(busy, 429); 10 no such function; 3 the input is unreadable or over the
+function's cap (413); 2 a malformed fid or deadline.
 """
 
+import argparse
 import base64
 import json
+import os
 import sys
+import textwrap
+import time
 
 from twisted.internet import defer
 
 from orb.protocol import fid as _fid
 from orb.protocol.codes import ResultStatus
+from orb.protocol.manifest import MAX_TIMEOUT_MS as MAX_DEADLINE_MS  # the gateway's, and a host's, largest deadline
 
 from . import _config, _network, _ui
 from ._ui import CommandError
 
-FAILED = {"ERROR", "MEMORY", "KILLED_BY_POLICY", "OUTPUT_TOO_LARGE", "DENIED", "REFUSED", "INTERNAL"}
+EXIT_HELP = """\
+exit status of invoke:
+  0    the function answered OK
+  1    the function failed (error, out of memory, a forbidden syscall, output too large)
+  2    a malformed FID
+  3    the input cannot be read, or is over the function's or the gateway's cap (HTTP 413)
+  6    the gateway or tracker could not be reached or broke off (a network error)
+  8    no replica could take the call, or this address is over its rate: retry later
+  10   no such function
+  11   the call's deadline passed (a timeout)"""
+# Gateway answers without a RESULT (the call never ran): stable error code -> (exit status, kind).
+GATEWAY_REFUSALS = {
+    "bad-fid": (_ui.EXIT_USAGE, "usage"), "bad-deadline": (_ui.EXIT_USAGE, "usage"),
+    "bad-path": (_ui.EXIT_USAGE, "usage"), "not-found": (_ui.EXIT_NOT_FOUND, "not_found"),
+    "input-too-large": (_ui.EXIT_INPUT, "too_large"), "rate-limited": (_ui.EXIT_BUSY, "busy"),
+    "busy": (_ui.EXIT_BUSY, "busy"), "request-timeout": (_ui.EXIT_NETWORK, "network"),
+}
 
 
 def register(sub, verb):
     p = verb("invoke", "call a deployed function", invoke,
              "Call FID with the input from --data, --data-file or stdin, through the tracker's HTTP gateway "
-             "(--api) or, with --wire, over the ORB wire through --tracker. The output goes to stdout.")
+             "(--api) or, with --wire, over the ORB wire through --tracker. The output goes to stdout; --json "
+             "prints the status, output, timing breakdown (queue, fetch, boot, exec, network), replica, cached "
+             "and route.")
+    p.description = textwrap.fill(p.description, 79)
+    p.epilog = EXIT_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("fid", metavar="FID")
     given = p.add_mutually_exclusive_group()
     given.add_argument("--data", metavar="TEXT", help="the input, as UTF-8 text")
     given.add_argument("--data-file", metavar="FILE", help="the input, the bytes of FILE ('-' for stdin)")
-    p.add_argument("--wire", action="store_true", help="call over the ORB wire through --tracker, not the gateway")
+    given.add_argument("stdin", nargs="?", choices=["-"], metavar="-",
+                       help="read the input from stdin (also the default without --data or --data-file)")
+    route = p.add_mutually_exclusive_group()
+    route.add_argument("--wire", action="store_true",
+                       help="call over the ORB wire through --tracker, not the gateway, with this node's key "
+                            "($ORB_HOME/private/node.key, made on first use)")
+    route.add_argument("--direct", action="store_true",
+                       help="no tracker in the path: resolve _orb._tcp.FID.orb SRV at --dns and call the first "
+                            "reachable replica over the ORB wire, falling back down the list")
+    p.add_argument("--dns", metavar="HOST:PORT", help="for --direct: a tracker's DNS (default: $ORB_DNS, "
+                                                      "127.0.0.1:53)")
     p.add_argument("--tracker", metavar="[NODEID@]HOST:PORT", help="for --wire (default: $ORB_TRACKER, config.toml)")
-    p.add_argument("--network", metavar="NAME", help="for --wire (default: $ORB_NETWORK, config.toml, main)")
+    p.add_argument("--network", metavar="NAME", help="for --wire and --direct (default: $ORB_NETWORK, config.toml, "
+                                                     "main)")
     p.add_argument("--api", metavar="URL", help="the gateway (default: $ORB_API, else api = \"...\" in config.toml)")
     p.add_argument("--timeout", metavar="S", type=_network._seconds, default=30.0,
-                   help="the call's deadline in seconds (default 30)")
+                   help="the call's deadline in seconds, at most 300 (default 30)")
 
 
 def _input(args):
@@ -66,7 +109,14 @@ def invoke(args):
         raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 base32 characters `orb hash` prints",
                            _ui.EXIT_USAGE, "usage") from None
     data = _input(args)
-    if args.wire:
+    if args.direct:
+        from . import _direct, _resolve
+
+        server = _resolve.dns_server(args.dns)
+        network = _config.resolve_network(args.network)
+        doc = _network.run_flow(lambda reactor: _direct.direct_call(reactor, server, args.fid, data, args.timeout,
+                                                                     network), {})
+    elif args.wire:
         tracker = _config.resolve_tracker(args.tracker)
         network = _config.resolve_network(args.network)
         doc = _network.run_flow(lambda reactor: wire_call(reactor, tracker, network, raw, data, args.timeout), {})
@@ -76,16 +126,24 @@ def invoke(args):
     return report(args, doc)
 
 
+def _timing(pairs):
+    return {f"{name}_ms": round(value, 3) for name, value in pairs}
+
+
 @defer.inlineCallbacks
 def gateway_call(reactor, api, fid_text, data, timeout_s):
     from io import BytesIO
 
     from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+    from twisted.web.http_headers import Headers
 
     agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=10)
     url = f"{api}/f/{fid_text}"
+    deadline_ms = max(1, min(MAX_DEADLINE_MS, int(timeout_s * 1000)))
+    headers = Headers({b"Orb-Deadline-Ms": [str(deadline_ms).encode("ascii")],
+                       b"Content-Type": [b"application/octet-stream"]})
     try:
-        d = agent.request(b"POST", url.encode("ascii"), None, FileBodyProducer(BytesIO(data)))
+        d = agent.request(b"POST", url.encode("ascii"), headers, FileBodyProducer(BytesIO(data)))
         d.addTimeout(timeout_s + 5, reactor)
         response = yield d
         body = defer.Deferred()
@@ -97,36 +155,62 @@ def gateway_call(reactor, api, fid_text, data, timeout_s):
     except Exception as e:
         raise CommandError(f"cannot reach the gateway at {api}: {_network._why(e)} (--api, $ORB_API)",
                            _ui.EXIT_NETWORK, "network") from None
-    header = response.headers.getRawHeaders(b"x-orb-status")
-    if not header:
-        raise CommandError(f"{url} answered HTTP {response.code} without X-Orb-Status: is {api} a tracker's "
-                           "gateway?", _ui.EXIT_NETWORK, "network")
-    status = header[0].decode("ascii", "replace").upper()
-    replica = (response.headers.getRawHeaders(b"orb-replica") or [b""])[0].decode("ascii", "replace") or None
-    timing = {}
-    for part in (response.headers.getRawHeaders(b"server-timing") or [b""])[0].decode("ascii", "replace").split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name and dur:
-            timing[f"{name}_ms"] = float(dur)
-    if status == "OK":
-        return {"status": status, "output": body, "replica": replica, "timing": timing, "route": "gateway"}
+
+    def header(name):
+        values = response.headers.getRawHeaders(name)
+        return values[0].decode("ascii", "replace") if values else None
+
+    status = header(b"x-orb-status")
     try:
-        message = json.loads(body).get("message", "")
-    except (ValueError, AttributeError):
-        message = body.decode("utf-8", "replace")
-    return {"status": status, "output": b"", "log": message, "replica": replica, "timing": timing,
-            "route": "gateway"}
+        doc = json.loads(body) if response.code != 200 else {}
+    except ValueError:
+        doc = {}
+    if status is None:  # the gateway refused the request before any call
+        code = doc.get("code") if isinstance(doc, dict) else None
+        if code not in GATEWAY_REFUSALS:
+            raise CommandError(f"{url} answered HTTP {response.code} without X-Orb-Status: is {api} a tracker's "
+                               "gateway?", _ui.EXIT_NETWORK, "network")
+        exit_code, kind = GATEWAY_REFUSALS[code]
+        retry = header(b"retry-after")
+        message = _network._remote_text(doc.get("message", ""))
+        raise CommandError(f"the gateway refused the call (HTTP {response.code} {code}): {message}"
+                           + (f"; retry after {retry} s" if retry else ""), exit_code, kind,
+                           {"http_status": response.code, "code": code})
+    timing = {}
+    for part in (header(b"server-timing") or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        try:
+            timing[f"{name}_ms"] = float(dur)
+        except ValueError:
+            continue
+    out = {"status": status.upper(), "output": body if response.code == 200 else b"",
+           "log": doc.get("log", doc.get("message", "")) if isinstance(doc, dict) else "",
+           "replica": header(b"orb-replica"), "timing": timing, "cached": header(b"orb-cached") == "1",
+           "route": f"gateway/{header(b'orb-route') or 'direct'}", "request_id": header(b"orb-request-id"),
+           "http_status": response.code}
+    return out
 
 
 @defer.inlineCallbacks
 def wire_call(reactor, tracker, network, raw, data, timeout_s):
     from orb.net.adapter import RemoteError, RequestTimeout
-    from orb.protocol.messages import Invoke
+    from orb.protocol.codes import TlvType
+    from orb.protocol.messages import Invoke, Tlv
 
-    client = _network.SessionClient()
-    p = yield _network.connect(reactor, tracker, network, client)
+    from orb.identity import IdentityError, NodeKey
+
     try:
-        result = yield p.request(Invoke(fid=raw, deadline_ms=int(timeout_s * 1000), token=b"", input=data),
+        key = NodeKey.load_or_create(_config.orb_home())  # this node's own key, $ORB_HOME/private/node.key
+    except (IdentityError, OSError) as e:
+        raise CommandError(f"cannot use this node's key in {_config.orb_home()}: {e}", _ui.EXIT_INPUT,
+                           "input") from None
+    client = _network.SessionClient()
+    p = yield _network.connect(reactor, tracker, network, client, key=key)
+    trace_id = os.urandom(16)
+    sent = time.monotonic()
+    try:
+        result = yield p.request(Invoke(fid=raw, deadline_ms=max(1, min(MAX_DEADLINE_MS, int(timeout_s * 1000))),
+                                        token=b"", input=data, ext=(Tlv(int(TlvType.TRACE_ID), trace_id),)),
                                  timeout_s=timeout_s + 5)
     except RequestTimeout:
         raise CommandError(f"the tracker did not answer within {timeout_s + 5:g} s", _ui.EXIT_TIMEOUT,
@@ -136,9 +220,13 @@ def wire_call(reactor, tracker, network, raw, data, timeout_s):
                            "busy") from None
     finally:
         yield _network.close_session(reactor, p, client)
-    timing = {f"{name}_ms": getattr(result, f"{name}_us") / 1000 for name in ("queue", "fetch", "boot", "exec")}
+    total_ms = (time.monotonic() - sent) * 1000
+    at_host = [(name, getattr(result, f"{name}_us") / 1000) for name in ("queue", "fetch", "boot", "exec")]
+    network_ms = max(0.0, total_ms - sum(v for _, v in at_host))
+    cached = any(t.type == int(TlvType.CACHED) for t in result.ext)
     return {"status": result.status_kind.name, "output": result.output, "log": result.log.decode("utf-8", "replace"),
-            "replica": None, "timing": timing, "route": "wire"}
+            "replica": None, "timing": _timing([*at_host, ("network", network_ms), ("total", total_ms)]),
+            "cached": cached, "route": "wire", "request_id": trace_id.hex()}
 
 
 def report(args, doc):
@@ -150,7 +238,8 @@ def report(args, doc):
         except UnicodeDecodeError:
             text = {"output_base64": base64.b64encode(output).decode("ascii")}
         _ui.emit(args, {"ok": status == "OK", "status": status.lower(), **text, "log": doc.get("log", ""),
-                        "replica": doc["replica"], "timing": doc["timing"], "route": doc["route"]}, None)
+                        "replica": doc["replica"], "timing": doc["timing"], "route": doc["route"],
+                        "cached": doc.get("cached", False), "request_id": doc.get("request_id")}, None)
     elif status == "OK":
         sys.stdout.buffer.write(output)
         sys.stdout.buffer.flush()
@@ -161,7 +250,7 @@ def report(args, doc):
         sys.stderr.write(message + "\n")
     if status == ResultStatus.TIMEOUT.name:
         return _ui.EXIT_TIMEOUT
-    if status == ResultStatus.BUSY.name:
+    if status in (ResultStatus.BUSY.name, ResultStatus.REFUSED.name):
         return _ui.EXIT_BUSY
     if status == ResultStatus.NOT_FOUND.name:
         return _ui.EXIT_NOT_FOUND

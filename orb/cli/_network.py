@@ -352,8 +352,9 @@ def _fid_name(raw):
 
 
 @defer.inlineCallbacks
-def connect(reactor, tracker, network, handler, timeout_s=CONNECT_TIMEOUT_S):
-    """A TLS session with the ORB handshake to ``tracker`` (pinned to its node id when given): the protocol."""
+def connect(reactor, tracker, network, handler, timeout_s=CONNECT_TIMEOUT_S, key=None):
+    """A TLS session with the ORB handshake to ``tracker`` (pinned to its node id when given): the protocol.
+    ``key``: the node key to present (default: a throwaway one)."""
     from twisted.internet import endpoints
 
     from orb.identity import NodeKey
@@ -362,7 +363,8 @@ def connect(reactor, tracker, network, handler, timeout_s=CONNECT_TIMEOUT_S):
     from orb.protocol.errors import IdentityMismatch
     from orb.protocol.session import LocalIdentity, SessionConfig
 
-    key = NodeKey.generate()  # a throwaway node identity: the owner key signs deploys, never sessions
+    if key is None:
+        key = NodeKey.generate()  # a throwaway node identity: the owner key signs deploys, never sessions
     identity = LocalIdentity(key.public_bytes, 0)  # no roles: a client that hosts and routes nothing
     config = SessionConfig(network=network, served_types={MessageType.FETCH, MessageType.ADDR})
     factory = OrbFactory(identity, handler, reactor, initiator=True, config=config,

@@ -62,13 +62,14 @@ MAX_DESCRIPTION_BYTES = 1024
 MAX_SAMPLES = 32
 MAX_SAMPLE_BYTES = 16 * 1024  # one sample's input, or its expected output
 MAX_MANIFEST_BYTES = 256 * 1024  # the canonical JSON, samples included
+MAX_INPUT_BYTES = 1024 * 1024  # a call's input: the executor's cap, and the default of max_input_bytes
 
 LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")
 BYTECODE_RE = re.compile(r"[a-z][a-z0-9_]*-[0-9]{2,4}\Z")  # sys.implementation.cache_tag, e.g. cpython-312
 
 TOML_FIELDS = ("name", "version", "runtime", "entry", "description", "timeout_ms", "memory_mb", "isolation",
-               "replicas", "idempotent", "pure", "visibility", "sample")
+               "replicas", "idempotent", "pure", "visibility", "max_input_bytes", "sample")
 SAMPLE_FIELDS = ("name", "input", "input_json", "input_base64", "output", "output_json", "output_base64")
 
 
@@ -204,6 +205,12 @@ class Manifest:
     pure: bool = False
     visibility: str = "public"
     bytecode: str | None = None  # set by ``orb build --no-source``: the cache tag the .pyc files need
+    max_input_bytes: int | None = None  # a call's largest input; None: MAX_INPUT_BYTES (RFC 9.7)
+
+    @property
+    def input_cap_bytes(self):
+        """The largest input a call may carry."""
+        return MAX_INPUT_BYTES if self.max_input_bytes is None else self.max_input_bytes
 
     def to_json(self):
         """The JSON object of orb-manifest.json (RFC 9.7)."""
@@ -225,6 +232,8 @@ class Manifest:
         }
         if self.bytecode is not None:
             doc["bytecode"] = self.bytecode
+        if self.max_input_bytes is not None:
+            doc["max_input_bytes"] = self.max_input_bytes
         return doc
 
     def runs_on(self, cache_tag):
@@ -439,6 +448,9 @@ def _build(fields, samples, problems, source, bytecode):
     visibility = _choice(fields, "visibility", "public", VISIBILITIES, problems)
     idempotent = _bool(fields, "idempotent", problems)
     pure = _bool(fields, "pure", problems)
+    max_input_bytes = None
+    if "max_input_bytes" in fields:
+        max_input_bytes = _int_field(fields, "max_input_bytes", MAX_INPUT_BYTES, 1, MAX_INPUT_BYTES, "bytes", problems)
     if pure and not idempotent:
         problems.append(Problem("idempotent", idempotent, "a pure function is idempotent too: set idempotent = true "
                                                           "(or pure = false)"))
@@ -456,7 +468,8 @@ def _build(fields, samples, problems, source, bytecode):
         raise ManifestError(problems, source)
     manifest = Manifest(name=name, version=version, runtime=runtime, entry=entry, samples=tuple(samples),
                         description=description, timeout_ms=timeout_ms, memory_mb=memory_mb, isolation=isolation,
-                        replicas=replicas, idempotent=idempotent, pure=pure, visibility=visibility, bytecode=bytecode)
+                        replicas=replicas, idempotent=idempotent, pure=pure, visibility=visibility, bytecode=bytecode,
+                        max_input_bytes=max_input_bytes)
     size = len(canonical_bytes(manifest))
     if size > MAX_MANIFEST_BYTES:
         raise ManifestError([Problem("sample", f"a {size}-byte manifest",
@@ -468,7 +481,8 @@ def _build(fields, samples, problems, source, bytecode):
 # --- orb-manifest.json ---------------------------------------------------------------------------
 
 JSON_FIELDS = ("manifest_version", "name", "version", "runtime", "entry", "description", "timeout_ms", "memory_mb",
-               "isolation", "replicas", "idempotent", "pure", "visibility", "samples", "bytecode")
+               "isolation", "replicas", "idempotent", "pure", "visibility", "samples", "bytecode", "max_input_bytes")
+OPTIONAL_JSON_FIELDS = ("bytecode", "max_input_bytes")  # absent: no bytecode; the MAX_INPUT_BYTES input cap
 
 
 def from_json(doc, source="orb-manifest.json"):
@@ -491,7 +505,7 @@ def from_json(doc, source="orb-manifest.json"):
         if key not in JSON_FIELDS:
             problems.append(Problem(key, doc[key], "not a member of manifest_version 1: remove it"))
     for key in JSON_FIELDS:
-        if key not in doc and key != "bytecode":
+        if key not in doc and key not in OPTIONAL_JSON_FIELDS:
             problems.append(Problem(key, _MISSING, "the canonical manifest lists every member: add it"))
     samples = []
     raw_samples = doc.get("samples", [])

@@ -14,15 +14,22 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
 ``/api/v1/functions``  functions (``?owner=<64 hex>``: one owner's), each with
                        its manifest's name, version and runtime, size, deploy
                        time, owner, and the peers hosting it, best first
-                       (``orb.tracker.routing.rank_replicas``)
+                       (``orb.tracker.routing.rank_replicas``), and
+                       ``calls``: call rate, p50/p99 latency, error rate
 ``/api/v1/functions/<fid>``
                        one function: its manifest, its placement (the
                        managing tracker) and every replica with its address,
                        network group, RTT and last passed integrity check
                        (400 for a malformed fid, 404 for an unknown one)
 ``/api/v1/stats``      counts, message totals and rates, uptime
-``/metrics``           Prometheus text exposition format 0.0.4
+``/metrics``           Prometheus text exposition format 0.0.4, with each
+                       function's calls, errors, call rate, error ratio
+                       and p50/p99 latency
+``/f/<fid>``           the HTTP gateway (orb.tracker.gateway)
 =====================  ======================================================
+
+``build_site(registry, stats, router, reactor, config)`` is the whole
+``Site``: these resources and the gateway's request bounds and Host routing.
 
 Everything under ``/api`` answers JSON, errors included:
 ``{"error": "<code>", "message": "..."}`` with the matching status.  The
@@ -41,11 +48,11 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
 from orb.protocol.federation import FunctionRecord
+from orb.tracker.gateway import ConnectionLimit, GatewayConfig, GatewayResource, GatewaySite
 from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
 from orb.tracker.replication import placement_group, verified_replicas
 from orb.tracker.routing import rank_replicas
@@ -301,8 +308,8 @@ def _replicas(reg: Registry, f: FunctionRecord, announced: list[PeerRecord]) -> 
     return out
 
 
-def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord]) -> dict:
-    """What /api/v1/functions lists for one function."""
+def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord], stats: Stats | None = None) -> dict:
+    """What /api/v1/functions lists for one function; with ``stats``, its call figures (``calls``)."""
     manifest = f.manifest_json()
     placement = reg.placement(f.fid)
     hosts = rank_replicas(announced)
@@ -322,15 +329,17 @@ def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord])
         "tracker_hosts": placement is not None and placement.tracker in verified,
         "manager": placement.tracker.hex() if placement is not None else None,
         "hosted_by": [p.node_id.hex() for p in hosts],
+        **({"calls": stats.calls.figures(f.fid).to_json()} if stats is not None else {}),
     }
 
 
 class FunctionsResource(_Json):
     isLeaf = False
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, stats: Stats | None = None) -> None:
         super().__init__()
         self.registry = registry
+        self.stats = stats
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"":
@@ -345,7 +354,7 @@ class FunctionsResource(_Json):
         function = self.registry.function(fid)
         if function is None:
             return not_found(f"no function {fid} is known to this tracker")
-        return FunctionResource(self.registry, function)
+        return FunctionResource(self.registry, function, self.stats)
 
     def get(self, request: Any) -> bytes:
         reg = self.registry
@@ -357,7 +366,7 @@ class FunctionsResource(_Json):
                 raise _BadRequest("bad-query", "owner must be an owner's public key: 64 hexadecimal digits")
         hosts = _hosts_by_fid(reg)
         out = [
-            function_json(reg, f, hosts.get(f.fid, []))
+            function_json(reg, f, hosts.get(f.fid, []), self.stats)
             for f in sorted(reg.functions(), key=lambda f: f.fid)
             if owner is None or f.owner == owner
         ]
@@ -365,15 +374,15 @@ class FunctionsResource(_Json):
 
 
 class FunctionResource(_Json):
-    def __init__(self, registry: Registry, function: FunctionRecord) -> None:
+    def __init__(self, registry: Registry, function: FunctionRecord, stats: Stats | None = None) -> None:
         super().__init__()
-        self.registry, self.function = registry, function
+        self.registry, self.function, self.stats = registry, function, stats
 
     def get(self, request: Any) -> bytes:
         reg, f = self.registry, self.function
         announced = _hosts_by_fid(reg).get(f.fid, [])
         placement = reg.placement(f.fid)
-        doc = function_json(reg, f, announced)
+        doc = function_json(reg, f, announced, self.stats)
         doc["manifest"] = f.manifest_json()
         doc["placement"] = None if placement is None else {
             "tracker": placement.tracker.hex(), "seq": str(placement.seq), "time": placement.time}
@@ -473,6 +482,18 @@ def render_metrics(registry: Registry, stats: Stats) -> str:
     hist.append(("_sum", {}, round(stats.rtt_sum_ms, 3)))
     hist.append(("_count", {}, stats.rtt_count))
     metric("orb_peer_rtt_ms", "histogram", "PING/PONG round-trip times to peers, in milliseconds.", hist)
+    figures = [(fid, stats.calls.figures(fid)) for fid in sorted(stats.calls.fids())]
+    metric("orb_function_calls_total", "counter", "Calls answered, by function.",
+           [("", {"fid": fid}, f.calls_total) for fid, f in figures])
+    metric("orb_function_errors_total", "counter", "Calls that did not end OK, by function.",
+           [("", {"fid": fid}, f.errors_total) for fid, f in figures])
+    metric("orb_function_calls_per_second", "gauge", "Calls per second over the last minute, by function.",
+           [("", {"fid": fid}, f.rate_per_s) for fid, f in figures])
+    metric("orb_function_error_ratio", "gauge", "Share of the last minute's calls that did not end OK.",
+           [("", {"fid": fid}, f.error_rate) for fid, f in figures if f.error_rate is not None])
+    metric("orb_function_latency_ms", "gauge", "Call latency quantiles over the last minute, in milliseconds.",
+           [("", {"fid": fid, "quantile": q}, v) for fid, f in figures
+            for q, v in (("0.5", f.p50_ms), ("0.99", f.p99_ms)) if v is not None])
     return "\n".join(lines) + "\n"
 
 
@@ -527,100 +548,15 @@ class _Dir(Resource):
         return json_error(request, http.NOT_FOUND, "not-found", "no such resource")
 
 
-MAX_CALL_BODY_BYTES = 1024 * 1024
-_STATUS_HTTP = {
-    "OK": http.OK, "ERROR": 502, "TIMEOUT": http.GATEWAY_TIMEOUT, "MEMORY": 502, "KILLED_BY_POLICY": 502,
-    "OUTPUT_TOO_LARGE": 502, "BUSY": http.SERVICE_UNAVAILABLE, "NOT_FOUND": http.NOT_FOUND,
-    "DENIED": http.FORBIDDEN, "REFUSED": http.SERVICE_UNAVAILABLE, "INTERNAL": 502,
-}
-
-
-class GatewayResource(Resource):
-    """The gateway (first cut, issue 11): ``POST /f/<fid>`` calls the function with the request body
-    as its input and answers its output; ``GET /f/<fid>`` is the function's metadata as JSON.
-    Every answer carries CORS headers; a call's answer carries ``X-Orb-Status``, ``Orb-Replica``,
-    ``Orb-Request-Id`` and ``Server-Timing`` (queue, fetch, boot, exec and network times)."""
-
-    isLeaf = True
-
-    def __init__(self, router: Any, registry: Registry) -> None:
-        super().__init__()
-        self.router = router
-        self.registry = registry
-        self._calls = 0
-
-    def render(self, request: Any) -> Any:
-        from orb.protocol import fid as fidmod
-
-        request.setHeader(b"Access-Control-Allow-Origin", b"*")
-        request.setHeader(b"Access-Control-Expose-Headers",
-                          b"X-Orb-Status, Orb-Replica, Orb-Request-Id, Server-Timing")
-        if request.method == b"OPTIONS":
-            request.setHeader(b"Access-Control-Allow-Methods", b"GET, POST, OPTIONS")
-            request.setHeader(b"Access-Control-Allow-Headers", b"Content-Type")
-            request.setResponseCode(http.NO_CONTENT)
-            return b""
-        if request.method not in (b"POST", b"GET", b"HEAD"):
-            request.setHeader(b"Allow", b"GET, POST, OPTIONS")
-            return json_error(request, http.NOT_ALLOWED, "method-not-allowed", "call a function with POST")
-        if len(request.postpath) != 1:
-            return json_error(request, http.NOT_FOUND, "not-found", "the path is /f/<fid>")
-        try:
-            fid = fidmod.from_text(request.postpath[0].decode("ascii"))
-            fidmod.check(fid)
-        except (UnicodeDecodeError, fidmod.FidError):
-            return json_error(request, http.BAD_REQUEST, "bad-fid", "not a fid: the 53 base32 characters of orb hash")
-        if request.method != b"POST":
-            function = self.registry.function(fidmod.to_text(fid))
-            if function is None:
-                return json_error(request, http.NOT_FOUND, "not-found", "no such function is deployed")
-            return json_body(request, {"fid": function.fid, "owner": function.owner.hex(),
-                                       "package_size": function.package_size, "deployed_at": function.issued_at,
-                                       "manifest": function.manifest_json()})
-        body = request.content.read(MAX_CALL_BODY_BYTES + 1)
-        if len(body) > MAX_CALL_BODY_BYTES:
-            return json_error(request, http.REQUEST_ENTITY_TOO_LARGE, "too-large",
-                              f"the input is over {MAX_CALL_BODY_BYTES} bytes")
-        self._calls += 1
-        request_id = f"{os.getpid():x}-{self._calls:x}"
-        d = self.router.call(fid, body)
-
-        def answer(reply: Any) -> None:
-            if request._disconnected:
-                return
-            result = reply.result
-            status = result.status_kind.name
-            request.setHeader(b"X-Orb-Status", status.lower().encode())
-            request.setHeader(b"Orb-Request-Id", request_id.encode())
-            if reply.replica is not None:
-                request.setHeader(b"Orb-Replica", reply.replica.hex().encode())
-            timing = ", ".join(f"{name};dur={us / 1000:.3f}" for name, us in (
-                ("queue", result.queue_us), ("fetch", result.fetch_us), ("boot", result.boot_us),
-                ("exec", result.exec_us), ("network", reply.network_us)))
-            request.setHeader(b"Server-Timing", timing.encode())
-            for name, value in (("Queue", result.queue_us), ("Boot", result.boot_us), ("Exec", result.exec_us)):
-                request.setHeader(f"X-Orb-{name}-Us".encode(), str(value).encode())
-            if status == "OK":
-                request.setHeader(b"Content-Type", b"application/octet-stream")
-                request.write(result.output)
-            else:
-                if status in ("BUSY", "REFUSED"):
-                    request.setHeader(b"Retry-After", b"1")
-                request.write(json_body(request, {
-                    "error": status.lower().replace("_", "-"), "code": status.lower().replace("_", "-"),
-                    "message": result.log.decode("utf-8", "replace")[-2000:]}, _STATUS_HTTP.get(status, 502)))
-            request.finish()
-
-        d.addCallback(answer)
-        d.addErrback(lambda f: log.failure("gateway call failed", f))
-        return NOT_DONE_YET
-
-
-def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DIR, router: Any = None) -> Resource:
-    """The root resource for ``twisted.web.server.Site``."""
+def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DIR, router: Any = None,
+                   gateway: Any = None, clock: Any = None) -> Resource:
+    """The root resource. ``gateway`` (a ``GatewayResource``) serves ``/f/``; given only ``router``, a
+    gateway with the default limits is made for it."""
     root = _Dir()
-    if router is not None:
-        root.putChild(b"f", GatewayResource(router, registry))
+    if gateway is None and router is not None:
+        gateway = make_gateway(registry, stats, router, clock if clock is not None else _reactor())
+    if gateway is not None:
+        root.putChild(b"f", gateway)
     for name, (filename, ctype) in STATIC_FILES.items():
         with open(os.path.join(static_dir, filename), "rb") as f:
             root.putChild(name, StaticFile(f.read(), ctype))
@@ -630,7 +566,33 @@ def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DI
     api.putChild(b"v1", v1)
     v1.putChild(b"peers", PeersResource(registry))
     v1.putChild(b"trackers", TrackersResource(registry))
-    v1.putChild(b"functions", FunctionsResource(registry))
+    v1.putChild(b"functions", FunctionsResource(registry, stats))
     v1.putChild(b"stats", StatsResource(registry, stats))
     root.putChild(b"metrics", MetricsResource(registry, stats))
     return root
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def make_gateway(registry: Registry, stats: Stats, router: Any, clock: Any,
+                 config: GatewayConfig = GatewayConfig()) -> GatewayResource:
+    """The gateway at ``/f/``: calls through ``router``, figures into ``stats.calls``; its GET adds the
+    replicas the functions API lists."""
+    def replicas(function: FunctionRecord) -> dict:
+        announced = _hosts_by_fid(registry).get(function.fid, [])
+        doc = function_json(registry, function, announced)
+        return {k: doc[k] for k in ("replicas", "live_replicas", "verified_replicas", "hosted_by")}
+
+    return GatewayResource(clock, registry, router, stats.calls, config, metadata=replicas)
+
+
+def build_site(registry: Registry, stats: Stats, router: Any, reactor: Any,
+               config: GatewayConfig = GatewayConfig(), static_dir: str = STATIC_DIR) -> ConnectionLimit:
+    """The tracker's whole HTTP site (a factory to listen with): API, /metrics, dashboard and the gateway,
+    with its bounds."""
+    gateway = make_gateway(registry, stats, router, reactor, config)
+    return ConnectionLimit(GatewaySite(build_resource(registry, stats, static_dir, gateway=gateway), gateway, reactor))

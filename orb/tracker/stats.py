@@ -11,6 +11,10 @@ frame, header included), and ``observe_rtt_ms`` for every PONG.
 over the last minute, the uptime and the RTT histogram.  No I/O; time from
 ``clock``.  At most ``MAX_MESSAGE_TYPES`` (direction, type) pairs are kept;
 the rest count as "other".
+
+``Stats.calls`` (``CallStats``) holds each function's calls of the last
+minute: ``observe_call(fid, latency_s, ok)`` for every call answered, and
+``figures(fid)`` for its call rate, p50/p99 latency and error rate.
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ class Stats:
     _rtt_buckets: list[int] = attrs.field(init=False)
     rtt_sum_ms: float = attrs.field(init=False, default=0.0)
     rtt_count: int = attrs.field(init=False, default=0)
+    calls: "CallStats" = attrs.field(init=False)  # per-function call figures (the gateway and the router feed it)
 
     def __attrs_post_init__(self) -> None:
         self.started_at_s = self.clock.seconds()
+        self.calls = CallStats(self.clock)
         self._samples = collections.deque(maxlen=RATE_WINDOW_SAMPLES)
         self._samples.append((self.started_at_s, {}))
         self._rtt_buckets = [0] * (len(RTT_BUCKETS_MS) + 1)
@@ -128,3 +134,90 @@ class Stats:
             total += n
             out.append((bound, total))
         return out
+
+
+CALL_WINDOW_S = 60.0  # call rate, latency quantiles and error rate are over the last minute
+MAX_CALLS_KEPT = 2048  # per function: the latest calls in the window (older ones drop first)
+MAX_FUNCTIONS_TRACKED = 4096  # functions with figures; the least recently called is forgotten first
+FIGURES_MEMO_S = 1.0  # a function's figures, unchanged by a call, are reused this long
+
+
+@attrs.frozen
+class CallFigures:
+    """One function's calls over the last CALL_WINDOW_S, as the dashboard, the API and /metrics show them."""
+
+    calls_total: int
+    errors_total: int
+    window_calls: int
+    rate_per_s: float
+    error_rate: float | None  # failed / all calls in the window; None without calls
+    p50_ms: float | None
+    p99_ms: float | None
+
+    def to_json(self):
+        return attrs.asdict(self)
+
+
+def _quantile(sorted_values, q):
+    """The nearest-rank ``q`` quantile of a sorted, non-empty list."""
+    rank = max(1, -(-int(q * 1000) * len(sorted_values) // 1000))  # ceil(q * n), at least 1
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@attrs.define
+class CallStats:
+    """
+    Per-function call figures, fed by whoever answers a call
+    (``observe_call(fid, latency_s, ok)``) and read by the HTTP API,
+    ``/metrics`` and the dashboard (``figures(fid)``). Bounded: at most
+    ``MAX_CALLS_KEPT`` calls per function and ``MAX_FUNCTIONS_TRACKED``
+    functions. Time from ``clock``.
+    """
+
+    clock: Any
+    _calls: collections.OrderedDict = attrs.field(init=False, factory=collections.OrderedDict)
+    _totals: dict = attrs.field(init=False, factory=dict)  # fid -> [calls, errors]
+    _memo: dict = attrs.field(init=False, factory=dict)  # fid -> (computed at, CallFigures), for FIGURES_MEMO_S
+
+    def observe_call(self, fid, latency_s, ok):
+        """A call of ``fid`` ended after ``latency_s`` seconds; ``ok``: the function answered OK."""
+        window = self._calls.get(fid)
+        if window is None:
+            if len(self._calls) >= MAX_FUNCTIONS_TRACKED:
+                old, _ = self._calls.popitem(last=False)
+                self._totals.pop(old, None)
+                self._memo.pop(old, None)
+            window = self._calls[fid] = collections.deque(maxlen=MAX_CALLS_KEPT)
+            self._totals[fid] = [0, 0]
+        self._calls.move_to_end(fid)
+        self._memo.pop(fid, None)
+        window.append((self.clock.seconds(), max(0.0, float(latency_s)) * 1000.0, bool(ok)))
+        totals = self._totals[fid]
+        totals[0] += 1
+        totals[1] += 0 if ok else 1
+
+    def fids(self):
+        return list(self._calls)
+
+    def figures(self, fid):
+        """``fid``'s CallFigures; all zero or None for a function not called lately. Figures unchanged
+        by a call are computed again at most every FIGURES_MEMO_S (the dashboard polls every function)."""
+        now = self.clock.seconds()
+        memo = self._memo.get(fid)
+        if memo is not None and now - memo[0] < FIGURES_MEMO_S:
+            return memo[1]
+        window = self._calls.get(fid, ())
+        calls, errors = self._totals.get(fid, (0, 0))
+        recent = [(t, ms, ok) for t, ms, ok in window if now - t <= CALL_WINDOW_S]
+        latencies = sorted(ms for _, ms, _ in recent)
+        failed = sum(1 for _, _, ok in recent if not ok)
+        figures = CallFigures(
+            calls_total=calls, errors_total=errors, window_calls=len(recent),
+            rate_per_s=round(len(recent) / CALL_WINDOW_S, 3),
+            error_rate=round(failed / len(recent), 4) if recent else None,
+            p50_ms=round(_quantile(latencies, 0.5), 3) if latencies else None,
+            p99_ms=round(_quantile(latencies, 0.99), 3) if latencies else None,
+        )
+        if fid in self._calls:
+            self._memo[fid] = (now, figures)
+        return figures

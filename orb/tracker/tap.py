@@ -6,7 +6,6 @@ import os
 import attrs
 from twisted.internet import reactor
 from twisted.python import usage
-from twisted.web.server import Site
 
 from orb import _options as opt
 from orb._tap import NodeOptions, check_port_free
@@ -14,7 +13,8 @@ from orb.net import packages as pk
 from orb.net.service import Endpoint, NodeService, Store
 from orb.protocol.package import MAX_PACKAGE_BYTES
 from orb.tracker import registry as reg
-from orb.tracker.http import build_resource
+from orb.tracker.gateway import GatewayConfig
+from orb.tracker.http import build_site
 from orb.tracker.wiring import Tracker, TrackerConfig, dns_replicas
 
 REGISTRY_FILE = "registry.sqlite"
@@ -72,6 +72,22 @@ class Options(NodeOptions):
         """HTTP endpoint for the API, /metrics and the dashboard [default: tcp:7480:interface=127.0.0.1]."""
         self["http"] = endpoint
 
+    def opt_gateway_max_input_bytes(self, n):
+        """Largest input the HTTP gateway accepts for a call, in bytes, whatever a manifest allows [default: 1048576]."""
+        self["gateway-max-input-bytes"] = n
+
+    def opt_gateway_rate(self, per_s):
+        """Calls per second the HTTP gateway allows each client IP address, sustained; 0 for no limit [default: 50]."""
+        self["gateway-rate"] = per_s
+
+    def opt_gateway_burst(self, n):
+        """Calls a client IP address may make at once before --gateway-rate applies [default: 100]."""
+        self["gateway-burst"] = n
+
+    def opt_gateway_receive_timeout(self, seconds):
+        """Seconds an HTTP request's headers and body have to arrive, from its first line [default: 10]."""
+        self["gateway-receive-timeout"] = seconds
+
     def opt_dns(self, hostport):
         """HOST:PORT to serve the .orb DNS zone on, over UDP and TCP (port 0: any port free for both) [default: off]."""
         self["dns"] = hostport
@@ -102,6 +118,18 @@ class Options(NodeOptions):
         self["challenge-interval"] = opt.positive_float("challenge-interval", self.get("challenge-interval", 180))
         self["max-package-bytes"] = opt.positive_int("max-package-bytes", self.get("max-package-bytes", MAX_PACKAGE_BYTES),
                                                      maximum=2**40)
+        defaults = GatewayConfig()
+        self["gateway-max-input-bytes"] = opt.positive_int(
+            "gateway-max-input-bytes", self.get("gateway-max-input-bytes", defaults.max_input_bytes),
+            maximum=defaults.max_input_bytes)
+        rate = self.get("gateway-rate", defaults.rate_per_s)
+        self["gateway-rate"] = 0.0 if str(rate).strip() in ("0", "0.0") else opt.positive_float("gateway-rate", rate)
+        self["gateway-burst"] = opt.positive_int("gateway-burst", self.get("gateway-burst", defaults.burst),
+                                                 maximum=10**6)
+        if self["gateway-burst"] < 1:
+            raise usage.UsageError("--gateway-burst must be at least 1 (use --gateway-rate 0 for no limit)")
+        self["gateway-receive-timeout"] = opt.positive_float(
+            "gateway-receive-timeout", self.get("gateway-receive-timeout", defaults.receive_timeout_s))
         self["join-ca"] = tuple(opt.parse_name_port(t, "--join-ca") for t in self.get("join-ca", []))
         if self["join-ca"] and not self.get("ca"):
             raise usage.UsageError("--join-ca needs --ca FILE: the certificate authorities to verify the name with")
@@ -163,6 +191,8 @@ def makeService(config):
         admit=config["admit"], pinned=config["pinned"], ca_joins=config["join-ca"],
         admit_vouched=bool(config["admit-vouched"]), max_package_bytes=config["max-package-bytes"],
         allow_unconfined=bool(config["allow-unconfined"]), challenge_max_s=config["challenge-interval"],
+        gateway=GatewayConfig(max_input_bytes=config["gateway-max-input-bytes"], rate_per_s=config["gateway-rate"],
+                              burst=config["gateway-burst"], receive_timeout_s=config["gateway-receive-timeout"]),
         dns=config["dns"],
     )
     return tracker_service(tracker_config, reactor)
@@ -178,7 +208,7 @@ def tracker_service(config, reactor):
                        packages=states["packages"])
 
     def http_site(core):
-        return Site(build_resource(core.registry, core.stats, router=core.router))
+        return build_site(core.registry, core.stats, core.router, reactor, config.gateway)
 
     node_service = NodeService(
         reactor, config.node, build, kind="orb-tracker",

@@ -41,6 +41,7 @@ from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Fed
 from orb.tracker.replication import CHALLENGE_MAX_S
 from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
 from orb.tracker.replication import Replication, verified_replicas
+from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
 from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
@@ -78,6 +79,7 @@ class TrackerConfig:
     max_package_bytes: int = MAX_PACKAGE_BYTES  # --max-package-bytes
     allow_unconfined: bool = False  # test-run deploys without every jail layer (--allow-unconfined)
     challenge_max_s: float = CHALLENGE_MAX_S  # --challenge-interval: a verified replica is re-challenged within this
+    gateway: GatewayConfig = GatewayConfig()  # the HTTP gateway's limits (--gateway-*)
     dns: object = None  # --dns and its options: an orb.dns.service.DNSConfig, or None (no DNS)
 
 

@@ -115,14 +115,24 @@ function renderTrackers(data) {
   }), 5, "no trackers");
 }
 
+function ms(v) { return v == null ? "\u2013" : (v < 10 ? v.toFixed(2) : v.toFixed(1)) + " ms"; }
+function pct(v) { return v == null ? "\u2013" : (100 * v).toFixed(1) + " %"; }
+
 function renderFunctions(data) {
   const under = data.functions.filter(f => f.live_replicas < f.replicas).length;
   setText("function-sub", under ? under + " under-replicated" : "all replicated");
-  fillTable("functions", data.functions.slice(0, MAX_ROWS).map(f => el("tr", {},
-    el("td", {}, el("code", {title: f.fid}, f.fid.length > 20 ? f.fid.slice(0, 20) + "\u2026" : f.fid)),
-    el("td", {}, String(f.version)),
-    el("td", {}, f.live_replicas + " / " + f.replicas),
-    el("td", {}, el("code", {title: f.owner}, short(f.owner))))), 4, "no functions");
+  fillTable("functions", data.functions.slice(0, MAX_ROWS).map(f => {
+    const c = f.calls || {};
+    return el("tr", {"data-fid": f.fid},
+      el("td", {}, el("code", {title: f.fid}, f.fid.length > 20 ? f.fid.slice(0, 20) + "\u2026" : f.fid)),
+      el("td", {}, String(f.version)),
+      el("td", {class: "replicas", title: (f.hosted_by || []).join("\n")}, f.live_replicas + " / " + f.replicas),
+      el("td", {class: "rate"}, c.rate_per_s == null ? "\u2013" : c.rate_per_s.toFixed(2) + " /s"),
+      el("td", {class: "p50"}, ms(c.p50_ms)),
+      el("td", {class: "p99"}, ms(c.p99_ms)),
+      el("td", {class: "errors" + (c.error_rate ? " bad" : "")}, pct(c.error_rate)),
+      el("td", {}, el("code", {title: f.owner}, short(f.owner))));
+  }), 8, "no functions");
 }
 
 async function poll() {

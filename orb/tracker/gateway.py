@@ -1,0 +1,689 @@
+# -*- test-case-name: tests.test_gateway -*-
+"""
+The HTTP gateway on the tracker's HTTP endpoint: a function answers curl.
+
+Routes (``GatewayResource``; ``GatewaySite`` adds Host-header routing):
+
+========================  ====================================================
+``POST /f/<fid>``         call the function: the request body is its input,
+                          the response body its output
+``GET /f/<fid>``          the function's metadata, JSON
+``OPTIONS /f/<fid>``      CORS preflight
+``POST /`` with           the same call, for ``curl -X POST http://<fid>.orb:PORT/``
+``Host: <fid>.orb[:P]``   once the tracker is the DNS server (``GET /``: metadata)
+========================  ====================================================
+
+A caller may send ``Orb-Deadline-Ms: N`` (1 to 300000, decimal digits):
+the call's deadline in milliseconds, from when the gateway has the whole
+request; without it the function's own ``timeout_ms`` applies.
+
+Every answer carries CORS headers (``Access-Control-Allow-Origin: *``) and
+``Orb-Request-Id`` (32 hex digits, also the INVOKE's ``trace_id`` TLV).
+A call's answer carries ``X-Orb-Status`` (the RESULT status, lowercase),
+``Orb-Replica`` (the host's node id, hex), ``Orb-Route``, ``Server-Timing``
+(``queue``, ``fetch``, ``boot``, ``exec``, ``network`` and ``total``, in
+ms; all but ``total`` are 0 for a cached answer, which ran nothing) and,
+for an answer from the tracker's result cache, ``Orb-Cached: 1`` and
+``Age``. Errors are JSON: ``{"code": ..., "error": ..., "message": ...,
+"request_id": ...}`` where ``code`` is stable:
+
+======  =================================  ===================================
+status  ``code``                           when
+======  =================================  ===================================
+400     ``bad-fid``, ``bad-deadline``,     a malformed fid (path or Host), a bad
+        ``bad-path``                       ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
+403     ``denied``                         RESULT ``denied`` (capability token)
+404     ``not-found``                      no such function
+405     ``method-not-allowed``             not GET, HEAD, POST or OPTIONS
+408     ``request-timeout``                the request did not arrive in time
+413     ``input-too-large``                over the manifest's ``max_input_bytes``
+                                           or the tracker's cap (from
+                                           Content-Length, before the body)
+429     ``rate-limited``                   the client's IP is over its rate;
+                                           ``Retry-After``
+502     ``function-error``, ``out-of-      the function failed: ``status`` and
+        memory``, ``killed-by-policy``,    ``log`` (its tail) in the body
+        ``output-too-large``, ``internal``
+503     ``busy``, ``refused``              no replica can take the call now;
+                                           ``Retry-After``
+504     ``timeout``                        the deadline passed
+======  =================================  ===================================
+
+Bounds: a new connection must send its first request line within
+``receive_timeout_s``, a request's headers and body must arrive within
+``receive_timeout_s`` of its first line, and a kept-alive connection must
+start its next request within ``idle_timeout_s`` (a slowloris client is
+dropped, others are not slowed); the body is held once, in one buffer no larger than the
+cap; at most ``max_in_flight`` calls wait on the router; the per-IP
+token buckets are an LRU table of ``max_clients``; at most
+``max_connections`` connections are open (``ConnectionLimit``). The output is written
+in ``OUTPUT_CHUNK_BYTES`` pieces as the client reads.
+"""
+
+import collections
+import inspect
+import io
+import json
+import math
+import os
+import struct
+import weakref
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.protocols import policies
+from twisted.web import http, server
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from orb.protocol import fid as fidmod
+from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
+from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
+
+log = Logger()
+
+MAX_DEADLINE_MS = MAX_TIMEOUT_MS  # the longest a function may run; a longer Orb-Deadline-Ms is refused
+DEADLINE_HEADER = b"orb-deadline-ms"
+OUTPUT_CHUNK_BYTES = 64 * 1024
+REFUSED_LINGER_S = 2.0  # after a 413, the rest of the body is read and dropped this long before the close
+ERROR_LOG_TAIL_BYTES = 4096  # the end of a failed call's log that a 502 carries
+DEFAULT_RETRY_AFTER_S = 1
+JSON_TYPE = b"application/json"
+TOO_MANY_REQUESTS = 429  # not in twisted.web.http
+EXPOSED_HEADERS = (b"X-Orb-Status, Orb-Request-Id, Orb-Replica, Orb-Route, Orb-Cached, Age, Server-Timing, "
+                   b"Retry-After")
+_CACHED_AGE = struct.Struct(">I")
+
+# Every RESULT status, and what the gateway answers for it: (HTTP status, stable code).
+RESULT_HTTP = {
+    ResultStatus.OK: (http.OK, "ok"),
+    ResultStatus.ERROR: (http.BAD_GATEWAY, "function-error"),
+    ResultStatus.TIMEOUT: (http.GATEWAY_TIMEOUT, "timeout"),
+    ResultStatus.MEMORY: (http.BAD_GATEWAY, "out-of-memory"),
+    ResultStatus.KILLED_BY_POLICY: (http.BAD_GATEWAY, "killed-by-policy"),
+    ResultStatus.OUTPUT_TOO_LARGE: (http.BAD_GATEWAY, "output-too-large"),
+    ResultStatus.BUSY: (http.SERVICE_UNAVAILABLE, "busy"),
+    ResultStatus.NOT_FOUND: (http.NOT_FOUND, "not-found"),
+    ResultStatus.DENIED: (http.FORBIDDEN, "denied"),
+    ResultStatus.REFUSED: (http.SERVICE_UNAVAILABLE, "refused"),
+    ResultStatus.INTERNAL: (http.BAD_GATEWAY, "internal"),
+}
+RETRY_LATER = (ResultStatus.BUSY, ResultStatus.REFUSED)
+# An Answer's ``refusal`` (an ErrorCode: the router refused the call before routing it).
+ROUTER_REFUSALS = {
+    int(ErrorCode.OUT_OF_RANGE): (http.BAD_REQUEST, "bad-deadline"),
+    int(ErrorCode.TOO_LARGE): (http.REQUEST_ENTITY_TOO_LARGE, "input-too-large"),
+}
+
+
+@attrs.frozen
+class GatewayConfig:
+    """The gateway's limits (``twistd orb-tracker --gateway-*``)."""
+
+    max_input_bytes: int = MAX_INPUT_BYTES  # the tracker's cap on a call's input, whatever the manifest says
+    rate_per_s: float = 50.0  # calls per second per client IP, sustained; 0: no limit
+    burst: int = 100  # calls a client IP may make at once
+    max_clients: int = 10_000  # client IPs with a token bucket; the least recently seen is forgotten first
+    max_in_flight: int = 512  # calls waiting on the router; more get 503
+    max_connections: int = 4096  # open HTTP connections; more are closed on accept
+    receive_timeout_s: float = 10.0  # a request's headers and body arrive within this of its first line
+    idle_timeout_s: float = 60.0  # a connection starts its next request within this
+
+
+class ClientBuckets:
+    """Token buckets by client IP: ``rate_per_s`` sustained, ``burst`` at once, ``max_clients`` kept."""
+
+    def __init__(self, clock, rate_per_s, burst, max_clients):
+        self.clock = clock
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets = collections.OrderedDict()  # ip -> (tokens, at)
+
+    def take(self, ip):
+        """Take a token for ``ip``: 0.0 if it may go ahead, else the seconds until it may."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        now = self.clock.seconds()
+        tokens, at = self._buckets.pop(ip, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.rate_per_s)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate_per_s
+        self._buckets[ip] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+    def __len__(self):
+        return len(self._buckets)
+
+
+def _json_bytes(doc):
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _cors(request):
+    request.setHeader(b"Access-Control-Allow-Origin", b"*")
+    request.setHeader(b"Access-Control-Expose-Headers", EXPOSED_HEADERS)
+
+
+def _answer_json(request, status, doc):
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", JSON_TYPE)
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return _json_bytes(doc)
+
+
+def _error(request, http_status, code, message, **extra):
+    doc = {"code": code, "error": code, "message": message, **extra}
+    request_id = request.responseHeaders.getRawHeaders(b"orb-request-id")
+    if request_id:
+        doc["request_id"] = request_id[0].decode("ascii")
+    return _answer_json(request, http_status, doc)
+
+
+def raw_error(status, code, message):
+    """A complete HTTP/1.1 error response, for when the request never reached a resource."""
+    body = _json_bytes({"code": code, "error": code, "message": message})
+    head = [
+        b"HTTP/1.1 %d %s" % (status, http.RESPONSES.get(status, b"Too Many Requests" if status == 429 else b"Error")),
+        b"Content-Type: " + JSON_TYPE,
+        b"Content-Length: %d" % len(body),
+        b"Connection: close",
+        b"Cache-Control: no-store",
+        b"Access-Control-Allow-Origin: *",
+        b"Access-Control-Expose-Headers: " + EXPOSED_HEADERS,
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def parse_fid(text):
+    """The 32-byte fid that ``text`` (bytes, the 53 base32 characters) names, or None."""
+    try:
+        raw = fidmod.from_text(text.decode("ascii"))
+        fidmod.check(raw)
+    except (UnicodeDecodeError, fidmod.FidError):
+        return None
+    return raw
+
+
+def host_label(request_or_headers):
+    """For a ``Host: <label>.orb[:port]`` header, ``<label>`` (bytes, lowercase); else None."""
+    headers = getattr(request_or_headers, "requestHeaders", request_or_headers)
+    values = headers.getRawHeaders(b"host")
+    if not values:
+        return None
+    host = values[0].strip().lower()
+    if host.startswith(b"["):
+        return None  # an IPv6 literal
+    host = host.rsplit(b":", 1)[0] if b":" in host else host
+    host = host.rstrip(b".")
+    if not host.endswith(b".orb"):
+        return None
+    label = host[: -len(b".orb")]
+    return label if label and b"." not in label else None
+
+
+def parse_deadline_ms(request):
+    """The ``Orb-Deadline-Ms`` header: None if absent, an int from 1 to MAX_DEADLINE_MS, or ValueError."""
+    values = request.requestHeaders.getRawHeaders(DEADLINE_HEADER)
+    if not values:
+        return None
+    raw = values[0].strip()
+    if len(values) > 1 or not raw.isdigit() or len(raw) > 10:
+        raise ValueError(f"Orb-Deadline-Ms must be one whole number of milliseconds from 1 to {MAX_DEADLINE_MS}")
+    value = int(raw)
+    if not 1 <= value <= MAX_DEADLINE_MS:
+        raise ValueError(f"Orb-Deadline-Ms must be from 1 to {MAX_DEADLINE_MS} milliseconds, not {value}")
+    return value
+
+
+def capability_token(request):
+    """The INVOKE ``token`` a request carries. Capability tokens come with issue 13, which reads them here
+    (from an ``Authorization`` header); until then every call carries none, as public functions need."""
+    return b""
+
+
+def deprecation_headers(request, fid):
+    """Where issue 13 sets ``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` from the
+    function's NAME record (RFC 5.24: ``deprecated``, ``sunset``, ``successor``); today nothing is set."""
+
+
+def cached_age_ms(result):
+    """The age in ms that a RESULT's ``cached`` TLV carries, or None."""
+    for tlv in result.ext:
+        if tlv.type == int(TlvType.CACHED) and len(tlv.value) == _CACHED_AGE.size:
+            return _CACHED_AGE.unpack(tlv.value)[0]
+    return None
+
+
+class _OutputProducer:
+    """Writes a call's output to the client ``OUTPUT_CHUNK_BYTES`` at a time, as the transport drains."""
+
+    def __init__(self, request, data):
+        self.request = request
+        self.view = memoryview(data)
+        self.offset = 0
+
+    def start(self):
+        self.request.registerProducer(self, False)
+
+    def resumeProducing(self):
+        if self.view is None:
+            return
+        chunk = self.view[self.offset : self.offset + OUTPUT_CHUNK_BYTES]
+        self.offset += len(chunk)
+        if chunk:
+            self.request.write(bytes(chunk))
+        if self.offset >= len(self.view):
+            self.view = None
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def pauseProducing(self):
+        pass
+
+    def stopProducing(self):
+        self.view = None
+
+
+class GatewayResource(Resource):
+    """
+    ``/f/<fid>``: calls and metadata. ``router.call`` routes a call
+    (orb.tracker.router); ``calls`` (a ``CallStats``) gets every answered
+    call; ``metadata(function)``, if given, adds to the GET document.
+    """
+
+    isLeaf = True
+
+    def __init__(self, clock, registry, router, calls, config=GatewayConfig(), metadata=None):
+        super().__init__()
+        self.clock = clock
+        self.registry = registry
+        self.router = router
+        self.calls = calls
+        self.config = config
+        self.buckets = ClientBuckets(clock, config.rate_per_s, config.burst, config.max_clients)
+        self.in_flight = 0
+        self.metadata = metadata  # FunctionRecord -> more members for GET (the HTTP API's view of the function)
+        # Router.call takes trace_id since the router's rewrite for issue 11; a router without it gets none.
+        self._pass_trace_id = _accepts(router.call, "trace_id") if router is not None else False
+
+    # -- what GatewayRequest asks before the body arrives --------------------------------------------
+
+    def input_cap_bytes(self, fid_raw):
+        """The largest input a call of ``fid_raw`` may carry: the tracker's cap, or the manifest's if lower."""
+        cap = self.config.max_input_bytes
+        if fid_raw is None:
+            return cap
+        function = self.registry.function(fidmod.to_text(fid_raw))
+        if function is None:
+            return cap
+        declared = function.manifest_json().get("max_input_bytes", MAX_INPUT_BYTES)
+        return min(cap, declared) if isinstance(declared, int) else cap
+
+    # -- rendering -------------------------------------------------------------------------------------
+
+    def render(self, request):
+        request_id = os.urandom(16)
+        request.setHeader(b"Orb-Request-Id", request_id.hex().encode("ascii"))
+        _cors(request)
+        if request.method == b"OPTIONS":
+            request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, POST, OPTIONS")
+            request.setHeader(b"Access-Control-Allow-Headers", b"Content-Type, Orb-Deadline-Ms")
+            request.setHeader(b"Access-Control-Max-Age", b"600")
+            request.setResponseCode(http.NO_CONTENT)
+            return b""
+        if request.method not in (b"GET", b"HEAD", b"POST"):
+            request.setHeader(b"Allow", b"GET, HEAD, POST, OPTIONS")
+            return _error(request, http.NOT_ALLOWED, "method-not-allowed",
+                          "call a function with POST; GET gives its metadata")
+        wait_s = self.buckets.take(_client_ip(request))
+        if wait_s > 0:
+            request.setHeader(b"Retry-After", str(max(1, math.ceil(wait_s))).encode("ascii"))
+            return _error(request, TOO_MANY_REQUESTS, "rate-limited",
+                          "this address is over its call rate; retry after Retry-After seconds")
+        if len(request.postpath) != 1 and request.postpath[1:] != [b""]:
+            return _error(request, http.BAD_REQUEST, "bad-path", "the path of a function is /f/<fid>")
+        fid_raw = parse_fid(request.postpath[0]) if request.postpath else None
+        if fid_raw is None:
+            return _error(request, http.BAD_REQUEST, "bad-fid",
+                          "not a fid: give the 53 base32 characters `orb hash` prints")
+        fid = fidmod.to_text(fid_raw)
+        function = self.registry.function(fid)
+        if function is None:
+            return _error(request, http.NOT_FOUND, "not-found", f"no function {fid} is deployed")
+        if request.method != b"POST":
+            return _answer_json(request, http.OK, self._metadata(function))
+        try:
+            deadline_ms = parse_deadline_ms(request)
+        except ValueError as e:
+            return _error(request, http.BAD_REQUEST, "bad-deadline", str(e))
+        body = request.take_body() if isinstance(request, GatewayRequest) else request.content.read()
+        cap = self.input_cap_bytes(fid_raw)
+        if len(body) > cap:
+            return _error(request, http.REQUEST_ENTITY_TOO_LARGE, "input-too-large",
+                          f"the input is {len(body)} bytes; this function takes at most {cap}")
+        if self.in_flight >= self.config.max_in_flight:
+            request.setHeader(b"Retry-After", str(DEFAULT_RETRY_AFTER_S).encode("ascii"))
+            return _error(request, http.SERVICE_UNAVAILABLE, "busy",
+                          "the gateway has too many calls in flight; retry after Retry-After seconds")
+        self._call(request, fid, fid_raw, body, deadline_ms, request_id)
+        return NOT_DONE_YET
+
+    def _metadata(self, function):
+        manifest = function.manifest_json()
+        doc = {
+            "fid": function.fid,
+            "name": manifest["name"],
+            "version": function.version,
+            "owner": function.owner.hex(),
+            "package_size": function.package_size,
+            "deployed_at": function.issued_at,
+            "dns_name": f"{function.fid}.orb",
+            "call": f"/f/{function.fid}",
+            "max_input_bytes": min(self.config.max_input_bytes, manifest.get("max_input_bytes", MAX_INPUT_BYTES)),
+            "manifest": manifest,
+            "calls": self.calls.figures(function.fid).to_json(),
+        }
+        if self.metadata is not None:
+            doc.update(self.metadata(function))
+        return doc
+
+    def _call(self, request, fid, fid_raw, body, deadline_ms, request_id):
+        started = self.clock.seconds()
+        self.in_flight += 1
+        kwargs = {"deadline_s": None if deadline_ms is None else deadline_ms / 1000,
+                  "token": capability_token(request)}
+        if self._pass_trace_id:
+            kwargs["trace_id"] = request_id
+        try:
+            d = self.router.call(fid_raw, body, **kwargs)
+        except Exception:
+            d = defer.fail()
+        del body
+
+        def cancel_on_disconnect(reason):
+            d.cancel()  # the router withdraws the call: CANCEL to the host, which kills the jail child
+
+        request.notifyFinish().addErrback(cancel_on_disconnect)
+
+        def done(outcome):
+            self.in_flight -= 1
+            return outcome
+
+        def answered(answer):
+            if not getattr(answer, "refusal", 0):  # a call refused before routing is not a call of the function
+                self.calls.observe_call(fid, self.clock.seconds() - started,
+                                        answer.result.status_kind == ResultStatus.OK)
+            if request._disconnected or request.finished:
+                return
+            deprecation_headers(request, fid)
+            self._respond(request, answer, self.clock.seconds() - started)
+
+        def failed(failure):
+            if failure.check(defer.CancelledError):
+                return  # the client went away
+            log.failure("gateway call of {fid} failed", failure, fid=fid)
+            if not (request._disconnected or request.finished):
+                request.write(_error(request, http.BAD_GATEWAY, "internal", "the tracker failed to route the call"))
+                request.finish()
+
+        def broken(failure):
+            log.failure("gateway: answering a call of {fid} failed", failure, fid=fid)
+            if not (request._disconnected or request.finished):
+                request.loseConnection()
+
+        d.addBoth(done)
+        d.addCallbacks(answered, failed)
+        d.addErrback(broken)
+
+    def _respond(self, request, answer, total_s):
+        refusal = getattr(answer, "refusal", 0)
+        if refusal:  # the router refused the call before routing it
+            status, code = ROUTER_REFUSALS.get(refusal, (http.BAD_REQUEST, "bad-request"))
+            request.write(_error(request, status, code, answer.result.log[:500].decode("utf-8", "replace")))
+            request.finish()
+            return
+        result = answer.result
+        status = result.status_kind
+        code, name = RESULT_HTTP[status]
+        request.setHeader(b"X-Orb-Status", status.name.lower().encode("ascii"))
+        if answer.replica is not None:
+            request.setHeader(b"Orb-Replica", answer.replica.hex().encode("ascii"))
+        request.setHeader(b"Orb-Route", str(getattr(answer, "route", "direct")).encode("ascii", "replace"))
+        age_ms = cached_age_ms(result)
+        cached = getattr(answer, "cached", False) or age_ms is not None
+        timing = [("queue", result.queue_us / 1000), ("fetch", result.fetch_us / 1000),
+                  ("boot", result.boot_us / 1000), ("exec", result.exec_us / 1000),
+                  ("network", answer.network_us / 1000)]
+        if cached:  # this call ran nothing: the stored RESULT's times were another call's
+            timing = [(name, 0.0) for name, _ in timing]
+        timing.append(("total", total_s * 1000))
+        request.setHeader(b"Server-Timing", ", ".join(f"{k};dur={v:.3f}" for k, v in timing).encode("ascii"))
+        if cached:
+            request.setHeader(b"Orb-Cached", b"1")
+            request.setHeader(b"Age", str((age_ms or 0) // 1000).encode("ascii"))
+        if status == ResultStatus.OK:
+            request.setResponseCode(http.OK)
+            request.setHeader(b"Content-Type", b"application/octet-stream")
+            request.setHeader(b"Content-Length", str(len(result.output)).encode("ascii"))
+            request.setHeader(b"Cache-Control", b"no-store")
+            _OutputProducer(request, result.output).start()
+            return
+        if status in RETRY_LATER:
+            retry_s = getattr(answer, "retry_after_s", None) or DEFAULT_RETRY_AFTER_S
+            request.setHeader(b"Retry-After", str(max(1, math.ceil(retry_s))).encode("ascii"))
+        logtext = result.log[-ERROR_LOG_TAIL_BYTES:].decode("utf-8", "replace")
+        message = {
+            ResultStatus.ERROR: "the function failed",
+            ResultStatus.TIMEOUT: "the deadline passed before the function answered",
+            ResultStatus.MEMORY: "the function ran out of memory",
+            ResultStatus.KILLED_BY_POLICY: "the jail stopped a forbidden system call",
+            ResultStatus.OUTPUT_TOO_LARGE: "the function's output passed the cap",
+            ResultStatus.BUSY: "no replica can take the call right now; retry after Retry-After seconds",
+            ResultStatus.NOT_FOUND: "no replica holds this function",
+            ResultStatus.DENIED: "the call needs a capability token",
+            ResultStatus.REFUSED: "the replicas refuse to run untrusted code unconfined",
+            ResultStatus.INTERNAL: "the host failed",
+        }[status]
+        request.write(_error(request, code, name, message, status=status.name.lower(), log=logtext,
+                             replica=answer.replica.hex() if answer.replica is not None else None))
+        request.finish()
+
+
+def _accepts(call, name):
+    try:
+        return name in inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _client_ip(request):
+    peer = request.getClientAddress()
+    return getattr(peer, "host", str(peer))
+
+
+class GatewayRequest(server.Request):
+    """
+    A request whose body is held once, in one buffer bounded by the call's
+    input cap: refused with 413 from Content-Length before the body, or as
+    soon as a chunked body passes the cap. The headers and the body must
+    arrive within the gateway's ``receive_timeout_s`` of the first line.
+    """
+
+    def __init__(self, channel, *args, **kwargs):
+        super().__init__(channel, *args, **kwargs)
+        self.body = bytearray()
+        self._cap = None
+        self._refused = False
+        site = channel.site
+        self._gateway = site.gateway
+        transport = channel.transport
+        seen = site.request_started(transport)
+        self._receive_timer = site.reactor.callLater(site.gateway.config.receive_timeout_s, self._too_slow)
+        # Once answered, a kept-alive connection must start its next request within idle_timeout_s.
+        self.notifyFinish().addCallbacks(lambda _: site.watch(lambda: transport, seen, site.gateway.config.idle_timeout_s),
+                                         lambda _: None)  # a lost connection needs no watching
+
+    def _cancel_timer(self):
+        if self._receive_timer is not None and self._receive_timer.active():
+            self._receive_timer.cancel()
+        self._receive_timer = None
+
+    def _refuse(self, status, code, message, linger=False):
+        """Answer now and close. With ``linger`` (a 413 while the client may still be sending its body)
+        only our side is closed, and what the client sends is read and dropped for REFUSED_LINGER_S, so
+        that its kernel does not reset the connection before it reads the answer."""
+        self._refused = True
+        self._cancel_timer()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
+        transport = self.channel.transport
+        if transport is None:
+            return
+        transport.write(raw_error(status, code, message))
+        if linger and hasattr(transport, "loseWriteConnection"):
+            transport.loseWriteConnection()
+            self._receive_timer = self.channel.site.reactor.callLater(REFUSED_LINGER_S, transport.abortConnection)
+        else:
+            self.channel.loseConnection()
+
+    def _too_slow(self):
+        self._receive_timer = None
+        log.info("gateway: dropping {peer}: its request did not arrive within {s} s",
+                 peer=str(self.getClientAddress()), s=self._gateway.config.receive_timeout_s)
+        self._refuse(http.REQUEST_TIMEOUT, "request-timeout", "the request did not arrive in time")
+
+    def _target_fid(self):
+        """The fid a call in the making is for: from the request line's path (the channel has parsed it,
+        though Twisted sets ``self.path`` only once the body is in) or the Host header."""
+        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
+        parts = path.split(b"/")
+        if len(parts) >= 3 and parts[0] == b"" and parts[1] == b"f":
+            return parse_fid(parts[2])
+        label = host_label(self.requestHeaders)
+        if label is not None and path == b"/":
+            return parse_fid(label)
+        return None
+
+    def gotLength(self, length):
+        self.content = io.BytesIO()  # Twisted's form parsing sees no body; the input is self.body
+        self._cap = self._gateway.input_cap_bytes(self._target_fid())
+        if length is not None and length > self._cap:
+            self._refuse(http.REQUEST_ENTITY_TOO_LARGE, "input-too-large",
+                         f"the input is {length} bytes; this function takes at most {self._cap}", linger=True)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        if len(self.body) + len(data) > self._cap:
+            self._refuse(http.REQUEST_ENTITY_TOO_LARGE, "input-too-large",
+                         f"the input passes this function's cap of {self._cap} bytes", linger=True)
+            return
+        self.body += data
+
+    def take_body(self):
+        """The input, as bytes; the buffer is emptied."""
+        data = bytes(self.body)
+        self.body = bytearray()
+        return data
+
+    def requestReceived(self, command, path, version):
+        self._cancel_timer()
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        self._cancel_timer()
+        super().connectionLost(reason)
+
+
+class GatewaySite(server.Site):
+    """
+    The tracker's HTTP site: ``GatewayRequest`` for every request,
+    ``Host: <fid>.orb`` routing of ``/`` to the gateway; a new connection
+    that starts no request within ``receive_timeout_s``, or a kept-alive
+    one that starts no next request within ``idle_timeout_s``, is closed.
+    """
+
+    def __init__(self, resource, gateway, reactor):
+        super().__init__(resource, requestFactory=GatewayRequest, reactor=reactor,
+                         timeout=gateway.config.idle_timeout_s)
+        self.gateway = gateway
+        self._requests_started = weakref.WeakKeyDictionary()  # transport -> requests begun on it
+        self._watches = {}  # id(watch) -> DelayedCall: connections that must start a request in time
+        self._stopped = False
+
+    def request_started(self, transport):
+        """Count a request begun on ``transport``; returns how many have begun on it."""
+        if transport is None:
+            return 0
+        self._requests_started[transport] = self._requests_started.get(transport, 0) + 1
+        return self._requests_started[transport]
+
+    def watch(self, get_transport, seen, within_s):
+        """Close the connection unless it has started more than ``seen`` requests ``within_s`` from now."""
+        def check():
+            del self._watches[key]
+            transport = get_transport()
+            if transport is None or not getattr(transport, "connected", False):
+                return
+            if self._requests_started.get(transport, 0) <= seen:
+                transport.write(raw_error(http.REQUEST_TIMEOUT, "request-timeout", "no request arrived in time"))
+                transport.loseConnection()
+
+        if self._stopped:
+            return
+        key = id(check)
+        self._watches[key] = self.reactor.callLater(within_s, check)
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        # The site's protocol wraps the HTTPChannel (to switch to HTTP/2 after ALPN); the transport is the inner one's.
+        # A new connection sends its first request line within receive_timeout_s.
+        self.watch(lambda: getattr(getattr(channel, "_channel", channel), "transport", None), 0,
+                   self.gateway.config.receive_timeout_s)
+        return channel
+
+    def startFactory(self):
+        self._stopped = False
+        super().startFactory()
+
+    def stopFactory(self):
+        self._stopped = True
+        for call in self._watches.values():
+            if call.active():
+                call.cancel()
+        self._watches.clear()
+        super().stopFactory()
+
+    def getResourceFor(self, request):
+        label = host_label(request)
+        if label is not None and request.postpath in ([b""], []):
+            request.site = self
+            request.sitepath = []
+            request.prepath = [b"f"]
+            request.postpath = [label]
+            return self.gateway
+        return super().getResourceFor(request)
+
+
+class ConnectionLimit(policies.WrappingFactory):
+    """The site behind a cap of ``max_connections`` open connections: one more is closed on accept."""
+
+    def __init__(self, site):
+        super().__init__(site)
+        self.gateway = site.gateway
+        self.max_connections = site.gateway.config.max_connections
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= self.max_connections:
+            log.info("gateway: {n} connections open; refusing {addr}", n=len(self.protocols), addr=str(addr))
+            return None
+        return super().buildProtocol(addr)
