@@ -217,6 +217,18 @@ class RetryTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual([r[:2] for r in caller.refused], [(9, ErrorCode.TOO_LARGE)])
         self.assertEqual(sum(len(c.sent) for c in self.channels.values()), 1)
 
+    def test_an_input_over_the_manifests_cap_is_refused(self):
+        """An input over max_input_bytes is refused before any replica is asked; INVOKE gets ERROR(too_large)."""
+        router = self.make([Peer(node(1))], Function(max_input_bytes=4))
+        answer = self.successResultOf(router.call(FID_RAW, b"12345"))
+        self.assertEqual((answer.refusal, answer.attempts), (ErrorCode.TOO_LARGE, 0))
+        caller = Record()
+        router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b"12345"), 2)
+        self.assertEqual([r[:2] for r in caller.refused], [(2, ErrorCode.TOO_LARGE)])
+        self.assertEqual(self.channels[node(1)].sent, [])
+        router.call(FID_RAW, b"1234")
+        self.assertEqual(len(self.channels[node(1)].sent), 1)
+
     def test_unreachable_replicas_are_skipped(self):
         """A replica with no channel is never asked; the call goes to the reachable one."""
         router = self.make([Peer(node(1)), Peer(node(2))])

@@ -33,6 +33,9 @@ window of the function over all its replicas), a second
 request goes to another replica with a free slot. The first RESULT wins;
 the other request's Deferred is cancelled, which sends CANCEL to its host.
 
+Input.  An input over the manifest's ``max_input_bytes`` (RFC 9.7) is
+refused before routing (ERROR too_large to INVOKE).
+
 Deadlines.  ``deadline_s`` (INVOKE's ``deadline_ms``; 0 or None means the
 manifest's ``timeout_ms``) is the caller's whole budget, counted from when
 the call reached the router. Each INVOKE sent carries what is left of it;
@@ -62,6 +65,7 @@ from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
+from orb.protocol.manifest import MAX_INPUT_BYTES
 from orb.protocol.messages import MessageType
 from orb.tracker.cache import ResultCache, cache_key
 from orb.tracker.routing import choose
@@ -312,6 +316,11 @@ class Router:
         if function is None:
             return defer.succeed(Answer(result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed"), attempts=0))
         manifest = function.manifest_json()
+        cap = manifest.get("max_input_bytes", MAX_INPUT_BYTES)
+        if len(data) > cap:
+            return defer.succeed(Answer(result(ResultStatus.INTERNAL, f"an input of {len(data)} bytes is over the "
+                                                                      f"function's max_input_bytes of {cap}"),
+                                        attempts=0, refusal=int(ErrorCode.TOO_LARGE)))
         cacheable = bool(manifest.get("pure")) and manifest.get("visibility", "public") == "public"
         if cacheable:
             hit = self.cache.get(fid_raw, data)
