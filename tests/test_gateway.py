@@ -698,6 +698,7 @@ class GatewayDaemonTests(DaemonTestMixin, TestCase):
         doc = json.loads(out)
         self.assertEqual((doc["route"], json.loads(doc["output"])), ("wire", {"sum": 7}))
         self.assertIn("network_ms", doc["timing"])
+        self.assertIn(doc["replica"], verified)  # the tracker's replica TLV names the host that ran it
         node_key = os.path.join(self.net.base_dir, "owner", "private", "node.key")
         self.assertEqual(os.stat(node_key).st_mode & 0o777, 0o600)  # this node's own key, kept
         for argv, status in [

@@ -535,7 +535,7 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         self.assertFalse(cache.put(FID_RAW, b"big", ok(b"x" * 2000)))  # over a quarter of the bytes: never stored
 
     def test_the_cached_tlv_is_on_the_wire(self):
-        """A cached RESULT sent to an INVOKE caller carries the cached TLV (0x0003, u32 age ms), and decodes."""
+        """A cached RESULT to an INVOKE carries the cached TLV (u32 age ms) and the replica whose run it keeps."""
         router = self.make([Peer(node(1))], Function(pure=True, idempotent=True))
         self.channels[node(1)].auto = lambda message: ok(b"42")
         router.call(FID_RAW, b"in")
@@ -543,7 +543,8 @@ class CacheTests(RouterTestMixin, SynchronousTestCase):
         router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b"in"), 3)
         ((result, response_to),) = caller.sent
         self.assertEqual(response_to, 3)
-        self.assertEqual([(t.type, t.value) for t in result.ext], [(TlvType.CACHED, b"\x00\x00\x00\x00")])
+        self.assertEqual([(t.type, t.value) for t in result.ext],
+                         [(TlvType.CACHED, b"\x00\x00\x00\x00"), (TlvType.REPLICA, node(1))])
         self.assertEqual(m.decode_body(m.MessageType.RESULT, result.encode_body()), result)
 
 
@@ -573,7 +574,21 @@ class InvokeAtTheTrackerTests(RouterTestMixin, SynchronousTestCase):
         message, _, d = self.channels[node(1)].sent[0]
         self.assertEqual((message.ext, message.token, message.input), ((trace,), b"tok", b"in"))
         d.callback(ok(b"o"))
-        self.assertEqual(caller.sent, [(ok(b"o"), 5)])
+        replica = m.Tlv(int(TlvType.REPLICA), node(1))
+        self.assertEqual(caller.sent, [(attrs.evolve(ok(b"o"), ext=(replica,)), 5)])
+
+    def test_an_answered_invoke_names_its_replica_and_feeds_the_figures(self):
+        """The RESULT sent to the caller carries the replica TLV, and each answered call reaches call_listeners."""
+        router = self.make([Peer(node(1))])
+        seen = []
+        router.call_listeners.append(lambda fid, latency_s, ok_: seen.append((fid, latency_s, ok_)))
+        caller = Record()
+        router.on_invoke(caller, m.Invoke(fid=FID_RAW, deadline_ms=1000, token=b"", input=b""), 3)
+        self.clock.advance(0.25)
+        self.channels[node(1)].sent[0][2].callback(status(ResultStatus.ERROR))
+        (result, _), = caller.sent
+        self.assertEqual([t.value for t in result.ext if t.type == TlvType.REPLICA], [node(1)])
+        self.assertEqual(seen, [(fidmod.to_text(FID_RAW), 0.25, False)])
 
     def test_the_callers_cancel_cancels_the_routed_call(self):
         """CANCEL for an INVOKE routed here cancels the request to the replica and frees its slot; no RESULT."""

@@ -224,8 +224,9 @@ def wire_call(reactor, tracker, network, raw, data, timeout_s):
     at_host = [(name, getattr(result, f"{name}_us") / 1000) for name in ("queue", "fetch", "boot", "exec")]
     network_ms = max(0.0, total_ms - sum(v for _, v in at_host))
     cached = any(t.type == int(TlvType.CACHED) for t in result.ext)
+    replica = next((t.value.hex() for t in result.ext if t.type == int(TlvType.REPLICA) and len(t.value) == 32), None)
     return {"status": result.status_kind.name, "output": result.output, "log": result.log.decode("utf-8", "replace"),
-            "replica": None, "timing": _timing([*at_host, ("network", network_ms), ("total", total_ms)]),
+            "replica": replica, "timing": _timing([*at_host, ("network", network_ms), ("total", total_ms)]),
             "cached": cached, "route": "wire", "request_id": trace_id.hex()}
 
 

@@ -49,18 +49,18 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from orb.net.logs import orb_logger
-from orb.peer.logs import trace_id_of
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol import package as packagemod
 from orb.protocol.codes import ErrorCode, ResultStatus
-from orb.protocol.messages import MessageType
+from orb.protocol.manifest import MAX_TIMEOUT_MS
+from orb.protocol.messages import MessageType, trace_id_of
 
 log = orb_logger()
 
 MAX_UNPACKED = 64
 MAX_U32 = 2**32 - 1
-MAX_DEADLINE_MS = 300_000  # this host's policy: a longer deadline_ms is refused out_of_range
+MAX_DEADLINE_MS = MAX_TIMEOUT_MS  # the longest a function may run: a longer deadline_ms is refused out_of_range
 MAX_IN_FLIGHT = 1024  # calls held at once (waiting for a download, queued or running), all callers
 FETCH_WAIT_MAX_S = 120.0  # how long a call waits for a download this host has under way
 # RESULTs that say the call never ran here: no finished_listeners for them.

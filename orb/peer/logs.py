@@ -31,8 +31,8 @@ from orb.net.logauth import ReplayCache, check_logs
 from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
-from orb.protocol.codes import ErrorCode, TlvType
-from orb.protocol.messages import MessageType
+from orb.protocol.codes import ErrorCode
+from orb.protocol.messages import MessageType, trace_id_of  # noqa: F401  (re-exported)
 
 log = orb_logger()
 
@@ -40,14 +40,6 @@ MAX_ENTRIES_PER_FID = 200
 MAX_FIDS = 1024
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
 ENTRY_OVERHEAD_BYTES = 96  # what an entry costs besides its log and trace id
-
-
-def trace_id_of(message):
-    """The 16-byte trace_id TLV of ``message``, or b"" (a trace_id of another length is ignored: RFC 11.5)."""
-    for tlv in message.ext:
-        if tlv.type == TlvType.TRACE_ID and len(tlv.value) == 16:
-            return tlv.value
-    return b""
 
 
 def _cost(entry):

@@ -895,6 +895,17 @@ class Delta(Message):
     ext: tuple = _ext()
 
 
+TRACE_ID_BYTES = 16
+
+
+def trace_id_of(message):
+    """The message's 16-byte ``trace_id`` TLV (RFC 11.5), or b"": one of another length is ignored."""
+    for tlv in message.ext:
+        if tlv.type == TlvType.TRACE_ID and len(tlv.value) == TRACE_ID_BYTES:
+            return tlv.value
+    return b""
+
+
 def decode_body(message_type, body):
     """
     Decode one body of the given type. Raises only ProtocolError:

@@ -65,14 +65,14 @@ from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
-from orb.protocol.manifest import MAX_INPUT_BYTES
-from orb.protocol.messages import MessageType
+from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
+from orb.protocol.messages import TRACE_ID_BYTES, MessageType, trace_id_of
 from orb.tracker.cache import ResultCache, cache_key
 from orb.tracker.routing import choose
 
 log = orb_logger()
 
-MAX_DEADLINE_S = 300.0  # a longer deadline is refused: ERROR(out_of_range)
+MAX_DEADLINE_S = MAX_TIMEOUT_MS / 1000  # the longest a function may run; a longer deadline is refused: ERROR(out_of_range)
 REQUEST_MARGIN_S = 1.0  # the router waits for a RESULT this long past the caller's deadline
 COLD_FETCH_ALLOWANCE_S = 30.0  # ... and this much more from a cold replica, which fetches first
 DEFAULT_MAX_PER_REPLICA = 32  # calls this tracker has in flight on one replica
@@ -87,7 +87,6 @@ RETRY_BEFORE_START = (ResultStatus.BUSY, ResultStatus.NOT_FOUND, ResultStatus.RE
 REFUSALS_PASSED_ON = (int(ErrorCode.TOO_LARGE), int(ErrorCode.OUT_OF_RANGE))  # about the request, not the replica
 ERRORS_BEFORE_START = (int(ErrorCode.BUSY), int(ErrorCode.RATE_LIMITED), int(ErrorCode.NOT_FOUND),
                        int(ErrorCode.SHUTDOWN))
-TRACE_ID_BYTES = 16
 
 DEFAULT_DEADLINE_S = 10.0  # kept for callers that name it; the manifest's timeout is the default budget
 
@@ -123,14 +122,6 @@ def deadline_problem(deadline_s):
     return None
 
 
-def trace_id_of(message):
-    """The INVOKE's ``trace_id`` TLV (RFC 12.1), or b"" without one (or with one not of 16 bytes)."""
-    for tlv in message.ext:
-        if tlv.type == TlvType.TRACE_ID and len(tlv.value) == TRACE_ID_BYTES:
-            return tlv.value
-    return b""
-
-
 class _Direct:
     """The default channel: the tracker's own session with the replica."""
 
@@ -160,6 +151,7 @@ class Router:
         self.table = table
         self.registry = registry
         self.replication = replication
+        self.call_listeners = []  # (fid text, latency s, ok) after each INVOKE answered here
         self.channel = channel or self._direct_channel
         self.rng = rng or random.Random()
         self.cache = cache if cache is not None else ResultCache(clock)
@@ -259,12 +251,23 @@ class Router:
             self._callers[key] = d
             self._by_caller.setdefault(record, set()).add(request_id)
 
+        started = self.clock.seconds()
+
         def answered(answer):
             self._forget_caller(key)
             if answer.refusal:
                 record.refuse(request_id, answer.refusal, answer.result.log.decode("utf-8", "replace"))
-            else:
-                record.send(answer.result, response_to=request_id)
+                return
+            result = answer.result
+            if answer.replica is not None:  # say which host ran it (RFC 11.5, TLV replica)
+                result = attrs.evolve(result, ext=result.ext + (m.Tlv(int(TlvType.REPLICA), answer.replica),))
+            record.send(result, response_to=request_id)
+            try:
+                fid_text = fidmod.to_text(message.fid)
+            except fidmod.FidError:
+                return
+            for listener in self.call_listeners:  # the figures behind /metrics and the dashboard
+                listener(fid_text, self.clock.seconds() - started, result.status_kind is ResultStatus.OK)
 
         def cancelled(failure):
             failure.trap(defer.CancelledError)

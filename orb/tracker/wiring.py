@@ -128,6 +128,7 @@ class Tracker:
         self.router = Router(clock, self.table, registry, self.replication, channel=self.relayer.channel)
         self.table.handlers.update(self.router.handlers())
         self.table.lost_listeners.append(self.router.session_lost)  # a caller gone: its routed calls cancelled
+        self.router.call_listeners.append(self.stats.calls.observe_call)  # wire calls; the gateway counts its own
         self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
         self.table.handlers.update(self.logs.handlers())
         if packages is not None:
