@@ -118,3 +118,52 @@ class ManagerTests(SynchronousTestCase):
         live = [self.keys[0].node_id, self.keys[1].node_id]
         self.assertEqual(self.replication.manager_of(self.fid), home_of(fidmod.from_text(self.fid), live))
         self.assertNotEqual(self.replication.manager_of(self.fid), self.keys[2].node_id)
+
+
+class RelayedPeerTests(SynchronousTestCase):
+    """A peer behind NAT (no address, a session to its home) may host, and LOOKUP names where to RELAY."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        from orb.tracker.registry import Registry
+        from orb.tracker.replication import Replication
+
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.local_key, self.far_key = records.key("relayed-local"), records.key("relayed-far")
+        self.reg = Registry(self.clock, self.local_key)
+        self.reg.publish_self([("10.1.0.1", 7400)])
+        records.remote_tracker(self.reg, self.far_key, addresses=(("10.9.0.1", 7400),))
+        local_key = self.local_key
+
+        class _Local:
+            node_id = local_key.node_id
+            advertise = ("10.1.0.1", 7400)
+
+        class _Ready:
+            ready = True
+
+        class _Table:
+            def get(self, node_id):
+                return _Ready()
+
+        self.replication = Replication(self.clock, _Local(), _Table(), self.reg, None)
+
+    def relayed(self, n, home_key):
+        return records.peer_record(records.key(f"relayed-peer-{n}"), home_key, addresses=[],
+                                   reachability="relayed", time=int(self.clock.seconds()))
+
+    def test_a_peer_without_an_address_is_a_placement_candidate(self):
+        """A relayed peer with a session here can be offered a function: placement no longer needs an address."""
+        peer = self.relayed(1, self.local_key)
+        self.reg.accept(peer)
+        self.assertIn(peer.node_id, {p.node_id for p in self.replication.candidates("fid", {}, [])})
+
+    def test_lookup_gives_the_home_trackers_address_for_a_relayed_replica(self):
+        """For a relayed replica, PEERS carries its home tracker's wire address: where to send RELAY (RFC 5.1)."""
+        here, far = self.relayed(2, self.local_key), self.relayed(3, self.far_key)
+        self.assertEqual(self.replication.relay_address(here), ("10.1.0.1", 7400))
+        self.assertEqual(self.replication.relay_address(far), ("10.9.0.1", 7400))
+        stranger = self.relayed(4, records.key("relayed-unknown-home"))
+        self.assertEqual(self.replication.relay_address(stranger), ("0.0.0.0", 0))

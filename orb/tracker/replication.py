@@ -256,8 +256,8 @@ class Replication:
         now = self.clock.seconds()
         out = []
         for peer in self.registry.peers():
-            if peer.node_id in hosts or peer.node_id in pending or not peer.addresses:
-                continue
+            if peer.node_id in hosts or peer.node_id in pending:
+                continue  # a peer without an address (relayed) may host: OFFER, FETCH and calls use its session
             if self._penalty.get(peer.node_id, 0) > now:
                 continue
             record = self.table.get(peer.node_id)
@@ -377,7 +377,7 @@ class Replication:
         limit = message.max_replicas or DEFAULT_LOOKUP_REPLICAS
         replicas = []
         for peer in rank_replicas(self.replicas(fid), limit=limit):
-            host, port = peer.addresses[0] if peer.addresses else ("0.0.0.0", 0)
+            host, port = peer.addresses[0] if peer.addresses else self.relay_address(peer)
             reach = {"reachable": m.Reachability.DIRECT, "relayed": m.Reachability.RELAYED}.get(
                 peer.reachability, m.Reachability.UNKNOWN)
             replicas.append(m.Replica(peer.node_id, host, port, peer.roles & 0xFF, int(reach),
@@ -390,3 +390,13 @@ class Replication:
             replicas.append(m.Replica(tracker.node_id, *tracker.addresses[0], int(Role.TRACKER | Role.RELAY),
                                       int(m.Reachability.DIRECT), 0, 0))
         record.send(m.Peers(fid=message.fid, replicas=tuple(replicas)), response_to=request_id)
+
+    def relay_address(self, peer):
+        """Where a caller sends RELAY for a peer without an address (RFC 5.1, Replica): its home tracker's
+        wire address, this tracker's own when it is the home; 0.0.0.0:0 when neither is known."""
+        if peer.home == self.local.node_id and self.local.advertise:
+            return self.local.advertise
+        home = self.registry.tracker(peer.home)
+        if home is not None and home.addresses:
+            return home.addresses[0]
+        return ("0.0.0.0", 0)
