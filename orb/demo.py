@@ -1,23 +1,31 @@
 # -*- test-case-name: tests.test_demo -*-
 """
-The main job on the embedded default, in four acts, with fresh keys in a
+The main job on the embedded default, in acts, with fresh keys in a
 throwaway data dir and everything on loopback:
 
 1. the wire: a tracker and a peer complete a TLS 1.3 handshake, exchange
    PING/PONG and GETADDR/ADDR, and every frame is printed as a readable
    transcript;
-2. a devnet: two ``twistd orb-tracker`` and four ``twistd orb-peer``
-   daemons start, federate and discover each other, and the registry is
-   read back from the trackers' REST API;
+2. a devnet: two ``twistd orb-tracker`` (with ``.orb`` DNS) and four
+   ``twistd orb-peer`` daemons start, federate and discover each other,
+   and the registry is read back from the trackers' REST API;
 3. a function: ``orb deploy`` sends a real function to the devnet, which
-   test-runs it, places 3 verified replicas in 3 network groups, puts one
-   back within seconds when a host is killed, and answers a call through
-   the tracker's HTTP gateway. Every daemon is stopped at the end;
-4. the jail: a function runs in the executor every peer uses (seccomp,
+   test-runs it, places 3 verified replicas in 3 network groups, and puts
+   one back within seconds when a host is killed;
+4. its name: ``dig`` asks a tracker's DNS for ``<fid>.orb`` A and TXT,
+   ``_orb._tcp.<fid>.orb`` SRV and ``seed.orb``;
+5. calls: ``curl`` through the gateway (printed in full), ``orb invoke
+   --wire`` through a tracker, ``orb invoke --direct`` to the replica DNS
+   SRV chose; a peer behind NAT (``--no-listen``) joins, the replica that
+   answered first is killed, the call is made again, the NAT peer takes
+   the replica's place and answers a call; a table of every call's route,
+   replica, latency breakdown and result. Every daemon is stopped at the
+   end, unless ``--keep`` leaves the devnet up with lines to paste;
+6. the jail: a function runs in the executor every peer uses (seccomp,
    Landlock, rlimits, namespaces, zygote warm starts), and so does one
    that tries to open a socket.
 
-    python -m orb.demo [--data-dir DIR] [--network NAME] [--peers N]
+    python -m orb.demo [--data-dir DIR] [--network NAME] [--peers N] [--keep]
 """
 
 import argparse
@@ -199,7 +207,7 @@ def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
         fid = yield deploy_act(reactor, base_dir, network, t1, t2, peers, names, console)
         dns = yield dns_port(t1)
         yield dns_act(dns, fid, console)
-        yield invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console)
+        yield invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, console)
         if keep:
             yield keep_up(reactor, network, t1, fid, dns, console)
     finally:
@@ -351,9 +359,10 @@ def curl_call(url, data, console):
 
 
 @defer.inlineCallbacks
-def invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console):
-    """Call the function through the gateway (curl), the wire, a relayed peer; kill the replica that answered."""
-    console.rule("[bold]calling it: the gateway, the wire, a crash")
+def invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, console):
+    """Call the function through the gateway (curl), the wire, DNS SRV and a peer behind NAT; kill the
+    replica that answered and call again."""
+    console.rule("[bold]calling it: the gateway, the wire, SRV, a peer behind NAT, a crash")
     api = f"http://127.0.0.1:{t1.info['http']}"
     url = f"{api}/f/{fid}"
     rows = []
@@ -364,32 +373,31 @@ def invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console):
             headers.get("server-timing", ""))), f"{status} {body.strip()[:24]}"))
         return replica
 
+    @defer.inlineCallbacks
+    def orb_row(route, argv):
+        console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
+        code, out, err = yield orb_command(base_dir, network, *argv)
+        console.print(out.rstrip() or err.rstrip(), highlight=False, markup=False)
+        if code:
+            raise RuntimeError(f"orb {' '.join(argv[:3])} failed ({code}): {err}")
+        doc = json.loads(out)
+        replica = doc.get("replica") or ""
+        timing = {k[:-3] if k.endswith("_ms") else k: v for k, v in (doc.get("timing") or {}).items()}
+        rows.append((route, names.get(replica, replica[:8] or "-"), _breakdown(timing),
+                     f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
+
     status, headers, body = yield curl_call(url, '{"a": 40, "b": 2}', console)
-    answered = gateway_row("gateway", status, headers, body)
+    answered = gateway_row("gateway (curl)", status, headers, body)
+    yield orb_row("wire, via tracker", ("invoke", fid, "--wire", "--tracker", t1.wire_text, "--json",
+                                        "--data", '{"a": 1, "b": 2}'))
+    yield orb_row("direct (DNS SRV)", ("invoke", fid, "--direct", "--dns", f"127.0.0.1:{dns}", "--json",
+                                       "--data", '{"a": 4, "b": 5}'))
 
-    argv = ("invoke", fid, "--wire", "--tracker", t1.wire_text, "--json", "--data", '{"a": 1, "b": 2}')
-    console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
-    code, out, err = yield orb_command(base_dir, network, *argv)
-    console.print(out.rstrip() or err.rstrip(), highlight=False, markup=False)
-    if code:
-        raise RuntimeError(f"orb invoke --wire failed ({code}): {err}")
-    doc = json.loads(out)
-    replica = doc.get("replica") or ""
-    timing = {k[:-3] if k.endswith("_ms") else k: v for k, v in (doc.get("timing") or {}).items()}
-    rows.append(("wire", names.get(replica, replica[:8] or "-"), _breakdown(timing),
-                 f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
-
-    argv = ("invoke", fid, "--direct", "--dns", f"127.0.0.1:{dns}", "--json", "--data", '{"a": 4, "b": 5}')
-    console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
-    code, out, err = yield orb_command(base_dir, network, *argv)
-    console.print(out.rstrip() or err.rstrip(), highlight=False, markup=False)
-    if code:
-        raise RuntimeError(f"orb invoke --direct failed ({code}): {err}")
-    doc = json.loads(out)
-    replica = doc.get("replica") or ""
-    timing = {k[:-3] if k.endswith("_ms") else k: v for k, v in (doc.get("timing") or {}).items()}
-    rows.append(("direct (SRV)", names.get(replica, replica[:8] or "-"), _breakdown(timing),
-                 f"{doc.get('status')} {str(doc.get('output', ''))[:24]}"))
+    # A peer behind NAT: it accepts no connections, and is reached over its own sessions to the trackers.
+    console.print("\n[bold]peer-nat[/] joins with --no-listen: no address, reachable only through its tracker "
+                  "sessions (RELAY)", highlight=False)
+    nat = yield net.start_peer("peer-nat", "--no-listen", "--tracker", t2.wire_text, "--outbound-peers", "4")
+    names[nat.node_id] = "peer-nat"
 
     victim = next((p for p in peers if p.node_id == answered and p.running), None)
     if victim is not None:
@@ -400,6 +408,28 @@ def invoke_act(reactor, base_dir, network, t1, peers, names, fid, dns, console):
         gateway_row("gateway, after the kill", status, headers, body)
         if status != 200:
             raise RuntimeError(f"the call after the crash failed: {status} {body}")
+
+        @defer.inlineCallbacks
+        def nat_hosts():
+            code, doc = yield t1.get_json(f"/api/v1/functions/{fid}")
+            return doc if code == 200 and nat.node_id in verified_peer_hosts(doc) else None
+
+        started = reactor.seconds()
+        yield eventually(nat_hosts, timeout_s=45, what="the peer behind NAT to hold a verified replica")
+        console.print(f"[green]peer-nat now hosts a verified replica[/] ({reactor.seconds() - started:.1f} s: the "
+                      "only spare left, offered and challenged over its own session)", highlight=False)
+        # P2C spreads calls over the replicas: call until one reaches peer-nat, and show that one.
+        for attempt in range(1, 41):
+            status, headers, body = yield post_json_headers(url, b'{"a": 7, "b": 8}')
+            if headers.get("orb-replica") == nat.node_id:
+                break
+        reached = "reached" if headers.get("orb-replica") == nat.node_id else "did not reach"
+        console.print(f"call {attempt} through the gateway {reached} peer-nat: HTTP {status}, route "
+                      f"{headers.get('orb-route', '?')}, replica {headers.get('orb-replica', '?')[:16]}..., "
+                      f"body {body.strip()}", highlight=False, markup=False)
+        if headers.get("orb-replica") == nat.node_id:
+            how = "its own session" if headers.get("orb-route") == "direct" else "RELAY via its home"
+            gateway_row(f"gateway → peer behind NAT, {how}", status, headers, body)
 
     code, doc = yield t1.get_json(f"/api/v1/functions/{fid}")
     replicas = len(verified_peer_hosts(doc)) if code == 200 else "?"
@@ -436,7 +466,8 @@ def keep_up(reactor, network, t1, fid, dns, console):
 
 
 @defer.inlineCallbacks
-def post_json(url, body):
+def post_json_headers(url, body):
+    """POST ``body``: (status, {lowercased header: first value}, body text)."""
     from io import BytesIO
 
     from twisted.internet import protocol, reactor
@@ -456,7 +487,8 @@ def post_json(url, body):
     collect = Collect()
     response.deliverBody(collect)
     data = yield collect.done
-    return response.code, data
+    headers = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
+    return response.code, headers, data.decode("utf-8", "replace")
 
 
 DEMO_FUNCTION = b"""\

@@ -19,8 +19,8 @@ def run(argv, timeout_s=60):
 
 class DemoTests(TestCase):
     def test_demo_prints_a_transcript(self):
-        """python -m orb.demo exits cleanly, printing the handshake, devnet, function and jail acts with no traceback."""
-        result = run([sys.executable, "-m", "orb.demo"], timeout_s=180)
+        """python -m orb.demo exits cleanly, printing the handshake, devnet, function, DNS, calls and jail acts."""
+        result = run([sys.executable, "-m", "orb.demo"], timeout_s=300)
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout
         for expected in ("HELLO ", "HELLO_ACK", "PING", "PONG", "GETADDR", "ADDR", "handshake complete: TLSv1.3"):
@@ -34,7 +34,19 @@ class DemoTests(TestCase):
         self.assertIn("replicas  3 of 3 verified", out)
         self.assertIn("kill -9", out)
         self.assertIn("back at 3 verified replicas", out)
-        self.assertIn('200 {"sum": 42}', out)  # and called through the gateway
+        # Its name through the tracker's DNS (dig), then the calls: curl, --wire, --direct, NAT, a crash.
+        names = out.split("its name:", 1)[1].split("calling it:", 1)[0]
+        self.assertIn('"v=orb1"', names)
+        self.assertEqual(len(re.findall(r"\.peer\.orb\.", names)), 3)  # SRV: the three replicas
+        calls = out.split("calling it:", 1)[1].split("all daemons stopped", 1)[0]
+        self.assertEqual(calls.count("HTTP/1.1 200 OK"), 2)  # curl, before and after the kill
+        self.assertIn('"route": "wire"', calls)
+        self.assertIn('"route": "direct"', calls)
+        self.assertIn("reached peer-nat: HTTP 200", calls)
+        table = calls.split("verified replicas", 1)[1]
+        for row in ("gateway (curl)", "wire, via tracker", "direct (DNS SRV)", "peer-nat"):
+            self.assertIn(row, table)
+        self.assertEqual(table.count('{"sum":'), 5)  # every call in the table answered
         after = out.split("replicas after the crash", 1)[1].split("all daemons stopped", 1)[0]
         self.assertEqual(len(set(re.findall(r"127\.\d+\.0\.0/16", after))), 3)
         self.assertIn("all daemons stopped", out)
