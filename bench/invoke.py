@@ -91,7 +91,8 @@ output = "x"
 TARGETS = {
     "throughput_vs_fork": ("throughput, ORB / (b) fork-per-request (peak)", ">=", 2.0, "x"),
     "p50_added_ms": ("p50 added over (a), concurrency 1, warm, uncached", "<=", 5.0, "ms"),
-    "p99_c8_ms": ("ORB p99 at concurrency 8", "<=", 25.0, "ms"),
+    "p99_c8_ms": ("ORB p99 at concurrency 8, 8 co-located replicas", "<=", 25.0, "ms"),
+    "p99_c8_one_ms": ("ORB p99 at concurrency 8, 1 hosting peer", "<=", 25.0, "ms"),
     "cached_vs_plain": ("cached throughput / (a) plain (peak)", ">=", 0.5, "x"),
     "kill_failed": ("failed idempotent calls, a replica SIGKILLed", "<=", 0, ""),
 }
@@ -309,7 +310,9 @@ def deploy(base_dir, tracker, name, replicas, **flags):
 def start_network(children, base_dir, peer_count):
     net = Devnet(base_dir, network=NETWORK)
     children.net = net
-    tracker = yield net.start_tracker("tracker")
+    # The load generator is one client address: the gateway's per-address rate limit (a public
+    # gateway's guard against one client) would measure itself, so it is off here.
+    tracker = yield net.start_tracker("tracker", "--gateway-rate", "0")
     peers = []
     for i in range(1, peer_count + 1):
         peers.append((yield net.start_peer(f"peer-{i}", "--tracker", tracker.wire_text, "--outbound-peers", "4",
@@ -408,8 +411,10 @@ def run(args):
               "every call", flush=True)
         thr = {}
         for c in args.concurrency:
+            # orb-1: the same calls to a function one peer hosts. On this one machine the 8 replicas of
+            # echo-r8 (8 peers, their zygotes and warm workers) share its 2 cores; one replica does not.
             for system, url in (("plain", plain), ("fork", fork), ("orb", main_fn["url"]),
-                                ("orb-cached", pure["url"])):
+                                ("orb-1", fns[min(args.peers)]["url"]), ("orb-cached", pure["url"])):
                 roots = orb_roots if system.startswith("orb") else {system: baselines[system]}
                 before = cpu_tree(roots)
                 r = yield load(children, url, "closed", args.duration, concurrency=c)
@@ -423,9 +428,12 @@ def run(args):
             print(f"\nprofile: ORB at concurrency {c} again, {args.duration:g} s, with py-spy on the tracker and "
                   "the peers serving (not counted in the figures above)", flush=True)
             serving = [by_id[n] for n in thr[("orb", max(args.concurrency))]["replicas"] if n in by_id]
+            if args.profile_cached:  # the cache's path: the tracker alone answers
+                serving = []
             spies = [profile(children, d.data_dir.rsplit("/", 1)[-1], d.transport.pid, args)
                      for d in [tracker] + serving]
-            r = yield load(children, main_fn["url"], "closed", args.duration, concurrency=c)
+            url = pure["url"] if args.profile_cached else main_fn["url"]
+            r = yield load(children, url, "closed", args.duration, concurrency=c)
             yield defer.DeferredList(spies, consumeErrors=True)
             line(f"orb under py-spy, concurrency {c}", r)
 
@@ -557,6 +565,7 @@ def targets(args, thr, kill):
         "throughput_vs_fork": peak("orb") / peak("fork") if peak("fork") else float("inf"),
         "p50_added_ms": thr[("orb", c1)]["p50_ms"] - thr[("plain", c1)]["p50_ms"],
         "p99_c8_ms": thr[("orb", c8)]["p99_ms"],
+        "p99_c8_one_ms": thr[("orb-1", c8)]["p99_ms"],
         "cached_vs_plain": peak("orb-cached") / peak("plain"),
         "kill_failed": kill["failed"] if kill else None,
     }
@@ -564,8 +573,8 @@ def targets(args, thr, kill):
     for key, (label, op, target, unit) in TARGETS.items():
         value = got[key]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
-        if key == "p99_c8_ms" and c8 != 8:
-            label = f"ORB p99 at concurrency {c8} (8 not measured)"
+        if key.startswith("p99_c8") and c8 != 8:
+            label = label.replace("concurrency 8", f"concurrency {c8} (8 not measured)")
         if key == "p50_added_ms" and c1 != 1:
             label = label.replace("concurrency 1", f"concurrency {c1} (1 not measured)")
         out[key] = {"label": label, "value": value, "op": op, "target": target, "unit": unit, "met": met}
@@ -618,11 +627,12 @@ def plot(path, args, peers_results, thr, kill):
     ax1.legend(fontsize=7)
 
     systems = (("plain", "(a) plain twisted.web", "tab:green"), ("fork", "(b) fork per request", "tab:red"),
-               ("orb", "ORB gateway", "tab:blue"), ("orb-cached", "ORB, pure, same input", "tab:purple"))
-    width = 0.2
+               ("orb", "ORB gateway", "tab:blue"), ("orb-1", "ORB gateway, 1 hosting peer", "tab:cyan"),
+               ("orb-cached", "ORB, pure, same input", "tab:purple"))
+    width = 0.16
     cs = list(args.concurrency)
     for i, (system, label, colour) in enumerate(systems):
-        xs = [j + (i - 1.5) * width for j in range(len(cs))]
+        xs = [j + (i - 2) * width for j in range(len(cs))]
         ax2.bar(xs, [thr[(system, c)]["calls_per_s"] for c in cs], width, label=label, color=colour)
         ax3.plot(cs, [thr[(system, c)]["p50_ms"] for c in cs], "o-", color=colour, label=f"{label} p50")
         ax3.plot(cs, [thr[(system, c)]["p99_ms"] for c in cs], "^:", color=colour, label=f"{label} p99")
@@ -664,6 +674,8 @@ def main(argv=None):
                         help="sample every daemon with py-spy (pip install py-spy) during the ORB throughput run at "
                              "--profile-concurrency; collapsed stacks to --out, top functions printed")
     parser.add_argument("--profile-concurrency", type=int, default=8)
+    parser.add_argument("--profile-cached", action="store_true",
+                        help="with --profile: profile the cached function's calls (the tracker alone) instead")
     parser.add_argument("--work-dir", help="daemons' data dirs and function dirs here, kept after the run "
                                            "(default: a temporary dir, removed)")
     parser.add_argument("--out", default=os.path.join(HERE, "out"), help="output dir (default bench/out)")

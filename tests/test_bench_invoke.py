@@ -85,7 +85,8 @@ class BenchInvokeTests(TestCase):
             rows = list(csv.DictReader(f))
         systems = {(r["measure"], r["system"]) for r in rows}
         for expected in [("peers", "orb"), ("peers", "plain"), ("peers", "fork"), ("throughput", "orb"),
-                         ("throughput", "orb-cached"), ("throughput", "plain"), ("throughput", "fork"),
+                         ("throughput", "orb-cached"), ("throughput", "orb-1"), ("throughput", "plain"),
+                         ("throughput", "fork"),
                          ("kill", "orb")]:
             self.assertIn(expected, systems)
         for r in rows:
@@ -95,8 +96,8 @@ class BenchInvokeTests(TestCase):
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         with open(os.path.join(out, "invoke.json")) as f:
             verdict = json.load(f)["targets"]
-        self.assertEqual(set(verdict), {"throughput_vs_fork", "p50_added_ms", "p99_c8_ms", "cached_vs_plain",
-                                        "kill_failed"})
+        self.assertEqual(set(verdict), {"throughput_vs_fork", "p50_added_ms", "p99_c8_ms", "p99_c8_one_ms",
+                                        "cached_vs_plain", "kill_failed"})
         self.assertIn(("kill-control", "orb"), systems)
         self.assertIn("targets (issue 11)", text)
         self.assertEqual(processes_under(work), [])

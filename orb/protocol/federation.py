@@ -29,6 +29,7 @@ records, revocations) is one more entry; ``Kinds.with_kind`` builds a
 table with it, and the core and the store take the table as a parameter.
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -484,7 +485,8 @@ class FunctionRecord:
         return self.issued_at
 
     def manifest_json(self) -> dict:
-        return json.loads(self.manifest)
+        """The manifest parsed (a fresh top-level dict; parsed once per manifest: routers read it per call)."""
+        return dict(_parsed_manifest(self.manifest))
 
     @property
     def version(self) -> str:
@@ -964,3 +966,8 @@ def make_peer_statement(
         functions=dict(functions or {}),
         roles=roles,
     ).signed(key.sign)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_manifest(manifest: bytes) -> dict:
+    return json.loads(manifest)

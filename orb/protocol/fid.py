@@ -9,6 +9,7 @@ without padding: 53 characters, one DNS label.
 """
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -38,12 +39,27 @@ def check(raw):
     return raw
 
 
+# base64's b32 codec is Python code: a fid converted on every call was a tenth of a cached call's
+# time at the tracker (bench/invoke.py --profile --profile-cached). Both directions are memoised,
+# bounded; only valid fids are kept (a FidError is not cached).
 def to_text(raw):
+    return _to_text(bytes(raw))
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_text(raw):
     return base64.b32encode(check(raw)).decode("ascii").lower().rstrip("=")
 
 
 def from_text(text):
-    if not isinstance(text, str) or not TEXT_RE.match(text):
+    if not isinstance(text, str):  # before the cache: a list or dict from JSON is not hashable
+        raise FidError(f"{text!r} is not a fid: expected lowercase base32, at most 63 characters")
+    return _from_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_text(text):
+    if not TEXT_RE.match(text):
         raise FidError(f"{text!r} is not a fid: expected lowercase base32, at most 63 characters")
     padded = text.upper() + "=" * (-len(text) % 8)
     try:

@@ -517,6 +517,11 @@ class GatewayRequest(server.Request):
     arrive within the gateway's ``receive_timeout_s`` of the first line.
     """
 
+    # A POST body is a function's input, never an HTML form: twisted.web's form parsing (the
+    # Content-Type through the email package, the body through parse_qs) was a tenth of the
+    # tracker's time per call (bench/invoke.py --profile). Query strings are still parsed.
+    _parsePOSTFormSubmission = False
+
     def __init__(self, channel, *args, **kwargs):
         super().__init__(channel, *args, **kwargs)
         self.body = bytearray()
@@ -650,6 +655,10 @@ class GatewaySite(server.Site):
         self.watch(lambda: getattr(getattr(channel, "_channel", channel), "transport", None), 0,
                    self.gateway.config.receive_timeout_s)
         return channel
+
+    def log(self, request):
+        """No access-log line per request: calls are counted in /metrics and the function figures, and a
+        log line per call was a fifth of the tracker's CPU per call (bench/invoke.py --profile)."""
 
     def startFactory(self):
         self._stopped = False
