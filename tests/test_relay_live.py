@@ -181,3 +181,15 @@ class RelayLiveTests(DaemonTestMixin, TestCase):
         self.assertEqual(json.loads(result.output), {"sum": 42})
         self.assertEqual(t2.relayer.forwarded, 0)  # t2 called; t1 forwarded
         self.assertEqual((t1.tracebacks, p1.tracebacks), (0, 0), t1.text[-3000:] + p1.text[-3000:])
+
+    @defer.inlineCallbacks
+    def test_the_gateway_of_another_tracker_reaches_the_relayed_peer(self):
+        """POST /f/<fid> at a tracker that is not the relayed peer's home answers through RELAY via the home."""
+        t1, p1, fid, t2 = yield self.far_tracker()
+        with open(os.path.join(self.net.base_dir, "t2", "ports.json")) as f:
+            http_port = json.load(f)["http"]
+        code, body, headers = yield post(f"http://127.0.0.1:{http_port}/f/{fid}", b'{"a": 30, "b": 12}')
+        self.assertEqual((code, json.loads(body)), (200, {"sum": 42}), body)
+        self.assertEqual(headers.getRawHeaders(b"orb-replica"), [p1.node_id.encode()])
+        self.assertEqual(t2.relayer.forwarded, 0)
+        self.assertEqual((t1.tracebacks, p1.tracebacks), (0, 0), t1.text[-3000:] + p1.text[-3000:])
