@@ -545,3 +545,47 @@ class ClientTests(SynchronousTestCase):
         targets = self.successResultOf(client.lookup_srv(None, None, "_orb._tcp.x.orb", Resolver()))
         self.assertEqual([(t.target, t.port, t.addresses, t.node_id) for t in targets],
                          [(first, 7401, ("10.0.0.1",), node), (second, 7402, ("10.0.0.2",), None)])
+
+
+class GatewayListTests(SynchronousTestCase):
+    """<fid>.orb A lists the gateways of live trackers, from their signed tracker records."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1_000_000)
+        self.reg = Registry(self.clock, rec.key("gateways-local"))
+        self.reg.publish_self([("10.1.0.1", 7400)], [("10.1.0.1", 7480)])
+
+    def remote(self, name, gateways):
+        from orb.protocol import federation as fed
+        from orb.tracker import registry as regmod
+
+        k = rec.key(name)
+        record = fed.TrackerRecord(k.node_id, k.public_bytes, 1, int(self.clock.seconds()), (("10.9.0.1", 7400),),
+                                   gateways=gateways).signed(k.sign)
+        self.reg.apply_remote(regmod.Change(k.node_id, 1, fed.TRACKER, record))
+
+    def test_other_live_trackers_gateways_follow_this_ones(self):
+        """Our gateway first, then another tracker's from its record; one on another port is left out."""
+        from orb.dns.service import live_gateways
+
+        self.remote("gateways-far", (("10.9.0.1", 7480),))
+        self.remote("gateways-odd-port", (("10.8.0.1", 8080),))
+        self.remote("gateways-none", ())
+        self.assertEqual(live_gateways(self.reg, ("10.1.0.1", 7480)), [("10.1.0.1", 7480), ("10.9.0.1", 7480)])
+
+    def test_gateways_in_a_tracker_record_are_signed_and_optional(self):
+        """A tracker record carries its gateways under its signature; without any the member is absent."""
+        from orb.protocol import federation as fed
+
+        k = rec.key("gateways-signed")
+        record = fed.TrackerRecord(k.node_id, k.public_bytes, 1, 5, (("10.9.0.1", 7400),),
+                                   gateways=(("10.9.0.1", 7480),)).signed(k.sign)
+        again = fed.TrackerRecord.from_dict(record.to_dict())
+        again.verify()
+        self.assertEqual(again.gateways, (("10.9.0.1", 7480),))
+        forged = dict(record.to_dict(), gateways=[["10.6.6.6", 7480]])
+        self.assertRaises(fed.BadSignature, fed.TrackerRecord.from_dict(forged).verify)
+        plain = fed.TrackerRecord(k.node_id, k.public_bytes, 1, 5, (("10.9.0.1", 7400),)).signed(k.sign)
+        self.assertNotIn("gateways", plain.to_dict())
+        self.assertRaises(fed.RegistryChangeError, fed.TrackerRecord.from_dict, dict(plain.to_dict(), gateways=[]))

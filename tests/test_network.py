@@ -97,6 +97,14 @@ class NetworkTests(DaemonTestMixin, TestCase):
             return True
 
         yield eventually(converged, timeout_s=40, what="both trackers know all 5 peers")
+
+        @defer.inlineCallbacks
+        def gateway_known():  # t1's signed record names its HTTP gateway; t2 learns it by federation
+            code, trackers = yield t2.get_json("/api/v1/trackers")
+            far = {t["node_id"]: t for t in trackers["trackers"]}.get(t1.node_id, {})
+            return far.get("gateways") == [{"ip": "127.0.0.1", "port": t1.info["http"]}]
+
+        yield eventually(gateway_known, timeout_s=20, what="t2 knows t1's gateway from t1's tracker record")
         code, listing = yield t2.get_json("/api/v1/peers")
         homes = {p["node_id"]: p["home"] for p in listing["peers"]}
         self.assertEqual({homes[p.node_id] for p in peers[:3]}, {t1.node_id})

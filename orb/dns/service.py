@@ -57,6 +57,22 @@ class BoundedForwarder:
         return d.addBoth(done)
 
 
+MAX_GATEWAYS = 8  # A/AAAA records for one <fid>.orb
+
+
+def live_gateways(registry, own):
+    """The gateways a ``<fid>.orb`` A/AAAA answer lists: this tracker's first, then other live trackers'
+    from their signed records, on the same port as ours (a URL names one port), at most MAX_GATEWAYS."""
+    out = [own] if own else []
+    for tracker in registry.trackers():
+        for host, port in tracker.gateways[:1]:
+            if (host, port) not in out and (own is None or port == own[1]):
+                out.append((host, port))
+        if len(out) >= MAX_GATEWAYS:
+            break
+    return out[:MAX_GATEWAYS]
+
+
 def gateway_of(http_port, advertise):
     """This tracker's gateway (host, port) from its HTTP listening port (an IPv4Address/IPv6Address):
     the listening address, or the advertised host when it listens on a wildcard; None if unknown."""
@@ -95,7 +111,7 @@ class DNSService(service.Service):
         lists (``orb.tracker.wiring.dns_replicas``); ``gateway``: (host, port) or None."""
         self.authority = OrbAuthority(
             core.registry, replicas, ttl_s=self.config.ttl_s, rng=core.rng,
-            gateways=lambda: [gateway] if gateway else [],
+            gateways=lambda: live_gateways(core.registry, gateway),
             gateway_url=lambda fid: url_of(gateway, fid) if gateway else None)
         forwarder = BoundedForwarder(self.config.forward, self.reactor) if self.config.forward else None
         self.factory = OrbDNSServerFactory(self.authority, self.reactor, forwarder=forwarder,

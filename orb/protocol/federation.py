@@ -549,19 +549,23 @@ class TrackerRecord:
     time: int
     addresses: tuple[tuple[str, int], ...] = ()
     sig: bytes = b""
+    gateways: tuple[tuple[str, int], ...] = ()  # its HTTP gateways; the member is absent when there are none
 
     @property
     def ident(self) -> str:
         return self.node_id.hex()
 
     def statement(self) -> dict:
-        return {
+        statement = {
             "node_id": self.node_id.hex(),
             "key": self.key.hex(),
             "seq": u64_text(self.seq),
             "time": self.time,
             "addresses": _addresses_json(self.addresses),
         }
+        if self.gateways:
+            statement["gateways"] = _addresses_json(self.gateways)
+        return statement
 
     def to_dict(self) -> dict:
         return {**self.statement(), "sig": self.sig.hex()}
@@ -580,7 +584,11 @@ class TrackerRecord:
 
     @classmethod
     def from_dict(cls, d: Any) -> "TrackerRecord":
-        d = _fields(d, {"node_id", "key", "seq", "time", "addresses", "sig"}, "tracker")
+        fields = {"node_id", "key", "seq", "time", "addresses", "sig"}
+        d = _fields(d, fields | {"gateways"} if isinstance(d, dict) and "gateways" in d else fields, "tracker")
+        gateways = _addresses(d["gateways"], "tracker gateways") if "gateways" in d else ()
+        if "gateways" in d and not gateways:
+            raise RegistryChangeError("tracker gateways: present but empty (leave the member out)")
         return cls(
             node_id=check_hex_id(d["node_id"], "tracker node_id"),
             key=_check_key(d["key"], "tracker key"),
@@ -588,6 +596,7 @@ class TrackerRecord:
             time=check_int(d["time"], 0, MAX_TIME, "tracker time"),
             addresses=_addresses(d["addresses"], "tracker addresses"),
             sig=_check_sig(d["sig"], "tracker sig"),
+            gateways=gateways,
         )
 
 

@@ -239,6 +239,7 @@ class TrackersResource(_Json):
                 {
                     "node_id": t.node_id.hex(),
                     "addresses": [{"ip": ip, "port": port} for ip, port in t.addresses],
+                    "gateways": [{"ip": ip, "port": port} for ip, port in t.gateways],
                     "self": is_self,
                     "connected": is_self or reg.tracker_connected(t.node_id),
                     "last_seen_s": _round(seen),

@@ -452,15 +452,17 @@ class Registry:
             return None
         return self.observe_peer(node_id, rtt_ms=new)
 
-    def publish_self(self, addresses: Iterable[tuple[str, int]] = ()) -> Change | None:
-        """Sign and replicate our own tracker record, with a fresh ``time``:
-        call it at start and at least every TRACKER_RESIGN_S."""
+    def publish_self(self, addresses: Iterable[tuple[str, int]] = (),
+                     gateways: Iterable[tuple[str, int]] = ()) -> Change | None:
+        """Sign and replicate our own tracker record (wire ``addresses``, HTTP ``gateways``), with a
+        fresh ``time``: call it at start and at least every TRACKER_RESIGN_S."""
         record = TrackerRecord(
             node_id=self.tracker_id,
             key=self._key.public_bytes,
             seq=self.next_statement_seq(),
             time=int(self.now()),
             addresses=canonical_addresses(addresses, "tracker addresses"),
+            gateways=canonical_addresses(gateways, "tracker gateways"),
         )
         return self.accept(record.signed(self._key.sign))
 

@@ -216,6 +216,20 @@ def tracker_service(config, reactor):
                 pk.node_store(reactor, config.node.data_dir, max_bytes=STORE_BYTES_PER_PACKAGE_CAP * config.max_package_bytes)],
         endpoints=[Endpoint("http", config.http, http_site)] if config.http else [],
     )
+    if config.http:
+        def gateway_listening(core):
+            from orb.dns.service import gateway_of
+
+            try:
+                http = node_service.getServiceNamed("http").port
+            except KeyError:
+                return core
+            gateway = gateway_of(http, core.local.advertise)
+            if gateway is not None:
+                core.gateway_listening(gateway)  # in our signed tracker record: other trackers' DNS lists it
+            return core
+
+        node_service.started.addCallback(gateway_listening)
     if config.dns is not None:
         add_dns(node_service, config.dns, reactor)
     return node_service

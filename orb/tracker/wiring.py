@@ -97,6 +97,7 @@ class Tracker:
         self.addrbook = addrbook
         self.registry = registry
         self.stats = stats if stats is not None else Stats(clock)
+        self.gateway = None  # (host, port) of our HTTP gateway, once it listens
         self.local = LocalNode(key, ROLES, node.user_agent, node.session, advertise=node.advertise)
         self.table = SessionTable(clock, self.local, addrbook, connector=connector, max_inbound=node.max_inbound,
                                   frame_counter=self._count_frame, tls_binding=tls_binding)
@@ -164,7 +165,13 @@ class Tracker:
 
     def publish_self(self):
         """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
-        self.registry.publish_self([self.local.advertise] if self.local.advertise else [])
+        self.registry.publish_self([self.local.advertise] if self.local.advertise else [],
+                                   [self.gateway] if self.gateway else [])
+
+    def gateway_listening(self, gateway):
+        """The HTTP gateway listens at ``gateway`` (host, port): say so in our tracker record (DNS A answers)."""
+        self.gateway = gateway
+        self.publish_self()
 
     def stop(self):
         self.periodic.stop()
