@@ -61,12 +61,10 @@ in ``OUTPUT_CHUNK_BYTES`` pieces as the client reads.
 """
 
 import collections
-import inspect
 import io
 import json
 import math
 import os
-import struct
 import weakref
 
 import attrs
@@ -78,8 +76,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from orb.protocol import fid as fidmod
-from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
+from orb.protocol.codes import ErrorCode, ResultStatus
 from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
+from orb.tracker.cache import cached_age_ms
 
 log = Logger()
 
@@ -93,7 +92,6 @@ JSON_TYPE = b"application/json"
 TOO_MANY_REQUESTS = 429  # not in twisted.web.http
 EXPOSED_HEADERS = (b"X-Orb-Status, Orb-Request-Id, Orb-Replica, Orb-Route, Orb-Cached, Age, Server-Timing, "
                    b"Retry-After")
-_CACHED_AGE = struct.Struct(">I")
 
 # Every RESULT status, and what the gateway answers for it: (HTTP status, stable code).
 RESULT_HTTP = {
@@ -254,14 +252,6 @@ def deprecation_headers(request, fid):
     function's NAME record (RFC 5.24: ``deprecated``, ``sunset``, ``successor``); today nothing is set."""
 
 
-def cached_age_ms(result):
-    """The age in ms that a RESULT's ``cached`` TLV carries, or None."""
-    for tlv in result.ext:
-        if tlv.type == int(TlvType.CACHED) and len(tlv.value) == _CACHED_AGE.size:
-            return _CACHED_AGE.unpack(tlv.value)[0]
-    return None
-
-
 class _OutputProducer:
     """Writes a call's output to the client ``OUTPUT_CHUNK_BYTES`` at a time, as the transport drains."""
 
@@ -312,7 +302,6 @@ class GatewayResource(Resource):
         self.in_flight = 0
         self.metadata = metadata  # FunctionRecord -> more members for GET (the HTTP API's view of the function)
         # Router.call takes trace_id since the router's rewrite for issue 11; a router without it gets none.
-        self._pass_trace_id = _accepts(router.call, "trace_id") if router is not None else False
 
     # -- what GatewayRequest asks before the body arrives --------------------------------------------
 
@@ -399,9 +388,7 @@ class GatewayResource(Resource):
         started = self.clock.seconds()
         self.in_flight += 1
         kwargs = {"deadline_s": None if deadline_ms is None else deadline_ms / 1000,
-                  "token": capability_token(request)}
-        if self._pass_trace_id:
-            kwargs["trace_id"] = request_id
+                  "token": capability_token(request), "trace_id": request_id}
         try:
             d = self.router.call(fid_raw, body, **kwargs)
         except Exception:
@@ -495,13 +482,6 @@ class GatewayResource(Resource):
         request.write(_error(request, code, name, message, status=status.name.lower(), log=logtext,
                              replica=answer.replica.hex() if answer.replica is not None else None))
         request.finish()
-
-
-def _accepts(call, name):
-    try:
-        return name in inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _client_ip(request):
