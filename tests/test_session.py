@@ -318,6 +318,17 @@ class RequestTests(SynchronousTestCase):
         self.assertIn("77", frame.message.text)
         self.assertEqual(client.state, State.READY)
 
+    def test_a_result_for_an_invoke_never_sent_is_refused_but_survived(self):
+        """A RESULT answering no INVOKE of ours is ERROR(unexpected) with ref 0, and the session stays READY."""
+        clock, client, server = ready_pair()
+        result = m.Result(status=0, queue_us=0, fetch_us=0, boot_us=0, exec_us=0, output=b"forged", log=b"")
+        (event,) = client.feed(encode_frame(CONFIG.magic, result, 9, Flag.RESPONSE))
+        self.assertIsInstance(event, Misbehaved)
+        self.assertEqual(event.error.code, ErrorCode.UNEXPECTED)
+        (frame,) = decode_all(client, client.data_to_send())
+        self.assertEqual((frame.message.code, frame.message.ref_request_id), (ErrorCode.UNEXPECTED, 0))
+        self.assertEqual(client.state, State.READY)
+
     def test_wrong_response_type(self):
         """A response of the wrong type for its request is refused, not delivered."""
         clock, client, server = ready_pair()
