@@ -261,7 +261,12 @@ def deploy_act(reactor, base_dir, network, t1, t2, peers, names, console):
     fid = next(line.split()[1] for line in out.splitlines() if line.startswith("fid"))
     console.print(f"[green]deployed[/] in {reactor.seconds() - started:.1f} s: samples run locally and at the "
                   "tracker, 3 peers hold verified copies")
-    code, doc = yield t2.get_json(f"/api/v1/functions/{fid}")
+    @defer.inlineCallbacks
+    def seen_at_t2():  # federation brings tracker-2 the placement a moment after tracker-1 has it
+        code, doc = yield t2.get_json(f"/api/v1/functions/{fid}")
+        return doc if code == 200 and len(verified_peer_hosts(doc)) == 3 else None
+
+    doc = yield eventually(seen_at_t2, timeout_s=30, what="tracker-2 to see the three verified replicas")
     console.print(replica_table(f"replicas, as tracker-2 sees them (GET /api/v1/functions/{fid[:12]}...)", doc,
                                 names))
     victim = next(p for p in peers if p.node_id in verified_peer_hosts(doc))
@@ -430,16 +435,16 @@ def invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, 
 
         yield eventually(nat_measured, timeout_s=45, what="an RTT measured to the peer behind NAT")
         burst, answers, sent = 6, [], 0
-        for _ in range(40):
+        for _ in range(10):
             results = yield defer.gatherResults([post_json_headers(url, b'{"a": 7, "b": 8}') for _ in range(burst)])
             sent += burst
             answers = [r for r in results if r[1].get("orb-replica") == nat.node_id]
             if answers:
                 break
             yield sleep(0.5)
-        status, headers, body = answers[0] if answers else results[0]
         console.print(f"{sent} calls through the gateway in bursts of {burst}, {len(answers)} of the last burst "
-                      "to peer-nat:", highlight=False)
+                      "to peer-nat", highlight=False)
+        status, headers, body = answers[0] if answers else results[0]
         reached = "reached" if headers.get("orb-replica") == nat.node_id else "did not reach"
         console.print(f"a call {reached} peer-nat: HTTP {status}, route "
                       f"{headers.get('orb-route', '?')}, replica {headers.get('orb-replica', '?')[:16]}..., "
@@ -447,6 +452,9 @@ def invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, 
         if headers.get("orb-replica") == nat.node_id:
             how = "its own session" if headers.get("orb-route") == "direct" else "RELAY via its home"
             gateway_row(f"gateway → peer behind NAT, {how}", status, headers, body)
+        else:
+            console.print("(the ranking prefers replicas with a lower RTT; peer-nat gets calls once they are "
+                          "dearer)", highlight=False)
 
     code, doc = yield t1.get_json(f"/api/v1/functions/{fid}")
     replicas = len(verified_peer_hosts(doc)) if code == 200 else "?"
