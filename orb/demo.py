@@ -455,6 +455,7 @@ def invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, 
         else:
             console.print("(the ranking prefers replicas with a lower RTT; peer-nat gets calls once they are "
                           "dearer)", highlight=False)
+        yield relay_call(network, t2, nat, fid, console, rows, names)
 
     code, doc = yield t1.get_json(f"/api/v1/functions/{fid}")
     replicas = len(verified_peer_hosts(doc)) if code == 200 else "?"
@@ -488,6 +489,55 @@ def keep_up(reactor, network, t1, fid, dns, console):
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     return stopped
+
+
+class _RelayCatcher(SessionHandler):
+    """A caller's session handler that hands over the RELAY frames it receives."""
+
+    def __init__(self):
+        self.ready, self.relays = defer.Deferred(), defer.DeferredQueue(backlog=1, size=16)
+
+    def session_ready(self, protocol):
+        if not self.ready.called:
+            self.ready.callback(protocol)
+
+    def message_received(self, protocol, message, request_id):
+        if isinstance(message, m.Relay):
+            self.relays.put(message)
+
+
+@defer.inlineCallbacks
+def relay_call(network, home, nat, fid, console, rows, names):
+    """RFC 10.3 by hand: RELAY(target = peer-nat, frame = INVOKE) to its home tracker, the answer in RELAY."""
+    from twisted.internet import reactor
+
+    from orb.protocol import fid as fidmod
+    from orb.protocol.relay import decode_inner, encode_inner
+
+    key = NodeKey.generate()
+    handler = _RelayCatcher()
+    factory = OrbFactory(LocalIdentity(key.public_bytes, int(Role.PEER)), handler, reactor, initiator=True,
+                         config=SessionConfig(network=network))
+    host, port = home.wire
+    yield endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=5).connect(NodeTLS(key).wrap(factory, True))
+    protocol = yield handler.ready
+    try:
+        magic = SessionConfig(network=network).magic
+        call = m.Invoke(fid=fidmod.from_text(fid), deadline_ms=10_000, token=b"", input=b'{"a": 30, "b": 12}')
+        console.print("\nRELAY(target = peer-nat, INVOKE) to tracker-2, its home, on a session of our own "
+                      "(RFC 10.3):", highlight=False)
+        protocol.send(m.Relay(target=bytes.fromhex(nat.node_id), frame=encode_inner(magic, call, 1)))
+        back = yield handler.relays.get().addTimeout(15, reactor)
+        answer = decode_inner(back.frame, magic, 4 * 1024 * 1024).message
+    finally:
+        protocol.transport.loseConnection()
+    if not isinstance(answer, m.Result):
+        raise RuntimeError(f"the relayed call was refused: {answer}")
+    console.print(f"RELAY back from peer-nat: {answer.status_kind.name} {answer.output.decode('utf-8', 'replace')}",
+                  highlight=False, markup=False)
+    ms = {k: getattr(answer, f"{k}_us") / 1000 for k in ("queue", "fetch", "boot", "exec")}
+    rows.append(("RELAY via its home → NAT peer", names.get(nat.node_id, "peer-nat"), _breakdown(ms),
+                 f"{answer.status_kind.name.lower()} {answer.output.decode('utf-8', 'replace')[:24]}"))
 
 
 @defer.inlineCallbacks

@@ -44,10 +44,11 @@ class DemoTests(TestCase):
         self.assertIn('"route": "direct"', calls)
         self.assertIn("peer-nat now hosts a verified replica", calls)  # the NAT peer took the dead one's place
         self.assertRegex(calls, r"a call (did not reach|reached) peer-nat: HTTP 200")
+        self.assertIn('RELAY back from peer-nat: OK {"sum": 42}', calls)  # RFC 10.3 through its home tracker
         table = calls.split("verified replicas", 1)[1]
         for row in ("gateway (curl)", "wire, via tracker", "direct (DNS SRV)", "gateway, after"):
             self.assertIn(row, table)
-        self.assertGreaterEqual(table.count('{"sum":'), 4)  # every call in the table answered
+        self.assertGreaterEqual(table.count('{"sum":'), 5)  # every call in the table answered
         after = out.split("replicas after the crash", 1)[1].split("all daemons stopped", 1)[0]
         self.assertEqual(len(set(re.findall(r"127\.\d+\.0\.0/16", after))), 3)
         self.assertIn("all daemons stopped", out)
