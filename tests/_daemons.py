@@ -5,8 +5,13 @@ stopped, every process of it, by each test's cleanup.
 
 import os
 import signal
+import sys
+
+from twisted.internet import defer, utils
 
 from orb.devnet import Daemon, Devnet, eventually, sleep  # noqa: F401
+
+ORB = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "orb")
 
 
 class DaemonTestMixin:
@@ -37,3 +42,13 @@ class DaemonTestMixin:
 
     def start_trackers(self, *names):
         return self.net.start_trackers(*names)
+
+    def orb_env(self, home="owner"):
+        """The environment of an `orb` command run as the user whose $ORB_HOME is ``home`` here."""
+        return dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, home), ORB_NETWORK=self.network)
+
+    @defer.inlineCallbacks
+    def orb(self, *argv, home="owner"):
+        """Run the real `orb` command: (exit status, stdout, stderr)."""
+        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=self.orb_env(home))
+        return code, out.decode(), err.decode()

@@ -24,7 +24,6 @@ from orb.dns import names as nm
 from orb.protocol import fid as fidmod
 from tests._daemons import DaemonTestMixin, eventually, sleep
 
-ORB = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "orb")
 DIG = shutil.which("dig")
 
 
@@ -43,11 +42,6 @@ class LiveDNSMixin(DaemonTestMixin):
         t.dns = ("127.0.0.1", ports["dns"])
         return t
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def deployed(self, tracker, peers=3):

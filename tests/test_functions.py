@@ -13,13 +13,12 @@ import json
 import os
 import signal
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from orb.protocol import fid as fidmod
 from tests._daemons import DaemonTestMixin, eventually, sleep
 
-ORB = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "orb")
 CHALLENGE_S = "2"  # each verified replica is challenged again within this (--challenge-interval)
 
 
@@ -40,12 +39,6 @@ class FunctionLifeTests(DaemonTestMixin, TestCase):
             started.append(p)
         return started
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        """Run the real `orb` command; (exit status, stdout, stderr)."""
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def function_dir(self, name="adder"):

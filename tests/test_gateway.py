@@ -22,15 +22,15 @@ from orb.protocol import manifest as mf
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.deploy import sign_deploy
+from orb.protocol.federation import FunctionRecord
 from orb.tracker import gateway as gw
 from orb.tracker import stats as statsmod
-from orb.protocol.federation import FunctionRecord
 from orb.tracker.http import build_site, render_metrics
 from orb.tracker.registry import Registry
 from orb.tracker.router import Answer
 from orb.tracker.stats import Stats
 from tests import _records as records
-from tests._daemons import DaemonTestMixin, eventually, sleep
+from tests._daemons import ORB, DaemonTestMixin, eventually, sleep
 from tests.test_dns_live import read_ports
 
 OWNER_KEY = records.key("gateway-owner")
@@ -460,7 +460,6 @@ class GatewayOptionsTests(SynchronousTestCase):
         """twistd orb-tracker --gateway-* options become the gateway's limits; nonsense is refused with a message."""
         import socket
 
-
         from orb.tracker import tap
 
         def free_port():
@@ -546,7 +545,6 @@ class CallStatsTests(SynchronousTestCase):
         self.assertIn(f'orb_function_calls_per_second{{fid="{FID}"}}', text)
 
 
-ORB = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "orb")
 SPINNER = """\
 import json
 import time
@@ -566,15 +564,6 @@ class GatewayDaemonTests(DaemonTestMixin, TestCase):
 
     timeout = 300
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        """Run the real `orb` command: (exit status, stdout, stderr)."""
-        from twisted.internet import utils
-
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"),
-                   ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def deployed(self):

@@ -10,22 +10,20 @@ import json
 import os
 
 import attrs
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from orb.exec import ExecResult
+from orb.net.serving import PackageServer
 from orb.peer import invoke as inv
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
-from orb.net.serving import PackageServer
 from tests._daemons import DaemonTestMixin, eventually, sleep
 from tests._memnet import PORT, MemoryNet
 from tests._packages import function, open_store
-
-ORB = os.path.join(os.path.dirname(os.path.abspath(os.sys.executable)), "orb")
 
 
 @attrs.frozen
@@ -388,11 +386,6 @@ class CallerDisconnectTests(DaemonTestMixin, TestCase):
 
     timeout = 180
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def deploy_slow_adder(self, tracker):

@@ -25,7 +25,6 @@ from tests._daemons import DaemonTestMixin, sleep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(os.path.dirname(HERE), "examples", "iot", "orb_iot.py")
-ORB = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "orb")
 TWISTD = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "twistd")
 
 
@@ -330,11 +329,6 @@ class DirectCallTests(DaemonTestMixin, TestCase):
 
     timeout = 240
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def client(self, *argv):

@@ -12,8 +12,8 @@ import signal
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 
-from tests._daemons import DaemonTestMixin, eventually, sleep
-from tests.test_functions import ORB, api, post
+from tests._daemons import ORB, DaemonTestMixin, eventually, sleep
+from tests.test_functions import api, post
 
 HANDLER = '''\
 import json
@@ -47,17 +47,6 @@ class _Collect(protocol.ProcessProtocol):
 
 class LogsLiveTests(DaemonTestMixin, TestCase):
     timeout = 240
-
-    def env(self, home="owner"):
-        return dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, home), ORB_NETWORK=self.network)
-
-    @defer.inlineCallbacks
-    def orb(self, *argv, home="owner"):
-        """Run the real `orb` command; (exit status, stdout, stderr)."""
-        from twisted.internet import utils
-
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=self.env(home))
-        return code, out.decode(), err.decode()
 
     def no_tracebacks(self, daemons):
         for d in daemons:
@@ -161,7 +150,7 @@ class LogsLiveTests(DaemonTestMixin, TestCase):
         yield self.call(t1, fid, 1, 1)
         follower = _Collect()
         process = reactor.spawnProcess(follower, ORB, [ORB, "logs", fid, "-f", "--tracker", t1.wire_text],
-                                       env=self.env())
+                                       env=self.orb_env())
 
         def stop():
             if not follower.ended.called:

@@ -25,7 +25,7 @@ from orb.protocol.codes import ErrorCode, ResultStatus, Role
 from orb.protocol.relay import decode_inner, encode_inner
 from orb.protocol.session import LocalIdentity, SessionConfig
 from tests._daemons import DaemonTestMixin, eventually, sleep
-from tests.test_functions import ORB, api, post
+from tests.test_functions import api, post
 
 INNER_ID = 4242
 
@@ -56,13 +56,6 @@ def relay_client(host, port, network):
 class RelayLiveTests(DaemonTestMixin, TestCase):
     timeout = 240
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        from twisted.internet import utils
-
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def hosts(self, tracker, fid):

@@ -27,7 +27,7 @@ from orb.protocol import messages as m
 from orb.protocol.codes import ResultStatus
 from orb.tracker.cache import cached_age_ms
 from tests._daemons import DaemonTestMixin, sleep
-from tests.test_functions import ORB, api, post
+from tests.test_functions import api, post
 
 HANDLER = '''\
 import json
@@ -45,13 +45,6 @@ CALLS = 6  # sent together: both replicas get some unless one's RTT is 6 times t
 class RoutingLiveTests(DaemonTestMixin, TestCase):
     timeout = 240
 
-    @defer.inlineCallbacks
-    def orb(self, *argv):
-        from twisted.internet import utils
-
-        env = dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, "owner"), ORB_NETWORK=self.network)
-        out, err, code = yield utils.getProcessOutputAndValue(ORB, argv, env=env)
-        return code, out.decode(), err.decode()
 
     @defer.inlineCallbacks
     def network_with(self, peers=2, replicas=2, idempotent=True, pure=False):
