@@ -287,12 +287,7 @@ def build(args):
 
 
 def verify(args):
-    try:
-        expected = _fid.from_text(args.fid)
-        _fid.check(expected)
-    except _fid.FidError:
-        raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 lowercase base32 characters that "
-                           "`orb hash` prints", _ui.EXIT_USAGE, "usage") from None
+    expected = _ui.fid_argument(args.fid)
     path = os.path.abspath(args.path)
     doc = {"fid": args.fid, "path": path}
     if os.path.isdir(path):

@@ -30,7 +30,6 @@ import time
 
 from twisted.internet import defer
 
-from orb.protocol import fid as _fid
 from orb.protocol.codes import ResultStatus
 from orb.protocol.manifest import MAX_TIMEOUT_MS as MAX_DEADLINE_MS  # the gateway's, and a host's, largest deadline
 
@@ -102,12 +101,7 @@ def _input(args):
 
 
 def invoke(args):
-    try:
-        raw = _fid.from_text(args.fid)
-        _fid.check(raw)
-    except _fid.FidError:
-        raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 base32 characters `orb hash` prints",
-                           _ui.EXIT_USAGE, "usage") from None
+    raw = _ui.fid_argument(args.fid)
     data = _input(args)
     if args.direct:
         from . import _direct, _resolve

@@ -74,12 +74,7 @@ class LogsPlan:
 
 
 def prepare(args, now_s=None):
-    try:
-        raw = _fid.from_text(args.fid)
-        _fid.check(raw)
-    except _fid.FidError:
-        raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 base32 characters `orb hash` prints",
-                           _ui.EXIT_USAGE, "usage") from None
+    raw = _ui.fid_argument(args.fid)
     key = _keys.load_owner_key(args.key or _config.default_key_path())
     now_s = time.time() if now_s is None else now_s
     since_us = 0 if args.since is None else max(0, int((now_s - args.since) * 1_000_000))

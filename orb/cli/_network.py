@@ -669,11 +669,7 @@ class InfoPlan:
 
 
 def prepare_info(args):
-    try:
-        _fid.check(_fid.from_text(args.fid))
-    except _fid.FidError:
-        raise CommandError(f"FID {args.fid!r} is not a fid: give the 53 lowercase base32 characters that "
-                           "`orb hash` or `orb deploy` prints", _ui.EXIT_USAGE, "usage") from None
+    _ui.fid_argument(args.fid)
     return InfoPlan(_config.resolve_api(args.api), args.fid)
 
 

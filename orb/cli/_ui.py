@@ -62,6 +62,19 @@ class CommandError(Exception):
         self.details = details or {}  # more members of the --json error document (e.g. the fid deployed)
 
 
+def fid_argument(text):
+    """A FID argument as raw fid bytes; CommandError (bad arguments) when it is not a valid fid."""
+    from orb.protocol import fid as fidmod
+
+    try:
+        raw = fidmod.from_text(text)
+        fidmod.check(raw)
+    except fidmod.FidError:
+        raise CommandError(f"FID {text!r} is not a fid: give the 53 lowercase base32 characters that "
+                           "`orb hash` or `orb deploy` prints", EXIT_USAGE, "usage") from None
+    return raw
+
+
 def stdout_console():
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
