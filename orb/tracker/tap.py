@@ -237,19 +237,15 @@ def tracker_service(config, reactor):
 
 def add_dns(node_service, dns_config, reactor):
     """The .orb DNS child service (orb.dns): it listens once the core is up, beside the gateway."""
-    from orb.dns.service import DNSService, gateway_of
+    from orb.dns.service import DNSService
 
     dns = DNSService(reactor, dns_config, node_service.config.data_dir)
     dns.setServiceParent(node_service)
 
     def attach(core):
         try:
-            http = node_service.getServiceNamed("http").port
-        except KeyError:
-            http = None
-        try:
-            dns.attach(core, lambda fid, limit: dns_replicas(core.registry, fid, limit),
-                       gateway_of(http, core.local.advertise))
+            # core.gateway: set when the HTTP gateway listened (tracker_service), None without one.
+            dns.attach(core, lambda fid, limit: dns_replicas(core.registry, fid, limit), core.gateway)
         except Exception as e:
             import sys
 
