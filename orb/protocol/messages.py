@@ -81,6 +81,7 @@ class MessageType(enum.IntEnum):
     LOGS = 0x33
     LOG_LINES = 0x34
     NAME = 0x40
+    STATEMENT_ACK = 0x45
     RELAY = 0x50
     SYNC = 0x60
     DELTA = 0x61
@@ -792,6 +793,17 @@ class Name(Message):
         """What the owner signs: the body up to, not including, the signature."""
         body = self.COMPILED.build({**self.to_wire(), "ext": b""})
         return b"ORB-NAME-v1\x00" + body[: -Signature.sizeof()]
+
+
+@message(MessageType.STATEMENT_ACK, "status" / Int16ub, "seq" / Int64ub, "text" / LongText)
+class StatementAck(Message):
+    """Answers an owner statement (NAME and the statements after it in section 5): ``status`` 0 if the
+    receiver took it in, else an error code; ``seq`` the sequence number it now holds for that subject."""
+
+    status: int = attrs.field(validator=_u16, metadata={LIMIT: "unknown codes: read as unspecified"})
+    seq: int = attrs.field(validator=_u64)
+    text: str = text_field(MAX_ERROR_TEXT_BYTES)
+    ext: tuple = _ext()
 
 
 @message(MessageType.CANCEL, "request_id" / Int32ub)

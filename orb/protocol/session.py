@@ -67,6 +67,7 @@ RESPONSES = {
     MessageType.CHALLENGE: MessageType.PROOF,
     MessageType.INVOKE: MessageType.RESULT,
     MessageType.LOGS: MessageType.LOG_LINES,
+    MessageType.NAME: MessageType.STATEMENT_ACK,
     MessageType.SYNC: MessageType.DELTA,
 }
 REQUEST_TYPES = frozenset(RESPONSES)
