@@ -529,7 +529,7 @@ class _Call:
         self.hedges += 1
         router.counts["hedges"] += 1
         (first,) = self.inflight.values()
-        log.debug("hedging a call to {fid}: {slow} is past its p95, asking {other} too", fid=self.fid[:16],
+        log.info("hedging a call to {fid}: {slow} is past its p95, asking {other} too", fid=self.fid[:16],
                  slow=first.node_id.hex()[:16], other=peer.node_id.hex()[:16])
         self.send(peer.node_id, dict((p.node_id, c) for p, c in verified)[peer.node_id], False)
 
