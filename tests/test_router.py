@@ -183,6 +183,35 @@ class RankingTests(RouterTestMixin, SynchronousTestCase):
         self.assertGreater(min(sum(1 for a in answers if a.replica == n) for n in (node(1), node(2))), 90)
 
 
+    def test_a_slow_replica_with_the_best_rtt_still_gets_few_calls(self):
+        """A replica whose PING RTT is the best (1 ms) but whose calls take 300 ms gets few calls after its first."""
+        peers = [Peer(node(1), rtt_ms=1), Peer(node(2), rtt_ms=40), Peer(node(3), rtt_ms=40)]
+        router = self.make(peers)
+        for p in peers:
+            channel = self.channels[p.node_id]
+            channel.auto = lambda message: ok()
+            channel.delay_s = 0.3 if p.node_id == node(1) else 0.005
+        answers = []
+        for _ in range(300):
+            router.call(FID_RAW, b"x").addCallback(answers.append)
+            self.clock.advance(0.01)
+        self.clock.advance(1)
+        self.assertEqual(len(answers), 300)
+        slow = sum(1 for a in answers if a.replica == node(1))
+        self.assertLess(slow, 300 * 0.15, f"the slow replica served {slow} of 300 calls")
+
+    def test_the_peak_ewma_jumps_up_and_decays_down(self):
+        """One slow answer sets a replica's latency at once; faster answers bring it down a quarter at a time."""
+        router = self.make([Peer(node(1))])
+        latency = router.latency_ms(FID_RAW)
+        self.assertIsNone(latency(node(1)))
+        router.observe_latency(FID_RAW, node(1), 0.010)
+        router.observe_latency(FID_RAW, node(1), 0.400)
+        self.assertAlmostEqual(latency(node(1)), 400.0)
+        router.observe_latency(FID_RAW, node(1), 0.000)
+        self.assertAlmostEqual(latency(node(1)), 300.0)
+
+
 class RetryTests(RouterTestMixin, SynchronousTestCase):
     def answered_by(self, failures, idempotent=False):
         """Call with two replicas; the first asked fails with ``failures``; the second answers ok."""

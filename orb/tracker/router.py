@@ -86,6 +86,7 @@ LATENCY_WINDOW = 64  # answers kept per (function, replica), and per function, f
 MIN_HEDGE_SAMPLES = 8  # no hedging on fewer
 MAX_LATENCY_WINDOWS = 4096  # (function, replica) pairs tracked; least recently used dropped
 MAX_HEDGES = 1  # extra requests per call
+EWMA_DECAY = 0.25  # a faster answer moves a replica's peak EWMA this share of the way down (routing.py)
 HEDGE_RATIO = 0.05  # hedges are at most 5% of calls (plus the burst) ...
 HEDGE_BURST = 20.0  # ... and at most this many at once after a quiet spell
 MAX_CALLERS_CALLS = 4096  # INVOKEs received and not yet answered, over all sessions (for CANCEL)
@@ -165,6 +166,7 @@ class Router:
         self.max_queue = max_queue
         self._outstanding = {}  # node id -> requests in flight on it (no entry: 0)
         self._latency = collections.OrderedDict()  # (fid bytes, node id) -> deque of seconds
+        self._ewma = collections.OrderedDict()  # (fid bytes, node id) -> peak EWMA of its call latency, ms
         self._queue = collections.deque()  # _Call waiting for a free slot, oldest first
         self._callers = {}  # (caller's record, its request id) -> Deferred of the routed call
         self._runs = {}  # cache key -> the _Call running it, for pure functions (identical calls share it)
@@ -219,7 +221,14 @@ class Router:
             call.woken()
 
     def observe_latency(self, fid_raw, node_id, seconds):
-        """A RESULT came ``seconds`` after its INVOKE went to ``node_id``: into its window and the function's."""
+        """A RESULT came ``seconds`` after its INVOKE went to ``node_id``: into its window and the function's,
+        and into the replica's peak EWMA (up at once to a slower answer, a quarter of the way down to a faster)."""
+        key = (fid_raw, node_id)
+        ms = seconds * 1000
+        old = self._ewma.pop(key, None)
+        if old is None and len(self._ewma) >= MAX_LATENCY_WINDOWS:
+            self._ewma.popitem(last=False)
+        self._ewma[key] = ms if old is None or ms >= old else old + EWMA_DECAY * (ms - old)
         for key in ((fid_raw, node_id), (fid_raw, None)):
             window = self._latency.pop(key, None)
             if window is None:
@@ -228,6 +237,11 @@ class Router:
                     self._latency.popitem(last=False)
             window.append(seconds)
             self._latency[key] = window
+
+    def latency_ms(self, fid_raw):
+        """node id -> its peak EWMA call latency for ``fid_raw`` in ms, or None: what ``choose`` ranks by."""
+        ewma = self._ewma
+        return lambda node_id: ewma.get((fid_raw, node_id))
 
     def p95_s(self, fid_raw, node_id):
         """
@@ -428,7 +442,7 @@ class _Call:
         for group, is_cold in ((verified, False), (cold, True)):
             free = [p for p, _ in group if router.has_slot(p.node_id)]
             if free:
-                peer = choose(free, router.rng, router.outstanding)
+                peer = choose(free, router.rng, router.outstanding, router.latency_ms(self.fid_raw))
                 self.send(peer.node_id, dict((p.node_id, c) for p, c in group)[peer.node_id], is_cold)
                 return
         if self.inflight:
@@ -525,7 +539,7 @@ class _Call:
             router.counts["hedges_over_budget"] += 1
             return
         router.hedge_tokens -= 1
-        peer = choose(free, router.rng, router.outstanding)
+        peer = choose(free, router.rng, router.outstanding, router.latency_ms(self.fid_raw))
         self.hedges += 1
         router.counts["hedges"] += 1
         (first,) = self.inflight.values()

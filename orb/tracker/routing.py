@@ -7,10 +7,15 @@ A replica's cost is
 
     cost = rtt_ms × (outstanding + 1) × (1000 + load_permille) / 1000
 
-* ``rtt_ms``: the RTT this tracker measured by PING, at least MIN_RTT_MS
-  (loopback and LAN peers are all "5 ms"). A peer whose RTT is not measured
-  yet ranks after every measured one (DNS puts it in the last SRV band);
-  among such peers ``rtt_ms`` is DEFAULT_RTT_MS;
+* ``rtt_ms``: for the router, the replica's *peak EWMA* of this function's
+  call latency when it has answered calls (Finagle's and Linkerd's
+  load-balancing cost: it jumps to a slower answer at once and decays
+  towards faster ones, so a replica that stalls is avoided after its first
+  slow answer); else, and always for LOOKUP, the REST API and DNS, the RTT
+  this tracker measured by PING. Either is at least MIN_RTT_MS (loopback
+  and LAN peers are all "5 ms"). A peer with neither ranks after every
+  measured one (DNS puts it in the last SRV band); among such peers
+  ``rtt_ms`` is DEFAULT_RTT_MS;
 * ``outstanding``: the calls this tracker has in flight on the replica
   (the router's bookkeeping; 0 for LOOKUP, the REST API and DNS, which see
   no calls);
@@ -39,10 +44,15 @@ def _none(node_id):
     return 0
 
 
-def replica_cost(peer: PeerRecord, outstanding: int = 0) -> tuple:
+def _no_latency(node_id):
+    return None
+
+
+def replica_cost(peer: PeerRecord, outstanding: int = 0, latency_ms: float | None = None) -> tuple:
     """The sort key of ``rank_replicas``: lower is better. Its first two items are what ``choose`` compares."""
-    unmeasured = peer.rtt_ms is None
-    rtt_ms = DEFAULT_RTT_MS if unmeasured else max(MIN_RTT_MS, peer.rtt_ms)
+    measured = latency_ms if latency_ms is not None else peer.rtt_ms
+    unmeasured = measured is None
+    rtt_ms = DEFAULT_RTT_MS if unmeasured else max(MIN_RTT_MS, measured)
     return (unmeasured, rtt_ms * (outstanding + 1) * (1000 + peer.load_permille), peer.load_permille, peer.node_id)
 
 
@@ -55,11 +65,13 @@ def rank_replicas(hosts: Iterable[PeerRecord], direct: bool = False, limit: int 
     return ranked if limit is None else ranked[: max(0, limit)]
 
 
-def choose(hosts: list[PeerRecord], rng, outstanding: Callable[[bytes], int] = _none) -> PeerRecord | None:
-    """Power-of-two-choices: of two distinct hosts drawn with ``rng``, the cheaper (None if no host)."""
+def choose(hosts: list[PeerRecord], rng, outstanding: Callable[[bytes], int] = _none,
+           latency_ms: Callable[[bytes], float | None] = _no_latency) -> PeerRecord | None:
+    """Power-of-two-choices: of two distinct hosts drawn with ``rng``, the cheaper (None if no host).
+    ``latency_ms(node_id)``: the replica's call latency for this function (its peak EWMA), or None."""
     if not hosts:
         return None
     if len(hosts) == 1:
         return hosts[0]
     a, b = rng.sample(hosts, 2)  # in random order: a tie goes to the one drawn first
-    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id))[:2])
+    return min(a, b, key=lambda p: replica_cost(p, outstanding(p.node_id), latency_ms(p.node_id))[:2])
