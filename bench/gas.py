@@ -24,7 +24,7 @@ Measures:
    (spent-receipt flag) each, for 1 and 100 receipts per transaction, then
    up to ``--baseline-requests`` in all (default 10,000; 0 with ``--quick``)
    in transactions of 100: 10,000 receipts do not fit one 30M-gas block
-   (about 28k gas each), so they take 100 transactions (about 90 s here).
+   (about 28k gas each), so they take 100 transactions (about 130 s here; 3 min the whole run).
    Its per-request gas, the one the target compares with, is the marginal
    cost ((gas(100) - gas(1)) / 99): it leaves the 21,000-gas transaction
    base out and so favours the baseline. When 10,000 are not run they are
