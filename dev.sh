@@ -22,6 +22,14 @@ setup() {
             --config-settings editable_mode=compat
         touch "$stamp"
     fi
+    # The pinned solc (contracts/package.json + package-lock.json), for the
+    # test that recompiles the committed contract artifacts. npm ci again
+    # only when node_modules is missing or the lock changed.
+    local nstamp=contracts/node_modules/.orb-installed
+    if [ ! -f "$nstamp" ] || [ contracts/package-lock.json -nt "$nstamp" ]; then
+        npm ci --prefix contracts --no-audit --no-fund --loglevel=error >/dev/null
+        touch "$nstamp"
+    fi
 }
 
 UNPRIV_UID=65534
