@@ -91,17 +91,25 @@ def to_rpc(value):
 
 
 def _revert_data(exc):
-    """The raw revert bytes an eth-tester TransactionFailed carries, if any."""
-    arg = exc.args[0] if exc.args else None
-    while isinstance(arg, Exception) and arg.args:
-        arg = arg.args[0]
-    if isinstance(arg, str) and arg.startswith(("b'", 'b"')) and len(arg) < 64 * 1024:
-        try:
-            arg = ast.literal_eval(arg)
-        except (ValueError, SyntaxError):
-            return None
-    if isinstance(arg, (bytes, bytearray)):
-        return "0x" + bytes(arg).hex()
+    """The raw revert bytes (0x hex) behind an eth-tester TransactionFailed, if any. web3's provider
+    re-raises it as the text "execution reverted: b'...'"; the original, with the bytes, is its
+    ``__context__``."""
+    seen = 0
+    while exc is not None and seen < 8:
+        seen += 1
+        arg = exc.args[0] if exc.args else None
+        while isinstance(arg, Exception) and arg.args:
+            arg = arg.args[0]
+        if isinstance(arg, str):
+            text = arg.removeprefix("execution reverted: ")
+            if text.startswith(("b'", 'b"')) and len(text) < 64 * 1024:
+                try:
+                    arg = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    arg = None
+        if isinstance(arg, (bytes, bytearray)):
+            return "0x" + bytes(arg).hex()
+        exc = exc.__cause__ or exc.__context__
     return None
 
 

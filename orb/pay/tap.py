@@ -132,8 +132,10 @@ def deploy_escrow_in_process(chain, deployer_key, withdraw_delay_s):
 
     w3 = Web3(type(chain.provider)(chain.tester))  # web3's full formatting, same chain
     account = w3.eth.account.from_key(deployer_key)
-    deployed = contract.deploy_escrow(w3, account, withdraw_delay_s)
-    return {"address": deployed["address"], "tx": deployed["tx"], "block": deployed["block"],
+    escrow = contract.deploy_escrow(w3, account, withdraw_delay_s)
+    receipt = escrow.deploy_receipt
+    return {"address": escrow.address, "tx": "0x" + bytes(receipt["transactionHash"]).hex(),
+            "block": receipt["blockNumber"], "gas_used": receipt["gasUsed"],
             "withdraw_delay_s": withdraw_delay_s, "deployer": account.address}
 
 
