@@ -217,8 +217,10 @@ class Chain:
             raise RpcError(SERVER_ERROR if method == "eth_sendRawTransaction" else INVALID_PARAMS,
                            f"{type(e).__name__}: {e}") from None
         except Exception as e:
-            log.failure("chain call {method} failed", method=method)
-            raise RpcError(INTERNAL_ERROR, f"{type(e).__name__}: {e}") from None
+            # py-evm raises its own exception types on malformed input (an unknown transaction
+            # type, bad RLP): the client's fault, answered and logged in one bounded line.
+            log.info("chain call {method} refused: {error}", method=method, error=repr(e)[:200])
+            raise RpcError(SERVER_ERROR, f"{type(e).__name__}: {e}") from None
         if "error" in response:
             err = response["error"]
             raise RpcError(err.get("code", INTERNAL_ERROR), str(err.get("message", "")))
