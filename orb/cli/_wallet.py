@@ -23,13 +23,28 @@ pay (value + gas), 15 the fid is not funded, 16 the escrow refused the call.
 import decimal
 import os
 
-from orb.pay import client as _client
+from orb.pay import client as _client  # light: web3 is imported when a verb connects
 from orb.protocol import fid as _fid
-from orb.pay import voucher as _voucher
-from orb.pay import wallet as _wallet
 
 from . import _config, _ui
 from ._ui import CommandError
+
+
+class _Lazy:
+    """A module imported on first use: eth-abi and eth-keys cost ~0.3 s, which every other `orb`
+    verb (and `orb --help`) should not pay."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+_voucher = _Lazy("orb.pay.voucher")
+_wallet = _Lazy("orb.pay.wallet")
 
 EXIT_NO_CHAIN = 12
 EXIT_PASSPHRASE = 13

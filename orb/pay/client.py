@@ -10,8 +10,6 @@ web3's HTTP provider blocks, so code on the reactor thread calls it through
 
 import json
 import os
-import urllib.error
-import urllib.request
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_TIMEOUT_S = 10.0
@@ -62,6 +60,9 @@ def chain_id(w3, url=""):
 
 def escrow_address(url=None, timeout_s=DEFAULT_TIMEOUT_S):
     """OrbEscrow's address: $ORB_ESCROW, else what the embedded chain serves at ``GET /orb/escrow``."""
+    import urllib.error
+    import urllib.request
+
     from eth_utils import is_address, to_checksum_address
 
     env = os.environ.get("ORB_ESCROW")
