@@ -1,7 +1,7 @@
 """
 Vouchers (orb.pay.voucher): the EIP-712 encoding against a fixed vector and
 eth-account, signatures (low-s, v 27/28), the canonical JSON, and the
-host's VoucherBook.
+host's VoucherBook (orb.pay.book).
 """
 
 import os
@@ -12,6 +12,7 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from orb.pay import book as B
 from orb.pay import voucher as V
 from orb.protocol import fid as fidmod
 
@@ -162,7 +163,7 @@ class BookTests(SynchronousTestCase):
         self.dir = self.mktemp()
         self.clock = Clock()
         self.clock.advance(1_000)
-        self.book = V.VoucherBook(os.path.join(self.dir, "vouchers.sqlite"), max_rows=3, clock=self.clock)
+        self.book = B.VoucherBook(os.path.join(self.dir, "vouchers.sqlite"), max_rows=3, clock=self.clock)
         self.addCleanup(self.book.close)
 
     def signed(self, **kw):
@@ -213,7 +214,7 @@ class BookTests(SynchronousTestCase):
         """The book holds at most max_rows (fid, host, signer) rows; updates still pass when full."""
         for i in range(3):
             self.book.add(self.signed(raw_fid=fidmod.fid_for(b"%d" % i)))
-        self.assertRaises(V.BookFull, self.book.add, self.signed(raw_fid=fidmod.fid_for(b"new")))
+        self.assertRaises(B.BookFull, self.book.add, self.signed(raw_fid=fidmod.fid_for(b"new")))
         self.assertTrue(self.book.add(self.signed(raw_fid=fidmod.fid_for(b"0"), requests=20_000)))
 
     def test_claimable_and_mark(self):
@@ -230,7 +231,7 @@ class BookTests(SynchronousTestCase):
         """The book survives a reopen; expired vouchers are pruned."""
         self.book.add(self.signed(requests=5, expiry=2_000))
         self.book.close()
-        book = V.VoucherBook(self.book.path, clock=self.clock)
+        book = B.VoucherBook(self.book.path, clock=self.clock)
         self.addCleanup(book.close)
         self.assertEqual(book.latest()[0].signed.voucher.requests, 5)
         self.assertEqual(book.prune_expired(now=1_500), 0)

@@ -44,6 +44,7 @@ class _Lazy:
 
 
 _voucher = _Lazy("orb.pay.voucher")
+_book = _Lazy("orb.pay.book")
 _wallet = _Lazy("orb.pay.wallet")
 
 EXIT_NO_CHAIN = 12
@@ -292,7 +293,7 @@ def wallet_claim(args):
     escrow = _escrow(args, w3)
     domain = _voucher.Domain(chain_id=w3.eth.chain_id, contract=escrow.address)
     book_path = os.path.abspath(args.book or os.path.join(_config.orb_home(), VOUCHER_BOOK_NAME))
-    book = _voucher.VoucherBook(book_path)
+    book = _book.VoucherBook(book_path)
     try:
         added = 0
         for path in args.voucher:

@@ -22,17 +22,12 @@ The encoding is written out here (a few lines of ``eth_abi``) rather than
 taken from eth-account's private helpers; the tests check it against
 ``eth_account.messages.encode_typed_data`` and a fixed vector.
 
-:class:`VoucherBook` is a host's store: SQLite (WAL, mode 0600), the latest
-verified voucher per (chain, contract, fid, host, signer), refusing one
-whose counters go backwards, bounded in rows.
+Pure: no I/O here. A host's store of vouchers is :mod:`orb.pay.book`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-from collections.abc import Iterable
 
 import attrs
 from eth_abi import encode as abi_encode
@@ -72,10 +67,6 @@ class Expired(VoucherError):
 
 class StaleVoucher(VoucherError):
     """A counter is lower than in the voucher already kept for that (fid, host, signer)."""
-
-
-class BookFull(VoucherError):
-    """The voucher book holds its maximum number of (fid, host, signer) rows."""
 
 
 def _address(value, what):
@@ -311,207 +302,3 @@ def recover(domain, voucher, signature):
         return sig.recover_public_key_from_msg_hash(voucher.digest(domain)).to_checksum_address()
     except (_EthKeysBadSignature, ValueError) as e:
         raise BadSignature(f"no public key recovers from this signature ({e})") from None
-
-
-# --- the host's book ------------------------------------------------------------------------
-
-MAX_BOOK_ROWS = 100_000
-
-_SCHEMA = """
-CREATE TABLE vouchers (
-    chain_id INTEGER NOT NULL,
-    contract TEXT NOT NULL,
-    fid BLOB NOT NULL,
-    host TEXT NOT NULL,
-    signer TEXT NOT NULL,
-    requests TEXT NOT NULL,          -- uint64 as decimal text: SQLite integers are signed 64-bit
-    bytes TEXT NOT NULL,
-    epochs TEXT NOT NULL,
-    expiry INTEGER NOT NULL,
-    signature BLOB NOT NULL,
-    received_at REAL NOT NULL,
-    claimed_requests TEXT NOT NULL DEFAULT '0',
-    claimed_bytes TEXT NOT NULL DEFAULT '0',
-    claimed_epochs TEXT NOT NULL DEFAULT '0',
-    claimed_at REAL,
-    claim_tx TEXT,
-    PRIMARY KEY (chain_id, contract, fid, host, signer)
-);
-"""
-
-
-@attrs.frozen
-class BookEntry:
-    """A kept voucher and what of it is known to be claimed."""
-
-    signed: SignedVoucher
-    received_at: float
-    claimed: tuple  # (requests, bytes, epochs) submitted in the last claim recorded
-    claimed_at: float | None
-    claim_tx: str | None
-
-    @property
-    def unclaimed(self):
-        """Whether a claim would pay more than the last one recorded (some counter grew)."""
-        return any(c > k for c, k in zip(self.signed.voucher.counters(), self.claimed))
-
-
-def _open_private(path):
-    """Create ``path`` mode 0600 (parent 0700) before SQLite does, so the database, its WAL and
-    its shared-memory file (which SQLite gives the database's mode) are the owner's alone."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-class VoucherBook:
-    """
-    The latest voucher per (chain, contract, fid, host, signer), kept by a host.
-
-    Synchronous and small: each call is one short transaction. From the
-    reactor thread, wrap calls with ``orb._db.Database``-style threads or
-    ``deferToThread`` (the phase-2 host does); the CLI calls it directly.
-    """
-
-    def __init__(self, path, max_rows=MAX_BOOK_ROWS, clock=None):
-        self.path = path
-        self.max_rows = max_rows
-        self._clock = clock
-        if path != ":memory:":
-            _open_private(path)
-        self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        if self._conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-            with self._tx():
-                self._conn.execute(_SCHEMA)
-                self._conn.execute("PRAGMA user_version=1")
-
-    def _now(self):
-        if self._clock is not None:
-            return self._clock.seconds()
-        import time
-
-        return time.time()
-
-    def _tx(self):
-        conn = self._conn
-
-        class _T:
-            def __enter__(self):
-                conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type, *_):
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _T()
-
-    def close(self):
-        self._conn.close()
-
-    def add(self, signed, host=None):
-        """
-        Verify and keep ``signed`` if it is newer than what is kept for its key. Returns True when
-        stored, False when it equals the kept one. Raises BadSignature, Expired, StaleVoucher (a
-        counter went down), BookFull, or VoucherError when ``host`` is given and is not the
-        voucher's host.
-        """
-        now = self._now()
-        signed.verify(now=now)
-        v = signed.voucher
-        if host is not None and to_checksum_address(host) != v.host:
-            raise VoucherError(f"this voucher pays {v.host}, not this host {to_checksum_address(host)}")
-        key = (signed.domain.chain_id, signed.domain.contract, v.fid, v.host, v.signer)
-        with self._tx():
-            row = self._conn.execute(
-                "SELECT requests, bytes, epochs FROM vouchers WHERE chain_id=? AND contract=? AND fid=? "
-                "AND host=? AND signer=?", key).fetchone()
-            if row is None:
-                count = self._conn.execute("SELECT COUNT(*) FROM vouchers").fetchone()[0]
-                if count >= self.max_rows:
-                    raise BookFull(f"the voucher book holds {count} vouchers, its maximum: claim and prune")
-                self._conn.execute(
-                    "INSERT INTO vouchers (chain_id, contract, fid, host, signer, requests, bytes, epochs, "
-                    "expiry, signature, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*key, str(v.requests), str(v.bytes), str(v.epochs), v.expiry, signed.signature, now))
-                return True
-            kept = tuple(int(x) for x in row)
-            if any(new < old for new, old in zip(v.counters(), kept)):
-                raise StaleVoucher(f"counters {v.counters()} are lower than the kept {kept} "
-                                   "(requests, bytes, epochs) for this fid and signer")
-            if v.counters() == kept:
-                return False
-            self._conn.execute(
-                "UPDATE vouchers SET requests=?, bytes=?, epochs=?, expiry=?, signature=?, received_at=? "
-                "WHERE chain_id=? AND contract=? AND fid=? AND host=? AND signer=?",
-                (str(v.requests), str(v.bytes), str(v.epochs), v.expiry, signed.signature, now, *key))
-            return True
-
-    def _entries(self, where="", args=()):
-        rows = self._conn.execute(
-            "SELECT chain_id, contract, fid, host, signer, requests, bytes, epochs, expiry, signature, "
-            "received_at, claimed_requests, claimed_bytes, claimed_epochs, claimed_at, claim_tx FROM vouchers "
-            + where + " ORDER BY received_at, fid, signer", args).fetchall()
-        out = []
-        for r in rows:
-            signed = SignedVoucher(
-                domain=Domain(chain_id=r[0], contract=r[1]),
-                voucher=Voucher(fid=r[2], host=r[3], signer=r[4], requests=int(r[5]), bytes=int(r[6]),
-                                epochs=int(r[7]), expiry=r[8]),
-                signature=r[9])
-            out.append(BookEntry(signed=signed, received_at=r[10], claimed=(int(r[11]), int(r[12]), int(r[13])),
-                                 claimed_at=r[14], claim_tx=r[15]))
-        return out
-
-    def latest(self, fid=None, signer=None):
-        """Every kept voucher (optionally of one 32-byte fid and/or one signer), oldest first."""
-        clauses, args = [], []
-        if fid is not None:
-            clauses.append("fid=?")
-            args.append(_fid_field(fid))
-        if signer is not None:
-            clauses.append("signer=?")
-            args.append(to_checksum_address(signer))
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._entries(where, tuple(args))
-
-    def get(self, domain, fid, host, signer):
-        rows = self._entries("WHERE chain_id=? AND contract=? AND fid=? AND host=? AND signer=?",
-                             (domain.chain_id, domain.contract, _fid_field(fid), to_checksum_address(host),
-                              to_checksum_address(signer)))
-        return rows[0] if rows else None
-
-    def claimable(self, domain=None, limit=50, now=None):
-        """Unexpired vouchers whose counters grew since the last recorded claim, oldest first, at most
-        ``limit`` (a batch)."""
-        now = self._now() if now is None else now
-        where, args = "WHERE expiry >= ?", [int(now)]
-        if domain is not None:
-            where += " AND chain_id=? AND contract=?"
-            args += [domain.chain_id, domain.contract]
-        return [e for e in self._entries(where, tuple(args)) if e.unclaimed][:limit]
-
-    def mark_claimed(self, signed_vouchers: Iterable[SignedVoucher], tx_hash):
-        """Record that these vouchers were submitted in the transaction ``tx_hash`` (mined, status 1)."""
-        now = self._now()
-        with self._tx():
-            for s in signed_vouchers:
-                v = s.voucher
-                self._conn.execute(
-                    "UPDATE vouchers SET claimed_requests=?, claimed_bytes=?, claimed_epochs=?, claimed_at=?, "
-                    "claim_tx=? WHERE chain_id=? AND contract=? AND fid=? AND host=? AND signer=?",
-                    (str(v.requests), str(v.bytes), str(v.epochs), now, tx_hash, s.domain.chain_id,
-                     s.domain.contract, v.fid, v.host, v.signer))
-
-    def prune_expired(self, now=None):
-        """Forget vouchers that expired (they can no longer be claimed). Returns how many."""
-        now = self._now() if now is None else now
-        with self._tx():
-            return self._conn.execute("DELETE FROM vouchers WHERE expiry < ?", (int(now),)).rowcount
-
-    def __len__(self):
-        return self._conn.execute("SELECT COUNT(*) FROM vouchers").fetchone()[0]
