@@ -14,7 +14,7 @@ const path = require('path');
 const solc = require('solc');
 
 const HERE = __dirname;
-const SOURCES = ['OrbEscrow.sol', 'PerReceiptBaseline.sol'];
+const SOURCES = ['OrbEscrow.sol', 'PerReceiptBaseline.sol', 'ReentrantHost.sol'];
 const SETTINGS = {
   evmVersion: 'shanghai',
   optimizer: { enabled: true, runs: 200 },

@@ -17,6 +17,7 @@ transactions are signed here and sent raw.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -287,7 +288,8 @@ class Escrow:
             if entry is not None:
                 name, types = entry
                 try:
-                    args = tuple(self.w3.codec.decode(types, raw[4:])) if types else ()
+                    args = tuple(to_checksum_address(a) if t == "address" else a
+                                 for t, a in zip(types, self.w3.codec.decode(types, raw[4:])))
                 except Exception:
                     args = ()
                 return EscrowError(name, args, exc)
@@ -308,8 +310,19 @@ def _revert_data(exc) -> bytes | None:
                 pass
         if isinstance(data, (bytes, bytearray)):
             return bytes(data)
-        if exc.args and isinstance(exc.args[0], (bytes, bytearray)):
-            return bytes(exc.args[0])
+        first = exc.args[0] if exc.args else None
+        if isinstance(first, (bytes, bytearray)):
+            return bytes(first)
+        if isinstance(first, str):
+            # eth-tester's provider re-raises the revert data as the repr of bytes.
+            text = first.removeprefix("execution reverted: ")
+            if text[:2] in ("b'", 'b"') and len(text) < 4096:
+                try:
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    value = None
+                if isinstance(value, bytes):
+                    return value
         exc = exc.__cause__ or exc.__context__
     return None
 
