@@ -4,13 +4,15 @@ orb-chain` started and stopped by each test: orb wallet new|show|balance|
 claim|withdraw and orb fund, their --json documents and exit statuses.
 """
 
+import contextlib
+import io
 import json
 import os
 import stat
 
 from eth_account import Account
 from twisted.internet import defer, threads
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from orb.cli import _wallet as W
 from orb.pay import chain as C
@@ -31,6 +33,26 @@ def write_raw_wallet(path, private_key_hex):
     os.write(fd, private_key_hex.encode() + b"\n")
     os.close(fd)
     return path
+
+
+class HelpTests(SynchronousTestCase):
+    def run_help(self, *argv):
+        from orb.cli import main
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(main.main([*argv, "--help"]), 0)
+        return out.getvalue()
+
+    def test_verbs_take_json_and_list_exit_statuses(self):
+        """Every payment verb takes --json and its help lists the payment exit statuses 12 to 16."""
+        for argv in (("wallet", "new"), ("wallet", "show"), ("wallet", "balance"), ("wallet", "claim"),
+                     ("wallet", "withdraw"), ("fund",)):
+            out = self.run_help(*argv)
+            self.assertIn("--json", out, argv)
+            for status in range(12, 17):
+                self.assertIn(f"\n  {status}   ", out, argv)
+        self.assertIn("--eth-rpc", self.run_help("fund"))
 
 
 class WalletFileTests(DaemonTestMixin, TestCase):

@@ -20,6 +20,7 @@ Every verb takes ``--json``. Exit statuses beyond :mod:`orb.cli._ui`'s:
 pay (value + gas), 15 the fid is not funded, 16 the escrow refused the call.
 """
 
+import argparse
 import decimal
 import os
 
@@ -53,6 +54,14 @@ EXIT_FUNDS = 14
 EXIT_UNFUNDED = 15
 EXIT_REFUSED_BY_ESCROW = 16
 
+EXIT_CODES_HELP = """\
+payment exit statuses (besides those of orb --help):
+  12   no Ethereum JSON-RPC node answered at --eth-rpc, or no OrbEscrow is known there
+  13   the wallet is encrypted and the passphrase is missing or wrong
+  14   the wallet cannot pay for this (value + gas)
+  15   the function is not funded on the escrow
+  16   the escrow refused the call (not the owner, a price decrease, the withdrawal delay...)"""
+
 WEI_PER_ETH = 10**18
 MAX_SIGNERS = 64
 VOUCHER_BOOK_NAME = "vouchers.sqlite"
@@ -75,13 +84,15 @@ def register(sub) -> None:
                                                                      "(its first line)")
 
     def verb(parser_sub, name, help_text, func):
-        p = parser_sub.add_parser(name, help=help_text, description=help_text)
+        p = parser_sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
         p.set_defaults(func=_guarded(func))
         return p
 
     w = sub.add_parser("wallet", help="the Ethereum wallet that pays and is paid",
-                       description="The Ethereum wallet that funds functions and receives hosts' pay.")
+                       description="The Ethereum wallet that funds functions and receives hosts' pay.",
+                       epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     wsub = w.add_subparsers(dest="wallet_command", metavar="VERB", parser_class=sub._parser_class)
 
     p = verb(wsub, "new", "make a wallet key (mode 0600; a keystore when a passphrase is given)", wallet_new)
