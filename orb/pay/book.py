@@ -54,6 +54,7 @@ CREATE TABLE vouchers (
     claimed_epochs TEXT NOT NULL DEFAULT '0',
     claimed_at REAL,
     claim_tx TEXT,
+    pending_since REAL,              -- when the counters first grew past the last claim (NULL: nothing owed)
     PRIMARY KEY (chain_id, contract, fid, host, signer)
 );
 """
@@ -68,6 +69,7 @@ class BookEntry:
     claimed: tuple  # (requests, bytes, epochs) submitted in the last claim recorded
     claimed_at: float | None
     claim_tx: str | None
+    pending_since: float | None = None  # when the counters first grew past the last claim
 
     @property
     def unclaimed(self):
@@ -152,8 +154,8 @@ class VoucherBook:
                     raise BookFull(f"the voucher book holds {count} vouchers, its maximum: claim and prune")
                 self._conn.execute(
                     "INSERT INTO vouchers (chain_id, contract, fid, host, signer, requests, bytes, epochs, "
-                    "expiry, signature, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*key, str(v.requests), str(v.bytes), str(v.epochs), v.expiry, signed.signature, now))
+                    "expiry, signature, received_at, pending_since) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (*key, str(v.requests), str(v.bytes), str(v.epochs), v.expiry, signed.signature, now, now))
                 return True
             kept = tuple(int(x) for x in row)
             if any(new < old for new, old in zip(v.counters(), kept)):
@@ -162,16 +164,18 @@ class VoucherBook:
             if v.counters() == kept:
                 return False
             self._conn.execute(
-                "UPDATE vouchers SET requests=?, bytes=?, epochs=?, expiry=?, signature=?, received_at=? "
+                "UPDATE vouchers SET requests=?, bytes=?, epochs=?, expiry=?, signature=?, received_at=?, "
+                "pending_since=COALESCE(pending_since, ?) "
                 "WHERE chain_id=? AND contract=? AND fid=? AND host=? AND signer=?",
-                (str(v.requests), str(v.bytes), str(v.epochs), v.expiry, signed.signature, now, *key))
+                (str(v.requests), str(v.bytes), str(v.epochs), v.expiry, signed.signature, now, now, *key))
             return True
 
     def _entries(self, where="", args=()):
         with self._lock:
             rows = self._conn.execute(
                 "SELECT chain_id, contract, fid, host, signer, requests, bytes, epochs, expiry, signature, "
-                "received_at, claimed_requests, claimed_bytes, claimed_epochs, claimed_at, claim_tx FROM vouchers "
+                "received_at, claimed_requests, claimed_bytes, claimed_epochs, claimed_at, claim_tx, pending_since "
+                "FROM vouchers "
                 + where + " ORDER BY received_at, fid, signer", args).fetchall()
         out = []
         for r in rows:
@@ -181,7 +185,7 @@ class VoucherBook:
                                 epochs=int(r[7]), expiry=r[8]),
                 signature=r[9])
             out.append(BookEntry(signed=signed, received_at=r[10], claimed=(int(r[11]), int(r[12]), int(r[13])),
-                                 claimed_at=r[14], claim_tx=r[15]))
+                                 claimed_at=r[14], claim_tx=r[15], pending_since=r[16]))
         return out
 
     def latest(self, fid=None, signer=None):
@@ -220,9 +224,11 @@ class VoucherBook:
                 v = s.voucher
                 self._conn.execute(
                     "UPDATE vouchers SET claimed_requests=?, claimed_bytes=?, claimed_epochs=?, claimed_at=?, "
-                    "claim_tx=? WHERE chain_id=? AND contract=? AND fid=? AND host=? AND signer=?",
-                    (str(v.requests), str(v.bytes), str(v.epochs), now, tx_hash, s.domain.chain_id,
-                     s.domain.contract, v.fid, v.host, v.signer))
+                    "claim_tx=?, pending_since=CASE WHEN requests=? AND bytes=? AND epochs=? THEN NULL ELSE ? END "
+                    "WHERE chain_id=? AND contract=? AND fid=? AND host=? AND signer=?",
+                    (str(v.requests), str(v.bytes), str(v.epochs), now, tx_hash,
+                     str(v.requests), str(v.bytes), str(v.epochs), now,  # a newer voucher came meanwhile: owed again
+                     s.domain.chain_id, s.domain.contract, v.fid, v.host, v.signer))
 
     def prune_expired(self, now=None):
         """Forget vouchers that expired (they can no longer be claimed). Returns how many."""
