@@ -402,9 +402,11 @@ contract OrbEscrow {
         _paid[v.fid][v.host][v.signer] = now_;
 
         Fund storage f = _funds[v.fid];
-        // uint64 * uint128 < 2**192: no overflow in any term or in the sum.
-        uint256 owedAmount = uint256(dReq) * f.pricePerRequest + (uint256(dBytes) * f.pricePerMiB >> 20)
-            + uint256(dEp) * f.pricePerEpoch;
+        // uint64 * uint128 < 2**192: no overflow in any term or in the sum. The slot of the epoch
+        // and MiB prices is read only when those counters moved (a cold read is 2,100 gas).
+        uint256 owedAmount = uint256(dReq) * f.pricePerRequest;
+        if (dBytes != 0) owedAmount += (uint256(dBytes) * f.pricePerMiB) >> 20;
+        if (dEp != 0) owedAmount += uint256(dEp) * f.pricePerEpoch;
         uint256 balance = f.balance;
         amount = owedAmount;
         if (amount > balance) {

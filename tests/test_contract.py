@@ -127,6 +127,28 @@ class ArtifactTests(unittest.TestCase):
         self.assertEqual(c.escrow.voucher_digest(v), bytes(expected))
 
 
+class LocalAccountTests(unittest.TestCase):
+    def test_local_key_deploys_funds_and_claims(self):
+        """A wallet key the node does not hold (eth-account LocalAccount) deploys, funds and claims: its transactions are signed locally."""
+        c = Chain()
+        wallet, host_wallet = Account.create(), Account.create()
+        for who in (wallet, host_wallet):
+            c.w3.eth.wait_for_transaction_receipt(c.w3.eth.send_transaction(
+                {"from": c.deployer, "to": who.address, "value": 10**18}))
+        escrow = deploy_escrow(c.w3, wallet, 60)
+        self.assertEqual(escrow.withdraw_delay_s(), 60)
+        escrow.fund(wallet, FID, value_wei=10**6, price_per_request_wei=PRICE, signers=[c.tracker.address])
+        self.assertEqual(escrow.funds(FID).owner, wallet.address)
+        v = Voucher(fid=FID, host=host_wallet.address, signer=c.tracker.address, requests=5, expiry=c.now() + 60)
+        before = c.balance(host_wallet.address)
+        r = escrow.claim(host_wallet, v, sign(c.tracker.key, escrow, v))
+        fee = r["gasUsed"] * r["effectiveGasPrice"]
+        self.assertEqual(c.balance(host_wallet.address) - before, 5 * PRICE - fee)
+        with self.assertRaises(EscrowError) as e:
+            escrow.top_up(host_wallet, FID, value_wei=1)
+        self.assertEqual(e.exception.name, "NotOwner")
+
+
 class FundingTests(unittest.TestCase):
     def setUp(self):
         self.c = Chain()

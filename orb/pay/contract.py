@@ -174,6 +174,7 @@ class Escrow:
         self.address = to_checksum_address(address)
         self.contract = w3.eth.contract(address=self.address, abi=self.artifact["abi"])
         self._errors = _error_table(self.artifact["abi"])
+        self._chain_id = None
 
     # -- views
     def funds(self, fid) -> FundInfo:
@@ -193,7 +194,10 @@ class Escrow:
         return self._view("withdrawDelay")
 
     def chain_id(self) -> int:
-        return self.w3.eth.chain_id
+        # A contract address lives on one chain: asked once.
+        if self._chain_id is None:
+            self._chain_id = self.w3.eth.chain_id
+        return self._chain_id
 
     def typed_data(self, voucher: Voucher) -> dict:
         return typed_data(self.chain_id(), self.address, voucher)
