@@ -25,6 +25,8 @@ FIELD_STRATEGIES = {
     ("ANNOUNCE", "seq"): st.integers(1, 2**63 - 1),
     ("ANNOUNCE", "time"): st.integers(0, 2**53 - 1),
     ("ANNOUNCE", "load_permille"): st.integers(0, m.MAX_LOAD_PERMILLE),
+    ("VOUCHER_ASK", "fid"): st.binary(max_size=m.MAX_FID_BYTES),
+    ("VOUCHER_ASK", "after"): st.one_of(st.just(b""), st.binary(min_size=32, max_size=32)),
 }
 
 
@@ -69,9 +71,13 @@ def record_strategy(record_cls):
             fields[a.name] = st.binary(max_size=16)
         elif a.name == "log":
             fields[a.name] = st.binary(max_size=64)
+        elif a.name in ("fid32", "signature"):
+            size = {"fid32": 32, "signature": m.ETH_SIGNATURE_BYTES}[a.name]
+            fields[a.name] = st.binary(min_size=size, max_size=size)
         else:
             width = {"timestamp": 64, "roles": 8, "reachability": 8, "rtt_ms": 32, "load_permille": 16, "version": 32,
-                     "time_us": 64, "status": 8, "exec_us": 32}
+                     "time_us": 64, "status": 8, "exec_us": 32,
+                     "requests": 64, "bytes": 64, "epochs": 64, "expiry": 64}
             fields[a.name] = st.integers(0, (1 << width[a.name]) - 1)
     return st.builds(record_cls, **fields)
 

@@ -14,6 +14,7 @@ also checked by the message class's validators; a decoder therefore
 raises only DecodeError, whatever it is fed.
 """
 
+import builtins
 import enum
 import socket
 import struct
@@ -85,6 +86,8 @@ class MessageType(enum.IntEnum):
     RELAY = 0x50
     SYNC = 0x60
     DELTA = 0x61
+    VOUCHER_ASK = 0x70
+    VOUCHERS = 0x71
 
 
 # --- wire types, named so the RFC tables can refer to them -----------------
@@ -119,6 +122,17 @@ ReplicaStruct = Struct(
     "load_permille" / Int16ub,
 )
 SourceStruct = Struct("node_id" / NodeId, "ip" / IpAddress, "port" / Int16ub)
+ADDRESS_BYTES = 20  # an Ethereum address
+ETH_SIGNATURE_BYTES = 65  # r || s || v, v in {27, 28} (RFC 10.10)
+MAX_VOUCHERS = 64  # vouchers in one VOUCHERS answer
+VoucherEntryStruct = Struct(
+    "fid32" / FixedBytes(32),
+    "requests" / Int64ub,
+    "bytes" / Int64ub,
+    "epochs" / Int64ub,
+    "expiry" / Int64ub,
+    "signature" / FixedBytes(ETH_SIGNATURE_BYTES),
+)
 LogEntryStruct = Struct(
     "node_id" / NodeId,
     "time_us" / Int64ub,
@@ -904,6 +918,69 @@ class Delta(Message):
 
     kind: int = attrs.field(validator=_one_of(DeltaKind), metadata={LIMIT: "0 or 1"})
     payload: bytes = registry_json_field()
+    ext: tuple = _ext()
+
+
+@attrs.frozen
+class VoucherEntry:
+    """One signed cumulative voucher of a VOUCHERS answer (RFC 10.10)."""
+
+    fid32: bytes = attrs.field(validator=_exact_bytes(32))
+    requests: int = attrs.field(validator=_u64)
+    bytes: int = attrs.field(validator=_u64)
+    epochs: int = attrs.field(validator=_u64)
+    expiry: int = attrs.field(validator=_u64)
+    signature: builtins.bytes = attrs.field(validator=_exact_bytes(ETH_SIGNATURE_BYTES))  # `bytes` is a field here
+
+    def to_wire(self):
+        return {"fid32": self.fid32, "requests": self.requests, "bytes": self.bytes, "epochs": self.epochs,
+                "expiry": self.expiry, "signature": self.signature}
+
+    @classmethod
+    def from_wire(cls, c):
+        return cls(c["fid32"], c["requests"], c["bytes"], c["epochs"], c["expiry"], c["signature"])
+
+
+def _empty_or(size):
+    def check(instance, attribute, value):
+        if not isinstance(value, bytes) or len(value) not in (0, size):
+            raise ValueError(f"{attribute.name} must be empty or {size} bytes")
+
+    return check
+
+
+@message(
+    MessageType.VOUCHER_ASK,
+    "payout" / FixedBytes(ADDRESS_BYTES),
+    "fid" / FidBytes,
+    "after" / PrefixedBytes(1),
+)
+class VoucherAsk(Message):
+    """A host asks a tracker for signed vouchers of the calls it served (RFC 10.10)."""
+
+    payout: bytes = attrs.field(validator=_exact_bytes(ADDRESS_BYTES))
+    fid: bytes = attrs.field(validator=_max_bytes(MAX_FID_BYTES), metadata={LIMIT: f"0..{MAX_FID_BYTES} bytes"})
+    after: bytes = attrs.field(validator=_empty_or(32), metadata={LIMIT: "0 or 32 bytes"})
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.VOUCHERS,
+    "chain_id" / Int64ub,
+    "contract" / FixedBytes(ADDRESS_BYTES),
+    "signer" / FixedBytes(ADDRESS_BYTES),
+    "vouchers" / PrefixedArray(Int8ub, VoucherEntryStruct),
+    "more" / Bool8,
+    nested={"vouchers": VoucherEntry},
+)
+class Vouchers(Message):
+    """Answers VOUCHER_ASK: vouchers paying the asker's payout address, by on-chain fid order."""
+
+    chain_id: int = attrs.field(validator=_u64)
+    contract: bytes = attrs.field(validator=_exact_bytes(ADDRESS_BYTES))
+    signer: bytes = attrs.field(validator=_exact_bytes(ADDRESS_BYTES))
+    vouchers: tuple = records_field(MAX_VOUCHERS)
+    more: int = attrs.field(validator=_uint(1))
     ext: tuple = _ext()
 
 

@@ -69,6 +69,7 @@ RESPONSES = {
     MessageType.LOGS: MessageType.LOG_LINES,
     MessageType.NAME: MessageType.STATEMENT_ACK,
     MessageType.SYNC: MessageType.DELTA,
+    MessageType.VOUCHER_ASK: MessageType.VOUCHERS,
 }
 REQUEST_TYPES = frozenset(RESPONSES)
 # Types that only ever answer a request: without the RESPONSE flag they mean nothing.
