@@ -101,6 +101,18 @@ class Tally:
             row = self._row(fid32, host)
             row[2] = min(V.UINT64_MAX, row[2] + 1)
 
+    def add(self, fid32, host, requests=0, nbytes=0, epochs=0):
+        """Add to the counters of (fid32, host) at once (what a tracker kept for a host before it bound an address)."""
+        with self._lock:
+            row = self._row(fid32, host)
+            for i, n in enumerate((requests, nbytes, epochs)):
+                row[i] = min(V.UINT64_MAX, row[i] + max(0, int(n)))
+
+    def keys(self):
+        """Every (fid32, host) counted."""
+        with self._lock:
+            return list(self._counts)
+
     def counters(self, fid32, host):
         with self._lock:
             return tuple(self._counts.get((fid32, host), (0, 0, 0)))

@@ -12,6 +12,7 @@ What a peer is made of, wired in one place.
     Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
     CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
     RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
+    Payout         VOUCHER_ASK to the home tracker, the voucher book, auto-claims (orb.peer.payments)
 
 The package store (``orb.net.packages``) is opened by the service layer
 and handed in as ``packages``; without one the peer hosts nothing and
@@ -45,6 +46,7 @@ from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
 MAINTAIN_INTERVAL_S = 1.0
+PAYOUT_ASK_S = 60.0  # a host asks its home tracker for vouchers this often (and after many calls)
 
 
 @attrs.frozen
@@ -66,7 +68,7 @@ class Peer:
     kind = "peer"
 
     def __init__(self, config, clock, key, rng, *, addrbook, connector, seed_lookup=None, tls_binding=True,
-                 frame_counter=None, packages=None):
+                 frame_counter=None, packages=None, payout=None, claimer=None):
         node = config.node
         self.config = config
         self.clock = clock
@@ -111,6 +113,9 @@ class Peer:
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
         self.table.lost_listeners.append(self.homing.session_lost)
+        self.payout, self.claimer = payout, claimer  # orb.peer.payments.Payout, orb.pay.claimer.AutoClaimer, or None
+        if payout is not None and self.invocations is not None:
+            self.invocations.finished_listeners.append(payout.call_finished)
         self.periodic = Periodic(clock)
 
     @property
@@ -126,6 +131,10 @@ class Peer:
             self.hosting.start()
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
         self.periodic.every(ANNOUNCE_INTERVAL_S, self.announce, now=False)
+        if self.payout is not None:
+            self.periodic.every(PAYOUT_ASK_S, self.payout.ask, now=False)
+        if self.claimer is not None:
+            self.claimer.start()
 
     def announce(self):
         """ANNOUNCE to the home tracker, with the jail's load (running + queued calls against its capacity)."""
@@ -135,6 +144,8 @@ class Peer:
 
     def stop(self):
         self.periodic.stop()
+        if self.claimer is not None:
+            self.claimer.stop()
         self.connections.stop()
         self.table.close_all()
         if self.invocations is not None:

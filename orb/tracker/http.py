@@ -420,6 +420,7 @@ class StatsResource(_Json):
                 },
                 "messages": st.messages_by_direction(),
                 "rates_per_s": st.rates_per_s(),
+                "eth_signer": getattr(st, "eth_signer", None),  # the voucher signer (RFC 10.10), None: no payments
             },
         )
 

@@ -341,6 +341,10 @@ class Replication:
             self._penalty.pop(next(iter(self._penalty)))
         self._penalty[node_id] = self.clock.seconds() + seconds
 
+    def verified_since(self, t):
+        """(fid text, node id) of every host that passed a challenge of ours at or after ``t`` (payments' epochs)."""
+        return [key for key, at in self._verified.items() if at >= t]
+
     def penalised(self, node_id):
         return self._penalty.get(node_id, 0) > self.clock.seconds()
 

@@ -159,6 +159,7 @@ class Router:
         self.registry = registry
         self.replication = replication
         self.call_listeners = []  # (fid text, latency s, ok) after each INVOKE answered here
+        self.run_listeners = []  # (fid raw, Answer, caller key or None, input bytes) once per run on a replica
         self.channel = channel or self._direct_channel
         self.rng = rng or random.Random()
         self.cache = cache if cache is not None else ResultCache(clock)
@@ -267,7 +268,7 @@ class Router:
             record.refuse(request_id, ErrorCode.BUSY, "this tracker has too many calls in flight; try another")
             return
         d = self.call(message.fid, message.input, message.deadline_ms / 1000 or None, message.token,
-                      trace_id_of(message))
+                      trace_id_of(message), caller=getattr(getattr(record, "remote", None), "public_key", None))
         key = (record, request_id)
         if not d.called:
             self._callers[key] = d
@@ -322,11 +323,12 @@ class Router:
 
     # --- calls ------------------------------------------------------------------------
 
-    def call(self, fid_raw, data, deadline_s=None, token=b"", trace_id=b""):
+    def call(self, fid_raw, data, deadline_s=None, token=b"", trace_id=b"", caller=None):
         """
         Run ``fid_raw`` once on its best replica: Deferred[Answer], never an
         errback. Cancelling the Deferred withdraws the call (CANCEL to the
-        replicas it is running on).
+        replicas it is running on). ``caller`` is the caller's Ed25519 key
+        when known (INVOKE's session), for the run listeners (payments).
         """
         self.counts["calls"] += 1
         self.hedge_tokens = min(HEDGE_BURST, self.hedge_tokens + HEDGE_RATIO)
@@ -366,8 +368,19 @@ class Router:
         if cacheable:
             self._runs[key] = call
             call.run_key = key
+        if self.run_listeners:  # once per run: not for cached answers nor callers sharing this run
+            call.deferred.addCallback(self._ran, fid_raw, caller, len(data))
         call.next_replica()
         return call.deferred if call.done else call.subscribe(budget_s, first=True)
+
+
+    def _ran(self, answer, fid_raw, caller, input_bytes):
+        for listener in self.run_listeners:
+            try:
+                listener(fid_raw, answer, caller, input_bytes)
+            except Exception:
+                log.failure("a run listener failed")
+        return answer
 
 
 class _Call:

@@ -15,6 +15,7 @@ What a tracker is made of, wired in one place.
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
     Stats          counters behind /metrics and the REST API        (orb.tracker.stats)
+    Payments       counting routed calls, VOUCHER_ASK -> VOUCHERS   (orb.tracker.payments; with --eth-rpc)
 
 ``Tracker`` is the core: it takes a clock, an address book, a registry and
 a connector, and never listens, writes files, prints or exits. The service
@@ -50,6 +51,7 @@ from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membershi
 from orb.tracker.stats import Stats
 
 MAINTAIN_INTERVAL_S = 1.0
+PAYMENTS_FLUSH_S = 30.0
 GETADDR_INTERVAL_S = 10.0  # trackers answer GETADDR again after this: discovery is their job
 MAX_GETADDR_PEERS = 500
 MAX_ADVERTISED_TRACKERS = 8
@@ -89,7 +91,7 @@ class Tracker:
     kind = "tracker"
 
     def __init__(self, config, clock, key, rng, *, addrbook, registry, connector, stats=None, tls_binding=True,
-                 packages=None, runner=None):
+                 packages=None, runner=None, payments=None):
         node = config.node
         self.config = config
         self.clock = clock
@@ -148,6 +150,12 @@ class Tracker:
         self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost,
                                           self.relayer.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
+        self.payments = payments  # orb.tracker.payments.Payments, opened by the service layer, or None
+        if payments is not None:
+            payments.local_id, payments.verified_since = self.local.node_id, self.replication.verified_since
+            self.router.run_listeners.append(payments.call_ran)
+            self.table.handlers.update(payments.handlers())
+            self.stats.eth_signer = payments.signer  # REST /api/v1/stats: owners name it with orb fund --signer
         self.periodic = Periodic(clock)
 
     @property
@@ -162,6 +170,9 @@ class Tracker:
         self.periodic.every(PUSH_INTERVAL_S, self.federation.push_changes, now=False)
         self.periodic.every(ANTI_ENTROPY_INTERVAL_S, self.federation.anti_entropy, now=False)
         self.periodic.every(REPLICATION_TICK_S, self.replication.tick, now=False)
+        if self.payments is not None:
+            self.periodic.every(self.payments.epoch_s, self.payments.epoch_tick, now=False)
+            self.periodic.every(PAYMENTS_FLUSH_S, self.payments.flush, now=False)
 
     def publish_self(self):
         """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
@@ -178,6 +189,8 @@ class Tracker:
         self.table.close_all()
         if self.packages is not None:
             self.deployments.runner.stop()  # the jail's zygote and children
+        if self.payments is not None:
+            self.payments.close()  # flushes the tally
 
     def _count_frame(self, direction, message_type, size_bytes):
         way = "in" if direction == "rx" else "out"
