@@ -1,9 +1,11 @@
 # -*- test-case-name: tests.test_options -*-
 """``twistd orb-peer``: options and makeService."""
 
+import os
 import re
 import sys
 
+import attrs
 from twisted.internet import reactor
 from twisted.python import usage
 
@@ -46,6 +48,26 @@ class Options(NodeOptions):
     def opt_outbound_trackers(self, value):
         """Outbound tracker connections to keep [default: 2]."""
         self["outbound-trackers"] = value
+
+    def opt_wallet(self, path):
+        """The payout wallet: its address is paid for the calls served (made if missing, mode 0600) [default: DATA-DIR/private/wallet.json with --eth-rpc]."""
+        self["wallet"] = path
+
+    def opt_eth_rpc(self, url):
+        """Ethereum JSON-RPC URL: ask the home tracker for vouchers and claim them on the escrow there [default: off]."""
+        self["eth-rpc"] = url
+
+    def opt_escrow(self, address):
+        """OrbEscrow's address [default: asked of the embedded chain at --eth-rpc]."""
+        self["escrow"] = address
+
+    def opt_claim_threshold_wei(self, wei):
+        """Claim once the vouchers would pay at least this many wei [default: 10**15, 0.001 ether]."""
+        self["claim-threshold-wei"] = wei
+
+    def opt_claim_every(self, seconds):
+        """Seconds between looks at the voucher book for a claim [default: 60]."""
+        self["claim-every"] = seconds
 
     def opt_max_functions(self, value):
         """Most functions this peer hosts; further OFFERs are declined [default: 100]."""
@@ -101,6 +123,7 @@ class Options(NodeOptions):
         if not CACHE_TAG_RE.match(tag or ""):
             raise usage.UsageError(f"--python-tag {tag!r} is not a cache tag like {sys.implementation.cache_tag}")
         self["python-tag"] = tag
+        self["payout"] = _payout_config(self)
 
     optFlags = [["allow-unconfined", None, "DANGEROUS: run hosted functions even where a jail layer is missing."],
                 ["no-listen", None, "Accept no connections and advertise no address: trackers reach this peer "
@@ -110,6 +133,57 @@ class Options(NodeOptions):
         return ho.HostingPolicy(max_functions=self["max-functions"], max_disk_bytes=self["max-disk-mb"] * MIB,
                                 runtimes=self["runtimes"], max_memory_mb=self["max-memory-mb"],
                                 cache_tag=self["python-tag"])
+
+
+@attrs.frozen
+class PayoutConfig:
+    eth_rpc: str
+    escrow: str | None
+    wallet: str
+    claim_threshold_wei: int
+    claim_every_s: float
+
+
+def _payout_config(options):
+    url = options.get("eth-rpc")
+    if not url:
+        for name in ("wallet", "escrow", "claim-threshold-wei", "claim-every"):
+            if options.get(name) is not None:
+                raise usage.UsageError(f"--{name} needs --eth-rpc URL")
+        return None
+    if not str(url).startswith(("http://", "https://")):
+        raise usage.UsageError(f"--eth-rpc {url}: an http:// or https:// URL")
+    escrow = options.get("escrow")
+    if escrow is not None:
+        from eth_utils import is_address, to_checksum_address
+
+        if not is_address(escrow):
+            raise usage.UsageError(f"--escrow {escrow}: not an Ethereum address")
+        escrow = to_checksum_address(escrow)
+    threshold = str(options.get("claim-threshold-wei", 10**15))
+    if not threshold.isdigit() or int(threshold) >= 2**256:
+        raise usage.UsageError("--claim-threshold-wei takes a whole number of wei")
+    wallet = os.path.abspath(os.path.expanduser(options.get("wallet") or
+                                                os.path.join(options["data-dir"], "private", "wallet.json")))
+    return PayoutConfig(eth_rpc=url, escrow=escrow, wallet=wallet, claim_threshold_wei=int(threshold),
+                        claim_every_s=opt.positive_float("claim-every", options.get("claim-every", 60)))
+
+
+def open_payout(config, reactor, data_dir, homing):
+    """The host's Payout and AutoClaimer: its wallet, its voucher book (DATA-DIR/vouchers.sqlite), the escrow."""
+    from orb.pay.book import VoucherBook
+    from orb.pay.claimer import AutoClaimer, ClaimPolicy
+    from orb.pay.contract import Escrow
+    from orb.pay.node import ChainConfig, load_or_create_key, open_chain
+    from orb.peer.payments import Payout
+
+    w3, domain, escrow = open_chain(ChainConfig(config.eth_rpc, config.escrow))
+    account = load_or_create_key(config.wallet)
+    book = VoucherBook(os.path.join(data_dir, "vouchers.sqlite"), clock=reactor)
+    payout = Payout(reactor, homing, book, account.address, domain)
+    claimer = AutoClaimer(book, Escrow(w3, escrow), account, domain, reactor,
+                          ClaimPolicy(min_claim_wei=config.claim_threshold_wei, interval_s=config.claim_every_s))
+    return payout, claimer
 
 
 def makeService(config):
@@ -123,11 +197,12 @@ def makeService(config):
         dns_seed=config["dns-seed"],
         fetch_rate=config["fetch-rate"],
     )
-    return peer_service(peer_config, reactor)
+    return peer_service(peer_config, reactor, payout=config["payout"])
 
 
-def peer_service(config, reactor):
-    """The peer's MultiService: its address book and package store, its core and the wire listener."""
+def peer_service(config, reactor, payout=None):
+    """The peer's MultiService: its address book and package store, its core and the wire listener; ``payout``
+    a PayoutConfig (None: not paid)."""
     policy = config.hosting
 
     seed = None
@@ -137,8 +212,11 @@ def peer_service(config, reactor):
         seed = seed_lookup(reactor, config.dns_seed)
 
     def build(key, rng, addrbook, states, connector):
-        return Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector, packages=states["packages"],
+        peer = Peer(config, reactor, key, rng, addrbook=addrbook, connector=connector, packages=states["packages"],
                     seed_lookup=seed)
+        if payout is not None:  # Payout needs the core's Homing: wired after it is built, before it starts
+            peer.add_payout(*open_payout(payout, reactor, config.node.data_dir, peer.homing))
+        return peer
 
     # The store's own bounds sit above the policy's (which decides offers): room for one download past it.
     packages = pk.node_store(reactor, config.node.data_dir, max_bytes=policy.max_disk_bytes + policy.max_package_bytes,

@@ -68,7 +68,7 @@ class Peer:
     kind = "peer"
 
     def __init__(self, config, clock, key, rng, *, addrbook, connector, seed_lookup=None, tls_binding=True,
-                 frame_counter=None, packages=None, payout=None, claimer=None):
+                 frame_counter=None, packages=None):
         node = config.node
         self.config = config
         self.clock = clock
@@ -113,10 +113,14 @@ class Peer:
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])
         self.table.lost_listeners.append(self.homing.session_lost)
-        self.payout, self.claimer = payout, claimer  # orb.peer.payments.Payout, orb.pay.claimer.AutoClaimer, or None
-        if payout is not None and self.invocations is not None:
-            self.invocations.finished_listeners.append(payout.call_finished)
+        self.payout = self.claimer = None  # orb.peer.payments.Payout, orb.pay.claimer.AutoClaimer (add_payout)
         self.periodic = Periodic(clock)
+
+    def add_payout(self, payout, claimer=None):
+        """Be paid: VOUCHER_ASK to the home tracker (``payout``), claims on the escrow (``claimer``). Before start()."""
+        self.payout, self.claimer = payout, claimer
+        if self.invocations is not None:
+            self.invocations.finished_listeners.append(payout.call_finished)
 
     @property
     def node_id(self):

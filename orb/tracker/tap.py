@@ -104,6 +104,18 @@ class Options(NodeOptions):
         """DNS answers a second per source network (IPv4 /24, IPv6 /56) over UDP; 0 turns the limit off; loopback is exempt [default: 50]."""
         self["dns-rrl"] = n
 
+    def opt_eth_rpc(self, url):
+        """Ethereum JSON-RPC URL: count routed calls and sign payment vouchers (RFC 10.10) for the escrow there [default: off]."""
+        self["eth-rpc"] = url
+
+    def opt_escrow(self, address):
+        """OrbEscrow's address [default: asked of the embedded chain at --eth-rpc]."""
+        self["escrow"] = address
+
+    def opt_epoch(self, seconds):
+        """Seconds of one uptime epoch paid to hosts that passed a challenge in it; at least --challenge-interval [default: 3600]."""
+        self["epoch"] = seconds
+
     def opt_peer_ttl(self, seconds):
         """Seconds without a sign of life before a peer expires [default: 90]."""
         self["peer-ttl"] = seconds
@@ -130,6 +142,7 @@ class Options(NodeOptions):
             raise usage.UsageError("--gateway-burst must be at least 1 (use --gateway-rate 0 for no limit)")
         self["gateway-receive-timeout"] = opt.positive_float(
             "gateway-receive-timeout", self.get("gateway-receive-timeout", defaults.receive_timeout_s))
+        self["payments"] = _payments_config(self)
         self["join-ca"] = tuple(opt.parse_name_port(t, "--join-ca") for t in self.get("join-ca", []))
         if self["join-ca"] and not self.get("ca"):
             raise usage.UsageError("--join-ca needs --ca FILE: the certificate authorities to verify the name with")
@@ -182,6 +195,46 @@ def dns_config(options):
     )
 
 
+def _payments_config(options):
+    """--eth-rpc, --escrow, --epoch as a PaymentsConfig, or None (payments off)."""
+    url = options.get("eth-rpc")
+    if not url:
+        if options.get("escrow"):
+            raise usage.UsageError("--escrow needs --eth-rpc URL")
+        return None
+    if not str(url).startswith(("http://", "https://")):
+        raise usage.UsageError(f"--eth-rpc {url}: an http:// or https:// URL")
+    escrow = options.get("escrow")
+    if escrow is not None:
+        from eth_utils import is_address, to_checksum_address
+
+        if not is_address(escrow):
+            raise usage.UsageError(f"--escrow {escrow}: not an Ethereum address")
+        escrow = to_checksum_address(escrow)
+    epoch_s = opt.positive_float("epoch", options.get("epoch", 3600))
+    if epoch_s < options["challenge-interval"]:
+        raise usage.UsageError(f"--epoch {epoch_s:g} is shorter than --challenge-interval {options['challenge-interval']:g}: "
+                               "a host could pass no challenge in an epoch")
+    return PaymentsConfig(eth_rpc=url, escrow=escrow, epoch_s=epoch_s)
+
+
+@attrs.frozen
+class PaymentsConfig:
+    eth_rpc: str
+    escrow: str | None
+    epoch_s: float
+
+
+def open_payments(config, reactor, data_dir):
+    """The tracker's Payments: its signing key (private/, 0600), the escrow's domain, tally and payouts."""
+    from orb.pay.node import ChainConfig, load_or_create_key, open_chain, signer_key_path
+    from orb.tracker.payments import open_payments as open_tracker_payments
+
+    _, domain, _ = open_chain(ChainConfig(config.eth_rpc, config.escrow))
+    key = load_or_create_key(signer_key_path(data_dir))
+    return open_tracker_payments(data_dir, key, domain, reactor, epoch_s=config.epoch_s)
+
+
 def makeService(config):
     config.apply_log_level()
     node = attrs.evolve(config.node_config("orb-tracker/0.1"), tls_cert=config.get("tls-cert"),
@@ -195,17 +248,19 @@ def makeService(config):
                               burst=config["gateway-burst"], receive_timeout_s=config["gateway-receive-timeout"]),
         dns=config["dns"],
     )
-    return tracker_service(tracker_config, reactor)
+    return tracker_service(tracker_config, reactor, payments=config["payments"])
 
 
-def tracker_service(config, reactor):
-    """The tracker's MultiService: its stores, its core, the wire and HTTP listeners."""
+def tracker_service(config, reactor, payments=None):
+    """The tracker's MultiService: its stores, its core, the wire and HTTP listeners; ``payments`` a
+    PaymentsConfig (None: no vouchers)."""
     def load_registry(db, key):
         return reg.Registry.load(db, reactor, key, peer_ttl_s=config.peer_ttl_s)
 
     def build(key, rng, addrbook, states, connector):
         return Tracker(config, reactor, key, rng, addrbook=addrbook, registry=states["registry"], connector=connector,
-                       packages=states["packages"])
+                       packages=states["packages"],
+                       payments=open_payments(payments, reactor, config.node.data_dir) if payments else None)
 
     def http_site(core):
         return build_site(core.registry, core.stats, core.router, reactor, config.gateway)
