@@ -32,7 +32,8 @@ MAX_PAGES = 64  # VOUCHERS pages followed in one round (64 x 64 vouchers)
 
 
 class Payout:
-    def __init__(self, clock, homing, book, address, domain, *, run_in_thread=None, ask_after_calls=ASK_AFTER_CALLS):
+    def __init__(self, clock, homing, book, address, domain, *, run_in_thread=None, ask_after_calls=ASK_AFTER_CALLS,
+                 ask_every_s=ASK_EVERY_S):
         self.clock = clock
         self.homing = homing
         self.book = book
@@ -42,6 +43,7 @@ class Payout:
             from twisted.internet.threads import deferToThread as run_in_thread
         self._in_thread = run_in_thread
         self.ask_after_calls = ask_after_calls
+        self.ask_every_s = ask_every_s
         self.signers = {}  # tracker node id -> its signer address (pinned at its first VOUCHERS)
         self._calls = 0
         self._asking = False

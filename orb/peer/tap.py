@@ -65,6 +65,10 @@ class Options(NodeOptions):
         """Claim once the vouchers would pay at least this many wei [default: 10**15, 0.001 ether]."""
         self["claim-threshold-wei"] = wei
 
+    def opt_voucher_ask_every(self, seconds):
+        """Seconds between VOUCHER_ASKs to the home tracker (also sent after 1000 calls served) [default: 60]."""
+        self["voucher-ask-every"] = seconds
+
     def opt_claim_every(self, seconds):
         """Seconds between looks at the voucher book for a claim [default: 60]."""
         self["claim-every"] = seconds
@@ -142,12 +146,13 @@ class PayoutConfig:
     wallet: str
     claim_threshold_wei: int
     claim_every_s: float
+    ask_every_s: float = 60.0
 
 
 def _payout_config(options):
     url = options.get("eth-rpc")
     if not url:
-        for name in ("wallet", "escrow", "claim-threshold-wei", "claim-every"):
+        for name in ("wallet", "escrow", "claim-threshold-wei", "claim-every", "voucher-ask-every"):
             if options.get(name) is not None:
                 raise usage.UsageError(f"--{name} needs --eth-rpc URL")
         return None
@@ -166,7 +171,8 @@ def _payout_config(options):
     wallet = os.path.abspath(os.path.expanduser(options.get("wallet") or
                                                 os.path.join(options["data-dir"], "private", "wallet.json")))
     return PayoutConfig(eth_rpc=url, escrow=escrow, wallet=wallet, claim_threshold_wei=int(threshold),
-                        claim_every_s=opt.positive_float("claim-every", options.get("claim-every", 60)))
+                        claim_every_s=opt.positive_float("claim-every", options.get("claim-every", 60)),
+                        ask_every_s=opt.positive_float("voucher-ask-every", options.get("voucher-ask-every", 60)))
 
 
 def open_payout(config, reactor, data_dir, homing):
@@ -180,7 +186,7 @@ def open_payout(config, reactor, data_dir, homing):
     w3, domain, escrow = open_chain(ChainConfig(config.eth_rpc, config.escrow))
     account = load_or_create_key(config.wallet)
     book = VoucherBook(os.path.join(data_dir, "vouchers.sqlite"), clock=reactor)
-    payout = Payout(reactor, homing, book, account.address, domain)
+    payout = Payout(reactor, homing, book, account.address, domain, ask_every_s=config.ask_every_s)
     claimer = AutoClaimer(book, Escrow(w3, escrow), account, domain, reactor,
                           ClaimPolicy(min_claim_wei=config.claim_threshold_wei, interval_s=config.claim_every_s))
     return payout, claimer

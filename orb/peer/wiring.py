@@ -46,7 +46,6 @@ from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
 MAINTAIN_INTERVAL_S = 1.0
-PAYOUT_ASK_S = 60.0  # a host asks its home tracker for vouchers this often (and after many calls)
 
 
 @attrs.frozen
@@ -136,7 +135,7 @@ class Peer:
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
         self.periodic.every(ANNOUNCE_INTERVAL_S, self.announce, now=False)
         if self.payout is not None:
-            self.periodic.every(PAYOUT_ASK_S, self.payout.ask, now=False)
+            self.periodic.every(self.payout.ask_every_s, self.payout.ask, now=False)
         if self.claimer is not None:
             self.claimer.start()
 
