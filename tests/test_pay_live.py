@@ -40,7 +40,7 @@ class PaidCallsTests(DaemonTestMixin, TestCase):
         base = self.base_dir()
         owner_wallet = write_raw_wallet(os.path.join(base, "owner", "owner.json"), accounts[1]["private_key"])
         t1 = yield self.start_tracker("t1", "--eth-rpc", url)
-        stats = yield t1.get_json("/api/v1/stats")
+        _, stats = yield t1.get_json("/api/v1/stats")
         signer = stats["eth_signer"]
         self.assertTrue(signer and signer.startswith("0x"), stats)
         self.assertEqual(os.stat(os.path.join(t1.data_dir, "private", "eth-signer.key")).st_mode & 0o777, 0o600)
