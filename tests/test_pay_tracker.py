@@ -377,3 +377,57 @@ class WiredTests(SynchronousTestCase):
         d = self.peer.table.get(self.tracker.node_id).request(ask())
         self.net.run(1)
         self.assertEqual(self.failureResultOf(d, RemoteError).value.code, ErrorCode.UNSUPPORTED)
+
+    def test_many_calls_served_ask_early(self):
+        """A host that served ask_after_calls calls asks for its vouchers at once, not at the next period."""
+        self.payout.ask_after_calls = 3
+        self.served(3)
+        for _ in range(2):
+            self.payout.call_finished(FID_RAW, result(), b"", 0.0)
+        self.assertEqual(self.payout.counts["asks"], 0)
+        self.payout.call_finished(FID_RAW, result(), b"", 0.0)
+        self.net.run(1)
+        self.assertEqual(self.payout.counts["asks"], 1)
+        self.assertEqual(len(self.book), 1)
+
+
+class OptionTests(SynchronousTestCase):
+    def parse(self, module, *argv):
+        from twisted.python import usage
+
+        options = module.Options()
+        try:
+            options.parseOptions(["--data-dir", self.mktemp(), "--listen", "tcp:0:interface=127.0.0.1", *argv])
+        except SystemExit as e:
+            raise usage.UsageError(str(e)) from None
+        return options
+
+    def test_payments_are_off_unless_eth_rpc_is_given(self):
+        """Without --eth-rpc neither daemon pays nor is paid; --escrow, --wallet alone are refused."""
+        from twisted.python import usage
+
+        from orb.peer import tap as peer_tap
+        from orb.tracker import tap as tracker_tap
+
+        self.assertIsNone(self.parse(tracker_tap)["payments"])
+        self.assertIsNone(self.parse(peer_tap)["payout"])
+        self.assertRaises(usage.UsageError, self.parse, tracker_tap, "--escrow", DOMAIN.contract)
+        self.assertRaises(usage.UsageError, self.parse, peer_tap, "--wallet", "w.json")
+
+    def test_payment_options_are_checked(self):
+        """A bad URL, address, threshold, or an epoch shorter than the challenge interval is refused."""
+        from twisted.python import usage
+
+        from orb.peer import tap as peer_tap
+        from orb.tracker import tap as tracker_tap
+
+        url = "http://127.0.0.1:8545"
+        config = self.parse(tracker_tap, "--eth-rpc", url, "--escrow", DOMAIN.contract.lower(), "--epoch", "600")
+        self.assertEqual((config["payments"].escrow, config["payments"].epoch_s), (DOMAIN.contract, 600.0))
+        for argv in (("--eth-rpc", "ftp://x"), ("--eth-rpc", url, "--escrow", "0x12"),
+                     ("--eth-rpc", url, "--epoch", "60")):
+            self.assertRaises(usage.UsageError, self.parse, tracker_tap, *argv)
+        payout = self.parse(peer_tap, "--eth-rpc", url, "--claim-threshold-wei", "5", "--claim-every", "2")["payout"]
+        self.assertEqual((payout.claim_threshold_wei, payout.claim_every_s, payout.ask_every_s), (5, 2.0, 60.0))
+        self.assertTrue(payout.wallet.endswith(os.path.join("private", "wallet.json")))
+        self.assertRaises(usage.UsageError, self.parse, peer_tap, "--eth-rpc", url, "--claim-threshold-wei", "-1")
