@@ -253,6 +253,39 @@ class RouterRunListenerTests(SynchronousTestCase):
         self.assertEqual(len(self.runs), 1)
 
 
+    def test_identical_pure_calls_sharing_a_run_are_one_run(self):
+        """Two identical calls of a pure function while the first runs: one run is told, not two."""
+        channel = R.Channel(self.clock, R.node(1))
+        router = Router(self.clock, None, R.Registry(R.Function(pure=True)), R.Replication([self.peer]),
+                        channel=lambda node_id: channel)
+        router.run_listeners.append(lambda *a: self.runs.append(a))
+        first, second = router.call(R.FID_RAW, b"abc"), router.call(R.FID_RAW, b"abc")
+        [(_, _, d)] = channel.sent
+        d.callback(R.ok(b"out"))
+        self.successResultOf(first), self.successResultOf(second)
+        self.assertEqual(len(self.runs), 1)
+
+    def test_invoke_from_the_host_itself_is_not_counted(self):
+        """INVOKE over the replica's own session: the router passes its key, payments sees a self-call."""
+        payments = P.Payments(self.clock, Tally(":memory:", SIGNER_KEY, DOMAIN, clock=self.clock),
+                              P.Bindings(":memory:"), run_in_thread=inline)
+        self.addCleanup(payments.close)
+        host_key = b"\x05" * 32
+        host = R.Peer(node_id_for(host_key))
+        channel = R.Channel(self.clock, host.node_id, auto=lambda msg: R.ok(b"out"))
+        router = Router(self.clock, None, R.Registry(R.Function()), R.Replication([host]),
+                        channel=lambda node_id: channel)
+        router.run_listeners.append(payments.call_ran)
+        caller = R.Record()
+        caller.remote = attrs.make_class("Remote", ["public_key"])(host_key)
+        router.on_invoke(caller, m.Invoke(fid=R.FID_RAW, deadline_ms=1000, token=b"", input=b"x"), 1)
+        stranger = R.Record()
+        stranger.remote = attrs.make_class("Remote", ["public_key"])(b"\x06" * 32)
+        router.on_invoke(stranger, m.Invoke(fid=R.FID_RAW, deadline_ms=1000, token=b"", input=b"y"), 1)
+        self.assertEqual((len(caller.sent), len(stranger.sent)), (1, 1))
+        self.assertEqual((payments.counts["self_calls"], payments.counts["calls_counted"]), (1, 1))
+
+
 class WireVectorTests(SynchronousTestCase):
     def test_the_vouchers_vector_verifies(self):
         """The VOUCHERS vector of Appendix A carries the RFC 10.10 voucher, and its signature is the signer's."""
