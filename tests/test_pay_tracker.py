@@ -410,6 +410,28 @@ class WiredTests(SynchronousTestCase):
         d = self.peer.table.get(self.tracker.node_id).request(ask())
         self.net.run(1)
         self.assertEqual(self.failureResultOf(d, RemoteError).value.code, ErrorCode.UNSUPPORTED)
+        d = self.payout.ask()  # the host's Payout: such a tracker is not asked again
+        self.net.run(1)
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual((self.payout.unpaying, self.payout.trackers()), ({self.tracker.node_id}, []))
+
+    def test_every_tracker_session_is_asked(self):
+        """A host with sessions to two paying trackers gets vouchers from both (each signs what it routed)."""
+        t2 = self.net.tracker("10.1.0.2")
+        tally = Tally(os.path.join(self.dir, "tally2.sqlite"), OTHER_KEY, DOMAIN, clock=self.net.clock)
+        payments2 = P.Payments(self.net.clock, tally, P.Bindings(os.path.join(self.dir, "payouts2.sqlite")),
+                               local_id=t2.node_id, run_in_thread=inline)
+        self.addCleanup(payments2.close)
+        t2.table.handlers.update(payments2.handlers())
+        self.peer.table.dial("10.1.0.2", PORT)
+        self.net.run(2)
+        self.assertEqual(len(self.payout.trackers()), 2)
+        self.served(2)
+        payments2.call_ran(FID_RAW, answer(replica=self.peer.node_id), None, 0)
+        d = self.payout.ask()
+        self.net.run(1)
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertEqual(sorted(e.signed.voucher.requests for e in self.book.latest()), [1, 2])
 
     def test_many_calls_served_ask_early(self):
         """A host that served ask_after_calls calls asks for its vouchers at once, not at the next period."""

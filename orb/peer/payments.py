@@ -1,10 +1,13 @@
 # -*- test-case-name: tests.test_pay_tracker -*-
 """
 A host's pay (RFC 10.10): every ``ask_every_s``, and sooner once it has
-served ``ask_after_calls`` calls, it sends VOUCHER_ASK to its home tracker
-(Homing's primary) with its payout address, pages through the VOUCHERS
+served ``ask_after_calls`` calls, it sends VOUCHER_ASK with its payout
+address to its home tracker (Homing's primary) and to every other tracker
+it has an outbound session with (a call may be routed, and a challenge
+made, by a tracker that is not its home), pages through each VOUCHERS
 answer, and keeps each voucher in its VoucherBook (orb.pay.book), which an
-AutoClaimer (orb.pay.claimer) claims from.
+AutoClaimer (orb.pay.claimer) claims from. A tracker that signs no vouchers
+(ERROR unsupported) is not asked again.
 
 A voucher is refused (logged, not kept) when it is for another chain or
 escrow than ours, when it does not pay our address, when its signature does
@@ -22,6 +25,7 @@ from twisted.internet import defer
 from orb.net.logs import orb_logger
 from orb.pay import voucher as V
 from orb.protocol import messages as m
+from orb.protocol.codes import ErrorCode
 
 log = orb_logger()
 
@@ -45,6 +49,7 @@ class Payout:
         self.ask_after_calls = ask_after_calls
         self.ask_every_s = ask_every_s
         self.signers = {}  # tracker node id -> its signer address (pinned at its first VOUCHERS)
+        self.unpaying = set()  # tracker node ids that answered ERROR(unsupported): they sign no vouchers
         self._calls = 0
         self._asking = False
         self.counts = {"asks": 0, "stored": 0, "refused": 0, "denied": 0}
@@ -55,20 +60,30 @@ class Payout:
         if self._calls >= self.ask_after_calls:
             self.ask()
 
+    def trackers(self):
+        """The tracker sessions to ask: the home tracker first, then the other outbound tracker sessions."""
+        primary = self.homing.primary
+        found = [primary] if primary is not None and primary.ready else []
+        for record in self.homing.table.outbound(trackers=True):
+            if record.ready and record not in found:
+                found.append(record)
+        return [r for r in found if r.node_id not in self.unpaying]
+
     def ask(self):
-        """One round of VOUCHER_ASK to the home tracker: a Deferred of how many vouchers were stored (None: not now)."""
-        tracker = self.homing.primary
-        if self._asking or tracker is None or not tracker.ready:
+        """One round of VOUCHER_ASK to each tracker: a Deferred of how many vouchers were stored (None: not now)."""
+        trackers = self.trackers()
+        if self._asking or not trackers:
             return defer.succeed(None)
         self._asking = True
         self._calls = 0
         self.counts["asks"] += 1
-        d = self._page(tracker, b"", 0, 0)
+        d = defer.gatherResults([self._page(t, b"", 0, 0) for t in trackers], consumeErrors=True)
 
         def done(result):
             self._asking = False
             return result
 
+        d.addCallback(sum)
         d.addBoth(done)
         return d
 
@@ -90,6 +105,10 @@ class Payout:
         def failed(failure):
             from orb.net.adapter import RemoteError
 
+            if failure.check(RemoteError) and failure.value.code == ErrorCode.UNSUPPORTED:
+                self.unpaying.add(tracker.node_id)
+                log.info("tracker {peer} signs no vouchers: not asked again", peer=tracker.name)
+                return stored
             if failure.check(RemoteError):
                 self.counts["denied"] += 1
                 log.warn("tracker {peer} refused our VOUCHER_ASK: {why}", peer=tracker.name,
