@@ -206,6 +206,20 @@ class PaymentsTests(SynchronousTestCase):
         self.payments.epoch_tick()
         self.assertEqual(self.payments.tally.counters(FID32, HOST)[2], 1)
 
+    def test_no_voucher_leaves_before_the_binding_is_stored(self):
+        """If the payout address cannot be stored, the ask is ERROR(internal), nothing is signed, and it is not bound."""
+        self.payments.call_ran(FID_RAW, answer(), None, 0)
+
+        def broken(node_id, address, now):
+            raise OSError("disk full")
+
+        self.payments.bindings.bind = broken
+        record = FakeRecord()
+        self.payments.on_voucher_ask(record, ask(), 1)
+        self.flushLoggedErrors(OSError)
+        self.assertEqual(([c for _, c, _ in record.refused], record.sent), ([ErrorCode.INTERNAL], []))
+        self.assertIsNone(self.payments.payout_of(HOST_ID))
+
     def test_one_ask_at_a_time_per_host(self):
         """A VOUCHER_ASK while the same host's previous one is being signed is refused busy."""
         pending = defer.Deferred()

@@ -204,15 +204,16 @@ class Payments:
         if node_id in self._signing or len(self._signing) >= MAX_SIGNING_JOBS:
             record.refuse(request_id, ErrorCode.BUSY, "vouchers are being signed; ask again shortly")
             return
+        bound_now = defer.succeed(None)
         if bound is None:
             if len(self._payout) >= MAX_BINDINGS:
                 record.refuse(request_id, ErrorCode.BUSY, "this tracker binds no more payout addresses")
                 return
-            self._bind(node_id, payout)
+            bound_now = self._bind(node_id, payout)  # durable before any voucher for it leaves
         self._signing.add(node_id)
         fids = [fid32] if fid32 is not None else sorted(self._fids_of.get(payout, ()))  # copied on this thread
-        d = defer.maybeDeferred(self._in_thread, self._sign_blocking, payout, fids, fid32 is not None,
-                                message.after or None)
+        d = bound_now.addCallback(lambda _: self._in_thread(self._sign_blocking, payout, fids, fid32 is not None,
+                                                            message.after or None))
 
         def answer(result):
             entries, more = result
@@ -231,13 +232,18 @@ class Payments:
     def _bind(self, node_id, payout):
         self._payout[node_id] = payout
         log.info("{peer} is paid at {address}", peer=node_id.hex()[:16], address=payout)
-        self._in_thread(self.bindings.bind, node_id, payout, self.clock.seconds()).addErrback(
-            lambda f: log.failure("storing the payout address of {peer}", f, peer=node_id.hex()[:16]))
         pending = self._unbound.pop(node_id, {})
         self._unbound_count -= len(pending)
         for fid32, (r, b, e) in pending.items():
             self.tally.add(fid32, payout, r, b, e)
             self._fids_of.setdefault(payout, set()).add(fid32)
+        d = defer.maybeDeferred(self._in_thread, self.bindings.bind, node_id, payout, self.clock.seconds())
+
+        def unbound(failure):
+            self._payout.pop(node_id, None)  # not durable: no voucher goes out, the next ask binds again
+            return failure
+
+        return d.addErrback(unbound)
 
     def _sign_blocking(self, payout, fids, one, after):
         """In a thread: (VoucherEntry list, more). One fid: its voucher, even unchanged. All: those changed
