@@ -404,6 +404,19 @@ class WiredTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 0)
         self.assertEqual(elsewhere.counts["refused"], 1)
 
+    def test_a_voucher_signed_for_another_host_is_refused(self):
+        """An entry whose signature is over another host's voucher does not recover to the signer: refused, not kept."""
+        signer = V.address_of(SIGNER_KEY)
+        theirs = V.sign(DOMAIN, V.Voucher(fid=FID32, host=OTHER, signer=signer, requests=5, bytes=0, epochs=0,
+                                          expiry=2_000_000_000), SIGNER_KEY)
+        v = theirs.voucher
+        answer_msg = m.Vouchers(chain_id=DOMAIN.chain_id, contract=bytes.fromhex(DOMAIN.contract[2:]),
+                                signer=bytes.fromhex(signer[2:]), more=0,
+                                vouchers=(m.VoucherEntry(v.fid, v.requests, v.bytes, v.epochs, v.expiry,
+                                                         theirs.signature),))
+        stored = self.payout._store(self.payout._accept(self.tracker.node_id, answer_msg))
+        self.assertEqual((stored, self.payout.counts["refused"], len(self.book)), (0, 1, 0))
+
     def test_ping_and_error_floods_earn_nothing(self):
         """Hundreds of PINGs and ERRORs from a host count no request, byte or epoch."""
         record = self.peer.table.get(self.tracker.node_id)
