@@ -31,6 +31,7 @@ table with it, and the core and the store take the table as a parameter.
 
 import functools
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -101,6 +102,26 @@ def _reject_float(text: str) -> Any:
     raise RegistryChangeError("non-integer number in JSON")
 
 
+MAX_JSON_DEPTH = 64  # arrays and objects inside each other; records nest 4 deep
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS_ONLY = re.compile(rb"[\[\]{}]+")
+_JSON_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in JSON text ``data`` (brackets inside strings not counted).
+
+    Checked before ``json.loads``, whose C parser recurses once per level: a
+    library that raises the interpreter's recursion limit (py-evm sets 12,288,
+    py_ecc 100,000) turns a deep document into a C stack overflow, a crash
+    rather than a RecursionError."""
+    if b"[" not in data and b"{" not in data:
+        return 0
+    brackets = _JSON_BRACKETS_ONLY.findall(_JSON_STRINGS.sub(b'""', data))
+    steps = memoryview(b"".join(brackets).translate(_JSON_STEPS)).cast("b")  # +1 opens, -1 closes
+    return max(itertools.accumulate(steps), default=0)
+
+
 def parse_json(data: Any, max_bytes: int, what: str) -> Any:
     """Parse ``data`` (at most ``max_bytes``) as JSON.  Duplicate keys,
     non-finite and non-integer numbers are refused; anything wrong raises
@@ -109,6 +130,8 @@ def parse_json(data: Any, max_bytes: int, what: str) -> Any:
         raise RegistryChangeError(f"{what}: expected bytes")
     if len(data) > max_bytes:
         raise RegistryChangeError(f"{what}: {len(data)} bytes is over the {max_bytes} limit")
+    if json_depth(bytes(data)) > MAX_JSON_DEPTH:
+        raise RegistryChangeError(f"{what}: arrays and objects nested deeper than {MAX_JSON_DEPTH}")
     try:
         return json.loads(
             bytes(data).decode("utf-8"),
