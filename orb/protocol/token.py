@@ -202,6 +202,8 @@ def decode(data):
         root = not links
         link, offset = _decode_link(view, offset, root, links[-1].holder if links else None)
         links.append(link)
+    if not links:
+        raise TokenError(MALFORMED, "a token has at least one link")
     return Token(tuple(links))
 
 
