@@ -258,6 +258,7 @@ def capability_token(request):
     b"" without one; ValueError (a TokenError) for a Bearer value that is not a token's text."""
     values = request.requestHeaders.getRawHeaders(b"authorization") or []
     for value in values:
+        value = value.decode("latin-1") if isinstance(value, bytes) else value
         scheme, _, rest = value.strip().partition(" ")
         if scheme.lower() == "bearer":
             return tokenmod.from_text(rest.strip())
@@ -268,7 +269,7 @@ def proven_key(request, body, now):
     """The key an ``Orb-Key``/``Orb-Date``/``Orb-Signature`` proof shows the caller holds (RFC 10.9), None
     without one; ValueError for a proof that is present but fails."""
     headers = request.requestHeaders
-    key_text, date_text, sig_text = (headers.getRawHeaders(h, [None])[0]
+    key_text, date_text, sig_text = ((headers.getRawHeaders(h) or [b""])[0].decode("latin-1") or None
                                      for h in (b"orb-key", b"orb-date", b"orb-signature"))
     if key_text is None and sig_text is None:
         return None
