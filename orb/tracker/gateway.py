@@ -558,7 +558,7 @@ class GatewayResource(Resource):
                 code = http.UNAUTHORIZED if reason == tokenmod.REQUIRED else http.FORBIDDEN
                 if code == http.UNAUTHORIZED:
                     request.setHeader(b"WWW-Authenticate", b'Bearer realm="orb"')
-                request.write(_error(request, code, reason, text[:500], status="denied"))
+                request.write(_error(request, code, reason, text[:500], status="denied", log=logtext[:600]))
                 request.finish()
                 return
         message = {
