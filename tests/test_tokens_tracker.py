@@ -239,3 +239,18 @@ class GatewayTokenTests(GatewaySiteMixin, TestCase):
 
 
 
+
+
+class PrivateDnsTests(SynchronousTestCase):
+    def test_dns_txt_of_a_private_fid_says_only_that(self):
+        """<fid>.orb TXT of a private function carries no name, version or owner."""
+        from orb.dns.authority import OrbAuthority
+
+        clock = Clock()
+        clock.advance(T0)
+        registry = make_registry("tracker-dns", clock)
+        authority = OrbAuthority(registry, lambda fid, limit: [], ttl_s=10, gateways=lambda: [],
+                                 gateway_url=lambda fid: f"http://10.1.0.1:7480/f/{fid}")
+        txt = authority.txt(registry.function(FID))
+        self.assertEqual(txt, [b"v=orb1", b"visibility=private", f"gateway=http://10.1.0.1:7480/f/{FID}".encode()])
+        self.assertIn(b"owner=" + OWNER.public_bytes.hex().encode(), authority.txt(registry.function(PUBLIC_FID)))

@@ -686,7 +686,8 @@ def info_flow(reactor, plan):
     if status == 404:
         raise CommandError(f"the tracker at {plan.api} knows no function {plan.fid}", _ui.EXIT_NOT_FOUND,
                            "not_found", {"fid": plan.fid})
-    if status != 200 or not isinstance(doc, dict) or "manifest" not in doc:
+    private = status == 200 and isinstance(doc, dict) and doc.get("visibility") == "private"
+    if not private and (status != 200 or not isinstance(doc, dict) or "manifest" not in doc):
         raise _api_error(status, doc, plan.api + path)
     return {**doc, "ok": True, "api": plan.api, "dns_name": f"{plan.fid}.orb",
             "gateway_url": f"{plan.api}/f/{plan.fid}"}
@@ -694,6 +695,12 @@ def info_flow(reactor, plan):
 
 def print_info(args, doc):
     def human(c):
+        if "manifest" not in doc:  # a private function: the tracker shows only its fid (RFC 10.9)
+            for label, value in (("fid", doc.get("fid")), ("dns name", doc.get("dns_name")),
+                                 ("gateway", doc.get("gateway_url")), ("visibility", "private: only the owner "
+                                                                       "sees its manifest")):
+                c.print(f"{label:<12}{_remote_text(value, 1100)}", markup=False)
+            return
         m = doc.get("manifest") or {}
         rows = [
             ("fid", doc.get("fid")),
