@@ -170,7 +170,7 @@ FIELD_DOCS = {
     "INVOKE": {
         "fid": "the function to run",
         "deadline_ms": "time budget from receipt, ms",
-        "token": "capability token (opaque; may be empty)",
+        "token": "capability token (section 9.11); may be empty",
         "input": "the event bytes passed to the function",
     },
     "RESULT": {
