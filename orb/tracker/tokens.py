@@ -42,11 +42,12 @@ PUSH_TIMEOUT_S = 30.0
 class Tokens:
     """The tracker's token checks and revocations. ``names``: the NAME core (``resolve``), or None."""
 
-    def __init__(self, clock, registry, table=None, names=None):
+    def __init__(self, clock, registry, table=None, names=None, names_of=None):
         self.clock = clock
         self.registry = registry
         self.table = table
-        self.names = names
+        self._names = names
+        self._names_of = names_of  # or a callable giving the NAME core, for a core wired after this one
         self.counts = collections.Counter()
         self._queues = {}  # session record -> deque of Revoke
         self._sending = collections.Counter()  # session record -> requests in flight
@@ -60,6 +61,10 @@ class Tokens:
 
     def revoked(self, link_id, issuer):
         return self.registry.record(REVOCATION.name, revocation_ident(link_id, issuer)) is not None
+
+    @property
+    def names(self):
+        return self._names if self._names is not None or self._names_of is None else self._names_of()
 
     def name_fids(self, scope_text):
         """Every fid the name ``name.owner_label`` has pointed at, or None without a NAME core."""

@@ -150,7 +150,7 @@ class Tracker:
                                           self.relayer.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
         # Capability tokens: private calls checked by the router, REVOKE taken in and pushed to hosts.
-        self.tokens = Tokens(clock, registry, self.table, names=getattr(self, "names", None))
+        self.tokens = Tokens(clock, registry, self.table, names_of=lambda: getattr(self, "names", None))
         self.router.tokens = self.tokens
         self.table.handlers.update(self.tokens.handlers())
         self.table.ready_listeners.append(self.tokens.session_ready)
