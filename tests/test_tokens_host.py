@@ -141,3 +141,24 @@ class HostTokenTests(SynchronousTestCase):
         caller = HostTokens.caller_for(Direct(), m.Invoke(fid=self.fid, deadline_ms=0, token=b"", input=b"",
                                                           ext=(m.Tlv(int(TlvType.CALLER), ALICE.public_bytes),)))
         self.assertEqual(caller, BOB.public_bytes)
+
+
+class FederatedRevocationTests(SynchronousTestCase):
+    def test_a_revocation_at_one_tracker_reaches_a_host_homed_at_another(self):
+        """REVOKE taken in at t1 federates to t2 within a push, and t2 pushes it to its host."""
+        net = MemoryNet()
+        net.clock.advance(1_000_000)
+        t1 = net.tracker("10.1.0.1")
+        t2 = net.tracker("10.1.0.2", join=[("10.1.0.1", PORT)])
+        net.run(3)
+        store, _ = open_store(self, clock=net.clock)
+        peer = net.peer("10.2.0.1", trackers=[("10.1.0.2", PORT)], packages=store, outbound_peers=0,
+                        outbound_trackers=1)
+        net.run(3)
+        self.assertIsNotNone(t2.table.get(peer.node_id))
+        self.assertIsNone(t1.table.get(peer.node_id))  # the host hears it only from its own tracker
+        now = int(net.clock.seconds())
+        self.assertEqual(t1.tokens.revoke(revoke(OWNER, b"\x09" * 16, now + 600))[0], 0)
+        net.run(2)
+        self.assertTrue(t2.tokens.revoked(b"\x09" * 16, OWNER.public_bytes))
+        self.assertTrue(peer.invocations.tokens.revoked(b"\x09" * 16, OWNER.public_bytes))
