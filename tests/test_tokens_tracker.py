@@ -254,3 +254,25 @@ class PrivateDnsTests(SynchronousTestCase):
         txt = authority.txt(registry.function(FID))
         self.assertEqual(txt, [b"v=orb1", b"visibility=private", f"gateway=http://10.1.0.1:7480/f/{FID}".encode()])
         self.assertIn(b"owner=" + OWNER.public_bytes.hex().encode(), authority.txt(registry.function(PUBLIC_FID)))
+
+
+class RevocationPersistenceTests(SynchronousTestCase):
+    def test_a_restarted_tracker_keeps_its_revocations(self):
+        """Revocations are saved with the registry and refuse the token after a restart."""
+        from orb._db import Database
+        from orb.tracker import registry as regmod
+
+        clock = Clock()
+        clock.advance(T0)
+        key = records.key("tracker-a")
+        registry = make_registry("tracker-a", clock)
+        token = t.issue(OWNER, OWNER.public_bytes, t.SCOPE_FID, fidmod.from_text(FID), None, T0 + 60)
+        Tokens(clock, registry).revoke(revoke(OWNER, token.id, T0 + 60))
+        path = self.mktemp() + ".sqlite"
+        db = self.successResultOf(Database.open(None, path, regmod.MIGRATIONS, inline=True))
+        self.addCleanup(db.close)
+        self.successResultOf(registry.save(db))
+        loaded = self.successResultOf(Registry.load(db, clock, key))
+        with self.assertRaises(TokenError) as cm:
+            Tokens(clock, loaded).check(FID, token.encode(), None)
+        self.assertEqual(cm.exception.reason, t.REVOKED)
