@@ -17,6 +17,11 @@ A caller may send ``Orb-Deadline-Ms: N`` (1 to 300000, decimal digits):
 the call's deadline in milliseconds, from when the gateway has the whole
 request; without it the function's own ``timeout_ms`` applies.
 
+A private function (RFC 10.9) takes ``Authorization: Bearer <token>``; a
+token bound to a key also needs ``Orb-Key``, ``Orb-Date`` and
+``Orb-Signature`` (``proven_key``). Its GET shows only ``private_view``
+unless that proof is the owner's.
+
 Every answer carries CORS headers (``Access-Control-Allow-Origin: *``) and
 ``Orb-Request-Id`` (32 hex digits, also the INVOKE's ``trace_id`` TLV).
 A call's answer carries ``X-Orb-Status`` (the RESULT status, lowercase),
@@ -34,10 +39,10 @@ status  ``code``                           when
         ``bad-path``                       ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
 401     ``token_required``                 a private function called without
                                            ``Authorization: Bearer``
-403     ``token_expired``, ``token_scope``,  the token is refused (RFC 9.11.2);
-        ``token_revoked``, ``token_forged``, ``denied`` for another RESULT
-        ``token_caller``, ``token_widened``, ``denied``
-        ``token_malformed``
+403     ``token_expired``, ``token_scope``, the token is refused (RFC 9.11.2),
+        ``token_revoked``, ``token_forged``, or a bad ``Orb-Signature`` proof
+        ``token_caller``, ``token_widened``, (``token_caller``); ``denied``: any
+        ``token_malformed``, ``denied``      other RESULT ``denied``
 404     ``not-found``                      no such function
 405     ``method-not-allowed``             not GET, HEAD, POST or OPTIONS
 408     ``request-timeout``                the request did not arrive in time
