@@ -4,6 +4,8 @@ and every reason a call is refused.
 """
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from orb.protocol import fid as fidmod
@@ -148,3 +150,33 @@ class FormatTests(SynchronousTestCase):
         doc = t.describe(t.delegate(root(), ALICE, t.SCOPE_FID, FID, None, LATER - 5))
         self.assertEqual((doc["scope"], doc["holder"], doc["not_after"]), (fidmod.to_text(FID), "bearer", LATER - 5))
         self.assertEqual(len(doc["links"]), 2)
+
+
+class HostileInputTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=700))
+    def test_arbitrary_bytes_raise_only_token_errors(self, data):
+        """Any bytes at all are a token that passes or a TokenError: never another exception."""
+        try:
+            t.check(data, FID, OWNER.public_bytes, ALICE.public_bytes, NOW)
+        except TokenError:
+            pass
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 314), st.integers(1, 255))
+    def test_a_flipped_byte_is_refused(self, offset, mask):
+        """Any byte of a valid 2-link token changed makes it refused (no bit is unsigned)."""
+        child = t.delegate(root(), ALICE, t.SCOPE_FID, FID, BOB.public_bytes, LATER).encode()
+        bad = bytearray(child)
+        bad[offset % len(bad)] ^= mask
+        with self.assertRaises(TokenError):
+            t.check(bytes(bad), FID, OWNER.public_bytes, BOB.public_bytes, NOW)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.text(max_size=600))
+    def test_arbitrary_text_raises_only_token_errors(self, text):
+        """Any Bearer text is a token's bytes or a TokenError."""
+        try:
+            t.decode(t.from_text(text))
+        except TokenError:
+            pass
