@@ -108,7 +108,7 @@ DEFAULT_RETRY_AFTER_S = 1
 JSON_TYPE = b"application/json"
 TOO_MANY_REQUESTS = 429  # not in twisted.web.http
 EXPOSED_HEADERS = (b"X-Orb-Status, Orb-Request-Id, Orb-Replica, Orb-Route, Orb-Cached, Age, Server-Timing, "
-                   b"Retry-After")
+                   b"Retry-After, WWW-Authenticate")
 
 # Every RESULT status, and what the gateway answers for it: (HTTP status, stable code).
 RESULT_HTTP = {
