@@ -143,10 +143,16 @@ class PrivateFunctionLiveTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_a_private_function_is_hidden(self):
-        """The API does not list a private function and its page shows only the fid."""
+        """The API does not list a private function and its page shows only the fid, but to its owner."""
         tracker, _, fid = yield self.deploy_private()
         code, out, err = yield self.orb("ls", "--api", api(tracker), "--json")
         self.assertNotIn(fid, out)
+        code, out, err = yield self.orb("info", fid, "--api", api(tracker), "--json", home="alice")
+        self.assertEqual(code, 0, err)
+        self.assertNotIn("manifest", json.loads(out))
+        code, out, err = yield self.orb("info", fid, "--api", api(tracker), "--json")  # the owner proves its key
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["manifest"]["visibility"], "private")
         code, body, _ = yield get(f"{api(tracker)}/f/{fid}")
         self.assertEqual(json.loads(body), {"fid": fid, "visibility": "private", "dns_name": f"{fid}.orb",
                                             "call": f"/f/{fid}"})

@@ -205,19 +205,15 @@ def gateway_call(reactor, api, fid_text, data, timeout_s, token=b""):
 def token_headers(token, data, target, now):
     """``Authorization: Bearer`` and, for a token bound to this node's key, the proof of that key (RFC 10.9)."""
     from orb.protocol import token as tokenmod
-    from orb.tracker.gateway import proof_bytes
 
     headers = {b"Authorization": b"Bearer " + tokenmod.to_text(token).encode("ascii")}
     holder = tokenmod.decode(token).last.holder
     if holder is not None:
-        from ._tokens import node_key
+        from ._tokens import node_key, proof_headers
 
         key = node_key()
         if key.public_bytes == holder:
-            b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=")  # noqa: E731
-            headers[b"Orb-Key"] = b64(key.public_bytes)
-            headers[b"Orb-Date"] = str(now).encode("ascii")
-            headers[b"Orb-Signature"] = b64(key.sign(proof_bytes(now, data, b"POST", target.encode("ascii"))))
+            headers.update(proof_headers(key, b"POST", target.encode("ascii"), data, now))
     return headers
 
 

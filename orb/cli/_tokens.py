@@ -143,6 +143,19 @@ def read_token(text):
         raise CommandError(f"not a capability token: {e.text}", _ui.EXIT_INPUT, "input") from None
 
 
+def proof_headers(key, method, target, body, now):
+    """``Orb-Key``, ``Orb-Date`` and ``Orb-Signature``: proof to a gateway that the caller holds ``key`` (RFC 10.9)."""
+    import base64
+
+    from orb.tracker.gateway import proof_bytes
+
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    return {b"Orb-Key": b64(key.public_bytes), b"Orb-Date": str(now).encode("ascii"),
+            b"Orb-Signature": b64(key.sign(proof_bytes(now, body, method, target)))}
+
+
 def node_key():
     from orb.identity import IdentityError, NodeKey
 
