@@ -77,7 +77,7 @@ from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
-from orb.protocol.messages import TRACE_ID_BYTES, MessageType, caller_of, trace_id_of
+from orb.protocol.messages import TRACE_ID_BYTES, MessageType, trace_id_of
 from orb.protocol.token import TokenError
 from orb.tracker.cache import ResultCache, cache_key
 from orb.tracker.routing import choose
@@ -261,10 +261,9 @@ class Router:
         if len(self._callers) >= MAX_CALLERS_CALLS:
             record.refuse(request_id, ErrorCode.BUSY, "this tracker has too many calls in flight; try another")
             return
-        # The caller a token is bound to: the session's key, or, for a call a tracker forwards, the key that
-        # tracker checked (TLV caller).
-        caller = caller_of(message) if getattr(record, "is_tracker", False) else None
-        caller = caller or getattr(getattr(record, "remote", None), "public_key", None)
+        # The caller a token is bound to: the session's key. (Trackers do not forward INVOKE to each other, so
+        # a caller TLV here is never trusted: a node claiming the tracker role could name any key in it.)
+        caller = getattr(getattr(record, "remote", None), "public_key", None)
         d = self.call(message.fid, message.input, message.deadline_ms / 1000 or None, message.token,
                       trace_id_of(message), caller=caller)
         key = (record, request_id)
