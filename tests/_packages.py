@@ -23,10 +23,14 @@ output_json = 5
 """
 
 
-def function(runtime="python", memory_mb=256, payload_bytes=0, seed=0, bytecode=None):
+def function(runtime="python", memory_mb=256, payload_bytes=0, seed=0, bytecode=None, visibility="public"):
     """(package bytes, manifest bytes) of a small valid function; ``payload_bytes`` of random data pad it."""
     entry = "main.py" if runtime == "python" else "main"
     manifest = mf.from_toml(TOML.format(runtime=runtime, entry=entry, memory_mb=memory_mb))
+    if visibility != "public":
+        import attrs
+
+        manifest = attrs.evolve(manifest, visibility=visibility)
     if bytecode is not None:
         import attrs
 

@@ -54,19 +54,22 @@ output = "hi"
 """
 
 
-def manifest_bytes(name="echo", version="1.0.0", replicas=3):
+def manifest_bytes(name="echo", version="1.0.0", replicas=3, visibility="public"):
+    import attrs
+
     from orb.protocol import manifest
 
-    return manifest.canonical_bytes(manifest.from_toml(MANIFEST_TOML.format(name=name, version=version,
-                                                                            replicas=replicas)))
+    parsed = manifest.from_toml(MANIFEST_TOML.format(name=name, version=version, replicas=replicas))
+    return manifest.canonical_bytes(attrs.evolve(parsed, visibility=visibility))
 
 
-def function_record(owner_key, fid, time=0, version="1.0.0", replicas=3, package_size=1024, name="echo"):
+def function_record(owner_key, fid, time=0, version="1.0.0", replicas=3, package_size=1024, name="echo",
+                    visibility="public"):
     """An owner's signed deploy statement for ``fid`` (text), as the registry holds it."""
     from orb.protocol import fid as fidmod
     from orb.protocol.deploy import sign_deploy
 
-    data = manifest_bytes(name, version, replicas)
+    data = manifest_bytes(name, version, replicas, visibility)
     sig = sign_deploy(owner_key, fidmod.from_text(fid), data, package_size, time)
     return fed.FunctionRecord(fid, owner_key.public_bytes, data, package_size, time, sig)
 

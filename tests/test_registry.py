@@ -594,6 +594,20 @@ class FederationTests(SynchronousTestCase):
 
 
 class WireFormatTests(SynchronousTestCase):
+    def test_deep_json_is_refused_even_when_a_library_raised_the_recursion_limit(self):
+        """A DELTA payload nested 200,000 deep is refused, not a crash, in a process where py-evm set the limit to 100,000."""
+        import subprocess
+        import sys
+
+        code = ("import sys; sys.setrecursionlimit(100000)\n"
+                "from orb.protocol import federation as fed\n"
+                "try:\n    fed.parse_json(b'[' * 200000 + b']' * 200000, 3 << 20, 'delta')\n"
+                "except fed.RegistryChangeError as e:\n    print(e)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        self.assertEqual(done.stdout.strip(), "delta: arrays and objects nested deeper than 64")
+        self.assertEqual(fed.json_depth(b'{"a":[1,[2,{"b":"\\"[[["}]]}'), 4)  # brackets in strings do not count
+
     def populated(self):
         reg, _ = make()
         changes = [

@@ -43,6 +43,7 @@ exit status of invoke:
   2    a malformed FID
   3    the input cannot be read, or is over the function's or the gateway's cap (HTTP 413)
   6    the gateway or tracker could not be reached or broke off (a network error)
+  7    a private function refused the call: no token, or a token refused (expired, revoked, ...)
   8    no replica could take the call, or this address is over its rate: retry later
   10   no such function
   11   the call's deadline passed (a timeout)"""
@@ -52,6 +53,9 @@ GATEWAY_REFUSALS = {
     "bad-path": (_ui.EXIT_USAGE, "usage"), "not-found": (_ui.EXIT_NOT_FOUND, "not_found"),
     "input-too-large": (_ui.EXIT_INPUT, "too_large"), "rate-limited": (_ui.EXIT_BUSY, "busy"),
     "busy": (_ui.EXIT_BUSY, "busy"), "request-timeout": (_ui.EXIT_NETWORK, "network"),
+    **{reason: (_ui.EXIT_REFUSED, "denied") for reason in (
+        "token_required", "token_malformed", "token_forged", "token_widened", "token_expired", "token_scope",
+        "token_revoked", "token_caller")},
 }
 
 
@@ -85,6 +89,9 @@ def register(sub, verb):
     p.add_argument("--api", metavar="URL", help="the gateway (default: $ORB_API, else api = \"...\" in config.toml)")
     p.add_argument("--timeout", metavar="S", type=_network._seconds, default=30.0,
                    help="the call's deadline in seconds, at most 300 (default 30)")
+    p.add_argument("--token", metavar="TOKEN|@FILE",
+                   help="a capability token for a private function (orb grant): sent as Authorization: Bearer "
+                        "(with a proof of this node's key for a key-bound token), or in INVOKE with --wire")
 
 
 def _input(args):
@@ -103,6 +110,11 @@ def _input(args):
 def invoke(args):
     raw = _ui.fid_argument(args.fid)
     data = _input(args)
+    token = b""
+    if getattr(args, "token", None):
+        from ._tokens import read_token
+
+        token = read_token(args.token).encode()
     if args.direct:
         from . import _direct, _resolve
 
@@ -113,10 +125,12 @@ def invoke(args):
     elif args.wire:
         tracker = _config.resolve_tracker(args.tracker)
         network = _config.resolve_network(args.network)
-        doc = _network.run_flow(lambda reactor: wire_call(reactor, tracker, network, raw, data, args.timeout), {})
+        doc = _network.run_flow(lambda reactor: wire_call(reactor, tracker, network, raw, data, args.timeout,
+                                                                           token), {})
     else:
         api = _config.resolve_api(args.api, required=True)
-        doc = _network.run_flow(lambda reactor: gateway_call(reactor, api, args.fid, data, args.timeout), {})
+        doc = _network.run_flow(lambda reactor: gateway_call(reactor, api, args.fid, data, args.timeout,
+                                                                              token), {})
     return report(args, doc)
 
 
@@ -125,7 +139,7 @@ def _timing(pairs):
 
 
 @defer.inlineCallbacks
-def gateway_call(reactor, api, fid_text, data, timeout_s):
+def gateway_call(reactor, api, fid_text, data, timeout_s, token=b""):
     from io import BytesIO
 
     from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
@@ -136,6 +150,9 @@ def gateway_call(reactor, api, fid_text, data, timeout_s):
     deadline_ms = max(1, min(MAX_DEADLINE_MS, int(timeout_s * 1000)))
     headers = Headers({b"Orb-Deadline-Ms": [str(deadline_ms).encode("ascii")],
                        b"Content-Type": [b"application/octet-stream"]})
+    if token:
+        for name, value in token_headers(token, data, f"/f/{fid_text}", int(time.time())).items():
+            headers.setRawHeaders(name, [value])
     try:
         d = agent.request(b"POST", url.encode("ascii"), headers, FileBodyProducer(BytesIO(data)))
         d.addTimeout(timeout_s + 5, reactor)
@@ -185,8 +202,23 @@ def gateway_call(reactor, api, fid_text, data, timeout_s):
     return out
 
 
+def token_headers(token, data, target, now):
+    """``Authorization: Bearer`` and, for a token bound to this node's key, the proof of that key (RFC 10.9)."""
+    from orb.protocol import token as tokenmod
+
+    headers = {b"Authorization": b"Bearer " + tokenmod.to_text(token).encode("ascii")}
+    holder = tokenmod.decode(token).last.holder
+    if holder is not None:
+        from ._tokens import node_key, proof_headers
+
+        key = node_key()
+        if key.public_bytes == holder:
+            headers.update(proof_headers(key, b"POST", target.encode("ascii"), data, now))
+    return headers
+
+
 @defer.inlineCallbacks
-def wire_call(reactor, tracker, network, raw, data, timeout_s):
+def wire_call(reactor, tracker, network, raw, data, timeout_s, token=b""):
     from orb.net.adapter import RemoteError, RequestTimeout
     from orb.protocol.codes import TlvType
     from orb.protocol.messages import Invoke, Tlv
@@ -204,7 +236,7 @@ def wire_call(reactor, tracker, network, raw, data, timeout_s):
     sent = time.monotonic()
     try:
         result = yield p.request(Invoke(fid=raw, deadline_ms=max(1, min(MAX_DEADLINE_MS, int(timeout_s * 1000))),
-                                        token=b"", input=data, ext=(Tlv(int(TlvType.TRACE_ID), trace_id),)),
+                                        token=token, input=data, ext=(Tlv(int(TlvType.TRACE_ID), trace_id),)),
                                  timeout_s=timeout_s + 5)
     except RequestTimeout:
         raise CommandError(f"the tracker did not answer within {timeout_s + 5:g} s", _ui.EXIT_TIMEOUT,
@@ -249,4 +281,6 @@ def report(args, doc):
         return _ui.EXIT_BUSY
     if status == ResultStatus.NOT_FOUND.name:
         return _ui.EXIT_NOT_FOUND
+    if status == ResultStatus.DENIED.name:
+        return _ui.EXIT_REFUSED
     return _ui.EXIT_FAILED

@@ -525,7 +525,7 @@ def print_deployed(args, doc):
 
 
 @defer.inlineCallbacks
-def get_json(reactor, api, path):
+def get_json(reactor, api, path, extra_headers=None):
     """GET ``api + path``: (status, parsed JSON). CommandError(6) when the API cannot be reached or is not JSON."""
     from twisted.web.client import Agent, HTTPConnectionPool
     from twisted.web.http_headers import Headers
@@ -533,6 +533,8 @@ def get_json(reactor, api, path):
     url = api + path
     agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=HTTP_TIMEOUT_S)
     headers = Headers({b"Accept": [b"application/json"], b"User-Agent": [b"orb-cli"]})
+    for name, value in (extra_headers or {}).items():
+        headers.setRawHeaders(name, [value])
     try:
         d = agent.request(b"GET", url.encode("ascii"), headers)
         d.addTimeout(HTTP_TIMEOUT_S, reactor)
@@ -686,7 +688,21 @@ def info_flow(reactor, plan):
     if status == 404:
         raise CommandError(f"the tracker at {plan.api} knows no function {plan.fid}", _ui.EXIT_NOT_FOUND,
                            "not_found", {"fid": plan.fid})
-    if status != 200 or not isinstance(doc, dict) or "manifest" not in doc:
+    private = status == 200 and isinstance(doc, dict) and doc.get("visibility") == "private"
+    if private and "manifest" not in doc:  # the owner sees it all when it proves its key (RFC 10.9)
+        from . import _keys
+        from ._tokens import proof_headers
+
+        try:
+            key = _keys.load_owner_key(_config.default_key_path())
+        except _keys.OwnerKeyError:
+            key = None
+        if key is not None and doc.get("owner") in (None, key.public_bytes.hex()):
+            status, full = yield get_json(reactor, plan.api, path,
+                                          proof_headers(key, b"GET", path.encode("ascii"), b"", int(reactor.seconds())))
+            if status == 200 and isinstance(full, dict) and "manifest" in full:
+                doc, private = full, False
+    if not private and (status != 200 or not isinstance(doc, dict) or "manifest" not in doc):
         raise _api_error(status, doc, plan.api + path)
     return {**doc, "ok": True, "api": plan.api, "dns_name": f"{plan.fid}.orb",
             "gateway_url": f"{plan.api}/f/{plan.fid}"}
@@ -694,6 +710,12 @@ def info_flow(reactor, plan):
 
 def print_info(args, doc):
     def human(c):
+        if "manifest" not in doc:  # a private function: the tracker shows only its fid (RFC 10.9)
+            for label, value in (("fid", doc.get("fid")), ("dns name", doc.get("dns_name")),
+                                 ("gateway", doc.get("gateway_url")), ("visibility", "private: only the owner "
+                                                                       "sees its manifest")):
+                c.print(f"{label:<12}{_remote_text(value, 1100)}", markup=False)
+            return
         m = doc.get("manifest") or {}
         rows = [
             ("fid", doc.get("fid")),

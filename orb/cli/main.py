@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "orb.cli._resolve",
     "orb.cli._sandbox",
     "orb.cli._wallet",
+    "orb.cli._tokens",
 ]
 
 

@@ -230,6 +230,10 @@ class OrbAuthority(common.ResolverBase):
     def txt(self, function):
         """The TXT strings of a function: ``key=value``, each at most 255 bytes."""
         manifest = function.manifest_json()
+        if manifest.get("visibility", "public") != "public":  # a private fid shows only that (RFC 10.9)
+            fields = [("v", "orb1"), ("visibility", "private")]
+            url = self.gateway_url(function.fid)
+            return [f"{k}={v}".encode("utf-8")[:255] for k, v in fields + ([("gateway", url)] if url else [])]
         fields = [("v", "orb1"), ("name", manifest.get("name", "")), ("version", manifest.get("version", "")),
                   ("owner", function.owner.hex()), ("pure", int(bool(manifest.get("pure")))),
                   ("idempotent", int(bool(manifest.get("idempotent"))))]

@@ -79,6 +79,16 @@ MIGRATIONS = [
         owner_key BLOB NOT NULL
     );
     """,
+    # Capability token revocations a tracker pushed (RFC 9.11): checked on every call of a private function.
+    """
+    CREATE TABLE revocations (
+        token_id BLOB NOT NULL,
+        issuer BLOB NOT NULL,
+        not_after INTEGER NOT NULL,
+        sig BLOB NOT NULL,
+        PRIMARY KEY (token_id, issuer)
+    );
+    """,
 ]
 
 
@@ -366,6 +376,27 @@ class PackageStore:
         self._owners[fid] = owner_key
         return self.db.run(lambda c: c.execute("INSERT OR REPLACE INTO owners (fid, owner_key) VALUES (?, ?)",
                                                (fid, owner_key)))
+
+    # --- capability token revocations (orb.peer.tokens keeps them in memory) --------------------------
+
+    def revocations(self):
+        """Deferred[list of (token_id, issuer, not_after, sig)]: every revocation kept."""
+        return self.db.run(lambda c: [(bytes(t), bytes(i), n, bytes(g)) for t, i, n, g in c.execute(
+            "SELECT token_id, issuer, not_after, sig FROM revocations").fetchall()])
+
+    def add_revocation(self, token_id, issuer, not_after, sig):
+        return self.db.run(lambda c: c.execute(
+            "INSERT OR REPLACE INTO revocations (token_id, issuer, not_after, sig) VALUES (?, ?, ?, ?)",
+            (token_id, issuer, not_after, sig)))
+
+    def purge_revocations(self, now, keep=None):
+        """Forget revocations past their ``not_after``; with ``keep``, all but the ``keep`` latest-expiring."""
+        def purge(c):
+            c.execute("DELETE FROM revocations WHERE not_after < ?", (int(now),))
+            if keep is not None:
+                c.execute("DELETE FROM revocations WHERE rowid NOT IN "
+                          "(SELECT rowid FROM revocations ORDER BY not_after DESC LIMIT ?)", (keep,))
+        return self.db.run(purge)
 
     def path_of(self, fid):
         return os.path.join(self.root, fidmod.to_text(fid))

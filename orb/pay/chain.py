@@ -158,6 +158,10 @@ class Chain:
 
     def handle_body(self, body):
         """Bytes of a request (or batch) in; the JSON document to answer (None: nothing to answer)."""
+        from orb.protocol.federation import MAX_JSON_DEPTH, json_depth
+
+        if json_depth(bytes(body)) > MAX_JSON_DEPTH:  # py-evm raised the recursion limit: json.loads would crash
+            return {"jsonrpc": "2.0", "id": None, "error": {"code": PARSE_ERROR, "message": "nested too deep"}}
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):

@@ -37,8 +37,12 @@ the jail and answer RESULT.
   the INVOKE's 16-byte TRACE_ID TLV, or b"".  A listener that raises is
   logged and changes nothing.
 
-Capability tokens (private functions) come with issue 13: every function
-is public for now, and ``token`` is ignored.
+- **Private functions** (manifest ``visibility = "private"``): every
+  INVOKE's ``token`` is checked by ``tokens`` (orb.peer.tokens) once the
+  manifest is known, before the call runs: a refusal is RESULT ``denied``
+  whose log starts with the reason (``token_expired: ...``, RFC 9.11). A
+  call a tracker sent is bound to its ``caller`` TLV, a direct call to the
+  session's key. Public functions ignore ``token``.
 """
 
 import collections
@@ -55,6 +59,7 @@ from orb.protocol import package as packagemod
 from orb.protocol.codes import ErrorCode, ResultStatus
 from orb.protocol.manifest import MAX_TIMEOUT_MS
 from orb.protocol.messages import MessageType, trace_id_of
+from orb.protocol.token import TokenError
 
 log = orb_logger()
 
@@ -64,7 +69,7 @@ MAX_DEADLINE_MS = MAX_TIMEOUT_MS  # the longest a function may run: a longer dea
 MAX_IN_FLIGHT = 1024  # calls held at once (waiting for a download, queued or running), all callers
 FETCH_WAIT_MAX_S = 120.0  # how long a call waits for a download this host has under way
 # RESULTs that say the call never ran here: no finished_listeners for them.
-_NOT_RUN = (ResultStatus.NOT_FOUND, ResultStatus.BUSY, ResultStatus.REFUSED)
+_NOT_RUN = (ResultStatus.NOT_FOUND, ResultStatus.BUSY, ResultStatus.REFUSED, ResultStatus.DENIED)
 
 
 def _us(ms):
@@ -101,7 +106,7 @@ class Invocations:
     or not) for a package whose download is under way, else None."""
 
     def __init__(self, clock, packages, run_dir, executor_factory, *, downloads=None,
-                 max_in_flight=MAX_IN_FLIGHT, fetch_wait_max_s=FETCH_WAIT_MAX_S):
+                 max_in_flight=MAX_IN_FLIGHT, fetch_wait_max_s=FETCH_WAIT_MAX_S, tokens=None):
         self.clock = clock
         self.packages = packages
         self.run_dir = run_dir
@@ -110,6 +115,7 @@ class Invocations:
         self.max_in_flight = max_in_flight
         self.fetch_wait_max_s = fetch_wait_max_s
         self.finished_listeners = []  # callables(fid_raw, m.Result, trace_id, ended_s)
+        self.tokens = tokens  # orb.peer.tokens.HostTokens; None: private functions are refused
         self._executor = None
         self._starting = None
         self._calls = {}  # session record -> {request_id: Deferred of the call}
@@ -152,7 +158,8 @@ class Invocations:
             record.send(_result(ResultStatus.BUSY, log=f"this host holds {self._in_flight} calls".encode()),
                         response_to=request_id)
             return
-        d = self.invoke(message, received)
+        caller = self.tokens.caller_for(record, message) if self.tokens is not None else None
+        d = self.invoke(message, received, caller)
         if not d.called:
             self._calls.setdefault(record, {})[request_id] = d
             self._in_flight += 1
@@ -206,7 +213,7 @@ class Invocations:
     # --- one call -------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def invoke(self, message, received):
+    def invoke(self, message, received, caller=None):
         """Run one INVOKE (checked by on_invoke); fires with its RESULT.
         Cancelling the Deferred withdraws the call wherever it is."""
         raw = message.fid
@@ -222,6 +229,10 @@ class Invocations:
                 return _result(ResultStatus.NOT_FOUND, log=b"this host could not fetch the function")
         fid_text = fidmod.to_text(raw)
         root, manifest = yield self._unpacked_copy(raw)
+        if manifest.get("visibility", "public") != "public":
+            denied = self._check_token(raw, message.token, caller)
+            if denied is not None:
+                return _result(ResultStatus.DENIED, log=denied.encode("utf-8"))
         fetch_s = self.clock.seconds() - received  # waiting for the download, then unpacking
         timeout_s = manifest["timeout_ms"] / 1000
         if message.deadline_ms:
@@ -242,6 +253,17 @@ class Invocations:
         return m.Result(status=int(result.status), queue_us=_us(result.queue_ms), fetch_us=_us(fetch_s * 1000),
                         boot_us=_us(zygote_boot_s * 1000 + result.boot_ms), exec_us=_us(result.exec_ms),
                         output=result.output if result.status is ResultStatus.OK else b"", log=log_text)
+
+    def _check_token(self, raw, token, caller):
+        """None if ``token`` lets ``caller`` call private ``raw``, else the RESULT ``denied`` log text."""
+        if self.tokens is None:
+            return "token_required: this host checks no capability tokens"
+        try:
+            self.tokens.check(raw, token, caller)
+        except TokenError as e:
+            log.info("refused a call of {fid}: {reason}", fid=fidmod.to_text(raw)[:16], reason=e.reason)
+            return f"{e.reason}: {e.text}"
+        return None
 
     def _unpacked_copy(self, raw):
         shared = self._unpacked.get(raw)

@@ -33,6 +33,7 @@ from orb.net import addrbook as ab
 from orb.net.config import NodeConfig
 from orb.net.fetch import Fetcher
 from orb.net.gossip import Gossip
+from orb.net.logs import orb_logger
 from orb.net.periodic import Periodic
 from orb.net.serving import PackageServer
 from orb.net.sessions import LocalNode, SessionTable, session_status
@@ -42,10 +43,12 @@ from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
 from orb.peer.logs import CallLog
 from orb.peer.relay import RelayedCalls
+from orb.peer.tokens import HostTokens
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
 MAINTAIN_INTERVAL_S = 1.0
+log = orb_logger()
 
 
 @attrs.frozen
@@ -96,7 +99,8 @@ class Peer:
             self.hosting = Hosting(clock, self.table, packages, self.fetcher, self.homing, config.hosting)
             self.invocations = Invocations(clock, packages, os.path.join(os.path.dirname(packages.root), "run"),
                                            lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)),
-                                           downloads=self.hosting.wait_for)
+                                           downloads=self.hosting.wait_for, tokens=HostTokens(clock, packages))
+            self.table.handlers.update(self.invocations.tokens.handlers())  # REVOKE from trackers
             self.table.handlers.update(self.server.handlers())
             self.table.handlers.update(self.hosting.handlers())
             self.table.handlers.update(self.invocations.handlers())
@@ -132,6 +136,7 @@ class Peer:
     def start(self):
         if self.hosting is not None:
             self.hosting.start()
+            self.invocations.tokens.load().addErrback(lambda f: log.failure("loading revocations", f))
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
         self.periodic.every(ANNOUNCE_INTERVAL_S, self.announce, now=False)
         if self.payout is not None:

@@ -31,6 +31,7 @@ table with it, and the core and the store take the table as a parameter.
 
 import functools
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -101,6 +102,26 @@ def _reject_float(text: str) -> Any:
     raise RegistryChangeError("non-integer number in JSON")
 
 
+MAX_JSON_DEPTH = 64  # arrays and objects inside each other; records nest 4 deep
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS_ONLY = re.compile(rb"[\[\]{}]+")
+_JSON_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in JSON text ``data`` (brackets inside strings not counted).
+
+    Checked before ``json.loads``, whose C parser recurses once per level: a
+    library that raises the interpreter's recursion limit (py-evm sets 12,288,
+    py_ecc 100,000) turns a deep document into a C stack overflow, a crash
+    rather than a RecursionError."""
+    if b"[" not in data and b"{" not in data:
+        return 0
+    brackets = _JSON_BRACKETS_ONLY.findall(_JSON_STRINGS.sub(b'""', data))
+    steps = memoryview(b"".join(brackets).translate(_JSON_STEPS)).cast("b")  # +1 opens, -1 closes
+    return max(itertools.accumulate(steps), default=0)
+
+
 def parse_json(data: Any, max_bytes: int, what: str) -> Any:
     """Parse ``data`` (at most ``max_bytes``) as JSON.  Duplicate keys,
     non-finite and non-integer numbers are refused; anything wrong raises
@@ -109,6 +130,8 @@ def parse_json(data: Any, max_bytes: int, what: str) -> Any:
         raise RegistryChangeError(f"{what}: expected bytes")
     if len(data) > max_bytes:
         raise RegistryChangeError(f"{what}: {len(data)} bytes is over the {max_bytes} limit")
+    if json_depth(bytes(data)) > MAX_JSON_DEPTH:
+        raise RegistryChangeError(f"{what}: arrays and objects nested deeper than {MAX_JSON_DEPTH}")
     try:
         return json.loads(
             bytes(data).decode("utf-8"),
@@ -671,6 +694,73 @@ class Placement:
         )
 
 
+MAX_REVOCATIONS = 100_000
+
+
+def revocation_ident(token_id: bytes, issuer: bytes) -> str:
+    """``<token id hex>.<first 8 bytes of SHA-256(issuer) hex>``: one issuer's revocation of one link,
+    which nobody else's can shadow."""
+    return f"{token_id.hex()}.{hashlib.sha256(issuer).digest()[:8].hex()}"
+
+
+_REVOCATION_IDENT_RE = re.compile(r"[0-9a-f]{32}\.[0-9a-f]{16}\Z")
+
+
+def _revocation_ident(text: Any) -> str:
+    if not isinstance(text, str) or not _REVOCATION_IDENT_RE.match(text):
+        raise RegistryChangeError("revocation id: expected <32 hex>.<16 hex>")
+    return text
+
+
+@attrs.frozen
+class Revocation:
+    """A signed revocation of one capability token link (RFC 9.11): the REVOKE message's fields.  It
+    applies to a link its ``issuer`` signed, or to any link of a chain whose root owner it is; it may be
+    forgotten once past ``not_after`` (the token's own expiry)."""
+
+    issuer: bytes
+    token_id: bytes
+    not_after: int
+    sig: bytes = b""
+
+    @property
+    def ident(self) -> str:
+        return revocation_ident(self.token_id, self.issuer)
+
+    def to_dict(self) -> dict:
+        return {"issuer": self.issuer.hex(), "token_id": self.token_id.hex(), "not_after": self.not_after,
+                "sig": self.sig.hex()}
+
+    def signed_bytes(self) -> bytes:
+        from orb.protocol.messages import revoke_signed_bytes
+
+        return revoke_signed_bytes(self.issuer, self.token_id, self.not_after)
+
+    def verify(self) -> None:
+        from orb.protocol.deploy import Ed25519PublicKey, InvalidSignature
+
+        try:
+            Ed25519PublicKey.from_public_bytes(self.issuer).verify(self.sig, self.signed_bytes())
+        except (InvalidSignature, ValueError):
+            raise BadSignature("revocation: not the issuer's signature") from None
+
+    def order(self) -> tuple:
+        return (self.not_after, _order_tail(self))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Revocation":
+        d = _fields(d, {"issuer", "token_id", "not_after", "sig"}, "revocation")
+        token_id = d["token_id"]
+        if not isinstance(token_id, str) or not re.fullmatch(r"[0-9a-f]{32}", token_id):
+            raise RegistryChangeError("revocation token_id: expected 32 hex digits")
+        return cls(
+            issuer=_check_key(d["issuer"], "revocation issuer"),
+            token_id=bytes.fromhex(token_id),
+            not_after=check_int(d["not_after"], 0, MAX_TIME, "revocation not_after"),
+            sig=_check_sig(d["sig"], "revocation sig"),
+        )
+
+
 def _hex_ident(text: Any) -> str:
     check_hex_id(text, "entry id")
     return text
@@ -768,7 +858,8 @@ PEER = KindSpec("peer", "peer", PeerRecord, _hex_ident, MAX_PEERS, expires=True)
 FUNCTION = KindSpec("function", "fn", FunctionRecord, check_fid_text, MAX_FUNCTIONS)
 TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS, expires=True)
 PLACEMENT = KindSpec("placement", "rep", Placement, check_fid_text, MAX_FUNCTIONS)
-KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT])
+REVOCATION = KindSpec("revocation", "rev", Revocation, _revocation_ident, MAX_REVOCATIONS)
+KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT, REVOCATION])
 
 
 # -- changes and anti-entropy messages ----------------------------------------

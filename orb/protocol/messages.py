@@ -82,6 +82,7 @@ class MessageType(enum.IntEnum):
     LOGS = 0x33
     LOG_LINES = 0x34
     NAME = 0x40
+    REVOKE = 0x42
     STATEMENT_ACK = 0x45
     RELAY = 0x50
     SYNC = 0x60
@@ -809,6 +810,32 @@ class Name(Message):
         return b"ORB-NAME-v1\x00" + body[: -Signature.sizeof()]
 
 
+@message(
+    MessageType.REVOKE,
+    "issuer_key" / PublicKey,
+    "token_id" / FixedBytes(16),
+    "not_after" / Int64ub,
+    "signature" / Signature,
+)
+class Revoke(Message):
+    """A signed revocation of one capability token link (RFC 5.30, 9.11): a request answered by STATEMENT_ACK."""
+
+    issuer_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    token_id: bytes = attrs.field(validator=_exact_bytes(16))
+    not_after: int = attrs.field(validator=_u64)
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
+    ext: tuple = _ext()
+
+    def signed_bytes(self):
+        """What the issuer signs: the body up to, not including, the signature."""
+        return revoke_signed_bytes(self.issuer_key, self.token_id, self.not_after)
+
+
+def revoke_signed_bytes(issuer_key, token_id, not_after):
+    """``ORB-REVOKE-v1\\0`` || issuer_key || token_id || not_after (u64): REVOKE's and a revocation record's."""
+    return b"ORB-REVOKE-v1\x00" + bytes(issuer_key) + bytes(token_id) + struct.pack(">Q", not_after)
+
+
 @message(MessageType.STATEMENT_ACK, "status" / Int16ub, "seq" / Int64ub, "text" / LongText)
 class StatementAck(Message):
     """Answers an owner statement (NAME and the statements after it in section 5): ``status`` 0 if the
@@ -985,6 +1012,14 @@ class Vouchers(Message):
 
 
 TRACE_ID_BYTES = 16
+
+
+def caller_of(message):
+    """The message's 32-byte ``caller`` TLV (RFC 11.5), or None: one of another length is ignored."""
+    for tlv in message.ext:
+        if tlv.type == TlvType.CALLER and len(tlv.value) == PUBLIC_KEY_BYTES:
+            return tlv.value
+    return None
 
 
 def trace_id_of(message):

@@ -68,6 +68,7 @@ RESPONSES = {
     MessageType.INVOKE: MessageType.RESULT,
     MessageType.LOGS: MessageType.LOG_LINES,
     MessageType.NAME: MessageType.STATEMENT_ACK,
+    MessageType.REVOKE: MessageType.STATEMENT_ACK,
     MessageType.SYNC: MessageType.DELTA,
     MessageType.VOUCHER_ASK: MessageType.VOUCHERS,
 }

@@ -180,7 +180,7 @@ FIELD_DOCS = {
     "INVOKE": {
         "fid": "the function to run",
         "deadline_ms": "time budget from receipt, ms",
-        "token": "capability token (opaque; may be empty)",
+        "token": "capability token (section 9.11); may be empty",
         "input": "the event bytes passed to the function",
     },
     "RESULT": {
@@ -201,6 +201,12 @@ FIELD_DOCS = {
         "successor": "fid that replaces it, or empty",
         "sunset": "Unix seconds after which it stops, or 0",
         "signature": "owner's signature (section 9.3)",
+    },
+    "REVOKE": {
+        "issuer_key": "the key that revokes: the link's issuer or the token's root owner",
+        "token_id": "the id of the link revoked (section 9.11)",
+        "not_after": "the token's expiry, Unix seconds; the revocation may be forgotten after it",
+        "signature": "issuer's signature (section 5.30)",
     },
     "STATEMENT_ACK": {
         "status": "0 taken in, else an error code (registry 11.2)",
@@ -269,6 +275,7 @@ REGISTRY_DOCS = {
             "LOGS": "the owner's signed request for recent call logs (request)",
             "LOG_LINES": "answers LOGS",
             "NAME": "an owner-signed name record (request)",
+            "REVOKE": "a signed revocation of a capability token (request)",
             "STATEMENT_ACK": "answers NAME and the other owner statements",
             "RELAY": "a frame forwarded to a peer behind NAT",
             "SYNC": "tracker anti-entropy: my registry digest (request)",
@@ -601,6 +608,7 @@ def sample_messages():
                        _det_bytes("trace", 16), b"ValueError: b must be a number"),
         ), more=0), 11, int(Flag.RESPONSE)),
         ("name", name, 13, 0),
+        ("revoke", sample_revoke(), 14, 0),
         ("statement_ack", m.StatementAck(status=0, seq=3, text=""), 13, int(Flag.RESPONSE)),
         ("relay", m.Relay(target=peer.node_id, frame=inner), 0, 0),
         ("sync", m.Sync(digest=_sample_digest(tracker)), 10, 0),
@@ -617,7 +625,7 @@ def sample_messages():
 
 
 # The EIP-712 voucher of RFC 10.10: signer key 0x11 x 32, host key 0x22 x 32, fid_for(b"orb test vector").
-# Computed by orb.pay.voucher (which the protocol package does not import); tests/test_pay_wire.py checks
+# Computed by orb.pay.voucher (which the protocol package does not import); tests/test_pay_tracker.py checks
 # that the signature verifies and that these are the RFC's numbers.
 VOUCHER_VECTOR = {
     "chain_id": 31337,
@@ -632,6 +640,89 @@ VOUCHER_VECTOR = {
     "signature": "f008ac1f0ac9e13c2c0367ae4734cc0dca50c76fac7848f888db1a0bf1059b01"
                  "4c2161c155715948d7f5a7a6250f5da8368455acf2ca21a4a8f24f33e92056421b",
 }
+
+
+TOKEN_TIME = 1_764_000_000
+
+
+def sample_tokens():
+    """The capability token vectors (RFC 9.11): (root, delegated). The owner is the peer key of Appendix A,
+    the root's holder the tracker key, which delegates a shorter bearer token."""
+    from orb.protocol import token as tokenmod
+
+    tracker, owner = sample_keys()
+    fid = b"\x01" + _det_bytes("orb-vector-package", 32)
+    root = tokenmod.issue(owner, owner.public_bytes, tokenmod.SCOPE_FID, fid, tracker.public_bytes,
+                          TOKEN_TIME + 86400, delegable=True)
+    child = tokenmod.delegate(root, tracker, tokenmod.SCOPE_FID, fid, None, TOKEN_TIME + 3600)
+    return root, child
+
+
+def sample_revoke():
+    """REVOKE of the delegated vector token's last link, by the owner."""
+    _, owner = sample_keys()
+    _, child = sample_tokens()
+    revoke = m.Revoke(issuer_key=owner.public_bytes, token_id=child.id, not_after=TOKEN_TIME + 3600,
+                      signature=b"\x00" * 64)
+    return attrs.evolve(revoke, signature=owner.sign(revoke.signed_bytes()))
+
+
+def tokens_vector():
+    root, child = sample_tokens()
+    out = {}
+    for label, token in (("root", root), ("delegated", child)):
+        data = token.encode()
+        previous = b""
+        signed = []
+        for link in token.links:
+            signed.append(link.signed_bytes(previous).hex())
+            previous = link.signature
+        out[label] = {"hex": data.hex(), "text": token.text(), "bytes": len(data), "text_chars": len(token.text()),
+                      "link_ids": [i.hex() for i in token.link_ids()], "signed_bytes": signed}
+    return out
+
+
+def tokens_markdown(doc):
+    v = doc["tokens"]
+    root, child = v["root"], v["delegated"]
+    lines = [
+        f"The owner is the peer key of Appendix A, the function the fid of the sample INVOKE, `not_after` "
+        f"{TOKEN_TIME} + 86400 for the root (key-bound to the tracker key, delegable) and {TOKEN_TIME} + 3600 "
+        f"for the delegated link (bearer, signed by the tracker key).",
+        "",
+        f"**Root token** ({root['bytes']} bytes, {root['text_chars']} characters of text; link id "
+        f"`{root['link_ids'][0]}`):",
+        "",
+        "```",
+        _hexdump(root["hex"]),
+        "```",
+        "",
+        "Its link's signed bytes:",
+        "",
+        "```",
+        _hexdump(root["signed_bytes"][0]),
+        "```",
+        "",
+        "Text form:",
+        "",
+        "```",
+        "\n".join(root["text"][i : i + WRAP] for i in range(0, len(root["text"]), WRAP)),
+        "```",
+        "",
+        f"**Delegated token** ({child['bytes']} bytes, {child['text_chars']} characters; link ids "
+        f"`{child['link_ids'][0]}`, `{child['link_ids'][1]}`; the token's id is the last):",
+        "",
+        "```",
+        _hexdump(child["hex"]),
+        "```",
+        "",
+        "The second link's signed bytes (the prefix, the root link's signature, the version, the link):",
+        "",
+        "```",
+        _hexdump(child["signed_bytes"][1]),
+        "```",
+    ]
+    return "\n".join(lines)
 
 
 def _sample_digest(tracker):
@@ -1030,6 +1121,7 @@ def vectors_document():
         "canonical_json": jcs_vector(),
         "statements": statements_vector(),
         "deploy_statement": deploy_vector(),
+        "tokens": tokens_vector(),
     }
 
 
@@ -1139,10 +1231,11 @@ def package_markdown(doc):
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy|tokens) -->\n)(.*?)(<!-- /\2 -->)", re.S)
 _SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
                   "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc),
-                  "statements": lambda doc: statements_markdown(doc), "deploy": lambda doc: deploy_markdown(doc)}
+                  "statements": lambda doc: statements_markdown(doc), "deploy": lambda doc: deploy_markdown(doc),
+                  "tokens": lambda doc: tokens_markdown(doc)}
 
 
 def render(text, doc):

@@ -17,6 +17,11 @@ A caller may send ``Orb-Deadline-Ms: N`` (1 to 300000, decimal digits):
 the call's deadline in milliseconds, from when the gateway has the whole
 request; without it the function's own ``timeout_ms`` applies.
 
+A private function (RFC 10.9) takes ``Authorization: Bearer <token>``; a
+token bound to a key also needs ``Orb-Key``, ``Orb-Date`` and
+``Orb-Signature`` (``proven_key``). Its GET shows only ``private_view``
+unless that proof is the owner's.
+
 Every answer carries CORS headers (``Access-Control-Allow-Origin: *``) and
 ``Orb-Request-Id`` (32 hex digits, also the INVOKE's ``trace_id`` TLV).
 A call's answer carries ``X-Orb-Status`` (the RESULT status, lowercase),
@@ -32,7 +37,12 @@ status  ``code``                           when
 ======  =================================  ===================================
 400     ``bad-fid``, ``bad-deadline``,     a malformed fid (path or Host), a bad
         ``bad-path``                       ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
-403     ``denied``                         RESULT ``denied`` (capability token)
+401     ``token_required``                 a private function called without
+                                           ``Authorization: Bearer``
+403     ``token_expired``, ``token_scope``, the token is refused (RFC 9.11.2),
+        ``token_revoked``, ``token_forged``, or a bad ``Orb-Signature`` proof
+        ``token_caller``, ``token_widened``, (``token_caller``); ``denied``: any
+        ``token_malformed``, ``denied``      other RESULT ``denied``
 404     ``not-found``                      no such function
 405     ``method-not-allowed``             not GET, HEAD, POST or OPTIONS
 408     ``request-timeout``                the request did not arrive in time
@@ -60,8 +70,12 @@ token buckets are an LRU table of ``max_clients``; at most
 in ``OUTPUT_CHUNK_BYTES`` pieces as the client reads.
 """
 
+import base64
+import binascii
 import collections
+import hashlib
 import io
+import struct
 import json
 import math
 import os
@@ -76,12 +90,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from orb.protocol import fid as fidmod
+from orb.protocol import token as tokenmod
+from orb.identity import verify_signature
 from orb.protocol.codes import ErrorCode, ResultStatus
 from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
 from orb.tracker.cache import cached_age_ms
 
 log = Logger()
 
+PROOF_WINDOW_S = 60  # Orb-Date within this of the gateway's clock (RFC 10.9)
 MAX_DEADLINE_MS = MAX_TIMEOUT_MS  # the longest a function may run; a longer Orb-Deadline-Ms is refused
 DEADLINE_HEADER = b"orb-deadline-ms"
 OUTPUT_CHUNK_BYTES = 64 * 1024
@@ -91,7 +108,7 @@ DEFAULT_RETRY_AFTER_S = 1
 JSON_TYPE = b"application/json"
 TOO_MANY_REQUESTS = 429  # not in twisted.web.http
 EXPOSED_HEADERS = (b"X-Orb-Status, Orb-Request-Id, Orb-Replica, Orb-Route, Orb-Cached, Age, Server-Timing, "
-                   b"Retry-After")
+                   b"Retry-After, WWW-Authenticate")
 
 # Every RESULT status, and what the gateway answers for it: (HTTP status, stable code).
 RESULT_HTTP = {
@@ -242,9 +259,61 @@ def parse_deadline_ms(request):
 
 
 def capability_token(request):
-    """The INVOKE ``token`` a request carries. Capability tokens come with issue 13, which reads them here
-    (from an ``Authorization`` header); until then every call carries none, as public functions need."""
+    """The INVOKE ``token`` a request carries: the bytes of ``Authorization: Bearer <base64url>`` (RFC 10.9),
+    b"" without one; ValueError (a TokenError) for a Bearer value that is not a token's text."""
+    values = request.requestHeaders.getRawHeaders(b"authorization") or []
+    for value in values:
+        value = value.decode("latin-1") if isinstance(value, bytes) else value
+        scheme, _, rest = value.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return tokenmod.from_text(rest.strip())
     return b""
+
+
+def proven_key(request, body, now):
+    """The key an ``Orb-Key``/``Orb-Date``/``Orb-Signature`` proof shows the caller holds (RFC 10.9), None
+    without one; ValueError for a proof that is present but fails."""
+    headers = request.requestHeaders
+    key_text, date_text, sig_text = ((headers.getRawHeaders(h) or [b""])[0].decode("latin-1") or None
+                                     for h in (b"orb-key", b"orb-date", b"orb-signature"))
+    if key_text is None and sig_text is None:
+        return None
+    try:
+        key = _b64url(key_text, 32)
+        sig = _b64url(sig_text, 64)
+        if date_text is None or not date_text.strip().isdigit() or len(date_text.strip()) > 12:
+            raise ValueError("Orb-Date must be Unix seconds")
+        date = int(date_text.strip())
+    except ValueError as e:
+        raise ValueError(f"bad key proof: {e}") from None
+    if abs(date - now) > PROOF_WINDOW_S:
+        raise ValueError(f"Orb-Date is more than {PROOF_WINDOW_S} s from the gateway's clock")
+    if not verify_signature(key, sig, proof_bytes(date, body, request.method, request.uri)):
+        raise ValueError("Orb-Signature does not verify with Orb-Key")
+    return key
+
+
+def proof_bytes(date, body, method, target):
+    """What ``Orb-Signature`` signs (RFC 10.9)."""
+    return b"".join([b"ORB-HTTP-v1\x00", struct.pack(">Q", date), hashlib.sha256(body).digest(), method, b" ", target])
+
+
+def _b64url(text, n):
+    if text is None:
+        raise ValueError("Orb-Key, Orb-Date and Orb-Signature go together")
+    try:
+        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64url") from None
+    if len(raw) != n:
+        raise ValueError(f"expected {n} bytes")
+    return raw
+
+
+def private_view(function):
+    """All that a private function's metadata shows to anyone but its owner (RFC 10.9)."""
+    return {"fid": function.fid, "visibility": "private", "dns_name": f"{function.fid}.orb",
+            "call": f"/f/{function.fid}"}
 
 
 def deprecation_headers(request, fid):
@@ -324,7 +393,8 @@ class GatewayResource(Resource):
         _cors(request)
         if request.method == b"OPTIONS":
             request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, POST, OPTIONS")
-            request.setHeader(b"Access-Control-Allow-Headers", b"Content-Type, Orb-Deadline-Ms")
+            request.setHeader(b"Access-Control-Allow-Headers",
+                             b"Content-Type, Orb-Deadline-Ms, Authorization, Orb-Key, Orb-Date, Orb-Signature")
             request.setHeader(b"Access-Control-Max-Age", b"600")
             request.setResponseCode(http.NO_CONTENT)
             return b""
@@ -347,7 +417,10 @@ class GatewayResource(Resource):
         function = self.registry.function(fid)
         if function is None:
             return _error(request, http.NOT_FOUND, "not-found", f"no function {fid} is deployed")
+        private = function.manifest_json().get("visibility", "public") != "public"
         if request.method != b"POST":
+            if private and not self._proves_owner(request, function):
+                return _answer_json(request, http.OK, private_view(function))
             return _answer_json(request, http.OK, self._metadata(function))
         try:
             deadline_ms = parse_deadline_ms(request)
@@ -362,8 +435,23 @@ class GatewayResource(Resource):
             request.setHeader(b"Retry-After", str(DEFAULT_RETRY_AFTER_S).encode("ascii"))
             return _error(request, http.SERVICE_UNAVAILABLE, "busy",
                           "the gateway has too many calls in flight; retry after Retry-After seconds")
-        self._call(request, fid, fid_raw, body, deadline_ms, request_id)
+        token, caller = b"", None
+        try:
+            if private:  # public functions ignore tokens
+                token = capability_token(request)
+                caller = proven_key(request, body, int(self.clock.seconds()))
+        except tokenmod.TokenError as e:
+            return _error(request, http.FORBIDDEN, e.reason, e.text)
+        except ValueError as e:
+            return _error(request, http.FORBIDDEN, tokenmod.CALLER, str(e))
+        self._call(request, fid, fid_raw, body, deadline_ms, request_id, token, caller)
         return NOT_DONE_YET
+
+    def _proves_owner(self, request, function):
+        try:
+            return proven_key(request, b"", int(self.clock.seconds())) == function.owner
+        except ValueError:
+            return False
 
     def _metadata(self, function):
         manifest = function.manifest_json()
@@ -384,11 +472,13 @@ class GatewayResource(Resource):
             doc.update(self.metadata(function))
         return doc
 
-    def _call(self, request, fid, fid_raw, body, deadline_ms, request_id):
+    def _call(self, request, fid, fid_raw, body, deadline_ms, request_id, token=b"", caller=None):
         started = self.clock.seconds()
         self.in_flight += 1
         kwargs = {"deadline_s": None if deadline_ms is None else deadline_ms / 1000,
-                  "token": capability_token(request), "trace_id": request_id}
+                  "token": token, "trace_id": request_id}
+        if caller is not None:
+            kwargs["caller"] = caller
         try:
             d = self.router.call(fid_raw, body, **kwargs)
         except Exception:
@@ -467,6 +557,15 @@ class GatewayResource(Resource):
             retry_s = getattr(answer, "retry_after_s", None) or DEFAULT_RETRY_AFTER_S
             request.setHeader(b"Retry-After", str(max(1, math.ceil(retry_s))).encode("ascii"))
         logtext = result.log[-ERROR_LOG_TAIL_BYTES:].decode("utf-8", "replace")
+        if status == ResultStatus.DENIED:  # a refused token: 401 or 403 with the reason (RFC 10.9)
+            reason, _, text = logtext.partition(": ")
+            if reason in tokenmod.REASONS:
+                code = http.UNAUTHORIZED if reason == tokenmod.REQUIRED else http.FORBIDDEN
+                if code == http.UNAUTHORIZED:
+                    request.setHeader(b"WWW-Authenticate", b'Bearer realm="orb"')
+                request.write(_error(request, code, reason, text[:500], status="denied", log=logtext[:600]))
+                request.finish()
+                return
         message = {
             ResultStatus.ERROR: "the function failed",
             ResultStatus.TIMEOUT: "the deadline passed before the function answered",

@@ -52,7 +52,7 @@ from twisted.web.resource import Resource
 from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
 from orb.protocol.federation import FunctionRecord
-from orb.tracker.gateway import ConnectionLimit, GatewayConfig, GatewayResource, GatewaySite
+from orb.tracker.gateway import ConnectionLimit, GatewayConfig, GatewayResource, GatewaySite, private_view, proven_key
 from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
 from orb.tracker.replication import placement_group, verified_replicas
 from orb.tracker.routing import rank_replicas
@@ -369,9 +369,21 @@ class FunctionsResource(_Json):
         out = [
             function_json(reg, f, hosts.get(f.fid, []), self.stats)
             for f in sorted(reg.functions(), key=lambda f: f.fid)
-            if owner is None or f.owner == owner
+            if (owner is None or f.owner == owner) and not is_private(f)  # private functions are not listed (RFC 10.9)
         ]
         return json_body(request, {"total": len(out), "functions": out})
+
+
+def is_private(f: FunctionRecord) -> bool:
+    return f.manifest_json().get("visibility", "public") != "public"
+
+
+def _proves_owner(request: Any, f: FunctionRecord, now: float) -> bool:
+    """The request carries a valid Orb-Signature proof of the owner's key (RFC 10.9)."""
+    try:
+        return proven_key(request, b"", int(now)) == f.owner
+    except ValueError:
+        return False
 
 
 class FunctionResource(_Json):
@@ -381,6 +393,8 @@ class FunctionResource(_Json):
 
     def get(self, request: Any) -> bytes:
         reg, f = self.registry, self.function
+        if is_private(f) and not _proves_owner(request, f, reg.now()):
+            return json_body(request, private_view(f))
         announced = _hosts_by_fid(reg).get(f.fid, [])
         placement = reg.placement(f.fid)
         doc = function_json(reg, f, announced, self.stats)

@@ -269,12 +269,16 @@ class Registry:
         return self.peer_ttl_s if spec.name == PEER.name else self.tracker_ttl_s
 
     def _live(self, spec: KindSpec, record: Any, now: float) -> bool:
+        if getattr(record, "not_after", None) is not None and now > record.not_after:
+            return False  # a revocation past its token's expiry (RFC 9.11)
         ttl = self.ttl_s(spec)
         if ttl is not None and now - record.time > ttl:
             return False
         return not (spec.name == PEER.name and not record.connected)
 
     def _purgeable(self, spec: KindSpec, record: Any, now: float) -> bool:
+        if getattr(record, "not_after", None) is not None:
+            return now > record.not_after  # forgotten once what it revokes has expired anyway
         return spec.expires and now - record.time > PURGE_AFTER_S
 
     # -- the map ----------------------------------------------------------------

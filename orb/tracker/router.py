@@ -52,6 +52,13 @@ result cache (orb.tracker.cache) and served from there, marked ``cached``;
 a call identical to one still running waits for that run's answer (within
 its own deadline) instead of starting another.
 
+Private functions.  A call of a function whose manifest says
+``visibility = "private"`` is checked by ``tokens`` (orb.tracker.tokens)
+before routing: a refused one is RESULT ``denied`` whose log starts with
+the reason (``token_required: ...``, ``token_expired: ...``, RFC 9.11). The
+INVOKE sent on carries the ``caller`` TLV, the key the binding was checked
+against. Private calls are never cached.
+
 Cancel.  A caller's CANCEL for an INVOKE it sent here cancels the routed
 call, and so does the loss of its session: CANCEL goes on to the replica.
 """
@@ -71,6 +78,7 @@ from orb.protocol import messages as m
 from orb.protocol.codes import ErrorCode, ResultStatus, TlvType
 from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
 from orb.protocol.messages import TRACE_ID_BYTES, MessageType, trace_id_of
+from orb.protocol.token import TokenError
 from orb.tracker.cache import ResultCache, cache_key
 from orb.tracker.routing import choose
 
@@ -174,6 +182,7 @@ class Router:
         self._by_caller = {}  # caller's record -> set of its request ids in _callers
         self.counts = collections.Counter()  # what figures() reports
         self.hedge_tokens = HEDGE_BURST  # the hedge budget (module docstring)
+        self.tokens = None  # orb.tracker.tokens.Tokens: checks calls of private functions (None: refuses them)
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -267,8 +276,11 @@ class Router:
         if len(self._callers) >= MAX_CALLERS_CALLS:
             record.refuse(request_id, ErrorCode.BUSY, "this tracker has too many calls in flight; try another")
             return
+        # The caller a token is bound to: the session's key. (Trackers do not forward INVOKE to each other, so
+        # a caller TLV here is never trusted: a node claiming the tracker role could name any key in it.)
+        caller = getattr(getattr(record, "remote", None), "public_key", None)
         d = self.call(message.fid, message.input, message.deadline_ms / 1000 or None, message.token,
-                      trace_id_of(message), caller=getattr(getattr(record, "remote", None), "public_key", None))
+                      trace_id_of(message), caller=caller)
         key = (record, request_id)
         if not d.called:
             self._callers[key] = d
@@ -349,7 +361,12 @@ class Router:
             return defer.succeed(Answer(result(ResultStatus.INTERNAL, f"an input of {len(data)} bytes is over the "
                                                                       f"function's max_input_bytes of {cap}"),
                                         attempts=0, refusal=int(ErrorCode.TOO_LARGE)))
-        cacheable = bool(manifest.get("pure")) and manifest.get("visibility", "public") == "public"
+        private = manifest.get("visibility", "public") != "public"
+        if private:
+            denied = self._check_token(fid, token, caller)
+            if denied is not None:
+                return defer.succeed(Answer(result(ResultStatus.DENIED, denied), attempts=0))
+        cacheable = bool(manifest.get("pure")) and not private
         if cacheable:
             hit = self.cache.get(fid_raw, data)
             if hit is not None:
@@ -358,6 +375,8 @@ class Router:
                 return defer.succeed(Answer(cached, replica, cached=True, attempts=0))
         budget_s = min(deadline_s or manifest["timeout_ms"] / 1000, MAX_DEADLINE_S)
         trace = (m.Tlv(int(TlvType.TRACE_ID), trace_id),) if len(trace_id) == TRACE_ID_BYTES else ()
+        if private and caller is not None:
+            trace += (m.Tlv(int(TlvType.CALLER), caller),)
         key = cache_key(fid_raw, data) if cacheable else None
         running = self._runs.get(key) if cacheable else None
         if running is not None:  # the same pure call is running: its answer is ours too
@@ -373,6 +392,17 @@ class Router:
         call.next_replica()
         return call.deferred if call.done else call.subscribe(budget_s, first=True)
 
+
+    def _check_token(self, fid, token, caller):
+        """None if ``token`` lets ``caller`` call private ``fid``, else the RESULT ``denied`` log text."""
+        if self.tokens is None:
+            return "token_required: this tracker checks no capability tokens"
+        try:
+            self.tokens.check(fid, token, caller)
+        except TokenError as e:
+            self.counts["denied"] += 1
+            return f"{e.reason}: {e.text}"
+        return None
 
     def _ran(self, answer, fid_raw, caller, input_bytes):
         for listener in self.run_listeners:

@@ -49,6 +49,7 @@ from orb.tracker.router import Router
 from orb.tracker.routing import rank_replicas
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
+from orb.tracker.tokens import Tokens
 
 MAINTAIN_INTERVAL_S = 1.0
 PAYMENTS_FLUSH_S = 30.0
@@ -150,6 +151,12 @@ class Tracker:
         self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost,
                                           self.relayer.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
+        # Capability tokens: private calls checked by the router, REVOKE taken in and pushed to hosts.
+        self.tokens = Tokens(clock, registry, self.table, names_of=lambda: getattr(self, "names", None))
+        self.router.tokens = self.tokens
+        self.table.handlers.update(self.tokens.handlers())
+        self.table.ready_listeners.append(self.tokens.session_ready)
+        self.table.lost_listeners.append(self.tokens.session_lost)
         self.payments = payments  # orb.tracker.payments.Payments, opened by the service layer, or None
         if payments is not None:
             payments.local_id, payments.verified_since = self.local.node_id, self.replication.verified_since
