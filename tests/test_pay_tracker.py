@@ -230,10 +230,12 @@ class PaymentsTests(SynchronousTestCase):
         self.assertEqual([c for _, c, _ in second.refused], [ErrorCode.BUSY])
 
     def test_an_unfundable_fid_is_invalid(self):
-        """A VOUCHER_ASK naming a malformed fid is ERROR(invalid)."""
+        """A VOUCHER_ASK naming a malformed fid, or the zero address, is ERROR(invalid) and binds nothing."""
         record = FakeRecord()
         self.payments.on_voucher_ask(record, ask(fid=b"\x01\x02"), 1)
-        self.assertEqual([c for _, c, _ in record.refused], [ErrorCode.INVALID])
+        self.payments.on_voucher_ask(record, ask(payout="0x" + "00" * 20), 2)
+        self.assertEqual([c for _, c, _ in record.refused], [ErrorCode.INVALID, ErrorCode.INVALID])
+        self.assertIsNone(self.payments.payout_of(HOST_ID))
 
 
 class RouterRunListenerTests(SynchronousTestCase):

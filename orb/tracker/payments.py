@@ -186,6 +186,9 @@ class Payments:
 
     def on_voucher_ask(self, record, message, request_id):
         node_id = record.node_id
+        if message.payout == bytes(20):
+            record.refuse(request_id, ErrorCode.INVALID, "the zero address cannot be paid")
+            return
         payout = to_checksum_address(message.payout)
         bound = self._payout.get(node_id)
         if bound is not None and bound != payout:
