@@ -12,6 +12,7 @@ What a peer is made of, wired in one place.
     Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
     CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
     RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
+    HostSecrets    SECRET: sealed secrets, opened for each call     (orb.peer.secrets)
 
 The package store (``orb.net.packages``) is opened by the service layer
 and handed in as ``packages``; without one the peer hosts nothing and
@@ -41,6 +42,7 @@ from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
 from orb.peer.logs import CallLog
 from orb.peer.relay import RelayedCalls
+from orb.peer.secrets import HostSecrets, node_x25519_secret
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -88,6 +90,7 @@ class Peer:
         })
         self.packages = packages
         self.server = self.fetcher = self.hosting = self.invocations = self.call_log = self.relay = None
+        self.secrets = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes,
@@ -104,6 +107,10 @@ class Peer:
             self.table.handlers.update(self.call_log.handlers())
             packages.removed_listeners.append(self.call_log.forget)
             self.invocations.finished_listeners.append(self.call_log.record)
+            # SECRET: a function's secrets sealed to this host, opened only for its calls (context.secrets)
+            self.secrets = HostSecrets(self.local.node_id, node_x25519_secret(key), packages)
+            self.table.handlers.update(self.secrets.handlers())
+            self.invocations.secrets_for = self.secrets.values_for
             self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
             self.table.handlers.update(self.relay.handlers())
             self.table.lost_listeners.append(self.relay.session_lost)

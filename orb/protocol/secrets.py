@@ -113,6 +113,8 @@ def parse_plaintext(data):
     host = data[head + n:head + n + NODE_ID_BYTES]
     (issued_at,) = _U64.unpack_from(data, head + n + NODE_ID_BYTES)
     body = data[head + n + NODE_ID_BYTES + 8:]
+    if len(body) > MAX_SECRETS_JSON_BYTES:
+        raise SecretError("too_large", f"the secrets take {len(body)} bytes: at most {MAX_SECRETS_JSON_BYTES}")
     try:
         values = parse_json(body, MAX_SECRETS_JSON_BYTES, "secrets")
     except RegistryChangeError as e:

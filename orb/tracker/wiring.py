@@ -11,6 +11,7 @@ What a tracker is made of, wired in one place.
     Replication    k verified replicas, challenges, LOOKUP          (orb.tracker.replication)
     Router         INVOKE and the gateway's calls, to the best replica (orb.tracker.router)
     LogsFanout     the owner's LOGS, to every replica; LOG_LINES merged (orb.tracker.logs)
+    Secrets        SECRET: sealed secrets, kept and forwarded to hosts (orb.tracker.secrets)
     Relayer        RELAY: forwarding, and calls to peers homed elsewhere (orb.tracker.relay)
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
@@ -45,6 +46,7 @@ from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
 from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
+from orb.tracker.secrets import Secrets
 from orb.tracker.routing import rank_replicas
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
@@ -130,6 +132,8 @@ class Tracker:
         self.table.handlers.update(self.router.handlers())
         self.table.lost_listeners.append(self.router.session_lost)  # a caller gone: its routed calls cancelled
         self.router.call_listeners.append(self.stats.calls.observe_call)  # wire calls; the gateway counts its own
+        self.secrets = Secrets(clock, self.table, registry)  # SECRET: sealed secrets, forwarded to their hosts
+        self.table.handlers.update(self.secrets.handlers())
         self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
         self.table.handlers.update(self.logs.handlers())
         if packages is not None:
@@ -144,9 +148,9 @@ class Tracker:
             })
         # Federation first: it admits the tracker a --join dial reached, which Membership then asks about.
         self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet,
-                                           self.replication.session_ready])
+                                           self.replication.session_ready, self.secrets.session_ready])
         self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost,
-                                          self.relayer.session_lost])
+                                          self.relayer.session_lost, self.secrets.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
         self.periodic = Periodic(clock)
 
