@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "orb.cli._logs",
     "orb.cli._resolve",
     "orb.cli._sandbox",
+    "orb.cli._secrets",
 ]
 
 

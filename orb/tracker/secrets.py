@@ -183,5 +183,6 @@ def secret_status(registry, fid):
             # A tracker hosting a function itself never gets its secrets: it is not waiting for them.
             "waiting": bool(sealed) and record is None and not is_tracker,
         })
-    return {"fid": fid, "has_secrets": bool(sealed), "hosts": out,
+    return {"fid": fid, "owner": function.owner.hex() if function is not None else None,
+            "has_secrets": bool(sealed), "hosts": out,
             "waiting": [h["node_id"] for h in out if h["waiting"]]}
