@@ -39,7 +39,7 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
     timeout = 240
 
     @defer.inlineCallbacks
-    def deploy(self, tracker):
+    def deploy(self, tracker, wait=True):
         path = os.path.join(self.net.base_dir, "signer")
         for argv in (("keygen",), ("init", path, "--template", "python", "--name", "signer")):
             code, _, err = yield self.orb(*argv)
@@ -53,7 +53,7 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
         with open(toml, "w") as f:
             f.write(head + '\n[[sample]]\nname = "no secret at deploy"\ninput = "x"\noutput = "no secret here"\n')
         code, out, err = yield self.orb("deploy", path, "--tracker", tracker.wire_text, "--api", self.api(tracker),
-                                        "--json")
+                                        "--json", *(() if wait else ("--no-wait",)))
         self.assertEqual(code, 0, out + err)
         return json.loads(out)["fid"]
 
@@ -128,7 +128,7 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
         t1 = yield self.start_tracker("t1")
         yield self.start_peer("p1", "--listen", "tcp:0:interface=127.1.0.1", "--tracker", t1.wire_text)
         yield sleep(2)
-        fid = yield self.deploy(t1)
+        fid = yield self.deploy(t1, wait=False)
         wire = ("--tracker", t1.wire_text, "--api", self.api(t1))
         code, _, err = yield self.orb("keygen", home="thief")
         self.assertEqual(code, 0, err)
