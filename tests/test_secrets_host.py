@@ -152,3 +152,16 @@ class HostSecretsTests(SynchronousTestCase):
         self.assertIsNone(self.store.sealed_secret(self.fid))
         rows = self.successResultOf(self.store.db.run(lambda c: c.execute("SELECT count(*) FROM secrets").fetchone()))
         self.assertEqual(rows[0], 0)
+
+    def test_a_store_from_before_secrets_opens(self):
+        """A store written before secrets were kept is migrated: it opens with its packages and owners."""
+        import sqlite3
+
+        self.successResultOf(self.store.db.close())
+        with sqlite3.connect(os.path.join(self.data_dir, "packages.sqlite")) as conn:  # the previous schema
+            conn.execute("DROP TABLE secrets")
+            conn.execute("PRAGMA user_version=2")
+        store, _ = open_store(self, self.data_dir)
+        self.assertIn(self.fid, store)
+        self.assertEqual(store.owner(self.fid), self.owner.public_bytes)
+        self.assertIsNone(store.sealed_secret(self.fid))
