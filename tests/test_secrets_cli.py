@@ -100,3 +100,20 @@ class TargetsTests(SynchronousTestCase):
         self.assertEqual(sec.open_for(node_x25519_secret(self.a), msg.sealed, msg.fid, self.a.node_id), {"A": "v"})
         with self.assertRaises(sec.SecretError):
             sec.open_for(node_x25519_secret(self.b), msg.sealed, msg.fid, self.b.node_id)
+
+
+class OwnerCopyTests(SynchronousTestCase):
+    def test_owner_copy_opens_with_the_owner_key_only(self):
+        """sync reopens the owner copy with the owner key; another key is refused (exit 7)."""
+        owner, thief = NodeKey.generate(), NodeKey.generate()
+        raw = fidmod.from_text(FID)
+        own_id = sec.owner_copy_host(owner.public_bytes)
+        doc = {"owner_copy": {"seq": "1", "sealed": sec.seal(owner.public_bytes, raw, own_id, 1, {"A": "v"}).hex()}}
+        plan = _secrets.SecretPlan(fid=FID, api="http://x", key=owner)
+        self.assertEqual(_secrets.open_owner_copy(plan, doc), {"A": "v"})
+        with self.assertRaises(CommandError) as e:
+            _secrets.open_owner_copy(_secrets.SecretPlan(fid=FID, api="http://x", key=thief), doc)
+        self.assertEqual(e.exception.exit_code, _ui.EXIT_REFUSED)
+        with self.assertRaises(CommandError) as e:
+            _secrets.open_owner_copy(plan, {"owner_copy": None})
+        self.assertEqual(e.exception.exit_code, _ui.EXIT_NOT_FOUND)

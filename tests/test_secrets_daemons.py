@@ -61,8 +61,16 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
         return f"http://127.0.0.1:{tracker.info['http']}"
 
     @defer.inlineCallbacks
+    def status(self, tracker, fid):
+        code, out, err = yield self.orb("secret", "status", fid, "--api", self.api(tracker), "--json")
+        self.assertEqual(code, 0, err)
+        self.assertNotIn(SECRET, out)
+        return json.loads(out)
+
+    @defer.inlineCallbacks
     def test_secret_set_then_calls_use_it_and_it_leaks_nowhere(self):
-        """orb secret set --all-hosts: every host's calls get it from context; no log, file or output shows it."""
+        """orb secret set on two hosts, sync to the third from the owner copy: every call gets it from its
+        context; no log, file or output shows it."""
         from orb.devnet import open_session
 
         t1 = yield self.start_tracker("t1")
@@ -73,12 +81,21 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
         yield sleep(2)
         fid = yield self.deploy(t1)
         wire = ("--tracker", t1.wire_text, "--api", self.api(t1))
-        code, out, err = yield self.orb("secret", "set", fid, f"API_KEY={SECRET}", "--all-hosts", "--json", *wire)
+        status = yield self.status(t1, fid)
+        hosts = sorted(h["node_id"] for h in status["hosts"] if h["hosting"] and not h["is_tracker"])
+        self.assertEqual(len(hosts), 3, status)
+        code, out, err = yield self.orb("secret", "set", fid, f"API_KEY={SECRET}", "--host", hosts[0], "--host",
+                                        hosts[1], "--json", *wire)
         self.assertEqual(code, 0, out + err)
         doc = json.loads(out)
-        self.assertEqual(doc["names"], ["API_KEY"])
-        self.assertGreaterEqual(len(doc["hosts"]), 3, doc)
-        self.assertTrue(all(h["ok"] for h in doc["hosts"]), doc)
+        self.assertEqual((doc["names"], doc["owner_copy"]), (["API_KEY"], True))
+        self.assertEqual(sorted(h["node_id"] for h in doc["hosts"] if h["ok"]), hosts[:2], doc)
+        self.assertNotIn(SECRET, out + err)
+        status = yield self.status(t1, fid)
+        self.assertEqual(status["waiting"], hosts[2:])  # placed, but not sealed to
+        code, out, err = yield self.orb("secret", "sync", fid, "--json", *wire)
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual([h["node_id"] for h in json.loads(out)["hosts"] if h["ok"]], hosts[2:])
         self.assertNotIn(SECRET, out + err)
 
         expected = hmac.new(SECRET.encode(), b"payload", hashlib.sha256).hexdigest().encode()
@@ -103,12 +120,9 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
             yield sleep(0.5)
         self.assertTrue(ok, outputs)
 
-        code, out, err = yield self.orb("secret", "status", fid, "--api", self.api(t1), "--json")
-        self.assertEqual(code, 0, err)
-        status = json.loads(out)
+        status = yield self.status(t1, fid)
         self.assertEqual(status["waiting"], [])
         self.assertGreaterEqual(sum(h["sealed"] for h in status["hosts"]), 3)
-        self.assertNotIn(SECRET, out)
 
         # Nowhere in the clear: daemon output (logs), and every file of every data dir (registries, indexes).
         for daemon in [t1, *peers]:

@@ -205,3 +205,19 @@ class SecretsNetTests(SynchronousTestCase):
         self.tracker.registry.accept(record)  # as if a federated tracker had taken it in
         self.net.run(1)
         self.assertIsNone(peer.packages.sealed_secret(self.fid))
+
+    def test_owner_copy_is_kept_but_never_a_host(self):
+        """The owner's own copy is stored and shown sealed, is no host, and makes unsealed hosts wait."""
+        peer = self.host("10.2.0.1")
+        self.net.run(3)
+        own_id = sec.owner_copy_host(self.owner.public_bytes)
+        sealed = sec.seal(self.owner.public_bytes, self.fid, own_id, 1, VALUES)
+        message = m.Secret(owner_key=self.owner.public_bytes, fid=self.fid, host=own_id, seq=4, sealed=sealed,
+                           signature=sec.sign(self.owner, self.fid, own_id, 4, sealed))
+        self.assertEqual(self.send(self.tracker, message).status, 0)
+        self.net.run(1)
+        status = secret_status(self.tracker.registry, self.fid_text)
+        self.assertEqual(status["owner_copy"], {"seq": "4", "sealed": sealed.hex()})
+        self.assertNotIn(own_id.hex(), [h["node_id"] for h in status["hosts"]])
+        self.assertEqual(status["waiting"], [peer.node_id.hex()])
+        self.assertIsNone(peer.packages.sealed_secret(self.fid))

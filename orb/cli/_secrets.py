@@ -4,7 +4,7 @@
 hosts the owner chooses (RFC 9.12).
 
     orb secret set FID KEY=VALUE ... (--host NODEID ... | --all-hosts) [--from-file F]
-    orb secret sync FID --from-file F         seal to every host waiting for a sealed copy
+    orb secret sync FID [--from-file F]       seal to every host waiting for a sealed copy
     orb secret status FID                     which hosts hold a sealed copy, which wait
     orb secret rm FID (--host NODEID ... | --all-hosts)
 
@@ -13,9 +13,11 @@ every peer that hosts it or is placed for it now). Each host gets its own
 sealed box, to the X25519 key of its node key (taken from the tracker's
 API, checked against the host's node id), signed with the owner key
 (``--key``) and sent to the tracker (``--tracker``) as SECRET, which stores
-it and forwards it. Nothing is kept on this machine, in plaintext or
-otherwise: ``sync`` needs the values again, from a file (``KEY=VALUE``
-lines, ``#`` comments; it must be mode 0600). ``rm`` seals an empty map.
+it and forwards it. ``set`` also seals the map to the owner key itself (the
+*owner copy*, RFC 9.12), which only that key opens: ``sync`` reseals from
+it to the hosts placed since, or from a file (``--from-file``: ``KEY=VALUE``
+lines, ``#`` comments, mode 0600). Nothing is kept on this machine.
+``rm`` seals an empty map (and, with ``--all-hosts``, empties the owner copy).
 Values are never printed, not even with ``--json``: only their names.
 
 Exit status: 0; 2 bad arguments; 3 a bad file or key; 6 the tracker or its
@@ -73,7 +75,8 @@ def register(sub):
     hosts(v)
     wire(v)
     v = verb("sync", "seal FID's secrets to every host waiting for a sealed copy", sync)
-    v.add_argument("--from-file", metavar="F", required=True, help="KEY=VALUE lines (mode 0600)")
+    v.add_argument("--from-file", metavar="F", help="KEY=VALUE lines (mode 0600); default: the values last set, "
+                                                    "from the owner copy that only your key opens")
     wire(v)
     verb("status", "show which hosts of FID hold its sealed secrets and which wait for them", status)
     v = verb("rm", "remove FID's secrets from the hosts named (seals an empty set)", rm)
@@ -144,6 +147,8 @@ class SecretPlan:
     hosts: tuple = ()  # node ids (bytes) named with --host
     all_hosts: bool = False
     waiting_only: bool = False
+    owner_copy: bool = True  # also seal to the owner key itself (RFC 9.12), so that sync can reseal later
+    from_owner_copy: bool = False  # sync: the values are the owner copy's
 
 
 def _host_ids(args):
@@ -183,14 +188,35 @@ def set_(args):
 
 def sync(args):
     _ui.fid_argument(args.fid)
-    plan = _wire_plan(args, checked(read_file(args.from_file)), waiting_only=True)
+    if args.from_file:
+        plan = _wire_plan(args, checked(read_file(args.from_file)), waiting_only=True, owner_copy=False)
+    else:
+        plan = _wire_plan(args, {}, waiting_only=True, owner_copy=False, from_owner_copy=True)
     return _seal_and_print(args, plan, "sync")
 
 
 def rm(args):
     _ui.fid_argument(args.fid)
-    plan = _wire_plan(args, {}, hosts=_host_ids(args), all_hosts=args.all_hosts)
+    hosts = _host_ids(args)
+    plan = _wire_plan(args, {}, hosts=hosts, all_hosts=args.all_hosts, owner_copy=args.all_hosts)
     return _seal_and_print(args, plan, "rm")
+
+
+def open_owner_copy(plan, doc):
+    """The values of the owner copy the tracker listed, opened with the owner key; CommandError without one."""
+    from cryptography.hazmat.primitives import serialization
+
+    own = doc.get("owner_copy")
+    if not isinstance(own, dict):
+        raise CommandError(f"{plan.fid[:16]}... has no owner copy to reseal from: give --from-file F",
+                           _ui.EXIT_NOT_FOUND, "not_found")
+    seed = plan.key.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                              serialization.NoEncryption())
+    try:
+        return secretsmod.open_for(secretsmod.x25519_private(seed), bytes.fromhex(own["sealed"]),
+                                   fidmod.from_text(plan.fid), secretsmod.owner_copy_host(plan.key.public_bytes))
+    except (secretsmod.SecretError, ValueError, TypeError, KeyError) as e:
+        raise CommandError(f"the owner copy does not open with this key: {e}", _ui.EXIT_REFUSED, "denied") from None
 
 
 def status(args):
@@ -270,7 +296,11 @@ def seal_flow(reactor, plan, box):
     if doc.get("owner") not in (None, plan.key.public_bytes.hex()):
         raise CommandError(f"this key is not the owner of {plan.fid[:16]}... (owner {doc['owner'][:16]}...): --key",
                            _ui.EXIT_REFUSED, "denied")
+    if plan.from_owner_copy:
+        plan = attrs.evolve(plan, values=open_owner_copy(plan, doc))
     chosen = targets(plan, doc)
+    if plan.owner_copy:
+        chosen.append((secretsmod.owner_copy_host(plan.key.public_bytes), plan.key.public_bytes))
     results = []
     if chosen:
         client = _network.SessionClient()
@@ -300,18 +330,25 @@ def seal_flow(reactor, plan, box):
                 results.append(entry)
         finally:
             yield _network.close_session(reactor, p, client)
-    return {"ok": all(r["ok"] for r in results), "fid": plan.fid, "names": sorted(plan.values),
-            "hosts": results}
+    own = secretsmod.owner_copy_host(plan.key.public_bytes).hex()
+    owner_copy = next((r for r in results if r["node_id"] == own), None)
+    hosts = [r for r in results if r["node_id"] != own]
+    return {"ok": all(r["ok"] for r in results), "fid": plan.fid, "names": sorted(plan.values), "hosts": hosts,
+            "owner_copy": None if owner_copy is None else owner_copy["ok"]}
 
 
 def _seal_and_print(args, plan, verb):
     doc = _network.run_flow(lambda reactor: seal_flow(reactor, plan, {}), {})
+    if doc["owner_copy"] is False and not doc["hosts"]:
+        raise CommandError("the tracker refused the owner copy", _ui.EXIT_REFUSED, "refused", {"fid": plan.fid})
     if doc["hosts"] and not any(r["ok"] for r in doc["hosts"]):
         first = doc["hosts"][0].get("error", "refused")
         raise CommandError(f"every host's sealed copy was refused: {first}", _ui.EXIT_REFUSED, "refused",
                            {"fid": plan.fid, "hosts": doc["hosts"]})
 
     def human(c):
+        if doc["owner_copy"]:
+            c.print("owner copy updated (only your key opens it; `orb secret sync` reseals from it)", markup=False)
         if not doc["hosts"]:
             c.print("no host to seal to" + (" (none is waiting)" if verb == "sync" else ""), markup=False)
             return

@@ -21,6 +21,10 @@ one onto another (fid, host)::
 
     signed = "ORB-SECRET-v1" 0x00 || u8 len(fid) || fid || host node id[32] || seq u64 || SHA-256(sealed)
 
+An owner may also seal the map to its own owner key (host = SHA-256 of the
+owner key): that *owner copy* is stored like the others, and lets the owner
+seal the same secrets to a new host later without keeping them anywhere.
+
 Bounds: at most MAX_SECRETS pairs, and the JCS map at most
 MAX_SECRETS_JSON_BYTES; a key is ``[A-Za-z_][A-Za-z0-9_]{0,63}``; a value is
 a string.
@@ -195,6 +199,11 @@ def open_for(x25519_secret, sealed, fid, host):
     if got_host != host:
         raise SecretError("wrong_host", "the sealed secret names another host")
     return values
+
+
+def owner_copy_host(owner_key):
+    """The ``host`` of an owner's own copy: SHA-256 of its owner key, as if the owner key were a node key."""
+    return hashlib.sha256(owner_key).digest()
 
 
 # --- the owner's signature ---------------------------------------------------------------

@@ -11,6 +11,9 @@ its own statement lists the fid, and again whenever that becomes true
 (the host comes back, or is placed and announces the fid). A tracker never
 holds a key that opens one.
 
+An owner's own copy (sealed to its owner key, RFC 9.12) is kept the same
+way and shown to anyone as sealed bytes; only the owner key opens it.
+
 ``status(fid)`` says, for a function with secrets, which hosts hold a
 sealed copy and which are *waiting* for one: hosts placed for it, or
 announcing it, that the owner has not sealed to yet (the owner runs
@@ -161,9 +164,12 @@ def secret_status(registry, fid):
     """For ``fid``: every host that is placed for it, announces it or was sealed to, with its Ed25519 key
     (what ``orb secret`` seals to), whether it holds a sealed copy (``sealed``, ``seq``), and ``waiting``:
     the function has secrets and this host has none. Never a secret: only which hosts have sealed bytes."""
+    from orb.protocol.secrets import owner_copy_host
+
     function = registry.function(fid)
     sealed = {r.host: r for r in registry.records("secret") if r.fid == fid and function is not None
               and r.owner == function.owner}
+    own = sealed.pop(owner_copy_host(function.owner), None) if function is not None else None
     placement = registry.placement(fid)
     hosts = dict.fromkeys(n for n, _ in (placement.hosts if placement is not None else ()))
     hosts.update(dict.fromkeys(p.node_id for p in registry.peers() if fid in p.function_map))
@@ -181,8 +187,10 @@ def secret_status(registry, fid):
             "sealed": record is not None,
             "seq": str(record.seq) if record is not None else None,
             # A tracker hosting a function itself never gets its secrets: it is not waiting for them.
-            "waiting": bool(sealed) and record is None and not is_tracker,
+            "waiting": (bool(sealed) or own is not None) and record is None and not is_tracker,
         })
     return {"fid": fid, "owner": function.owner.hex() if function is not None else None,
-            "has_secrets": bool(sealed), "hosts": out,
+            "has_secrets": bool(sealed) or own is not None, "hosts": out,
+            # The owner's own copy (sealed to the owner key): only the owner can open it, to reseal.
+            "owner_copy": None if own is None else {"seq": str(own.seq), "sealed": own.sealed.hex()},
             "waiting": [h["node_id"] for h in out if h["waiting"]]}
