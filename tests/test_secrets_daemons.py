@@ -93,6 +93,9 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
         self.assertNotIn(SECRET, out + err)
         status = yield self.status(t1, fid)
         self.assertEqual(status["waiting"], hosts[2:])  # placed, but not sealed to
+        code, out, err = yield self.orb("info", fid, "--api", self.api(t1))
+        self.assertEqual(code, 0, err)
+        self.assertIn("1 waiting for a sealed copy", out)
         code, out, err = yield self.orb("secret", "sync", fid, "--json", *wire)
         self.assertEqual(code, 0, out + err)
         self.assertEqual([h["node_id"] for h in json.loads(out)["hosts"] if h["ok"]], hosts[2:])

@@ -123,7 +123,7 @@ class SecretsNetTests(SynchronousTestCase):
         self.assertNotIn(b"API_KEY", text)
 
     def test_refusals_store_nothing(self):
-        """Not the owner, a bad signature, an unknown fid: each refused with its code, nothing recorded."""
+        """Not the owner, a bad signature, an unknown fid, a node that is no host: refused, nothing recorded."""
         peer = self.host("10.2.0.1")
         self.net.run(3)
         thief = NodeKey.generate()
@@ -133,6 +133,7 @@ class SecretsNetTests(SynchronousTestCase):
             (secret_message(thief, key, self.fid), ErrorCode.DENIED),
             (secret_message(self.owner, key, self.fid, signer=thief), ErrorCode.DENIED),
             (secret_message(self.owner, key, unknown), ErrorCode.NOT_FOUND),
+            (secret_message(self.owner, NodeKey.generate(), self.fid), ErrorCode.NOT_FOUND),  # not a host of it
         ]
         for message, code in cases:
             self.assertEqual(self.send(self.tracker, message).status, code)

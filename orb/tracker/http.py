@@ -392,6 +392,9 @@ class FunctionResource(_Json):
         doc["placement"] = None if placement is None else {
             "tracker": placement.tracker.hex(), "seq": str(placement.seq), "time": placement.time}
         doc["hosts"] = _replicas(reg, f, announced)
+        from orb.tracker.secrets import secret_summary
+
+        doc["secrets"] = secret_summary(reg, f.fid)  # which hosts hold sealed secrets, which wait (RFC 9.12)
         return json_body(request, doc)
 
 

@@ -32,6 +32,7 @@ from orb.tracker.registry import RegistryFull
 log = orb_logger()
 
 PUSH_TIMEOUT_S = 30.0
+MAX_SECRETS_PER_FUNCTION = 66  # a placement's 64 hosts, the owner copy, and one being replaced
 MAX_DELIVERED = 8192  # (record id -> seq) the hosts connected here acknowledged; more than MAX_SECRET_RECORDS
 
 
@@ -73,6 +74,11 @@ class Secrets:
                                  message.sealed):
             ack(ErrorCode.DENIED, held_seq, "not the owner's signature of these sealed secrets (RFC 9.12)")
             return
+        if held is None:
+            problem = self._room_for(function, message.host)
+            if problem is not None:
+                ack(*problem)
+                return
         new = SecretRecord(fid, message.host, message.owner_key, message.seq, message.sealed, message.signature)
         if held is not None and held.seq >= new.seq:
             if held == new:
@@ -91,6 +97,21 @@ class Secrets:
         log.info("sealed secrets for {fid} on {host} (seq {seq}) recorded", fid=fid[:16],
                  host=message.host.hex()[:16], seq=new.seq)
         ack(0, new.seq, "recorded")
+
+    def _room_for(self, function, host):
+        """None if a first secret of ``function`` for ``host`` may be recorded, else (code, seq, text): the host
+        must be placed for it, host it or be the owner's own copy, and a function has at most
+        MAX_SECRETS_PER_FUNCTION, so that no owner fills the table with secrets for hosts that never run it."""
+        fid = function.fid
+        placement = self.registry.placement(fid)
+        placed = {n for n, _ in placement.hosts} if placement is not None else set()
+        peer = self.registry.peer(host)
+        if (host != secretsmod.owner_copy_host(function.owner) and host not in placed
+                and (peer is None or fid not in peer.function_map)):
+            return ErrorCode.NOT_FOUND, 0, "that node neither hosts nor is placed for this function"
+        if sum(1 for r in self.registry.records("secret") if r.fid == fid) >= MAX_SECRETS_PER_FUNCTION:
+            return ErrorCode.TOO_LARGE, 0, f"a function has sealed secrets for at most {MAX_SECRETS_PER_FUNCTION} hosts"
+        return None
 
     # --- to the hosts -------------------------------------------------------------------
 
@@ -194,3 +215,10 @@ def secret_status(registry, fid):
             # The owner's own copy (sealed to the owner key): only the owner can open it, to reseal.
             "owner_copy": None if own is None else {"seq": str(own.seq), "sealed": own.sealed.hex()},
             "waiting": [h["node_id"] for h in out if h["waiting"]]}
+
+
+def secret_summary(registry, fid):
+    """What ``orb info`` shows of a function's secrets: counts and the waiting hosts, never a secret."""
+    status = secret_status(registry, fid)
+    return {"has_secrets": status["has_secrets"], "sealed_hosts": sum(h["sealed"] for h in status["hosts"]),
+            "waiting": status["waiting"], "owner_copy": status["owner_copy"] is not None}
