@@ -117,3 +117,24 @@ class OwnerCopyTests(SynchronousTestCase):
         with self.assertRaises(CommandError) as e:
             _secrets.open_owner_copy(plan, {"owner_copy": None})
         self.assertEqual(e.exception.exit_code, _ui.EXIT_NOT_FOUND)
+
+
+class OwnerKeyOptionTests(SynchronousTestCase):
+    def test_peer_owner_key_option(self):
+        """twistd orb-peer --owner-key loads an owner key; a missing or world-readable one is a usage error."""
+        from orb.cli._keys import create_owner_key
+        from orb.peer import tap as peer_tap
+
+        path = os.path.abspath(self.mktemp())
+        key = create_owner_key(path)
+        options = peer_tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--owner-key", path])
+        self.assertEqual(options["owner-key"].public_bytes, key.public_bytes)
+        options = peer_tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp()])
+        self.assertIsNone(options["owner-key"])
+        os.chmod(path, 0o644)
+        e = self.assertRaises(SystemExit, peer_tap.Options().parseOptions,
+                              ["--data-dir", self.mktemp(), "--owner-key", path])
+        self.assertIn("--owner-key", str(e))
+        self.assertNotIn("PRIVATE", str(e))

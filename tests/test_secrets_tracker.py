@@ -59,7 +59,9 @@ class OwnerRecord(TrackerRecord):
         self.name = "owner"
 
 
-class SecretsNetTests(SynchronousTestCase):
+class _Net(SynchronousTestCase):
+    """A tracker that knows the owner's function; peers that host it join it."""
+
     def setUp(self):
         self.net = MemoryNet()
         self.owner = NodeKey.generate()
@@ -101,6 +103,8 @@ class SecretsNetTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d).status, ResultStatus.OK)
         return peer.executor.calls[-1]["secrets"]
 
+
+class SecretsNetTests(_Net):
     def test_owner_secret_reaches_the_host_and_its_call(self):
         """SECRET to a tracker is recorded, forwarded to the host, and a call there gets the values."""
         peer = self.host("10.2.0.1")
@@ -222,3 +226,65 @@ class SecretsNetTests(SynchronousTestCase):
         self.assertNotIn(own_id.hex(), [h["node_id"] for h in status["hosts"]])
         self.assertEqual(status["waiting"], [peer.node_id.hex()])
         self.assertIsNone(peer.packages.sealed_secret(self.fid))
+
+
+class SealingNodeTests(_Net):
+    """SEAL: a peer run with the owner key reseals the owner copy to hosts that wait (RFC 5.32)."""
+
+    def owner_copy(self, values=VALUES, seq=4):
+        own_id = sec.owner_copy_host(self.owner.public_bytes)
+        sealed = sec.seal(self.owner.public_bytes, self.fid, own_id, 1, values)
+        return m.Secret(owner_key=self.owner.public_bytes, fid=self.fid, host=own_id, seq=seq, sealed=sealed,
+                        signature=sec.sign(self.owner, self.fid, own_id, seq, sealed))
+
+    def test_a_waiting_host_is_sealed_to_by_the_owners_node(self):
+        """A new host waits; the owner's sealing node, asked by SEAL, seals to it; its calls get the secret."""
+        first = self.host("10.2.0.1")
+        self.net.run(3)
+        self.send(self.tracker, secret_message(self.owner, self.key_of(first), self.fid, values=VALUES))
+        self.assertEqual(self.send(self.tracker, self.owner_copy()).status, 0)
+        second = self.host("10.3.0.1")
+        self.net.run(3)
+        self.assertEqual(secret_status(self.tracker.registry, self.fid_text)["waiting"], [second.node_id.hex()])
+        self.net.peer("10.9.0.1", trackers=[("10.1.0.1", PORT)], outbound_peers=0, outbound_trackers=1,
+                      owner_key=self.owner)
+        self.net.run(5)
+        self.assertEqual(secret_status(self.tracker.registry, self.fid_text)["waiting"], [])
+        self.assertEqual(second.secrets.values_for(self.fid), VALUES)
+
+    def test_a_peer_without_the_owner_key_is_never_asked(self):
+        """A peer whose SEALER proof is signed by another key is not taken for the owner's sealing node."""
+        first = self.host("10.2.0.1")
+        self.net.run(3)
+        self.send(self.tracker, secret_message(self.owner, self.key_of(first), self.fid, values=VALUES))
+        self.send(self.tracker, self.owner_copy())
+        second = self.host("10.3.0.1")
+        self.net.peer("10.9.0.1", trackers=[("10.1.0.1", PORT)], outbound_peers=0, outbound_trackers=1,
+                      owner_key=NodeKey.generate())
+        self.net.run(5)
+        self.assertEqual(secret_status(self.tracker.registry, self.fid_text)["waiting"], [second.node_id.hex()])
+        self.assertEqual(second.secrets.values_for(self.fid), {})
+
+    def test_sealer_refuses_what_it_must_not_seal(self):
+        """SEAL from a session it did not dial, for a key that is not the host's, or with another fid's copy."""
+        from orb.peer.secrets import Sealer
+
+        sealer = Sealer(self.net.clock, self.owner)
+        host = NodeKey.generate()
+        good = m.Seal(fid=self.fid, host=host.node_id, host_key=host.public_bytes,
+                      owner_copy=self.owner_copy().sealed)
+        other_fid = fidmod.fid_for(function(payload_bytes=32, seed=23)[0])
+        cases = [
+            (good, TrackerRecord(is_tracker=False), ErrorCode.DENIED),
+            (attrs.evolve(good, host_key=NodeKey.generate().public_bytes), TrackerRecord(), ErrorCode.INVALID),
+            (attrs.evolve(good, fid=other_fid), TrackerRecord(), ErrorCode.INVALID),
+        ]
+        for message, record, code in cases:
+            record.inbound = False
+            sealer.on_seal(record, message, 9)
+            [ack] = record.sent
+            self.assertEqual(ack.status, code, ack.text)
+        inbound = TrackerRecord()
+        inbound.inbound = True
+        sealer.on_seal(inbound, good, 9)
+        self.assertEqual(inbound.sent[0].status, ErrorCode.DENIED)

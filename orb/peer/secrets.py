@@ -14,6 +14,10 @@ For each call, ``values_for(fid)`` opens them again; Invocations hands the
 map to the executor, which gives it to the function as ``context.secrets``
 and to nothing else (no environment, no log, no file). A secret that no
 longer opens gives an empty map and a log line that names no value.
+
+``Sealer``: a peer run with the owner key (``--owner-key``) is that owner's
+sealing node: it proves so in each ANNOUNCE (the SEALER TLV) and answers a
+tracker's SEAL by resealing the owner copy to the waiting host.
 """
 
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +27,7 @@ from orb.net.packages import SealedSecret
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol import secrets as secretsmod
-from orb.protocol.codes import ErrorCode
+from orb.protocol.codes import ErrorCode, TlvType
 from orb.protocol.messages import MessageType
 
 log = orb_logger()
@@ -120,3 +124,64 @@ def _fid(raw):
         return fidmod.to_text(raw)[:16]
     except fidmod.FidError:
         return raw.hex()[:16]
+
+
+class Sealer:
+    """An owner's sealing node (RFC 5.32, 9.12): a peer run with the owner key answers a tracker's SEAL by
+    opening the owner copy and sealing the secrets to the waiting host, as SECRET on the same session."""
+
+    def __init__(self, clock, owner):
+        self.clock = clock
+        self.owner = owner  # the owner's NodeKey
+        self._x25519_secret = node_x25519_secret(owner)
+        self._seq = 0
+
+    def handlers(self):
+        return {MessageType.SEAL: self.on_seal}
+
+    def proof(self, node_id):
+        """The SEALER TLV for this peer's ANNOUNCE."""
+        return m.Tlv(int(TlvType.SEALER), secretsmod.sealer_proof(self.owner, node_id))
+
+    def on_seal(self, record, message, request_id):
+        def ack(status, text, seq=0):
+            record.send(m.StatementAck(status=int(status), seq=seq, text=text[:200]), response_to=request_id)
+
+        if not record.is_tracker or record.inbound:
+            ack(ErrorCode.DENIED, "only a tracker this node dialled may ask it to seal")
+            return
+        try:
+            secret = self.reseal(message)
+        except secretsmod.SecretError as e:
+            log.info("refused to seal {fid} to {host}: {why}", fid=_fid(message.fid), host=message.host.hex()[:16],
+                     why=e.text)
+            ack(ErrorCode.INVALID, e.text)
+            return
+        d = record.request(secret, timeout_s=30.0)
+
+        def answered(statement_ack):
+            log.info("sealed {fid} to {host}: status {status}", fid=_fid(message.fid), host=message.host.hex()[:16],
+                     status=statement_ack.status)
+            ack(statement_ack.status, statement_ack.text, statement_ack.seq)
+
+        def failed(failure):
+            ack(ErrorCode.INTERNAL, f"SECRET not answered: {failure.getErrorMessage()[:120]}")
+
+        d.addCallbacks(answered, failed)
+
+    def reseal(self, message):
+        """The SECRET for ``message``'s host, from the owner copy it carries; SecretError when it must not be."""
+        import hashlib
+
+        if hashlib.sha256(message.host_key).digest() != message.host:
+            raise secretsmod.SecretError("malformed", "host_key is not the key of that node id")
+        own = secretsmod.owner_copy_host(self.owner.public_bytes)
+        values = secretsmod.open_for(self._x25519_secret, message.owner_copy, message.fid, own)
+        try:
+            sealed = secretsmod.seal(message.host_key, message.fid, message.host, int(self.clock.seconds()), values)
+        except ValueError as e:
+            raise secretsmod.SecretError("malformed", str(e)) from None
+        self._seq = max(self._seq + 1, int(self.clock.seconds() * 1_000_000))
+        return m.Secret(owner_key=self.owner.public_bytes, fid=message.fid, host=message.host, seq=self._seq,
+                        sealed=sealed, signature=secretsmod.sign(self.owner, message.fid, message.host, self._seq,
+                                                                 sealed))

@@ -87,6 +87,7 @@ class TlvType(enum.IntEnum):
     CACHED = 0x0003  # in RESULT: the answer came from a result cache; u32 age in ms
     OWNER_KEY = 0x0004  # in OFFER: the function owner's 32-byte Ed25519 key, from the deploy statement
     REPLICA = 0x0005  # in RESULT from a tracker: the 32-byte node id of the host that ran the call
+    SEALER = 0x0007  # in ANNOUNCE: an owner key (32) and its signature (64) naming the peer a sealer for it (RFC 9.12)
 
 
 TLV_CRITICAL = 0x8000

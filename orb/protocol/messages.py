@@ -83,6 +83,7 @@ class MessageType(enum.IntEnum):
     LOG_LINES = 0x34
     NAME = 0x40
     SECRET = 0x43
+    SEAL = 0x44
     STATEMENT_ACK = 0x45
     RELAY = 0x50
     SYNC = 0x60
@@ -828,6 +829,25 @@ class Secret(Message):
     sealed: bytes = attrs.field(validator=_max_bytes(MAX_SEALED_BYTES, minimum=49),
                                 metadata={LIMIT: f"49..{MAX_SEALED_BYTES} bytes"})
     signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.SEAL,
+    "fid" / FidBytes,
+    "host" / NodeId,
+    "host_key" / PublicKey,
+    "owner_copy" / ShortBytes,
+)
+class Seal(Message):
+    """A tracker asks an owner's sealing node to seal a function's secrets to a host waiting for them
+    (RFC 5.32, 9.12), sending the owner copy it holds; answered by STATEMENT_ACK once the node sent SECRET."""
+
+    fid: bytes = fid_field()
+    host: bytes = attrs.field(validator=_node_id)
+    host_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    owner_copy: bytes = attrs.field(validator=_max_bytes(MAX_SEALED_BYTES, minimum=49),
+                                    metadata={LIMIT: f"49..{MAX_SEALED_BYTES} bytes"})
     ext: tuple = _ext()
 
 

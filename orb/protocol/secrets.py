@@ -206,6 +206,30 @@ def owner_copy_host(owner_key):
     return hashlib.sha256(owner_key).digest()
 
 
+SEALER_DOMAIN = b"ORB-SEALER-v1\x00"
+
+
+def sealer_proof(owner, node_id):
+    """The SEALER TLV value a peer that holds ``owner`` (its key) puts in ANNOUNCE: the owner key and its
+    signature of the peer's node id, so a tracker may ask that peer to seal the owner's secrets (RFC 9.12)."""
+    return owner.public_bytes + owner.sign(SEALER_DOMAIN + node_id)
+
+
+def check_sealer_proof(value, node_id):
+    """The owner key a SEALER TLV names for ``node_id``, or None when it is malformed or not signed by it."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not isinstance(value, bytes) or len(value) != PUBLIC_KEY_BYTES + SIGNATURE_BYTES:
+        return None
+    owner, signature = value[:PUBLIC_KEY_BYTES], value[PUBLIC_KEY_BYTES:]
+    try:
+        Ed25519PublicKey.from_public_bytes(owner).verify(signature, SEALER_DOMAIN + node_id)
+    except (InvalidSignature, ValueError):
+        return None
+    return owner
+
+
 # --- the owner's signature ---------------------------------------------------------------
 
 

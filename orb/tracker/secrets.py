@@ -14,6 +14,12 @@ holds a key that opens one.
 An owner's own copy (sealed to its owner key, RFC 9.12) is kept the same
 way and shown to anyone as sealed bytes; only the owner key opens it.
 
+A peer whose ANNOUNCE carries a SEALER TLV (an owner key's signature of
+its node id) is that owner's *sealing node*: for each host waiting for the
+secrets of one of the owner's functions that has an owner copy, the
+tracker sends it SEAL, and it answers with SECRET (at most one SEAL per
+(fid, host) a minute).
+
 ``status(fid)`` says, for a function with secrets, which hosts hold a
 sealed copy and which are *waiting* for one: hosts placed for it, or
 announcing it, that the owner has not sealed to yet (the owner runs
@@ -24,7 +30,7 @@ from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
 from orb.protocol import messages as m
 from orb.protocol import secrets as secretsmod
-from orb.protocol.codes import ErrorCode
+from orb.protocol.codes import ErrorCode, TlvType
 from orb.protocol.federation import RegistryChangeError, SecretRecord
 from orb.protocol.messages import MessageType
 from orb.tracker.registry import RegistryFull
@@ -33,7 +39,11 @@ log = orb_logger()
 
 PUSH_TIMEOUT_S = 30.0
 MAX_SECRETS_PER_FUNCTION = 66  # a placement's 64 hosts, the owner copy, and one being replaced
-MAX_DELIVERED = 8192  # (record id -> seq) the hosts connected here acknowledged; more than MAX_SECRET_RECORDS
+MAX_DELIVERED = 8192
+MAX_SEALERS = 1024  # owners with a sealing node connected here
+SEAL_TICK_S = 2.0
+SEAL_RETRY_S = 60.0  # one SEAL per (fid, host) a minute at most
+MAX_SEALS_PER_TICK = 16  # (record id -> seq) the hosts connected here acknowledged; more than MAX_SECRET_RECORDS
 
 
 class Secrets:
@@ -45,6 +55,8 @@ class Secrets:
         self.registry = registry
         self._delivered = {}  # record ident -> seq the host acknowledged over its session here
         self._pushing = set()  # record idents with a SECRET in flight
+        self._sealers = {}  # owner key -> node id of a peer here whose ANNOUNCE proves it seals for that owner
+        self._asked = {}  # (fid, host) -> when a SEAL for it was last sent
         registry.watch(self._changed)
 
     def handlers(self):
@@ -136,6 +148,8 @@ class Secrets:
                 self.push(held)
 
     def session_lost(self, record):
+        for owner in [o for o, n in self._sealers.items() if n == record.node_id]:
+            del self._sealers[owner]
         prefix_end = "." + record.node_id.hex()
         for ident in [i for i in self._delivered if i.endswith(prefix_end)]:
             del self._delivered[ident]
@@ -172,6 +186,67 @@ class Secrets:
             self._pushing.discard(ident)
             log.info("sealed secrets of {fid} not delivered to {host}: {why}", fid=secret.fid[:16],
                      host=secret.host.hex()[:16], why=failure.getErrorMessage()[:200])
+
+        d.addCallbacks(answered, failed)
+
+    # --- sealing nodes (SEAL) -------------------------------------------------------------
+
+    def announce_seen(self, record, message):
+        """An ANNOUNCE arrived: a valid SEALER TLV makes its sender a sealer for that owner here."""
+        for tlv in message.ext:
+            if tlv.type == TlvType.SEALER:
+                owner = secretsmod.check_sealer_proof(tlv.value, record.node_id)
+                if owner is None:
+                    log.info("{peer} sent a SEALER proof that does not verify", peer=record.name)
+                    return
+                if self._sealers.get(owner) != record.node_id:
+                    self._sealers.pop(owner, None)
+                    while len(self._sealers) >= MAX_SEALERS:
+                        self._sealers.pop(next(iter(self._sealers)))
+                    self._sealers[owner] = record.node_id
+                    log.info("{peer} seals for owner {owner}", peer=record.name, owner=owner.hex()[:16])
+                return
+
+    def ask_sealers(self):
+        """Every SEAL_TICK_S: ask each sealer here to seal to the hosts waiting for its owner's secrets."""
+        now = self.clock.seconds()
+        for key in [k for k, at in self._asked.items() if now - at > SEAL_RETRY_S]:
+            del self._asked[key]
+        if not self._sealers:
+            return
+        # One pass over the secrets: the functions whose owner copy is held and whose owner has a sealer here.
+        copies = {r.fid for r in self.registry.records("secret")
+                  if r.owner in self._sealers and r.host == secretsmod.owner_copy_host(r.owner)}
+        budget = MAX_SEALS_PER_TICK
+        for fid in sorted(copies):
+            function = self.registry.function(fid)
+            session = self.table.get(self._sealers.get(function.owner, b"")) if function is not None else None
+            if session is None or not session.ready or budget <= 0:
+                continue
+            status = secret_status(self.registry, fid)
+            own = status["owner_copy"]
+            if own is None:
+                continue
+            for host in status["hosts"]:
+                key = (fid, host["node_id"])
+                if not host["waiting"] or not host["key"] or key in self._asked or budget <= 0:
+                    continue
+                self._asked[key] = now
+                budget -= 1
+                self._seal(session, function, host, bytes.fromhex(own["sealed"]))
+
+    def _seal(self, session, function, host, owner_copy):
+        d = session.request(m.Seal(fid=fidmod.from_text(function.fid), host=bytes.fromhex(host["node_id"]),
+                                   host_key=bytes.fromhex(host["key"]), owner_copy=owner_copy),
+                            timeout_s=PUSH_TIMEOUT_S)
+
+        def answered(ack):
+            log.info("{peer} sealed {fid} to {host}: status {status}", peer=session.name, fid=function.fid[:16],
+                     host=host["node_id"][:16], status=ack.status)
+
+        def failed(failure):
+            log.info("{peer} did not seal {fid} to {host}: {why}", peer=session.name, fid=function.fid[:16],
+                     host=host["node_id"][:16], why=failure.getErrorMessage()[:200])
 
         d.addCallbacks(answered, failed)
 

@@ -46,7 +46,7 @@ from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
 from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
-from orb.tracker.secrets import Secrets
+from orb.tracker.secrets import SEAL_TICK_S, Secrets
 from orb.tracker.routing import rank_replicas
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
@@ -134,6 +134,7 @@ class Tracker:
         self.router.call_listeners.append(self.stats.calls.observe_call)  # wire calls; the gateway counts its own
         self.secrets = Secrets(clock, self.table, registry)  # SECRET: sealed secrets, forwarded to their hosts
         self.table.handlers.update(self.secrets.handlers())
+        self.table.handlers[MessageType.ANNOUNCE] = self._on_announce  # membership, and a SEALER TLV to secrets
         self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
         self.table.handlers.update(self.logs.handlers())
         if packages is not None:
@@ -166,6 +167,11 @@ class Tracker:
         self.periodic.every(PUSH_INTERVAL_S, self.federation.push_changes, now=False)
         self.periodic.every(ANTI_ENTROPY_INTERVAL_S, self.federation.anti_entropy, now=False)
         self.periodic.every(REPLICATION_TICK_S, self.replication.tick, now=False)
+        self.periodic.every(SEAL_TICK_S, self.secrets.ask_sealers, now=False)
+
+    def _on_announce(self, record, message, request_id):
+        self.membership.on_announce(record, message, request_id)
+        self.secrets.announce_seen(record, message)
 
     def publish_self(self):
         """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
