@@ -140,6 +140,33 @@ class SecretDaemonTests(DaemonTestMixin, TestCase):
                     self.assertNotIn(SECRET.encode(), f.read(), path)
 
     @defer.inlineCallbacks
+    def test_a_sealing_node_seals_to_the_waiting_host(self):
+        """A peer run with --owner-key seals the secret to the host the owner left out, without the owner acting."""
+        t1 = yield self.start_tracker("t1")
+        for i in range(1, 4):
+            yield self.start_peer(f"p{i}", "--listen", f"tcp:0:interface=127.{i}.0.1", "--tracker", t1.wire_text)
+        yield sleep(2)
+        fid = yield self.deploy(t1)
+        status = yield self.status(t1, fid)
+        hosts = sorted(h["node_id"] for h in status["hosts"] if h["hosting"] and not h["is_tracker"])
+        code, out, err = yield self.orb("secret", "set", fid, f"API_KEY={SECRET}", "--host", hosts[0],
+                                        "--tracker", t1.wire_text, "--api", self.api(t1))
+        self.assertEqual(code, 0, out + err)
+        status = yield self.status(t1, fid)
+        self.assertEqual(len(status["waiting"]), 2)
+        owner_key = os.path.join(self.net.base_dir, "owner", "owner.key")
+        sealer = yield self.start_peer("sealer", "--listen", "tcp:0:interface=127.9.0.1", "--tracker", t1.wire_text,
+                                       "--owner-key", owner_key, "--max-functions", "1", "--runtime", "exec")
+        for _ in range(60):
+            status = yield self.status(t1, fid)
+            if not status["waiting"]:
+                break
+            yield sleep(0.5)
+        self.assertEqual(status["waiting"], [], status)
+        self.assertNotIn(SECRET, sealer.text)
+        self.assertEqual(sealer.tracebacks, 0, sealer.text[-3000:])
+
+    @defer.inlineCallbacks
     def test_secret_cli_refuses_a_non_owner_and_unknown_hosts(self):
         """orb secret set with another key is refused (exit 7); an unknown --host is exit 10; bad pairs exit 2."""
         t1 = yield self.start_tracker("t1")
