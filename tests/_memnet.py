@@ -115,12 +115,13 @@ class MemoryNet:
         return self._start(core, host, listen)
 
     def peer(self, host, trackers=(), listen=True, outbound_trackers=2, outbound_peers=8, advertise=True,
-             packages=None, hosting=None):
-        """A peer; ``packages``: its PackageStore (it hosts nothing without one), ``hosting``: its policy."""
+             packages=None, hosting=None, owner_key=None):
+        """A peer; ``packages``: its PackageStore (it hosts nothing without one), ``hosting``: its policy,
+        ``owner_key``: an owner key it seals secrets for (--owner-key)."""
         config = PeerConfig(
             NodeConfig("unused", advertise=(host, PORT) if advertise else None, bootstrap=tuple(trackers)),
             outbound_peers=outbound_peers, outbound_trackers=outbound_trackers, group_fn=prefix_group,
-            **({"hosting": hosting} if hosting is not None else {}),
+            owner_key=owner_key, **({"hosting": hosting} if hosting is not None else {}),
         )
         rng = self._rng()
         core = Peer(config, self.clock, self._key(rng), rng, addrbook=self._book(rng),

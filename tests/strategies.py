@@ -12,7 +12,7 @@ from orb.protocol import messages as m
 from orb.protocol._wiretypes import FixedBytes, PrefixedBytes, PrefixedText
 
 # Field-specific limits that the declarations alone do not say.
-BYTES_LIMITS = {"fid": (1, m.MAX_FID_BYTES), "successor": (0, m.MAX_FID_BYTES)}
+BYTES_LIMITS = {"fid": (1, m.MAX_FID_BYTES), "successor": (0, m.MAX_FID_BYTES), "sealed": (49, 300), "owner_copy": (49, 300)}
 TEXT_LIMITS = {
     "user_agent": m.MAX_USER_AGENT_BYTES,
     "text": m.MAX_ERROR_TEXT_BYTES,
@@ -25,6 +25,7 @@ FIELD_STRATEGIES = {
     ("ANNOUNCE", "seq"): st.integers(1, 2**63 - 1),
     ("ANNOUNCE", "time"): st.integers(0, 2**53 - 1),
     ("ANNOUNCE", "load_permille"): st.integers(0, m.MAX_LOAD_PERMILLE),
+    ("SECRET", "seq"): st.integers(1, 2**63 - 1),
     ("VOUCHER_ASK", "fid"): st.binary(max_size=m.MAX_FID_BYTES),
     ("VOUCHER_ASK", "after"): st.one_of(st.just(b""), st.binary(min_size=32, max_size=32)),
 }

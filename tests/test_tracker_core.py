@@ -120,7 +120,7 @@ class JoinTests(SynchronousTestCase):
         self.assertEqual(set(self.tracker.table.handlers), {
             MessageType.GETADDR, MessageType.ADDR, MessageType.ANNOUNCE, MessageType.SYNC, MessageType.DELTA,
             MessageType.LOOKUP, MessageType.INVOKE, MessageType.LOGS, MessageType.RELAY, MessageType.CANCEL,
-            MessageType.REVOKE})
+            MessageType.REVOKE, MessageType.SECRET})
 
 
 class FederationTests(SynchronousTestCase):

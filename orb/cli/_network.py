@@ -732,6 +732,11 @@ def print_info(args, doc):
             ("replicas", f"{doc.get('verified_replicas')} of {m.get('replicas')} verified"
                          + (" (and the managing tracker)" if doc.get("tracker_hosts") else "")),
         ]
+        secrets = doc.get("secrets") or {}
+        if secrets.get("has_secrets"):
+            waiting = secrets.get("waiting") or []
+            rows.append(("secrets", f"sealed to {secrets.get('sealed_hosts')} host(s)"
+                         + (f"; {len(waiting)} waiting for a sealed copy (orb secret sync)" if waiting else "")))
         for label, value in rows:
             c.print(f"{label:<12}{_remote_text(value, 1100)}", markup=False)
         hosts = doc.get("hosts") or []

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "orb.cli._sandbox",
     "orb.cli._wallet",
     "orb.cli._tokens",
+    "orb.cli._secrets",
 ]
 
 

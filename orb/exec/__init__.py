@@ -91,7 +91,8 @@ Each call's child, before function code runs:
 The source is read and compiled inside the child, under its limits.
 
 Runtimes: ``python`` (the entry module defines ``handler(event: bytes,
-context)``; ``context.fid``, ``context.request_id``,
+context)``; ``context.fid``, ``context.request_id``, ``context.secrets`` (a read-only map of the
+function's secrets on this host, RFC 9.12; empty without),
 ``context.remaining_s()``; stdlib plus pure-Python code in the package) and
 ``exec`` (an ELF binary or a ``#!`` script whose interpreter is on the
 allowlist; reads stdin, writes stdout).  ``reuse="per-function"`` (python

@@ -91,18 +91,26 @@ class _CapData(ctypes.Structure):
 class Context:
     """The ``context`` argument a python handler receives."""
 
-    __slots__ = ("fid", "request_id", "deadline")
+    __slots__ = ("fid", "request_id", "deadline", "secrets")
 
-    def __init__(self, fid: str, request_id: str, deadline: float):
+    def __init__(self, fid: str, request_id: str, deadline: float, secrets=None):
         self.fid = fid
         self.request_id = request_id
         self.deadline = deadline  # time.monotonic() value
+        # The function's secrets on this host (RFC 9.12), names to text, read-only; empty when it has none.
+        self.secrets = types.MappingProxyType(_text_map(secrets))
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
     def __repr__(self) -> str:
         return f"Context(fid={self.fid!r}, request_id={self.request_id!r}, remaining_s={self.remaining_s():.3f})"
+
+
+def _text_map(value):
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 class JailSetupError(Exception):
@@ -437,7 +445,7 @@ def _run_python_once(spec) -> NoReturn:
     log = _log_stream()
     sys.stdout = sys.stderr = log
     sys.stdin = None
-    ctx = Context(spec.get("fid", ""), str(head.get("request_id", "")), deadline)
+    ctx = Context(spec.get("fid", ""), str(head.get("request_id", "")), deadline, head.pop("secrets", None))
     try:
         handler = _load_handler(spec)
         out = _encode_result(handler(event, ctx))
@@ -475,6 +483,7 @@ def _run_worker(spec) -> NoReturn:
                 ctl.get("fid", ""),
                 ctl.get("request_id", ""),
                 time.monotonic() + float(ctl.get("timeout_s", 0)),
+                ctl.pop("secrets", None),
             )
             kind = "ok"
             out = b""

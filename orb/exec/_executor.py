@@ -162,6 +162,7 @@ class _Pending:
     t_submit: float
     d: defer.Deferred
     t_dispatch: float | None = None
+    secrets: dict | None = None  # the call's secrets (RFC 9.12): to context.secrets, dropped once sent
     watchdog: object = None
     cancelled: bool = False  # withdrawn while running: its slot is held until the zygote's done
 
@@ -256,17 +257,18 @@ class Executor:
         return self._start_d
 
     def invoke(self, fid: str, package_dir: str, spec, input_bytes: bytes,
-               deadline_s: float | None = None, request_id: str = "") -> defer.Deferred:
-        """Run one call.  Fires with an :class:`ExecResult`; never raises, never errbacks."""
+               deadline_s: float | None = None, request_id: str = "", secrets: dict | None = None) -> defer.Deferred:
+        """Run one call.  Fires with an :class:`ExecResult`; never raises, never errbacks.  ``secrets``
+        (names to text) reach a python function as ``context.secrets`` and nothing else."""
         try:
-            return self._invoke(fid, package_dir, spec, input_bytes, deadline_s, request_id)
+            return self._invoke(fid, package_dir, spec, input_bytes, deadline_s, request_id, secrets)
         except Exception as e:
             log.failure("invoke failed for {fid}", fid=fid)
             return defer.succeed(self._result(
                 ResultStatus.INTERNAL, f"the executor failed to run the call: {type(e).__name__}",
                 request_id=request_id))
 
-    def _invoke(self, fid, package_dir, spec, input_bytes, deadline_s, request_id):
+    def _invoke(self, fid, package_dir, spec, input_bytes, deadline_s, request_id, secrets=None):
         now = self._clock.seconds()
         if not isinstance(spec, RuntimeSpec):
             try:
@@ -293,7 +295,7 @@ class Executor:
                      fid=fid, missing=", ".join(self.missing_layers))
         self._next_id += 1
         p = _Pending(self._next_id, fid, os.path.abspath(package_dir), spec, bytes(input_bytes),
-                     timeout, request_id, now, None)
+                     timeout, request_id, now, None, secrets=dict(secrets) if secrets else None)
         p.d = defer.Deferred(lambda _d: self._withdraw(p))
         if self._state == ExecutorState.READY and len(self._running) < self.config.max_concurrent:
             self._dispatch(p)
@@ -564,6 +566,9 @@ class Executor:
             "scratch_max_inodes": c.scratch_max_inodes, "max_tasks": c.max_tasks,
             "boot_max_s": c.boot_max_s,
         }
+        if p.secrets:
+            ctl["secrets"] = p.secrets
+            p.secrets = None
         proto = self._proto
         if proto is None or proto.transport is None:
             self._fail(p, ResultStatus.INTERNAL, "the zygote is gone; the call was not started")

@@ -1446,7 +1446,8 @@ class Loop:
     def send_input(self, call: Call, proc: Proc, writer) -> None:
         if call.ctl.get("runtime") == "python":
             head = json.dumps({"request_id": str(call.ctl.get("request_id", "")),
-                               "timeout_s": float(call.ctl["timeout_s"])}).encode()
+                               "timeout_s": float(call.ctl["timeout_s"]),
+                               "secrets": call.ctl.pop("secrets", None) or {}}).encode()
             writer.write(_child.CALL_HEADER.pack(len(head)) + head)
         writer.write(call.event)
         writer.close_when_flushed()
@@ -1564,7 +1565,8 @@ class Loop:
         worker.answer = None
         worker.stdin.write(encode({"fid": call.ctl.get("fid", ""),
                                    "request_id": call.ctl.get("request_id", ""),
-                                   "timeout_s": call.ctl["timeout_s"]}, call.event))
+                                   "timeout_s": call.ctl["timeout_s"],
+                                   "secrets": call.ctl.pop("secrets", None) or {}}, call.event))
         call.event = b""
         worker.proc.signal(signal.SIGCONT)
 

@@ -5,8 +5,9 @@ functions it hosts, a tracker for the functions it accepted by DEPLOY.
 
 Layout, under a daemon's data dir::
 
-    packages.sqlite            the index (WAL, orb._db): one row per package, one per partial download,
-                               and the owner key of a package where the OFFER named one (RFC 10.7)
+    packages.sqlite            the index (WAL, orb._db; mode 0600): one row per package, one per partial
+                               download, the owner key of a package where the OFFER named one (RFC 10.7),
+                               and a package's secrets sealed to this host (RFC 9.12)
     packages/<fid text>        a verified package, named by its fid
     packages/partial/<fid>     a download in progress, kept apart until it verifies
 
@@ -89,6 +90,17 @@ MIGRATIONS = [
         PRIMARY KEY (token_id, issuer)
     );
     """,
+    # A held function's secrets, sealed to this host (RFC 9.12): only the sealed bytes and the owner's
+    # signature; they are opened for each call. Dropping the package drops them.
+    """
+    CREATE TABLE secrets (
+        fid BLOB PRIMARY KEY,
+        owner_key BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        signature BLOB NOT NULL
+    );
+    """,
 ]
 
 
@@ -120,6 +132,28 @@ class Entry:
     size: int
     version: int = 1
     added_at: int = 0
+
+
+@attrs.frozen(repr=False)
+class SealedSecret:
+    """A function's secrets as this host keeps them (RFC 9.12): sealed to its node key, owner-signed."""
+
+    owner_key: bytes
+    seq: int
+    sealed: bytes
+    signature: bytes
+
+    def __repr__(self):
+        return f"<SealedSecret seq={self.seq} {len(self.sealed)} sealed bytes>"
+
+
+def _owner_only(path):
+    """Make the index readable by this user only (SQLite gives its -wal and -shm files the same mode)."""
+    for p in (path, path + "-wal", path + "-shm"):
+        try:
+            os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 class _Io:
@@ -216,6 +250,7 @@ class PackageStore:
     """Verified packages by fid, on disk and indexed; see the module docstring."""
 
     def __init__(self, db, io, root, clock, *, max_bytes, max_packages):
+        self._sealed = {}  # fid -> SealedSecret of a held package (RFC 9.12)
         self.db = db
         self.io = io
         self.root = root  # <data_dir>/packages
@@ -248,6 +283,7 @@ class PackageStore:
         store = cls(db, io, root, clock if clock is not None else reactor, max_bytes=max_bytes,
                     max_packages=max_packages)
         yield io.run(os.makedirs, os.path.join(root, PARTIAL_DIR), 0o700, True)
+        yield io.run(_owner_only, os.path.join(data_dir, INDEX_FILE))  # it holds sealed secrets (RFC 9.12)
         yield store._recover()
         return store
 
@@ -314,6 +350,16 @@ class PackageStore:
                 orphans.append((bytes(fid),))
         if orphans:
             yield self.db.run(lambda c: c.executemany("DELETE FROM owners WHERE fid = ?", orphans))
+        secret_rows = yield self.db.run(lambda c: c.execute(
+            "SELECT fid, owner_key, seq, sealed, signature FROM secrets").fetchall())
+        orphans = []
+        for fid, owner_key, seq, sealed, signature in secret_rows:
+            if bytes(fid) in self._entries:
+                self._sealed[bytes(fid)] = SealedSecret(bytes(owner_key), seq, bytes(sealed), bytes(signature))
+            else:
+                orphans.append((bytes(fid),))
+        if orphans:
+            yield self.db.run(lambda c: c.executemany("DELETE FROM secrets WHERE fid = ?", orphans))
         # Partial downloads: keep those with a row, a file and some life left.
         known = {}
         for fid, size, started_at in partial_rows:
@@ -397,6 +443,19 @@ class PackageStore:
                 c.execute("DELETE FROM revocations WHERE rowid NOT IN "
                           "(SELECT rowid FROM revocations ORDER BY not_after DESC LIMIT ?)", (keep,))
         return self.db.run(purge)
+
+    def sealed_secret(self, fid):
+        """The SealedSecret kept for held package ``fid``, or None."""
+        return self._sealed.get(fid) if fid in self._entries else None
+
+    def set_sealed_secret(self, fid, secret):
+        """Keep ``secret`` (a SealedSecret the caller checked) for held package ``fid``; fails with NotHeld."""
+        if fid not in self._entries:
+            return defer.fail(NotHeld(fid))
+        self._sealed[fid] = secret
+        return self.db.run(lambda c: c.execute(
+            "INSERT OR REPLACE INTO secrets (fid, owner_key, seq, sealed, signature) VALUES (?, ?, ?, ?, ?)",
+            (fid, secret.owner_key, secret.seq, secret.sealed, secret.signature)))
 
     def path_of(self, fid):
         return os.path.join(self.root, fidmod.to_text(fid))
@@ -498,10 +557,12 @@ class PackageStore:
         if self._entries.pop(fid, None) is None:
             return
         self._owners.pop(fid, None)
+        self._sealed.pop(fid, None)
 
         def forget(c):
             c.execute("DELETE FROM packages WHERE fid = ?", (fid,))
             c.execute("DELETE FROM owners WHERE fid = ?", (fid,))
+            c.execute("DELETE FROM secrets WHERE fid = ?", (fid,))
 
         yield self.db.run(forget)
         yield self.io.run(_unlink, self.path_of(fid))

@@ -27,6 +27,7 @@ class Homing:
         self.primary = None  # the SessionRecord of the tracker we announce to
         self.functions = {}  # fid bytes -> version (filled by the hosting issue)
         self.load_permille = 0
+        self.extra_tlvs = lambda: ()  # TLVs for each ANNOUNCE (a sealing node's SEALER proof, RFC 9.12)
 
     def session_ready(self, record):
         if record.is_tracker and not record.inbound and self.primary is None:
@@ -68,4 +69,5 @@ class Homing:
             listen=tuple(m.Endpoint(host, port) for host, port in statement.addresses),
             functions=tuple(m.FunctionEntry(f, v) for f, v in sorted(self.functions.items())),
             signature=statement.sig,
+            ext=tuple(self.extra_tlvs()),
         )

@@ -116,6 +116,7 @@ class Invocations:
         self.fetch_wait_max_s = fetch_wait_max_s
         self.finished_listeners = []  # callables(fid_raw, m.Result, trace_id, ended_s)
         self.tokens = tokens  # orb.peer.tokens.HostTokens; None: private functions are refused
+        self.secrets_for = None  # fid_raw -> the call's secrets, a dict (orb.peer.secrets, RFC 9.12)
         self._executor = None
         self._starting = None
         self._calls = {}  # session record -> {request_id: Deferred of the call}
@@ -247,8 +248,11 @@ class Invocations:
                            reuse=manifest["isolation"] if manifest["runtime"] == "python" else "per-call")
         # The whole budget: the executor counts its queue time against it,
         # and the zygote starts the call's clock once its jail is up.
+        values = self.secrets_for(raw) if self.secrets_for is not None else {}
+        extra = {"secrets": values} if values else {}  # only through the call's context, never kept here
         result = yield executor.invoke(fid_text, root, spec, message.input, deadline_s=timeout_s,
-                                       request_id=f"invoke-{received:.6f}")
+                                       request_id=f"invoke-{received:.6f}", **extra)
+        del values, extra
         log_text = result.log or (result.message.encode("utf-8") if result.status is not ResultStatus.OK else b"")
         return m.Result(status=int(result.status), queue_us=_us(result.queue_ms), fetch_us=_us(fetch_s * 1000),
                         boot_us=_us(zygote_boot_s * 1000 + result.boot_ms), exec_us=_us(result.exec_ms),

@@ -85,6 +85,10 @@ class Options(NodeOptions):
         """Bandwidth for package downloads, bytes a second, with an optional K, M or G suffix (binary) [default: no limit]."""
         self["fetch-rate"] = value
 
+    def opt_owner_key(self, path):
+        """An owner key (made by `orb keygen`, mode 0600): this peer then seals that owner's secrets to new hosts of its functions when a tracker asks (SEAL) [default: none]."""
+        self["owner-key"] = path
+
     def opt_runtime(self, name):
         """A runtime this peer hosts, python or exec (repeatable; default: both). OFFERs of others are declined."""
         self.setdefault("runtimes", []).append(name)
@@ -95,6 +99,15 @@ class Options(NodeOptions):
 
     def opt_python_tag(self, tag):
         self["python-tag"] = tag
+        if self.get("owner-key"):
+            from orb.cli._keys import OwnerKeyError, load_owner_key
+
+            try:
+                self["owner-key"] = load_owner_key(self["owner-key"])
+            except OwnerKeyError as e:
+                raise usage.UsageError(f"--owner-key: {e}") from None
+        else:
+            self["owner-key"] = None
 
     opt_python_tag.__doc__ = (f"The Python cache tag of bytecode packages this peer runs; others are declined "
                               f"[default: this Python's, {sys.implementation.cache_tag}].")
@@ -127,6 +140,15 @@ class Options(NodeOptions):
         if not CACHE_TAG_RE.match(tag or ""):
             raise usage.UsageError(f"--python-tag {tag!r} is not a cache tag like {sys.implementation.cache_tag}")
         self["python-tag"] = tag
+        if self.get("owner-key"):
+            from orb.cli._keys import OwnerKeyError, load_owner_key
+
+            try:
+                self["owner-key"] = load_owner_key(self["owner-key"])
+            except OwnerKeyError as e:
+                raise usage.UsageError(f"--owner-key: {e}") from None
+        else:
+            self["owner-key"] = None
         self["payout"] = _payout_config(self)
 
     optFlags = [["allow-unconfined", None, "DANGEROUS: run hosted functions even where a jail layer is missing."],
@@ -202,6 +224,7 @@ def makeService(config):
         allow_unconfined=bool(config["allow-unconfined"]),
         dns_seed=config["dns-seed"],
         fetch_rate=config["fetch-rate"],
+        owner_key=config["owner-key"],
     )
     return peer_service(peer_config, reactor, payout=config["payout"])
 

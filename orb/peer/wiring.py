@@ -12,6 +12,8 @@ What a peer is made of, wired in one place.
     Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
     CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
     RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
+    HostSecrets    SECRET: sealed secrets, opened for each call     (orb.peer.secrets)
+    Sealer         SEAL, with --owner-key: reseal to waiting hosts  (orb.peer.secrets)
     Payout         VOUCHER_ASK to the home tracker, the voucher book, auto-claims (orb.peer.payments)
 
 The package store (``orb.net.packages``) is opened by the service layer
@@ -44,6 +46,7 @@ from orb.peer.invoke import Invocations
 from orb.peer.logs import CallLog
 from orb.peer.relay import RelayedCalls
 from orb.peer.tokens import HostTokens
+from orb.peer.secrets import HostSecrets, Sealer, node_x25519_secret
 from orb.protocol.codes import Role
 from orb.protocol.messages import MessageType
 
@@ -62,6 +65,7 @@ class PeerConfig:
     allow_unconfined: bool = False  # run functions even where a jail layer is missing (--allow-unconfined)
     dns_seed: tuple | None = None  # --dns-seed (host, port): the DNS server the seed_lookup hook asks for seed.orb
     fetch_rate: int | None = None  # --fetch-rate: package downloads ask for at most this many bytes a second
+    owner_key: object = None  # --owner-key: an owner's NodeKey; this peer then seals that owner's secrets (SEAL)
 
 
 class Peer:
@@ -92,6 +96,7 @@ class Peer:
         })
         self.packages = packages
         self.server = self.fetcher = self.hosting = self.invocations = self.call_log = self.relay = None
+        self.secrets = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes,
@@ -109,9 +114,18 @@ class Peer:
             self.table.handlers.update(self.call_log.handlers())
             packages.removed_listeners.append(self.call_log.forget)
             self.invocations.finished_listeners.append(self.call_log.record)
+            # SECRET: a function's secrets sealed to this host, opened only for its calls (context.secrets)
+            self.secrets = HostSecrets(self.local.node_id, node_x25519_secret(key), packages)
+            self.table.handlers.update(self.secrets.handlers())
+            self.invocations.secrets_for = self.secrets.values_for
             self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
             self.table.handlers.update(self.relay.handlers())
             self.table.lost_listeners.append(self.relay.session_lost)
+        self.sealer = None
+        if config.owner_key is not None:
+            self.sealer = Sealer(clock, config.owner_key)  # SEAL: reseal the owner copy to a waiting host
+            self.table.handlers.update(self.sealer.handlers())
+            self.homing.extra_tlvs = lambda: (self.sealer.proof(self.local.node_id),)
         self.table.admission.append(self.connections.admit)
         self.gossip.learned_listeners.append(self.connections.addresses_learned)
         self.table.ready_listeners.extend([self.connections.session_ready, self.homing.session_ready])

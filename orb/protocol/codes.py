@@ -48,6 +48,8 @@ class ErrorCode(enum.IntEnum):
     DECLINED = 17  # DEPLOY_ACK status: the peer's hosting policy declines the OFFER (the text names the policy)
     TOO_LARGE = 18  # the request names or carries something larger than the receiver accepts (a package, an INVOKE input over its cap)
     INVALID = 19  # well-formed but refused for its content (a bad manifest, a package that does not match its fid, failing samples); the session goes on
+    GONE = 20  # the fid is past the sunset its owner set (RFC 9.10); a LOOKUP or an undeprecation of it is refused
+    STALE = 21  # a NAME or owner statement whose seq is not higher than the one held; nothing changed
 
 
 class Role(enum.IntFlag):
@@ -86,6 +88,7 @@ class TlvType(enum.IntEnum):
     OWNER_KEY = 0x0004  # in OFFER: the function owner's 32-byte Ed25519 key, from the deploy statement
     REPLICA = 0x0005  # in RESULT from a tracker: the 32-byte node id of the host that ran the call
     CALLER = 0x0006  # in INVOKE from a tracker: the 32-byte key of the caller it checked the token's binding against
+    SEALER = 0x0007  # in ANNOUNCE: an owner key (32) and its signature (64) naming the peer a sealer for it (RFC 9.12)
 
 
 TLV_CRITICAL = 0x8000

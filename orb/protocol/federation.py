@@ -55,13 +55,14 @@ MAX_REPLICAS = 64
 MAX_PEERS = 10_000
 MAX_FUNCTIONS = 10_000
 MAX_TRACKERS = 256
+MAX_SECRET_RECORDS = 4096  # sealed secrets (RFC 9.12): one per (fid, host); about 8.5 kB of JSON each at most
 MAX_ORIGINS = 1024
 MAX_STAMP = 2**63 - 1  # every seq: it must fit SQLite's signed 64-bit INTEGER
 MAX_U32 = 2**32 - 1
 MAX_LOAD_PERMILLE = 1000
 MAX_RTT_MS = 600_000
 MAX_REASON_CHARS = 64
-MAX_KEY_CHARS = 80
+MAX_KEY_CHARS = 160  # sec:<fid, 63 chars>.<host node id, 64 hex digits> fits
 MAX_CHANGE_BYTES = 512 * 1024  # room for a function's manifest (256 KiB) and a peer listing 1024 fids
 MAX_TIME = 2**53 - 1  # a statement's ``time``, unix seconds: a JSON number
 MAX_DIGEST_BYTES = 256 * 1024
@@ -761,6 +762,71 @@ class Revocation:
         )
 
 
+@attrs.frozen
+class SecretRecord:
+    """A function's secrets sealed to one host (RFC 9.12): the owner's signed SECRET as trackers keep and
+    federate it. Only the sealed bytes: no tracker can open them. The signature is checked against the
+    key the record names; a tracker takes one from an owner only when that key is the function's owner,
+    and a host checks it against the owner it holds."""
+
+    fid: str
+    host: bytes  # the node id of the host it is sealed to
+    owner: bytes  # the owner's raw Ed25519 public key
+    seq: int
+    sealed: bytes
+    sig: bytes = b""
+
+    @property
+    def ident(self) -> str:
+        return f"{self.fid}.{self.host.hex()}"
+
+    def to_dict(self) -> dict:
+        return {"fid": self.fid, "host": self.host.hex(), "owner": self.owner.hex(), "seq": u64_text(self.seq),
+                "sealed": self.sealed.hex(), "sig": self.sig.hex()}
+
+    def verify(self) -> None:
+        from orb.protocol import secrets as secretsmod
+
+        if not secretsmod.verify(self.owner, self.sig, fidmod.from_text(self.fid), self.host, self.seq,
+                                 self.sealed):
+            raise BadSignature("secret: not the owner's signature of these sealed bytes")
+
+    def order(self) -> tuple:
+        return (self.seq, _order_tail(self))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SecretRecord":
+        from orb.protocol.limits import MAX_SEALED_BYTES
+
+        d = _fields(d, {"fid", "host", "owner", "seq", "sealed", "sig"}, "secret")
+        sealed = d["sealed"]
+        if not isinstance(sealed, str) or not 98 <= len(sealed) <= 2 * MAX_SEALED_BYTES or len(sealed) % 2:
+            raise RegistryChangeError(f"secret sealed: expected 49..{MAX_SEALED_BYTES} bytes in hex")
+        try:
+            raw = bytes.fromhex(sealed)
+        except ValueError:
+            raise RegistryChangeError("secret sealed: not hex") from None
+        if raw.hex() != sealed:
+            raise RegistryChangeError("secret sealed: write lowercase hex")
+        return cls(
+            fid=check_fid_text(d["fid"], "secret fid"),
+            host=check_hex_id(d["host"], "secret host"),
+            owner=_check_key(d["owner"], "secret owner"),
+            seq=check_u64_text(d["seq"], 1, MAX_STAMP, "secret seq"),
+            sealed=raw,
+            sig=_check_sig(d["sig"], "secret sig"),
+        )
+
+
+def _secret_ident(text: Any) -> str:
+    if not isinstance(text, str):
+        raise RegistryChangeError("secret id: expected <fid>.<host node id>")
+    fid, dot, host = text.rpartition(".")
+    check_fid_text(fid, "secret id fid")
+    check_hex_id(host, "secret id host")
+    return text
+
+
 def _hex_ident(text: Any) -> str:
     check_hex_id(text, "entry id")
     return text
@@ -859,7 +925,8 @@ FUNCTION = KindSpec("function", "fn", FunctionRecord, check_fid_text, MAX_FUNCTI
 TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS, expires=True)
 PLACEMENT = KindSpec("placement", "rep", Placement, check_fid_text, MAX_FUNCTIONS)
 REVOCATION = KindSpec("revocation", "rev", Revocation, _revocation_ident, MAX_REVOCATIONS)
-KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT, REVOCATION])
+SECRET = KindSpec("secret", "sec", SecretRecord, _secret_ident, MAX_SECRET_RECORDS)
+KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT, REVOCATION, SECRET])
 
 
 # -- changes and anti-entropy messages ----------------------------------------

@@ -25,3 +25,4 @@ MAX_LOAD_PERMILLE = 1000  # ANNOUNCE / Replica `load_permille`; larger values ar
 MAX_REGISTRY_JSON_BYTES = 3 * 1024 * 1024  # SYNC `digest` and DELTA `payload`, in a 4 MiB frame
 MAX_LOG_ENTRIES = 256  # LogEntry records in one LOG_LINES
 MAX_LOG_ENTRY_BYTES = 4096  # LogEntry `log`: the tail of one call's stderr
+MAX_SEALED_BYTES = 4238  # SECRET `sealed`: a sealed box (48 bytes more) of a secret plaintext with a 4096-byte map (RFC 9.12)

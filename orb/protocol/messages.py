@@ -46,6 +46,7 @@ from orb.protocol.limits import (  # noqa: F401  (re-exported: callers use m.MAX
     MAX_LOG_ENTRY_BYTES,
     MAX_NAME_BYTES,
     MAX_REGISTRY_JSON_BYTES,
+    MAX_SEALED_BYTES,
     MAX_USER_AGENT_BYTES,
     MAX_VERSIONS,
     NODE_ID_BYTES,
@@ -83,6 +84,8 @@ class MessageType(enum.IntEnum):
     LOG_LINES = 0x34
     NAME = 0x40
     REVOKE = 0x42
+    SECRET = 0x43
+    SEAL = 0x44
     STATEMENT_ACK = 0x45
     RELAY = 0x50
     SYNC = 0x60
@@ -844,6 +847,48 @@ class StatementAck(Message):
     status: int = attrs.field(validator=_u16, metadata={LIMIT: "unknown codes: read as unspecified"})
     seq: int = attrs.field(validator=_u64)
     text: str = text_field(MAX_ERROR_TEXT_BYTES)
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.SECRET,
+    "owner_key" / PublicKey,
+    "fid" / FidBytes,
+    "host" / NodeId,
+    "seq" / Int64ub,
+    "sealed" / ShortBytes,
+    "signature" / Signature,
+)
+class Secret(Message):
+    """A function's secrets sealed to one host, signed by the owner (RFC 5.31, 9.12): owner to tracker,
+    tracker to host; answered by STATEMENT_ACK."""
+
+    owner_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    fid: bytes = fid_field()
+    host: bytes = attrs.field(validator=_node_id)
+    seq: int = attrs.field(validator=_statement_seq, metadata={LIMIT: "1..2^63-1"})
+    sealed: bytes = attrs.field(validator=_max_bytes(MAX_SEALED_BYTES, minimum=49),
+                                metadata={LIMIT: f"49..{MAX_SEALED_BYTES} bytes"})
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
+    ext: tuple = _ext()
+
+
+@message(
+    MessageType.SEAL,
+    "fid" / FidBytes,
+    "host" / NodeId,
+    "host_key" / PublicKey,
+    "owner_copy" / ShortBytes,
+)
+class Seal(Message):
+    """A tracker asks an owner's sealing node to seal a function's secrets to a host waiting for them
+    (RFC 5.32, 9.12), sending the owner copy it holds; answered by STATEMENT_ACK once the node sent SECRET."""
+
+    fid: bytes = fid_field()
+    host: bytes = attrs.field(validator=_node_id)
+    host_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    owner_copy: bytes = attrs.field(validator=_max_bytes(MAX_SEALED_BYTES, minimum=49),
+                                    metadata={LIMIT: f"49..{MAX_SEALED_BYTES} bytes"})
     ext: tuple = _ext()
 
 

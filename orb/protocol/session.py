@@ -69,6 +69,8 @@ RESPONSES = {
     MessageType.LOGS: MessageType.LOG_LINES,
     MessageType.NAME: MessageType.STATEMENT_ACK,
     MessageType.REVOKE: MessageType.STATEMENT_ACK,
+    MessageType.SECRET: MessageType.STATEMENT_ACK,
+    MessageType.SEAL: MessageType.STATEMENT_ACK,
     MessageType.SYNC: MessageType.DELTA,
     MessageType.VOUCHER_ASK: MessageType.VOUCHERS,
 }

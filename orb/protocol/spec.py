@@ -208,6 +208,20 @@ FIELD_DOCS = {
         "not_after": "the token's expiry, Unix seconds; the revocation may be forgotten after it",
         "signature": "issuer's signature (section 5.30)",
     },
+    "SECRET": {
+        "owner_key": "the function owner's Ed25519 public key",
+        "fid": "the function the secrets belong to",
+        "host": "node id of the host they are sealed to",
+        "seq": "sequence number; higher replaces lower",
+        "sealed": "a NaCl sealed box to the host (section 9.12)",
+        "signature": "owner's signature (section 9.12)",
+    },
+    "SEAL": {
+        "fid": "the function whose secrets to seal",
+        "host": "node id of the host waiting for them",
+        "host_key": "that host's Ed25519 node key",
+        "owner_copy": "the owner copy the tracker holds (section 9.12)",
+    },
     "STATEMENT_ACK": {
         "status": "0 taken in, else an error code (registry 11.2)",
         "seq": "the sequence number the receiver now holds for the statement's subject",
@@ -276,6 +290,8 @@ REGISTRY_DOCS = {
             "LOG_LINES": "answers LOGS",
             "NAME": "an owner-signed name record (request)",
             "REVOKE": "a signed revocation of a capability token (request)",
+            "SECRET": "a function's secrets sealed to one host, owner-signed (request)",
+            "SEAL": "asks an owner's sealing node to seal secrets to a host (request)",
             "STATEMENT_ACK": "answers NAME and the other owner statements",
             "RELAY": "a frame forwarded to a peer behind NAT",
             "SYNC": "tracker anti-entropy: my registry digest (request)",
@@ -610,6 +626,9 @@ def sample_messages():
         ("name", name, 13, 0),
         ("revoke", sample_revoke(), 14, 0),
         ("statement_ack", m.StatementAck(status=0, seq=3, text=""), 13, int(Flag.RESPONSE)),
+        ("secret", sample_secret(), 14, 0),
+        ("seal", m.Seal(fid=sample_secret().fid, host=tracker.node_id, host_key=tracker.public_bytes,
+                        owner_copy=sample_secret().sealed), 15, 0),
         ("relay", m.Relay(target=peer.node_id, frame=inner), 0, 0),
         ("sync", m.Sync(digest=_sample_digest(tracker)), 10, 0),
         ("delta", m.Delta(kind=int(m.DeltaKind.CHANGES), payload=_sample_delta(tracker, peer)), 10,
@@ -1097,6 +1116,115 @@ def deploy_markdown(doc):
     return "\n".join(lines)
 
 
+SECRET_VALUES = {"API_KEY": "vector-key-0123", "REGION": "eu-west"}
+SECRET_SEQ = TRANSCRIPT_TIME * 1_000_000
+
+
+def secret_vector():
+    """Section 9.12: the deploy vector's function, its secrets sealed to a fixed host, owner-signed. The sealed
+    box uses a fixed ephemeral key (a real one is random) so that the bytes are reproducible; it opens with
+    libsodium's crypto_box_seal_open like any other."""
+    from orb.protocol import secrets as sec
+
+    owner = _VectorKey(_det_bytes("orb-vector-owner", 32))
+    host_seed = _det_bytes("orb-vector-host", 32)
+    host = _VectorKey(host_seed)
+    fid = bytes.fromhex(deploy_vector()["fid_bytes"])
+    host_x_public = sec.x25519_public(host.public_bytes)
+    host_x_secret = sec.x25519_private(host_seed)
+    ephemeral = _det_bytes("orb-vector-secret-ephemeral", 32)
+    plain = sec.plaintext(fid, host.node_id, TRANSCRIPT_TIME, SECRET_VALUES)
+    sealed = sec.seal_deterministic(host_x_public, plain, ephemeral)
+    return {
+        "owner_seed_label": "orb-vector-owner:0",
+        "owner_key": owner.public_bytes.hex(),
+        "host_seed_label": "orb-vector-host:0",
+        "host_ed25519_public": host.public_bytes.hex(),
+        "host_node_id": host.node_id.hex(),
+        "host_x25519_public": host_x_public.hex(),
+        "host_x25519_secret": host_x_secret.hex(),
+        "fid_bytes": fid.hex(),
+        "issued_at": str(TRANSCRIPT_TIME),
+        "values_jcs": canonical_json(SECRET_VALUES).decode("utf-8"),
+        "plaintext": plain.hex(),
+        "ephemeral_secret_label": "orb-vector-secret-ephemeral:0",
+        "sealed": sealed.hex(),
+        "seq": str(SECRET_SEQ),
+        "signed_bytes": sec.signed_bytes(fid, host.node_id, SECRET_SEQ, sealed).hex(),
+        "signature": sec.sign(owner, fid, host.node_id, SECRET_SEQ, sealed).hex(),
+    }
+
+
+def sample_secret():
+    """The SECRET of the vectors: Section 9.12's sealed secret."""
+    v = secret_vector()
+    return m.Secret(owner_key=bytes.fromhex(v["owner_key"]), fid=bytes.fromhex(v["fid_bytes"]),
+                    host=bytes.fromhex(v["host_node_id"]), seq=int(v["seq"]), sealed=bytes.fromhex(v["sealed"]),
+                    signature=bytes.fromhex(v["signature"]))
+
+
+def secret_markdown(doc):
+    v = doc["secret"]
+    plain = v["plaintext"]
+    n = len(v["fid_bytes"]) // 2
+    parts = [
+        ("prefix", plain[:28], "`ORB-SECRET-v1` and 0x00"),
+        ("fid length", plain[28:30], f"u8 {n}"),
+        ("fid", plain[30:30 + 2 * n], "the deploy vector's fid (Section 9.8)"),
+        ("host node id", plain[30 + 2 * n:94 + 2 * n], "SHA-256 of the host's Ed25519 key"),
+        ("issued_at", plain[94 + 2 * n:110 + 2 * n], f"u64 {v['issued_at']}"),
+        ("secrets", plain[110 + 2 * n:], f"JCS `{v['values_jcs']}`"),
+    ]
+    assert "".join(p[1] for p in parts) == plain
+    signed = v["signed_bytes"]
+    sparts = [
+        ("prefix", signed[:28], "`ORB-SECRET-v1` and 0x00"),
+        ("fid length", signed[28:30], f"u8 {n}"),
+        ("fid", signed[30:30 + 2 * n], ""),
+        ("host node id", signed[30 + 2 * n:94 + 2 * n], ""),
+        ("seq", signed[94 + 2 * n:110 + 2 * n], f"u64 {v['seq']}"),
+        ("SHA-256(sealed)", signed[110 + 2 * n:], ""),
+    ]
+    assert "".join(p[1] for p in sparts) == signed
+    lines = [
+        "The owner key is the one of Section 9.8's vector; the host's Ed25519 seed is SHA-256 of the label `"
+        + v["host_seed_label"] + "`, and the sealed box's ephemeral X25519 secret is SHA-256 of `"
+        + v["ephemeral_secret_label"] + "` (a sender MUST use a fresh random one; it is fixed here only so that "
+        "the bytes can be reproduced).",
+        "",
+        "```",
+        f"host Ed25519 public = {v['host_ed25519_public']}",
+        f"host node id        = {v['host_node_id']}",
+        f"host X25519 public  = {v['host_x25519_public']}",
+        f"host X25519 secret  = {v['host_x25519_secret']}",
+        "```",
+        "",
+        "The plaintext, field by field (hex):",
+        "",
+        "| Field | Bytes (hex) | Value |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | `{hex_}` | {value} |" for name, hex_, value in parts]
+    lines += [
+        "",
+        f"The sealed box, {len(v['sealed']) // 2} bytes (the ephemeral public key, then the ciphertext with its "
+        "16-byte MAC); `crypto_box_seal_open(sealed, host X25519 public, host X25519 secret)` gives the "
+        "plaintext back:",
+        "",
+        "```",
+        _hexdump(v["sealed"]),
+        "```",
+        "",
+        "The owner's signed bytes, field by field (hex):",
+        "",
+        "| Field | Bytes (hex) | Value |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | `{hex_}` | {value} |" for name, hex_, value in sparts]
+    lines += ["", "```", "signature =", _hexdump(v["signature"]), "```"]
+    return "\n".join(lines)
+
+
 def fid_of(data):
     from orb.protocol.package import fid_of_package
 
@@ -1122,6 +1250,7 @@ def vectors_document():
         "statements": statements_vector(),
         "deploy_statement": deploy_vector(),
         "tokens": tokens_vector(),
+        "secret": secret_vector(),
     }
 
 
@@ -1231,11 +1360,11 @@ def package_markdown(doc):
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy|tokens) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy|tokens|secret) -->\n)(.*?)(<!-- /\2 -->)", re.S)
 _SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
                   "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc),
                   "statements": lambda doc: statements_markdown(doc), "deploy": lambda doc: deploy_markdown(doc),
-                  "tokens": lambda doc: tokens_markdown(doc)}
+                  "tokens": lambda doc: tokens_markdown(doc), "secret": lambda doc: secret_markdown(doc)}
 
 
 def render(text, doc):

@@ -345,7 +345,8 @@ class FunctionsResource(_Json):
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"":
             return self
-        if len(request.postpath) > 0 and request.postpath != [b""]:
+        secrets = request.postpath == [b"secrets"]  # /api/v1/functions/<fid>/secrets (RFC 9.12)
+        if len(request.postpath) > 0 and request.postpath != [b""] and not secrets:
             return not_found()
         try:
             fid = path.decode("ascii")
@@ -355,6 +356,9 @@ class FunctionsResource(_Json):
         function = self.registry.function(fid)
         if function is None:
             return not_found(f"no function {fid} is known to this tracker")
+        if secrets:
+            request.postpath.clear()
+            return SecretsResource(self.registry, fid)
         return FunctionResource(self.registry, function, self.stats)
 
     def get(self, request: Any) -> bytes:
@@ -402,7 +406,23 @@ class FunctionResource(_Json):
         doc["placement"] = None if placement is None else {
             "tracker": placement.tracker.hex(), "seq": str(placement.seq), "time": placement.time}
         doc["hosts"] = _replicas(reg, f, announced)
+        from orb.tracker.secrets import secret_summary
+
+        doc["secrets"] = secret_summary(reg, f.fid)  # which hosts hold sealed secrets, which wait (RFC 9.12)
         return json_body(request, doc)
+
+
+class SecretsResource(_Json):
+    """Which hosts of a function hold its sealed secrets and which wait for them (never a secret)."""
+
+    def __init__(self, registry: Registry, fid: str) -> None:
+        super().__init__()
+        self.registry, self.fid = registry, fid
+
+    def get(self, request: Any) -> bytes:
+        from orb.tracker.secrets import secret_status
+
+        return json_body(request, secret_status(self.registry, self.fid))
 
 
 class StatsResource(_Json):

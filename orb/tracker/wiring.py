@@ -11,6 +11,7 @@ What a tracker is made of, wired in one place.
     Replication    k verified replicas, challenges, LOOKUP          (orb.tracker.replication)
     Router         INVOKE and the gateway's calls, to the best replica (orb.tracker.router)
     LogsFanout     the owner's LOGS, to every replica; LOG_LINES merged (orb.tracker.logs)
+    Secrets        SECRET: sealed secrets, kept and forwarded to hosts (orb.tracker.secrets)
     Relayer        RELAY: forwarding, and calls to peers homed elsewhere (orb.tracker.relay)
     PackageServer  FETCH -> PACKAGE, CHALLENGE -> PROOF              (orb.net.serving)
     Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
@@ -46,6 +47,7 @@ from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
 from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
+from orb.tracker.secrets import SEAL_TICK_S, Secrets
 from orb.tracker.routing import rank_replicas
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
 from orb.tracker.stats import Stats
@@ -133,6 +135,9 @@ class Tracker:
         self.table.handlers.update(self.router.handlers())
         self.table.lost_listeners.append(self.router.session_lost)  # a caller gone: its routed calls cancelled
         self.router.call_listeners.append(self.stats.calls.observe_call)  # wire calls; the gateway counts its own
+        self.secrets = Secrets(clock, self.table, registry)  # SECRET: sealed secrets, forwarded to their hosts
+        self.table.handlers.update(self.secrets.handlers())
+        self.table.handlers[MessageType.ANNOUNCE] = self._on_announce  # membership, and a SEALER TLV to secrets
         self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
         self.table.handlers.update(self.logs.handlers())
         if packages is not None:
@@ -147,9 +152,9 @@ class Tracker:
             })
         # Federation first: it admits the tracker a --join dial reached, which Membership then asks about.
         self.table.ready_listeners.extend([self.federation.session_ready, self.membership.session_ready, self._greet,
-                                           self.replication.session_ready])
+                                           self.replication.session_ready, self.secrets.session_ready])
         self.table.lost_listeners.extend([self.federation.session_lost, self.membership.session_lost,
-                                          self.relayer.session_lost])
+                                          self.relayer.session_lost, self.secrets.session_lost])
         self.table.rtt_listeners.append(self.membership.rtt_measured)
         # Capability tokens: private calls checked by the router, REVOKE taken in and pushed to hosts.
         self.tokens = Tokens(clock, registry, self.table, names_of=lambda: getattr(self, "names", None))
@@ -177,9 +182,14 @@ class Tracker:
         self.periodic.every(PUSH_INTERVAL_S, self.federation.push_changes, now=False)
         self.periodic.every(ANTI_ENTROPY_INTERVAL_S, self.federation.anti_entropy, now=False)
         self.periodic.every(REPLICATION_TICK_S, self.replication.tick, now=False)
+        self.periodic.every(SEAL_TICK_S, self.secrets.ask_sealers, now=False)
         if self.payments is not None:
             self.periodic.every(self.payments.epoch_s, self.payments.epoch_tick, now=False)
             self.periodic.every(PAYMENTS_FLUSH_S, self.payments.flush, now=False)
+
+    def _on_announce(self, record, message, request_id):
+        self.membership.on_announce(record, message, request_id)
+        self.secrets.announce_seen(record, message)
 
     def publish_self(self):
         """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
