@@ -4,14 +4,26 @@ The HTTP gateway on the tracker's HTTP endpoint: a function answers curl.
 
 Routes (``GatewayResource``; ``GatewaySite`` adds Host-header routing):
 
-========================  ====================================================
-``POST /f/<fid>``         call the function: the request body is its input,
-                          the response body its output
-``GET /f/<fid>``          the function's metadata, JSON
-``OPTIONS /f/<fid>``      CORS preflight
-``POST /`` with           the same call, for ``curl -X POST http://<fid>.orb:PORT/``
-``Host: <fid>.orb[:P]``   once the tracker is the DNS server (``GET /``: metadata)
-========================  ====================================================
+============================  ================================================
+``POST /f/<fid>``             call the function: the request body is its
+                              input, the response body its output
+``GET /f/<fid>``              the function's metadata, JSON
+``OPTIONS /f/<fid>``          CORS preflight
+``POST /`` with               the same call, for ``curl -X POST
+``Host: <fid>.orb[:P]``       http://<fid>.orb:PORT/`` once the tracker is the
+                              DNS server (``GET /``: metadata)
+``POST /n/<owner>/<name>``    call the version a name serves (RFC 9.10: the
+                              newest not deprecated); ``Orb-Fid`` says which
+``GET /n/<owner>/<name>``     that version's metadata, and the name's
+``POST /`` with               the same, for ``curl -X POST
+``Host: <name>.<owner>.orb``  http://<name>.<owner>.orb:PORT/``
+============================  ================================================
+
+A deprecated fid's answers (calls, metadata, and the 410 past its sunset)
+carry ``Deprecation: @<unix>`` (RFC 9745: the time the owner deprecated
+it), ``Sunset: <HTTP-date>`` (RFC 8594) when it has a sunset, and
+``Link: <http://HOST/f/<successor>>; rel="successor-version"`` when it
+names a successor.
 
 A caller may send ``Orb-Deadline-Ms: N`` (1 to 300000, decimal digits):
 the call's deadline in milliseconds, from when the gateway has the whole
@@ -31,9 +43,14 @@ for an answer from the tracker's result cache, ``Orb-Cached: 1`` and
 status  ``code``                           when
 ======  =================================  ===================================
 400     ``bad-fid``, ``bad-deadline``,     a malformed fid (path or Host), a bad
-        ``bad-path``                       ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
+        ``bad-path``, ``bad-name``         ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
+                                           or ``/n/<owner>/<name>``, a malformed
+                                           owner label or name
 403     ``denied``                         RESULT ``denied`` (capability token)
 404     ``not-found``                      no such function
+404     ``name-not-found``                 no NAME record for that owner and name
+410     ``gone``                           the fid is past its sunset, or every
+                                           version of the name is (or RESULT ``gone``)
 405     ``method-not-allowed``             not GET, HEAD, POST or OPTIONS
 408     ``request-timeout``                the request did not arrive in time
 413     ``input-too-large``                over the manifest's ``max_input_bytes``
@@ -65,6 +82,7 @@ import io
 import json
 import math
 import os
+import re
 import weakref
 
 import attrs
@@ -75,6 +93,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from orb.dns import names as dnsnames
 from orb.protocol import fid as fidmod
 from orb.protocol.codes import ErrorCode, ResultStatus
 from orb.protocol.manifest import MAX_INPUT_BYTES, MAX_TIMEOUT_MS
@@ -91,7 +110,8 @@ DEFAULT_RETRY_AFTER_S = 1
 JSON_TYPE = b"application/json"
 TOO_MANY_REQUESTS = 429  # not in twisted.web.http
 EXPOSED_HEADERS = (b"X-Orb-Status, Orb-Request-Id, Orb-Replica, Orb-Route, Orb-Cached, Age, Server-Timing, "
-                   b"Retry-After")
+                   b"Retry-After, Orb-Fid, Deprecation, Sunset, Link")
+_HOST_RE = re.compile(rb"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?\Z|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?\Z")
 
 # Every RESULT status, and what the gateway answers for it: (HTTP status, stable code).
 RESULT_HTTP = {
@@ -210,8 +230,8 @@ def parse_fid(text):
     return raw
 
 
-def host_label(request_or_headers):
-    """For a ``Host: <label>.orb[:port]`` header, ``<label>`` (bytes, lowercase); else None."""
+def host_labels(request_or_headers):
+    """For a ``Host: <labels>.orb[:port]`` header, the labels before ``.orb`` (bytes, lowercase); else None."""
     headers = getattr(request_or_headers, "requestHeaders", request_or_headers)
     values = headers.getRawHeaders(b"host")
     if not values:
@@ -223,8 +243,32 @@ def host_label(request_or_headers):
     host = host.rstrip(b".")
     if not host.endswith(b".orb"):
         return None
-    label = host[: -len(b".orb")]
-    return label if label and b"." not in label else None
+    labels = host[: -len(b".orb")].split(b".")
+    return labels if all(labels) else None
+
+
+def host_label(request_or_headers):
+    """For a ``Host: <label>.orb[:port]`` header, ``<label>`` (bytes, lowercase); else None."""
+    labels = host_labels(request_or_headers)
+    return labels[0] if labels is not None and len(labels) == 1 else None
+
+
+def host_name(request_or_headers):
+    """For a ``Host: <name>.<owner>.orb[:port]`` header, ``[<owner>, <name>]`` (bytes); else None."""
+    labels = host_labels(request_or_headers)
+    return [labels[1], labels[0]] if labels is not None and len(labels) == 2 else None
+
+
+def parse_name(owner, name):
+    """(owner label, name) as text from two path segments (bytes), or None when either is malformed."""
+    try:
+        owner_text, name_text = owner.decode("ascii").lower(), name.decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    if not dnsnames.is_owner_label(owner_text) or dnsnames.classify(f"{name_text}.{owner_text}.orb").kind \
+            is not dnsnames.Kind.NAMED:
+        return None
+    return owner_text, name_text
 
 
 def parse_deadline_ms(request):
@@ -247,9 +291,47 @@ def capability_token(request):
     return b""
 
 
-def deprecation_headers(request, fid):
-    """Where issue 13 sets ``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` from the
-    function's NAME record (RFC 5.24: ``deprecated``, ``sunset``, ``successor``); today nothing is set."""
+def deprecated_at(status):
+    """The Unix time a deprecation took effect: the statement's own time where the names core keeps one."""
+    for attr in ("time", "issued_at", "deprecated_at"):
+        value = getattr(status, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
+def successor_url(request, successor):
+    """``http://HOST/f/<successor>`` with the request's own Host (when it is a plain host[:port]), else the
+    path alone, which RFC 8288 resolves against the request's URL."""
+    values = request.requestHeaders.getRawHeaders(b"host")
+    host = values[0].strip() if values else b""
+    path = f"/f/{successor}"
+    if host and _HOST_RE.match(host):
+        scheme = "https" if request.isSecure() else "http"
+        return f"{scheme}://{host.decode('ascii')}{path}"
+    return path
+
+
+def deprecation_headers(request, status):
+    """``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` for a deprecated fid (RFC 10.8),
+    from ``status`` (the names core's FidStatus, or None: nothing is set)."""
+    if status is None or not status.deprecated:
+        return
+    request.setHeader(b"Deprecation", b"@%d" % deprecated_at(status))  # RFC 9745: an sf-date
+    if status.sunset:
+        request.setHeader(b"Sunset", http.datetimeToString(int(status.sunset)))  # RFC 8594: an HTTP-date
+    if status.successor:
+        link = f'<{successor_url(request, status.successor)}>; rel="successor-version"'
+        request.setHeader(b"Link", link.encode("ascii"))
+
+
+def deprecation_json(status):
+    """A fid's deprecation as JSON (the gateway's metadata and the HTTP API), or None when it has none."""
+    if status is None:
+        return None
+    return {"deprecated": bool(status.deprecated), "successor": status.successor or None,
+            "sunset": int(status.sunset) or None, "gone": bool(status.gone), "seq": int(status.seq),
+            "deprecated_at": deprecated_at(status) or None}
 
 
 class _OutputProducer:
@@ -291,8 +373,9 @@ class GatewayResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, clock, registry, router, calls, config=GatewayConfig(), metadata=None):
+    def __init__(self, clock, registry, router, calls, config=GatewayConfig(), metadata=None, names=None):
         super().__init__()
+        self.names = names  # the tracker's names core (orb.tracker.names), or None: /n/ finds nothing
         self.clock = clock
         self.registry = registry
         self.router = router
@@ -302,6 +385,21 @@ class GatewayResource(Resource):
         self.in_flight = 0
         self.metadata = metadata  # FunctionRecord -> more members for GET (the HTTP API's view of the function)
         # Router.call takes trace_id since the router's rewrite for issue 11; a router without it gets none.
+
+    # -- names and deprecation -------------------------------------------------------------------------
+
+    def fid_status(self, fid):
+        """The fid's deprecation (a FidStatus), or None."""
+        return self.names.fid_status(fid) if self.names is not None else None
+
+    def serving(self, owner_label, name):
+        """(fid text or None, known): the fid that ``<name>.<owner>`` serves, and whether the name is known."""
+        if self.names is None:
+            return None, False
+        fid = self.names.serving_fid(owner_label, name)
+        if fid is not None:
+            return fid, True
+        return None, self.names.resolve(owner_label, name) is not None
 
     # -- what GatewayRequest asks before the body arrives --------------------------------------------
 
@@ -337,18 +435,48 @@ class GatewayResource(Resource):
             request.setHeader(b"Retry-After", str(max(1, math.ceil(wait_s))).encode("ascii"))
             return _error(request, TOO_MANY_REQUESTS, "rate-limited",
                           "this address is over its call rate; retry after Retry-After seconds")
-        if len(request.postpath) != 1 and request.postpath[1:] != [b""]:
-            return _error(request, http.BAD_REQUEST, "bad-path", "the path of a function is /f/<fid>")
-        fid_raw = parse_fid(request.postpath[0]) if request.postpath else None
-        if fid_raw is None:
-            return _error(request, http.BAD_REQUEST, "bad-fid",
-                          "not a fid: give the 53 base32 characters `orb hash` prints")
-        fid = fidmod.to_text(fid_raw)
+        named = None
+        if request.prepath[-1:] == [b"n"]:
+            if len(request.postpath) != 2 and request.postpath[2:] != [b""]:
+                return _error(request, http.BAD_REQUEST, "bad-path", "the path of a named function is /n/<owner>/<name>")
+            named = parse_name(*request.postpath[:2])
+            if named is None:
+                return _error(request, http.BAD_REQUEST, "bad-name",
+                              "not a name: /n/<owner>/<name> takes an owner label (32 base32 characters, "
+                              "`orb info NAME` prints it) and a DNS label")
+            fid, known = self.serving(*named)
+            if fid is None and not known:
+                return _error(request, http.NOT_FOUND, "name-not-found",
+                              f"no function is named {named[1]} by owner {named[0]}")
+            if fid is None:
+                return _error(request, http.GONE, "gone", f"every version of {named[1]}.{named[0]} is past its sunset")
+            fid_raw = fidmod.from_text(fid)
+            request.setHeader(b"Orb-Fid", fid.encode("ascii"))
+        else:
+            if len(request.postpath) != 1 and request.postpath[1:] != [b""]:
+                return _error(request, http.BAD_REQUEST, "bad-path", "the path of a function is /f/<fid>")
+            fid_raw = parse_fid(request.postpath[0]) if request.postpath else None
+            if fid_raw is None:
+                return _error(request, http.BAD_REQUEST, "bad-fid",
+                              "not a fid: give the 53 base32 characters `orb hash` prints")
+            fid = fidmod.to_text(fid_raw)
+        status = self.fid_status(fid)
+        deprecation_headers(request, status)
+        if status is not None and status.gone:
+            extra = {"successor": status.successor} if status.successor else {}
+            return _error(request, http.GONE, "gone", f"function {fid} is past its sunset "
+                          f"({http.datetimeToString(int(status.sunset)).decode('ascii')}); its owner withdrew it",
+                          fid=fid, sunset=int(status.sunset), **extra)
         function = self.registry.function(fid)
         if function is None:
             return _error(request, http.NOT_FOUND, "not-found", f"no function {fid} is deployed")
         if request.method != b"POST":
-            return _answer_json(request, http.OK, self._metadata(function))
+            doc = self._metadata(function, status)
+            if named is not None:
+                view = self.names.resolve(*named)
+                doc["named"] = {"owner_label": named[0], "name": named[1], "dns_name": dnsnames.named_name(named[1], named[0]),
+                                "seq": view.seq if view is not None else None, "serving": fid}
+            return _answer_json(request, http.OK, doc)
         try:
             deadline_ms = parse_deadline_ms(request)
         except ValueError as e:
@@ -365,7 +493,7 @@ class GatewayResource(Resource):
         self._call(request, fid, fid_raw, body, deadline_ms, request_id)
         return NOT_DONE_YET
 
-    def _metadata(self, function):
+    def _metadata(self, function, status=None):
         manifest = function.manifest_json()
         doc = {
             "fid": function.fid,
@@ -379,6 +507,7 @@ class GatewayResource(Resource):
             "max_input_bytes": min(self.config.max_input_bytes, manifest.get("max_input_bytes", MAX_INPUT_BYTES)),
             "manifest": manifest,
             "calls": self.calls.figures(function.fid).to_json(),
+            "deprecation": deprecation_json(status),
         }
         if self.metadata is not None:
             doc.update(self.metadata(function))
@@ -410,7 +539,6 @@ class GatewayResource(Resource):
                                         answer.result.status_kind == ResultStatus.OK)
             if request._disconnected or request.finished:
                 return
-            deprecation_headers(request, fid)
             self._respond(request, answer, self.clock.seconds() - started)
 
         def failed(failure):
@@ -551,9 +679,18 @@ class GatewayRequest(server.Request):
         parts = path.split(b"/")
         if len(parts) >= 3 and parts[0] == b"" and parts[1] == b"f":
             return parse_fid(parts[2])
-        label = host_label(self.requestHeaders)
-        if label is not None and path == b"/":
-            return parse_fid(label)
+        named = None
+        if len(parts) >= 4 and parts[0] == b"" and parts[1] == b"n":
+            named = parse_name(parts[2], parts[3])
+        elif path == b"/":
+            label = host_label(self.requestHeaders)
+            if label is not None:
+                return parse_fid(label)
+            labels = host_name(self.requestHeaders)
+            named = parse_name(*labels) if labels is not None else None
+        if named is not None:
+            fid, _ = self._gateway.serving(*named)
+            return fidmod.from_text(fid) if fid is not None else None
         return None
 
     def gotLength(self, length):
@@ -653,13 +790,14 @@ class GatewaySite(server.Site):
         super().stopFactory()
 
     def getResourceFor(self, request):
-        label = host_label(request)
-        if label is not None and request.postpath in ([b""], []):
-            request.site = self
-            request.sitepath = []
-            request.prepath = [b"f"]
-            request.postpath = [label]
-            return self.gateway
+        if request.postpath in ([b""], []):
+            label, named = host_label(request), host_name(request)
+            if label is not None or named is not None:
+                request.site = self
+                request.sitepath = []
+                request.prepath = [b"f"] if label is not None else [b"n"]
+                request.postpath = [label] if label is not None else named
+                return self.gateway
         return super().getResourceFor(request)
 
 

@@ -208,7 +208,8 @@ def tracker_service(config, reactor):
                        packages=states["packages"])
 
     def http_site(core):
-        return build_site(core.registry, core.stats, core.router, reactor, config.gateway)
+        return build_site(core.registry, core.stats, core.router, reactor, config.gateway,
+                          names=getattr(core, "names", None))
 
     node_service = NodeService(
         reactor, config.node, build, kind="orb-tracker",
