@@ -254,17 +254,16 @@ def with_session(reactor, tracker, network, work, box):
 
 def name_message(key, name, seq, fid_text):
     """A NAME record (RFC 5.24) pointing ``name`` at ``fid_text``, signed with the owner key."""
-    from orb.protocol.names import sign_name
+    from orb.protocol.names import make_name
 
-    return sign_name(key, name, seq, _fid.from_text(fid_text))
+    return make_name(key, name, seq, fid_text)
 
 
 def deprecate_message(key, fid_text, seq, deprecated, successor, sunset):
-    """A DEPRECATE (RFC 5.29) of ``fid_text``, signed with the owner key."""
-    from orb.protocol.names import sign_deprecate
+    """A DEPRECATE (RFC 5.29) of ``fid_text``, signed with the owner key (``deprecated=False``: undeprecate)."""
+    from orb.protocol.names import make_deprecate
 
-    return sign_deprecate(key, _fid.from_text(fid_text), seq, deprecated,
-                          _fid.from_text(successor) if successor else b"", sunset)
+    return make_deprecate(key, fid_text, seq, deprecated, successor or b"", sunset)
 
 
 # --- the API -------------------------------------------------------------------------------------
