@@ -114,6 +114,22 @@ def positive_int(name, value, maximum=100_000):
     return number
 
 
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def byte_rate(name, value, minimum=1):
+    """``--NAME`` bytes a second: an integer with an optional K, M or G (binary) suffix."""
+    text = str(value).strip().lower()
+    unit = text[-1:] if text[-1:] in "kmg" and text[-1:] else ""
+    digits = text[: len(text) - len(unit)]
+    if not digits.isdigit() or len(digits) > 15:
+        raise usage.UsageError(f"--{name} {value!r}: bytes a second, like 262144, 256K or 2M")
+    rate = int(digits) * _UNITS[unit]
+    if rate < minimum:
+        raise usage.UsageError(f"--{name} {value!r}: at least {minimum} bytes a second")
+    return rate
+
+
 def positive_float(name, value):
     try:
         number = float(value)

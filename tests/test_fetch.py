@@ -156,6 +156,29 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(sorted(counting.served), [i * CHUNK for i in range(self.chunks)])
         self.assertEqual(self.successResultOf(d).size, len(self.data))
 
+    def test_a_fetch_rate_paces_the_download(self):
+        """With --fetch-rate 4096 a 12.5 KiB package (4 chunks) takes 3 s and more, never faster than the rate allows."""
+        counting = Counting(self.tracker.table.handlers[MessageType.FETCH])
+        self.tracker.table.handlers[MessageType.FETCH] = counting
+        fetcher = Fetcher(self.net.clock, self.peer.table, self.store, chunk_bytes=CHUNK * 1024, window=3,
+                          rate_bytes_per_s=4096)
+        self.assertEqual(fetcher.chunk_bytes, 4096)  # a quarter second's worth, at least 4 KiB
+        start = self.net.clock.seconds()
+        d = fetcher.fetch(self.fid, len(self.data), [self.to_tracker()])
+        self.net.flush()
+        self.assertEqual(counting.served, [0])  # the first chunk at once, the rest when the rate allows
+        self.net.run(1.9, step_s=0.05)
+        self.assertEqual(counting.served, [0, 4096])
+        self.assertNoResult(d)
+        self.net.run(0.3, step_s=0.05)
+        self.assertEqual(counting.served, [0, 4096, 8192])
+        self.assertNoResult(d)
+        self.net.run(1.0, step_s=0.05)
+        self.assertEqual(counting.served, [0, 4096, 8192, 12288])
+        self.net.flush()
+        self.assertEqual(self.successResultOf(d).size, len(self.data))
+        self.assertGreaterEqual(self.net.clock.seconds() - start, 3.0)
+
     def test_a_dropped_source_is_resumed_from_the_next(self):
         """When a source drops mid-transfer the next source serves only the chunks still missing."""
         first, second = self.source_peer("10.3.0.1"), self.source_peer("10.4.0.1")

@@ -106,6 +106,20 @@ class DaemonOptionsTests(SynchronousTestCase):
                               ["--data-dir", self.mktemp(), "--runtime", "ruby"])
         self.assertEqual(str(e), "orb-peer: error: --runtime 'ruby': use one of python, exec")
 
+    def test_fetch_rate_takes_binary_suffixes_and_refuses_nonsense(self):
+        """--fetch-rate 256K is 262144 bytes a second; no limit by default; '10 mbit' and 10 are refused."""
+        listen = ["--listen", f"tcp:{self.free_port()}:interface=127.0.0.1"]
+        options = peer_tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp()] + listen)
+        self.assertIsNone(options["fetch-rate"])
+        options = peer_tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--fetch-rate", "256K"] + listen)
+        self.assertEqual(options["fetch-rate"], 262144)
+        for bad, why in (("10 mbit", "like 262144, 256K or 2M"), ("10", "at least 1024 bytes a second")):
+            e = self.assertRaises(SystemExit, peer_tap.Options().parseOptions,
+                                  ["--data-dir", self.mktemp(), "--fetch-rate", bad] + listen)
+            self.assertIn(why, str(e))
+
     def test_a_mistake_is_one_line_and_exit(self):
         """A bad value ends option parsing with one 'orb-peer: error: ...' line, no usage dump."""
         options = peer_tap.Options()

@@ -354,6 +354,22 @@ class HedgingTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual((answer.result.output, answer.attempts), (b"first", 2))
         self.assertEqual(len(self.channels[node(2)].cancelled), 1)
 
+    def test_hedges_are_at_most_a_twentieth_of_calls_under_overload(self):
+        """When every call runs past its p95 (overload), hedges stop at the burst plus 5% of calls, not one per call."""
+        router = self.make([Peer(node(1), rtt_ms=1), Peer(node(2), rtt_ms=50)], Function(idempotent=True),
+                           max_per_replica=1000)
+        self.warm(router, node(1))
+        self.warm(router, node(2))
+        calls = 400
+        for _ in range(calls):  # none answers: each runs past its p95 before the next arrives
+            router.call(FID_RAW, b"in")
+            self.clock.advance(0.02)
+        figures = router.figures()
+        budget = routermod.HEDGE_BURST + calls * routermod.HEDGE_RATIO
+        self.assertLessEqual(figures["hedges"], budget)
+        self.assertGreaterEqual(figures["hedges"], budget - 2)
+        self.assertEqual(figures["hedges"] + figures["hedges_over_budget"], calls)
+
     def test_p95_window_is_bounded(self):
         """The latency window keeps the recent answers only: old slow ones age out of the p95."""
         router = self.make([Peer(node(1))])

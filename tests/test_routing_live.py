@@ -209,3 +209,48 @@ class RoutingLiveTests(DaemonTestMixin, TestCase):
         other = yield self.call(session, raw, 1, 2)
         self.assertSum(other, 3)
         self.assertIsNone(cached_age_ms(other))
+
+
+class ColdReplicaLiveTests(DaemonTestMixin, TestCase):
+    """A call that reaches a replica still downloading the package (RFC 10.2): the host waits for its
+    download, the RESULT reports the fetch time, and the fetch does not count against the deadline.
+    The peer's --fetch-rate holds the download open for seconds, so the call meets it mid-download."""
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_a_call_to_a_cold_replica_waits_for_the_download_and_reports_fetch_time(self):
+        """A 2 s deadline call to a replica that needs 6 s to fetch the package answers ok, with fetch_us > 2 s."""
+        tracker = yield self.start_tracker("t1", "--challenge-interval", "60")
+        yield self.start_peer("p1", "--listen", "tcp:0:interface=127.1.0.1", "--tracker", tracker.wire_text,
+                              "--fetch-rate", "8K")
+        yield sleep(2)
+        code, _, err = yield self.orb("keygen")
+        self.assertEqual(code, 0, err)
+        path = os.path.join(self.net.base_dir, "bulky")
+        code, _, err = yield self.orb("init", path, "--template", "python", "--name", "bulky")
+        self.assertEqual(code, 0, err)
+        with open(os.path.join(path, "main.py"), "w") as f:
+            f.write(HANDLER)
+        with open(os.path.join(path, "weights.bin"), "wb") as f:
+            f.write(os.urandom(48 * 1024))  # 12 paced chunks of 4 KiB at 8 KiB/s: about 6 s to fetch
+        code, out, err = yield self.orb("deploy", path, "--tracker", tracker.wire_text, "--api", api(tracker),
+                                        "--no-wait", "--json")
+        self.assertEqual(code, 0, out + err)
+        raw = fidmod.from_text(json.loads(out)["fid"])
+        session, _ = yield open_session(*tracker.wire, self.network)
+        self.addCleanup(session.transport.loseConnection)
+        data = json.dumps({"a": 20, "b": 22}).encode()
+        started = time.monotonic()
+        for _ in range(50):  # until the tracker has offered it: before that there is no replica at all
+            result = yield session.request(m.Invoke(fid=raw, deadline_ms=2000, token=b"", input=data), timeout_s=60)
+            if result.status_kind is not ResultStatus.NOT_FOUND:
+                break
+            yield sleep(0.1)
+        elapsed = time.monotonic() - started
+        self.assertEqual(result.status_kind, ResultStatus.OK, result.log[-500:])
+        self.assertEqual(json.loads(result.output), {"sum": 42})
+        self.assertGreater(result.fetch_us, 2_000_000, "the call did not wait for a download")
+        self.assertGreater(elapsed, 2.0)  # longer than the deadline: the fetch was not counted against it
+        self.assertLess(result.exec_us, 2_000_000)
+        self.assertEqual(tracker.tracebacks, 0, tracker.text[-3000:])

@@ -35,6 +35,10 @@ download only and closed after it).
   kept in ``bad_sources`` for BAD_SOURCE_S and not asked again meanwhile.
 - **Bounded.** At most ``max_fetches`` downloads at once; a second fetch
   of a fid that is already being fetched waits for the first.
+- **Paced.** With ``rate_bytes_per_s`` (a peer's ``--fetch-rate``, for a
+  home uplink) every download together asks for at most that many bytes a
+  second: chunks shrink to a quarter second's worth (at least 4 KiB) and
+  each FETCH waits until the bytes asked before it have had their time.
 """
 
 import collections
@@ -57,6 +61,8 @@ DEFAULT_CHUNK_BYTES = 1024 * 1024
 DEFAULT_WINDOW = 4
 REQUEST_TIMEOUT_S = 15.0
 MAX_FETCHES = 8
+MIN_RATE_BYTES_PER_S = 1024
+MIN_PACED_CHUNK_BYTES = 4096
 MAX_ROUNDS = 3  # full passes over the sources after a copy failed to verify
 BAD_SOURCE_S = 3600.0
 MAX_BAD_SOURCES = 1024
@@ -88,9 +94,13 @@ def _name(fid):
 class Fetcher:
     def __init__(self, clock, table, store, *, chunk_bytes=DEFAULT_CHUNK_BYTES, window=DEFAULT_WINDOW,
                  request_timeout_s=REQUEST_TIMEOUT_S, max_package_bytes=pkg.MAX_PACKAGE_BYTES,
-                 max_fetches=MAX_FETCHES):
+                 max_fetches=MAX_FETCHES, rate_bytes_per_s=None):
         if not 1 <= chunk_bytes <= pk.MAX_READ_BYTES or window < 1:
             raise ValueError(f"chunk_bytes must be 1..{pk.MAX_READ_BYTES} and window at least 1")
+        if rate_bytes_per_s is not None:
+            if rate_bytes_per_s < MIN_RATE_BYTES_PER_S:
+                raise ValueError(f"a fetch rate must be at least {MIN_RATE_BYTES_PER_S} bytes a second")
+            chunk_bytes = min(chunk_bytes, max(MIN_PACED_CHUNK_BYTES, rate_bytes_per_s // 4))
         self.clock = clock
         self.table = table
         self.store = store
@@ -99,11 +109,23 @@ class Fetcher:
         self.request_timeout_s = request_timeout_s
         self.max_package_bytes = max_package_bytes
         self.max_fetches = max_fetches
+        self.rate_bytes_per_s = rate_bytes_per_s
+        self._next_free = 0.0  # paced: when the bytes asked so far have had their time
         self.bad_sources = collections.OrderedDict()  # node id -> until (seconds): sent bytes of a bad copy
         self._running = {}  # fid -> _Download
 
     def fetching(self, fid):
         return fid in self._running
+
+    def pace(self, length):
+        """Seconds to wait before asking for ``length`` more bytes (0: ask now, and it is counted)."""
+        if self.rate_bytes_per_s is None:
+            return 0.0
+        now = self.clock.seconds()
+        if now < self._next_free:
+            return self._next_free - now
+        self._next_free = max(now, self._next_free) + length / self.rate_bytes_per_s
+        return 0.0
 
     def __len__(self):
         return len(self._running)
@@ -331,6 +353,7 @@ class _Transfer:
         self.arrived = {}  # offset -> data, received ahead of the next byte to write
         self.writing = 0  # chunks handed to the disk and not yet written
         self.throttled = False
+        self.paced = None  # the call that resumes asking once the fetch rate allows it
         self.failed = False
         self.done = defer.Deferred()
 
@@ -344,11 +367,18 @@ class _Transfer:
     def _fill(self):
         while (not self.failed and not self.throttled and self._slots() < self.fetcher.window
                and (self.retry or self.next_offset < self.size)):
+            if self.paced is not None:
+                return
+            pending = self.retry[0] if self.retry else (self.next_offset,
+                                                        min(self.fetcher.chunk_bytes, self.size - self.next_offset))
+            wait = self.fetcher.pace(pending[1])
+            if wait > 0:
+                self.paced = self.fetcher.clock.callLater(wait, self._resume)
+                return
             if self.retry:
                 offset, length = self.retry.popleft()
             else:
-                offset = self.next_offset
-                length = min(self.fetcher.chunk_bytes, self.size - offset)
+                offset, length = pending
                 self.next_offset += length
             try:
                 d = self.record.request(m.Fetch(fid=self.fid, offset=offset, length=length),
@@ -365,6 +395,10 @@ class _Transfer:
         if (not self.failed and not self.done.called and self.commit_offset == self.size and not self.writing
                 and not self.inflight):
             self.done.callback(None)
+
+    def _resume(self):
+        self.paced = None
+        self._fill()
 
     def _answered(self, message, offset, length):
         if self.failed:
@@ -419,6 +453,9 @@ class _Transfer:
         if self.failed:
             return
         self.failed = True
+        if self.paced is not None and self.paced.active():
+            self.paced.cancel()
+        self.paced = None
         if misbehaved:
             self.fetcher.table.misbehaved(self.record.protocol,
                                           violation(f"PACKAGE for {_name(self.fid)}: {why}", ErrorCode.UNEXPECTED,

@@ -10,6 +10,7 @@ from twisted.python import usage
 from orb import _options as opt
 from orb._tap import NodeOptions
 from orb.net import packages as pk
+from orb.net.fetch import MIN_RATE_BYTES_PER_S as MIN_FETCH_RATE
 from orb.net.service import NodeService
 from orb.peer import hosting as ho
 from orb.peer.wiring import Peer, PeerConfig
@@ -54,6 +55,10 @@ class Options(NodeOptions):
         """Disk for hosted packages, MiB (downloads in progress count in full) [default: 1024]."""
         self["max-disk-mb"] = value
 
+    def opt_fetch_rate(self, value):
+        """Bandwidth for package downloads, bytes a second, with an optional K, M or G suffix (binary) [default: no limit]."""
+        self["fetch-rate"] = value
+
     def opt_runtime(self, name):
         """A runtime this peer hosts, python or exec (repeatable; default: both). OFFERs of others are declined."""
         self.setdefault("runtimes", []).append(name)
@@ -85,6 +90,8 @@ class Options(NodeOptions):
                                                                        ho.DEFAULT_MAX_DISK_BYTES // MIB), 16 * MIB)
         self["max-memory-mb"] = opt.positive_int("max-memory-mb", self.get("max-memory-mb",
                                                                            ho.DEFAULT_MAX_MEMORY_MB), 1 << 20)
+        rate = self.get("fetch-rate")
+        self["fetch-rate"] = None if rate is None else opt.byte_rate("fetch-rate", rate, MIN_FETCH_RATE)
         runtimes = self.get("runtimes") or list(ho.DEFAULT_RUNTIMES)
         for name in runtimes:
             if name not in mf.RUNTIMES:
@@ -114,6 +121,7 @@ def makeService(config):
         hosting=config.hosting_policy(),
         allow_unconfined=bool(config["allow-unconfined"]),
         dns_seed=config["dns-seed"],
+        fetch_rate=config["fetch-rate"],
     )
     return peer_service(peer_config, reactor)
 

@@ -57,6 +57,7 @@ class PeerConfig:
     hosting: HostingPolicy = HostingPolicy()
     allow_unconfined: bool = False  # run functions even where a jail layer is missing (--allow-unconfined)
     dns_seed: tuple | None = None  # --dns-seed (host, port): the DNS server the seed_lookup hook asks for seed.orb
+    fetch_rate: int | None = None  # --fetch-rate: package downloads ask for at most this many bytes a second
 
 
 class Peer:
@@ -89,7 +90,8 @@ class Peer:
         self.server = self.fetcher = self.hosting = self.invocations = self.call_log = self.relay = None
         if packages is not None:
             self.server = PackageServer(packages)
-            self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes)
+            self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes,
+                                   rate_bytes_per_s=config.fetch_rate)
             self.hosting = Hosting(clock, self.table, packages, self.fetcher, self.homing, config.hosting)
             self.invocations = Invocations(clock, packages, os.path.join(os.path.dirname(packages.root), "run"),
                                            lambda: Executor(clock, ExecConfig(allow_unconfined=config.allow_unconfined)),

@@ -23,6 +23,7 @@ class ResultStatus(enum.IntEnum):
     DENIED = 8  # the capability token was missing or wrong
     REFUSED = 9  # the executor refuses untrusted code (a jail layer is missing)
     INTERNAL = 10  # the host failed for reasons of its own
+    GONE = 11  # the fid is past the sunset its owner set (RFC 9.10): it is served nowhere any more
 
 
 class ErrorCode(enum.IntEnum):
@@ -48,6 +49,8 @@ class ErrorCode(enum.IntEnum):
     DECLINED = 17  # DEPLOY_ACK status: the peer's hosting policy declines the OFFER (the text names the policy)
     TOO_LARGE = 18  # the request names or carries something larger than the receiver accepts (a package, an INVOKE input over its cap)
     INVALID = 19  # well-formed but refused for its content (a bad manifest, a package that does not match its fid, failing samples); the session goes on
+    GONE = 20  # the fid is past the sunset its owner set (RFC 9.10); a LOOKUP or an undeprecation of it is refused
+    STALE = 21  # a NAME or owner statement whose seq is not higher than the one held; nothing changed
 
 
 class Role(enum.IntFlag):

@@ -68,6 +68,7 @@ RESPONSES = {
     MessageType.INVOKE: MessageType.RESULT,
     MessageType.LOGS: MessageType.LOG_LINES,
     MessageType.NAME: MessageType.STATEMENT_ACK,
+    MessageType.DEPRECATE: MessageType.STATEMENT_ACK,
     MessageType.SYNC: MessageType.DELTA,
 }
 REQUEST_TYPES = frozenset(RESPONSES)

@@ -32,6 +32,10 @@ last LATENCY_WINDOW answers, used from MIN_HEDGE_SAMPLES on; until then the
 window of the function over all its replicas), a second
 request goes to another replica with a free slot. The first RESULT wins;
 the other request's Deferred is cancelled, which sends CANCEL to its host.
+Hedges draw on a budget: each call adds HEDGE_RATIO of a token, up to
+HEDGE_BURST, and a hedge takes one. Under overload every call runs past its
+p95, and hedging them all would double the work exactly when there is no
+room for it ("The Tail at Scale"; gRPC's retry throttling).
 
 Input.  An input over the manifest's ``max_input_bytes`` (RFC 9.7) is
 refused before routing (ERROR too_large to INVOKE).
@@ -82,6 +86,8 @@ LATENCY_WINDOW = 64  # answers kept per (function, replica), and per function, f
 MIN_HEDGE_SAMPLES = 8  # no hedging on fewer
 MAX_LATENCY_WINDOWS = 4096  # (function, replica) pairs tracked; least recently used dropped
 MAX_HEDGES = 1  # extra requests per call
+HEDGE_RATIO = 0.05  # hedges are at most 5% of calls (plus the burst) ...
+HEDGE_BURST = 20.0  # ... and at most this many at once after a quiet spell
 MAX_CALLERS_CALLS = 4096  # INVOKEs received and not yet answered, over all sessions (for CANCEL)
 RETRY_BEFORE_START = (ResultStatus.BUSY, ResultStatus.NOT_FOUND, ResultStatus.REFUSED)
 REFUSALS_PASSED_ON = (int(ErrorCode.TOO_LARGE), int(ErrorCode.OUT_OF_RANGE))  # about the request, not the replica
@@ -164,6 +170,7 @@ class Router:
         self._runs = {}  # cache key -> the _Call running it, for pure functions (identical calls share it)
         self._by_caller = {}  # caller's record -> set of its request ids in _callers
         self.counts = collections.Counter()  # what figures() reports
+        self.hedge_tokens = HEDGE_BURST  # the hedge budget (module docstring)
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -184,7 +191,8 @@ class Router:
 
     def figures(self):
         """What the router has done and holds, for /metrics and the dashboard: counters since start and gauges."""
-        counters = ("calls", "cached", "shared", "sent", "retries", "hedges", "queued", "queue_full")
+        counters = ("calls", "cached", "shared", "sent", "retries", "hedges", "hedges_over_budget", "queued",
+                    "queue_full")
         return {**{k: self.counts[k] for k in counters},
                 "queue_length": len(self._queue), "outstanding": sum(self._outstanding.values()),
                 "cache_entries": len(self.cache), "cache_bytes": self.cache.size_bytes}
@@ -307,6 +315,7 @@ class Router:
         replicas it is running on).
         """
         self.counts["calls"] += 1
+        self.hedge_tokens = min(HEDGE_BURST, self.hedge_tokens + HEDGE_RATIO)
         try:
             fid = fidmod.to_text(fid_raw)
         except fidmod.FidError:
@@ -512,11 +521,15 @@ class _Call:
         free = [p for p, _ in verified if router.has_slot(p.node_id)]
         if not free:
             return  # hedges never queue
+        if router.hedge_tokens < 1:
+            router.counts["hedges_over_budget"] += 1
+            return
+        router.hedge_tokens -= 1
         peer = choose(free, router.rng, router.outstanding)
         self.hedges += 1
         router.counts["hedges"] += 1
         (first,) = self.inflight.values()
-        log.info("hedging a call to {fid}: {slow} is past its p95, asking {other} too", fid=self.fid[:16],
+        log.debug("hedging a call to {fid}: {slow} is past its p95, asking {other} too", fid=self.fid[:16],
                  slow=first.node_id.hex()[:16], other=peer.node_id.hex()[:16])
         self.send(peer.node_id, dict((p.node_id, c) for p, c in verified)[peer.node_id], False)
 
