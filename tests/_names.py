@@ -6,20 +6,9 @@ deprecations directly; time comes from the given clock, so a sunset passes
 when the test advances it.
 """
 
-import base64
-import hashlib
-
 import attrs
 
-
-def owner_label(owner_key):
-    """The DNS label of an owner key (RFC 9.3): base32 of the first 20 bytes of SHA-256 of the key."""
-    try:
-        from orb.protocol.names import owner_label as real
-    except ImportError:
-        digest = hashlib.sha256(b"ORB-OWNER-v1\x00" + owner_key).digest()[:20]
-        return base64.b32encode(digest).decode("ascii").lower().rstrip("=")
-    return real(owner_key)
+from orb.protocol.names import owner_label
 
 
 @attrs.frozen

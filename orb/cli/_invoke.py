@@ -249,4 +249,6 @@ def report(args, doc):
         return _ui.EXIT_BUSY
     if status == ResultStatus.NOT_FOUND.name:
         return _ui.EXIT_NOT_FOUND
+    if status == ResultStatus.GONE.name:
+        return _ui.EXIT_GONE
     return _ui.EXIT_FAILED

@@ -27,11 +27,11 @@ import re
 import attrs
 
 from orb.protocol import fid as fidmod
+from orb.protocol.names import is_owner_label  # noqa: F401 (part of this module's interface: the gateway uses it)
 
 ZONE = "orb"
 SERVICE_LABELS = ("_orb", "_tcp")
 KEY_B32_CHARS = 52  # 32 bytes in unpadded base32
-OWNER_LABEL_CHARS = 32  # an owner label (RFC 9.3): 20 bytes in unpadded base32
 _B32_RE = re.compile(r"[a-z2-7]+\Z")
 _LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
@@ -74,11 +74,6 @@ def key_from_label(label: str) -> bytes | None:
     except ValueError:
         return None
     return raw if key_label(raw) == label else None
-
-
-def is_owner_label(label: str) -> bool:
-    """Whether ``label`` has the form of an owner label (RFC 9.3): 32 lowercase base32 characters."""
-    return len(label) == OWNER_LABEL_CHARS and bool(_B32_RE.match(label))
 
 
 def named_name(name: str, owner_label: str) -> str:
