@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from orb.cli import _names, _ui
 from orb.identity import NodeKey
 from orb.protocol import fid as fidmod
-from orb.protocol.names import owner_label
+from orb.protocol.codes import ErrorCode
+from orb.protocol.messages import StatementAck
+from orb.protocol.names import make_name, owner_label
 from tests._daemons import DaemonTestMixin, eventually
 
 NOW = 1_800_000_000
@@ -61,6 +63,54 @@ class TargetArgumentTests(SynchronousTestCase):
             with self.assertRaises(_ui.CommandError) as e:
                 _names.parse_target(text, own)
             self.assertEqual(e.exception.exit_code, _ui.EXIT_USAGE, text)
+
+
+class _Session:
+    """A protocol whose ``request`` answers from a script: what a tracker holds, as STATEMENT_ACK."""
+
+    def __init__(self, held, refuse=None):
+        self.held = held
+        self.refuse = refuse
+        self.sent = []
+
+    def request(self, message, timeout_s=None):
+        self.sent.append(message)
+        if self.refuse is not None:
+            return defer.succeed(StatementAck(status=int(self.refuse), seq=self.held, text="no"))
+        if message.seq <= self.held:
+            return defer.succeed(StatementAck(status=int(ErrorCode.STALE), seq=self.held, text="stale"))
+        self.held = message.seq
+        return defer.succeed(StatementAck(status=0, seq=self.held, text=""))
+
+
+class StatementSeqTests(SynchronousTestCase):
+    key = NodeKey.generate()
+
+    def build(self, seq):
+        return make_name(self.key, "adder", seq, FID)
+
+    def test_a_stale_answer_teaches_the_held_seq(self):
+        """Without the API's seq, a first NAME answered stale is sent again with one above the held seq."""
+        session = _Session(held=41)
+        ack, seq = self.successResultOf(_names.send_statement(session, self.build, 1, "NAME", {}))
+        self.assertEqual((ack.status, seq, [m.seq for m in session.sent]), (0, 42, [1, 42]))
+        session = _Session(held=0)
+        self.assertEqual(self.successResultOf(_names.send_statement(session, self.build, 1, "NAME", {}))[1], 1)
+
+    def test_every_refusal_has_its_exit_status(self):
+        """denied, invalid and stale exit 7, not_found 10, gone 12, busy 8; the code is the error's kind."""
+        expected = {ErrorCode.DENIED: _ui.EXIT_REFUSED, ErrorCode.INVALID: _ui.EXIT_REFUSED,
+                    ErrorCode.NOT_FOUND: _ui.EXIT_NOT_FOUND, ErrorCode.GONE: _ui.EXIT_GONE,
+                    ErrorCode.BUSY: _ui.EXIT_BUSY}
+        for code, exit_code in expected.items():
+            failure = self.failureResultOf(_names.send_statement(_Session(3, refuse=code), self.build, 4, "NAME", {}),
+                                           _ui.CommandError)
+            self.assertEqual((failure.value.exit_code, failure.value.kind), (exit_code, code.name.lower()))
+        racing = _Session(held=5)
+        racing.request = lambda message, timeout_s=None: defer.succeed(
+            StatementAck(status=int(ErrorCode.STALE), seq=message.seq + 1, text="stale"))
+        failure = self.failureResultOf(_names.send_statement(racing, self.build, 1, "NAME", {}), _ui.CommandError)
+        self.assertEqual((failure.value.exit_code, failure.value.kind), (_ui.EXIT_REFUSED, "stale"))
 
 
 HANDLER = '''\
