@@ -105,3 +105,50 @@ class WireTests(unittest.SynchronousTestCase):
         n = nm.make_name(self.owner, "adder", 2, fidmod.to_text(FID))
         self.assertEqual(n.fid, FID)
         nm.check_name_record(n)
+
+
+class RegistryKindTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        from orb.protocol import federation as fed
+
+        self.fed = fed
+        _, self.owner = spec.sample_keys()
+
+    def test_records_round_trip_as_changes(self):
+        """NAME and DEPRECATE records survive a federation change and still verify."""
+        fed = self.fed
+        for record in (fed.NameRecord.from_message(nm.make_name(self.owner, "adder", 3, FID, True, FID2, 100)),
+                       fed.DeprecationRecord.from_message(nm.make_deprecate(self.owner, FID, 2, sunset=100))):
+            spec_ = fed.KINDS.of_record(record)
+            change = fed.Change(self.owner.node_id, 1, spec_, record)
+            back = fed.Change.from_bytes(change.to_bytes())
+            self.assertEqual(back.record, record)
+            back.record.verify()
+            self.assertEqual(fed.KINDS.of_key(spec_.key(record.ident))[0], spec_)
+
+    def test_name_key_carries_the_owner_label(self):
+        """A name record is keyed name:<name>.<owner label>, within the 160-character key limit."""
+        record = self.fed.NameRecord.from_message(nm.make_name(self.owner, "a" * 63, 1, FID))
+        key = self.fed.KINDS.key_of(record)
+        self.assertEqual(key, "name:" + "a" * 63 + "." + nm.owner_label(self.owner.public_bytes))
+        self.assertLessEqual(len(key), self.fed.MAX_KEY_CHARS)
+
+    def test_tampered_record_fails_verification(self):
+        """A relayed record whose fields were changed does not verify."""
+        record = self.fed.DeprecationRecord.from_message(nm.make_deprecate(self.owner, FID, 2, sunset=100))
+        self.assertRaises(self.fed.BadSignature, attrs.evolve(record, sunset=200).verify)
+
+    def test_entry_under_another_owner_label_is_refused(self):
+        """A snapshot entry whose key names another owner than the record's key is malformed."""
+        other, _ = spec.sample_keys()
+        record = self.fed.NameRecord.from_message(nm.make_name(self.owner, "adder", 1, FID))
+        bad_key = "name:adder." + nm.owner_label(other.public_bytes)
+        self.assertRaises(self.fed.RegistryChangeError, self.fed.SnapshotEntry.from_list, [bad_key, record.to_dict()])
+
+    def test_malformed_records(self):
+        """Extra members, a successor equal to the fid or a sunset without deprecation are malformed."""
+        fed = self.fed
+        good = fed.DeprecationRecord.from_message(nm.make_deprecate(self.owner, FID, 2, sunset=100)).to_dict()
+        for bad in ({**good, "name": "x"}, {**good, "successor": good["fid"]},
+                    {**good, "deprecated": False}, {**good, "deprecated": 1}, {**good, "sunset": 2**53}):
+            self.assertRaises(fed.RegistryChangeError, fed.DeprecationRecord.from_dict, bad)
