@@ -152,3 +152,211 @@ class RegistryKindTests(unittest.SynchronousTestCase):
         for bad in ({**good, "name": "x"}, {**good, "successor": good["fid"]},
                     {**good, "deprecated": False}, {**good, "deprecated": 1}, {**good, "sunset": 2**53}):
             self.assertRaises(fed.RegistryChangeError, fed.DeprecationRecord.from_dict, bad)
+
+
+NOW = 1_800_000_000
+
+
+class FakeSession:
+    """A session record as a handler sees it: what was sent on it."""
+
+    def __init__(self, is_tracker=False):
+        self.sent = []
+        self.is_tracker = is_tracker
+        self.inbound = False
+        self.name = "fake"
+
+    def send(self, message, response_to=0):
+        self.sent.append((message, response_to))
+
+    def refuse(self, request_id, code, text):
+        self.send(m.Error(code=int(code), ref_request_id=request_id, text=text[:200]), response_to=request_id)
+
+
+def _names_core(clock, tracker_key=None):
+    from orb.tracker import names as tn
+    from orb.tracker import registry as reg
+    from tests import _records
+
+    key = tracker_key or _records.key("names-tracker")
+    registry = reg.Registry(clock, key)
+    return tn.Names(clock, registry), registry
+
+
+class TrackerNamesTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        from twisted.internet.task import Clock
+
+        from orb.protocol import federation as fed
+        from tests import _records
+
+        self.fed = fed
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.names, self.registry = _names_core(self.clock)
+        self.owner = _records.key("owner")
+        self.stranger = _records.key("stranger")
+        self.label = nm.owner_label(self.owner.public_bytes)
+        self.fid, self.fid2 = fidmod.to_text(FID), fidmod.to_text(FID2)
+        for fid in (self.fid, self.fid2):
+            self.registry.accept(_records.function_record(self.owner, fid))
+        self.session = FakeSession()
+
+    def name(self, seq, fid=FID, key=None, name="adder", **kw):
+        return self.send(nm.make_name(key or self.owner, name, seq, fid, **kw))
+
+    def deprecate(self, seq, fid=FID, key=None, **kw):
+        return self.send(nm.make_deprecate(key or self.owner, fid, seq, **kw))
+
+    def send(self, message):
+        self.session.sent.clear()
+        self.names.handlers()[message.TYPE](self.session, message, 5)
+        [(ack, response_to)] = self.session.sent
+        self.assertEqual(response_to, 5)
+        self.assertIsInstance(ack, m.StatementAck)
+        return ack
+
+    def stored_names(self):
+        return self.registry.records(self.fed.NAME.name)
+
+    def test_owner_names_a_function(self):
+        """An owner's NAME is taken in (status 0, its seq) and the name resolves to the fid."""
+        ack = self.name(1)
+        self.assertEqual((ack.status, ack.seq), (0, 1))
+        view = self.names.resolve(self.label, "adder")
+        self.assertEqual((view.fid, view.seq, view.deprecated, view.gone), (self.fid, 1, False, False))
+        self.assertEqual(view.owner_key, self.owner.public_bytes)
+        self.assertEqual(view.history, ((1, self.fid, False),))
+        self.assertEqual(self.names.serving_fid(self.label, "adder"), self.fid)
+        self.assertEqual([v.name for v in self.names.names_of_owner(self.label)], ["adder"])
+
+    def test_non_owner_name_is_denied_and_stores_nothing(self):
+        """A NAME signed by someone other than the fid's owner is refused `denied`; nothing is stored."""
+        ack = self.name(1, key=self.stranger)
+        self.assertEqual(ack.status, ErrorCode.DENIED)
+        self.assertEqual(self.stored_names(), [])
+        self.assertEqual(len(self.names.name_history), 0)
+
+    def test_forged_signature_is_denied(self):
+        """A NAME whose signature does not match its content is refused `denied`."""
+        forged = attrs.evolve(nm.make_name(self.owner, "adder", 1, FID), seq=2)
+        self.assertEqual(self.send(forged).status, ErrorCode.DENIED)
+        self.assertEqual(self.stored_names(), [])
+
+    def test_name_for_a_missing_fid_is_not_found(self):
+        """A NAME for a fid no one deployed is refused `not_found` and stores nothing."""
+        ack = self.name(1, fid=b"\x01" + b"\x33" * 32)
+        self.assertEqual(ack.status, ErrorCode.NOT_FOUND)
+        self.assertEqual(self.stored_names(), [])
+
+    def test_lower_or_equal_seq_is_stale_and_replay_changes_nothing(self):
+        """A lower or equal seq is refused `stale` with the held seq; an exact replay answers 0, held seq."""
+        self.name(5)
+        lower = self.name(4, fid=FID2)
+        equal = self.name(5, fid=FID2)
+        self.assertEqual((lower.status, lower.seq), (ErrorCode.STALE, 5))
+        self.assertEqual((equal.status, equal.seq), (ErrorCode.STALE, 5))
+        replay = self.name(5)
+        self.assertEqual((replay.status, replay.seq), (0, 5))
+        self.assertEqual(self.names.resolve(self.label, "adder").fid, self.fid)
+        self.assertEqual(len(self.names.name_history), 1)
+        self.assertEqual(self.registry.seq, 3)  # two functions and one name: nothing more replicated
+
+    def test_update_moves_the_name_and_keeps_history(self):
+        """A higher seq moves the name to the new fid; the history lists both, newest first."""
+        self.name(1)
+        self.clock.advance(10)
+        self.name(2, fid=FID2)
+        view = self.names.resolve(self.label, "adder")
+        self.assertEqual((view.fid, view.seq), (self.fid2, 2))
+        self.assertEqual(view.history, ((2, self.fid2, False), (1, self.fid, False)))
+        versions = self.names.history(self.label, "adder")
+        self.assertEqual([v.received_at for v in versions], [NOW + 10, NOW])
+        self.assertEqual(self.names.serving_fid(self.label, "adder"), self.fid2)
+
+    def test_deprecating_the_newest_serves_the_previous(self):
+        """When the newest version is deprecated, the name serves the newest one that is not."""
+        self.name(1)
+        self.name(2, fid=FID2)
+        self.assertEqual(self.deprecate(1, fid=FID2, successor=FID).status, 0)
+        view = self.names.resolve(self.label, "adder")
+        self.assertTrue(view.deprecated)
+        self.assertEqual(view.successor, self.fid)
+        self.assertEqual(view.serving, self.fid)
+        self.assertEqual(view.history, ((2, self.fid2, True), (1, self.fid, False)))
+
+    def test_deprecation_and_sunset(self):
+        """A deprecation is held with its successor and sunset; past the sunset the fid is gone."""
+        ack = self.deprecate(1, successor=FID2, sunset=NOW + 60)
+        self.assertEqual((ack.status, ack.seq), (0, 1))
+        status = self.names.fid_status(self.fid)
+        self.assertEqual((status.deprecated, status.successor, status.sunset, status.gone, status.seq),
+                         (True, self.fid2, NOW + 60, False, 1))
+        self.clock.advance(60)
+        self.assertTrue(self.names.fid_status(self.fid).gone)
+        self.assertTrue(self.names.is_gone(self.fid))
+        self.assertIsNone(self.names.fid_status(self.fid2))
+
+    def test_undeprecate_before_sunset_only(self):
+        """Undeprecation works before the sunset; after it the tracker answers `gone` and keeps the record."""
+        self.deprecate(1, sunset=NOW + 60)
+        self.assertEqual(self.deprecate(2, deprecated=False).status, 0)
+        self.assertFalse(self.names.fid_status(self.fid).deprecated)
+        self.deprecate(3, sunset=NOW + 60)
+        self.clock.advance(61)
+        ack = self.deprecate(4, deprecated=False)
+        self.assertEqual((ack.status, ack.seq), (ErrorCode.GONE, 3))
+        self.assertTrue(self.names.is_gone(self.fid))
+
+    def test_bad_deprecations_store_nothing(self):
+        """A non-owner's, a past sunset's and a stale DEPRECATE each get their code; nothing is stored."""
+        self.assertEqual(self.deprecate(1, key=self.stranger).status, ErrorCode.DENIED)
+        self.assertEqual(self.deprecate(1, sunset=NOW - 1).status, ErrorCode.INVALID)
+        self.assertEqual(self.deprecate(1, fid=b"\x01" + b"\x44" * 32).status, ErrorCode.NOT_FOUND)
+        self.assertEqual(self.deprecate(1, successor=FID).status, ErrorCode.INVALID)
+        self.assertIsNone(self.names.fid_status(self.fid))
+        self.assertEqual(self.registry.records(self.fed.DEPRECATION.name), [])
+        self.deprecate(3)
+        stale = self.deprecate(2, sunset=NOW + 5)
+        self.assertEqual((stale.status, stale.seq), (ErrorCode.STALE, 3))
+        self.assertEqual(self.names.fid_status(self.fid).sunset, 0)
+
+    def test_name_for_a_gone_fid_is_refused(self):
+        """A NAME pointing at a fid past its sunset is refused `gone`."""
+        self.deprecate(1, sunset=NOW + 1)
+        self.clock.advance(2)
+        self.assertEqual(self.name(1).status, ErrorCode.GONE)
+        self.assertIsNone(self.names.resolve(self.label, "adder"))
+
+    def test_all_versions_gone_serves_nothing(self):
+        """When every version of a name is gone, the name serves no fid."""
+        self.name(1)
+        self.deprecate(1, sunset=NOW + 1)
+        self.clock.advance(1)
+        view = self.names.resolve(self.label, "adder")
+        self.assertTrue(view.gone)
+        self.assertIsNone(view.serving)
+
+    def test_history_is_bounded(self):
+        """Only the last 64 versions of a name are kept."""
+        for seq in range(1, 71):
+            self.name(seq, fid=FID if seq % 2 else FID2)
+        versions = self.names.history(self.label, "adder")
+        self.assertEqual(len(versions), 64)
+        self.assertEqual((versions[0].seq, versions[-1].seq), (70, 7))
+
+    def test_unknown_names_resolve_to_none(self):
+        """Unknown or malformed names and owner labels resolve to nothing."""
+        for label, name in ((self.label, "nope"), ("x" * 32, "adder"), (self.label, "Bad"), ("short", "adder")):
+            self.assertIsNone(self.names.resolve(label, name))
+            self.assertIsNone(self.names.serving_fid(label, name))
+            self.assertEqual(self.names.history(label, name), ())
+
+    def test_non_owner_deprecation_from_federation_means_nothing(self):
+        """A deprecation signed by another key, arriving by federation, does not deprecate the fid."""
+        record = self.fed.DeprecationRecord.from_message(nm.make_deprecate(self.stranger, FID, 99, sunset=NOW + 1))
+        change = self.fed.Change(b"\x07" * 32, 1, self.fed.DEPRECATION, record)
+        self.registry.apply_remote(change)
+        self.clock.advance(5)
+        self.assertIsNone(self.names.fid_status(self.fid))
+        self.assertEqual(self.deprecate(1).status, 0)  # the owner is not blocked by its seq 99

@@ -776,7 +776,9 @@ class NameRecord(_OwnerStatement):
 
 @attrs.frozen
 class DeprecationRecord(_OwnerStatement):
-    """A DEPRECATE (RFC 5.29) as a registry record of kind ``deprecation``, keyed by the fid."""
+    """A DEPRECATE (RFC 5.29) as a registry record of kind ``deprecation``, keyed by the fid and the
+    signer's owner label: a record signed by another key than the function's owner takes no place
+    of the owner's, whatever its seq, and means nothing."""
 
     _FIELDS = ("owner_key", "fid", "seq", "deprecated", "successor", "sunset", "signature")
     _WHAT = "deprecation"
@@ -791,7 +793,9 @@ class DeprecationRecord(_OwnerStatement):
 
     @property
     def ident(self) -> str:
-        return self.fid
+        from orb.protocol.names import owner_label
+
+        return f"{self.fid}.{owner_label(self.owner_key)}"
 
     def to_message(self):
         from orb.protocol import messages as m
@@ -821,6 +825,18 @@ def _name_ident(text: Any) -> str:
         raise RegistryChangeError("name key: not <name>.<owner label>") from None
     if not is_owner_label(label):
         raise RegistryChangeError("name key: not <name>.<owner label>")
+    return text
+
+
+def _dep_ident(text: Any) -> str:
+    from orb.protocol.names import is_owner_label
+
+    if not isinstance(text, str):
+        raise RegistryChangeError("deprecation key: malformed")
+    fid, _, label = text.rpartition(".")
+    check_fid_text(fid, "deprecation key fid")
+    if not is_owner_label(label):
+        raise RegistryChangeError("deprecation key: not <fid>.<owner label>")
     return text
 
 
@@ -922,7 +938,7 @@ FUNCTION = KindSpec("function", "fn", FunctionRecord, check_fid_text, MAX_FUNCTI
 TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS, expires=True)
 PLACEMENT = KindSpec("placement", "rep", Placement, check_fid_text, MAX_FUNCTIONS)
 NAME = KindSpec("name", "name", NameRecord, _name_ident, MAX_NAMES)
-DEPRECATION = KindSpec("deprecation", "dep", DeprecationRecord, check_fid_text, MAX_DEPRECATIONS)
+DEPRECATION = KindSpec("deprecation", "dep", DeprecationRecord, _dep_ident, MAX_DEPRECATIONS)
 KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT, NAME, DEPRECATION])
 
 

@@ -12,6 +12,7 @@ Names, updates and deprecation (RFC 9.3, 9.10): pure helpers, no I/O.
 """
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -44,7 +45,12 @@ def owner_label(owner_key: bytes) -> str:
     SHA-256("ORB-OWNER-v1" || 0x00 || key), 32 characters (RFC 9.3)."""
     if not isinstance(owner_key, (bytes, bytearray)) or len(owner_key) != m.PUBLIC_KEY_BYTES:
         raise ValueError("an owner key is 32 bytes")
-    digest = hashlib.sha256(OWNER_DOMAIN + bytes(owner_key)).digest()[:OWNER_LABEL_BYTES]
+    return _owner_label(bytes(owner_key))
+
+
+@functools.lru_cache(maxsize=4096)  # bounded; asked on every routed call (is the fid gone?)
+def _owner_label(owner_key):
+    digest = hashlib.sha256(OWNER_DOMAIN + owner_key).digest()[:OWNER_LABEL_BYTES]
     return base64.b32encode(digest).decode("ascii").lower()
 
 
