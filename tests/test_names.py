@@ -360,3 +360,187 @@ class TrackerNamesTests(unittest.SynchronousTestCase):
         self.clock.advance(5)
         self.assertIsNone(self.names.fid_status(self.fid))
         self.assertEqual(self.deprecate(1).status, 0)  # the owner is not blocked by its seq 99
+
+
+class OverTheWireTests(unittest.SynchronousTestCase):
+    """Real tracker and peer cores joined in memory (tests/_memnet.py)."""
+
+    def setUp(self):
+        from orb.identity import NodeKey
+        from tests._memnet import MemoryNet
+        from tests._packages import function, open_store
+        from tests._records import function_record
+
+        self.net = MemoryNet()
+        self.t1 = self.net.tracker("10.1.0.1")
+        self.t2 = self.net.tracker("10.1.0.2", join=[("10.1.0.1", 7400)])
+        self.owner = NodeKey.generate()
+        self.label = nm.owner_label(self.owner.public_bytes)
+        self.data, _ = function()
+        self.raw = fidmod.fid_for(self.data)
+        self.fid = fidmod.to_text(self.raw)
+        for tracker in (self.t1, self.t2):
+            tracker.registry.accept(function_record(self.owner, self.fid))
+        self.store, self.data_dir = open_store(self, clock=self.net.clock)
+        self.successResultOf(self.store.put(self.data))
+        self.successResultOf(self.store.set_owner(self.raw, self.owner.public_bytes))
+        self.open_store = open_store
+        self.net.run(3)
+
+    def now(self):
+        return int(self.net.clock.seconds())
+
+    def start_peer(self, home="10.1.0.1", host="10.2.0.1", store=None):
+        peer = self.net.peer(host, trackers=[(home, 7400)], packages=store or self.store, outbound_peers=0,
+                             outbound_trackers=1)
+        self.net.run(2)
+        return peer
+
+    def owner_session(self, tracker_host="10.1.0.1"):
+        """The owner's CLI: a peer without a store, connected to one tracker."""
+        client = self.net.peer("10.9.0.1", trackers=[(tracker_host, 7400)], outbound_peers=0, outbound_trackers=1,
+                               listen=False)
+        self.net.run(2)
+        tracker = next(t for t in (self.t1, self.t2) if t.local.advertise[0] == tracker_host)
+        return client.table.get(tracker.node_id)
+
+    def ask(self, session, message):
+        d = session.request(message)
+        self.net.run(1)
+        return self.successResultOf(d)
+
+    def test_name_and_deprecation_federate(self):
+        """A NAME and a DEPRECATE taken in by one tracker resolve at the other, with the name's history."""
+        session = self.owner_session()
+        self.assertEqual(self.ask(session, nm.make_name(self.owner, "adder", 1, self.raw)).status, 0)
+        self.assertEqual(self.ask(session, nm.make_deprecate(self.owner, self.raw, 1, sunset=self.now() + 60))
+                         .status, 0)
+        self.net.run(2)
+        view = self.t2.names.resolve(self.label, "adder")
+        self.assertEqual((view.fid, view.seq, view.deprecated), (self.fid, 1, True))
+        self.assertEqual(view.history, ((1, self.fid, True),))
+        self.assertTrue(self.t2.names.fid_status(self.fid).deprecated)
+        self.net.run(61)
+        self.assertTrue(self.t2.names.is_gone(self.fid))
+
+    def test_deprecation_reaches_the_host_which_stops_at_the_sunset(self):
+        """A deprecation reaches the fid's host; past the sunset the host answers `gone` and drops the package."""
+        from orb.protocol.codes import ResultStatus
+
+        peer = self.start_peer()
+        sunset = self.now() + 30
+        session = self.owner_session()
+        self.assertEqual(self.ask(session, nm.make_deprecate(self.owner, self.raw, 1, sunset=sunset)).status, 0)
+        self.net.run(1)
+        self.assertEqual(self.store.deprecation(self.raw).seq, 1)
+        self.assertIn(self.raw, peer.homing.functions)
+        self.net.run(30)
+        self.assertNotIn(self.raw, self.store)
+        self.assertNotIn(self.raw, peer.homing.functions)
+        to_peer = self.t1.table.get(peer.node_id)
+        result = self.ask(to_peer, m.Invoke(fid=self.raw, deadline_ms=1000, token=b"", input=b"x"))
+        self.assertEqual(result.status, ResultStatus.GONE)
+        self.net.run(31)
+        self.assertNotIn(self.fid, self.t1.registry.peer(peer.node_id).function_map)
+
+    def test_a_late_host_learns_at_its_announce(self):
+        """A host that joins after the deprecation gets it from its home tracker, federated from another."""
+        session = self.owner_session("10.1.0.2")
+        self.assertEqual(self.ask(session, nm.make_deprecate(self.owner, self.raw, 4, successor=FID2)).status, 0)
+        self.net.run(2)
+        self.start_peer(home="10.1.0.1")
+        self.net.run(1)
+        held = self.store.deprecation(self.raw)
+        self.assertEqual((held.seq, held.successor), (4, FID2))
+
+    def test_lookup_and_invoke_of_a_gone_fid(self):
+        """LOOKUP of a fid past its sunset is refused `gone`; INVOKE through the tracker gets RESULT `gone`."""
+        from orb.net.adapter import RemoteError
+        from orb.protocol.codes import ResultStatus
+
+        session = self.owner_session()
+        self.ask(session, nm.make_deprecate(self.owner, self.raw, 1, sunset=self.now() + 5))
+        self.net.run(6)
+        d = session.request(m.Lookup(fid=self.raw, max_replicas=3))
+        self.net.run(1)
+        self.assertEqual(self.failureResultOf(d, RemoteError).value.code, ErrorCode.GONE)
+        result = self.ask(session, m.Invoke(fid=self.raw, deadline_ms=1000, token=b"", input=b"x"))
+        self.assertEqual(result.status, ResultStatus.GONE)
+
+    def test_host_refuses_a_deprecation_not_from_the_owner(self):
+        """A host refuses a DEPRECATE signed by another key than the owner it was told: `denied`."""
+        from orb.identity import NodeKey
+
+        peer = self.start_peer()
+        to_peer = self.t1.table.get(peer.node_id)
+        ack = self.ask(to_peer, nm.make_deprecate(NodeKey.generate(), self.raw, 1))
+        self.assertEqual(ack.status, ErrorCode.DENIED)
+        self.assertIsNone(self.store.deprecation(self.raw))
+        ack = self.ask(to_peer, nm.make_deprecate(self.owner, b"\x01" + b"\x55" * 32, 1))
+        self.assertEqual(ack.status, ErrorCode.NOT_FOUND)
+        self.assertEqual(self.ask(to_peer, nm.make_deprecate(self.owner, self.raw, 2)).status, 0)
+        self.assertEqual(self.ask(to_peer, nm.make_deprecate(self.owner, self.raw, 2)).status, 0)  # replay
+        stale = self.ask(to_peer, nm.make_deprecate(self.owner, self.raw, 1, sunset=1))
+        self.assertEqual((stale.status, stale.seq), (ErrorCode.STALE, 2))
+
+    def test_a_restarted_host_keeps_the_sunset(self):
+        """A host restarted after taking a deprecation still drops the fid at the sunset."""
+        from orb.peer.deprecation import Deprecations
+
+        sunset = self.now() + 20
+        deps = Deprecations(self.net.clock, self.store)
+        self.assertEqual(deps.take(nm.make_deprecate(self.owner, self.raw, 1, sunset=sunset)).status, 0)
+        deps.stop()  # the host goes down
+        self.successResultOf(self.store.db.close())
+        store, _ = self.open_store(self, self.data_dir, clock=self.net.clock)
+        self.assertEqual(store.deprecation(self.raw).sunset, sunset)
+        again = Deprecations(self.net.clock, store)
+        again.start()
+        self.net.clock.advance(21)
+        self.assertNotIn(self.raw, store)
+        self.assertTrue(again.is_gone(self.raw))
+
+
+class HistoryStoreTests(unittest.SynchronousTestCase):
+    def test_history_survives_a_restart(self):
+        """A tracker restarted from its names file still knows every version of its names, and when it got them."""
+        from twisted.internet.task import Clock
+
+        from orb._db import Database
+        from orb.tracker import names as tn
+        from tests import _records
+
+        clock = Clock()
+        clock.advance(NOW)
+        names, registry = _names_core(clock, _records.key("t"))
+        owner = _records.key("owner")
+        for fid in (FID, FID2):
+            registry.accept(_records.function_record(owner, fidmod.to_text(fid)))
+        for seq in (1, 2, 3):
+            clock.advance(1)
+            self.assertEqual(names.take_name(nm.make_name(owner, "adder", seq, FID if seq % 2 else FID2)).status, 0)
+        path = self.mktemp() + ".sqlite"
+        db = self.successResultOf(Database.open(None, path, tn.MIGRATIONS, inline=True))
+        self.successResultOf(tn.save_history(names.name_history, db))
+        self.successResultOf(tn.save_history(names.name_history, db))  # nothing dirty: nothing rewritten
+        self.successResultOf(db.close())
+        db = self.successResultOf(Database.open(None, path, tn.MIGRATIONS, inline=True))
+        self.addCleanup(db.close)
+        history = self.successResultOf(tn.load_history(db))
+        entries = history.entries(owner.public_bytes, "adder")
+        self.assertEqual([(e.seq, e.received_at) for e in entries], [(3, NOW + 3), (2, NOW + 2), (1, NOW + 1)])
+        again = tn.Names(clock, registry, history=history)
+        label = nm.owner_label(owner.public_bytes)
+        self.assertEqual(len(again.resolve(label, "adder").history), 3)
+
+    def test_total_rows_are_bounded(self):
+        """Past the overall bound the longest history loses its oldest version."""
+        from orb.tracker import names as tn
+
+        history = tn.NameHistory(max_per_name=64, max_rows=10)
+        for seq in range(1, 9):
+            history.add(b"k" * 32, "a", tn.HistoryEntry(seq, "x", False, None, 0, 0.0))
+        for seq in range(1, 5):
+            history.add(b"k" * 32, "b", tn.HistoryEntry(seq, "x", False, None, 0, 0.0))
+        self.assertEqual(len(history), 10)
+        self.assertEqual([e.seq for e in history.entries(b"k" * 32, "a")], [8, 7, 6, 5, 4, 3])
