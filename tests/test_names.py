@@ -544,3 +544,33 @@ class HistoryStoreTests(unittest.SynchronousTestCase):
             history.add(b"k" * 32, "b", tn.HistoryEntry(seq, "x", False, None, 0, 0.0))
         self.assertEqual(len(history), 10)
         self.assertEqual([e.seq for e in history.entries(b"k" * 32, "a")], [8, 7, 6, 5, 4, 3])
+
+    def test_registry_keeps_names_and_deprecations_across_a_restart(self):
+        """The tracker's registry file keeps name and deprecation records; a reload verifies and serves them."""
+        from twisted.internet.task import Clock
+
+        from orb._db import Database
+        from orb.protocol import federation as fed
+        from orb.tracker import registry as reg
+        from tests import _records
+
+        clock = Clock()
+        clock.advance(NOW)
+        key, owner = _records.key("t"), _records.key("owner")
+        registry = reg.Registry(clock, key)
+        registry.accept(_records.function_record(owner, fidmod.to_text(FID)))
+        registry.accept(fed.NameRecord.from_message(nm.make_name(owner, "adder", 2, FID)))
+        registry.accept(fed.DeprecationRecord.from_message(nm.make_deprecate(owner, FID, 3, sunset=NOW + 9)))
+        path = self.mktemp() + ".sqlite"
+        db = self.successResultOf(Database.open(None, path, reg.MIGRATIONS, inline=True))
+        self.successResultOf(registry.save(db))
+        self.successResultOf(db.close())
+        db = self.successResultOf(Database.open(None, path, reg.MIGRATIONS, inline=True))
+        self.addCleanup(db.close)
+        loaded = self.successResultOf(reg.Registry.load(db, clock, key))
+        from orb.tracker import names as tn
+
+        names = tn.Names(clock, loaded)
+        label = nm.owner_label(owner.public_bytes)
+        self.assertEqual(names.resolve(label, "adder").seq, 2)
+        self.assertEqual(names.fid_status(fidmod.to_text(FID)).sunset, NOW + 9)
