@@ -106,6 +106,7 @@ RESULT_HTTP = {
     ResultStatus.DENIED: (http.FORBIDDEN, "denied"),
     ResultStatus.REFUSED: (http.SERVICE_UNAVAILABLE, "refused"),
     ResultStatus.INTERNAL: (http.BAD_GATEWAY, "internal"),
+    ResultStatus.GONE: (http.GONE, "gone"),
 }
 RETRY_LATER = (ResultStatus.BUSY, ResultStatus.REFUSED)
 # An Answer's ``refusal`` (an ErrorCode: the router refused the call before routing it).
@@ -478,6 +479,7 @@ class GatewayResource(Resource):
             ResultStatus.DENIED: "the call needs a capability token",
             ResultStatus.REFUSED: "the replicas refuse to run untrusted code unconfined",
             ResultStatus.INTERNAL: "the host failed",
+            ResultStatus.GONE: "the function is past the sunset its owner set",
         }[status]
         request.write(_error(request, code, name, message, status=status.name.lower(), log=logtext,
                              replica=answer.replica.hex() if answer.replica is not None else None))
