@@ -226,8 +226,9 @@ class OfferTests(SynchronousTestCase):
         self.assertEqual(len(fetches), 1)
 
     def test_a_hosting_peer_serves_packages(self):
-        """A peer with a store serves OFFER, FETCH, CHALLENGE, INVOKE, CANCEL, LOGS and RELAY beside gossip."""
+        """A peer with a store serves OFFER, FETCH, CHALLENGE, INVOKE, CANCEL, LOGS, RELAY, DEPRECATE, gossip."""
         self.start_peer()
         self.assertEqual(set(self.peer.table.handlers), {MessageType.GETADDR, MessageType.ADDR, MessageType.OFFER,
                                                           MessageType.FETCH, MessageType.CHALLENGE, MessageType.INVOKE,
-                                                          MessageType.CANCEL, MessageType.LOGS, MessageType.RELAY})
+                                                          MessageType.CANCEL, MessageType.LOGS, MessageType.RELAY,
+                                                          MessageType.DEPRECATE})

@@ -384,6 +384,7 @@ class OwnerKeyStoreTests(SynchronousTestCase):
         self.successResultOf(store.db.close())
         with sqlite3.connect(os.path.join(data_dir, pk.INDEX_FILE)) as conn:  # as the previous schema left it
             conn.execute("DROP TABLE owners")
+            conn.execute("DROP TABLE deprecations")  # (added after owners)
             conn.execute("PRAGMA user_version=1")
         store, _ = open_store(self, data_dir)
         self.assertIn(fidmod.fid_for(data), store)

@@ -119,7 +119,8 @@ class JoinTests(SynchronousTestCase):
         """The tracker's dispatch table names each type it serves, and nothing else."""
         self.assertEqual(set(self.tracker.table.handlers), {
             MessageType.GETADDR, MessageType.ADDR, MessageType.ANNOUNCE, MessageType.SYNC, MessageType.DELTA,
-            MessageType.LOOKUP, MessageType.INVOKE, MessageType.LOGS, MessageType.RELAY, MessageType.CANCEL})
+            MessageType.LOOKUP, MessageType.INVOKE, MessageType.LOGS, MessageType.RELAY, MessageType.CANCEL,
+            MessageType.NAME, MessageType.DEPRECATE})
 
 
 class FederationTests(SynchronousTestCase):

@@ -12,6 +12,7 @@ Names, updates and deprecation (RFC 9.3, 9.10): pure helpers, no I/O.
 """
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -25,6 +26,7 @@ OWNER_DOMAIN = b"ORB-OWNER-v1\x00"
 OWNER_LABEL_BYTES = 20  # 160 bits of SHA-256: 32 base32 characters
 OWNER_LABEL_CHARS = 32
 MAX_SEQ = (1 << 63) - 1  # a seq must fit SQLite's signed INTEGER, as every registry seq (RFC 8.6)
+MAX_SUNSET = (1 << 53) - 1  # Unix seconds, a JSON number in the registry record (RFC 8.6)
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _OWNER_LABEL_RE = re.compile(r"[a-z2-7]{32}\Z")
 
@@ -43,7 +45,12 @@ def owner_label(owner_key: bytes) -> str:
     SHA-256("ORB-OWNER-v1" || 0x00 || key), 32 characters (RFC 9.3)."""
     if not isinstance(owner_key, (bytes, bytearray)) or len(owner_key) != m.PUBLIC_KEY_BYTES:
         raise ValueError("an owner key is 32 bytes")
-    digest = hashlib.sha256(OWNER_DOMAIN + bytes(owner_key)).digest()[:OWNER_LABEL_BYTES]
+    return _owner_label(bytes(owner_key))
+
+
+@functools.lru_cache(maxsize=4096)  # bounded; asked on every routed call (is the fid gone?)
+def _owner_label(owner_key):
+    digest = hashlib.sha256(OWNER_DOMAIN + owner_key).digest()[:OWNER_LABEL_BYTES]
     return base64.b32encode(digest).decode("ascii").lower()
 
 
@@ -112,8 +119,8 @@ def _check_common(record, what):
             raise StatementError(ErrorCode.INVALID, f"{what}: successor is not a fid") from None
         if record.successor == record.fid:
             raise StatementError(ErrorCode.INVALID, f"{what}: a fid cannot succeed itself")
-    if record.sunset > MAX_SEQ:
-        raise StatementError(ErrorCode.INVALID, f"{what}: sunset must be 0..2^63-1")
+    if record.sunset > MAX_SUNSET:
+        raise StatementError(ErrorCode.INVALID, f"{what}: sunset must be 0..2^53-1")
     if not record.deprecated and (record.successor or record.sunset):
         raise StatementError(ErrorCode.INVALID, f"{what}: successor and sunset need deprecated = 1")
 

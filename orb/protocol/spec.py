@@ -844,6 +844,7 @@ def names_vector():
     NAME and DEPRECATE of Appendix A.2."""
     import hashlib
 
+    from orb.protocol import federation as fed
     from orb.protocol.names import owner_label
 
     tracker, peer = sample_keys()
@@ -852,8 +853,11 @@ def names_vector():
     for name, msg, _, _ in sample_messages():
         if name in ("name", "deprecate"):
             data = msg.signed_bytes()
+            record = (fed.NameRecord if name == "name" else fed.DeprecationRecord).from_message(msg)
+            spec = fed.KINDS.of_record(record)
             signed.append({"type": msg.TYPE.name, "signed_hex": data.hex(), "sha256": hashlib.sha256(data).hexdigest(),
-                           "signature": msg.signature.hex()})
+                           "signature": msg.signature.hex(), "key": spec.key(record.ident), "kind": spec.name,
+                           "record": record.to_dict()})
     return {"owner_labels": labels, "signed": signed}
 
 
@@ -866,7 +870,9 @@ def names_markdown(doc):
               "second key:", ""]
     for st in v["signed"]:
         lines += [f"**{st['type']}** ({len(st['signed_hex']) // 2} signed bytes)", "", "```", _hexdump(st["signed_hex"]),
-                  "", f"SHA-256   = {st['sha256']}", f"signature = {st['signature']}", "```", ""]
+                  "", f"SHA-256   = {st['sha256']}", f"signature = {st['signature']}", "```", "",
+                  f"As a registry record of kind `{st['kind']}` (Section 9.10), key `{st['key']}`:", "", "```",
+                  canonical_json(st["record"]).decode("utf-8"), "```", ""]
     return "\n".join(lines).rstrip("\n")
 
 

@@ -607,7 +607,7 @@ class GatewayResource(Resource):
             ResultStatus.DENIED: "the call needs a capability token",
             ResultStatus.REFUSED: "the replicas refuse to run untrusted code unconfined",
             ResultStatus.INTERNAL: "the host failed",
-            ResultStatus.GONE: "the function is past its sunset: its owner withdrew it",
+            ResultStatus.GONE: "the function is past the sunset its owner set",
         }[status]
         request.write(_error(request, code, name, message, status=status.name.lower(), log=logtext,
                              replica=answer.replica.hex() if answer.replica is not None else None))
