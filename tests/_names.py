@@ -13,24 +13,40 @@ from orb.protocol.names import owner_label
 
 @attrs.frozen
 class FidStatus:
+    fid: str
+    owner_key: bytes
     deprecated: bool
     successor: str | None
     sunset: int
     gone: bool
     seq: int
-    time: int = 0
+
+
+@attrs.frozen
+class VersionView:
+    seq: int
+    fid: str
+    deprecated: bool
+    successor: str | None
+    sunset: int
+    gone: bool
+    received_at: float = 0.0
 
 
 @attrs.frozen
 class NameView:
     owner_key: bytes
+    owner_label: str
     name: str
     fid: str
     seq: int
     deprecated: bool
     successor: str | None
     sunset: int
+    gone: bool
     history: tuple
+    serving: str | None
+    versions: tuple = ()
 
 
 class FakeNames:
@@ -39,7 +55,7 @@ class FakeNames:
     def __init__(self, clock):
         self.clock = clock
         self.names = {}  # (owner label, name) -> (owner key, [(seq, fid)] newest first)
-        self.deprecations = {}  # fid -> (successor, sunset, seq, time)
+        self.deprecations = {}  # fid -> (successor, sunset, seq)
 
     def set_name(self, owner_key, name, fid, seq=None):
         key = (owner_label(owner_key), name)
@@ -48,7 +64,7 @@ class FakeNames:
         self.names[key] = (owner_key, [(seq, fid), *history][:64])
 
     def deprecate(self, fid, successor=None, sunset=0, seq=1):
-        self.deprecations[fid] = (successor, int(sunset), seq, int(self.clock.seconds()))
+        self.deprecations[fid] = (successor, int(sunset), seq)
 
     def undeprecate(self, fid):
         self.deprecations.pop(fid, None)
@@ -56,24 +72,29 @@ class FakeNames:
     def fid_status(self, fid):
         if fid not in self.deprecations:
             return None
-        successor, sunset, seq, at = self.deprecations[fid]
-        return FidStatus(True, successor, sunset, bool(sunset) and self.clock.seconds() >= sunset, seq, at)
+        successor, sunset, seq = self.deprecations[fid]
+        return FidStatus(fid, b"\0" * 32, True, successor, sunset, bool(sunset) and self.clock.seconds() >= sunset,
+                         seq)
+
+    def _version(self, seq, fid):
+        status = self.fid_status(fid)
+        if status is None:
+            return VersionView(seq, fid, False, None, 0, False)
+        return VersionView(seq, fid, True, status.successor, status.sunset, status.gone)
 
     def resolve(self, label, name):
         entry = self.names.get((label, name))
         if entry is None:
             return None
         owner_key, history = entry
-        seq, fid = history[0]
-        status = self.fid_status(fid)
-        return NameView(owner_key, name, fid, seq, status is not None, status.successor if status else None,
-                        status.sunset if status else 0,
-                        tuple((s, f, self.fid_status(f) is not None) for s, f in history))
+        versions = tuple(self._version(s, f) for s, f in history)
+        live = [v for v in versions if not v.gone]
+        serving = ([v for v in live if not v.deprecated] or live or [None])[0]
+        top = versions[0]
+        return NameView(owner_key, label, name, top.fid, top.seq, top.deprecated, top.successor, top.sunset, top.gone,
+                        tuple((v.seq, v.fid, v.deprecated) for v in versions), serving.fid if serving else None,
+                        versions)
 
     def serving_fid(self, label, name):
         view = self.resolve(label, name)
-        if view is None:
-            return None
-        live = [f for _, f, _ in view.history if not (self.fid_status(f) and self.fid_status(f).gone)]
-        fresh = [f for f in live if self.fid_status(f) is None]
-        return (fresh or live or [None])[0]
+        return None if view is None else view.serving

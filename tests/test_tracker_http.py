@@ -308,8 +308,8 @@ class NamesApiTests(SynchronousTestCase):
         self.assertEqual((doc["fid"], doc["seq"], doc["serving"], doc["status"]), (self.fids[2], 3, self.fids[1], "current"))
         self.assertEqual([(h["seq"], h["fid"], h["status"]) for h in doc["history"]],
                          [(3, self.fids[2], "deprecated"), (2, self.fids[1], "current"), (1, self.fids[0], "gone")])
-        self.assertEqual(doc["history"][0]["deprecation"]["successor"], self.fids[1])
-        self.assertTrue(doc["history"][2]["deprecation"]["gone"])
+        self.assertEqual(doc["history"][0]["sunset"], self.clock.seconds() + 60)
+        self.assertEqual(doc["history"][0]["successor"], self.fids[1])
 
     def test_a_name_whose_versions_are_all_deprecated_or_gone(self):
         """A name serving a deprecated version says deprecated; with every version gone it says gone."""

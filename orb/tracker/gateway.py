@@ -20,8 +20,8 @@ Routes (``GatewayResource``; ``GatewaySite`` adds Host-header routing):
 ============================  ================================================
 
 A deprecated fid's answers (calls, metadata, and the 410 past its sunset)
-carry ``Deprecation: @<unix>`` (RFC 9745: the time the owner deprecated
-it), ``Sunset: <HTTP-date>`` (RFC 8594) when it has a sunset, and
+carry ``Deprecation: @<unix>`` (RFC 9745: when this tracker learnt of the
+deprecation; the signed statement has no time), ``Sunset: <HTTP-date>`` (RFC 8594) when it has a sunset, and
 ``Link: <http://HOST/f/<successor>>; rel="successor-version"`` when it
 names a successor.
 
@@ -292,13 +292,35 @@ def capability_token(request):
     return b""
 
 
-def deprecated_at(status):
-    """The Unix time a deprecation took effect: the statement's own time where the names core keeps one."""
-    for attr in ("time", "issued_at", "deprecated_at"):
-        value = getattr(status, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 0
+class DeprecationTimes:
+    """When this tracker learnt of each deprecation, for ``Deprecation: @<unix>``: the signed DEPRECATE
+    carries no time of its own. Recorded as a deprecation record enters the registry (from its owner or by
+    federation); one already held at start, or never seen arrive, gets the time it is first asked about.
+    Keyed by (fid, seq); at most MAX_ENTRIES, the least recently used forgotten first."""
+
+    MAX_ENTRIES = 10_000  # as many as the registry holds deprecation records
+
+    def __init__(self, clock, registry=None):
+        self.clock = clock
+        self._at = collections.OrderedDict()  # (fid text, seq) -> unix seconds
+        watch = getattr(registry, "watch_records", None)
+        if watch is not None:
+            watch(self._record_taken)
+
+    def _record_taken(self, spec, record):
+        if getattr(spec, "name", None) == "deprecation" and getattr(record, "deprecated", False):
+            self._remember((record.fid, record.seq))
+
+    def _remember(self, key):
+        at = self._at.pop(key, None)
+        self._at[key] = int(self.clock.seconds()) if at is None else at
+        while len(self._at) > self.MAX_ENTRIES:
+            self._at.popitem(last=False)
+        return self._at[key]
+
+    def since(self, status):
+        """The Unix time this tracker learnt of ``status`` (a FidStatus)."""
+        return self._remember((status.fid, status.seq))
 
 
 def successor_url(request, successor):
@@ -313,12 +335,13 @@ def successor_url(request, successor):
     return path
 
 
-def deprecation_headers(request, status):
+def deprecation_headers(request, status, since):
     """``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` for a deprecated fid (RFC 10.8),
-    from ``status`` (the names core's FidStatus, or None: nothing is set)."""
+    from ``status`` (the names core's FidStatus, or None: nothing is set) and ``since`` (a
+    DeprecationTimes)."""
     if status is None or not status.deprecated:
         return
-    request.setHeader(b"Deprecation", b"@%d" % deprecated_at(status))  # RFC 9745: an sf-date
+    request.setHeader(b"Deprecation", b"@%d" % since.since(status))  # RFC 9745: an sf-date
     if status.sunset:
         request.setHeader(b"Sunset", http.datetimeToString(int(status.sunset)))  # RFC 8594: an HTTP-date
     if status.successor:
@@ -331,8 +354,7 @@ def deprecation_json(status):
     if status is None:
         return None
     return {"deprecated": bool(status.deprecated), "successor": status.successor or None,
-            "sunset": int(status.sunset) or None, "gone": bool(status.gone), "seq": int(status.seq),
-            "deprecated_at": deprecated_at(status) or None}
+            "sunset": int(status.sunset) or None, "gone": bool(status.gone), "seq": int(status.seq)}
 
 
 class _OutputProducer:
@@ -377,6 +399,7 @@ class GatewayResource(Resource):
     def __init__(self, clock, registry, router, calls, config=GatewayConfig(), metadata=None, names=None):
         super().__init__()
         self.names = names  # the tracker's names core (orb.tracker.names), or None: /n/ finds nothing
+        self.deprecation_times = DeprecationTimes(clock, registry)
         self.clock = clock
         self.registry = registry
         self.router = router
@@ -462,7 +485,7 @@ class GatewayResource(Resource):
                               "not a fid: give the 53 base32 characters `orb hash` prints")
             fid = fidmod.to_text(fid_raw)
         status = self.fid_status(fid)
-        deprecation_headers(request, status)
+        deprecation_headers(request, status, self.deprecation_times)
         if status is not None and status.gone:
             extra = {"successor": status.successor} if status.successor else {}
             return _error(request, http.GONE, "gone", f"function {fid} is past its sunset "

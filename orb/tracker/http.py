@@ -27,8 +27,9 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
                        a name (RFC 9.10): the fid of its newest NAME record,
                        its seq, the fid it serves, its status (``current``,
                        ``deprecated``, ``gone``) and its history: every seq
-                       with its fid and that fid's status (``current``,
-                       ``superseded``, ``deprecated``, ``gone``); 400 for a
+                       with its fid, that version's status (``current``,
+                       ``superseded``, ``deprecated``, ``gone``), successor
+                       and sunset; 400 for a
                        malformed owner label or name, 404 for an unknown one
 ``/api/v1/stats``      counts, message totals and rates, uptime
 ``/metrics``           Prometheus text exposition format 0.0.4, with each
@@ -412,16 +413,15 @@ class FunctionResource(_Json):
         return json_body(request, doc)
 
 
-def history_status(names: Any, fid: str, serving: str | None, flagged: bool = False) -> str:
-    """What a version in a name's history is now: ``gone`` past its sunset, ``deprecated``, ``current``
-    (the version the name serves) or ``superseded`` (a newer version serves; this one still answers at
-    /f/<fid> until its owner deprecates it)."""
-    status = names.fid_status(fid)
-    if status is not None and status.gone:
+def version_status(version: Any, serving: str | None) -> str:
+    """What a version in a name's history is now: ``gone`` past its sunset, ``deprecated`` (by its NAME
+    record or its fid's DEPRECATE), ``current`` (the version the name serves) or ``superseded`` (a newer
+    version serves; this one still answers at /f/<fid> until its owner deprecates it)."""
+    if version.gone:
         return "gone"
-    if (status is not None and status.deprecated) or flagged:
+    if version.deprecated:
         return "deprecated"
-    return "current" if fid == serving else "superseded"
+    return "current" if version.fid == serving else "superseded"
 
 
 def name_json(names: Any, owner_label: str, name: str) -> dict | None:
@@ -429,14 +429,12 @@ def name_json(names: Any, owner_label: str, name: str) -> dict | None:
     view = names.resolve(owner_label, name)
     if view is None:
         return None
-    serving = names.serving_fid(owner_label, name)
-    history = []
-    for seq, fid, flagged in view.history:
-        status = names.fid_status(fid)
-        history.append({"seq": int(seq), "fid": fid, "status": history_status(names, fid, serving, bool(flagged)),
-                        "deprecation": deprecation_json(status)})
-    serving_status = names.fid_status(serving) if serving is not None else None
-    state = "gone" if serving is None else "deprecated" if serving_status is not None and serving_status.deprecated \
+    serving = view.serving
+    history = [{"seq": int(v.seq), "fid": v.fid, "status": version_status(v, serving),
+                "successor": v.successor or None, "sunset": int(v.sunset) or None}
+               for v in view.versions]
+    serving_version = next((v for v in view.versions if v.fid == serving), None)
+    state = "gone" if serving is None else "deprecated" if serving_version is not None and serving_version.deprecated \
         else "current"
     return {
         "owner": view.owner_key.hex(),
@@ -448,7 +446,7 @@ def name_json(names: Any, owner_label: str, name: str) -> dict | None:
         "seq": int(view.seq),
         "serving": serving,
         "status": state,
-        "deprecation": deprecation_json(serving_status),
+        "deprecation": deprecation_json(names.fid_status(serving)) if serving is not None else None,
         "history": history,
     }
 
