@@ -123,20 +123,28 @@ def percentile(values, q):
 def host_has_deprecation(peer, fid):
     """Whether a host keeps a deprecation of ``fid``: read from its package store's SQLite file (a host has
     no HTTP API; a reader in another process sees the daemon's committed writes)."""
+    return host_deprecation(peer.data_dir, fid) is not None
+
+
+def host_deprecation(data_dir, fid):
+    """The DEPRECATE a host keeps for ``fid`` (its package store's ``deprecations`` table), if deprecated=1."""
     from orb.net.packages import INDEX_FILE
     from orb.protocol import fid as fidmod
+    from orb.protocol import messages as m
 
-    path = os.path.join(peer.data_dir, INDEX_FILE)
+    path = os.path.join(data_dir, INDEX_FILE)
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
         try:
-            row = db.execute("SELECT 1 FROM deprecations WHERE fid = ? AND deprecated = 1",
-                             (fidmod.from_text(fid),)).fetchone()
+            row = db.execute("SELECT body FROM deprecations WHERE fid = ?", (fidmod.from_text(fid),)).fetchone()
         finally:
             db.close()
     except sqlite3.Error:
-        return False
-    return row is not None
+        return None
+    if row is None:
+        return None
+    message = m.decode_body(m.MessageType.DEPRECATE, bytes(row[0]))
+    return message if message.deprecated else None
 
 
 @defer.inlineCallbacks

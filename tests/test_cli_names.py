@@ -116,17 +116,19 @@ class StatementSeqTests(SynchronousTestCase):
 HANDLER = '''\
 import json
 
+VERSION = VERSION_TEXT  # each version is another package: another fid
+
 
 def handler(event, context):
     args = json.loads(event or b"{}")
-    return {"sum": args["a"] + args["b"], "v": VERSION}
+    return {"sum": args["a"] + args["b"]}
 '''
 
 
 def write_function(path, version):
     """An adder whose answer says which version ran."""
     with open(os.path.join(path, "main.py"), "w") as f:
-        f.write(HANDLER.replace("VERSION", repr(version)))
+        f.write(HANDLER.replace("VERSION_TEXT", repr(version)))
     with open(os.path.join(path, "orb.toml")) as f:
         toml = f.read()
     toml = re.sub(r'(?m)^version = ".*"', f'version = "{version}"', toml)
@@ -153,7 +155,8 @@ class NamesCommandTests(DaemonTestMixin, TestCase):
         write_function(self.dir, "1.0.0")
 
     def run_orb(self, *argv, home="owner"):
-        return self.orb(*argv, "--tracker", self.tracker.wire_text, "--api", self.api, home=home)
+        where = ("--api", self.api) if argv[0] == "info" else ("--tracker", self.tracker.wire_text, "--api", self.api)
+        return self.orb(*argv, *where, home=home)
 
     @defer.inlineCallbacks
     def json_of(self, *argv, expect=0, home="owner"):

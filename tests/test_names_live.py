@@ -32,10 +32,12 @@ SUNSET_AHEAD_S = 25  # time enough to see the deprecation everywhere before the 
 HANDLER = '''\
 import json
 
+VERSION = VERSION_TEXT  # each version is another package: another fid
+
 
 def handler(event, context):
     args = json.loads(event or b"{}")
-    return {"sum": args["a"] + args["b"], "v": VERSION}
+    return {"sum": args["a"] + args["b"]}
 '''
 
 
@@ -55,10 +57,8 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
 
     def write_function(self, version):
         path = os.path.join(self.net.base_dir, "adder")
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(os.path.join(path, "main.py"), "w") as f:
-            f.write(HANDLER.replace("VERSION", repr(version)))
+            f.write(HANDLER.replace("VERSION_TEXT", repr(version)))
         with open(os.path.join(path, "orb.toml")) as f:
             toml = f.read()
         toml = re.sub(r'(?m)^version = ".*"', f'version = "{version}"', toml)
@@ -102,8 +102,6 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
         code, _, err = yield self.orb("init", path, "--template", "python", "--name", "adder")
         self.assertEqual(code, 0, err)
         api = f"http://127.0.0.1:{t1.info['http']}"
-        with open(os.path.join(self.net.base_dir, "owner", "owner.key"), "rb"):
-            pass
         self.write_function("1.0.0")
         code, out, err = yield self.orb("update", path, "--tracker", t1.wire_text, "--api", api, "--json")
         self.assertEqual(code, 0, out + err)
@@ -116,7 +114,7 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
                 return self.call_by_name(tracker, label).addCallback(
                     lambda r: r[0] == 200 and r[2].getRawHeaders(b"orb-fid") == [fid.encode()] and r)
             code, doc, _ = yield eventually(serves, timeout_s=30, what="the name serving v1")
-            self.assertEqual(doc, {"sum": 5, "v": "1.0.0"})
+            self.assertEqual(doc, {"sum": 5})
 
         # orb update: the name moves to v2 everywhere; v1 still answers at /f/<v1>.
         self.write_function("2.0.0")
@@ -127,7 +125,7 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
         for tracker in (t1, t2):
             def moved(tracker=tracker):
                 return self.call_by_name(tracker, label).addCallback(
-                    lambda r: r[0] == 200 and r[1] == {"sum": 5, "v": "2.0.0"} and r)
+                    lambda r: r[0] == 200 and r[2].getRawHeaders(b"orb-fid") == [v2["fid"].encode()] and r)
             yield eventually(moved, timeout_s=30, what="the name moved to v2")
         code, _, headers = yield self.http(t1, b"POST", f"/f/{v1['fid']}", b'{"a": 1, "b": 1}')
         self.assertEqual((code, headers.getRawHeaders(b"deprecation")), (200, None))
@@ -176,8 +174,8 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
                 return self.ask(tracker.dns, f"{v1['fid']}.orb", "A").addCallback(
                     lambda a: a.rcode() == dns.rcode.NXDOMAIN)
             yield eventually(nxdomain, timeout_s=15, what="NXDOMAIN past the sunset")
-            code, doc, _ = yield self.call_by_name(tracker, label)
-            self.assertEqual((code, doc), (200, {"sum": 5, "v": "2.0.0"}))
+            code, doc, headers = yield self.call_by_name(tracker, label)
+            self.assertEqual((code, doc, headers.getRawHeaders(b"orb-fid")), (200, {"sum": 5}, [v2["fid"].encode()]))
         if DIG:
             status = yield self.dig_status(t2.dns, f"{v1['fid']}.orb", "A")
             self.assertEqual(status, "NXDOMAIN")
@@ -194,9 +192,24 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
         self.assertTrue(read_ports(t1))
 
     def hosts_know(self, peers, fid):
-        """Whether every host has taken the deprecation in (NAMES' host side: see hosts_report)."""
-        return all(hosts_report(peer, fid) for peer in peers)
+        """Whether every host keeps the deprecation (in its package store, where a host keeps it)."""
+        return all(host_deprecation(peer.data_dir, fid) is not None for peer in peers)
 
 
-def hosts_report(peer, fid):
-    raise NotImplementedError  # filled in once the host side of names is merged
+def host_deprecation(data_dir, fid):
+    """The DEPRECATE a host keeps for ``fid`` in its package store (read-only, from another process)."""
+    import sqlite3
+
+    from orb.net.packages import INDEX_FILE
+    from orb.protocol import fid as fidmod
+    from orb.protocol import messages as m
+
+    try:
+        db = sqlite3.connect(f"file:{os.path.join(data_dir, INDEX_FILE)}?mode=ro", uri=True, timeout=0.5)
+        try:
+            row = db.execute("SELECT body FROM deprecations WHERE fid = ?", (fidmod.from_text(fid),)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return m.decode_body(m.MessageType.DEPRECATE, bytes(row[0])) if row is not None else None
