@@ -45,7 +45,7 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
     timeout = 300
 
     @defer.inlineCallbacks
-    def network(self):
+    def start_network(self):
         """Two federated trackers with DNS, and two peers (one homed at each) that can host the adder."""
         t1 = yield self.dns_tracker("t1", "--admit", self.net.node_id_of("t2"))
         t2 = yield self.dns_tracker("t2", "--join", f"{t1.node_id}@{t1.wire_text}")
@@ -95,7 +95,7 @@ class NamesLiveTests(LiveDNSMixin, TestCase):
     @defer.inlineCallbacks
     def test_update_moves_the_name_and_deprecation_reaches_everyone(self):
         """update moves the name at both trackers; a deprecation reaches trackers and hosts; past its sunset: 410, NXDOMAIN, dropped."""
-        t1, t2, peers = yield self.network()
+        t1, t2, peers = yield self.start_network()
         code, _, err = yield self.orb("keygen")
         self.assertEqual(code, 0, err)
         path = os.path.join(self.net.base_dir, "adder")
