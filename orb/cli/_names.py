@@ -354,7 +354,11 @@ def update(args):
     key = _key(args)
     label = _label_of(key)
     plan = _network.prepare_deploy(args)
-    target = parse_target(args.name or plan.built.manifest.name, label, fid_ok=False)
+    try:
+        target = parse_target(args.name or plan.built.manifest.name, label, fid_ok=False)
+    except CommandError as e:
+        hint = "" if args.name else " (the manifest's name is not a DNS label: pass --name NAME)"
+        raise CommandError(f"{e}{hint}", e.exit_code, e.kind) from None
     if target.owner_label != label:
         raise CommandError(f"{target.text} is not a name of your key (owner label {label})", _ui.EXIT_USAGE, "usage")
     box = {}
