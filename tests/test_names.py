@@ -453,6 +453,16 @@ class OverTheWireTests(unittest.SynchronousTestCase):
         held = self.store.deprecation(self.raw)
         self.assertEqual((held.seq, held.successor), (4, FID2))
 
+    def test_a_deprecation_taken_elsewhere_reaches_a_connected_host(self):
+        """A deprecation sent to one tracker reaches a host homed at the other, by federation then a push."""
+        self.start_peer(home="10.1.0.1")
+        session = self.owner_session("10.1.0.2")
+        self.assertEqual(self.ask(session, nm.make_deprecate(self.owner, self.raw, 2, sunset=self.now() + 600))
+                         .status, 0)
+        self.net.run(2)
+        self.assertEqual(self.store.deprecation(self.raw).seq, 2)
+        self.assertEqual(self.t1.names.counts["deprecations_pushed"], 1)
+
     def test_lookup_and_invoke_of_a_gone_fid(self):
         """LOOKUP of a fid past its sunset is refused `gone`; INVOKE through the tracker gets RESULT `gone`."""
         from orb.net.adapter import RemoteError

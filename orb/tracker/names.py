@@ -39,6 +39,7 @@ MAX_HISTORY = 64  # versions kept per (owner, name)
 MAX_HISTORY_ROWS = 100_000  # versions kept in all: past it the longest history loses its oldest
 PUSH_TIMEOUT_S = 10.0
 MAX_PUSHES_IN_FLIGHT = 256
+MAX_PUSHED_PER_HOST = 2048  # (fid, seq) remembered as told, per host session
 NAMES_FILE = "names.sqlite"
 
 
@@ -406,6 +407,8 @@ class Names:
             sent = self._pushed.setdefault(node_id, {})
             if sent.get(fid) == record.seq:
                 continue
+            if len(sent) >= MAX_PUSHED_PER_HOST:
+                sent.clear()  # bounded: at worst a host is told again what it holds (it answers 0)
             sent[fid] = record.seq
             self._pushes_in_flight += 1
             self.counts["deprecations_pushed"] += 1
