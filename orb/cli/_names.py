@@ -451,9 +451,12 @@ def deprecate(args):
         _ui.fid_argument(args.successor)
     import time
 
-    if args.sunset is not None and not time.time() < args.sunset <= time.time() + MAX_SUNSET_AHEAD_S:
-        raise CommandError(f"--sunset {_network._utc(args.sunset)} is not in the next ten years: a sunset in the "
-                           "past would make the function gone at once", _ui.EXIT_USAGE, "usage")
+    if args.sunset is not None and args.sunset <= time.time():
+        raise CommandError(f"--sunset {_network._utc(args.sunset) or args.sunset} is not in the future: trackers refuse "
+                           "a sunset already past (give +10m, +2h, +7d, or a later time)", _ui.EXIT_USAGE, "usage")
+    if args.sunset is not None and args.sunset > time.time() + MAX_SUNSET_AHEAD_S:
+        raise CommandError(f"--sunset {args.sunset} is more than ten years ahead: is it in milliseconds? give Unix "
+                           "seconds", _ui.EXIT_USAGE, "usage")
     box = {}
 
     @defer.inlineCallbacks
