@@ -551,9 +551,8 @@ def info_name(args):
             c.print(f"{label:<12}{_network._remote_text(str(value), 300)}", markup=False)
         rows = []
         for h in doc["history"]:
-            dep = h.get("deprecation") or {}
-            rows.append((str(h.get("seq")), h.get("fid"), h.get("status"), dep.get("successor") or "-",
-                         _network._utc(dep.get("sunset")) or "-"))
+            rows.append((str(h.get("seq")), h.get("fid"), h.get("status"), h.get("successor") or "-",
+                         _network._utc(h.get("sunset")) or "-"))
         _network.columns(c, ("SEQ", "FID", "STATUS", "SUCCESSOR", "SUNSET"), rows)
 
     _ui.emit(args, doc, human)
