@@ -28,8 +28,8 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
                        its seq, the fid it serves, its status (``current``,
                        ``deprecated``, ``gone``) and its history: every seq
                        with its fid, that version's status (``current``,
-                       ``superseded``, ``deprecated``, ``gone``), successor
-                       and sunset; 400 for a
+                       ``superseded``, ``deprecated``, ``gone``), successor,
+                       sunset and when this tracker took it in; 400 for a
                        malformed owner label or name, 404 for an unknown one
 ``/api/v1/stats``      counts, message totals and rates, uptime
 ``/metrics``           Prometheus text exposition format 0.0.4, with each
@@ -431,7 +431,8 @@ def name_json(names: Any, owner_label: str, name: str) -> dict | None:
         return None
     serving = view.serving
     history = [{"seq": int(v.seq), "fid": v.fid, "status": version_status(v, serving),
-                "successor": v.successor or None, "sunset": int(v.sunset) or None}
+                "successor": v.successor or None, "sunset": int(v.sunset) or None,
+                "received_at": _round(v.received_at) or None}  # when this tracker took the NAME in
                for v in view.versions]
     serving_version = next((v for v in view.versions if v.fid == serving), None)
     state = "gone" if serving is None else "deprecated" if serving_version is not None and serving_version.deprecated \
