@@ -229,6 +229,11 @@ class TrackerNamesTests(unittest.SynchronousTestCase):
         self.assertEqual(view.history, ((1, self.fid, False),))
         self.assertEqual(self.names.serving_fid(self.label, "adder"), self.fid)
         self.assertEqual([v.name for v in self.names.names_of_owner(self.label)], ["adder"])
+        doc = view.to_dict()
+        self.assertEqual((doc["serving"], doc["owner"], doc["history"][0]["status"]), (self.fid, self.label, "active"))
+        import json
+
+        json.dumps(doc)  # plain JSON for the REST API
 
     def test_non_owner_name_is_denied_and_stores_nothing(self):
         """A NAME signed by someone other than the fid's owner is refused `denied`; nothing is stored."""

@@ -55,6 +55,11 @@ class FidStatus:
     gone: bool  # deprecated and the clock is at or past the sunset
     seq: int
 
+    def to_dict(self):
+        """For JSON (the REST API, `orb info`)."""
+        return {"fid": self.fid, "owner": self.owner_key.hex(), "deprecated": self.deprecated,
+                "successor": self.successor, "sunset": self.sunset, "gone": self.gone, "seq": self.seq}
+
 
 @attrs.frozen
 class HistoryEntry:
@@ -81,6 +86,13 @@ class VersionView:
     gone: bool
     received_at: float
 
+    def to_dict(self):
+        """For JSON: ``status`` is "gone", "deprecated" or "active"."""
+        status = "gone" if self.gone else "deprecated" if self.deprecated else "active"
+        return {"seq": self.seq, "fid": self.fid, "status": status, "deprecated": self.deprecated,
+                "successor": self.successor, "sunset": self.sunset, "gone": self.gone,
+                "received_at": self.received_at}
+
 
 @attrs.frozen
 class NameView:
@@ -100,6 +112,13 @@ class NameView:
     history: tuple
     serving: str | None
     versions: tuple = ()  # VersionView, newest first
+
+    def to_dict(self):
+        """For JSON (the REST API, `orb info`): the name, its newest version's status, the version served,
+        and every version kept, newest first."""
+        return {"name": self.name, "owner": self.owner_label, "owner_key": self.owner_key.hex(), "fid": self.fid,
+                "seq": self.seq, "deprecated": self.deprecated, "successor": self.successor, "sunset": self.sunset,
+                "gone": self.gone, "serving": self.serving, "history": [v.to_dict() for v in self.versions]}
 
 
 class NameHistory:
