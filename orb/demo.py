@@ -21,7 +21,13 @@ throwaway data dir and everything on loopback:
    the replica's place and answers a call; a table of every call's route,
    replica, latency breakdown and result. Every daemon is stopped at the
    end, unless ``--keep`` leaves the devnet up with lines to paste;
-6. the jail: a function runs in the executor every peer uses (seccomp,
+6. names and versions: ``orb name`` gives the function a name, ``curl``
+   calls it by name, ``orb update`` deploys a second version and moves the
+   name, ``orb deprecate`` retires the first with a successor and a sunset
+   a few seconds ahead: its answers carry Deprecation, Sunset and Link,
+   DNS TXT says so, and past the sunset it answers 410 and NXDOMAIN while
+   the name serves the new version; ``orb info NAME`` shows the history;
+7. the jail: a function runs in the executor every peer uses (seccomp,
    Landlock, rlimits, namespaces, zygote warm starts), and so does one
    that tries to open a socket.
 
@@ -208,6 +214,7 @@ def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
         dns = yield dns_port(t1)
         yield dns_act(dns, fid, console)
         yield invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, console)
+        fid = yield names_act(reactor, base_dir, network, t1, fid, dns, console)  # the old fid is gone now
         if keep:
             yield keep_up(reactor, network, t1, fid, dns, console)
     finally:
@@ -465,6 +472,72 @@ def invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, 
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+SUNSET_AHEAD_S = 8  # the demo's deprecation: time to show the headers and DNS before the sunset
+
+
+@defer.inlineCallbacks
+def names_act(reactor, base_dir, network, t1, fid, dns, console):
+    """Name the function, call it by name, update it, deprecate the old version, watch its sunset."""
+    console.rule("[bold]names and versions: orb name, orb update, orb deprecate")
+    api = f"http://127.0.0.1:{t1.info['http']}"
+    where = ("--tracker", t1.wire_text, "--api", api)
+
+    @defer.inlineCallbacks
+    def orb_shown(*argv):
+        console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
+        code, out, err = yield orb_command(base_dir, network, *argv, *where)
+        console.print((out or err).rstrip(), highlight=False, markup=False)
+        if code:
+            raise RuntimeError(f"orb {argv[0]} failed ({code}): {err}")
+        return out
+
+    yield orb_shown("name", "adder", fid)
+    code, out, err = yield orb_command(base_dir, network, "info", "adder", "--api", api, "--json")
+    label = json.loads(out)["owner_label"]
+    by_name = f"{api}/n/{label}/adder"
+    console.print(f"\nthe name is adder.{label}.orb; the gateway calls it at /n/<owner>/<name>:", highlight=False)
+    yield curl_call(by_name, '{"a": 1, "b": 1}', console)
+
+    fn = os.path.join(base_dir, "adder")
+    with open(os.path.join(fn, "orb.toml")) as f:
+        toml = f.read()
+    with open(os.path.join(fn, "orb.toml"), "w") as f:
+        f.write(toml.replace('version = "0.1.0"', 'version = "0.2.0"').replace("replicas = 3", "replicas = 2"))
+    console.print("\na second version (orb.toml: version 0.2.0, 2 replicas): a new package, so a new fid",
+                  highlight=False)
+    out = yield orb_shown("update", fn, "--timeout", "60")
+    new = next(line.split()[-1] for line in out.splitlines() if line.startswith("fid"))
+    yield curl_call(by_name, '{"a": 2, "b": 2}', console)
+
+    out = yield orb_shown("deprecate", fid, "--successor", new, "--sunset", f"+{SUNSET_AHEAD_S}s")
+    console.print("\nthe old version still answers, with the headers of RFC 9745, RFC 8594 and RFC 5829:",
+                  highlight=False)
+    yield curl_call(f"{api}/f/{fid}", '{"a": 3, "b": 3}', console)
+    if shutil.which("dig"):
+        yield run_shown(console, ["dig", "@127.0.0.1", "-p", str(dns), "+short", f"{fid}.orb", "TXT"])
+
+    @defer.inlineCallbacks
+    def sunset_passed():
+        code, _ = yield t1.get_json(f"/api/v1/functions/{fid}")
+        return code == 410
+
+    yield eventually(sunset_passed, timeout_s=SUNSET_AHEAD_S + 20, what="the old version's sunset")
+    console.print(f"\n[bold]past the sunset[/] ({SUNSET_AHEAD_S} s later): the old fid is gone", highlight=False)
+    yield curl_call(f"{api}/f/{fid}", '{"a": 4, "b": 4}', console)
+    if shutil.which("dig"):
+        argv = ["dig", "@127.0.0.1", "-p", str(dns), f"{fid}.orb", "A"]
+        console.print("$ " + shlex.join(argv) + " | grep status", highlight=False, markup=False)
+        out, _, _ = yield utils.getProcessOutputAndValue(shutil.which("dig"), argv[1:], env=dict(os.environ))
+        status = [line.strip() for line in out.decode().splitlines() if "status:" in line]
+        console.print(status[0] if status else "(no answer)", highlight=False, markup=False)
+        yield run_shown(console, ["dig", "@127.0.0.1", "-p", str(dns), "+short", f"adder.{label}.orb", "A"])
+    yield curl_call(by_name, '{"a": 5, "b": 5}', console)
+    console.print(f"\n$ orb info adder --api {api}", highlight=False, markup=False)
+    code, out, err = yield orb_command(base_dir, network, "info", "adder", "--api", api)
+    console.print((out or err).rstrip(), highlight=False, markup=False)
+    return new
 
 
 def keep_up(reactor, network, t1, fid, dns, console):

@@ -508,13 +508,15 @@ class ApiVerbTests(NetworkCliCase):
 
     @defer.inlineCallbacks
     def test_info_unknown_and_malformed_fid(self):
-        """orb info of an unknown fid exits 10 saying so; a malformed fid is a usage error (2)."""
+        """orb info of an unknown fid exits 10 saying so; an argument that is neither fid nor name is a usage error (2)."""
         unknown = fidmod.to_text(fidmod.fid_for(b"never deployed"))
         code, doc, err = yield self.orb_json("info", unknown, "--api", self.api)
         self.assertEqual(code, 10)
         self.assertIn(f"knows no function {unknown}", err)
         self.assertEqual(doc["error"]["kind"], "not_found")
-        code, _, err = yield self.orb("info", "not-a-fid", "--api", self.api)
+        code, _, err = yield self.orb("info", "not_a_fid", "--api", self.api)
+        self.assertEqual(code, 2)
+        code, _, err = yield self.orb("info", f"{unknown[:-1]}1", "--api", self.api)
         self.assertEqual(code, 2)
 
     @defer.inlineCallbacks

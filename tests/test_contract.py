@@ -15,7 +15,6 @@ from eth_account.messages import encode_typed_data
 from twisted.trial import unittest
 from web3 import EthereumTesterProvider, Web3
 
-from orb.pay import contract as oc
 from orb.pay.contract import EscrowError, Voucher, deploy_escrow, error_selector, load_artifact
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ class DemoTests(TestCase):
         names = out.split("its name:", 1)[1].split("calling it:", 1)[0]
         self.assertIn('"v=orb1"', names)
         self.assertEqual(len(re.findall(r"\.peer\.orb\.", names)), 3)  # SRV: the three replicas
-        calls = out.split("calling it:", 1)[1].split("all daemons stopped", 1)[0]
+        calls = out.split("calling it:", 1)[1].split("names and versions:", 1)[0]
         self.assertEqual(calls.count("HTTP/1.1 200 OK"), 2)  # curl, before and after the kill
         self.assertIn('"route": "wire"', calls)
         self.assertIn('"route": "direct"', calls)
@@ -49,8 +49,20 @@ class DemoTests(TestCase):
         for row in ("gateway (curl)", "wire, via tracker", "direct (DNS SRV)", "gateway, after"):
             self.assertIn(row, table)
         self.assertGreaterEqual(table.count('{"sum":'), 5)  # every call in the table answered
-        after = out.split("replicas after the crash", 1)[1].split("all daemons stopped", 1)[0]
+        after = out.split("replicas after the crash", 1)[1].split("names and versions:", 1)[0]
         self.assertEqual(len(set(re.findall(r"127\.\d+\.0\.0/16", after))), 3)
+        # Names: a call by name, an update that moves it, a deprecation with its headers, then 410 and NXDOMAIN.
+        named = out.split("names and versions:", 1)[1].split("all daemons stopped", 1)[0]
+        self.assertIn("named     adder.", named)
+        self.assertEqual(named.count("HTTP/1.1 200 OK"), 4)  # by name twice, the old fid, by name after the sunset
+        self.assertRegex(named, r"fid\s+\w{53} ->\s+\w{53}")  # orb update: old -> new
+        self.assertIn("Deprecation: @", named)
+        self.assertIn('rel="successor-version"', named)
+        self.assertIn('"deprecated=1"', named)
+        self.assertIn("HTTP/1.1 410 Gone", named)
+        self.assertIn("status: NXDOMAIN", named)
+        self.assertRegex(named, r"2\s+\w{53}\s+current")
+        self.assertRegex(named, r"1\s+\w{53}\s+gone\s+\w{53}\s+20\d\d-")  # with its successor and sunset
         self.assertIn("all daemons stopped", out)
         # The jail act: a function runs, a hostile one is stopped by seccomp.
         self.assertIn('adder   OK {"sum": 5, "request": "call-0"}', out)

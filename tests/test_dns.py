@@ -23,6 +23,7 @@ from orb.protocol import fid as fidmod
 from orb.tracker.registry import Registry
 from orb.tracker.wiring import dns_replicas
 from tests import _records as rec
+from tests._names import FakeNames, owner_label
 
 NOW = 1_000_000
 GATEWAY = ("10.1.0.1", 7480)
@@ -43,7 +44,7 @@ def fid_of(label):
 class Zone:
     """A registry with this tracker, one function and its replicas, served by a factory."""
 
-    def __init__(self, replicas=3, rrl=None, names=lambda owner, name: None):
+    def __init__(self, replicas=3, rrl=None, names=None):
         self.clock = task.Clock()
         self.clock.advance(NOW)
         self.key = rec.key("tracker")
@@ -99,11 +100,15 @@ class NameTests(SynchronousTestCase):
         fid = fid_of(1)
         node = rec.key("n").node_id
         label = nm.key_label(node)
+        owner = owner_label(rec.key("owner").public_bytes)
         cases = {
             "orb.": nm.Kind.APEX, "seed.orb": nm.Kind.SEED, "_orb._tcp.seed.orb.": nm.Kind.SEED_SRV,
             f"{fid}.orb": nm.Kind.FUNCTION, f"{fid.upper()}.ORB.": nm.Kind.FUNCTION,
             f"_orb._tcp.{fid}.orb": nm.Kind.FUNCTION_SRV, f"{label}.peer.orb": nm.Kind.PEER,
-            f"{label}.tracker.orb": nm.Kind.TRACKER, f"adder.{label}.orb": nm.Kind.NAMED,
+            f"{label}.tracker.orb": nm.Kind.TRACKER, f"adder.{owner}.orb": nm.Kind.NAMED,
+            f"_orb._tcp.adder.{owner}.orb": nm.Kind.NAMED_SRV, f"{owner}.orb": nm.Kind.EMPTY,
+            f"_tcp.adder.{owner}.orb": nm.Kind.EMPTY, f"adder.{label}.orb": nm.Kind.MALFORMED,
+            f"-x.{owner}.orb": nm.Kind.MALFORMED,
             "peer.orb": nm.Kind.EMPTY, "example.com.": nm.Kind.OUTSIDE, "orb.example.": nm.Kind.OUTSIDE,
             "hello.orb": nm.Kind.MALFORMED, f"{fid[:-1]}1.orb": nm.Kind.MALFORMED, "a.b.c.orb": nm.Kind.MALFORMED,
             f"{label[:-1]}.peer.orb": nm.Kind.MALFORMED, "x_y.orb": nm.Kind.MALFORMED,
@@ -235,15 +240,112 @@ class AnswerTests(SynchronousTestCase):
         self.assertGreater(rrset(z.ask_udp("orb", "SOA"), "SOA")[0].serial, serial)
         self.assertEqual(z.ask_udp(f"{new_fid}.orb").rcode(), dns.rcode.NOERROR)
 
-    def test_named_function_hook_answers_a_cname(self):
-        """<name>.<owner>.orb is a CNAME to <fid>.orb when the names hook knows it, NXDOMAIN when not."""
-        owner = rec.key("owner")
-        z = Zone(names=lambda o, n: fid_of(1) if (o, n) == (owner.public_bytes, "adder") else None)
-        answer = z.ask_udp(f"adder.{nm.key_label(owner.public_bytes)}.orb", "A")
-        self.assertEqual([str(r.target) for r in rrset(answer, "CNAME")], [f"{z.fid}.orb."])
+
+
+class NamedTests(SynchronousTestCase):
+    """<name>.<owner>.orb and deprecation in the zone, over a names core set by the test (tests._names)."""
+
+    def setUp(self):
+        self.z = Zone()
+        self.names = FakeNames(self.z.clock)
+        self.z.authority.names = self.names
+        self.owner = self.z.owner.public_bytes
+        self.label = owner_label(self.owner)
+        self.new_fid = fid_of(2)
+        self.z.reg.upsert_function(rec.function_record(self.z.owner, self.new_fid, time=NOW, name="adder"))
+
+    def ask(self, name, rdtype):
+        self.z.factory._cache.clear()
+        return self.z.ask_udp(name, rdtype, use_edns=0, payload=1232)
+
+    def test_a_name_is_a_cname_to_the_fid_it_serves_with_the_target_records(self):
+        """<name>.<owner>.orb A is a CNAME to <fid>.orb followed by its A records, as resolvers expect."""
+        self.names.set_name(self.owner, "adder", self.z.fid)
+        answer = self.ask(f"adder.{self.label}.orb", "A")
+        self.assertEqual(answer.rcode(), dns.rcode.NOERROR)
+        self.assertTrue(answer.flags & dns.flags.AA)
+        self.assertEqual([str(r.target) for r in rrset(answer, "CNAME")], [f"{self.z.fid}.orb."])
         self.assertEqual([r.address for r in rrset(answer, "A")], ["10.1.0.1"])
-        other = z.ask_udp(f"other.{nm.key_label(owner.public_bytes)}.orb", "A")
-        self.assertEqual(other.rcode(), dns.rcode.NXDOMAIN)
+        self.assertEqual([str(rrs.name) for rrs in answer.answer], [f"adder.{self.label}.orb.", f"{self.z.fid}.orb."])
+        only = self.ask(f"adder.{self.label}.orb", "CNAME")
+        self.assertEqual([rrs.rdtype for rrs in only.answer], [dns.rdatatype.CNAME])
+
+    def test_a_name_txt_carries_the_targets_txt(self):
+        """<name>.<owner>.orb TXT gives the CNAME and the target's TXT (name, version, owner...)."""
+        self.names.set_name(self.owner, "adder", self.z.fid)
+        (txt,) = rrset(self.ask(f"ADDER.{self.label.upper()}.orb", "TXT"), "TXT")
+        self.assertIn(b"v=orb1", txt.strings)
+
+    def test_a_name_srv_follows_to_the_fids_replicas(self):
+        """_orb._tcp.<name>.<owner>.orb SRV is a CNAME to _orb._tcp.<fid>.orb and the replicas, with glue."""
+        self.names.set_name(self.owner, "adder", self.z.fid)
+        answer = self.ask(f"_orb._tcp.adder.{self.label}.orb", "SRV")
+        self.assertEqual([str(r.target) for r in rrset(answer, "CNAME")], [f"_orb._tcp.{self.z.fid}.orb."])
+        self.assertEqual(len(rrset(answer, "SRV")), 3)
+        self.assertEqual(len(rrset(answer, "A", "additional")), 3)
+
+    def test_an_update_moves_the_cname(self):
+        """A NAME with a higher seq pointing at a new fid moves the CNAME to it."""
+        self.names.set_name(self.owner, "adder", self.z.fid)
+        self.names.set_name(self.owner, "adder", self.new_fid)
+        answer = self.ask(f"adder.{self.label}.orb", "A")
+        self.assertEqual([str(r.target) for r in rrset(answer, "CNAME")], [f"{self.new_fid}.orb."])
+
+    def test_a_name_serves_the_newest_version_not_deprecated(self):
+        """When the newest version is deprecated, the name points at the newest one that is not."""
+        self.names.set_name(self.owner, "adder", self.z.fid)
+        self.names.set_name(self.owner, "adder", self.new_fid)
+        self.names.deprecate(self.new_fid, sunset=NOW + 60)
+        answer = self.ask(f"adder.{self.label}.orb", "A")
+        self.assertEqual([str(r.target) for r in rrset(answer, "CNAME")], [f"{self.z.fid}.orb."])
+
+    def test_unknown_names_and_names_with_nothing_to_serve_are_nxdomain(self):
+        """An unknown name, a name of another owner, and a name whose every version is gone: NXDOMAIN."""
+        other = owner_label(rec.key("someone else").public_bytes)
+        self.names.set_name(self.owner, "adder", self.z.fid)
+        self.names.set_name(self.owner, "old", self.new_fid)
+        self.names.deprecate(self.new_fid, sunset=NOW + 5)
+        self.z.clock.advance(6)
+        for name in (f"other.{self.label}.orb", f"adder.{other}.orb", f"old.{self.label}.orb",
+                     f"_orb._tcp.old.{self.label}.orb", f"_tcp.old.{self.label}.orb"):
+            answer = self.ask(name, "A")
+            self.assertEqual(answer.rcode(), dns.rcode.NXDOMAIN, name)
+            self.assertEqual(len(rrset(answer, "SOA", "authority")), 1, name)
+
+    def test_without_a_names_core_every_name_is_nxdomain(self):
+        """A tracker without names answers NXDOMAIN for <name>.<owner>.orb, and the owner label is NODATA."""
+        self.z.authority.names = None
+        self.assertEqual(self.ask(f"adder.{self.label}.orb", "A").rcode(), dns.rcode.NXDOMAIN)
+        empty = self.ask(f"{self.label}.orb", "A")
+        self.assertEqual((empty.rcode(), empty.answer), (dns.rcode.NOERROR, []))
+
+    def test_a_deprecated_fid_txt_says_so(self):
+        """<fid>.orb TXT of a deprecated fid adds deprecated=1, successor=<fid> and sunset=<unix>."""
+        self.names.deprecate(self.z.fid, successor=self.new_fid, sunset=NOW + 3600)
+        (txt,) = rrset(self.ask(f"{self.z.fid}.orb", "TXT"), "TXT")
+        fields = dict(s.decode().split("=", 1) for s in txt.strings)
+        self.assertEqual((fields["deprecated"], fields["successor"], fields["sunset"]),
+                         ("1", self.new_fid, str(NOW + 3600)))
+        (fresh,) = rrset(self.ask(f"{self.new_fid}.orb", "TXT"), "TXT")
+        self.assertNotIn("deprecated", dict(s.decode().split("=", 1) for s in fresh.strings))
+
+    def test_a_deprecation_without_successor_or_sunset_says_only_deprecated(self):
+        """A bare deprecation adds deprecated=1 and no successor or sunset."""
+        self.names.deprecate(self.z.fid)
+        (txt,) = rrset(self.ask(f"{self.z.fid}.orb", "TXT"), "TXT")
+        keys = [s.decode().split("=", 1)[0] for s in txt.strings]
+        self.assertEqual(keys[-1], "deprecated")
+        self.assertNotIn("successor", keys)
+        self.assertNotIn("sunset", keys)
+
+    def test_a_fid_past_its_sunset_is_nxdomain(self):
+        """Past the sunset, <fid>.orb and _orb._tcp.<fid>.orb answer NXDOMAIN; before it, they answer."""
+        self.names.deprecate(self.z.fid, sunset=NOW + 10)
+        self.assertEqual(self.ask(f"{self.z.fid}.orb", "A").rcode(), dns.rcode.NOERROR)
+        self.z.clock.advance(10)
+        for name, rdtype in ((f"{self.z.fid}.orb", "A"), (f"{self.z.fid}.orb", "TXT"),
+                             (f"_orb._tcp.{self.z.fid}.orb", "SRV"), (f"_tcp.{self.z.fid}.orb", "A")):
+            self.assertEqual(self.ask(name, rdtype).rcode(), dns.rcode.NXDOMAIN, name)
 
 
 class TruncationTests(SynchronousTestCase):

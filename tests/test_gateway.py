@@ -31,6 +31,7 @@ from orb.tracker.router import Answer
 from orb.tracker.stats import Stats
 from tests import _records as records
 from tests._daemons import ORB, DaemonTestMixin, eventually, sleep
+from tests._names import FakeNames, owner_label
 from tests.test_dns_live import read_ports
 
 OWNER_KEY = records.key("gateway-owner")
@@ -90,12 +91,17 @@ class GatewaySiteMixin:
         self.registry.upsert_function(small_function())
         self.stats = Stats(reactor)
         self.router = ScriptedRouter()
-        self.site = build_site(self.registry, self.stats, self.router, reactor, self.config)
+        self.names = self.make_names()
+        self.site = build_site(self.registry, self.stats, self.router, reactor, self.config, names=self.names)
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.base = f"http://127.0.0.1:{self.port.getHost().port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=self.pool)
+
+    def make_names(self):
+        """The names core the site reads (None: a tracker without names)."""
+        return None
 
     @defer.inlineCallbacks
     def request(self, method, path, body=None, headers=None):
@@ -208,6 +214,7 @@ class GatewayRouteTests(GatewaySiteMixin, TestCase):
             ResultStatus.OUTPUT_TOO_LARGE: (502, "output-too-large"), ResultStatus.BUSY: (503, "busy"),
             ResultStatus.NOT_FOUND: (404, "not-found"), ResultStatus.DENIED: (403, "denied"),
             ResultStatus.REFUSED: (503, "refused"), ResultStatus.INTERNAL: (502, "internal"),
+            ResultStatus.GONE: (410, "gone"),
         }
         self.assertEqual(set(expected) | {ResultStatus.OK}, set(ResultStatus))
         for status, (http_status, code) in expected.items():
@@ -276,6 +283,123 @@ class GatewayRouteTests(GatewaySiteMixin, TestCase):
         self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
         self.assertIn(b"\r\nContent-Length: %d" % len(output), head)
         self.assertEqual(body, output)
+
+
+class GatewayNamesTests(GatewaySiteMixin, TestCase):
+    """/n/<owner>/<name> and deprecation headers, over a names core the test sets (tests._names)."""
+
+    def make_names(self):
+        self.label = owner_label(OWNER_KEY.public_bytes)
+        return FakeNames(reactor)
+
+    @defer.inlineCallbacks
+    def test_a_name_calls_the_version_it_serves(self):
+        """POST /n/<owner>/<name> calls the fid the name serves and says which in Orb-Fid; GET is its metadata."""
+        self.names.set_name(OWNER_KEY.public_bytes, "echo", FID)
+        code, body, headers = yield self.request(b"POST", f"/n/{self.label}/echo", b"hello")
+        self.assertEqual((code, body, one(headers, b"orb-fid")), (200, b"olleh", FID))
+        self.assertEqual(self.router.calls[0]["fid"], fidmod.from_text(FID))
+        self.assertIsNone(one(headers, b"deprecation"))
+        code, body, headers = yield self.request(b"GET", f"/n/{self.label.upper()}/Echo")
+        doc = json.loads(body)
+        self.assertEqual((code, doc["fid"], doc["named"]["seq"], doc["named"]["dns_name"], doc["deprecation"]),
+                         (200, FID, 1, f"echo.{self.label}.orb", None))
+        self.names.set_name(OWNER_KEY.public_bytes, "echo", SMALL_FID)
+        code, _, headers = yield self.request(b"POST", f"/n/{self.label}/echo", b"hi")
+        self.assertEqual((code, one(headers, b"orb-fid")), (200, SMALL_FID))
+
+    @defer.inlineCallbacks
+    def test_a_name_by_host_header(self):
+        """With Host: <name>.<owner>.orb, POST / calls the version the name serves."""
+        self.names.set_name(OWNER_KEY.public_bytes, "echo", FID)
+        host = f"echo.{self.label}.orb:{self.port.getHost().port}".encode()
+        code, body, headers = yield self.request(b"POST", "/", b"abc", headers={b"Host": [host]})
+        self.assertEqual((code, body, one(headers, b"orb-fid")), (200, b"cba", FID))
+
+    @defer.inlineCallbacks
+    def test_a_name_input_cap_is_its_versions(self):
+        """A name's calls are refused 413 past the manifest cap of the version it serves, before the router."""
+        self.names.set_name(OWNER_KEY.public_bytes, "small", SMALL_FID)
+        code, body, _ = yield self.request(b"POST", f"/n/{self.label}/small", b"x" * (SMALL_CAP + 1))
+        self.assertEqual((code, json.loads(body)["code"]), (413, "input-too-large"))
+        self.assertEqual(self.router.calls, [])
+
+    @defer.inlineCallbacks
+    def test_bad_and_unknown_names(self):
+        """A malformed owner label or name is 400 bad-name, an unknown name 404 name-not-found; no call is made."""
+        other = owner_label(records.key("nobody").public_bytes)
+        cases = [(f"/n/{self.label}/echo", 404, "name-not-found"), (f"/n/{other}/echo", 404, "name-not-found"),
+                 (f"/n/{self.label[:-1]}/echo", 400, "bad-name"), (f"/n/{self.label}/-echo", 400, "bad-name"),
+                 (f"/n/{self.label}/echo/more", 400, "bad-path"), (f"/n/{self.label}", 400, "bad-path")]
+        for path, status, code in cases:
+            got, body, _ = yield self.request(b"POST", path, b"x")
+            self.assertEqual((got, json.loads(body)["code"]), (status, code), path)
+        self.assertEqual(self.router.calls, [])
+
+    @defer.inlineCallbacks
+    def test_a_deprecated_fid_answers_with_the_headers(self):
+        """A deprecated fid's calls and metadata carry Deprecation @<unix>, Sunset (HTTP-date) and Link successor-version."""
+        sunset = int(reactor.seconds()) + 3600
+        self.names.deprecate(FID, successor=SMALL_FID, sunset=sunset)
+        at = int(reactor.seconds())  # the first answer about it: when this tracker learnt of it, here
+        for method in (b"POST", b"GET"):
+            code, _, headers = yield self.request(method, f"/f/{FID}", b"hello",
+                                                  headers={b"Host": [b"gw.example:8080"]})
+            self.assertEqual(code, 200)
+            self.assertIn(one(headers, b"deprecation"), (f"@{at}", f"@{at + 1}"))
+            self.assertEqual(one(headers, b"sunset"), http_date(sunset))
+            self.assertEqual(one(headers, b"link"), f'<http://gw.example:8080/f/{SMALL_FID}>; rel="successor-version"')
+            self.assertIn("Deprecation", one(headers, b"access-control-expose-headers"))
+        code, body, _ = yield self.request(b"GET", f"/f/{FID}")
+        self.assertEqual(json.loads(body)["deprecation"]["successor"], SMALL_FID)
+        code, _, headers = yield self.request(b"POST", f"/f/{SMALL_FID}", b"x")
+        self.assertEqual((code, one(headers, b"deprecation"), one(headers, b"sunset")), (200, None, None))
+
+    @defer.inlineCallbacks
+    def test_a_bare_deprecation_and_an_odd_host(self):
+        """Without successor or sunset only Deprecation is set; a Host that is not a plain host gives a relative Link."""
+        self.names.deprecate(SMALL_FID)
+        code, _, headers = yield self.request(b"POST", f"/f/{SMALL_FID}", b"x")
+        self.assertEqual((code, one(headers, b"sunset"), one(headers, b"link")), (200, None, None))
+        self.assertTrue(one(headers, b"deprecation").startswith("@"))
+        self.names.deprecate(FID, successor=SMALL_FID)
+        _, _, headers = yield self.request(b"POST", f"/f/{FID}", b"x", headers={b"Host": [b"a b>"]})
+        self.assertEqual(one(headers, b"link"), f'</f/{SMALL_FID}>; rel="successor-version"')
+
+    @defer.inlineCallbacks
+    def test_a_name_prefers_the_newest_version_not_deprecated(self):
+        """Once the newest version is deprecated the name calls the newest one that is not."""
+        self.names.set_name(OWNER_KEY.public_bytes, "echo", FID)
+        self.names.set_name(OWNER_KEY.public_bytes, "echo", SMALL_FID)
+        self.names.deprecate(SMALL_FID, sunset=int(reactor.seconds()) + 60)
+        code, _, headers = yield self.request(b"POST", f"/n/{self.label}/echo", b"x")
+        self.assertEqual((code, one(headers, b"orb-fid"), one(headers, b"deprecation")), (200, FID, None))
+        self.names.deprecate(FID)
+        code, _, headers = yield self.request(b"POST", f"/n/{self.label}/echo", b"x")
+        self.assertEqual(code, 200)
+        self.assertEqual(one(headers, b"orb-fid"), SMALL_FID)  # every version deprecated: the newest
+        self.assertIsNotNone(one(headers, b"deprecation"))
+
+    @defer.inlineCallbacks
+    def test_past_the_sunset_is_410_gone(self):
+        """Past its sunset a fid answers 410 gone (calls and metadata), and so does a name with nothing left."""
+        sunset = int(reactor.seconds()) - 1
+        self.names.set_name(OWNER_KEY.public_bytes, "echo", FID)
+        self.names.deprecate(FID, successor=SMALL_FID, sunset=sunset)
+        for method in (b"POST", b"GET"):
+            code, body, headers = yield self.request(method, f"/f/{FID}", b"x")
+            doc = json.loads(body)
+            self.assertEqual((code, doc["code"], doc["successor"], doc["sunset"]), (410, "gone", SMALL_FID, sunset))
+            self.assertEqual(one(headers, b"sunset"), http_date(sunset))
+            code, body, _ = yield self.request(method, f"/n/{self.label}/echo", b"x")
+            self.assertEqual((code, json.loads(body)["code"]), (410, "gone"))
+        self.assertEqual(self.router.calls, [])
+
+
+def http_date(unix_s):
+    from email.utils import formatdate
+
+    return formatdate(unix_s, usegmt=True)
 
 
 class GatewayBoundsTests(GatewaySiteMixin, TestCase):

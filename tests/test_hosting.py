@@ -226,9 +226,10 @@ class OfferTests(SynchronousTestCase):
         self.assertEqual(len(fetches), 1)
 
     def test_a_hosting_peer_serves_packages(self):
-        """A peer with a store serves OFFER, FETCH, CHALLENGE, INVOKE, CANCEL, LOGS, RELAY, REVOKE and SECRET beside gossip."""
+        """A peer with a store serves OFFER, FETCH, CHALLENGE, INVOKE, CANCEL, LOGS, RELAY, REVOKE, SECRET and DEPRECATE beside gossip."""
         self.start_peer()
         self.assertEqual(set(self.peer.table.handlers), {MessageType.GETADDR, MessageType.ADDR, MessageType.OFFER,
                                                           MessageType.FETCH, MessageType.CHALLENGE, MessageType.INVOKE,
                                                           MessageType.CANCEL, MessageType.LOGS, MessageType.RELAY,
-                                                          MessageType.REVOKE, MessageType.SECRET})
+                                                          MessageType.REVOKE, MessageType.SECRET,
+                                                          MessageType.DEPRECATE})

@@ -386,6 +386,7 @@ class OwnerKeyStoreTests(SynchronousTestCase):
             conn.execute("DROP TABLE owners")
             conn.execute("DROP TABLE revocations")
             conn.execute("DROP TABLE secrets")
+            conn.execute("DROP TABLE deprecations")  # (added after owners)
             conn.execute("PRAGMA user_version=1")
         store, _ = open_store(self, data_dir)
         self.assertIn(fidmod.fid_for(data), store)

@@ -120,7 +120,8 @@ class JoinTests(SynchronousTestCase):
         self.assertEqual(set(self.tracker.table.handlers), {
             MessageType.GETADDR, MessageType.ADDR, MessageType.ANNOUNCE, MessageType.SYNC, MessageType.DELTA,
             MessageType.LOOKUP, MessageType.INVOKE, MessageType.LOGS, MessageType.RELAY, MessageType.CANCEL,
-            MessageType.REVOKE, MessageType.SECRET})
+            MessageType.REVOKE, MessageType.SECRET,
+            MessageType.NAME, MessageType.DEPRECATE})
 
 
 class FederationTests(SynchronousTestCase):

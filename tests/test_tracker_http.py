@@ -19,6 +19,7 @@ from orb.tracker.http import build_resource, render_metrics
 from orb.tracker.registry import Registry
 from orb.tracker.stats import Stats
 from tests import _records as records
+from tests._names import FakeNames, owner_label
 
 TRACKER_KEY = records.key("http-tracker")
 OTHER_KEY = records.key("http-other")
@@ -277,6 +278,79 @@ class ApiTests(SynchronousTestCase):
         self.assertIn(b'"api/v1/peers"', body)  # relative: the tree can be mounted anywhere
         req, body = get(self.root, b"/style.css")
         self.assertTrue(header(req, b"content-type").startswith(b"text/css"))
+
+
+class NamesApiTests(SynchronousTestCase):
+    """/api/v1/names/<owner>/<name> and the deprecation in /api/v1/functions, over a names core set by the test."""
+
+    def setUp(self):
+        self.reg, self.stats, self.clock = populated()
+        self.names = FakeNames(self.clock)
+        self.root = build_resource(self.reg, self.stats, names=self.names)
+        self.label = owner_label(OWNER)
+        self.fids = [fidmod.to_text(fidmod.fid_for(f"http-v{i}".encode())) for i in range(3)]
+
+    def get_json(self, path, status=200):
+        req, body = get(self.root, path.encode())
+        self.assertEqual(req.responseCode or 200, status, body)
+        self.assertEqual(header(req, b"content-type"), b"application/json")
+        return json.loads(body)
+
+    def test_a_name_with_its_history(self):
+        """A name answers its current fid, seq, status and every seq with its fid and that fid's status."""
+        for fid in self.fids:
+            self.names.set_name(OWNER, "adder", fid)
+        self.names.deprecate(self.fids[2], successor=self.fids[1], sunset=self.clock.seconds() + 60)
+        self.names.deprecate(self.fids[0], sunset=self.clock.seconds() - 1)
+        doc = self.get_json(f"/api/v1/names/{self.label}/adder")
+        self.assertEqual((doc["owner"], doc["owner_label"], doc["name"], doc["dns_name"]),
+                         (OWNER.hex(), self.label, "adder", f"adder.{self.label}.orb"))
+        self.assertEqual((doc["fid"], doc["seq"], doc["serving"], doc["status"]), (self.fids[2], 3, self.fids[1], "current"))
+        self.assertEqual([(h["seq"], h["fid"], h["status"]) for h in doc["history"]],
+                         [(3, self.fids[2], "deprecated"), (2, self.fids[1], "current"), (1, self.fids[0], "gone")])
+        self.assertEqual(doc["history"][0]["sunset"], self.clock.seconds() + 60)
+        self.assertEqual(doc["history"][0]["successor"], self.fids[1])
+
+    def test_a_name_whose_versions_are_all_deprecated_or_gone(self):
+        """A name serving a deprecated version says deprecated; with every version gone it says gone."""
+        self.names.set_name(OWNER, "adder", self.fids[0])
+        self.names.deprecate(self.fids[0], sunset=self.clock.seconds() + 5)
+        doc = self.get_json(f"/api/v1/names/{self.label}/adder")
+        self.assertEqual((doc["status"], doc["serving"], doc["deprecation"]["sunset"]),
+                         ("deprecated", self.fids[0], self.clock.seconds() + 5))
+        self.clock.advance(5)
+        doc = self.get_json(f"/api/v1/names/{self.label}/adder")
+        self.assertEqual((doc["status"], doc["serving"], doc["history"][0]["status"]), ("gone", None, "gone"))
+
+    def test_a_superseded_version_is_told_apart(self):
+        """An older version that nobody deprecated is superseded: it still answers at /f/ but the name moved on."""
+        self.names.set_name(OWNER, "adder", self.fids[0])
+        self.names.set_name(OWNER, "adder", self.fids[1])
+        doc = self.get_json(f"/api/v1/names/{self.label}/adder")
+        self.assertEqual([h["status"] for h in doc["history"]], ["current", "superseded"])
+
+    def test_bad_and_unknown_names(self):
+        """A malformed owner label or name is 400 bad-name; an unknown one 404 name-not-found; a short path 404."""
+        self.assertEqual(self.get_json(f"/api/v1/names/{self.label}/nope", 404)["code"], "name-not-found")
+        self.assertEqual(self.get_json(f"/api/v1/names/{self.label[:5]}/adder", 400)["code"], "bad-name")
+        self.assertEqual(self.get_json(f"/api/v1/names/{self.label}/a_b", 400)["code"], "bad-name")
+        self.assertEqual(self.get_json(f"/api/v1/names/{self.label}", 404)["code"], "not-found")
+        root = build_resource(self.reg, self.stats)  # no names core
+        req, body = get(root, f"/api/v1/names/{self.label}/adder".encode())
+        self.assertEqual((req.responseCode, json.loads(body)["code"]), (404, "name-not-found"))
+
+    def test_a_function_carries_its_deprecation(self):
+        """/api/v1/functions/<fid> and the listing carry deprecation; past the sunset the fid answers 410 gone."""
+        self.assertIsNone(self.get_json(f"/api/v1/functions/{FID}")["deprecation"])
+        self.names.deprecate(FID, successor=self.fids[0], sunset=self.clock.seconds() + 10)
+        doc = self.get_json(f"/api/v1/functions/{FID}")["deprecation"]
+        self.assertEqual((doc["deprecated"], doc["successor"], doc["sunset"], doc["gone"]),
+                         (True, self.fids[0], self.clock.seconds() + 10, False))
+        (listed,) = self.get_json("/api/v1/functions")["functions"]
+        self.assertTrue(listed["deprecation"]["deprecated"])
+        self.clock.advance(10)
+        doc = self.get_json(f"/api/v1/functions/{FID}", 410)
+        self.assertEqual((doc["code"], doc["fid"], doc["deprecation"]["gone"]), ("gone", FID, True))
 
 
 class MetricsTests(SynchronousTestCase):

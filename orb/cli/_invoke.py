@@ -283,4 +283,6 @@ def report(args, doc):
         return _ui.EXIT_NOT_FOUND
     if status == ResultStatus.DENIED.name:
         return _ui.EXIT_REFUSED
+    if status == ResultStatus.GONE.name:
+        return _ui.EXIT_GONE
     return _ui.EXIT_FAILED

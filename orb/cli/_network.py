@@ -98,10 +98,11 @@ def register(sub) -> None:
 
     _invoke.register(sub, verb)
 
-    p = verb("info", "show one function: manifest, size, owner, replicas and their last checks", info,
-             "Show a function as the tracker knows it: manifest, size, owner, deploy time, and each replica "
-             "with its node, address, network group, RTT and last passed integrity check.")
-    p.add_argument("fid", metavar="FID")
+    p = verb("info", "show one function (manifest, replicas, deprecation) or a name's history", info,
+             "Show a function as the tracker knows it: manifest, size, owner, deploy time, deprecation, and each "
+             "replica with its node, address, network group, RTT and last passed integrity check. Given a NAME "
+             "(name, name.<owner> or name.<owner>.orb), show every version it pointed at: seq, fid and status.")
+    p.add_argument("fid", metavar="NAME-OR-FID")
     api_option(p)
 
 
@@ -676,6 +677,10 @@ def prepare_info(args):
 
 
 def info(args):
+    from . import _names
+
+    if _names.is_name(args.fid):
+        return _names.info_name(args)
     plan = prepare_info(args)
     doc = run_flow(lambda reactor: info_flow(reactor, plan), {})
     return print_info(args, doc)
@@ -685,6 +690,10 @@ def info(args):
 def info_flow(reactor, plan):
     path = f"/api/v1/functions/{plan.fid}"
     status, doc = yield get_json(reactor, plan.api, path)
+    if status == 410 and isinstance(doc, dict):
+        sunset = (doc.get("deprecation") or {}).get("sunset")
+        raise CommandError(f"{plan.fid} is gone: its owner deprecated it and its sunset ({_utc(sunset)}) has passed",
+                           _ui.EXIT_GONE, "gone", {"fid": plan.fid, "deprecation": doc.get("deprecation")})
     if status == 404:
         raise CommandError(f"the tracker at {plan.api} knows no function {plan.fid}", _ui.EXIT_NOT_FOUND,
                            "not_found", {"fid": plan.fid})
@@ -709,6 +718,8 @@ def info_flow(reactor, plan):
 
 
 def print_info(args, doc):
+    from . import _names
+
     def human(c):
         if "manifest" not in doc:  # a private function: the tracker shows only its fid (RFC 10.9)
             for label, value in (("fid", doc.get("fid")), ("dns name", doc.get("dns_name")),
@@ -731,6 +742,7 @@ def print_info(args, doc):
             ("manager", doc.get("manager") or "-"),
             ("replicas", f"{doc.get('verified_replicas')} of {m.get('replicas')} verified"
                          + (" (and the managing tracker)" if doc.get("tracker_hosts") else "")),
+            *_names.deprecation_rows(doc),
         ]
         secrets = doc.get("secrets") or {}
         if secrets.get("has_secrets"):

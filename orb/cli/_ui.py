@@ -32,6 +32,7 @@ EXIT_BUSY = 8  # the tracker is busy, full or failed on its side: try again late
 EXIT_REPLICAS = 9  # deployed, but fewer verified replicas than the manifest's `replicas` before --timeout
 EXIT_NOT_FOUND = 10  # the tracker knows no such function
 EXIT_TIMEOUT = 11  # orb invoke: the call's deadline passed
+EXIT_GONE = 12  # the function is past its sunset (orb invoke, info, deprecate, undeprecate)
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -49,6 +50,7 @@ exit status:
   9    deployed, but fewer verified replicas than wanted before --timeout
   10   the tracker knows no such function
   11   orb invoke: the call's deadline passed (1: the function failed; 8: no replica free)
+  12   the function is past its sunset: gone (orb invoke, info, deprecate, undeprecate)
   130  interrupted"""
 
 

@@ -20,6 +20,7 @@ import sys
 COMMAND_MODULES = [
     "orb.cli._function",
     "orb.cli._network",
+    "orb.cli._names",
     "orb.cli._logs",
     "orb.cli._resolve",
     "orb.cli._sandbox",

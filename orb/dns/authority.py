@@ -5,23 +5,30 @@ in the style of ``twisted.names.authority`` but with no zone file: every
 answer is made from the registry when it is asked (RFC 9.9).
 
     <fid>.orb A/AAAA         the gateways that can route the function (this tracker's)
-    <fid>.orb TXT            v=orb1, name, version, owner, pure, idempotent, gateway URL
+    <fid>.orb TXT            v=orb1, name, version, owner, pure, idempotent, gateway URL;
+                             deprecated=1, successor, sunset once the owner deprecated it
     _orb._tcp.<fid>.orb SRV  the verified replicas that accept direct connections, best
                              first by the one ranking (orb.tracker.routing, injected); targets
                              <node>.peer.orb, their A/AAAA in the additional section
     seed.orb A/AAAA/SRV      live trackers (SRV port: their wire port)
     <node>.peer.orb,         a peer's or tracker's addresses
     <node>.tracker.orb
+    <name>.<owner>.orb       CNAME <fid>.orb of the version the name serves (``names.serving_fid``),
+                             and for any other type the target's records of that type after it
+    _orb._tcp.<name>.<owner>.orb
+                             CNAME _orb._tcp.<fid>.orb, and its SRV records
     unknown or malformed     NXDOMAIN, the zone's SOA in the authority section
+    a fid past its sunset    NXDOMAIN (``<fid>.orb`` and ``_orb._tcp.<fid>.orb``)
     a type a name lacks      NOERROR and no answer (NODATA), the SOA in authority
     outside .orb             ``OutOfZone`` (a DomainError): the server refuses it, or its
                              chain passes it on to the forwarder
 
 The SOA serial counts the registry's changes (``registry.watch``), starting
 from the sum of the change counters the registry holds, so it grows across
-restarts.  ``names`` is the hook for ``<name>.<owner>.orb``: a callable
-``(owner, name) -> fid text | None``; until names exist (issue 13) it
-answers None and such a name is NXDOMAIN.
+restarts.  ``names`` is the tracker's names core (``orb.tracker.names``):
+``serving_fid(owner_label, name) -> fid text | None`` gives what a name
+serves, ``fid_status(fid) -> FidStatus | None`` a fid's deprecation; None
+(no names core) makes every ``<name>.<owner>.orb`` NXDOMAIN.
 """
 
 import ipaddress
@@ -56,14 +63,6 @@ class NoSuchName(dns_error.AuthoritativeDomainError):
         self.authority = authority
 
 
-def no_names(owner, name):
-    """The ``names`` hook until trackers keep NAME records (issue 13): no ``<name>.<owner>.orb`` resolves.
-    Issue 13 passes ``OrbAuthority(names=...)`` a lookup ``(owner key bytes, name) -> fid text | None``
-    of the owner's valid NAME record with the highest seq (RFC 9.3); deprecated or sunset names are
-    its call. The authority then answers the CNAME, and the target's records when they were asked."""
-    return None
-
-
 def srv_priority(rtt_ms, load_permille):
     """The SRV priority band of a replica: replicas whose load-inflated RTT is within a factor of two
     share a band (``bit_length`` of ``rtt_ms * (1000 + load) / 1000``); an unmeasured RTT is the last band."""
@@ -89,10 +88,10 @@ class OrbAuthority(common.ResolverBase):
     answer may list, best first (the tracker's: ``orb.tracker.wiring.dns_replicas``, so that this
     package imports no role); ``gateways()`` returns this tracker's gateway (host, port) pairs and
     ``gateway_url(fid)`` its URL for a function (or None); ``rng`` picks which trackers seed.orb lists
-    when there are more than MAX_SEED_RECORDS."""
+    when there are more than MAX_SEED_RECORDS; ``names``: see the module docstring."""
 
     def __init__(self, registry, replicas, *, ttl_s=DEFAULT_TTL_S, gateways=lambda: [],
-                 gateway_url=lambda fid: None, names=no_names, rng=None):
+                 gateway_url=lambda fid: None, names=None, rng=None):
         super().__init__()
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be {MIN_TTL_S}..{MAX_TTL_S}")
@@ -146,7 +145,8 @@ class OrbAuthority(common.ResolverBase):
         handler = {
             Kind.APEX: self._apex, Kind.SEED: self._seed, Kind.SEED_SRV: self._seed_srv,
             Kind.FUNCTION: self._function, Kind.FUNCTION_SRV: self._function_srv, Kind.PEER: self._peer,
-            Kind.TRACKER: self._tracker, Kind.NAMED: self._named, Kind.EMPTY: self._empty,
+            Kind.TRACKER: self._tracker, Kind.NAMED: self._named, Kind.NAMED_SRV: self._named_srv,
+            Kind.EMPTY: self._empty,
         }.get(parsed.kind)
         result = handler(name, type, parsed) if handler is not None else None
         if result is None:
@@ -181,9 +181,36 @@ class OrbAuthority(common.ResolverBase):
         return answers, []
 
     def _empty(self, name, type, parsed):
-        if parsed.fid is not None and self.registry.function(parsed.fid) is None:
+        if parsed.fid is not None and self._live_function(parsed.fid) is None:
+            return None
+        if parsed.label is not None and self._serving(parsed) is None:
             return None
         return [], []
+
+    # -- names and deprecation (RFC 9.3, 9.10) -----------------------------------
+
+    def _status(self, fid):
+        """The fid's deprecation (a FidStatus) or None."""
+        return self.names.fid_status(fid) if self.names is not None else None
+
+    def _live_function(self, fid):
+        """The function record of ``fid`` unless it is unknown or past its sunset (gone: NXDOMAIN)."""
+        function = self.registry.function(fid)
+        if function is None:
+            return None
+        status = self._status(fid)
+        if status is not None and status.gone:
+            return None
+        return function
+
+    def _serving(self, parsed):
+        """The fid a ``<name>.<owner>.orb`` serves, or None (nothing: NXDOMAIN)."""
+        if self.names is None:
+            return None
+        fid = self.names.serving_fid(parsed.owner, parsed.label)
+        if fid is None or self._live_function(fid) is None:
+            return None
+        return fid
 
     def _live_trackers(self):
         trackers = sorted(self.registry.trackers(), key=lambda t: t.node_id != self.registry.tracker_id)
@@ -219,7 +246,7 @@ class OrbAuthority(common.ResolverBase):
         return answers, additional
 
     def _function(self, name, type, parsed):
-        function = self.registry.function(parsed.fid)
+        function = self._live_function(parsed.fid)
         if function is None:
             return None
         answers = self._addresses(name, type, self.gateways())
@@ -240,15 +267,25 @@ class OrbAuthority(common.ResolverBase):
         url = self.gateway_url(function.fid)
         if url:
             fields.append(("gateway", url))
+        status = self._status(function.fid)
+        if status is not None and status.deprecated:
+            fields.append(("deprecated", 1))
+            if status.successor:
+                fields.append(("successor", status.successor))
+            if status.sunset:
+                fields.append(("sunset", int(status.sunset)))
         return [f"{k}={v}".encode("utf-8")[:255] for k, v in fields]
 
     def _function_srv(self, name, type, parsed):
-        if self.registry.function(parsed.fid) is None:
+        if self._live_function(parsed.fid) is None:
             return None
         if type not in (dns.SRV, dns.ALL_RECORDS):
             return [], []
+        return self._srv_records(name, parsed.fid)
+
+    def _srv_records(self, name, fid):
         answers, additional, band = [], [], 0
-        for peer in self.replicas(parsed.fid, MAX_SRV_RECORDS)[:MAX_SRV_RECORDS]:
+        for peer in self.replicas(fid, MAX_SRV_RECORDS)[:MAX_SRV_RECORDS]:
             # The bands follow the ranking's order, so SRV priority never contradicts "best first".
             band = max(band, srv_priority(peer.rtt_ms, peer.load_permille))
             target = nm.peer_name(peer.node_id).encode()
@@ -271,14 +308,26 @@ class OrbAuthority(common.ResolverBase):
         return self._addresses(name, type, tracker.addresses[:MAX_ADDRESSES_PER_HOST]), []
 
     def _named(self, name, type, parsed):
-        """``<name>.<owner>.orb``: a CNAME to the fid the owner's newest NAME record gives (issue 13)."""
-        fid = self.names(parsed.owner, parsed.label)
-        if fid is None or self.registry.function(fid) is None:
+        """``<name>.<owner>.orb``: a CNAME to ``<fid>.orb`` of the version the name serves, then, as a
+        resolver expects of an authority for both names, the target's records of the type asked."""
+        fid = self._serving(parsed)
+        if fid is None:
             return None
         target = nm.function_name(fid).encode()
         answers = [self._rr(name, dns.CNAME, dns.Record_CNAME(target, ttl=self.ttl_s))]
-        if type not in (dns.CNAME,):
-            more, additional = self._function(target, type, nm.Name(Kind.FUNCTION, fid=fid))
-            answers += more
-            return answers, additional
-        return answers, []
+        if type == dns.CNAME:
+            return answers, []
+        more, additional = self._function(target, type, nm.Name(Kind.FUNCTION, fid=fid))
+        return answers + more, additional
+
+    def _named_srv(self, name, type, parsed):
+        """``_orb._tcp.<name>.<owner>.orb``: a CNAME to ``_orb._tcp.<fid>.orb``, then its SRV records."""
+        fid = self._serving(parsed)
+        if fid is None:
+            return None
+        target = nm.srv_name(fid).encode()
+        answers = [self._rr(name, dns.CNAME, dns.Record_CNAME(target, ttl=self.ttl_s))]
+        if type not in (dns.SRV, dns.ALL_RECORDS):
+            return answers, []
+        srv, additional = self._srv_records(target, fid)
+        return answers + srv, additional

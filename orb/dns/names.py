@@ -9,11 +9,14 @@ The names of the ``.orb`` zone (RFC 9.9), parsed without I/O.
     _orb._tcp.<fid>.orb       a function's direct replicas (SRV)
     <node>.peer.orb           a peer's addresses (an SRV target)
     <node>.tracker.orb        a tracker's addresses (an SRV target)
-    <name>.<owner>.orb        a named function (CNAME; names come with issue 13)
+    <name>.<owner>.orb        a named function: CNAME to the <fid>.orb it serves (RFC 9.3)
+    _orb._tcp.<name>.<owner>.orb   CNAME to _orb._tcp.<fid>.orb
+    <owner>.orb               exists only because names exist below it (NODATA)
 
-``<fid>`` is the fid's text (RFC 9.1); ``<node>`` and ``<owner>`` are the
-32-byte node id or owner key in the same lowercase unpadded base32 (52
-characters, one label).  Names are matched case-insensitively (RFC 4343).
+``<fid>`` is the fid's text (RFC 9.1); ``<node>`` is the 32-byte node id in
+lowercase unpadded base32 (52 characters, one label); ``<owner>`` is the
+owner label of RFC 9.3 (the same base32 of 20 bytes of a hash of the owner
+key: 32 characters).  Names are matched case-insensitively (RFC 4343).
 """
 
 import base64
@@ -24,6 +27,7 @@ import re
 import attrs
 
 from orb.protocol import fid as fidmod
+from orb.protocol.names import is_owner_label  # noqa: F401 (part of this module's interface: the gateway uses it)
 
 ZONE = "orb"
 SERVICE_LABELS = ("_orb", "_tcp")
@@ -41,6 +45,7 @@ class Kind(enum.Enum):
     PEER = "peer"
     TRACKER = "tracker"
     NAMED = "named"
+    NAMED_SRV = "named-srv"
     EMPTY = "empty"  # a name that exists only because names exist below it (peer.orb, _tcp.<fid>.orb)
     MALFORMED = "malformed"  # in the zone, but no name of ours: NXDOMAIN
     OUTSIDE = "outside"  # not in .orb: REFUSED, or forwarded
@@ -51,8 +56,8 @@ class Name:
     kind: Kind
     fid: str | None = None  # FUNCTION, FUNCTION_SRV, and EMPTY under a fid
     node_id: bytes | None = None  # PEER, TRACKER
-    owner: bytes | None = None  # NAMED
-    label: str | None = None  # NAMED: the function's name
+    owner: str | None = None  # NAMED, NAMED_SRV: the owner label (RFC 9.3)
+    label: str | None = None  # NAMED, NAMED_SRV: the function's name
 
 
 def key_label(raw: bytes) -> str:
@@ -69,6 +74,10 @@ def key_from_label(label: str) -> bytes | None:
     except ValueError:
         return None
     return raw if key_label(raw) == label else None
+
+
+def named_name(name: str, owner_label: str) -> str:
+    return f"{name}.{owner_label}.{ZONE}"
 
 
 def _fid(label: str) -> str | None:
@@ -116,6 +125,8 @@ def classify(name) -> Name:
     if inner in (["peer"], ["tracker"], ["_tcp", "seed"]):
         return Name(Kind.EMPTY)
     if len(inner) == 1:
+        if is_owner_label(inner[0]):
+            return Name(Kind.EMPTY)  # names exist below it
         fid = _fid(inner[0])
         return Name(Kind.FUNCTION, fid=fid) if fid else Name(Kind.MALFORMED)
     if len(inner) == 3 and inner[:2] == list(SERVICE_LABELS):
@@ -130,7 +141,10 @@ def classify(name) -> Name:
             return Name(Kind.MALFORMED)
         return Name(Kind.PEER if inner[1] == "peer" else Kind.TRACKER, node_id=node_id)
     if len(inner) == 2:
-        owner = key_from_label(inner[1])
-        if owner is not None and _LABEL_RE.match(inner[0]):
-            return Name(Kind.NAMED, owner=owner, label=inner[0])
+        if is_owner_label(inner[1]) and _LABEL_RE.match(inner[0]):
+            return Name(Kind.NAMED, owner=inner[1], label=inner[0])
+    if len(inner) == 3 and inner[0] == "_tcp" and is_owner_label(inner[2]) and _LABEL_RE.match(inner[1]):
+        return Name(Kind.EMPTY, owner=inner[2], label=inner[1])
+    if len(inner) == 4 and inner[:2] == list(SERVICE_LABELS) and is_owner_label(inner[3]) and _LABEL_RE.match(inner[2]):
+        return Name(Kind.NAMED_SRV, owner=inner[3], label=inner[2])
     return Name(Kind.MALFORMED)

@@ -110,7 +110,7 @@ class DNSService(service.Service):
         """Build the authority over ``core.registry`` and listen. ``replicas(fid, limit)``: what SRV
         lists (``orb.tracker.wiring.dns_replicas``); ``gateway``: (host, port) or None."""
         self.authority = OrbAuthority(
-            core.registry, replicas, ttl_s=self.config.ttl_s, rng=core.rng,
+            core.registry, replicas, ttl_s=self.config.ttl_s, rng=core.rng, names=getattr(core, "names", None),
             gateways=lambda: live_gateways(core.registry, gateway),
             gateway_url=lambda fid: url_of(gateway, fid) if gateway else None)
         forwarder = BoundedForwarder(self.config.forward, self.reactor) if self.config.forward else None

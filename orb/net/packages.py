@@ -7,7 +7,8 @@ Layout, under a daemon's data dir::
 
     packages.sqlite            the index (WAL, orb._db; mode 0600): one row per package, one per partial
                                download, the owner key of a package where the OFFER named one (RFC 10.7),
-                               and a package's secrets sealed to this host (RFC 9.12)
+                               a package's secrets sealed to this host (RFC 9.12), and the owner's
+                               DEPRECATE of a fid, pushed by a tracker (RFC 9.10)
     packages/<fid text>        a verified package, named by its fid
     packages/partial/<fid>     a download in progress, kept apart until it verifies
 
@@ -44,7 +45,9 @@ from twisted.python.threadpool import ThreadPool
 from orb._db import Database
 from orb.net.logs import orb_logger
 from orb.protocol import fid as fidmod
+from orb.protocol import messages as m
 from orb.protocol import package as pkg
+from orb.protocol.errors import ProtocolError
 
 log = orb_logger()
 
@@ -101,7 +104,17 @@ MIGRATIONS = [
         signature BLOB NOT NULL
     );
     """,
+    # The owner's DEPRECATE of a fid, as a home tracker pushed it (RFC 9.10): the message body, checked
+    # again on open. Kept after the package is dropped at the sunset, so that the fid stays gone here.
+    """
+    CREATE TABLE deprecations (
+        fid BLOB PRIMARY KEY,
+        body BLOB NOT NULL,
+        received_at INTEGER NOT NULL
+    );
+    """,
 ]
+MAX_DEPRECATIONS = 4096  # DEPRECATE records kept; past it, those of fids no longer held go first, oldest first
 
 
 class StoreError(Exception):
@@ -260,6 +273,7 @@ class PackageStore:
         self._entries = {}  # fid -> Entry
         self._partials = {}  # fid -> Partial
         self._owners = {}  # fid -> the owner's Ed25519 public key, for held packages whose OFFER named it
+        self._deprecations = {}  # fid -> (Deprecate, received_at), at most MAX_DEPRECATIONS
         self.dropped = []  # (fid, reason) of packages dropped by the check on open
         self.removed_listeners = []  # callables(fid, reason): a verified package left the store
 
@@ -360,6 +374,7 @@ class PackageStore:
                 orphans.append((bytes(fid),))
         if orphans:
             yield self.db.run(lambda c: c.executemany("DELETE FROM secrets WHERE fid = ?", orphans))
+        yield self._recover_deprecations()
         # Partial downloads: keep those with a row, a file and some life left.
         known = {}
         for fid, size, started_at in partial_rows:
@@ -410,6 +425,58 @@ class PackageStore:
     def owner(self, fid):
         """The owner key the OFFER of held package ``fid`` named, or None."""
         return self._owners.get(fid) if fid in self._entries else None
+
+    @defer.inlineCallbacks
+    def _recover_deprecations(self):
+        from orb.protocol import names as nm
+
+        rows = yield self.db.run(lambda c: c.execute(
+            "SELECT fid, body, received_at FROM deprecations ORDER BY received_at").fetchall())
+        bad = []
+        for fid, body, received_at in rows:
+            try:
+                message = m.decode_body(m.MessageType.DEPRECATE, bytes(body))
+                nm.check_deprecate(message)
+                if message.fid != bytes(fid):
+                    raise ValueError("row names another fid")
+            except (ProtocolError, nm.StatementError, ValueError):
+                bad.append((bytes(fid),))
+                continue
+            self._deprecations[bytes(fid)] = (message, int(received_at))
+        if bad:
+            log.warn("package store: skipping {count} unreadable deprecation rows", count=len(bad))
+            yield self.db.run(lambda c: c.executemany("DELETE FROM deprecations WHERE fid = ?", bad))
+
+    def deprecation(self, fid):
+        """The DEPRECATE of ``fid`` this host keeps (the highest seq it took in), or None."""
+        kept = self._deprecations.get(fid)
+        return None if kept is None else kept[0]
+
+    def deprecations(self):
+        """Every DEPRECATE kept, of held fids and of dropped ones."""
+        return [message for message, _ in self._deprecations.values()]
+
+    def set_deprecation(self, message):
+        """Keep ``message`` (a checked DEPRECATE) as the deprecation of its fid, in place of any other."""
+        fid = message.fid
+        now = int(self.clock.seconds())
+        self._deprecations.pop(fid, None)
+        self._deprecations[fid] = (message, now)
+        evicted = []
+        while len(self._deprecations) > MAX_DEPRECATIONS:
+            victim = next((f for f in self._deprecations if f not in self._entries), None)
+            if victim is None or victim == fid:
+                victim = next(iter(self._deprecations))
+            del self._deprecations[victim]
+            evicted.append((victim,))
+        body = message.encode_body() if not message.ext else attrs.evolve(message, ext=()).encode_body()
+
+        def write(c):
+            c.executemany("DELETE FROM deprecations WHERE fid = ?", evicted)
+            c.execute("INSERT OR REPLACE INTO deprecations (fid, body, received_at) VALUES (?, ?, ?)",
+                      (fid, body, now))
+
+        return self.db.run(write)
 
     def set_owner(self, fid, owner_key):
         """Keep ``owner_key`` (32 bytes) as the owner of held package ``fid``; fails with NotHeld."""

@@ -140,6 +140,7 @@ class Hosting:
         self.policy = policy
         self.failed = {}  # fid -> why the last fetch failed (bounded by the store's partial limit use)
         self._downloads = {}  # fid -> Deferreds of INVOKEs waiting for its fetch (bounded by Invocations)
+        self.is_gone = lambda fid: False  # past its owner's sunset (RFC 9.10): set by the wiring (Deprecations)
         store.removed_listeners.append(self.package_removed)
 
     def handlers(self):
@@ -148,7 +149,8 @@ class Hosting:
     def start(self):
         """Announce what the (re-verified) store holds."""
         for entry in self.store.entries():
-            self.homing.functions[entry.fid] = entry.version
+            if not self.is_gone(entry.fid):  # dropped at once by Deprecations
+                self.homing.functions[entry.fid] = entry.version
         for fid, reason in self.store.dropped:
             log.info("not announcing {fid}: {reason}", fid=fidmod.to_text(fid), reason=reason)
         self.homing.announce()
@@ -169,6 +171,10 @@ class Hosting:
         def ack(status, text):
             record.send(m.DeployAck(fid=fid, status=int(status), replicas=1 if status == 0 else 0, text=text[:200]),
                         response_to=request_id)
+
+        if self.is_gone(fid):
+            ack(ErrorCode.DECLINED, "gone: the function is past the sunset its owner set")
+            return
 
         try:
             manifest = parse_manifest(message.manifest)

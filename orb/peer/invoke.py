@@ -69,7 +69,8 @@ MAX_DEADLINE_MS = MAX_TIMEOUT_MS  # the longest a function may run: a longer dea
 MAX_IN_FLIGHT = 1024  # calls held at once (waiting for a download, queued or running), all callers
 FETCH_WAIT_MAX_S = 120.0  # how long a call waits for a download this host has under way
 # RESULTs that say the call never ran here: no finished_listeners for them.
-_NOT_RUN = (ResultStatus.NOT_FOUND, ResultStatus.BUSY, ResultStatus.REFUSED, ResultStatus.DENIED)
+_NOT_RUN = (ResultStatus.NOT_FOUND, ResultStatus.BUSY, ResultStatus.REFUSED, ResultStatus.DENIED,
+            ResultStatus.GONE)
 
 
 def _us(ms):
@@ -112,6 +113,7 @@ class Invocations:
         self.run_dir = run_dir
         self.executor_factory = executor_factory
         self.downloads = downloads
+        self.is_gone = lambda fid: False  # past its owner's sunset (RFC 9.10): set by the wiring (Deprecations)
         self.max_in_flight = max_in_flight
         self.fetch_wait_max_s = fetch_wait_max_s
         self.finished_listeners = []  # callables(fid_raw, m.Result, trace_id, ended_s)
@@ -218,6 +220,8 @@ class Invocations:
         """Run one INVOKE (checked by on_invoke); fires with its RESULT.
         Cancelling the Deferred withdraws the call wherever it is."""
         raw = message.fid
+        if self.is_gone(raw):
+            return _result(ResultStatus.GONE, log=b"the function is past the sunset its owner set")
         if self.packages.get(raw) is None:
             waiting = self.downloads(raw) if self.downloads is not None else None
             if waiting is None:

@@ -10,6 +10,7 @@ What a peer is made of, wired in one place.
     Fetcher        pipelined, resumable FETCH from OFFER's sources   (orb.net.fetch)
     Hosting        OFFER: the hosting policy, fetch, announce       (orb.peer.hosting)
     Invocations    INVOKE -> RESULT in the jail                     (orb.peer.invoke)
+    Deprecations   DEPRECATE from trackers; sunsets drop packages   (orb.peer.deprecation)
     CallLog        recent calls' stderr; LOGS -> LOG_LINES          (orb.peer.logs)
     RelayedCalls   RELAY: calls that reach us through a tracker     (orb.peer.relay)
     HostSecrets    SECRET: sealed secrets, opened for each call     (orb.peer.secrets)
@@ -40,6 +41,7 @@ from orb.net.periodic import Periodic
 from orb.net.serving import PackageServer
 from orb.net.sessions import LocalNode, SessionTable, session_status
 from orb.peer.connections import Connections
+from orb.peer.deprecation import Deprecations
 from orb.peer.homing import ANNOUNCE_INTERVAL_S, Homing
 from orb.peer.hosting import Hosting, HostingPolicy
 from orb.peer.invoke import Invocations
@@ -97,6 +99,7 @@ class Peer:
         self.packages = packages
         self.server = self.fetcher = self.hosting = self.invocations = self.call_log = self.relay = None
         self.secrets = None
+        self.deprecations = None
         if packages is not None:
             self.server = PackageServer(packages)
             self.fetcher = Fetcher(clock, self.table, packages, max_package_bytes=config.hosting.max_package_bytes,
@@ -121,6 +124,9 @@ class Peer:
             self.relay = RelayedCalls(clock, self.local, self.table)  # a host's calls, reaching it through RELAY
             self.table.handlers.update(self.relay.handlers())
             self.table.lost_listeners.append(self.relay.session_lost)
+            self.deprecations = Deprecations(clock, packages)
+            self.table.handlers.update(self.deprecations.handlers())
+            self.invocations.is_gone = self.hosting.is_gone = self.deprecations.is_gone
         self.sealer = None
         if config.owner_key is not None:
             self.sealer = Sealer(clock, config.owner_key)  # SEAL: reseal the owner copy to a waiting host
@@ -149,6 +155,7 @@ class Peer:
 
     def start(self):
         if self.hosting is not None:
+            self.deprecations.start()  # first: a fid already past its sunset is dropped, not announced
             self.hosting.start()
             self.invocations.tokens.load().addErrback(lambda f: log.failure("loading revocations", f))
         self.periodic.every(MAINTAIN_INTERVAL_S, self.connections.maintain)
@@ -172,6 +179,7 @@ class Peer:
         self.table.close_all()
         if self.invocations is not None:
             self.invocations.stop()  # the jail's zygote and children
+            self.deprecations.stop()
 
     def status(self):
         primary = self.homing.primary

@@ -23,6 +23,7 @@ class ResultStatus(enum.IntEnum):
     DENIED = 8  # the capability token was missing or wrong
     REFUSED = 9  # the executor refuses untrusted code (a jail layer is missing)
     INTERNAL = 10  # the host failed for reasons of its own
+    GONE = 11  # the fid is past the sunset its owner set (RFC 9.10): it is served nowhere any more
 
 
 class ErrorCode(enum.IntEnum):

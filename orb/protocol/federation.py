@@ -55,6 +55,8 @@ MAX_REPLICAS = 64
 MAX_PEERS = 10_000
 MAX_FUNCTIONS = 10_000
 MAX_TRACKERS = 256
+MAX_NAMES = 10_000  # name records (RFC 9.10): one per (owner, name)
+MAX_DEPRECATIONS = 10_000  # deprecation records: one per fid
 MAX_SECRET_RECORDS = 4096  # sealed secrets (RFC 9.12): one per (fid, host); about 8.5 kB of JSON each at most
 MAX_ORIGINS = 1024
 MAX_STAMP = 2**63 - 1  # every seq: it must fit SQLite's signed 64-bit INTEGER
@@ -827,6 +829,173 @@ def _secret_ident(text: Any) -> str:
     return text
 
 
+def _statement_fields(d: Any, extra: set[str], what: str) -> dict:
+    """The members NAME and DEPRECATE records share, parsed (RFC 9.10); ``extra``: the other members
+    the record must have (checked by the caller)."""
+    d = _fields(d, {"owner_key", "seq", "fid", "deprecated", "successor", "sunset", "signature"} | extra, what)
+    fid = check_fid_text(d["fid"], f"{what} fid")
+    successor = d["successor"]
+    if successor != "":
+        check_fid_text(successor, f"{what} successor")
+    if successor == fid:
+        raise RegistryChangeError(f"{what}: a fid cannot succeed itself")
+    if type(d["deprecated"]) is not bool:
+        raise RegistryChangeError(f"{what} deprecated: expected true or false")
+    sunset = check_int(d["sunset"], 0, MAX_TIME, f"{what} sunset")
+    if not d["deprecated"] and (successor or sunset):
+        raise RegistryChangeError(f"{what}: successor and sunset need deprecated")
+    return {
+        "owner_key": _check_key(d["owner_key"], f"{what} owner_key"),
+        "seq": check_u64_text(d["seq"], 1, MAX_STAMP, f"{what} seq"),
+        "fid": fid,
+        "deprecated": d["deprecated"],
+        "successor": successor,
+        "sunset": sunset,
+        "signature": _check_sig(d["signature"], f"{what} signature"),
+    }
+
+
+class _OwnerStatement:
+    """What NameRecord and DeprecationRecord share: the owner's binary statement (NAME or DEPRECATE)
+    carried as JSON, verified by rebuilding the binary form."""
+
+    def to_dict(self) -> dict:
+        d = {f: getattr(self, f) for f in self._FIELDS}
+        d.update(owner_key=self.owner_key.hex(), seq=u64_text(self.seq), signature=self.signature.hex())
+        return d
+
+    def _wire_fields(self) -> dict:
+        d = {f: getattr(self, f) for f in self._FIELDS}
+        d.update(fid=fidmod.from_text(self.fid), deprecated=int(self.deprecated),
+                 successor=fidmod.from_text(self.successor) if self.successor else b"")
+        return d
+
+    def verify(self) -> None:
+        from orb.protocol.names import verify_signature
+
+        if not verify_signature(self.to_message()):
+            raise BadSignature(f"{self._WHAT}: not the owner's signature")
+
+    def order(self) -> tuple:
+        return (self.seq, _order_tail(self))
+
+    @property
+    def time(self) -> int:
+        return 0  # these kinds never expire
+
+
+@attrs.frozen
+class NameRecord(_OwnerStatement):
+    """A NAME (RFC 5.24) as a registry record of kind ``name``: ``<name>.<owner label>`` -> ``fid``."""
+
+    _FIELDS = ("owner_key", "name", "seq", "fid", "deprecated", "successor", "sunset", "signature")
+    _WHAT = "name"
+
+    owner_key: bytes
+    name: str
+    seq: int
+    fid: str
+    deprecated: bool
+    successor: str  # fid text, or ""
+    sunset: int
+    signature: bytes
+
+    @property
+    def ident(self) -> str:
+        from orb.protocol.names import owner_label
+
+        return f"{self.name}.{owner_label(self.owner_key)}"
+
+    def to_message(self):
+        from orb.protocol import messages as m
+
+        return m.Name(**self._wire_fields())
+
+    @classmethod
+    def from_message(cls, msg) -> "NameRecord":
+        return cls(owner_key=msg.owner_key, name=msg.name, seq=msg.seq, fid=fidmod.to_text(msg.fid),
+                   deprecated=bool(msg.deprecated), successor=fidmod.to_text(msg.successor) if msg.successor else "",
+                   sunset=msg.sunset, signature=msg.signature)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "NameRecord":
+        from orb.protocol.names import check_name
+
+        fields = _statement_fields(d, {"name"}, "name")
+        name = d["name"]
+        try:
+            check_name(name)
+        except ValueError:
+            raise RegistryChangeError("name: not a valid name label") from None
+        return cls(name=name, **fields)
+
+
+@attrs.frozen
+class DeprecationRecord(_OwnerStatement):
+    """A DEPRECATE (RFC 5.29) as a registry record of kind ``deprecation``, keyed by the fid and the
+    signer's owner label: a record signed by another key than the function's owner takes no place
+    of the owner's, whatever its seq, and means nothing."""
+
+    _FIELDS = ("owner_key", "fid", "seq", "deprecated", "successor", "sunset", "signature")
+    _WHAT = "deprecation"
+
+    owner_key: bytes
+    fid: str
+    seq: int
+    deprecated: bool
+    successor: str  # fid text, or ""
+    sunset: int
+    signature: bytes
+
+    @property
+    def ident(self) -> str:
+        from orb.protocol.names import owner_label
+
+        return f"{self.fid}.{owner_label(self.owner_key)}"
+
+    def to_message(self):
+        from orb.protocol import messages as m
+
+        return m.Deprecate(**self._wire_fields())
+
+    @classmethod
+    def from_message(cls, msg) -> "DeprecationRecord":
+        return cls(owner_key=msg.owner_key, fid=fidmod.to_text(msg.fid), seq=msg.seq, deprecated=bool(msg.deprecated),
+                   successor=fidmod.to_text(msg.successor) if msg.successor else "", sunset=msg.sunset,
+                   signature=msg.signature)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "DeprecationRecord":
+        return cls(**_statement_fields(d, set(), "deprecation"))
+
+
+def _name_ident(text: Any) -> str:
+    from orb.protocol.names import check_name, is_owner_label
+
+    if not isinstance(text, str):
+        raise RegistryChangeError("name key: malformed")
+    name, _, label = text.rpartition(".")
+    try:
+        check_name(name)
+    except ValueError:
+        raise RegistryChangeError("name key: not <name>.<owner label>") from None
+    if not is_owner_label(label):
+        raise RegistryChangeError("name key: not <name>.<owner label>")
+    return text
+
+
+def _dep_ident(text: Any) -> str:
+    from orb.protocol.names import is_owner_label
+
+    if not isinstance(text, str):
+        raise RegistryChangeError("deprecation key: malformed")
+    fid, _, label = text.rpartition(".")
+    check_fid_text(fid, "deprecation key fid")
+    if not is_owner_label(label):
+        raise RegistryChangeError("deprecation key: not <fid>.<owner label>")
+    return text
+
+
 def _hex_ident(text: Any) -> str:
     check_hex_id(text, "entry id")
     return text
@@ -926,7 +1095,9 @@ TRACKER = KindSpec("tracker", "tracker", TrackerRecord, _hex_ident, MAX_TRACKERS
 PLACEMENT = KindSpec("placement", "rep", Placement, check_fid_text, MAX_FUNCTIONS)
 REVOCATION = KindSpec("revocation", "rev", Revocation, _revocation_ident, MAX_REVOCATIONS)
 SECRET = KindSpec("secret", "sec", SecretRecord, _secret_ident, MAX_SECRET_RECORDS)
-KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT, REVOCATION, SECRET])
+NAME = KindSpec("name", "name", NameRecord, _name_ident, MAX_NAMES)
+DEPRECATION = KindSpec("deprecation", "dep", DeprecationRecord, _dep_ident, MAX_DEPRECATIONS)
+KINDS = Kinds([PEER, FUNCTION, TRACKER, PLACEMENT, NAME, DEPRECATION, REVOCATION, SECRET])
 
 
 # -- changes and anti-entropy messages ----------------------------------------

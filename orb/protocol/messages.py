@@ -83,6 +83,7 @@ class MessageType(enum.IntEnum):
     LOGS = 0x33
     LOG_LINES = 0x34
     NAME = 0x40
+    DEPRECATE = 0x41
     REVOKE = 0x42
     SECRET = 0x43
     SEAL = 0x44
@@ -837,6 +838,35 @@ class Revoke(Message):
 def revoke_signed_bytes(issuer_key, token_id, not_after):
     """``ORB-REVOKE-v1\\0`` || issuer_key || token_id || not_after (u64): REVOKE's and a revocation record's."""
     return b"ORB-REVOKE-v1\x00" + bytes(issuer_key) + bytes(token_id) + struct.pack(">Q", not_after)
+
+
+@message(
+    MessageType.DEPRECATE,
+    "owner_key" / PublicKey,
+    "fid" / FidBytes,
+    "seq" / Int64ub,
+    "deprecated" / Bool8,
+    "successor" / FidBytes,
+    "sunset" / Int64ub,
+    "signature" / Signature,
+)
+class Deprecate(Message):
+    """The owner's signed statement that a fid is deprecated (or no longer is), with its successor and
+    sunset (RFC 5.29, 9.10): to a tracker, and from a tracker to the fid's hosts."""
+
+    owner_key: bytes = attrs.field(validator=_exact_bytes(PUBLIC_KEY_BYTES))
+    fid: bytes = fid_field()
+    seq: int = attrs.field(validator=_u64)
+    deprecated: int = attrs.field(validator=_uint(1))
+    successor: bytes = attrs.field(validator=_max_bytes(MAX_FID_BYTES), metadata={LIMIT: f"0..{MAX_FID_BYTES} bytes"})
+    sunset: int = attrs.field(validator=_u64)
+    signature: bytes = attrs.field(validator=_exact_bytes(SIGNATURE_BYTES))
+    ext: tuple = _ext()
+
+    def signed_bytes(self):
+        """What the owner signs: a domain tag and the body up to, not including, the signature."""
+        body = self.COMPILED.build({**self.to_wire(), "ext": b""})
+        return b"ORB-DEPRECATE-v1\x00" + body[: -Signature.sizeof()]
 
 
 @message(MessageType.STATEMENT_ACK, "status" / Int16ub, "seq" / Int64ub, "text" / LongText)

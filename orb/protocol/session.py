@@ -68,6 +68,7 @@ RESPONSES = {
     MessageType.INVOKE: MessageType.RESULT,
     MessageType.LOGS: MessageType.LOG_LINES,
     MessageType.NAME: MessageType.STATEMENT_ACK,
+    MessageType.DEPRECATE: MessageType.STATEMENT_ACK,
     MessageType.REVOKE: MessageType.STATEMENT_ACK,
     MessageType.SECRET: MessageType.STATEMENT_ACK,
     MessageType.SEAL: MessageType.STATEMENT_ACK,

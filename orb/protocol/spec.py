@@ -222,6 +222,15 @@ FIELD_DOCS = {
         "host_key": "that host's Ed25519 node key",
         "owner_copy": "the owner copy the tracker holds (section 9.12)",
     },
+    "DEPRECATE": {
+        "owner_key": "the owner's Ed25519 public key",
+        "fid": "the function deprecated",
+        "seq": "sequence number; higher replaces lower",
+        "deprecated": "1 deprecated, 0 no longer deprecated",
+        "successor": "fid that replaces it, or empty",
+        "sunset": "Unix seconds from which it is gone, or 0",
+        "signature": "owner's signature (section 5.29)",
+    },
     "STATEMENT_ACK": {
         "status": "0 taken in, else an error code (registry 11.2)",
         "seq": "the sequence number the receiver now holds for the statement's subject",
@@ -292,6 +301,7 @@ REGISTRY_DOCS = {
             "REVOKE": "a signed revocation of a capability token (request)",
             "SECRET": "a function's secrets sealed to one host, owner-signed (request)",
             "SEAL": "asks an owner's sealing node to seal secrets to a host (request)",
+            "DEPRECATE": "an owner-signed deprecation of a fid (request)",
             "STATEMENT_ACK": "answers NAME and the other owner statements",
             "RELAY": "a frame forwarded to a peer behind NAT",
             "SYNC": "tracker anti-entropy: my registry digest (request)",
@@ -564,6 +574,9 @@ def sample_messages():
         signature=b"\x00" * 64,
     )
     name = attrs.evolve(name, signature=peer.sign(name.signed_bytes()))
+    deprecate = m.Deprecate(owner_key=peer.public_bytes, fid=fid, seq=2, deprecated=1, successor=fid2,
+                            sunset=ts + 86400, signature=b"\x00" * 64)
+    deprecate = attrs.evolve(deprecate, signature=peer.sign(deprecate.signed_bytes()))
     logs = m.Logs(fid=fid, owner_key=peer.public_bytes, since_us=(ts - 60) * 1_000_000, max_entries=100,
                   issued_at=ts, nonce=_det_bytes("orb-vector-logs-nonce", 16), signature=b"\x00" * 64)
     logs = attrs.evolve(logs, signature=peer.sign(logs.signed_bytes()))
@@ -629,6 +642,9 @@ def sample_messages():
         ("secret", sample_secret(), 14, 0),
         ("seal", m.Seal(fid=sample_secret().fid, host=tracker.node_id, host_key=tracker.public_bytes,
                         owner_copy=sample_secret().sealed), 15, 0),
+        ("deprecate", deprecate, 16, 0),
+        ("statement_ack_stale", m.StatementAck(status=int(ErrorCode.STALE), seq=2, text="seq 2 is not above 2"), 16,
+         int(Flag.RESPONSE)),
         ("relay", m.Relay(target=peer.node_id, frame=inner), 0, 0),
         ("sync", m.Sync(digest=_sample_digest(tracker)), 10, 0),
         ("delta", m.Delta(kind=int(m.DeltaKind.CHANGES), payload=_sample_delta(tracker, peer)), 10,
@@ -982,6 +998,43 @@ def statements_vector():
     return {"statements": out, "change": change.decode("utf-8"), "change_sha256": hashlib.sha256(change).hexdigest()}
 
 
+def names_vector():
+    """Section 9.3 and 9.10: the owner label of each vector key, and the signed bytes of the
+    NAME and DEPRECATE of Appendix A.2."""
+    import hashlib
+
+    from orb.protocol import federation as fed
+    from orb.protocol.names import owner_label
+
+    tracker, peer = sample_keys()
+    labels = [{"key": k.public_bytes.hex(), "label": owner_label(k.public_bytes)} for k in (tracker, peer)]
+    signed = []
+    for name, msg, _, _ in sample_messages():
+        if name in ("name", "deprecate"):
+            data = msg.signed_bytes()
+            record = (fed.NameRecord if name == "name" else fed.DeprecationRecord).from_message(msg)
+            spec = fed.KINDS.of_record(record)
+            signed.append({"type": msg.TYPE.name, "signed_hex": data.hex(), "sha256": hashlib.sha256(data).hexdigest(),
+                           "signature": msg.signature.hex(), "key": spec.key(record.ident), "kind": spec.name,
+                           "record": record.to_dict()})
+    return {"owner_labels": labels, "signed": signed}
+
+
+def names_markdown(doc):
+    v = doc["names"]
+    lines = ["Owner labels of the two keys of Appendix A:", "", "```"]
+    lines += [f"key   = {item['key']}\nlabel = {item['label']}" for item in v["owner_labels"]]
+    lines += ["```", "", "The signed bytes of the NAME and DEPRECATE vectors of Appendix A.2 (the domain prefix, "
+              "a zero byte, then the body without `signature` and with an empty TLV area), signed by the "
+              "second key:", ""]
+    for st in v["signed"]:
+        lines += [f"**{st['type']}** ({len(st['signed_hex']) // 2} signed bytes)", "", "```", _hexdump(st["signed_hex"]),
+                  "", f"SHA-256   = {st['sha256']}", f"signature = {st['signature']}", "```", "",
+                  f"As a registry record of kind `{st['kind']}` (Section 9.10), key `{st['key']}`:", "", "```",
+                  canonical_json(st["record"]).decode("utf-8"), "```", ""]
+    return "\n".join(lines).rstrip("\n")
+
+
 def fid_text(raw):
     from orb.protocol import fid as fidmod
 
@@ -1251,6 +1304,7 @@ def vectors_document():
         "deploy_statement": deploy_vector(),
         "tokens": tokens_vector(),
         "secret": secret_vector(),
+        "names": names_vector(),
     }
 
 
@@ -1360,11 +1414,12 @@ def package_markdown(doc):
 # --- the RFC file ------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(<!-- (layout|registry):([A-Za-z_-]+) -->\n)(.*?)(<!-- /\2 -->)", re.S)
-_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy|tokens|secret) -->\n)(.*?)(<!-- /\2 -->)", re.S)
+_SINGLE = re.compile(r"(<!-- (vectors|transcript|package|jcs|statements|deploy|tokens|secret|names) -->\n)(.*?)(<!-- /\2 -->)", re.S)
 _SINGLE_RENDER = {"vectors": lambda doc: vectors_markdown(doc), "transcript": lambda doc: transcript_markdown(doc),
                   "package": lambda doc: package_markdown(doc), "jcs": lambda doc: jcs_markdown(doc),
                   "statements": lambda doc: statements_markdown(doc), "deploy": lambda doc: deploy_markdown(doc),
-                  "tokens": lambda doc: tokens_markdown(doc), "secret": lambda doc: secret_markdown(doc)}
+                  "tokens": lambda doc: tokens_markdown(doc), "secret": lambda doc: secret_markdown(doc),
+                  "names": lambda doc: names_markdown(doc)}
 
 
 def render(text, doc):

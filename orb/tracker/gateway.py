@@ -4,14 +4,26 @@ The HTTP gateway on the tracker's HTTP endpoint: a function answers curl.
 
 Routes (``GatewayResource``; ``GatewaySite`` adds Host-header routing):
 
-========================  ====================================================
-``POST /f/<fid>``         call the function: the request body is its input,
-                          the response body its output
-``GET /f/<fid>``          the function's metadata, JSON
-``OPTIONS /f/<fid>``      CORS preflight
-``POST /`` with           the same call, for ``curl -X POST http://<fid>.orb:PORT/``
-``Host: <fid>.orb[:P]``   once the tracker is the DNS server (``GET /``: metadata)
-========================  ====================================================
+============================  ================================================
+``POST /f/<fid>``             call the function: the request body is its
+                              input, the response body its output
+``GET /f/<fid>``              the function's metadata, JSON
+``OPTIONS /f/<fid>``          CORS preflight
+``POST /`` with               the same call, for ``curl -X POST
+``Host: <fid>.orb[:P]``       http://<fid>.orb:PORT/`` once the tracker is the
+                              DNS server (``GET /``: metadata)
+``POST /n/<owner>/<name>``    call the version a name serves (RFC 9.10: the
+                              newest not deprecated); ``Orb-Fid`` says which
+``GET /n/<owner>/<name>``     that version's metadata, and the name's
+``POST /`` with               the same, for ``curl -X POST
+``Host: <name>.<owner>.orb``  http://<name>.<owner>.orb:PORT/``
+============================  ================================================
+
+A deprecated fid's answers (calls, metadata, and the 410 past its sunset)
+carry ``Deprecation: @<unix>`` (RFC 9745: when this tracker learnt of the
+deprecation; the signed statement has no time), ``Sunset: <HTTP-date>`` (RFC 8594) when it has a sunset, and
+``Link: <http://HOST/f/<successor>>; rel="successor-version"`` when it
+names a successor.
 
 A caller may send ``Orb-Deadline-Ms: N`` (1 to 300000, decimal digits):
 the call's deadline in milliseconds, from when the gateway has the whole
@@ -36,7 +48,9 @@ for an answer from the tracker's result cache, ``Orb-Cached: 1`` and
 status  ``code``                           when
 ======  =================================  ===================================
 400     ``bad-fid``, ``bad-deadline``,     a malformed fid (path or Host), a bad
-        ``bad-path``                       ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
+        ``bad-path``, ``bad-name``         ``Orb-Deadline-Ms``, a path not ``/f/<fid>``
+                                           or ``/n/<owner>/<name>``, a malformed
+                                           owner label or name
 401     ``token_required``                 a private function called without
                                            ``Authorization: Bearer``
 403     ``token_expired``, ``token_scope``, the token is refused (RFC 9.11.2),
@@ -44,6 +58,9 @@ status  ``code``                           when
         ``token_caller``, ``token_widened``, (``token_caller``); ``denied``: any
         ``token_malformed``, ``denied``      other RESULT ``denied``
 404     ``not-found``                      no such function
+404     ``name-not-found``                 no NAME record for that owner and name
+410     ``gone``                           the fid is past its sunset, or every
+                                           version of the name is (or RESULT ``gone``)
 405     ``method-not-allowed``             not GET, HEAD, POST or OPTIONS
 408     ``request-timeout``                the request did not arrive in time
 413     ``input-too-large``                over the manifest's ``max_input_bytes``
@@ -79,6 +96,7 @@ import struct
 import json
 import math
 import os
+import re
 import weakref
 
 import attrs
@@ -89,6 +107,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from orb.dns import names as dnsnames
 from orb.protocol import fid as fidmod
 from orb.protocol import token as tokenmod
 from orb.identity import verify_signature
@@ -108,7 +127,8 @@ DEFAULT_RETRY_AFTER_S = 1
 JSON_TYPE = b"application/json"
 TOO_MANY_REQUESTS = 429  # not in twisted.web.http
 EXPOSED_HEADERS = (b"X-Orb-Status, Orb-Request-Id, Orb-Replica, Orb-Route, Orb-Cached, Age, Server-Timing, "
-                   b"Retry-After, WWW-Authenticate")
+                   b"Retry-After, WWW-Authenticate, Orb-Fid, Deprecation, Sunset, Link")
+_HOST_RE = re.compile(rb"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?\Z|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?\Z")
 
 # Every RESULT status, and what the gateway answers for it: (HTTP status, stable code).
 RESULT_HTTP = {
@@ -123,6 +143,7 @@ RESULT_HTTP = {
     ResultStatus.DENIED: (http.FORBIDDEN, "denied"),
     ResultStatus.REFUSED: (http.SERVICE_UNAVAILABLE, "refused"),
     ResultStatus.INTERNAL: (http.BAD_GATEWAY, "internal"),
+    ResultStatus.GONE: (http.GONE, "gone"),
 }
 RETRY_LATER = (ResultStatus.BUSY, ResultStatus.REFUSED)
 # An Answer's ``refusal`` (an ErrorCode: the router refused the call before routing it).
@@ -227,8 +248,8 @@ def parse_fid(text):
     return raw
 
 
-def host_label(request_or_headers):
-    """For a ``Host: <label>.orb[:port]`` header, ``<label>`` (bytes, lowercase); else None."""
+def host_labels(request_or_headers):
+    """For a ``Host: <labels>.orb[:port]`` header, the labels before ``.orb`` (bytes, lowercase); else None."""
     headers = getattr(request_or_headers, "requestHeaders", request_or_headers)
     values = headers.getRawHeaders(b"host")
     if not values:
@@ -240,8 +261,32 @@ def host_label(request_or_headers):
     host = host.rstrip(b".")
     if not host.endswith(b".orb"):
         return None
-    label = host[: -len(b".orb")]
-    return label if label and b"." not in label else None
+    labels = host[: -len(b".orb")].split(b".")
+    return labels if all(labels) else None
+
+
+def host_label(request_or_headers):
+    """For a ``Host: <label>.orb[:port]`` header, ``<label>`` (bytes, lowercase); else None."""
+    labels = host_labels(request_or_headers)
+    return labels[0] if labels is not None and len(labels) == 1 else None
+
+
+def host_name(request_or_headers):
+    """For a ``Host: <name>.<owner>.orb[:port]`` header, ``[<owner>, <name>]`` (bytes); else None."""
+    labels = host_labels(request_or_headers)
+    return [labels[1], labels[0]] if labels is not None and len(labels) == 2 else None
+
+
+def parse_name(owner, name):
+    """(owner label, name) as text from two path segments (bytes), or None when either is malformed."""
+    try:
+        owner_text, name_text = owner.decode("ascii").lower(), name.decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    if not dnsnames.is_owner_label(owner_text) or dnsnames.classify(f"{name_text}.{owner_text}.orb").kind \
+            is not dnsnames.Kind.NAMED:
+        return None
+    return owner_text, name_text
 
 
 def parse_deadline_ms(request):
@@ -316,9 +361,69 @@ def private_view(function):
             "call": f"/f/{function.fid}"}
 
 
-def deprecation_headers(request, fid):
-    """Where issue 13 sets ``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` from the
-    function's NAME record (RFC 5.24: ``deprecated``, ``sunset``, ``successor``); today nothing is set."""
+class DeprecationTimes:
+    """When this tracker learnt of each deprecation, for ``Deprecation: @<unix>``: the signed DEPRECATE
+    carries no time of its own. Recorded as a deprecation record enters the registry (from its owner or by
+    federation); one already held at start, or never seen arrive, gets the time it is first asked about.
+    Keyed by (fid, seq); at most MAX_ENTRIES, the least recently used forgotten first."""
+
+    MAX_ENTRIES = 10_000  # as many as the registry holds deprecation records
+
+    def __init__(self, clock, registry=None):
+        self.clock = clock
+        self._at = collections.OrderedDict()  # (fid text, seq) -> unix seconds
+        watch = getattr(registry, "watch_records", None)
+        if watch is not None:
+            watch(self._record_taken)
+
+    def _record_taken(self, spec, record):
+        if getattr(spec, "name", None) == "deprecation" and getattr(record, "deprecated", False):
+            self._remember((record.fid, record.seq))
+
+    def _remember(self, key):
+        at = self._at.pop(key, None)
+        self._at[key] = int(self.clock.seconds()) if at is None else at
+        while len(self._at) > self.MAX_ENTRIES:
+            self._at.popitem(last=False)
+        return self._at[key]
+
+    def since(self, status):
+        """The Unix time this tracker learnt of ``status`` (a FidStatus)."""
+        return self._remember((status.fid, status.seq))
+
+
+def successor_url(request, successor):
+    """``http://HOST/f/<successor>`` with the request's own Host (when it is a plain host[:port]), else the
+    path alone, which RFC 8288 resolves against the request's URL."""
+    values = request.requestHeaders.getRawHeaders(b"host")
+    host = values[0].strip() if values else b""
+    path = f"/f/{successor}"
+    if host and _HOST_RE.match(host):
+        scheme = "https" if request.isSecure() else "http"
+        return f"{scheme}://{host.decode('ascii')}{path}"
+    return path
+
+
+def deprecation_headers(request, status, since):
+    """``Deprecation``, ``Sunset`` and ``Link: rel="successor-version"`` for a deprecated fid (RFC 10.8),
+    from ``status`` (the names core's FidStatus, or None: nothing is set) and ``since`` (a
+    DeprecationTimes)."""
+    if status is None or not status.deprecated:
+        return
+    request.setHeader(b"Deprecation", b"@%d" % since.since(status))  # RFC 9745: an sf-date
+    if status.sunset:
+        request.setHeader(b"Sunset", http.datetimeToString(int(status.sunset)))  # RFC 8594: an HTTP-date
+    if status.successor:
+        link = f'<{successor_url(request, status.successor)}>; rel="successor-version"'
+        request.setHeader(b"Link", link.encode("ascii"))
+
+
+def deprecation_json(status):
+    """A fid's deprecation as JSON (the gateway's metadata and the HTTP API), or None when it has none."""
+    if status is None:
+        return None
+    return {"deprecated": bool(status.deprecated), "successor": status.successor or None,
+            "sunset": int(status.sunset) or None, "gone": bool(status.gone), "seq": int(status.seq)}
 
 
 class _OutputProducer:
@@ -360,8 +465,10 @@ class GatewayResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, clock, registry, router, calls, config=GatewayConfig(), metadata=None):
+    def __init__(self, clock, registry, router, calls, config=GatewayConfig(), metadata=None, names=None):
         super().__init__()
+        self.names = names  # the tracker's names core (orb.tracker.names), or None: /n/ finds nothing
+        self.deprecation_times = DeprecationTimes(clock, registry)
         self.clock = clock
         self.registry = registry
         self.router = router
@@ -371,6 +478,21 @@ class GatewayResource(Resource):
         self.in_flight = 0
         self.metadata = metadata  # FunctionRecord -> more members for GET (the HTTP API's view of the function)
         # Router.call takes trace_id since the router's rewrite for issue 11; a router without it gets none.
+
+    # -- names and deprecation -------------------------------------------------------------------------
+
+    def fid_status(self, fid):
+        """The fid's deprecation (a FidStatus), or None."""
+        return self.names.fid_status(fid) if self.names is not None else None
+
+    def serving(self, owner_label, name):
+        """(fid text or None, known): the fid that ``<name>.<owner>`` serves, and whether the name is known."""
+        if self.names is None:
+            return None, False
+        fid = self.names.serving_fid(owner_label, name)
+        if fid is not None:
+            return fid, True
+        return None, self.names.resolve(owner_label, name) is not None
 
     # -- what GatewayRequest asks before the body arrives --------------------------------------------
 
@@ -407,13 +529,38 @@ class GatewayResource(Resource):
             request.setHeader(b"Retry-After", str(max(1, math.ceil(wait_s))).encode("ascii"))
             return _error(request, TOO_MANY_REQUESTS, "rate-limited",
                           "this address is over its call rate; retry after Retry-After seconds")
-        if len(request.postpath) != 1 and request.postpath[1:] != [b""]:
-            return _error(request, http.BAD_REQUEST, "bad-path", "the path of a function is /f/<fid>")
-        fid_raw = parse_fid(request.postpath[0]) if request.postpath else None
-        if fid_raw is None:
-            return _error(request, http.BAD_REQUEST, "bad-fid",
-                          "not a fid: give the 53 base32 characters `orb hash` prints")
-        fid = fidmod.to_text(fid_raw)
+        named = None
+        if request.prepath[-1:] == [b"n"]:
+            if len(request.postpath) != 2 and request.postpath[2:] != [b""]:
+                return _error(request, http.BAD_REQUEST, "bad-path", "the path of a named function is /n/<owner>/<name>")
+            named = parse_name(*request.postpath[:2])
+            if named is None:
+                return _error(request, http.BAD_REQUEST, "bad-name",
+                              "not a name: /n/<owner>/<name> takes an owner label (32 base32 characters, "
+                              "`orb info NAME` prints it) and a DNS label")
+            fid, known = self.serving(*named)
+            if fid is None and not known:
+                return _error(request, http.NOT_FOUND, "name-not-found",
+                              f"no function is named {named[1]} by owner {named[0]}")
+            if fid is None:
+                return _error(request, http.GONE, "gone", f"every version of {named[1]}.{named[0]} is past its sunset")
+            fid_raw = fidmod.from_text(fid)
+            request.setHeader(b"Orb-Fid", fid.encode("ascii"))
+        else:
+            if len(request.postpath) != 1 and request.postpath[1:] != [b""]:
+                return _error(request, http.BAD_REQUEST, "bad-path", "the path of a function is /f/<fid>")
+            fid_raw = parse_fid(request.postpath[0]) if request.postpath else None
+            if fid_raw is None:
+                return _error(request, http.BAD_REQUEST, "bad-fid",
+                              "not a fid: give the 53 base32 characters `orb hash` prints")
+            fid = fidmod.to_text(fid_raw)
+        status = self.fid_status(fid)
+        deprecation_headers(request, status, self.deprecation_times)
+        if status is not None and status.gone:
+            extra = {"successor": status.successor} if status.successor else {}
+            return _error(request, http.GONE, "gone", f"function {fid} is past its sunset "
+                          f"({http.datetimeToString(int(status.sunset)).decode('ascii')}); its owner withdrew it",
+                          fid=fid, sunset=int(status.sunset), **extra)
         function = self.registry.function(fid)
         if function is None:
             return _error(request, http.NOT_FOUND, "not-found", f"no function {fid} is deployed")
@@ -421,7 +568,12 @@ class GatewayResource(Resource):
         if request.method != b"POST":
             if private and not self._proves_owner(request, function):
                 return _answer_json(request, http.OK, private_view(function))
-            return _answer_json(request, http.OK, self._metadata(function))
+            doc = self._metadata(function, status)
+            if named is not None:
+                view = self.names.resolve(*named)
+                doc["named"] = {"owner_label": named[0], "name": named[1], "dns_name": dnsnames.named_name(named[1], named[0]),
+                                "seq": view.seq if view is not None else None, "serving": fid}
+            return _answer_json(request, http.OK, doc)
         try:
             deadline_ms = parse_deadline_ms(request)
         except ValueError as e:
@@ -453,7 +605,7 @@ class GatewayResource(Resource):
         except ValueError:
             return False
 
-    def _metadata(self, function):
+    def _metadata(self, function, status=None):
         manifest = function.manifest_json()
         doc = {
             "fid": function.fid,
@@ -467,6 +619,7 @@ class GatewayResource(Resource):
             "max_input_bytes": min(self.config.max_input_bytes, manifest.get("max_input_bytes", MAX_INPUT_BYTES)),
             "manifest": manifest,
             "calls": self.calls.figures(function.fid).to_json(),
+            "deprecation": deprecation_json(status),
         }
         if self.metadata is not None:
             doc.update(self.metadata(function))
@@ -500,7 +653,6 @@ class GatewayResource(Resource):
                                         answer.result.status_kind == ResultStatus.OK)
             if request._disconnected or request.finished:
                 return
-            deprecation_headers(request, fid)
             self._respond(request, answer, self.clock.seconds() - started)
 
         def failed(failure):
@@ -577,6 +729,7 @@ class GatewayResource(Resource):
             ResultStatus.DENIED: "the call needs a capability token",
             ResultStatus.REFUSED: "the replicas refuse to run untrusted code unconfined",
             ResultStatus.INTERNAL: "the host failed",
+            ResultStatus.GONE: "the function is past the sunset its owner set",
         }[status]
         request.write(_error(request, code, name, message, status=status.name.lower(), log=logtext,
                              replica=answer.replica.hex() if answer.replica is not None else None))
@@ -650,9 +803,18 @@ class GatewayRequest(server.Request):
         parts = path.split(b"/")
         if len(parts) >= 3 and parts[0] == b"" and parts[1] == b"f":
             return parse_fid(parts[2])
-        label = host_label(self.requestHeaders)
-        if label is not None and path == b"/":
-            return parse_fid(label)
+        named = None
+        if len(parts) >= 4 and parts[0] == b"" and parts[1] == b"n":
+            named = parse_name(parts[2], parts[3])
+        elif path == b"/":
+            label = host_label(self.requestHeaders)
+            if label is not None:
+                return parse_fid(label)
+            labels = host_name(self.requestHeaders)
+            named = parse_name(*labels) if labels is not None else None
+        if named is not None:
+            fid, _ = self._gateway.serving(*named)
+            return fidmod.from_text(fid) if fid is not None else None
         return None
 
     def gotLength(self, length):
@@ -752,13 +914,14 @@ class GatewaySite(server.Site):
         super().stopFactory()
 
     def getResourceFor(self, request):
-        label = host_label(request)
-        if label is not None and request.postpath in ([b""], []):
-            request.site = self
-            request.sitepath = []
-            request.prepath = [b"f"]
-            request.postpath = [label]
-            return self.gateway
+        if request.postpath in ([b""], []):
+            label, named = host_label(request), host_name(request)
+            if label is not None or named is not None:
+                request.site = self
+                request.sitepath = []
+                request.prepath = [b"f"] if label is not None else [b"n"]
+                request.postpath = [label] if label is not None else named
+                return self.gateway
         return super().getResourceFor(request)
 
 

@@ -19,13 +19,24 @@ The tracker's HTTP side: REST analytics API, Prometheus metrics, dashboard.
 ``/api/v1/functions/<fid>``
                        one function: its manifest, its placement (the
                        managing tracker) and every replica with its address,
-                       network group, RTT and last passed integrity check
-                       (400 for a malformed fid, 404 for an unknown one)
+                       network group, RTT and last passed integrity check,
+                       and ``deprecation`` (null, or deprecated, successor,
+                       sunset, gone, seq); 400 for a malformed fid, 404 for an
+                       unknown one, 410 (with ``deprecation``) past its sunset
+``/api/v1/names/<owner>/<name>``
+                       a name (RFC 9.10): the fid of its newest NAME record,
+                       its seq, the fid it serves, its status (``current``,
+                       ``deprecated``, ``gone``) and its history: every seq
+                       with its fid, that version's status (``current``,
+                       ``superseded``, ``deprecated``, ``gone``), successor,
+                       sunset and when this tracker took it in; 400 for a
+                       malformed owner label or name, 404 for an unknown one
 ``/api/v1/stats``      counts, message totals and rates, uptime
 ``/metrics``           Prometheus text exposition format 0.0.4, with each
                        function's calls, errors, call rate, error ratio
                        and p50/p99 latency
-``/f/<fid>``           the HTTP gateway (orb.tracker.gateway)
+``/f/<fid>``,          the HTTP gateway (orb.tracker.gateway)
+``/n/<owner>/<name>``
 =====================  ======================================================
 
 ``build_site(registry, stats, router, reactor, config)`` is the whole
@@ -52,7 +63,9 @@ from twisted.web.resource import Resource
 from orb.protocol import fid as fidmod
 from orb.protocol.addresses import AddressError, node_id_from_hex
 from orb.protocol.federation import FunctionRecord
-from orb.tracker.gateway import ConnectionLimit, GatewayConfig, GatewayResource, GatewaySite, private_view, proven_key
+from orb.dns import names as dnsnames
+from orb.tracker.gateway import (ConnectionLimit, GatewayConfig, GatewayResource, GatewaySite, deprecation_json,
+                                 parse_name, private_view, proven_key)
 from orb.tracker.registry import MAX_PEERS, PeerRecord, Registry
 from orb.tracker.replication import placement_group, verified_replicas
 from orb.tracker.routing import rank_replicas
@@ -309,8 +322,10 @@ def _replicas(reg: Registry, f: FunctionRecord, announced: list[PeerRecord]) -> 
     return out
 
 
-def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord], stats: Stats | None = None) -> dict:
-    """What /api/v1/functions lists for one function; with ``stats``, its call figures (``calls``)."""
+def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord], stats: Stats | None = None,
+                  names: Any = None) -> dict:
+    """What /api/v1/functions lists for one function; with ``stats``, its call figures (``calls``); with
+    ``names`` (the names core), its ``deprecation``."""
     manifest = f.manifest_json()
     placement = reg.placement(f.fid)
     hosts = rank_replicas(announced)
@@ -331,16 +346,18 @@ def function_json(reg: Registry, f: FunctionRecord, announced: list[PeerRecord],
         "manager": placement.tracker.hex() if placement is not None else None,
         "hosted_by": [p.node_id.hex() for p in hosts],
         **({"calls": stats.calls.figures(f.fid).to_json()} if stats is not None else {}),
+        **({"deprecation": deprecation_json(names.fid_status(f.fid))} if names is not None else {}),
     }
 
 
 class FunctionsResource(_Json):
     isLeaf = False
 
-    def __init__(self, registry: Registry, stats: Stats | None = None) -> None:
+    def __init__(self, registry: Registry, stats: Stats | None = None, names: Any = None) -> None:
         super().__init__()
         self.registry = registry
         self.stats = stats
+        self.names = names
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"":
@@ -354,12 +371,16 @@ class FunctionsResource(_Json):
         except (UnicodeDecodeError, fidmod.FidError):
             return JsonError(http.BAD_REQUEST, "bad-fid", "a fid is 53 lowercase base32 characters (orb hash prints it)")
         function = self.registry.function(fid)
+        status = self.names.fid_status(fid) if self.names is not None else None
+        if status is not None and status.gone:
+            return JsonDoc(http.GONE, {"error": "gone", "code": "gone", "fid": fid, "deprecation": deprecation_json(status),
+                                       "message": f"function {fid} is past its sunset"})
         if function is None:
             return not_found(f"no function {fid} is known to this tracker")
         if secrets:
             request.postpath.clear()
             return SecretsResource(self.registry, fid)
-        return FunctionResource(self.registry, function, self.stats)
+        return FunctionResource(self.registry, function, self.stats, self.names)
 
     def get(self, request: Any) -> bytes:
         reg = self.registry
@@ -371,7 +392,7 @@ class FunctionsResource(_Json):
                 raise _BadRequest("bad-query", "owner must be an owner's public key: 64 hexadecimal digits")
         hosts = _hosts_by_fid(reg)
         out = [
-            function_json(reg, f, hosts.get(f.fid, []), self.stats)
+            function_json(reg, f, hosts.get(f.fid, []), self.stats, self.names)
             for f in sorted(reg.functions(), key=lambda f: f.fid)
             if (owner is None or f.owner == owner) and not is_private(f)  # private functions are not listed (RFC 10.9)
         ]
@@ -391,9 +412,10 @@ def _proves_owner(request: Any, f: FunctionRecord, now: float) -> bool:
 
 
 class FunctionResource(_Json):
-    def __init__(self, registry: Registry, function: FunctionRecord, stats: Stats | None = None) -> None:
+    def __init__(self, registry: Registry, function: FunctionRecord, stats: Stats | None = None,
+                 names: Any = None) -> None:
         super().__init__()
-        self.registry, self.function, self.stats = registry, function, stats
+        self.registry, self.function, self.stats, self.names = registry, function, stats, names
 
     def get(self, request: Any) -> bytes:
         reg, f = self.registry, self.function
@@ -401,7 +423,8 @@ class FunctionResource(_Json):
             return json_body(request, private_view(f))
         announced = _hosts_by_fid(reg).get(f.fid, [])
         placement = reg.placement(f.fid)
-        doc = function_json(reg, f, announced, self.stats)
+        doc = function_json(reg, f, announced, self.stats, self.names)
+        doc.setdefault("deprecation", None)
         doc["manifest"] = f.manifest_json()
         doc["placement"] = None if placement is None else {
             "tracker": placement.tracker.hex(), "seq": str(placement.seq), "time": placement.time}
@@ -423,6 +446,76 @@ class SecretsResource(_Json):
         from orb.tracker.secrets import secret_status
 
         return json_body(request, secret_status(self.registry, self.fid))
+
+
+def version_status(version: Any, serving: str | None) -> str:
+    """What a version in a name's history is now: ``gone`` past its sunset, ``deprecated`` (by its NAME
+    record or its fid's DEPRECATE), ``current`` (the version the name serves) or ``superseded`` (a newer
+    version serves; this one still answers at /f/<fid> until its owner deprecates it)."""
+    if version.gone:
+        return "gone"
+    if version.deprecated:
+        return "deprecated"
+    return "current" if version.fid == serving else "superseded"
+
+
+def name_json(names: Any, owner_label: str, name: str) -> dict | None:
+    """What /api/v1/names/<owner>/<name> answers, or None for an unknown name."""
+    view = names.resolve(owner_label, name)
+    if view is None:
+        return None
+    serving = view.serving
+    history = [{"seq": int(v.seq), "fid": v.fid, "status": version_status(v, serving),
+                "successor": v.successor or None, "sunset": int(v.sunset) or None,
+                "received_at": _round(v.received_at) or None}  # when this tracker took the NAME in
+               for v in view.versions]
+    serving_version = next((v for v in view.versions if v.fid == serving), None)
+    state = "gone" if serving is None else "deprecated" if serving_version is not None and serving_version.deprecated \
+        else "current"
+    return {
+        "owner": view.owner_key.hex(),
+        "owner_label": owner_label,
+        "name": name,
+        "dns_name": dnsnames.named_name(name, owner_label),
+        "call": f"/n/{owner_label}/{name}",
+        "fid": view.fid,
+        "seq": int(view.seq),
+        "serving": serving,
+        "status": state,
+        "deprecation": deprecation_json(names.fid_status(serving)) if serving is not None else None,
+        "history": history,
+    }
+
+
+class NamesResource(_Json):
+    """``/api/v1/names/<owner>/<name>``: a name and its history (RFC 9.10)."""
+
+    def __init__(self, names: Any) -> None:
+        super().__init__()
+        self.names = names
+
+    def get(self, request: Any) -> bytes:
+        parts = [p for p in request.postpath if p]
+        if len(parts) != 2:
+            return json_error(request, http.NOT_FOUND, "not-found", "a name is /api/v1/names/<owner>/<name>")
+        named = parse_name(*parts)
+        if named is None:
+            return json_error(request, http.BAD_REQUEST, "bad-name",
+                              "an owner label is 32 lowercase base32 characters and a name one DNS label")
+        doc = name_json(self.names, *named) if self.names is not None else None
+        if doc is None:
+            return json_error(request, http.NOT_FOUND, "name-not-found",
+                              f"no NAME record for {named[1]} of owner {named[0]} is known to this tracker")
+        return json_body(request, doc)
+
+
+class JsonDoc(_Json):
+    def __init__(self, status: int, doc: dict) -> None:
+        super().__init__()
+        self.status, self.doc = status, doc
+
+    def render(self, request: Any) -> bytes:
+        return json_body(request, self.doc, self.status)
 
 
 class StatsResource(_Json):
@@ -585,14 +678,15 @@ class _Dir(Resource):
 
 
 def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DIR, router: Any = None,
-                   gateway: Any = None, clock: Any = None) -> Resource:
-    """The root resource. ``gateway`` (a ``GatewayResource``) serves ``/f/``; given only ``router``, a
-    gateway with the default limits is made for it."""
+                   gateway: Any = None, clock: Any = None, names: Any = None) -> Resource:
+    """The root resource. ``gateway`` (a ``GatewayResource``) serves ``/f/`` and ``/n/``; given only
+    ``router``, a gateway with the default limits is made for it. ``names``: the tracker's names core."""
     root = _Dir()
     if gateway is None and router is not None:
-        gateway = make_gateway(registry, stats, router, clock if clock is not None else _reactor())
+        gateway = make_gateway(registry, stats, router, clock if clock is not None else _reactor(), names=names)
     if gateway is not None:
         root.putChild(b"f", gateway)
+        root.putChild(b"n", gateway)
     for name, (filename, ctype) in STATIC_FILES.items():
         with open(os.path.join(static_dir, filename), "rb") as f:
             root.putChild(name, StaticFile(f.read(), ctype))
@@ -602,7 +696,8 @@ def build_resource(registry: Registry, stats: Stats, static_dir: str = STATIC_DI
     api.putChild(b"v1", v1)
     v1.putChild(b"peers", PeersResource(registry))
     v1.putChild(b"trackers", TrackersResource(registry))
-    v1.putChild(b"functions", FunctionsResource(registry, stats))
+    v1.putChild(b"functions", FunctionsResource(registry, stats, names))
+    v1.putChild(b"names", NamesResource(names))
     v1.putChild(b"stats", StatsResource(registry, stats))
     root.putChild(b"metrics", MetricsResource(registry, stats))
     return root
@@ -615,7 +710,7 @@ def _reactor() -> Any:
 
 
 def make_gateway(registry: Registry, stats: Stats, router: Any, clock: Any,
-                 config: GatewayConfig = GatewayConfig()) -> GatewayResource:
+                 config: GatewayConfig = GatewayConfig(), names: Any = None) -> GatewayResource:
     """The gateway at ``/f/``: calls through ``router``, figures into ``stats.calls``; its GET adds the
     replicas the functions API lists."""
     def replicas(function: FunctionRecord) -> dict:
@@ -623,12 +718,14 @@ def make_gateway(registry: Registry, stats: Stats, router: Any, clock: Any,
         doc = function_json(registry, function, announced)
         return {k: doc[k] for k in ("replicas", "live_replicas", "verified_replicas", "hosted_by")}
 
-    return GatewayResource(clock, registry, router, stats.calls, config, metadata=replicas)
+    return GatewayResource(clock, registry, router, stats.calls, config, metadata=replicas, names=names)
 
 
 def build_site(registry: Registry, stats: Stats, router: Any, reactor: Any,
-               config: GatewayConfig = GatewayConfig(), static_dir: str = STATIC_DIR) -> ConnectionLimit:
+               config: GatewayConfig = GatewayConfig(), static_dir: str = STATIC_DIR,
+               names: Any = None) -> ConnectionLimit:
     """The tracker's whole HTTP site (a factory to listen with): API, /metrics, dashboard and the gateway,
-    with its bounds."""
-    gateway = make_gateway(registry, stats, router, reactor, config)
-    return ConnectionLimit(GatewaySite(build_resource(registry, stats, static_dir, gateway=gateway), gateway, reactor))
+    with its bounds. ``names``: the tracker's names core (orb.tracker.names), or None."""
+    gateway = make_gateway(registry, stats, router, reactor, config, names=names)
+    return ConnectionLimit(GatewaySite(build_resource(registry, stats, static_dir, gateway=gateway, names=names),
+                                       gateway, reactor))

@@ -187,6 +187,7 @@ class Registry:
         self._log_order: collections.deque[bytes] = collections.deque()
         self._observer: Callable[[Change], None] | None = None
         self._watchers: list[Callable[[Change], None]] = []
+        self._takers: list[Callable[[KindSpec, Any], None]] = []
         self._hash: bytes | None = None
 
     # -- queries ----------------------------------------------------------------
@@ -261,6 +262,12 @@ class Registry:
         Same rule as the observer: queue, never call back in."""
         self._watchers.append(listener)
 
+    def watch_records(self, listener: Callable[[KindSpec, Any], None]) -> None:
+        """Call ``listener(spec, record)`` for every record that enters the map, however it came:
+        a local intake, a remote change, a snapshot entry (which enter no change log) or a restore.
+        Same rule as the observer: queue, never call back in."""
+        self._takers.append(listener)
+
     # -- freshness ------------------------------------------------------------
 
     def ttl_s(self, spec: KindSpec) -> float | None:
@@ -311,6 +318,11 @@ class Registry:
             self._views[spec.name][record.ident] = record
         else:
             self._views[spec.name].pop(record.ident, None)
+        for listener in self._takers:
+            try:
+                listener(spec, record)
+            except Exception:
+                log.failure("registry record listener failed on {kind}", kind=spec.name)
         return True
 
     def _make_room(self, spec: KindSpec, record: Any, now: float) -> bool:

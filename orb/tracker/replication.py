@@ -125,6 +125,7 @@ class Replication:
         self._penalty = {}  # peer id -> until
         self._self_since = {}  # fid -> since when we host it ourselves
         self._kicked = set()  # fids to manage at once, not at the next tick
+        self.is_gone = lambda fid: False  # past its owner's sunset (RFC 9.10): set by the wiring (Names)
         registry.watch(self._changed)
 
     def handlers(self):
@@ -212,6 +213,8 @@ class Replication:
 
     def manage(self, function, now, budget):
         fid = function.fid
+        if self.is_gone(fid):
+            return  # past its sunset: placed nowhere, repaired never (RFC 9.10)
         raw = fidmod.from_text(fid)
         hosts = {p.node_id: p for p in self.hosting(fid)}
         if not self._holds(raw):
@@ -377,6 +380,9 @@ class Replication:
             return
         if self.registry.function(fid) is None:
             record.refuse(request_id, ErrorCode.NOT_FOUND, f"no function {fid[:20]}... is deployed")
+            return
+        if self.is_gone(fid):
+            record.refuse(request_id, ErrorCode.GONE, f"{fid[:20]}... is past the sunset its owner set")
             return
         limit = message.max_replicas or DEFAULT_LOOKUP_REPLICAS
         replicas = []

@@ -183,6 +183,7 @@ class Router:
         self.counts = collections.Counter()  # what figures() reports
         self.hedge_tokens = HEDGE_BURST  # the hedge budget (module docstring)
         self.tokens = None  # orb.tracker.tokens.Tokens: checks calls of private functions (None: refuses them)
+        self.is_gone = lambda fid: False  # past its owner's sunset (RFC 9.10): set by the wiring (Names)
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -355,6 +356,9 @@ class Router:
         function = self.registry.function(fid)
         if function is None:
             return defer.succeed(Answer(result(ResultStatus.NOT_FOUND, f"no function {fid} is deployed"), attempts=0))
+        if self.is_gone(fid):
+            return defer.succeed(Answer(result(ResultStatus.GONE, f"{fid} is past the sunset its owner set"),
+                                        attempts=0))
         manifest = function.manifest_json()
         cap = manifest.get("max_input_bytes", MAX_INPUT_BYTES)
         if len(data) > cap:

@@ -12,6 +12,7 @@ from orb._tap import NodeOptions, check_port_free
 from orb.net import packages as pk
 from orb.net.service import Endpoint, NodeService, Store
 from orb.protocol.package import MAX_PACKAGE_BYTES
+from orb.tracker import names
 from orb.tracker import registry as reg
 from orb.tracker.gateway import GatewayConfig
 from orb.tracker.http import build_site
@@ -259,15 +260,17 @@ def tracker_service(config, reactor, payments=None):
 
     def build(key, rng, addrbook, states, connector):
         return Tracker(config, reactor, key, rng, addrbook=addrbook, registry=states["registry"], connector=connector,
-                       packages=states["packages"],
+                       packages=states["packages"], name_history=states["names"],
                        payments=open_payments(payments, reactor, config.node.data_dir) if payments else None)
 
     def http_site(core):
-        return build_site(core.registry, core.stats, core.router, reactor, config.gateway)
+        return build_site(core.registry, core.stats, core.router, reactor, config.gateway,
+                          names=getattr(core, "names", None))
 
     node_service = NodeService(
         reactor, config.node, build, kind="orb-tracker",
         stores=[Store("registry", REGISTRY_FILE, reg.MIGRATIONS, load_registry, lambda r, db: r.save(db)),
+                Store("names", names.NAMES_FILE, names.MIGRATIONS, names.load_history, names.save_history),
                 pk.node_store(reactor, config.node.data_dir, max_bytes=STORE_BYTES_PER_PACKAGE_CAP * config.max_package_bytes)],
         endpoints=[Endpoint("http", config.http, http_site)] if config.http else [],
     )

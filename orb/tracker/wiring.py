@@ -10,6 +10,7 @@ What a tracker is made of, wired in one place.
     Deployments    DEPLOY: check, fetch, test-run, record           (orb.tracker.deploy)
     Replication    k verified replicas, challenges, LOOKUP          (orb.tracker.replication)
     Router         INVOKE and the gateway's calls, to the best replica (orb.tracker.router)
+    Names          NAME, DEPRECATE, name history, sunsets, pushes to hosts (orb.tracker.names)
     LogsFanout     the owner's LOGS, to every replica; LOG_LINES merged (orb.tracker.logs)
     Secrets        SECRET: sealed secrets, kept and forwarded to hosts (orb.tracker.secrets)
     Relayer        RELAY: forwarding, and calls to peers homed elsewhere (orb.tracker.relay)
@@ -50,6 +51,7 @@ from orb.tracker.router import Router
 from orb.tracker.secrets import SEAL_TICK_S, Secrets
 from orb.tracker.routing import rank_replicas
 from orb.tracker.membership import EXPIRE_INTERVAL_S, PING_INTERVAL_S, Membership
+from orb.tracker.names import Names
 from orb.tracker.stats import Stats
 from orb.tracker.tokens import Tokens
 
@@ -94,7 +96,7 @@ class Tracker:
     kind = "tracker"
 
     def __init__(self, config, clock, key, rng, *, addrbook, registry, connector, stats=None, tls_binding=True,
-                 packages=None, runner=None, payments=None):
+                 packages=None, runner=None, payments=None, name_history=None):
         node = config.node
         self.config = config
         self.clock = clock
@@ -138,6 +140,10 @@ class Tracker:
         self.secrets = Secrets(clock, self.table, registry)  # SECRET: sealed secrets, forwarded to their hosts
         self.table.handlers.update(self.secrets.handlers())
         self.table.handlers[MessageType.ANNOUNCE] = self._on_announce  # membership, and a SEALER TLV to secrets
+        self.names = Names(clock, registry, self.table, self.local.node_id, history=name_history)
+        self.table.handlers.update(self.names.handlers())
+        self.table.lost_listeners.append(self.names.session_lost)
+        self.replication.is_gone = self.router.is_gone = self.names.is_gone
         self.logs = LogsFanout(clock, registry, self.replication, self.table, channel=self.relayer.channel)
         self.table.handlers.update(self.logs.handlers())
         if packages is not None:
