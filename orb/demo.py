@@ -27,7 +27,11 @@ throwaway data dir and everything on loopback:
    a few seconds ahead: its answers carry Deprecation, Sunset and Link,
    DNS TXT says so, and past the sunset it answers 410 and NXDOMAIN while
    the name serves the new version; ``orb info NAME`` shows the history;
-7. the jail: a function runs in the executor every peer uses (seccomp,
+7. a private function: ``visibility = "private"``, a secret sealed to its
+   hosts with ``orb secret set`` (the function reads it from
+   ``context.secrets``); ``curl`` without a token gets 401, and with a token
+   from ``orb grant`` in ``Authorization: Bearer`` it answers;
+8. the jail: a function runs in the executor every peer uses (seccomp,
    Landlock, rlimits, namespaces, zygote warm starts), and so does one
    that tries to open a socket.
 
@@ -215,6 +219,7 @@ def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
         yield dns_act(dns, fid, console)
         yield invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, console)
         fid = yield names_act(reactor, base_dir, network, t1, fid, dns, console)  # the old fid is gone now
+        yield private_act(reactor, base_dir, network, t1, console)
         if keep:
             yield keep_up(reactor, network, t1, fid, dns, console)
     finally:
@@ -354,9 +359,11 @@ def _breakdown(ms):
 
 
 @defer.inlineCallbacks
-def curl_call(url, data, console):
+def curl_call(url, data, console, headers=()):
     """Call the gateway with the real curl, print the command and its whole answer: (status, headers, body)."""
     argv = ["curl", "-sS", "-i", "-X", "POST", url, "-H", "Content-Type: application/json", "-d", data]
+    for header in headers:
+        argv += ["-H", header]
     console.print("$ " + shlex.join(argv), highlight=False, markup=False)
     out, err, code = yield utils.getProcessOutputAndValue("/usr/bin/curl", argv[1:], env=dict(os.environ))
     text = out.decode("utf-8", "replace").replace("\r\n", "\n")
@@ -538,6 +545,73 @@ def names_act(reactor, base_dir, network, t1, fid, dns, console):
     code, out, err = yield orb_command(base_dir, network, "info", "adder", "--api", api)
     console.print((out or err).rstrip(), highlight=False, markup=False)
     return new
+
+
+PRIVATE_HANDLER = '''\
+import hashlib
+import hmac
+
+
+def handler(event, context):
+    """Signs its input with a key only its hosts can read (context.secrets); unsigned where it has none."""
+    key = context.secrets.get("SIGNING_KEY")
+    if key is None:  # the samples, run by orb deploy and the tracker, which never see a secret
+        return {"signed": False}
+    return {"signed": True, "hmac": hmac.new(key.encode(), event, hashlib.sha256).hexdigest()[:24]}
+'''
+PRIVATE_SAMPLE = '''[[sample]]
+name = "unsigned without its secret"
+input = "hello"
+output_json = { signed = false }
+'''
+
+
+@defer.inlineCallbacks
+def private_act(reactor, base_dir, network, t1, console):
+    """A private function with a sealed secret: refused without a token, answered with one."""
+    console.rule("[bold]a private function: a capability token, a secret sealed to its hosts")
+    api = f"http://127.0.0.1:{t1.info['http']}"
+    where = ("--tracker", t1.wire_text, "--api", api)
+
+    @defer.inlineCallbacks
+    def orb_shown(*argv, show=None):
+        console.print("\n$ orb " + shlex.join(show or argv), highlight=False, markup=False)
+        code, out, err = yield orb_command(base_dir, network, *argv)
+        console.print((out or err).rstrip(), highlight=False, markup=False)
+        if code:
+            raise RuntimeError(f"orb {argv[0]} failed ({code}): {err}")
+        return out
+
+    fn = os.path.join(base_dir, "signer")
+    code, out, err = yield orb_command(base_dir, network, "init", fn, "--template", "python", "--name", "signer")
+    if code:
+        raise RuntimeError(f"orb init failed: {err or out}")
+    with open(os.path.join(fn, "main.py"), "w") as f:
+        f.write(PRIVATE_HANDLER)
+    with open(os.path.join(fn, "orb.toml")) as f:
+        toml = f.read()
+    toml = toml.replace('visibility = "public"', 'visibility = "private"').replace("replicas = 3", "replicas = 2")
+    toml = toml.replace("pure = true", "pure = false")
+    toml = toml[: toml.index("[[sample]]")] + PRIVATE_SAMPLE
+    with open(os.path.join(fn, "orb.toml"), "w") as f:
+        f.write(toml)
+    console.print('\norb.toml says visibility = "private"; main.py signs its input with context.secrets["SIGNING_KEY"] '
+                  "(its sample, run where there is no secret, expects an unsigned answer)", highlight=False)
+    out = yield orb_shown("deploy", fn, *where)
+    fid = next(line.split()[1] for line in out.splitlines() if line.startswith("fid"))
+    key_file = os.path.join(base_dir, "signer.env")
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("SIGNING_KEY=" + os.urandom(16).hex() + "\n")
+    yield orb_shown("secret", "set", fid, "--from-file", key_file, "--all-hosts", *where)
+    console.print("\nwithout a token the gateway refuses the call:", highlight=False)
+    yield curl_call(f"{api}/f/{fid}", '"hello"', console)
+    token = (yield orb_shown("grant", fid, "--bearer", "--expires", "10m")).strip().splitlines()[-1].strip()
+    console.print("\nwith the token in Authorization: Bearer, the function answers (the key never leaves its hosts):",
+                  highlight=False)
+    status, _, body = yield curl_call(f"{api}/f/{fid}", '"hello"', console, headers=[f"Authorization: Bearer {token}"])
+    if status != 200:
+        raise RuntimeError(f"the private function did not answer with a token: {status} {body}")
 
 
 def keep_up(reactor, network, t1, fid, dns, console):

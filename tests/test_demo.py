@@ -52,7 +52,7 @@ class DemoTests(TestCase):
         after = out.split("replicas after the crash", 1)[1].split("names and versions:", 1)[0]
         self.assertEqual(len(set(re.findall(r"127\.\d+\.0\.0/16", after))), 3)
         # Names: a call by name, an update that moves it, a deprecation with its headers, then 410 and NXDOMAIN.
-        named = out.split("names and versions:", 1)[1].split("all daemons stopped", 1)[0]
+        named = out.split("names and versions:", 1)[1].split("a private function:", 1)[0]
         self.assertIn("named     adder.", named)
         self.assertEqual(named.count("HTTP/1.1 200 OK"), 4)  # by name twice, the old fid, by name after the sunset
         self.assertRegex(named, r"fid\s+\w{53} ->\s+\w{53}")  # orb update: old -> new
@@ -63,6 +63,14 @@ class DemoTests(TestCase):
         self.assertIn("status: NXDOMAIN", named)
         self.assertRegex(named, r"2\s+\w{53}\s+current")
         self.assertRegex(named, r"1\s+\w{53}\s+gone\s+\w{53}\s+20\d\d-")  # with its successor and sunset
+        # A private function: its secret sealed to both hosts, 401 without a token, 200 and signed with one.
+        private = out.split("a private function:", 1)[1].split("all daemons stopped", 1)[0]
+        self.assertIn("sealed for 2 of 2 host(s)", private)
+        self.assertIn("HTTP/1.1 401 Unauthorized", private)
+        self.assertIn('"code":"token_required"', private)
+        self.assertIn("HTTP/1.1 200 OK", private)
+        self.assertRegex(private, r'"signed": true, "hmac": "[0-9a-f]{24}"')
+        self.assertNotIn("SIGNING_KEY=", private)  # the value is never printed
         self.assertIn("all daemons stopped", out)
         # The jail act: a function runs, a hostile one is stopped by seccomp.
         self.assertIn('adder   OK {"sum": 5, "request": "call-0"}', out)
