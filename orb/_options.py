@@ -130,6 +130,27 @@ def byte_rate(name, value, minimum=1):
     return rate
 
 
+def eth_endpoint(options, needs_it=("escrow",)):
+    """``--eth-rpc URL`` and ``--escrow ADDR`` checked: (url, checksummed escrow or None), or None when
+    payments are off; each option of ``needs_it`` given without --eth-rpc is refused."""
+    url = options.get("eth-rpc")
+    if not url:
+        for name in needs_it:
+            if options.get(name) is not None:
+                raise usage.UsageError(f"--{name} needs --eth-rpc URL")
+        return None
+    if not str(url).startswith(("http://", "https://")):
+        raise usage.UsageError(f"--eth-rpc {url}: an http:// or https:// URL")
+    escrow = options.get("escrow")
+    if escrow is not None:
+        from eth_utils import is_address, to_checksum_address
+
+        if not is_address(escrow):
+            raise usage.UsageError(f"--escrow {escrow}: not an Ethereum address")
+        escrow = to_checksum_address(escrow)
+    return url, escrow
+
+
 def positive_float(name, value):
     try:
         number = float(value)

@@ -6,47 +6,8 @@ deprecations directly; time comes from the given clock, so a sunset passes
 when the test advances it.
 """
 
-import attrs
-
-from orb.protocol.names import owner_label
-
-
-@attrs.frozen
-class FidStatus:
-    fid: str
-    owner_key: bytes
-    deprecated: bool
-    successor: str | None
-    sunset: int
-    gone: bool
-    seq: int
-
-
-@attrs.frozen
-class VersionView:
-    seq: int
-    fid: str
-    deprecated: bool
-    successor: str | None
-    sunset: int
-    gone: bool
-    received_at: float = 0.0
-
-
-@attrs.frozen
-class NameView:
-    owner_key: bytes
-    owner_label: str
-    name: str
-    fid: str
-    seq: int
-    deprecated: bool
-    successor: str | None
-    sunset: int
-    gone: bool
-    history: tuple
-    serving: str | None
-    versions: tuple = ()
+from orb.protocol.names import owner_label  # noqa: F401 (the tests import it from here)
+from orb.tracker.names import FidStatus, NameView, VersionView
 
 
 class FakeNames:
@@ -79,8 +40,8 @@ class FakeNames:
     def _version(self, seq, fid):
         status = self.fid_status(fid)
         if status is None:
-            return VersionView(seq, fid, False, None, 0, False)
-        return VersionView(seq, fid, True, status.successor, status.sunset, status.gone)
+            return VersionView(seq, fid, False, None, 0, False, 0.0)
+        return VersionView(seq, fid, True, status.successor, status.sunset, status.gone, 0.0)
 
     def resolve(self, label, name):
         entry = self.names.get((label, name))

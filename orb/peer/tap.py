@@ -172,21 +172,11 @@ class PayoutConfig:
 
 
 def _payout_config(options):
-    url = options.get("eth-rpc")
-    if not url:
-        for name in ("wallet", "escrow", "claim-threshold-wei", "claim-every", "voucher-ask-every"):
-            if options.get(name) is not None:
-                raise usage.UsageError(f"--{name} needs --eth-rpc URL")
+    endpoint = opt.eth_endpoint(options, ("wallet", "escrow", "claim-threshold-wei", "claim-every",
+                                          "voucher-ask-every"))
+    if endpoint is None:
         return None
-    if not str(url).startswith(("http://", "https://")):
-        raise usage.UsageError(f"--eth-rpc {url}: an http:// or https:// URL")
-    escrow = options.get("escrow")
-    if escrow is not None:
-        from eth_utils import is_address, to_checksum_address
-
-        if not is_address(escrow):
-            raise usage.UsageError(f"--escrow {escrow}: not an Ethereum address")
-        escrow = to_checksum_address(escrow)
+    url, escrow = endpoint
     threshold = str(options.get("claim-threshold-wei", 10**15))
     if not threshold.isdigit() or int(threshold) >= 2**256:
         raise usage.UsageError("--claim-threshold-wei takes a whole number of wei")

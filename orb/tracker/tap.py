@@ -198,20 +198,10 @@ def dns_config(options):
 
 def _payments_config(options):
     """--eth-rpc, --escrow, --epoch as a PaymentsConfig, or None (payments off)."""
-    url = options.get("eth-rpc")
-    if not url:
-        if options.get("escrow"):
-            raise usage.UsageError("--escrow needs --eth-rpc URL")
+    endpoint = opt.eth_endpoint(options)
+    if endpoint is None:
         return None
-    if not str(url).startswith(("http://", "https://")):
-        raise usage.UsageError(f"--eth-rpc {url}: an http:// or https:// URL")
-    escrow = options.get("escrow")
-    if escrow is not None:
-        from eth_utils import is_address, to_checksum_address
-
-        if not is_address(escrow):
-            raise usage.UsageError(f"--escrow {escrow}: not an Ethereum address")
-        escrow = to_checksum_address(escrow)
+    url, escrow = endpoint
     epoch_s = opt.positive_float("epoch", options.get("epoch", 3600))
     if epoch_s < options["challenge-interval"]:
         raise usage.UsageError(f"--epoch {epoch_s:g} is shorter than --challenge-interval {options['challenge-interval']:g}: "
