@@ -160,7 +160,8 @@ class HostSecretsTests(SynchronousTestCase):
         self.successResultOf(self.store.db.close())
         with sqlite3.connect(os.path.join(self.data_dir, "packages.sqlite")) as conn:  # the previous schema
             conn.execute("DROP TABLE secrets")
-            conn.execute("PRAGMA user_version=3")  # packages, partials, owners, revocations
+            conn.execute("DROP TABLE deprecations")  # (added after secrets)
+            conn.execute("PRAGMA user_version=3")  # packages and partials, owners, revocations
         store, _ = open_store(self, self.data_dir)
         self.assertIn(self.fid, store)
         self.assertEqual(store.owner(self.fid), self.owner.public_bytes)
