@@ -53,7 +53,7 @@ from twisted.internet.task import react
 
 from rich.table import Table
 
-from orb.devnet import Devnet, eventually, sleep
+from orb.devnet import Devnet, chain_url, eventually, send_ether, sleep
 from orb.identity import NodeKey
 from orb.protocol import messages as m
 from orb.net.adapter import OrbFactory, SessionHandler
@@ -168,7 +168,15 @@ def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
     net = Devnet(base_dir, network=network)
     started = reactor.seconds()
     try:
-        t1, t2 = yield net.start_trackers("tracker-1", "tracker-2", args=("--dns", "127.0.0.1:0"))
+        chain = yield net.start_chain()
+        url = chain_url(chain)
+        console.print(f"[bold]chain[/]      twistd orb-chain (eth-tester, py-evm) at {url}  OrbEscrow "
+                      f"{chain.info['escrow']}", highlight=False)
+        # Every peer is paid to its wallet (DATA-DIR/private/wallet.json, made at start) and claims on its own:
+        # short periods and a 1-wei threshold, so that the payments act does not wait.
+        net.peer_args = ("--eth-rpc", url, "--claim-threshold-wei", "1", "--claim-every", str(CLAIM_EVERY_S),
+                         "--voucher-ask-every", str(VOUCHER_ASK_EVERY_S))
+        t1, t2 = yield net.start_trackers("tracker-1", "tracker-2", args=("--dns", "127.0.0.1:0", "--eth-rpc", url))
         trackers = (t1, t2)
         for t in trackers:
             console.print(f"[bold]{t.data_dir.rsplit('/', 1)[-1]}[/] {t.node_id[:16]}  wire {t.wire_text}  "
@@ -180,6 +188,7 @@ def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
             peer = yield net.start_peer(f"peer-{i + 1}", "--tracker", home.wire_text, "--outbound-peers", "4",
                                         "--listen", f"tcp:0:interface=127.{i + 1}.0.1")
             peers.append(peer)
+            yield fund_peer_wallet(chain, peer)
             console.print(f"[bold]peer-{i + 1}[/]    {peer.node_id[:16]}  wire {peer.wire_text}  joins via "
                           f"{home.wire_text}", highlight=False)
         expected = {p.node_id for p in peers}
@@ -220,6 +229,7 @@ def run_devnet(reactor, base_dir, network, peer_count, console, keep=False):
         yield invoke_act(reactor, base_dir, network, net, t1, t2, peers, names, fid, dns, console)
         fid = yield names_act(reactor, base_dir, network, t1, fid, dns, console)  # the old fid is gone now
         yield private_act(reactor, base_dir, network, t1, console)
+        yield pay_act(reactor, base_dir, network, net, chain, t1, console)
         if keep:
             yield keep_up(reactor, network, t1, fid, dns, console)
     finally:
@@ -612,6 +622,151 @@ def private_act(reactor, base_dir, network, t1, console):
     status, _, body = yield curl_call(f"{api}/f/{fid}", '"hello"', console, headers=[f"Authorization: Bearer {token}"])
     if status != 200:
         raise RuntimeError(f"the private function did not answer with a token: {status} {body}")
+
+
+CLAIM_EVERY_S = 5
+VOUCHER_ASK_EVERY_S = 3
+PEER_GAS_WEI = 10**18  # what each host's wallet gets from a dev account, to pay the gas of its claims
+OWNER_WEI = 10**18
+PRICE_WEI = 10**13  # per request served: 20 calls pay 0.0002 ETH
+PAID_CALLS = 20
+
+
+def peer_wallet_address(peer):
+    from orb.pay import wallet
+
+    return wallet.info(os.path.join(peer.data_dir, "private", "wallet.json"))["address"]
+
+
+@defer.inlineCallbacks
+def fund_peer_wallet(chain, peer):
+    """Send a host's wallet ether from the chain's first dev account, for the gas of its claims."""
+    from orb.pay import chain as chainmod
+
+    dev = chainmod.load_dev_accounts(chain.data_dir)[0]
+    yield send_ether(chain_url(chain), dev["private_key"], peer_wallet_address(peer), PEER_GAS_WEI)
+
+
+def chain_view(url, escrow_address, fid_text, hosts, from_block):
+    """(balances of ``hosts``, the fid's escrow balance, its Claimed events since ``from_block`` with their
+    receipts' gas): blocking, run in a thread."""
+    from eth_utils import event_abi_to_log_topic
+
+    from orb.pay import client
+    from orb.pay.contract import Escrow, fid_key
+    from orb.protocol import fid as fidmod
+
+    w3 = client.connect(url)
+    escrow = Escrow(w3, escrow_address)
+    key = fid_key(fidmod.from_text(fid_text))
+    abi = next(e for e in escrow.artifact["abi"] if e.get("type") == "event" and e["name"] == "Claimed")
+    logs = w3.eth.get_logs({"address": escrow.address, "fromBlock": from_block, "toBlock": "latest",
+                            "topics": ["0x" + bytes(event_abi_to_log_topic(abi)).hex(), "0x" + key.hex()]})
+    claims = []
+    for tx in dict.fromkeys(bytes(log["transactionHash"]) for log in logs):
+        receipt = w3.eth.get_transaction_receipt(tx)
+        for name, ev in escrow.events(receipt):
+            if name == "Claimed" and bytes(ev["fid"]) == key:
+                claims.append({"host": ev["host"], "requests": ev["requests"], "amount": ev["amount"],
+                               "gas": receipt["gasUsed"],
+                               "fee": receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "tx": tx.hex()})
+    balances = {h: w3.eth.get_balance(h) for h in hosts}
+    return balances, escrow.funds(key).balance_wei, claims, w3.eth.block_number
+
+
+def eth(wei):
+    return f"{wei / 10**18:.6f}"
+
+
+@defer.inlineCallbacks
+def pay_act(reactor, base_dir, network, net, chain, t1, console):
+    """A wallet funds a fresh function on the escrow (`orb deploy --fund`); calls through the gateway; a host
+    claims its vouchers on its own, and its balance rises by the price of the requests it served, less the gas."""
+    from orb.pay import chain as chainmod
+    from orb.pay import client
+
+    console.rule("[bold]payments: the function funded on the escrow, its hosts paid per request")
+    started = reactor.seconds()
+    api = f"http://127.0.0.1:{t1.info['http']}"
+    url = chain_url(chain)
+
+    @defer.inlineCallbacks
+    def orb_shown(*argv):
+        console.print("\n$ orb " + shlex.join(argv), highlight=False, markup=False)
+        code, out, err = yield orb_command(base_dir, network, *argv)
+        console.print((out or err).rstrip(), highlight=False, markup=False)
+        if code:
+            raise RuntimeError(f"orb {argv[0]} failed ({code}): {err}")
+        return out
+
+    out = yield orb_shown("wallet", "new")
+    owner = out.split()[0]
+    dev = chainmod.load_dev_accounts(chain.data_dir)[0]
+    yield send_ether(url, dev["private_key"], owner, OWNER_WEI)
+    console.print(f"the chain's dev account {dev['address'][:10]}... sent the owner's wallet {eth(OWNER_WEI)} ETH",
+                  highlight=False)
+    hosts = {}
+    for d in net.daemons:
+        if d.kind == "orb-peer" and d.running:
+            hosts[peer_wallet_address(d)] = os.path.basename(d.data_dir)
+    funded = yield client.in_thread(lambda: {h: client.connect(url).eth.get_balance(h) for h in hosts})
+    for d in net.daemons:  # a peer started later than the devnet (peer-nat) has no gas yet
+        if d.kind == "orb-peer" and d.running and not funded[peer_wallet_address(d)]:
+            yield fund_peer_wallet(chain, d)
+
+    fn = os.path.join(base_dir, "paid")
+    code, out, err = yield orb_command(base_dir, network, "init", fn, "--template", "python", "--name", "paid")
+    if code:
+        raise RuntimeError(f"orb init failed: {err or out}")
+    with open(os.path.join(fn, "orb.toml")) as f:
+        toml = f.read()
+    with open(os.path.join(fn, "orb.toml"), "w") as f:
+        f.write(toml.replace("replicas = 3", "replicas = 2"))
+    out = yield orb_shown("deploy", fn, "--tracker", t1.wire_text, "--api", api, "--fund", "--eth", "0.01",
+                          "--price-wei", str(PRICE_WEI), "--eth-rpc", url)
+    fid = next(line.split()[1] for line in out.splitlines() if line.startswith("fid"))
+    yield orb_shown("info", fid, "--api", api, "--eth-rpc", url)
+
+    view = yield client.in_thread(chain_view, url, chain.info["escrow"], fid, list(hosts), 0)
+    before, escrow_before, _, block = view
+    ok = 0
+    for i in range(PAID_CALLS):  # distinct inputs: a pure function's repeated call is a cache hit, and earns nothing
+        status, _, _ = yield post_json_headers(f"{api}/f/{fid}", json.dumps({"a": i, "b": 1}).encode())
+        ok += status == 200
+    console.print(f"\n{ok} of {PAID_CALLS} calls through the gateway answered 200; the hosts ask tracker-1 for "
+                  f"vouchers every {VOUCHER_ASK_EVERY_S} s and claim every {CLAIM_EVERY_S} s past 1 wei",
+                  highlight=False)
+    state = {}
+
+    @defer.inlineCallbacks
+    def all_claimed():
+        state["view"] = yield client.in_thread(chain_view, url, chain.info["escrow"], fid, list(hosts), block)
+        return sum(c["requests"] for c in state["view"][2]) >= ok
+
+    try:
+        yield eventually(all_claimed, timeout_s=40, interval_s=1, what="the hosts' claims")
+    except AssertionError:
+        if not state.get("view") or not state["view"][2]:
+            raise
+        console.print("(not every request is claimed yet; the table shows the claims made so far)")
+    after, escrow_after, claims, _ = state["view"]
+    table = Table(title=f"hosts paid for {ok} requests at {PRICE_WEI} wei each (Claimed events of OrbEscrow)")
+    for column in ("host", "wallet", "balance before (ETH)", "balance after (ETH)", "requests paid", "paid (wei)",
+                   "claims", "claim gas"):
+        table.add_column(column, no_wrap=True)
+    for address, name in sorted(hosts.items(), key=lambda kv: kv[1]):
+        mine = [c for c in claims if c["host"].lower() == address.lower()]
+        if not mine:
+            continue
+        table.add_row(name, address[:10] + "...", eth(before[address]), eth(after[address]),
+                      str(sum(c["requests"] for c in mine)), str(sum(c["amount"] for c in mine)), str(len(mine)),
+                      ", ".join(str(c["gas"]) for c in mine))
+    console.print(table)
+    paid = sum(c["amount"] for c in claims)
+    console.print(f"the escrow paid {paid} wei ({sum(c['requests'] for c in claims)} requests x {PRICE_WEI} wei): the "
+                  f"function's balance went from {eth(escrow_before)} to {eth(escrow_after)} ETH; a claim costs the "
+                  f"same gas however many requests its voucher covers ({reactor.seconds() - started:.1f} s for this "
+                  "act)", highlight=False)
 
 
 def keep_up(reactor, network, t1, fid, dns, console):

@@ -160,6 +160,7 @@ class Devnet:
         self.base_dir = base_dir
         self.network = network
         self.daemons = []
+        self.peer_args = ()  # given to every peer start_peer starts (e.g. the chain's payment options)
 
     def daemon(self, kind, name, *args):
         daemon = Daemon(kind, os.path.join(self.base_dir, name), args, network=self.network)
@@ -192,7 +193,14 @@ class Devnet:
 
     @defer.inlineCallbacks
     def start_peer(self, name, *args):
-        daemon = self.daemon("orb-peer", name, "--listen", "tcp:0:interface=127.0.0.1", *args)
+        daemon = self.daemon("orb-peer", name, "--listen", "tcp:0:interface=127.0.0.1", *args, *self.peer_args)
+        yield daemon.start()
+        return daemon
+
+    @defer.inlineCallbacks
+    def start_chain(self, name="chain", *args):
+        """A `twistd orb-chain` (the embedded chain, OrbEscrow deployed): its JSON-RPC URL is ``chain_url(d)``."""
+        daemon = self.daemon("orb-chain", name, "--http", "tcp:0:interface=127.0.0.1", *args)
         yield daemon.start()
         return daemon
 
@@ -235,3 +243,27 @@ def open_session(host, port, network, roles=Role.PEER, key=None, listen=()):
     yield endpoint.connect(NodeTLS(key).wrap(factory, is_client=True))
     p = yield handler.ready
     return p, handler
+
+
+def chain_url(chain):
+    return f"http://127.0.0.1:{chain.info['http']}"
+
+
+def send_ether(url, from_private_key, to_address, value_wei):
+    """A plain transfer signed with a dev account's key (the chain signs for no one): Deferred[receipt].
+    Blocking web3 calls run in a thread."""
+    from orb.pay import client
+
+    def send():
+        from eth_account import Account
+
+        w3 = client.connect(url)
+        sender = Account.from_key(from_private_key)
+        tx = {"to": w3.to_checksum_address(to_address), "value": value_wei, "gas": 21_000,
+              "gasPrice": w3.eth.gas_price, "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
+              "chainId": w3.eth.chain_id}
+        signed = sender.sign_transaction(tx)
+        raw = getattr(signed, "raw_transaction", None) or signed.rawTransaction
+        return w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw), timeout=30)
+
+    return client.in_thread(send)

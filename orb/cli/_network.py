@@ -85,6 +85,24 @@ def register(sub) -> None:
     api_option(p)
     p.add_argument("--allow-unconfined", action="store_true",
                    help="DANGEROUS: run the samples locally even if jail layers are missing")
+    g = p.add_argument_group("funding (issue 14)", "With --fund, once the tracker has accepted the function, fund it "
+                             "on the escrow from the wallet, accepting the tracker's voucher signer (its eth_signer "
+                             "in GET /api/v1/stats, so --api is needed) and any --signer. Exit statuses 12 to 16 "
+                             "as for `orb fund`.")
+    g.add_argument("--fund", action="store_true", help="fund the function on the escrow as part of the deploy")
+    g.add_argument("--eth", metavar="ETH", help="with --fund: ether to deposit, e.g. 0.1")
+    g.add_argument("--price-wei", type=int, metavar="N", help="with --fund: wei per request served")
+    g.add_argument("--epoch-price-wei", type=int, default=0, metavar="N", help="wei per uptime epoch [default: 0]")
+    g.add_argument("--mib-price-wei", type=int, default=0, metavar="N", help="wei per MiB transferred [default: 0]")
+    g.add_argument("--signer", action="append", default=[], metavar="ADDR",
+                   help="another voucher signer to accept (repeatable); the tracker's is added")
+    g.add_argument("--eth-rpc", metavar="URL", help="Ethereum JSON-RPC URL (default: $ORB_ETH_RPC, else "
+                                                    "http://127.0.0.1:8545)")
+    g.add_argument("--escrow", metavar="ADDRESS", help="OrbEscrow's address (default: $ORB_ESCROW, else asked "
+                                                       "of the embedded chain)")
+    g.add_argument("--wallet", metavar="PATH", help="the paying wallet (default: $ORB_WALLET, else "
+                                                    "$ORB_HOME/wallet.json)")
+    g.add_argument("--passphrase-file", metavar="FILE", help="the passphrase of an encrypted wallet")
 
     p = verb("ls", "list an owner's functions known to the tracker", ls,
              "List the functions of an owner (default: the local owner key's) that the tracker knows, with "
@@ -104,6 +122,10 @@ def register(sub) -> None:
              "(name, name.<owner> or name.<owner>.orb), show every version it pointed at: seq, fid and status.")
     p.add_argument("fid", metavar="NAME-OR-FID")
     api_option(p)
+    p.add_argument("--eth-rpc", metavar="URL", help="also show the function's funding on this chain's escrow "
+                                                    "(default: $ORB_ETH_RPC; none when neither is set)")
+    p.add_argument("--escrow", metavar="ADDRESS", help="OrbEscrow's address (default: $ORB_ESCROW, else asked of "
+                                                       "the embedded chain)")
 
 
 def _seconds(text):
@@ -207,9 +229,74 @@ def prepare_deploy(args):
 
 def deploy(args):
     plan = prepare_deploy(args)
+    fund_args = prepare_fund(args, plan)
     box = {}
-    doc = run_flow(lambda reactor: deploy_flow(reactor, plan, box), box)
+
+    @defer.inlineCallbacks
+    def flow(reactor):
+        signer = None
+        if fund_args is not None:
+            signer = yield tracker_signer(reactor, plan.api)
+        doc = yield deploy_flow(reactor, plan, box)
+        return doc, signer
+
+    doc, signer = run_flow(flow, box)
+    if fund_args is not None:
+        doc["funding"] = fund_deployed(fund_args, doc, signer)
     return print_deployed(args, doc)
+
+
+def prepare_fund(args, plan):
+    """`deploy --fund`'s options, checked before anything is deployed: a Namespace for `orb fund`, or None."""
+    import argparse
+
+    from . import _wallet
+
+    given = [f"--{n}" for n in ("eth", "price-wei") if getattr(args, n.replace("-", "_")) is not None]
+    if not args.fund:
+        extra = given + (["--signer"] if args.signer else [])
+        if extra:
+            raise CommandError(f"{', '.join(extra)} only make sense with --fund", _ui.EXIT_USAGE, "usage")
+        return None
+    missing = [n for n in ("--eth", "--price-wei") if n not in given]
+    if missing:
+        raise CommandError(f"--fund needs {' and '.join(missing)} (e.g. --eth 0.01 --price-wei 1000000000000)",
+                           _ui.EXIT_USAGE, "usage")
+    if not plan.api:
+        raise CommandError("--fund needs the tracker's API (--api or $ORB_API) to learn its voucher signer",
+                           _ui.EXIT_USAGE, "usage")
+    fund_args = argparse.Namespace(
+        fid=None, eth=args.eth, price_wei=args.price_wei, epoch_price_wei=args.epoch_price_wei,
+        mib_price_wei=args.mib_price_wei, signer=list(args.signer), eth_rpc=args.eth_rpc, escrow=args.escrow,
+        wallet=args.wallet, passphrase_file=args.passphrase_file, timeout=10.0, json=args.json)
+    _wallet.check_fund_options(fund_args)  # usage errors before the deploy, not after
+    return fund_args
+
+
+@defer.inlineCallbacks
+def tracker_signer(reactor, api):
+    """The address that signs the tracker's vouchers (``eth_signer`` of GET /api/v1/stats)."""
+    status, stats = yield get_json(reactor, api, "/api/v1/stats")
+    signer = stats.get("eth_signer") if status == 200 and isinstance(stats, dict) else None
+    if not isinstance(signer, str) or not signer.startswith("0x"):
+        raise CommandError(f"the tracker at {api} signs no vouchers (it runs without --eth-rpc), so funding the "
+                           "function would pay no host: nothing was deployed", _ui.EXIT_USAGE, "unpaid_tracker")
+    return signer
+
+
+def fund_deployed(fund_args, doc, signer):
+    """Fund the fid just deployed (`orb fund`'s logic), with the tracker's signer accepted: the funding document."""
+    import argparse
+
+    from . import _wallet
+
+    args = argparse.Namespace(**{**vars(fund_args), "fid": doc["fid"], "signer": [signer, *fund_args.signer]})
+    try:
+        return _wallet._guarded(_wallet.fund_fid)(args)
+    except CommandError as e:
+        raise CommandError(f"{doc['fid']} is deployed, but funding it failed: {e} (retry with `orb fund "
+                           f"{doc['fid']} --eth ... --price-wei ... --signer {signer}`)", e.exit_code, e.kind,
+                           {**e.details, "fid": doc["fid"], "deployed": doc, "tracker_signer": signer}) from None
 
 
 def jail_samples(reactor, plan, box):
@@ -517,6 +604,16 @@ def print_deployed(args, doc):
         else:
             c.print(f"replicas  {doc['replicas']} of {doc['wanted_replicas']} so far (--no-wait: the tracker "
                     f"places the rest; `orb info {doc['fid']}` shows them)")
+        funding = doc.get("funding")
+        if funding:
+            c.print(f"funded    {funding['deposit_eth']} ETH on escrow {funding['escrow']}, "
+                    f"{funding['price_per_request_wei']} wei a request"
+                    + (f", {funding['price_per_epoch_wei']} wei an epoch" if funding['price_per_epoch_wei'] != "0"
+                       else "")
+                    + (f", {funding['price_per_mib_wei']} wei a MiB" if funding['price_per_mib_wei'] != "0" else ""),
+                    markup=False)
+            c.print(f"          tx {funding['tx']} (gas {funding['gas_used']}); signers {', '.join(funding['signers'])}",
+                    markup=False)
 
     _ui.emit(args, doc, human)
     return _ui.EXIT_OK
@@ -683,7 +780,26 @@ def info(args):
         return _names.info_name(args)
     plan = prepare_info(args)
     doc = run_flow(lambda reactor: info_flow(reactor, plan), {})
+    add_funding(args, doc)
     return print_info(args, doc)
+
+
+def add_funding(args, doc):
+    """With --eth-rpc or $ORB_ETH_RPC: the fid's funding on the escrow into ``doc``; a failed read is a warning."""
+    import os
+
+    if not (args.eth_rpc or os.environ.get("ORB_ETH_RPC")):
+        return
+    import argparse
+
+    from . import _wallet
+
+    chain_args = argparse.Namespace(eth_rpc=args.eth_rpc, escrow=args.escrow, timeout=5.0)
+    try:
+        raw_fid = _fid.from_text(args.fid)
+        doc["funding"] = _wallet._guarded(lambda a: _wallet.funding_of(a, raw_fid))(chain_args) or {"funded": False}
+    except Exception as e:  # the chain's trouble never fails `info`
+        doc["funding_warning"] = f"the funding could not be read from the chain: {_remote_text(str(e), 200)}"
 
 
 @defer.inlineCallbacks
@@ -749,6 +865,7 @@ def print_info(args, doc):
             waiting = secrets.get("waiting") or []
             rows.append(("secrets", f"sealed to {secrets.get('sealed_hosts')} host(s)"
                          + (f"; {len(waiting)} waiting for a sealed copy (orb secret sync)" if waiting else "")))
+        rows += funding_rows(doc)
         for label, value in rows:
             c.print(f"{label:<12}{_remote_text(value, 1100)}", markup=False)
         hosts = doc.get("hosts") or []
@@ -769,3 +886,24 @@ def print_info(args, doc):
 
     _ui.emit(args, doc, human)
     return _ui.EXIT_OK
+
+
+def funding_rows(doc):
+    """`orb info`'s lines for the escrow: balance, prices, owner (or not funded, or the warning)."""
+    funding = doc.get("funding")
+    if doc.get("funding_warning"):
+        return [("funding", "warning: " + doc["funding_warning"])]
+    if not funding:
+        return []
+    if not funding.get("funded", True):
+        return [("funding", "not funded on the escrow (`orb fund FID ...`)")]
+    prices = f"{funding['price_per_request_wei']} wei a request"
+    if funding["price_per_epoch_wei"] != "0":
+        prices += f", {funding['price_per_epoch_wei']} wei an epoch"
+    if funding["price_per_mib_wei"] != "0":
+        prices += f", {funding['price_per_mib_wei']} wei a MiB"
+    rows = [("balance", f"{funding['balance_eth']} ETH on escrow {funding['escrow']} (chain {funding['chain_id']})"),
+            ("prices", prices), ("funder", funding["owner"])]
+    if funding.get("withdrawable_at"):
+        rows.append(("withdrawal", f"requested; possible from {_utc(funding['withdrawable_at'])}"))
+    return rows

@@ -388,10 +388,11 @@ def wallet_withdraw(args):
     return _ui.EXIT_OK
 
 
-def fund(args):
+def check_fund_options(args):
+    """The deposit in wei and the checksummed signers of `orb fund`'s options (shared with `orb deploy --fund`),
+    checked before anything touches the chain."""
     from eth_utils import is_address, to_checksum_address
 
-    raw_fid = _ui.fid_argument(args.fid)
     value = _parse_eth(args.eth)
     for name in ("price_wei", "epoch_price_wei", "mib_price_wei"):
         if not 0 <= getattr(args, name) < 2**128:
@@ -401,7 +402,17 @@ def fund(args):
     for s in args.signer:
         if not is_address(s):
             raise CommandError(f"--signer {s!r:.60} is not an Ethereum address", _ui.EXIT_USAGE, "usage")
-    signers = [to_checksum_address(s) for s in args.signer]
+    signers = []
+    for s in map(to_checksum_address, args.signer):
+        if s not in signers:
+            signers.append(s)
+    return value, signers
+
+
+def fund_fid(args):
+    """Fund ``args.fid`` on the escrow from the wallet: the result document of `orb fund` (raises CommandError)."""
+    raw_fid = _ui.fid_argument(args.fid)
+    value, signers = check_fund_options(args)
     account = _account(args)
     w3 = _web3(args)
     escrow = _escrow(args, w3)
@@ -410,11 +421,30 @@ def fund(args):
                                             price_per_epoch_wei=args.epoch_price_wei,
                                             price_per_mib_wei=args.mib_price_wei, signers=signers), args.fid)
     info = escrow.funds(raw_fid)
-    doc = {"ok": True, "fid": args.fid, "escrow": escrow.address, "owner": info.owner,
-           "balance_wei": str(info.balance_wei), "balance_eth": _eth_text(info.balance_wei),
-           "price_per_request_wei": str(info.price_per_request_wei),
-           "price_per_epoch_wei": str(info.price_per_epoch_wei), "price_per_mib_wei": str(info.price_per_mib_wei),
-           "signers": signers, **_receipt_doc(receipt)}
+    return {"ok": True, "fid": args.fid, "escrow": escrow.address, "owner": info.owner,
+            "deposit_wei": str(value), "deposit_eth": _eth_text(value),
+            "balance_wei": str(info.balance_wei), "balance_eth": _eth_text(info.balance_wei),
+            "price_per_request_wei": str(info.price_per_request_wei),
+            "price_per_epoch_wei": str(info.price_per_epoch_wei), "price_per_mib_wei": str(info.price_per_mib_wei),
+            "signers": signers, **_receipt_doc(receipt)}
+
+
+def fund(args):
+    doc = fund_fid(args)
     _ui.emit(args, doc, lambda c: c.print(f"funded {args.fid}: {doc['balance_eth']} ETH on the escrow, "
-                                          f"{info.price_per_request_wei} wei a request"))
+                                          f"{doc['price_per_request_wei']} wei a request"))
     return _ui.EXIT_OK
+
+
+def funding_of(args, raw_fid):
+    """What the escrow says of a fid, for `orb info`: None when it is not funded (raises on a chain failure)."""
+    w3 = _web3(args)
+    escrow = _escrow(args, w3)
+    info = escrow.funds(raw_fid)
+    if not info.funded:
+        return None
+    return {"escrow": escrow.address, "chain_id": w3.eth.chain_id, "owner": info.owner,
+            "balance_wei": str(info.balance_wei), "balance_eth": _eth_text(info.balance_wei),
+            "price_per_request_wei": str(info.price_per_request_wei),
+            "price_per_epoch_wei": str(info.price_per_epoch_wei), "price_per_mib_wei": str(info.price_per_mib_wei),
+            "withdrawable_at": info.withdrawable_at}
