@@ -628,7 +628,7 @@ CLAIM_EVERY_S = 5
 VOUCHER_ASK_EVERY_S = 3
 PEER_GAS_WEI = 10**18  # what each host's wallet gets from a dev account, to pay the gas of its claims
 OWNER_WEI = 10**18
-PRICE_WEI = 10**13  # per request served: 20 calls pay 0.0002 ETH
+PRICE_WEI = 10**15  # per request served: 20 calls pay 0.02 ETH, well above a claim's gas here
 PAID_CALLS = 20
 
 
@@ -722,7 +722,7 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
         toml = f.read()
     with open(os.path.join(fn, "orb.toml"), "w") as f:
         f.write(toml.replace("replicas = 3", "replicas = 2"))
-    out = yield orb_shown("deploy", fn, "--tracker", t1.wire_text, "--api", api, "--fund", "--eth", "0.01",
+    out = yield orb_shown("deploy", fn, "--tracker", t1.wire_text, "--api", api, "--fund", "--eth", "0.05",
                           "--price-wei", str(PRICE_WEI), "--eth-rpc", url)
     fid = next(line.split()[1] for line in out.splitlines() if line.startswith("fid"))
     yield orb_shown("info", fid, "--api", api, "--eth-rpc", url)
@@ -750,22 +750,28 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
             raise
         console.print("(not every request is claimed yet; the table shows the claims made so far)")
     after, escrow_after, claims, _ = state["view"]
-    table = Table(title=f"hosts paid for {ok} requests at {PRICE_WEI} wei each (Claimed events of OrbEscrow)")
-    for column in ("host", "wallet", "balance before (ETH)", "balance after (ETH)", "requests paid", "paid (wei)",
-                   "claims", "claim gas"):
+    table = Table(title=f"hosts paid for {ok} requests at {eth(PRICE_WEI)} ETH each (balances in ETH)")
+    for column in ("host", "before", "after", "requests", "paid", "claim gas"):
         table.add_column(column, no_wrap=True)
+    lines = []
     for address, name in sorted(hosts.items(), key=lambda kv: kv[1]):
         mine = [c for c in claims if c["host"].lower() == address.lower()]
         if not mine:
             continue
-        table.add_row(name, address[:10] + "...", eth(before[address]), eth(after[address]),
-                      str(sum(c["requests"] for c in mine)), str(sum(c["amount"] for c in mine)), str(len(mine)),
-                      ", ".join(str(c["gas"]) for c in mine))
+        requests, amount = sum(c["requests"] for c in mine), sum(c["amount"] for c in mine)
+        fee, gas = sum(c["fee"] for c in mine), sum(c["gas"] for c in mine)
+        table.add_row(name, eth(before[address]), eth(after[address]), str(requests), eth(amount), str(gas))
+        change = after[address] - before[address]
+        lines.append(f"{name}'s balance {'rose' if change > 0 else 'fell'} by {eth(abs(change))} ETH: paid "
+                     f"{eth(amount)} for {requests} request(s), less {eth(fee)} ETH for {len(mine)} claim(s) "
+                     f"(claim gas {', '.join(str(c['gas']) for c in mine)})")
     console.print(table)
+    for line in lines:
+        console.print(line, highlight=False)
     paid = sum(c["amount"] for c in claims)
-    console.print(f"the escrow paid {paid} wei ({sum(c['requests'] for c in claims)} requests x {PRICE_WEI} wei): the "
-                  f"function's balance went from {eth(escrow_before)} to {eth(escrow_after)} ETH; a claim costs the "
-                  f"same gas however many requests its voucher covers ({reactor.seconds() - started:.1f} s for this "
+    console.print(f"the escrow paid {eth(paid)} ETH ({sum(c['requests'] for c in claims)} requests x {eth(PRICE_WEI)}); "
+                  f"the function's balance went from {eth(escrow_before)} to {eth(escrow_after)} ETH; a claim's gas "
+                  f"does not grow with the requests its voucher covers ({reactor.seconds() - started:.1f} s for this "
                   "act)", highlight=False)
 
 

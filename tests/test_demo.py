@@ -19,7 +19,7 @@ def run(argv, timeout_s=60):
 
 class DemoTests(TestCase):
     def test_demo_prints_a_transcript(self):
-        """python -m orb.demo exits cleanly, printing the handshake, devnet, function, DNS, calls and jail acts."""
+        """python -m orb.demo exits cleanly, printing the handshake, devnet, function, DNS, calls, payments and jail acts."""
         result = run([sys.executable, "-m", "orb.demo"], timeout_s=300)
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout
@@ -71,6 +71,14 @@ class DemoTests(TestCase):
         self.assertIn("HTTP/1.1 200 OK", private)
         self.assertRegex(private, r'"signed": true, "hmac": "[0-9a-f]{24}"')
         self.assertNotIn("SIGNING_KEY=", private)  # the value is never printed
+        # Payments: deploy --fund on the embedded chain, calls, a host's own claim raises its balance, gas shown.
+        paid = out.split("payments:", 1)[1].split("all daemons stopped", 1)[0]
+        self.assertRegex(paid, r"funded    0\.05 ETH on escrow 0x[0-9a-fA-F]{40}")
+        self.assertRegex(paid, r"balance\s+0\.05 ETH on escrow")  # orb info --eth-rpc
+        self.assertIn("20 of 20 calls through the gateway answered 200", paid)
+        self.assertRegex(paid, r"peer-\S+'s balance rose by 0\.\d+ ETH: paid 0\.\d+ for \d+ request\(s\)")
+        self.assertRegex(paid, r"claim gas \d{4,}")
+        self.assertRegex(paid, r"the escrow paid 0\.020000 ETH \(20 requests")
         self.assertIn("all daemons stopped", out)
         # The jail act: a function runs, a hostile one is stopped by seccomp.
         self.assertIn('adder   OK {"sum": 5, "request": "call-0"}', out)
