@@ -83,6 +83,20 @@ class DeployFundTests(DaemonTestMixin, TestCase):
         self.assertIn("replicas", out)
 
     @defer.inlineCallbacks
+    def test_funded_though_short_of_replicas(self):
+        """A deploy the tracker accepted but that has no replicas by --timeout (9) is funded all the same."""
+        chain, url, wallet, t1, fn = yield self.setup_net()
+        code, out, err = yield self.orb("deploy", fn, *self.where(t1), "--timeout", "1", "--fund", "--eth", "0.02",
+                                        "--price-wei", "5", "--eth-rpc", url, "--json")
+        self.assertEqual(code, 9, out + err)
+        doc = json.loads(out)
+        self.assertEqual(doc["funding"]["deposit_wei"], str(2 * 10**16))
+        self.assertEqual(doc["funding"]["fid"], doc["fid"])
+        code, out, err = yield self.orb("info", doc["fid"], "--api", f"http://127.0.0.1:{t1.info['http']}",
+                                        "--eth-rpc", url, "--json")
+        self.assertEqual((code, json.loads(out)["funding"]["price_per_request_wei"]), (0, "5"), err)
+
+    @defer.inlineCallbacks
     def test_refusals(self):
         """--fund without --eth, or --eth without --fund, is a usage error (2); a tracker with no signer deploys nothing."""
         chain, url, wallet, t1, fn = yield self.setup_net(eth_rpc=False)

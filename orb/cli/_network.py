@@ -234,21 +234,29 @@ def deploy(args):
 
     @defer.inlineCallbacks
     def flow(reactor):
-        signer = None
-        if fund_args is not None:
-            signer = yield tracker_signer(reactor, plan.api)
-        doc = yield deploy_flow(reactor, plan, box)
-        return doc, signer
+        if fund_args is not None:  # before the deploy: a tracker that signs no vouchers gets nothing deployed
+            box["signer"] = yield tracker_signer(reactor, plan.api)
+        return (yield deploy_flow(reactor, plan, box))
 
-    doc, signer = run_flow(flow, box)
+    try:
+        doc = run_flow(flow, box)
+    except CommandError as e:
+        if fund_args is None or e.kind != "replicas":
+            raise
+        # Accepted, but short of replicas by --timeout: the function is the owner's all the same, so fund it.
+        funding = fund_deployed(fund_args, e.details, box["signer"])
+        raise CommandError(f"{e} It is funded: {funding['deposit_eth']} ETH on escrow {funding['escrow']}.",
+                           e.exit_code, e.kind, {**e.details, "funding": funding}) from None
     if fund_args is not None:
-        doc["funding"] = fund_deployed(fund_args, doc, signer)
+        doc["funding"] = fund_deployed(fund_args, doc, box["signer"])
     return print_deployed(args, doc)
 
 
 def prepare_fund(args, plan):
     """`deploy --fund`'s options, checked before anything is deployed: a Namespace for `orb fund`, or None."""
     import argparse
+
+    from orb.pay import client as _client
 
     from . import _wallet
 
@@ -268,7 +276,8 @@ def prepare_fund(args, plan):
     fund_args = argparse.Namespace(
         fid=None, eth=args.eth, price_wei=args.price_wei, epoch_price_wei=args.epoch_price_wei,
         mib_price_wei=args.mib_price_wei, signer=list(args.signer), eth_rpc=args.eth_rpc, escrow=args.escrow,
-        wallet=args.wallet, passphrase_file=args.passphrase_file, timeout=10.0, json=args.json)
+        wallet=args.wallet, passphrase_file=args.passphrase_file, timeout=_client.DEFAULT_TIMEOUT_S,
+        json=args.json)
     _wallet.check_fund_options(fund_args)  # usage errors before the deploy, not after
     return fund_args
 
@@ -840,7 +849,8 @@ def print_info(args, doc):
         if "manifest" not in doc:  # a private function: the tracker shows only its fid (RFC 10.9)
             for label, value in (("fid", doc.get("fid")), ("dns name", doc.get("dns_name")),
                                  ("gateway", doc.get("gateway_url")), ("visibility", "private: only the owner "
-                                                                       "sees its manifest")):
+                                                                       "sees its manifest"),
+                                 *funding_rows(doc)):
                 c.print(f"{label:<12}{_remote_text(value, 1100)}", markup=False)
             return
         m = doc.get("manifest") or {}
