@@ -769,7 +769,8 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
     for line in lines:
         console.print(line, highlight=False)
     paid = sum(c["amount"] for c in claims)
-    console.print(f"the escrow paid {eth(paid)} ETH ({sum(c['requests'] for c in claims)} requests x {eth(PRICE_WEI)}); "
+    requests = sum(c["requests"] for c in claims)
+    console.print(f"the escrow paid {eth(paid)} ETH ({requests} requests x {eth(PRICE_WEI)}); "
                   f"the function's balance went from {eth(escrow_before)} to {eth(escrow_after)} ETH; a claim's gas "
                   f"does not grow with the requests its voucher covers ({reactor.seconds() - started:.1f} s for this "
                   "act)", highlight=False)

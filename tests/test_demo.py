@@ -19,7 +19,7 @@ def run(argv, timeout_s=60):
 
 class DemoTests(TestCase):
     def test_demo_prints_a_transcript(self):
-        """python -m orb.demo exits cleanly, printing the handshake, devnet, function, DNS, calls, payments and jail acts."""
+        """python -m orb.demo exits cleanly: handshake, devnet, function, DNS, calls, names, payments and jail acts."""
         result = run([sys.executable, "-m", "orb.demo"], timeout_s=300)
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout

@@ -98,7 +98,7 @@ class DeployFundTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_refusals(self):
-        """--fund without --eth, or --eth without --fund, is a usage error (2); a tracker with no signer deploys nothing."""
+        """--fund without --eth, or --eth without --fund, is a usage error (2); no signer, no deploy."""
         chain, url, wallet, t1, fn = yield self.setup_net(eth_rpc=False)
         code, out, err = yield self.orb("deploy", fn, *self.where(t1), "--no-wait", "--fund", "--price-wei", "1")
         self.assertEqual(code, 2, out + err)

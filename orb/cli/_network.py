@@ -621,7 +621,8 @@ def print_deployed(args, doc):
                        else "")
                     + (f", {funding['price_per_mib_wei']} wei a MiB" if funding['price_per_mib_wei'] != "0" else ""),
                     markup=False)
-            c.print(f"          tx {funding['tx']} (gas {funding['gas_used']}); signers {', '.join(funding['signers'])}",
+            c.print(f"          tx {funding['tx']} (gas {funding['gas_used']}); "
+                    f"signers {', '.join(funding['signers'])}",
                     markup=False)
 
     _ui.emit(args, doc, human)
