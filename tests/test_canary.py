@@ -273,7 +273,8 @@ class CanaryNetTests(SynchronousTestCase):
         self.invokes[third.node_id] = []
         self.canary._remember(self.fid_text, b"real input", self.honest.node_id, C.answer_digest(add(b"real input")))
         self.canary._remember(self.fid_text, b"real input", self.liar.node_id, C.answer_digest(add(b"real input")))
-        check = C._digest_check(C.answer_digest(add(b"real input")))
+        [entry] = self.canary._seen[self.fid_text].values()  # two hosts in two networks agreed
+        check = C._digest_check(entry.known())
         self.assertIsNone(check(add(b"real input")))
         self.lie(third, b'"not the answer"')
         self.net.run(1)
@@ -295,6 +296,11 @@ class _Peer:
 class FakeRegistry:
     def __init__(self, *records):
         self.records = {r.fid: r for r in records}
+        self.addresses = {}  # node id -> its IP (none: no address)
+
+    def peer(self, node_id):
+        ip = self.addresses.get(node_id)
+        return attrs.make_class("Peer", ["addresses"])([(ip, 7400)] if ip else [])
 
     def functions(self):
         return list(self.records.values())
@@ -305,8 +311,11 @@ class FakeRegistry:
 
 class FakeReplication:
     def __init__(self, hosts):
+        from orb.tracker.replication import placement_group
+
         self.hosts = hosts
         self.penalties = {}
+        self.group_of = placement_group
 
     def replicas(self, fid):
         return [_Peer(n) for n in self.hosts]
@@ -365,6 +374,24 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(entry.known(), C.answer_digest(b"1"))
         self.seen(b"\x04" * 32, output=b"2")
         self.assertIsNone(entry.known())
+
+    def test_two_hosts_in_one_network_make_no_known_answer(self):
+        """Two replicas in the same /16 agreeing cannot frame a third host; a second network can."""
+        self.canary.registry.addresses.update({b"\x01" * 32: "10.9.0.1", b"\x02" * 32: "10.9.7.7",
+                                               b"\x04" * 32: "10.8.0.1"})
+        self.seen(b"\x01" * 32)
+        self.seen(b"\x02" * 32)
+        [entry] = self.canary._seen[self.record.fid].values()
+        self.assertIsNone(entry.known())
+        self.seen(b"\x04" * 32)
+        self.assertEqual(entry.known(), C.answer_digest(b"1"))
+
+    def test_digests_compare_json_values_and_bytes(self):
+        """A JSON answer matches whatever its key order or spacing; other bytes match only exactly."""
+        self.assertEqual(C.answer_digest(b'{"b": 1, "a": [true]}'), C.answer_digest(b'{"a":[true],"b":1}'))
+        self.assertNotEqual(C.answer_digest(b"true"), C.answer_digest(b"1"))
+        self.assertNotEqual(C.answer_digest(b"not json"), C.answer_digest(b"not  json"))
+        self.assertNotEqual(C.answer_digest(b'"x"'), C.answer_digest(b"x"))
 
     def test_only_ok_runs_of_pure_public_functions_are_remembered(self):
         """Cached, failed, oversized or impure calls teach the checker nothing."""

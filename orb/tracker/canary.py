@@ -8,7 +8,9 @@ compared as at deploy: ``Sample.check``), and answers seen from replicas:
 for each pure, public function a small table of the inputs of its recent
 ok runs (inputs of at most MAX_KNOWN_INPUT_BYTES) and the digest each
 replica answered. An input is *known* once two different replicas gave the
-same answer and none gave another; an input answered by one replica only is
+same answer and none gave another, from two network groups (IPv4 /16, IPv6
+/32, as replicas are spread: two hosts in one network cannot frame a third);
+an input answered by one replica only is
 sent to another as a *probe*, whose answer is remembered but never judged.
 Digests are over the JCS form of a JSON output (so key order does not
 matter), else over the bytes.
@@ -92,15 +94,19 @@ class _Seen:
     def __init__(self, data):
         self.input = data
         self.answers = {}  # node id -> digest
+        self.groups = {}  # node id -> its network group (its node id when it has no address)
 
-    def add(self, node_id, digest):
+    def add(self, node_id, digest, group):
         if node_id in self.answers or len(self.answers) < MAX_REPLICAS_PER_INPUT:
             self.answers[node_id] = digest
+            self.groups[node_id] = group
 
     def known(self):
-        """The digest two or more replicas gave, when no replica gave another; else None."""
+        """The digest replicas in two network groups gave, when no replica gave another; else None."""
         digests = set(self.answers.values())
-        return next(iter(digests)) if len(digests) == 1 and len(self.answers) >= 2 else None
+        if len(digests) == 1 and len(set(self.groups.values())) >= 2:
+            return next(iter(digests))
+        return None
 
 
 class Canary:
@@ -294,7 +300,17 @@ class Canary:
             if len(table) >= MAX_KNOWN_PER_FID:
                 table.popitem(last=False)
         table[key] = entry
-        entry.add(node_id, digest)
+        entry.add(node_id, digest, self._group(node_id))
+
+    def _group(self, node_id):
+        peer = self.registry.peer(node_id)
+        group_of = getattr(self.replication, "group_of", None)
+        if peer is None or not peer.addresses or group_of is None:
+            return node_id
+        try:
+            return group_of(peer.addresses[0][0])
+        except ValueError:
+            return node_id
 
     def known_inputs(self, fid):
         return len(self._seen.get(fid, ()))
