@@ -193,6 +193,9 @@ class CanaryNetTests(SynchronousTestCase):
         replicas = self.calls(20)
         self.assertEqual(set(replicas), {self.honest.node_id, self.liar.node_id})
         self.assertEqual(self.payments.counts["calls_counted"], 20)
+        self.assertEqual(self.canary.known_inputs(self.fid_text), C.MAX_KNOWN_PER_FID)  # the routed answers, bounded
+        self.tick_until(lambda: self.canary.counts["probes"] >= 1)  # sent to the other replica, then known
+        self.assertEqual(self.canary.counts["wrong"], 0)
         self.assertEqual(self.api_stats()["spot_checks"]["suspect_hosts"], [])
 
     def test_a_lying_host_is_caught_punished_and_forgiven(self):
@@ -266,6 +269,24 @@ class CanaryNetTests(SynchronousTestCase):
             self.net.run(0.5)
         self.assertEqual([len(v) for v in self.invokes.values()], [1, 1])
         self.assertEqual(self.canary.figures()["outstanding"], 2)
+
+    def test_a_host_right_on_samples_but_wrong_on_real_inputs_is_caught(self):
+        """A host that answers the public samples right but lies to callers is caught by what other hosts answered."""
+        third = self.host("10.4.0.1")
+        self.invokes[third.node_id] = []
+        self.net.run(3)
+        self.assertEqual(len(self.tracker.replication.replicas(self.fid_text)), 3)
+        honest_handler = self.liar.table.handlers[MessageType.INVOKE]
+        self.lie(self.liar, b"41")
+        lying = self.liar.table.handlers[MessageType.INVOKE]
+        self.liar.table.handlers[MessageType.INVOKE] = lambda record, message, request_id: (
+            honest_handler if message.input == SAMPLE_INPUT else lying)(record, message, request_id)
+        self.calls(6, prefix=b'{"a":1,"b":')
+        self.tick_until(lambda: self.canary.counts["wrong"] == 1, ticks=60)
+        [shown] = self.canary.report()["suspect_hosts"]
+        self.assertEqual(shown["node_id"], self.liar.node_id.hex())
+        self.assertIn("earlier answers", shown["reason"])
+        self.assertFalse(self.canary.is_suspect(self.honest.node_id) or self.canary.is_suspect(third.node_id))
 
     def test_answers_of_two_replicas_catch_a_liar_on_a_real_input(self):
         """An input two hosts answered alike becomes a known answer: a third host lying on it is caught."""
@@ -365,15 +386,17 @@ class TableTests(SynchronousTestCase):
     def seen(self, replica, data=b"x", output=b"1", fid=None):
         self.canary.run_seen(fid or self.raw, data, attrs.evolve(ok(output), replica=replica))
 
-    def test_one_replica_is_a_probe_two_alike_are_known_and_disagreement_is_neither(self):
-        """An answer counts as known only when two replicas agree and none disagrees."""
+    def test_an_answer_is_known_when_two_replicas_agree_and_outvote_the_rest(self):
+        """One answer is no proof; two alike are, unless as many replicas say otherwise."""
         self.seen(b"\x01" * 32)
         [entry] = self.canary._seen[self.record.fid].values()
         self.assertIsNone(entry.known())
+        self.seen(b"\x04" * 32, output=b"2")
+        self.assertIsNone(entry.known())  # one against one
         self.seen(b"\x02" * 32, output=b" 1 ")  # the same JSON value
         self.assertEqual(entry.known(), C.answer_digest(b"1"))
-        self.seen(b"\x04" * 32, output=b"2")
-        self.assertIsNone(entry.known())
+        self.seen(b"\x05" * 32, output=b"2")
+        self.assertIsNone(entry.known())  # two against two
 
     def test_two_hosts_in_one_network_make_no_known_answer(self):
         """Two replicas in the same /16 agreeing cannot frame a third host; a second network can."""

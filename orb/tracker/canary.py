@@ -7,11 +7,12 @@ Known answers.  A function's manifest samples (input, expected output,
 compared as at deploy: ``Sample.check``), and answers seen from replicas:
 for each pure, public function a small table of the inputs of its recent
 ok runs (inputs of at most MAX_KNOWN_INPUT_BYTES) and the digest each
-replica answered. An input is *known* once two different replicas gave the
-same answer and none gave another, from two network groups (IPv4 /16, IPv6
-/32, as replicas are spread: two hosts in one network cannot frame a third);
-an input answered by one replica only is
-sent to another as a *probe*, whose answer is remembered but never judged.
+replica answered. An input is *known* once replicas in two network groups
+(IPv4 /16, IPv6 /32, as replicas are spread: two hosts in one network cannot
+frame a third) gave the same answer, and more replicas gave it than any
+other answer (a pure function has one answer; a lone dissenter does not
+hide it); an input not known yet is sent to a replica that has not answered
+it as a *probe*, whose answer is remembered but never judged.
 Digests are over the JCS form of a JSON output (so key order does not
 matter), else over the bytes.
 
@@ -102,11 +103,14 @@ class _Seen:
             self.groups[node_id] = group
 
     def known(self):
-        """The digest replicas in two network groups gave, when no replica gave another; else None."""
-        digests = set(self.answers.values())
-        if len(digests) == 1 and len(set(self.groups.values())) >= 2:
-            return next(iter(digests))
-        return None
+        """The digest given by replicas in two network groups and by more replicas than any other; else None."""
+        votes = collections.Counter(self.answers.values())
+        ranked = votes.most_common(2)
+        if not ranked or (len(ranked) == 2 and ranked[1][1] == ranked[0][1]):
+            return None
+        digest = ranked[0][0]
+        groups = {self.groups[n] for n, d in self.answers.items() if d == digest}
+        return digest if len(groups) >= 2 else None
 
 
 class Canary:
@@ -184,7 +188,7 @@ class Canary:
             digest = entry.known()
             if digest is not None:
                 choices.append((entry.input, _digest_check(digest), "earlier answers"))
-            elif len(entry.answers) == 1 and node_id not in entry.answers:
+            elif node_id not in entry.answers and len(entry.answers) < MAX_REPLICAS_PER_INPUT:
                 choices.append((entry.input, None, "probe"))
         if not choices:
             return 0
