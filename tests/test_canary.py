@@ -99,6 +99,7 @@ class CanaryNetTests(SynchronousTestCase):
         self.canary = self.tracker.canary
         self.canary.rng = random.Random(5)
         self.canary.penalty_s = PENALTY_S
+        self.canary.interval_s = 60.0  # on, though the test ticks it by hand
         self.data, manifest = pure_function()
         self.fid = fidmod.fid_for(self.data)
         self.fid_text = fidmod.to_text(self.fid)
@@ -382,6 +383,7 @@ class TableTests(SynchronousTestCase):
         self.canary = C.Canary(self.clock, FakeRegistry(self.record), FakeReplication([b"\x03" * 32]), self.channel,
                                rng=random.Random(1))
         self.raw = fidmod.from_text(self.record.fid)
+        self.canary.interval_s = 60.0
 
     def seen(self, replica, data=b"x", output=b"1", fid=None):
         self.canary.run_seen(fid or self.raw, data, attrs.evolve(ok(output), replica=replica))
@@ -458,6 +460,14 @@ class TableTests(SynchronousTestCase):
         self.canary.stop()
         self.clock.advance(1000)
         self.assertEqual(len(self.channel.sent), 1)
+
+    def test_interval_zero_turns_spot_checks_off(self):
+        """With --canary-interval 0 no canary is ever sent and no caller's input is kept."""
+        self.canary.interval_s = 0
+        self.canary.start()
+        self.clock.advance(10_000)
+        self.seen(b"\x01" * 32)
+        self.assertEqual((self.channel.sent, self.canary.figures()["known_functions"]), ([], 0))
 
     def test_a_wrong_sample_answer_punishes_an_error_does_not(self):
         """RESULT ok with a wrong value makes a suspect; RESULT error is only counted."""

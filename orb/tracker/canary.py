@@ -57,9 +57,9 @@ DEFAULT_PENALTY_S = 3600.0  # --canary-penalty
 JITTER = 0.25  # a tick comes interval_s × (1 ± JITTER) after the last
 MAX_CANARIES_PER_TICK = 4
 MAX_FUNCTIONS_PER_TICK = 64  # functions looked at per tick
-MAX_KNOWN_FIDS = 1024  # functions with remembered answers; least recently seen dropped
+MAX_KNOWN_FIDS = 256  # functions with remembered answers; least recently seen dropped
 MAX_KNOWN_PER_FID = 16  # inputs remembered per function; least recently seen dropped
-MAX_KNOWN_INPUT_BYTES = 16 * 1024  # larger inputs are never remembered (samples are at most this too)
+MAX_KNOWN_INPUT_BYTES = 4096  # larger inputs are never remembered: at most 16 MiB of inputs in all
 MAX_REPLICAS_PER_INPUT = 4  # replicas whose answer to one input is remembered
 MAX_JSON_DIGEST_BYTES = 64 * 1024  # larger outputs are digested as bytes
 MAX_SUSPECTS = 10_000
@@ -275,6 +275,8 @@ class Canary:
 
     def run_seen(self, fid_raw, data, answer):
         """A routed run ended (Router.answer_listeners): remember an ok answer of a pure, public function."""
+        if self.interval_s <= 0:
+            return  # spot checks off: nothing to remember
         if (answer.cached or answer.replica is None or answer.replica == self.local_id or answer.refusal
                 or answer.result.status_kind is not ResultStatus.OK or len(data) > MAX_KNOWN_INPUT_BYTES):
             return
