@@ -97,16 +97,16 @@ class MemoryNet:
         return AddressBook(self.clock, key=rng.randbytes(32), rng=random.Random(rng.getrandbits(64)),
                            allow_loopback=True, allow_private=True, group_fn=prefix_group)
 
-    def tracker(self, host, join=(), peer_ttl_s=90.0, listen=True, admitted=True, admit_vouched=False):
+    def tracker(self, host, join=(), peer_ttl_s=90.0, listen=True, admitted=True, admit_vouched=False, payments=None):
         """A tracker; ``admitted``: the others admit it and it admits them, as
-        if each had been started with --admit for every other."""
+        if each had been started with --admit for every other; ``payments``: its Payments, wired as in a daemon."""
         rng = self._rng()
         key = self._key(rng)
         config = TrackerConfig(NodeConfig("unused", advertise=(host, PORT), bootstrap=tuple(join)), http="",
                                peer_ttl_s=peer_ttl_s, admit_vouched=admit_vouched)
         core = Tracker(config, self.clock, key, rng, addrbook=self._book(rng),
                        registry=reg.Registry(self.clock, key, peer_ttl_s=peer_ttl_s),
-                       connector=self.connector(host), tls_binding=False)
+                       connector=self.connector(host), tls_binding=False, payments=payments)
         if admitted:
             for other in self.trackers:
                 other.federation.admitted.add(core.node_id)

@@ -548,6 +548,8 @@ class StatsResource(_Json):
                 "messages": st.messages_by_direction(),
                 "rates_per_s": st.rates_per_s(),
                 "eth_signer": getattr(st, "eth_signer", None),  # the voucher signer (RFC 10.10), None: no payments
+                # canaries sent, passed, wrong; the suspect hosts with the reason and until when (RFC 10.10.1)
+                "spot_checks": st.spot_checks() if getattr(st, "spot_checks", None) else None,
             },
         )
 

@@ -10,7 +10,9 @@ RESULT ``ok`` on a replica; never a cached answer or one shared with an
 identical running call (the router tells no run for those), never a failed,
 timed-out, refused, busy or not_found call, never a call whose caller is
 the host itself (its key hashes to the replica's node id), nor one this
-tracker ran itself. ``bytes`` grows by the input and output sizes.
+tracker ran itself, nor one run on a host while it is *suspended* (it
+answered a canary call wrong, orb.tracker.canary: ``suspended``), whose
+epochs do not count either. ``bytes`` grows by the input and output sizes.
 
 Payout addresses. The first VOUCHER_ASK from a node id binds its payout
 address here, for good (SQLite, surviving restarts); a different address
@@ -49,6 +51,7 @@ FLUSH_INTERVAL_S = 30.0
 MAX_UNBOUND = 100_000  # (host, fid) counters kept for hosts that have not bound a payout address
 MAX_BINDINGS = 1_000_000
 MAX_SIGNING_JOBS = 2  # VOUCHER_ASKs being signed at once, over all hosts
+MAX_SUSPENDED = 10_000  # hosts suspended at once (a wrong canary answer)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payout (
@@ -118,8 +121,10 @@ class Payments:
         self._last_signed = {}  # (fid32, address) -> counters of the last voucher signed
         self._signing = set()  # node ids with a VOUCHER_ASK being signed
         self._epoch_start = clock.seconds()
+        self._suspended = {}  # node id -> until when none of its calls or epochs count
         self.counts = {"calls_counted": 0, "calls_ignored": 0, "self_calls": 0, "epochs_counted": 0,
-                       "vouchers_signed": 0, "asks_refused": 0, "unbound_dropped": 0}
+                       "vouchers_signed": 0, "asks_refused": 0, "unbound_dropped": 0, "calls_suspended": 0,
+                       "epochs_suspended": 0}
 
     def handlers(self):
         return {MessageType.VOUCHER_ASK: self.on_voucher_ask}
@@ -136,6 +141,9 @@ class Payments:
         if caller_key is not None and node_id_for(caller_key) == replica:
             self.counts["self_calls"] += 1
             return
+        if self._suspended.get(replica, 0) > self.clock.seconds():
+            self.counts["calls_suspended"] += 1
+            return
         try:
             fid32 = V.fid_bytes32(fid_raw)
         except (fidmod.FidError, V.VoucherError):
@@ -148,8 +156,13 @@ class Payments:
         start, self._epoch_start = self._epoch_start, self.clock.seconds()
         if self.verified_since is None:
             return
+        for node_id in [n for n, until in self._suspended.items() if until <= start]:
+            del self._suspended[node_id]  # over before this epoch began
         for fid, node_id in self.verified_since(start):
             if node_id == self.local_id:
+                continue
+            if node_id in self._suspended:  # suspended during some of this epoch: it earns none of it
+                self.counts["epochs_suspended"] += 1
                 continue
             try:
                 fid32 = V.fid_bytes32(fidmod.from_text(fid))
@@ -157,6 +170,12 @@ class Payments:
                 continue
             self._add(fid32, node_id, 0, 0, 1)
             self.counts["epochs_counted"] += 1
+
+    def suspended(self, node_id, until):
+        """Count none of ``node_id``'s calls until ``until``, nor any epoch that overlaps that time."""
+        if node_id not in self._suspended and len(self._suspended) >= MAX_SUSPENDED:
+            self._suspended.pop(min(self._suspended, key=self._suspended.get))
+        self._suspended[node_id] = max(until, self._suspended.get(node_id, 0))
 
     def _add(self, fid32, node_id, requests, nbytes, epochs):
         address = self._payout.get(node_id)

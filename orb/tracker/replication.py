@@ -284,7 +284,7 @@ class Replication:
         def answered(ack):
             if ack.status != 0 or ack.replicas != 1:
                 self._offers.pop((fid, peer.node_id), None)
-                self._penalise(peer.node_id, PENALTY_S / 10)  # declined: ask others first for a while
+                self.penalise(peer.node_id, PENALTY_S / 10)  # declined: ask others first for a while
                 log.info("{peer} declined {fid}: {text}", peer=record.name, fid=fid[:16], text=ack.text[:120])
 
         def failed(failure):
@@ -333,16 +333,18 @@ class Replication:
         self._verified.pop((fid, node_id), None)
         self._offers.pop((fid, node_id), None)
         if penalty:
-            self._penalise(node_id, penalty)
+            self.penalise(node_id, penalty)
         placement = self.registry.placement(fid)
         if placement is not None and placement.tracker == self.local.node_id:
             self.registry.publish_placement(fid, [h for h in placement.hosts if h[0] != node_id])
 
-    def _penalise(self, node_id, seconds):
-        self._penalty.pop(node_id, None)
+    def penalise(self, node_id, seconds):
+        """Offer ``node_id`` no function for ``seconds`` (also a wrong canary answer, orb.tracker.canary);
+        a shorter penalty never cuts a longer one short."""
+        until = self._penalty.pop(node_id, 0)
         if len(self._penalty) >= MAX_PENALTIES:
             self._penalty.pop(next(iter(self._penalty)))
-        self._penalty[node_id] = self.clock.seconds() + seconds
+        self._penalty[node_id] = max(until, self.clock.seconds() + seconds)
 
     def verified_since(self, t):
         """(fid text, node id) of every host that passed a challenge of ours at or after ``t`` (payments' epochs)."""

@@ -59,6 +59,9 @@ the reason (``token_required: ...``, ``token_expired: ...``, RFC 9.11). The
 INVOKE sent on carries the ``caller`` TLV, the key the binding was checked
 against. Private calls are never cached.
 
+Suspects.  A replica that answered a canary call wrong (orb.tracker.canary,
+``is_suspect``) is offered no calls until its penalty is over.
+
 Cancel.  A caller's CANCEL for an INVOKE it sent here cancels the routed
 call, and so does the loss of its session: CANCEL goes on to the replica.
 """
@@ -168,6 +171,7 @@ class Router:
         self.replication = replication
         self.call_listeners = []  # (fid text, latency s, ok) after each INVOKE answered here
         self.run_listeners = []  # (fid raw, Answer, caller key or None, input bytes) once per run on a replica
+        self.answer_listeners = []  # (fid raw, input, Answer) once per run on a replica: canary checks remember
         self.channel = channel or self._direct_channel
         self.rng = rng or random.Random()
         self.cache = cache if cache is not None else ResultCache(clock)
@@ -184,6 +188,7 @@ class Router:
         self.hedge_tokens = HEDGE_BURST  # the hedge budget (module docstring)
         self.tokens = None  # orb.tracker.tokens.Tokens: checks calls of private functions (None: refuses them)
         self.is_gone = lambda fid: False  # past its owner's sunset (RFC 9.10): set by the wiring (Names)
+        self.is_suspect = lambda node_id: False  # answered a canary wrong: offered no calls (orb.tracker.canary)
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -391,8 +396,8 @@ class Router:
         if cacheable:
             self._runs[key] = call
             call.run_key = key
-        if self.run_listeners:  # once per run: not for cached answers nor callers sharing this run
-            call.deferred.addCallback(self._ran, fid_raw, caller, len(data))
+        if self.run_listeners or self.answer_listeners:  # once per run: not for cached answers nor shared runs
+            call.deferred.addCallback(self._ran, fid_raw, caller, data)
         call.next_replica()
         return call.deferred if call.done else call.subscribe(budget_s, first=True)
 
@@ -408,10 +413,12 @@ class Router:
             return f"{e.reason}: {e.text}"
         return None
 
-    def _ran(self, answer, fid_raw, caller, input_bytes):
-        for listener in self.run_listeners:
+    def _ran(self, answer, fid_raw, caller, data):
+        calls = [(f, (fid_raw, answer, caller, len(data))) for f in self.run_listeners]
+        calls += [(f, (fid_raw, data, answer)) for f in self.answer_listeners]
+        for listener, args in calls:
             try:
-                listener(fid_raw, answer, caller, input_bytes)
+                listener(*args)
             except Exception:
                 log.failure("a run listener failed")
         return answer
@@ -457,7 +464,7 @@ class _Call:
         for group in (verified, cold):
             usable = []
             for peer in group:
-                if peer.node_id in self.tried:
+                if peer.node_id in self.tried or self.router.is_suspect(peer.node_id):
                     continue
                 channel = self.router.channel(peer.node_id)
                 if channel is None:

@@ -117,6 +117,14 @@ class Options(NodeOptions):
         """Seconds of one uptime epoch paid to hosts that passed a challenge in it; at least --challenge-interval [default: 3600]."""
         self["epoch"] = seconds
 
+    def opt_canary_interval(self, seconds):
+        """Seconds between spot checks: canary calls with known answers to hosts of pure functions; 0 for none [default: 60]."""
+        self["canary-interval"] = seconds
+
+    def opt_canary_penalty(self, seconds):
+        """Seconds a host that answered a canary call wrong gets no calls and earns no vouchers here [default: 3600]."""
+        self["canary-penalty"] = seconds
+
     def opt_peer_ttl(self, seconds):
         """Seconds without a sign of life before a peer expires [default: 90]."""
         self["peer-ttl"] = seconds
@@ -144,6 +152,10 @@ class Options(NodeOptions):
         self["gateway-receive-timeout"] = opt.positive_float(
             "gateway-receive-timeout", self.get("gateway-receive-timeout", defaults.receive_timeout_s))
         self["payments"] = _payments_config(self)
+        interval = self.get("canary-interval", 60)
+        self["canary-interval"] = 0.0 if str(interval).strip() in ("0", "0.0") else opt.positive_float(
+            "canary-interval", interval)
+        self["canary-penalty"] = opt.positive_float("canary-penalty", self.get("canary-penalty", 3600))
         self["join-ca"] = tuple(opt.parse_name_port(t, "--join-ca") for t in self.get("join-ca", []))
         if self["join-ca"] and not self.get("ca"):
             raise usage.UsageError("--join-ca needs --ca FILE: the certificate authorities to verify the name with")
@@ -237,7 +249,7 @@ def makeService(config):
         allow_unconfined=bool(config["allow-unconfined"]), challenge_max_s=config["challenge-interval"],
         gateway=GatewayConfig(max_input_bytes=config["gateway-max-input-bytes"], rate_per_s=config["gateway-rate"],
                               burst=config["gateway-burst"], receive_timeout_s=config["gateway-receive-timeout"]),
-        dns=config["dns"],
+        dns=config["dns"], canary_interval_s=config["canary-interval"], canary_penalty_s=config["canary-penalty"],
     )
     return tracker_service(tracker_config, reactor, payments=config["payments"])
 

@@ -18,6 +18,7 @@ What a tracker is made of, wired in one place.
     Fetcher        FETCH from a deployer or a replica               (orb.net.fetch)
     Stats          counters behind /metrics and the REST API        (orb.tracker.stats)
     Payments       counting routed calls, VOUCHER_ASK -> VOUCHERS   (orb.tracker.payments; with --eth-rpc)
+    Canary         canary calls to hosts of pure functions; suspects (orb.tracker.canary)
 
 ``Tracker`` is the core: it takes a clock, an address book, a registry and
 a connector, and never listens, writes files, prints or exits. The service
@@ -25,6 +26,8 @@ layer (``orb.net.service``, ``orb.tracker.tap``) opens the stores, listens
 on the endpoints and hands the core its sessions.
 """
 
+
+import random
 
 import attrs
 
@@ -44,6 +47,8 @@ from orb.tracker.federation import ANTI_ENTROPY_INTERVAL_S, PUSH_INTERVAL_S, Fed
 from orb.tracker.replication import CHALLENGE_MAX_S
 from orb.tracker.replication import TICK_S as REPLICATION_TICK_S
 from orb.tracker.replication import Replication, verified_replicas
+from orb.tracker.canary import DEFAULT_PENALTY_S as CANARY_PENALTY_S
+from orb.tracker.canary import Canary
 from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
 from orb.tracker.relay import Relayer
@@ -88,6 +93,8 @@ class TrackerConfig:
     challenge_max_s: float = CHALLENGE_MAX_S  # --challenge-interval: a verified replica is re-challenged within this
     gateway: GatewayConfig = GatewayConfig()  # the HTTP gateway's limits (--gateway-*)
     dns: object = None  # --dns and its options: an orb.dns.service.DNSConfig, or None (no DNS)
+    canary_interval_s: float = 0.0  # --canary-interval: spot checks of pure functions' hosts (0: none; the tap's is 60)
+    canary_penalty_s: float = CANARY_PENALTY_S  # --canary-penalty: how long a host that answered one wrong is suspect
 
 
 class Tracker:
@@ -174,6 +181,13 @@ class Tracker:
             self.router.run_listeners.append(payments.call_ran)
             self.table.handlers.update(payments.handlers())
             self.stats.eth_signer = payments.signer  # REST /api/v1/stats: owners name it with orb fund --signer
+        # Spot checks: canaries on the router's channel (never cached nor paid); a wrong answer makes a suspect.
+        self.canary = Canary(clock, registry, self.replication, self.router.channel, local_id=self.local.node_id,
+                             rng=random.SystemRandom(), interval_s=config.canary_interval_s,
+                             penalty_s=config.canary_penalty_s, payments=payments)
+        self.router.answer_listeners.append(self.canary.run_seen)
+        self.router.is_suspect = self.canary.is_suspect
+        self.stats.spot_checks = self.canary.report
         self.periodic = Periodic(clock)
 
     @property
@@ -192,6 +206,7 @@ class Tracker:
         if self.payments is not None:
             self.periodic.every(self.payments.epoch_s, self.payments.epoch_tick, now=False)
             self.periodic.every(PAYMENTS_FLUSH_S, self.payments.flush, now=False)
+        self.canary.start()
 
     def _on_announce(self, record, message, request_id):
         self.membership.on_announce(record, message, request_id)
@@ -209,6 +224,7 @@ class Tracker:
 
     def stop(self):
         self.periodic.stop()
+        self.canary.stop()
         self.table.close_all()
         if self.packages is not None:
             self.deployments.runner.stop()  # the jail's zygote and children
