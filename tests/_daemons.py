@@ -43,6 +43,10 @@ class DaemonTestMixin:
     def start_trackers(self, *names):
         return self.net.start_trackers(*names)
 
+    def start_chain(self, withdraw_delay_s=600, name="chain"):
+        """A `twistd orb-chain` with OrbEscrow deployed, its withdrawal delay ``withdraw_delay_s``."""
+        return self.net.start_chain(name, "--withdraw-delay", str(withdraw_delay_s))
+
     def orb_env(self, home="owner"):
         """The environment of an `orb` command run as the user whose $ORB_HOME is ``home`` here."""
         return dict(os.environ, ORB_HOME=os.path.join(self.net.base_dir, home), ORB_NETWORK=self.network)

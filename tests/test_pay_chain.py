@@ -213,8 +213,7 @@ class DaemonTests(DaemonTestMixin, TestCase):
     @defer.inlineCallbacks
     def test_twistd_orb_chain(self):
         """twistd orb-chain writes ports.json, keeps its dev keys 0600, deploys OrbEscrow and serves it."""
-        chain = self.daemon("orb-chain", "chain", "--http", "tcp:0:interface=127.0.0.1", "--withdraw-delay", "5")
-        yield chain.start()
+        chain = yield self.start_chain(withdraw_delay_s=5)
         info = chain.info
         self.assertTrue(info["escrow"])
         keys = os.path.join(chain.data_dir, "private", "dev-accounts.json")

@@ -123,8 +123,7 @@ class ChainCliTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def start_chain(self):
-        chain = self.daemon("orb-chain", "chain", "--http", "tcp:0:interface=127.0.0.1", "--withdraw-delay", "600")
-        yield chain.start()
+        chain = yield DaemonTestMixin.start_chain(self)
         self.url = f"http://127.0.0.1:{chain.info['http']}"
         self.domain = V.Domain(chain_id=chain.info["chain_id"], contract=chain.info["escrow"])
         accounts = C.load_dev_accounts(chain.data_dir)

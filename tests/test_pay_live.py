@@ -33,8 +33,7 @@ class PaidCallsTests(DaemonTestMixin, TestCase):
         """N calls through the tracker: the hosts' automatic claims take N x price from the escrow, paid to them."""
         from orb.devnet import open_session
 
-        chain = self.daemon("orb-chain", "chain", "--http", "tcp:0:interface=127.0.0.1", "--withdraw-delay", "600")
-        yield chain.start()
+        chain = yield self.start_chain()
         url = f"http://127.0.0.1:{chain.info['http']}"
         accounts = C.load_dev_accounts(chain.data_dir)
         base = self.base_dir()
