@@ -22,10 +22,19 @@ setup() {
             --config-settings editable_mode=compat
         touch "$stamp"
     fi
-    # The pinned solc (contracts/package.json + package-lock.json), for the
-    # test that recompiles the committed contract artifacts. npm ci again
-    # only when node_modules is missing or the lock changed.
+}
+
+# The pinned solc and Anvil (contracts/package.json + package-lock.json), for
+# the tests: the one that recompiles the committed contract artifacts and the
+# one against a real node. The demo needs neither (the artifacts are committed,
+# the embedded chain is Python), so it does not need Node.js. npm ci again only
+# when node_modules is missing or the lock changed.
+setup_node() {
     local nstamp=contracts/node_modules/.orb-installed
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "dev.sh: the tests need Node.js and npm (the pinned solc and Anvil): apt-get install nodejs npm" >&2
+        exit 1
+    fi
     if [ ! -f "$nstamp" ] || [ contracts/package-lock.json -nt "$nstamp" ]; then
         npm ci --prefix contracts --no-audit --no-fund --loglevel=error >/dev/null
         touch "$nstamp"
@@ -90,6 +99,7 @@ shift || true
 case "$cmd" in
     setup)
         setup
+        setup_node
         ;;
     demo)
         setup
@@ -97,6 +107,7 @@ case "$cmd" in
         ;;
     test)
         setup
+        setup_node
         log="$(mktemp)"
         ulog="$(mktemp)"
         trap 'rm -f "$log" "$ulog"' EXIT
