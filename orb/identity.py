@@ -44,6 +44,18 @@ def write_secret(path, data):
     os.replace(tmp, path)
 
 
+def create_secret(path, data):
+    """Write ``data`` to a new file ``path``, mode 0600 whatever the umask; FileExistsError if anything is
+    there (a key or a wallet is never overwritten), and a symlink there is not followed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @attrs.frozen(repr=False)
 class NodeKey:
     private_key: Ed25519PrivateKey

@@ -10,7 +10,7 @@ import os
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from orb.identity import NodeKey
+from orb.identity import NodeKey, create_secret
 
 
 class OwnerKeyError(Exception):
@@ -31,16 +31,10 @@ def create_owner_key(path):
     pem = key.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        create_secret(path, pem)
     except FileExistsError:
         raise KeyExists(f"{path} exists already: orb keygen never overwrites a key (it may own deployed "
                         f"functions); move it away first, or pass --key NEW-PATH") from None
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return key
 
 

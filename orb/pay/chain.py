@@ -31,6 +31,8 @@ import os
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from orb.identity import private_dir, write_secret
+
 log = Logger()
 
 MAX_REQUEST_BYTES = 1 << 20  # a raw transaction deploying OrbEscrow is ~10 KiB
@@ -344,19 +346,9 @@ def make_site(chain):
 
 
 def write_private_json(path, doc):
-    """Write ``doc`` to ``path`` mode 0600 (parent 0700), replacing it atomically."""
-    parent = os.path.dirname(path)
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    os.chmod(parent, 0o700)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, json.dumps(doc, indent=2, sort_keys=True).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Write ``doc`` to ``path`` mode 0600 (its dir ``private/``, 0700), replacing it atomically."""
+    private_dir(os.path.dirname(os.path.dirname(path)))
+    write_secret(path, json.dumps(doc, indent=2, sort_keys=True).encode())
 
 
 def dev_keys(count):

@@ -16,6 +16,8 @@ import stat
 
 from eth_utils import to_checksum_address
 
+from orb.identity import create_secret
+
 MAX_WALLET_BYTES = 16 * 1024
 MAX_PASSPHRASE_BYTES = 4096
 WALLET_NAME = "wallet.json"
@@ -72,16 +74,10 @@ def create(path, passphrase=None):
     else:
         content = ("0x" + bytes(account.key).hex() + "\n").encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        create_secret(path, content)
     except FileExistsError:
         raise WalletExists(f"{path} exists already: a wallet is never overwritten (it may hold ether); "
                            "move it away first, or pass --wallet NEW-PATH") from None
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return account
 
 
