@@ -106,7 +106,7 @@ class CanaryNetTests(SynchronousTestCase):
         store, _ = open_store(self, clock=self.net.clock)
         self.successResultOf(store.put(self.data))
         self.tracker.replication.packages = store  # to challenge the hosts
-        owner = records.key("canary-owner")
+        owner = self.owner = records.key("canary-owner")
         issued = int(self.net.clock.seconds())
         self.tracker.registry.upsert_function(FunctionRecord(
             self.fid_text, owner.public_bytes, manifest, len(self.data), issued,
@@ -156,10 +156,10 @@ class CanaryNetTests(SynchronousTestCase):
         self.assertTrue(condition())
 
     def calls(self, n, prefix=b"call"):
-        """``n`` routed calls with distinct inputs: the replicas that answered them."""
+        """``n`` routed calls with distinct inputs, made by the owner (so they earn): the replicas that answered."""
         replicas = []
         for i in range(n):
-            d = self.tracker.router.call(self.fid, prefix + b"%d" % i)
+            d = self.tracker.router.call(self.fid, prefix + b"%d" % i, caller=self.owner.public_bytes)
             self.net.run(0.5)
             answer = self.successResultOf(d)
             self.assertEqual(answer.result.status_kind, ResultStatus.OK)
@@ -180,7 +180,7 @@ class CanaryNetTests(SynchronousTestCase):
         channel = router.channel
         router.channel = lambda node_id: None if node_id == self.honest.node_id else channel(node_id)
         try:
-            d = router.call(self.fid, os.urandom(8))
+            d = router.call(self.fid, os.urandom(8), caller=self.owner.public_bytes)
             self.net.run(0.5)
             return self.successResultOf(d)
         finally:

@@ -214,7 +214,7 @@ class GatewayRouteTests(GatewaySiteMixin, TestCase):
             ResultStatus.OUTPUT_TOO_LARGE: (502, "output-too-large"), ResultStatus.BUSY: (503, "busy"),
             ResultStatus.NOT_FOUND: (404, "not-found"), ResultStatus.DENIED: (403, "denied"),
             ResultStatus.REFUSED: (503, "refused"), ResultStatus.INTERNAL: (502, "internal"),
-            ResultStatus.GONE: (410, "gone"),
+            ResultStatus.GONE: (410, "gone"), ResultStatus.PAYMENT_REQUIRED: (402, "payment-required"),
         }
         self.assertEqual(set(expected) | {ResultStatus.OK}, set(ResultStatus))
         for status, (http_status, code) in expected.items():

@@ -80,6 +80,36 @@ class CanonicalJsonTests(SynchronousTestCase):
             mf.from_toml(toml(f"max_input_bytes = {mf.MAX_INPUT_BYTES + 1}\n"))
         self.assertIn("max_input_bytes", str(e.exception))
 
+    def test_payment_is_optional_and_absent_at_its_defaults(self):
+        """A [payment] table reaches the JSON only when it differs from the defaults, so old fids keep their bytes."""
+        plain = mf.from_toml(GOOD)
+        self.assertNotIn("payment", plain.to_json())
+        self.assertEqual(mf.canonical_bytes(mf.from_toml(GOOD + '\n[payment]\nrequired = false\n')),
+                         mf.canonical_bytes(plain))
+        paid = mf.from_toml(GOOD + '\n[payment]\nrequired = true\n')
+        self.assertEqual(paid.to_json()["payment"], {"required": True, "callers": "authorized"})
+        self.assertEqual(mf.from_json(json.loads(mf.canonical_bytes(paid))), paid)
+        anyone = mf.from_toml(GOOD + '\n[payment]\ncallers = "any"\n')
+        self.assertEqual((anyone.payment_required, anyone.payment_callers), (False, "any"))
+
+    def test_bad_payment_tables_name_the_field(self):
+        """A non-boolean required, an unknown callers value or key, and a JSON payment at its defaults are refused."""
+        for extra, field in (('required = "yes"', "payment.required"), ('callers = "everyone"', "payment.callers"),
+                             ('require = true', "payment.require")):
+            with self.assertRaises(mf.ManifestError) as e:
+                mf.from_toml(GOOD + "\n[payment]\n" + extra + "\n")
+            self.assertIn(field, str(e.exception))
+        with self.assertRaises(mf.ManifestError) as e:
+            mf.from_toml(toml('payment = "required"\n'))
+        self.assertIn("[payment]", str(e.exception))
+        doc = mf.from_toml(GOOD).to_json()
+        with self.assertRaises(mf.ManifestError) as e:
+            mf.from_json({**doc, "payment": {"required": False, "callers": "authorized"}})
+        self.assertIn("omit it", str(e.exception))
+        with self.assertRaises(mf.ManifestError) as e:
+            mf.from_json({**doc, "payment": {"required": True}})
+        self.assertIn("payment.callers", str(e.exception))
+
     def test_json_round_trip(self):
         """Reading back the canonical JSON gives the same manifest, bytecode tag included."""
         import attrs

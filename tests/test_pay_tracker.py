@@ -21,6 +21,7 @@ from orb.protocol import messages as m
 from orb.protocol import spec
 from orb.protocol.codes import ErrorCode, ResultStatus
 from orb.protocol.session import node_id_for
+from orb.protocol.token import TokenError
 from orb.tracker import payments as P
 from orb.tracker.router import Answer, Router
 from tests import test_router as R
@@ -257,8 +258,8 @@ class RouterRunListenerTests(SynchronousTestCase):
         """An ok call: one run, its Answer names the replica, with the caller's key and the input size."""
         router = self.router()
         self.successResultOf(router.call(R.FID_RAW, b"abc", caller=b"\x05" * 32))
-        [(fid, ans, caller, nbytes)] = self.runs
-        self.assertEqual((fid, ans.replica, caller, nbytes), (R.FID_RAW, R.node(1), b"\x05" * 32, 3))
+        [(fid, ans, caller, nbytes, authorized)] = self.runs
+        self.assertEqual((fid, ans.replica, caller, nbytes, authorized), (R.FID_RAW, R.node(1), b"\x05" * 32, 3, False))
 
     def test_cached_answers_are_no_run(self):
         """A pure function's second identical call is served from the cache: no second run is told."""
@@ -298,8 +299,72 @@ class RouterRunListenerTests(SynchronousTestCase):
         stranger = R.Record()
         stranger.remote = attrs.make_class("Remote", ["public_key"])(b"\x06" * 32)
         router.on_invoke(stranger, m.Invoke(fid=R.FID_RAW, deadline_ms=1000, token=b"", input=b"y"), 1)
-        self.assertEqual((len(caller.sent), len(stranger.sent)), (1, 1))
-        self.assertEqual((payments.counts["self_calls"], payments.counts["calls_counted"]), (1, 1))
+        owner = R.Record()
+        owner.remote = attrs.make_class("Remote", ["public_key"])(R.Function.owner)
+        router.on_invoke(owner, m.Invoke(fid=R.FID_RAW, deadline_ms=1000, token=b"", input=b"z"), 1)
+        self.assertEqual((len(caller.sent), len(stranger.sent), len(owner.sent)), (1, 1, 1))
+        self.assertEqual([r.status_kind for r, _ in caller.sent + stranger.sent + owner.sent], [ResultStatus.OK] * 3)
+        self.assertEqual((payments.counts["self_calls"], payments.counts["calls_unauthorized"],
+                          payments.counts["calls_counted"]), (1, 1, 1))
+
+
+class AuthorizedCallerTests(SynchronousTestCase):
+    """Only calls from callers the owner authorized earn (RFC 10.10): a host's fresh key earns nothing."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.payments = P.Payments(self.clock, Tally(":memory:", SIGNER_KEY, DOMAIN, clock=self.clock),
+                                   P.Bindings(":memory:"), run_in_thread=inline)
+        self.addCleanup(self.payments.close)
+        self.host = R.Peer(node_id_for(b"\x05" * 32))
+
+    def router(self, **manifest):
+        channel = R.Channel(self.clock, self.host.node_id, auto=lambda msg: R.ok(b"out"))
+        router = Router(self.clock, None, R.Registry(R.Function(**manifest)), R.Replication([self.host]),
+                        channel=lambda node_id: channel)
+        router.tokens = _Tokens()
+        router.run_listeners.append(self.payments.call_ran)
+        return router
+
+    def test_a_host_calling_through_a_fresh_key_earns_nothing(self):
+        """A host's call of its own function through a key the owner never authorized is served, not counted."""
+        router = self.router()
+        fresh = os.urandom(32)
+        for _ in range(5):
+            self.assertEqual(self.successResultOf(router.call(R.FID_RAW, b"in", caller=fresh)).result.status_kind,
+                             ResultStatus.OK)
+        self.successResultOf(router.call(R.FID_RAW, b"in"))  # anonymous (a gateway call without a token)
+        self.assertEqual((self.payments.counts["calls_counted"], self.payments.counts["calls_unauthorized"]), (0, 6))
+        self.assertEqual(self.payments.tally.keys(), [])
+
+    def test_the_owner_and_token_holders_earn_the_host_a_count(self):
+        """The owner's own key and a caller showing the owner's token are authorized: both calls count."""
+        router = self.router()
+        self.successResultOf(router.call(R.FID_RAW, b"in", caller=R.Function.owner))
+        self.successResultOf(router.call(R.FID_RAW, b"in", caller=os.urandom(32), token=b"good"))
+        self.assertEqual(self.payments.counts["calls_counted"], 2)
+
+    def test_a_bad_token_on_a_public_function_is_denied(self):
+        """A public function's caller that shows a token the owner did not sign is refused, not served free."""
+        answer = self.successResultOf(self.router().call(R.FID_RAW, b"in", caller=os.urandom(32), token=b"forged"))
+        self.assertEqual(answer.result.status_kind, ResultStatus.DENIED)
+        self.assertEqual(self.payments.counts["calls_counted"], 0)
+
+    def test_an_owner_paying_for_any_caller_pays_strangers_but_not_the_host(self):
+        """payment.callers = "any": a stranger's call counts; the host's own key still earns nothing."""
+        router = self.router(payment={"required": False, "callers": "any"})
+        self.successResultOf(router.call(R.FID_RAW, b"in", caller=os.urandom(32)))
+        self.successResultOf(router.call(R.FID_RAW, b"in"))
+        self.successResultOf(router.call(R.FID_RAW, b"in", caller=b"\x05" * 32))
+        self.assertEqual((self.payments.counts["calls_counted"], self.payments.counts["self_calls"]), (2, 1))
+
+
+class _Tokens:
+    """Accepts the token b"good" for any caller (the token rules are tests.test_token's)."""
+
+    def check(self, fid, token, caller):
+        if token != b"good":
+            raise TokenError("forged", "the token's signature is not the owner's")
 
 
 class WireVectorTests(SynchronousTestCase):

@@ -285,4 +285,6 @@ def report(args, doc):
         return _ui.EXIT_REFUSED
     if status == ResultStatus.GONE.name:
         return _ui.EXIT_GONE
+    if status == ResultStatus.PAYMENT_REQUIRED.name:
+        return _ui.EXIT_PAYMENT_REQUIRED
     return _ui.EXIT_FAILED

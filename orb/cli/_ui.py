@@ -33,6 +33,7 @@ EXIT_REPLICAS = 9  # deployed, but fewer verified replicas than the manifest's `
 EXIT_NOT_FOUND = 10  # the tracker knows no such function
 EXIT_TIMEOUT = 11  # orb invoke: the call's deadline passed
 EXIT_GONE = 12  # the function is past its sunset (orb invoke, info, deprecate, undeprecate)
+EXIT_PAYMENT_REQUIRED = 15  # orb invoke: the function requires payment and its escrow deposit cannot pay (as orb fund's 15: unfunded)
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
@@ -51,6 +52,7 @@ exit status:
   10   the tracker knows no such function
   11   orb invoke: the call's deadline passed (1: the function failed; 8: no replica free)
   12   the function is past its sunset: gone (orb invoke, info, deprecate, undeprecate)
+  15   orb invoke: payment_required: the function's escrow deposit cannot pay for the call
   130  interrupted"""
 
 

@@ -177,15 +177,16 @@ class Escrow:
         self._chain_id = None
 
     # -- views
-    def funds(self, fid) -> FundInfo:
-        owner, balance, p_req, p_ep, p_mib, at = self._view("funds", fid_key(fid))
+    def funds(self, fid, block="latest") -> FundInfo:
+        owner, balance, p_req, p_ep, p_mib, at = self._view("funds", fid_key(fid), block=block)
         return FundInfo(None if int(owner, 16) == 0 else owner, balance, p_req, p_ep, p_mib, at)
 
     def is_signer(self, fid, signer: str) -> bool:
         return self._view("isSigner", fid_key(fid), to_checksum_address(signer))
 
-    def paid(self, fid, host: str, signer: str) -> Paid:
-        return Paid(*self._view("paid", fid_key(fid), to_checksum_address(host), to_checksum_address(signer)))
+    def paid(self, fid, host: str, signer: str, block="latest") -> Paid:
+        return Paid(*self._view("paid", fid_key(fid), to_checksum_address(host), to_checksum_address(signer),
+                                block=block))
 
     def credit(self, who: str) -> int:
         return self._view("credit", to_checksum_address(who))
@@ -258,9 +259,9 @@ class Escrow:
         return out
 
     # -- plumbing
-    def _view(self, name, *args):
+    def _view(self, name, *args, block="latest"):
         try:
-            return self.contract.functions[name](*args).call()
+            return self.contract.functions[name](*args).call(block_identifier=block)
         except Exception as e:
             raise self._translate(e) from e
 

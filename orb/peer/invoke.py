@@ -70,7 +70,7 @@ MAX_IN_FLIGHT = 1024  # calls held at once (waiting for a download, queued or ru
 FETCH_WAIT_MAX_S = 120.0  # how long a call waits for a download this host has under way
 # RESULTs that say the call never ran here: no finished_listeners for them.
 _NOT_RUN = (ResultStatus.NOT_FOUND, ResultStatus.BUSY, ResultStatus.REFUSED, ResultStatus.DENIED,
-            ResultStatus.GONE)
+            ResultStatus.GONE, ResultStatus.PAYMENT_REQUIRED)
 
 
 def _us(ms):

@@ -24,6 +24,7 @@ class ResultStatus(enum.IntEnum):
     REFUSED = 9  # the executor refuses untrusted code (a jail layer is missing)
     INTERNAL = 10  # the host failed for reasons of its own
     GONE = 11  # the fid is past the sunset its owner set (RFC 9.10): it is served nowhere any more
+    PAYMENT_REQUIRED = 12  # the manifest requires payment and the fid's escrow cannot pay for the call (RFC 10.10.2)
 
 
 class ErrorCode(enum.IntEnum):

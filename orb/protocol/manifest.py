@@ -50,6 +50,8 @@ MANIFEST_VERSION = 1
 RUNTIMES = ("python", "exec")
 ISOLATIONS = ("per-call", "per-function")
 VISIBILITIES = ("public", "private")
+PAYMENT_CALLERS = ("authorized", "any")  # whose calls earn the hosts vouchers (RFC 9.7, 10.10)
+PAYMENT_FIELDS = ("required", "callers")
 DEFAULT_ENTRY = {"python": "main.py", "exec": "main"}
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 300_000
@@ -69,7 +71,7 @@ VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")
 BYTECODE_RE = re.compile(r"[a-z][a-z0-9_]*-[0-9]{2,4}\Z")  # sys.implementation.cache_tag, e.g. cpython-312
 
 TOML_FIELDS = ("name", "version", "runtime", "entry", "description", "timeout_ms", "memory_mb", "isolation",
-               "replicas", "idempotent", "pure", "visibility", "max_input_bytes", "sample")
+               "replicas", "idempotent", "pure", "visibility", "max_input_bytes", "payment", "sample")
 SAMPLE_FIELDS = ("name", "input", "input_json", "input_base64", "output", "output_json", "output_base64")
 
 
@@ -206,6 +208,15 @@ class Manifest:
     visibility: str = "public"
     bytecode: str | None = None  # set by ``orb build --no-source``: the cache tag the .pyc files need
     max_input_bytes: int | None = None  # a call's largest input; None: MAX_INPUT_BYTES (RFC 9.7)
+    payment_required: bool = False  # out of escrow funds: calls are answered payment_required (HTTP 402)
+    payment_callers: str = "authorized"  # "any": calls from every caller earn vouchers, not only authorized ones
+
+    @property
+    def payment(self):
+        """The ``payment`` member of the JSON manifest, or None when both of its fields are the defaults."""
+        if not self.payment_required and self.payment_callers == "authorized":
+            return None
+        return {"required": self.payment_required, "callers": self.payment_callers}
 
     @property
     def input_cap_bytes(self):
@@ -234,6 +245,8 @@ class Manifest:
             doc["bytecode"] = self.bytecode
         if self.max_input_bytes is not None:
             doc["max_input_bytes"] = self.max_input_bytes
+        if self.payment is not None:
+            doc["payment"] = self.payment
         return doc
 
     def runs_on(self, cache_tag):
@@ -277,6 +290,8 @@ def from_toml(text, source="orb.toml"):
         for i, raw in enumerate(raw_samples):
             samples.append(_sample_from_toml(f"sample[{i}]", raw, problems))
     fields = {k: v for k, v in doc.items() if k in TOML_FIELDS and k != "sample"}
+    if isinstance(fields.get("payment"), dict):
+        fields["payment"] = {"required": False, "callers": "authorized", **fields["payment"]}
     return _build(fields, samples, problems, source, bytecode=None)
 
 
@@ -451,6 +466,7 @@ def _build(fields, samples, problems, source, bytecode):
     max_input_bytes = None
     if "max_input_bytes" in fields:
         max_input_bytes = _int_field(fields, "max_input_bytes", MAX_INPUT_BYTES, 1, MAX_INPUT_BYTES, "bytes", problems)
+    payment_required, payment_callers = _payment(fields, problems)
     if pure and not idempotent:
         problems.append(Problem("idempotent", idempotent, "a pure function is idempotent too: set idempotent = true "
                                                           "(or pure = false)"))
@@ -469,7 +485,8 @@ def _build(fields, samples, problems, source, bytecode):
     manifest = Manifest(name=name, version=version, runtime=runtime, entry=entry, samples=tuple(samples),
                         description=description, timeout_ms=timeout_ms, memory_mb=memory_mb, isolation=isolation,
                         replicas=replicas, idempotent=idempotent, pure=pure, visibility=visibility, bytecode=bytecode,
-                        max_input_bytes=max_input_bytes)
+                        max_input_bytes=max_input_bytes, payment_required=payment_required,
+                        payment_callers=payment_callers)
     size = len(canonical_bytes(manifest))
     if size > MAX_MANIFEST_BYTES:
         raise ManifestError([Problem("sample", f"a {size}-byte manifest",
@@ -478,11 +495,41 @@ def _build(fields, samples, problems, source, bytecode):
     return manifest
 
 
+def _payment(fields, problems):
+    """(required, callers) from the ``payment`` table (TOML, defaults filled in) or object (JSON, complete)."""
+    if "payment" not in fields:
+        return False, "authorized"
+    value = fields["payment"]
+    if not isinstance(value, dict):
+        problems.append(Problem("payment", value, "write it as a table: [payment] with required = true|false and "
+                                                  'callers = "authorized"|"any"'))
+        return False, "authorized"
+    for key in value:
+        if key not in PAYMENT_FIELDS:
+            problems.append(Problem(f"payment.{key}", value[key], "remove it: payment has required and callers"
+                                    + _did_you_mean(key, PAYMENT_FIELDS)))
+    for key in PAYMENT_FIELDS:
+        if key not in value:
+            problems.append(Problem(f"payment.{key}", _MISSING, "the canonical manifest lists both members: add it"))
+    required = value.get("required", False)
+    if not isinstance(required, bool):
+        problems.append(Problem("payment.required", required, "use required = true or required = false (no quotes)"))
+        required = False
+    callers = value.get("callers", "authorized")
+    if callers not in PAYMENT_CALLERS:
+        problems.append(Problem("payment.callers", callers, 'use "authorized" (the owner\'s key and holders of its '
+                                                            'capability tokens) or "any" (every caller but the host)'))
+        callers = "authorized"
+    return required, callers
+
+
 # --- orb-manifest.json ---------------------------------------------------------------------------
 
 JSON_FIELDS = ("manifest_version", "name", "version", "runtime", "entry", "description", "timeout_ms", "memory_mb",
-               "isolation", "replicas", "idempotent", "pure", "visibility", "samples", "bytecode", "max_input_bytes")
-OPTIONAL_JSON_FIELDS = ("bytecode", "max_input_bytes")  # absent: no bytecode; the MAX_INPUT_BYTES input cap
+               "isolation", "replicas", "idempotent", "pure", "visibility", "samples", "bytecode", "max_input_bytes",
+               "payment")
+# Absent: no bytecode; the MAX_INPUT_BYTES input cap; payment not required and only authorized callers earn.
+OPTIONAL_JSON_FIELDS = ("bytecode", "max_input_bytes", "payment")
 
 
 def from_json(doc, source="orb-manifest.json"):
@@ -515,6 +562,9 @@ def from_json(doc, source="orb-manifest.json"):
     for i, raw in enumerate(raw_samples):
         samples.append(_sample_from_json(f"samples[{i}]", raw, problems))
     fields = {k: v for k, v in doc.items() if k in JSON_FIELDS and k not in ("samples", "bytecode")}
+    if doc.get("payment") == {"required": False, "callers": "authorized"}:
+        problems.append(Problem("payment", doc["payment"], "omit it: these are the defaults, and the canonical "
+                                                           "manifest leaves a default payment out"))
     return _build(fields, samples, problems, source, bytecode=doc.get("bytecode"))
 
 

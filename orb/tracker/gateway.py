@@ -32,7 +32,12 @@ request; without it the function's own ``timeout_ms`` applies.
 A private function (RFC 10.9) takes ``Authorization: Bearer <token>``; a
 token bound to a key also needs ``Orb-Key``, ``Orb-Date`` and
 ``Orb-Signature`` (``proven_key``). Its GET shows only ``private_view``
-unless that proof is the owner's.
+unless that proof is the owner's. A public function's call may carry a
+token as well: one that parses is checked the same way (a forged or
+expired one is 403; an Authorization that is no token is ignored), and a call
+with the owner's token is one the owner pays its hosts for (RFC 10.10).
+A function whose manifest requires payment answers 402
+``payment-required`` once its escrow deposit is spent (RFC 10.10.2).
 
 Every answer carries CORS headers (``Access-Control-Allow-Origin: *``) and
 ``Orb-Request-Id`` (32 hex digits, also the INVOKE's ``trace_id`` TLV).
@@ -144,6 +149,7 @@ RESULT_HTTP = {
     ResultStatus.REFUSED: (http.SERVICE_UNAVAILABLE, "refused"),
     ResultStatus.INTERNAL: (http.BAD_GATEWAY, "internal"),
     ResultStatus.GONE: (http.GONE, "gone"),
+    ResultStatus.PAYMENT_REQUIRED: (http.PAYMENT_REQUIRED, "payment-required"),
 }
 RETRY_LATER = (ResultStatus.BUSY, ResultStatus.REFUSED)
 # An Answer's ``refusal`` (an ErrorCode: the router refused the call before routing it).
@@ -589,13 +595,18 @@ class GatewayResource(Resource):
                           "the gateway has too many calls in flight; retry after Retry-After seconds")
         token, caller = b"", None
         try:
-            if private:  # public functions ignore tokens
-                token = capability_token(request)
-                caller = proven_key(request, body, int(self.clock.seconds()))
+            # A private function needs a token. A public one takes a token too: checked, it makes the call
+            # one its owner pays hosts for (RFC 10.10); an Authorization that is no token is ignored there.
+            token = capability_token(request)
+            caller = proven_key(request, body, int(self.clock.seconds()))
         except tokenmod.TokenError as e:
-            return _error(request, http.FORBIDDEN, e.reason, e.text)
+            if private:
+                return _error(request, http.FORBIDDEN, e.reason, e.text)
+            token, caller = b"", None
         except ValueError as e:
-            return _error(request, http.FORBIDDEN, tokenmod.CALLER, str(e))
+            if private:
+                return _error(request, http.FORBIDDEN, tokenmod.CALLER, str(e))
+            token, caller = b"", None
         self._call(request, fid, fid_raw, body, deadline_ms, request_id, token, caller)
         return NOT_DONE_YET
 
@@ -730,6 +741,8 @@ class GatewayResource(Resource):
             ResultStatus.REFUSED: "the replicas refuse to run untrusted code unconfined",
             ResultStatus.INTERNAL: "the host failed",
             ResultStatus.GONE: "the function is past the sunset its owner set",
+            ResultStatus.PAYMENT_REQUIRED: "the function's escrow deposit cannot pay for this call: its owner "
+                                           "must top it up (orb fund)",
         }[status]
         request.write(_error(request, code, name, message, status=status.name.lower(), log=logtext,
                              replica=answer.replica.hex() if answer.replica is not None else None))

@@ -550,6 +550,8 @@ class StatsResource(_Json):
                 "eth_signer": getattr(st, "eth_signer", None),  # the voucher signer (RFC 10.10), None: no payments
                 # canaries sent, passed, wrong; the suspect hosts with the reason and until when (RFC 10.10.1)
                 "spot_checks": st.spot_checks() if getattr(st, "spot_checks", None) else None,
+                # calls counted, self/unauthorized calls ignored, vouchers signed, escrow reads (RFC 10.10)
+                "payments": st.payments() if getattr(st, "payments", None) else None,
             },
         )
 

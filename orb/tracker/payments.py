@@ -9,8 +9,11 @@ What counts (``call_ran``, a Router run listener): a run that ended with
 RESULT ``ok`` on a replica; never a cached answer or one shared with an
 identical running call (the router tells no run for those), never a failed,
 timed-out, refused, busy or not_found call, never a call whose caller is
-the host itself (its key hashes to the replica's node id), nor one this
-tracker ran itself, nor one run on a host while it is *suspended* (it
+the host itself (its key hashes to the replica's node id), nor one whose
+caller the owner did not authorize (the router's ``authorized``: the
+owner's own key, a capability token of the owner, or a manifest whose
+``payment.callers`` is "any"), so that a host calling its own function
+through a fresh key earns nothing, nor one this tracker ran itself, nor one run on a host while it is *suspended* (it
 answered a canary call wrong, orb.tracker.canary: ``suspended``), whose
 epochs do not count either. ``bytes`` grows by the input and output sizes.
 
@@ -105,6 +108,7 @@ class Payments:
         self.signer = tally.signer
         self.domain = tally.domain
         self.bindings = bindings
+        self.escrow = None  # orb.pay.contract.Escrow, when the service layer opened the chain (funding checks)
         self.local_id = local_id
         self.epoch_s = epoch_s
         self.verified_since = verified_since  # t -> [(fid text, node id)] that passed a challenge at or after t
@@ -117,12 +121,17 @@ class Payments:
         for fid32, host in tally.keys():
             self._fids_of.setdefault(host, set()).add(fid32)
         self._unbound = {}  # node id -> {fid32: [requests, bytes, epochs]}
+        self._unbound_by_fid = {}  # fid32 -> [requests, bytes, epochs] of every unbound host together
+        self._hosts_of = {}  # fid32 -> set of payout addresses it has counters for
+        for fid32, host in tally.keys():
+            self._hosts_of.setdefault(fid32, set()).add(host)
         self._unbound_count = 0
         self._last_signed = {}  # (fid32, address) -> counters of the last voucher signed
         self._signing = set()  # node ids with a VOUCHER_ASK being signed
         self._epoch_start = clock.seconds()
         self._suspended = {}  # node id -> until when none of its calls or epochs count
-        self.counts = {"calls_counted": 0, "calls_ignored": 0, "self_calls": 0, "epochs_counted": 0,
+        self.counts = {"calls_counted": 0, "calls_ignored": 0, "self_calls": 0, "calls_unauthorized": 0,
+                       "epochs_counted": 0,
                        "vouchers_signed": 0, "asks_refused": 0, "unbound_dropped": 0, "calls_suspended": 0,
                        "epochs_suspended": 0}
 
@@ -131,7 +140,7 @@ class Payments:
 
     # --- counting (reactor thread) ----------------------------------------------------------
 
-    def call_ran(self, fid_raw, answer, caller_key, input_bytes):
+    def call_ran(self, fid_raw, answer, caller_key, input_bytes, authorized=True):
         """A routed call's run ended (Router.run_listeners): count it if it earns (module docstring)."""
         replica = answer.replica
         if (answer.cached or replica is None or replica == self.local_id or answer.attempts < 1
@@ -140,6 +149,9 @@ class Payments:
             return
         if caller_key is not None and node_id_for(caller_key) == replica:
             self.counts["self_calls"] += 1
+            return
+        if not authorized:
+            self.counts["calls_unauthorized"] += 1
             return
         if self._suspended.get(replica, 0) > self.clock.seconds():
             self.counts["calls_suspended"] += 1
@@ -182,6 +194,7 @@ class Payments:
         if address is not None:
             self.tally.add(fid32, address, requests, nbytes, epochs)
             self._fids_of.setdefault(address, set()).add(fid32)
+            self._hosts_of.setdefault(fid32, set()).add(address)
             return
         row = self._unbound.setdefault(node_id, {}).get(fid32)
         if row is None:
@@ -193,6 +206,29 @@ class Payments:
         row[0] += requests
         row[1] += nbytes
         row[2] += epochs
+        total = self._unbound_by_fid.setdefault(fid32, [0, 0, 0])
+        total[0] += requests
+        total[1] += nbytes
+        total[2] += epochs
+
+    def hosts_of(self, fid32):
+        """The payout addresses counted for ``fid32`` (a copy)."""
+        return sorted(self._hosts_of.get(fid32, ()))
+
+    def owed_wei(self, fid32, info, paid):
+        """
+        What this tracker has counted for ``fid32`` and not seen paid: the
+        counters of every host (bound or not) less ``paid`` (payout address ->
+        orb.pay.contract.Paid, this signer's as last read), at ``info``'s prices.
+        """
+        owed = 0
+        rows = [(self.tally.counters(fid32, host), paid.get(host)) for host in self._hosts_of.get(fid32, ())]
+        rows.append((tuple(self._unbound_by_fid.get(fid32, (0, 0, 0))), None))
+        for (r, b, e), done in rows:
+            if done is not None:
+                r, b, e = max(0, r - done.requests), max(0, b - done.bytes), max(0, e - done.epochs)
+            owed += r * info.price_per_request_wei + e * info.price_per_epoch_wei + b * info.price_per_mib_wei // 2**20
+        return owed
 
     def payout_of(self, node_id):
         return self._payout.get(node_id)
@@ -259,6 +295,12 @@ class Payments:
         for fid32, (r, b, e) in pending.items():
             self.tally.add(fid32, payout, r, b, e)
             self._fids_of.setdefault(payout, set()).add(fid32)
+            self._hosts_of.setdefault(fid32, set()).add(payout)
+            total = self._unbound_by_fid.get(fid32)
+            if total is not None:
+                total[0], total[1], total[2] = total[0] - r, total[1] - b, total[2] - e
+                if total == [0, 0, 0]:
+                    del self._unbound_by_fid[fid32]
         d = defer.maybeDeferred(self._in_thread, self.bindings.bind, node_id, payout, self.clock.seconds())
 
         def unbound(failure):

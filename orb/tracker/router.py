@@ -170,7 +170,9 @@ class Router:
         self.registry = registry
         self.replication = replication
         self.call_listeners = []  # (fid text, latency s, ok) after each INVOKE answered here
-        self.run_listeners = []  # (fid raw, Answer, caller key or None, input bytes) once per run on a replica
+        # (fid raw, Answer, caller key or None, input bytes, authorized) once per run on a replica; authorized:
+        # the owner authorized the caller (RFC 10.10: its key, its token, or a manifest paying for any caller)
+        self.run_listeners = []
         self.answer_listeners = []  # (fid raw, input, Answer) once per run on a replica: canary checks remember
         self.channel = channel or self._direct_channel
         self.rng = rng or random.Random()
@@ -189,6 +191,9 @@ class Router:
         self.tokens = None  # orb.tracker.tokens.Tokens: checks calls of private functions (None: refuses them)
         self.is_gone = lambda fid: False  # past its owner's sunset (RFC 9.10): set by the wiring (Names)
         self.is_suspect = lambda node_id: False  # answered a canary wrong: offered no calls (orb.tracker.canary)
+        # fid raw -> None (go on), a refusal text, or a Deferred of either: a manifest with payment.required
+        # whose escrow cannot pay is answered payment_required (orb.tracker.funding; None: no escrow to read)
+        self.payment_gate = None
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -371,10 +376,32 @@ class Router:
                                                                       f"function's max_input_bytes of {cap}"),
                                         attempts=0, refusal=int(ErrorCode.TOO_LARGE)))
         private = manifest.get("visibility", "public") != "public"
-        if private:
+        # A public function's caller may show a token too: checked, it makes the call authorized (RFC 10.10).
+        checked = bool(token) and self.tokens is not None
+        if private or checked:
             denied = self._check_token(fid, token, caller)
             if denied is not None:
                 return defer.succeed(Answer(result(ResultStatus.DENIED, denied), attempts=0))
+        payment = manifest.get("payment") or {}
+        authorized = (payment.get("callers") == "any" or checked
+                      or (caller is not None and caller == function.owner))
+        gate = self.payment_gate(fid_raw) if payment.get("required") and self.payment_gate is not None else None
+        if gate is None:
+            return self._route(fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized)
+        if isinstance(gate, str):
+            self.counts["payment_required"] += 1
+            return defer.succeed(Answer(result(ResultStatus.PAYMENT_REQUIRED, gate), attempts=0))
+
+        def decided(problem):
+            if problem is not None:
+                self.counts["payment_required"] += 1
+                return Answer(result(ResultStatus.PAYMENT_REQUIRED, problem), attempts=0)
+            return self._route(fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized)
+
+        return gate.addCallback(decided)
+
+    def _route(self, fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized):
+        """The rest of ``call``, once the call is let through: the cache, an identical run, or a new run."""
         cacheable = bool(manifest.get("pure")) and not private
         if cacheable:
             hit = self.cache.get(fid_raw, data)
@@ -397,7 +424,7 @@ class Router:
             self._runs[key] = call
             call.run_key = key
         if self.run_listeners or self.answer_listeners:  # once per run: not for cached answers nor shared runs
-            call.deferred.addCallback(self._ran, fid_raw, caller, data)
+            call.deferred.addCallback(self._ran, fid_raw, caller, data, authorized)
         call.next_replica()
         return call.deferred if call.done else call.subscribe(budget_s, first=True)
 
@@ -413,8 +440,8 @@ class Router:
             return f"{e.reason}: {e.text}"
         return None
 
-    def _ran(self, answer, fid_raw, caller, data):
-        calls = [(f, (fid_raw, answer, caller, len(data))) for f in self.run_listeners]
+    def _ran(self, answer, fid_raw, caller, data, authorized):
+        calls = [(f, (fid_raw, answer, caller, len(data), authorized)) for f in self.run_listeners]
         calls += [(f, (fid_raw, data, answer)) for f in self.answer_listeners]
         for listener, args in calls:
             try:

@@ -51,6 +51,7 @@ class Stats:
     rtt_count: int = attrs.field(init=False, default=0)
     calls: "CallStats" = attrs.field(init=False)  # per-function call figures (the gateway and the router feed it)
     eth_signer: str | None = attrs.field(init=False, default=None)  # the payment signer's address (RFC 10.10)
+    payments: Any = attrs.field(init=False, default=None)  # () -> what was counted, signed, refused (RFC 10.10)
     spot_checks: Any = attrs.field(init=False, default=None)  # () -> canary figures and suspects (orb.tracker.canary)
 
     def __attrs_post_init__(self) -> None:

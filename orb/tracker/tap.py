@@ -233,9 +233,13 @@ def open_payments(config, reactor, data_dir):
     from orb.pay.node import ChainConfig, load_or_create_key, open_chain, signer_key_path
     from orb.tracker.payments import open_payments as open_tracker_payments
 
-    _, domain, _ = open_chain(ChainConfig(config.eth_rpc, config.escrow))
+    from orb.pay.contract import Escrow
+
+    w3, domain, escrow = open_chain(ChainConfig(config.eth_rpc, config.escrow))
     key = load_or_create_key(signer_key_path(data_dir))
-    return open_tracker_payments(data_dir, key, domain, reactor, epoch_s=config.epoch_s)
+    payments = open_tracker_payments(data_dir, key, domain, reactor, epoch_s=config.epoch_s)
+    payments.escrow = Escrow(w3, escrow)  # read in threads by orb.tracker.funding (payment.required)
+    return payments
 
 
 def makeService(config):

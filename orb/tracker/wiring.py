@@ -51,6 +51,7 @@ from orb.tracker.canary import DEFAULT_PENALTY_S as CANARY_PENALTY_S
 from orb.tracker.canary import Canary
 from orb.tracker.gateway import GatewayConfig
 from orb.tracker.logs import LogsFanout
+from orb.tracker.funding import Funding, escrow_reader
 from orb.tracker.relay import Relayer
 from orb.tracker.router import Router
 from orb.tracker.secrets import SEAL_TICK_S, Secrets
@@ -176,11 +177,16 @@ class Tracker:
         self.table.ready_listeners.append(self.tokens.session_ready)
         self.table.lost_listeners.append(self.tokens.session_lost)
         self.payments = payments  # orb.tracker.payments.Payments, opened by the service layer, or None
+        self.funding = None  # orb.tracker.funding.Funding: the payment gate, when the escrow can be read
         if payments is not None:
             payments.local_id, payments.verified_since = self.local.node_id, self.replication.verified_since
             self.router.run_listeners.append(payments.call_ran)
             self.table.handlers.update(payments.handlers())
             self.stats.eth_signer = payments.signer  # REST /api/v1/stats: owners name it with orb fund --signer
+            if payments.escrow is not None:  # manifests with payment.required: 402 once the deposit is spent
+                self.funding = Funding(clock, payments, escrow_reader(payments.escrow, payments.signer))
+                self.router.payment_gate = self.funding.admit
+            self.stats.payments = lambda: {**payments.status(), **(self.funding.status() if self.funding else {})}
         # Spot checks: canaries on the router's channel (never cached nor paid); a wrong answer makes a suspect.
         self.canary = Canary(clock, registry, self.replication, self.router.channel, local_id=self.local.node_id,
                              rng=random.SystemRandom(), interval_s=config.canary_interval_s,
