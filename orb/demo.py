@@ -629,7 +629,7 @@ VOUCHER_ASK_EVERY_S = 3
 PEER_GAS_WEI = 10**18  # what each host's wallet gets from a dev account, to pay the gas of its claims
 OWNER_WEI = 10**18
 PRICE_WEI = 10**15  # per request served: 20 calls pay 0.02 ETH, well above a claim's gas here
-PAID_CALLS = 20
+PAID_CALLS = 20  # the deposit pays for exactly these: the next paid call is answered 402
 
 
 def peer_wallet_address(peer):
@@ -672,6 +672,14 @@ def chain_view(url, escrow_address, fid_text, hosts, from_block):
                                "fee": receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "tx": tx.hex()})
     balances = {h: w3.eth.get_balance(h) for h in hosts}
     return balances, escrow.funds(key).balance_wei, claims, w3.eth.block_number
+
+
+@defer.inlineCallbacks
+def payment_counts(tracker):
+    """(calls counted for vouchers, unauthorized calls) so far, from the tracker's /api/v1/stats."""
+    _, stats = yield tracker.get_json("/api/v1/stats")
+    counts = stats.get("payments") or {}
+    return counts.get("calls_counted", 0), counts.get("calls_unauthorized", 0)
 
 
 def eth(wei):
@@ -721,19 +729,37 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
     with open(os.path.join(fn, "orb.toml")) as f:
         toml = f.read()
     with open(os.path.join(fn, "orb.toml"), "w") as f:
-        f.write(toml.replace("replicas = 3", "replicas = 2"))
-    out = yield orb_shown("deploy", fn, "--tracker", t1.wire_text, "--api", api, "--fund", "--eth", "0.05",
+        f.write(toml.replace("replicas = 3", "replicas = 2") + "\n[payment]\nrequired = true\n")
+    console.print("\norb.toml ends with [payment] required = true: once its deposit is spent, the function is "
+                  "answered 402 rather than served unpaid", highlight=False, markup=False)
+    deposit_eth = f"{PAID_CALLS * PRICE_WEI / 10**18:g}"
+    out = yield orb_shown("deploy", fn, "--tracker", t1.wire_text, "--api", api, "--fund", "--eth", deposit_eth,
                           "--price-wei", str(PRICE_WEI), "--eth-rpc", url)
     fid = next(line.split()[1] for line in out.splitlines() if line.startswith("fid"))
     yield orb_shown("info", fid, "--api", api, "--eth-rpc", url)
 
     view = yield client.in_thread(chain_view, url, chain.info["escrow"], fid, list(hosts), 0)
     before, escrow_before, _, block = view
+    counted_before = yield payment_counts(t1)
+    console.print("\na call without the owner's token is served, but earns its host nothing (a host could make "
+                  "such calls itself, under any key):", highlight=False)
+    yield curl_call(f"{api}/f/{fid}", '{"a": 100, "b": 1}', console)
+    console.print("\nthe owner gives its client an API key: a capability token for this function", highlight=False)
+    token = (yield orb_shown("grant", fid, "--bearer", "--expires", "10m")).strip().splitlines()[-1].strip()
     ok = 0
     for i in range(PAID_CALLS):  # distinct inputs: a pure function's repeated call is a cache hit, and earns nothing
-        status, _, _ = yield post_json_headers(f"{api}/f/{fid}", json.dumps({"a": i, "b": 1}).encode())
+        status, _, _ = yield post_json_headers(f"{api}/f/{fid}", json.dumps({"a": i, "b": 1}).encode(),
+                                               {"Authorization": f"Bearer {token}"})
         ok += status == 200
-    console.print(f"\n{ok} of {PAID_CALLS} calls through the gateway answered 200; the hosts ask tracker-1 for "
+    console.print(f"\n{ok} of {PAID_CALLS} calls with the token through the gateway answered 200; the deposit paid "
+                  f"for {PAID_CALLS}, so the next one is refused:", highlight=False)
+    status, _, body = yield curl_call(f"{api}/f/{fid}", '{"a": 200, "b": 1}', console,
+                                      headers=[f"Authorization: Bearer {token}"])
+    if status != 402:
+        raise RuntimeError(f"a call past the deposit answered {status}, not 402: {body[:300]}")
+    counted = yield payment_counts(t1)
+    console.print(f"tracker-1 counted {counted[0] - counted_before[0]} of these calls for vouchers and "
+                  f"{counted[1] - counted_before[1]} unauthorized one(s) for nothing; the hosts ask it for "
                   f"vouchers every {VOUCHER_ASK_EVERY_S} s and claim every {CLAIM_EVERY_S} s past 1 wei",
                   highlight=False)
     state = {}
@@ -850,8 +876,8 @@ def relay_call(network, home, nat, fid, console, rows, names):
 
 
 @defer.inlineCallbacks
-def post_json_headers(url, body):
-    """POST ``body``: (status, {lowercased header: first value}, body text)."""
+def post_json_headers(url, body, headers=None):
+    """POST ``body`` with ``headers`` ({name: value}): (status, {lowercased header: first value}, body text)."""
     from io import BytesIO
 
     from twisted.internet import protocol, reactor
@@ -867,7 +893,10 @@ def post_json_headers(url, body):
         def connectionLost(self, reason):
             self.done.callback(b"".join(self.parts))
 
-    response = yield Agent(reactor).request(b"POST", url.encode(), None, FileBodyProducer(BytesIO(body)))
+    from twisted.web.http_headers import Headers
+
+    sent = Headers({k.encode(): [v.encode()] for k, v in (headers or {}).items()})
+    response = yield Agent(reactor).request(b"POST", url.encode(), sent, FileBodyProducer(BytesIO(body)))
     collect = Collect()
     response.deliverBody(collect)
     data = yield collect.done

@@ -73,9 +73,13 @@ class DemoTests(TestCase):
         self.assertNotIn("SIGNING_KEY=", private)  # the value is never printed
         # Payments: deploy --fund on the embedded chain, calls, a host's own claim raises its balance, gas shown.
         paid = out.split("payments:", 1)[1].split("all daemons stopped", 1)[0]
-        self.assertRegex(paid, r"funded    0\.05 ETH on escrow 0x[0-9a-fA-F]{40}")
-        self.assertRegex(paid, r"balance\s+0\.05 ETH on escrow")  # orb info --eth-rpc
-        self.assertIn("20 of 20 calls through the gateway answered 200", paid)
+        self.assertRegex(paid, r"funded    0\.02 ETH on escrow 0x[0-9a-fA-F]{40}")
+        self.assertRegex(paid, r"balance\s+0\.02 ETH on escrow")  # orb info --eth-rpc
+        self.assertIn("HTTP/1.1 402 Payment Required", paid)  # the call past the deposit
+        self.assertIn('"code":"payment-required"', paid)
+        self.assertIn("counted 20 of these calls for vouchers and 1 unauthorized one(s)", paid)
+        self.assertIn("orb.toml ends with [payment] required = true", paid)
+        self.assertIn("20 of 20 calls with the token through the gateway answered 200", paid)
         self.assertRegex(paid, r"peer-\S+'s balance rose by 0\.\d+ ETH: paid 0\.\d+ for \d+ request\(s\)")
         self.assertRegex(paid, r"claim gas \d{4,}")
         self.assertRegex(paid, r"the escrow paid 0\.020000 ETH \(20 requests")

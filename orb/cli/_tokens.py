@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_tokens_cli -*-
 """
-Capability tokens for private functions (RFC 9.11):
+Capability tokens (RFC 9.11): a private function needs one; on any function a token makes its
+holder a caller the owner pays hosts for (RFC 10.10).
 
     orb grant FID-OR-NAME (--to KEY | --bearer) [--expires 1h|ISO|UNIX] [--delegable] [--key PATH]
     orb grant --from TOKEN (--to KEY | --bearer) [--expires ...] [--delegable] [--key PATH]
@@ -52,7 +53,7 @@ def register(sub):
         p.set_defaults(func=_guarded(func))
         return p
 
-    p = verb("grant", "issue a capability token for a private function", grant,
+    p = verb("grant", "issue a capability token for a function (private ones need one; any holder is paid for)", grant,
              "Issue a capability token for FID-OR-NAME, signed by the owner key, bound to --to KEY (or --bearer: "
              "whoever holds it), valid until --expires (default 24h, at most 365d). With --from TOKEN, delegate "
              "under a delegable token you hold: narrower and no longer-lived.")
