@@ -2,6 +2,8 @@
 
 import os
 import stat
+import threading
+import time
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -68,6 +70,39 @@ class TallyTests(SynchronousTestCase):
                 t.record_call(FID32, HOST)
             self.assertTrue(book.add(t.sign(FID32, HOST), host=HOST))
         self.assertEqual(book.latest()[0].signed.voucher.requests, 9)
+
+    def test_counting_never_waits_for_a_write(self):
+        """While a flush is stuck on a slow disk, a call is still counted at once: the reactor never waits on SQLite."""
+        t = self.tally()
+        t.record_call(FID32, HOST)
+        real, entered, release = t._conn, threading.Event(), threading.Event()
+
+        class SlowDisk:
+            def execute(self, *args):
+                entered.set()
+                release.wait(10)
+                return real.execute(*args)
+
+        t._conn = SlowDisk()
+        writer = threading.Thread(target=t.flush)
+        writer.start()
+        try:
+            self.assertTrue(entered.wait(5))
+            started = time.monotonic()
+            t.record_call(FID32, HOST)
+            counted = t.counters(FID32, HOST)
+            waited = time.monotonic() - started
+        finally:
+            release.set()
+            writer.join(10)
+            t._conn = real
+        self.assertLess(waited, 1.0)
+        self.assertEqual(counted[0], 2)
+        signed = t.sign(FID32, HOST)  # the second call is written before it is signed
+        self.assertEqual(signed.voucher.requests, 2)
+        reopened = Tally(self.path, KEY, DOMAIN, clock=self.clock)
+        self.addCleanup(reopened._conn.close)
+        self.assertEqual(reopened.counters(FID32, HOST)[0], 2)
 
     def test_bounded(self):
         """The tally refuses a new (fid, host) pair past max_rows; existing pairs still count."""

@@ -11,6 +11,12 @@ signed, so a signed voucher's counters are never above what a restart
 would find: after a crash the tally resumes from its last flush, and it
 never signs counters lower than a voucher it handed out.
 
+Two locks: ``_lock`` guards the counters and is held only for dict work
+(the reactor thread takes it on every call); ``_write_lock`` serializes
+the SQLite writes and signatures, which happen outside ``_lock``, so a
+slow disk or a signature never stalls the counting. ``sign`` signs the
+counters it just wrote, which may be below the ones in memory by then.
+
 Which calls count is the router's decision (phase 2): successful calls it
 mediated, not failed, timed-out, cached or refused ones, not calls from
 the host's own keys; an epoch only when the host passed its challenges.
@@ -57,7 +63,8 @@ class Tally:
         self._clock = clock
         self.expiry_s = expiry_s
         self.max_rows = max_rows
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the counters: dict work only
+        self._write_lock = threading.Lock()  # SQLite writes and signatures, one at a time
         self._counts = {}  # (fid32, host) -> [requests, bytes, epochs]
         self._dirty = set()
         if path != ":memory:":
@@ -121,39 +128,45 @@ class Tally:
 
     def flush(self):
         """Write the counters changed since the last flush. Blocking: call it from a thread."""
-        with self._lock:
+        with self._write_lock:
+            return self._flush_locked()
+
+    def _flush_locked(self):
+        with self._lock:  # a snapshot; counting goes on while it is written
             rows = [(k, tuple(self._counts[k])) for k in self._dirty]
             self._dirty = set()
-            if not rows:
-                return 0
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for (fid, host), (r, b, e) in rows:
-                    self._conn.execute(
-                        "INSERT INTO tally (chain_id, contract, fid, host, requests, bytes, epochs) "
-                        "VALUES (?,?,?,?,?,?,?) ON CONFLICT (chain_id, contract, fid, host) DO UPDATE SET "
-                        "requests=excluded.requests, bytes=excluded.bytes, epochs=excluded.epochs",
-                        (self.domain.chain_id, self.domain.contract, fid, host, str(r), str(b), str(e)))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+        if not rows:
+            return 0
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for (fid, host), (r, b, e) in rows:
+                self._conn.execute(
+                    "INSERT INTO tally (chain_id, contract, fid, host, requests, bytes, epochs) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (chain_id, contract, fid, host) DO UPDATE SET "
+                    "requests=excluded.requests, bytes=excluded.bytes, epochs=excluded.epochs",
+                    (self.domain.chain_id, self.domain.contract, fid, host, str(r), str(b), str(e)))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            with self._lock:
                 self._dirty.update(k for k, _ in rows)
-                raise
-            return len(rows)
+            raise
+        return len(rows)
 
     def sign(self, fid32, host):
-        """A fresh voucher over the current counters of (fid32, host), flushed first. Blocking: call it from
-        a thread. None when nothing was counted for that pair."""
-        with self._lock:
-            self.flush()
-            counts = self._counts.get((fid32, host))
-            if counts is None or counts == [0, 0, 0]:
+        """A fresh voucher over the counters of (fid32, host) as just written to SQLite. Blocking: call it
+        from a thread. None when nothing was counted for that pair."""
+        with self._write_lock:
+            with self._lock:
+                counts = tuple(self._counts.get((fid32, host), (0, 0, 0)))  # durable already, or dirty
+            self._flush_locked()  # these counters (or higher ones) are durable before they are signed
+            if counts == (0, 0, 0):
                 return None
             v = V.Voucher(fid=fid32, host=host, signer=self.signer, requests=counts[0], bytes=counts[1],
                           epochs=counts[2], expiry=min(V.UINT64_MAX, int(self._now()) + self.expiry_s))
-        return V.sign(self.domain, v, self._key)
+            return V.sign(self.domain, v, self._key)
 
     def close(self):
-        with self._lock:
-            self.flush()
+        with self._write_lock:
+            self._flush_locked()
             self._conn.close()
