@@ -30,12 +30,13 @@ class Chain:
         self.paid = {}
         self.reads = []
         self.fail = False
+        self.accepted = True
 
     def read(self, fid32, hosts):
         self.reads.append((fid32, tuple(hosts)))
         if self.fail:
             raise ConnectionError("the chain is unreachable")
-        return self.info, {h: self.paid.get(h, Paid(0, 0, 0)) for h in hosts}
+        return self.info, {h: self.paid.get(h, Paid(0, 0, 0)) for h in hosts}, self.accepted
 
 
 class Threads:
@@ -123,6 +124,13 @@ class FundingTests(SynchronousTestCase):
         self.admit()
         self.threads.run_all()
         self.assertIn("withdrawing", self.admit())
+
+    def test_a_tracker_the_owner_does_not_pay_through_refuses(self):
+        """A funded fid whose owner did not accept this tracker's signer: payment_required, naming the signer."""
+        self.chain.accepted = False
+        refusal = self.admit()
+        self.assertIn("does not accept this tracker's vouchers", refusal)
+        self.assertIn(self.payments.signer, refusal)
 
     def test_a_failed_read_lets_calls_through(self):
         """An unreachable chain is no reason to refuse: the call goes on, and the failure is counted."""

@@ -181,8 +181,8 @@ class Escrow:
         owner, balance, p_req, p_ep, p_mib, at = self._view("funds", fid_key(fid), block=block)
         return FundInfo(None if int(owner, 16) == 0 else owner, balance, p_req, p_ep, p_mib, at)
 
-    def is_signer(self, fid, signer: str) -> bool:
-        return self._view("isSigner", fid_key(fid), to_checksum_address(signer))
+    def is_signer(self, fid, signer: str, block="latest") -> bool:
+        return self._view("isSigner", fid_key(fid), to_checksum_address(signer), block=block)
 
     def paid(self, fid, host: str, signer: str, block="latest") -> Paid:
         return Paid(*self._view("paid", fid_key(fid), to_checksum_address(host), to_checksum_address(signer),

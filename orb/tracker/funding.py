@@ -7,6 +7,8 @@ HTTP 402) once its escrow deposit cannot pay for one more call.
 What "cannot pay" means, read by this tracker alone:
 
 - the fid is not funded (no owner on the escrow), or
+- the owner does not accept this tracker's voucher signer (its calls
+  would never be paid: the caller should go through a tracker it pays), or
 - its owner asked for a withdrawal and the delay has passed (the deposit may
   leave at any moment), or
 - the balance, less what this tracker has counted for the fid's hosts and
@@ -14,8 +16,9 @@ What "cannot pay" means, read by this tracker alone:
   ``paid`` counters the escrow holds for this signer), is below the price of
   a request (at least 1 wei).
 
-The escrow is read in a thread, never on the reactor: ``funds(fid)`` and
-``paid(fid, host, signer)`` for the hosts counted, at most MAX_HOSTS_READ.
+The escrow is read in a thread, never on the reactor: ``funds(fid)``,
+``isSigner(fid, signer)`` and ``paid(fid, host, signer)`` for the hosts
+counted (at most MAX_HOSTS_READ), all at one block.
 A read is kept TTL_S seconds; a call arriving after that is judged on the
 old read while a new one runs. The first call of a fid waits for the first
 read. The tally's counters are current at every call, so calls counted
@@ -58,14 +61,16 @@ class _Read:
     info: object  # orb.pay.contract.FundInfo, or None when the read failed
     paid: dict  # payout address -> orb.pay.contract.Paid for this tracker's signer
     at: float
+    accepted: bool = True  # the owner accepts this tracker's signer
 
 
 def escrow_reader(escrow, signer):
-    """A blocking ``read(fid32, hosts) -> (FundInfo, {host: Paid})`` over an orb.pay.contract.Escrow."""
+    """A blocking ``read(fid32, hosts) -> (FundInfo, {host: Paid}, accepted)`` over an orb.pay.contract.Escrow."""
 
     def read(fid32, hosts):
         block = escrow.w3.eth.block_number  # one block for every read: a claim cannot land between them
-        return (escrow.funds(fid32, block), {h: escrow.paid(fid32, h, signer, block) for h in hosts[:MAX_HOSTS_READ]})
+        return (escrow.funds(fid32, block), {h: escrow.paid(fid32, h, signer, block) for h in hosts[:MAX_HOSTS_READ]},
+                escrow.is_signer(fid32, signer, block))
 
     return read
 
@@ -126,6 +131,10 @@ class Funding:
             return None
         if not info.funded:
             return "payment_required: the function's owner has no deposit in the escrow for it (orb fund)"
+        if not read.accepted:
+            return ("payment_required: the function's owner does not accept this tracker's vouchers "
+                    f"({self.payments.signer}), so no call through it is paid: call through a tracker it accepts, "
+                    "or the owner adds this one (orb fund --signer)")
         if info.withdrawable_at and self.clock.seconds() >= info.withdrawable_at:
             return ("payment_required: the function's owner is withdrawing its deposit; no more calls are paid "
                     "(orb fund tops it up again)")
@@ -153,7 +162,7 @@ class Funding:
         hosts = self.payments.hosts_of(fid32)
         self.counts["reads"] += 1
         d = defer.maybeDeferred(self._in_thread, self._read, fid32, hosts)
-        d.addCallbacks(lambda got: self._done(fid32, _Read(got[0], got[1], self.clock.seconds())),
+        d.addCallbacks(lambda got: self._done(fid32, _Read(got[0], got[1], self.clock.seconds(), got[2])),
                        lambda failure: self._failed(fid32, failure))
 
     def _failed(self, fid32, failure):
