@@ -124,24 +124,36 @@ class PaidCallsTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_a_spent_deposit_is_answered_payment_required(self):
-        """payment.required and a deposit for 3 requests: 3 calls answer, the 4th is payment_required, 402, exit 15."""
+        """payment.required and a deposit for 3 requests: 3 calls answer, the 4th is payment_required, 402, exit 15;
+        a tracker with --require-funding refuses an unfunded function's calls and warns at its deploy."""
         chain = yield self.start_chain()
         url = f"http://127.0.0.1:{chain.info['http']}"
         accounts = C.load_dev_accounts(chain.data_dir)
         owner_wallet = write_raw_wallet(os.path.join(self.base_dir(), "owner", "owner.json"),
                                         accounts[1]["private_key"])
-        t1 = yield self.start_tracker("t1", "--eth-rpc", url)
+        t1 = yield self.start_tracker("t1", "--eth-rpc", url, "--require-funding")
         yield self.start_peer("p1", "--listen", "tcp:0:interface=127.1.0.1", "--tracker", t1.wire_text)
         yield sleep(2)
-        path = os.path.join(self.base_dir(), "adder")
-        for argv in (("keygen",), ("init", path, "--template", "python", "--name", "adder")):
-            code, _, err = yield self.orb(*argv)
-            self.assertEqual(code, 0, err)
-        with open(os.path.join(path, "orb.toml")) as f:
-            toml = f.read().replace("replicas = 3", "replicas = 1")
-        with open(os.path.join(path, "orb.toml"), "w") as f:
-            f.write(toml + "\n[payment]\nrequired = true\n")
         api = f"http://127.0.0.1:{t1.info['http']}"
+        code, _, err = yield self.orb("keygen")
+        self.assertEqual(code, 0, err)
+        for name, extra in (("plain", ""), ("adder", "\n[payment]\nrequired = true\n")):
+            path = os.path.join(self.base_dir(), name)
+            code, _, err = yield self.orb("init", path, "--template", "python", "--name", name)
+            self.assertEqual(code, 0, err)
+            with open(os.path.join(path, "orb.toml")) as f:
+                toml = f.read().replace("replicas = 3", "replicas = 1")
+            with open(os.path.join(path, "orb.toml"), "w") as f:
+                f.write(toml + extra)
+        # Deployed without funding to a tracker that requires it: a warning, then 402 for its calls.
+        code, out, err = yield self.orb("deploy", os.path.join(self.base_dir(), "plain"), "--tracker", t1.wire_text,
+                                        "--api", api, "--json")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("requires funding", json.loads(out)["warning"])
+        [plain] = yield invoke_as(self, t1, owner_key(self), fidmod.from_text(json.loads(out)["fid"]), 1)
+        self.assertEqual(plain.status_kind, ResultStatus.PAYMENT_REQUIRED)
+        self.assertIn(b"no deposit", plain.log)
+        yield sleep(1)  # the tracker refuses a second session of one key while the first is still closing
         code, out, err = yield self.orb("deploy", path, "--tracker", t1.wire_text, "--api", api, "--fund",
                                         "--eth", "0.000003", "--price-wei", str(PRICE_WEI), "--eth-rpc", url,
                                         "--wallet", owner_wallet, "--json")

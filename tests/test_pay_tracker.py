@@ -573,8 +573,10 @@ class OptionTests(SynchronousTestCase):
         url = "http://127.0.0.1:8545"
         config = self.parse(tracker_tap, "--eth-rpc", url, "--escrow", DOMAIN.contract.lower(), "--epoch", "600")
         self.assertEqual((config["payments"].escrow, config["payments"].epoch_s), (DOMAIN.contract, 600.0))
+        self.assertFalse(config["payments"].require_funding)
+        self.assertTrue(self.parse(tracker_tap, "--eth-rpc", url, "--require-funding")["payments"].require_funding)
         for argv in (("--eth-rpc", "ftp://x"), ("--eth-rpc", url, "--escrow", "0x12"),
-                     ("--eth-rpc", url, "--epoch", "60")):
+                     ("--eth-rpc", url, "--epoch", "60"), ("--require-funding",)):
             self.assertRaises(usage.UsageError, self.parse, tracker_tap, *argv)
         payout = self.parse(peer_tap, "--eth-rpc", url, "--claim-threshold-wei", "5", "--claim-every", "2")["payout"]
         self.assertEqual((payout.claim_threshold_wei, payout.claim_every_s, payout.ask_every_s), (5, 2.0, 60.0))

@@ -236,6 +236,8 @@ def deploy(args):
     def flow(reactor):
         if fund_args is not None:  # before the deploy: a tracker that signs no vouchers gets nothing deployed
             box["signer"] = yield tracker_signer(reactor, plan.api)
+        elif plan.api:
+            box["requires_funding"] = yield tracker_requires_funding(reactor, plan.api)
         return (yield deploy_flow(reactor, plan, box))
 
     try:
@@ -249,7 +251,25 @@ def deploy(args):
                            e.exit_code, e.kind, {**e.details, "funding": funding}) from None
     if fund_args is not None:
         doc["funding"] = fund_deployed(fund_args, doc, box["signer"])
+    elif box.get("requires_funding"):
+        doc["warning"] = (f"the tracker requires funding (--require-funding): calls of {doc['fid']} are answered 402 "
+                          f"payment_required until it is funded: orb fund {doc['fid']} --eth AMOUNT --price-wei N "
+                          f"--signer {box['requires_funding']} (or deploy with --fund)")
     return print_deployed(args, doc)
+
+
+@defer.inlineCallbacks
+def tracker_requires_funding(reactor, api):
+    """The tracker's voucher signer when it runs with --require-funding, else None (and None when its stats
+    cannot be read: a warning is not worth failing a deploy for)."""
+    try:
+        status, stats = yield get_json(reactor, api, "/api/v1/stats")
+    except Exception:
+        return None
+    payments = stats.get("payments") if status == 200 and isinstance(stats, dict) else None
+    if isinstance(payments, dict) and payments.get("require_funding") is True:
+        return str(payments.get("eth_signer"))[:42]
+    return None
 
 
 def prepare_fund(args, plan):
@@ -624,6 +644,8 @@ def print_deployed(args, doc):
             c.print(f"          tx {funding['tx']} (gas {funding['gas_used']}); "
                     f"signers {', '.join(funding['signers'])}",
                     markup=False)
+        if doc.get("warning"):
+            c.print(f"warning   {doc['warning']}", markup=False)
 
     _ui.emit(args, doc, human)
     return _ui.EXIT_OK

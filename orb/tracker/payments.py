@@ -109,6 +109,7 @@ class Payments:
         self.domain = tally.domain
         self.bindings = bindings
         self.escrow = None  # orb.pay.contract.Escrow, when the service layer opened the chain (funding checks)
+        self.require_funding = False  # --require-funding: every function is gated, not only payment.required ones
         self.local_id = local_id
         self.epoch_s = epoch_s
         self.verified_since = verified_since  # t -> [(fid text, node id)] that passed a challenge at or after t
@@ -343,4 +344,5 @@ class Payments:
 
     def status(self):
         return {"eth_signer": self.signer, "chain_id": self.domain.chain_id, "escrow": self.domain.contract,
+                "require_funding": self.require_funding,
                 "payouts": len(self._payout), **self.counts}

@@ -194,6 +194,7 @@ class Router:
         # fid raw -> None (go on), a refusal text, or a Deferred of either: a manifest with payment.required
         # whose escrow cannot pay is answered payment_required (orb.tracker.funding; None: no escrow to read)
         self.payment_gate = None
+        self.require_payment = False  # --require-funding: gate every function, whatever its manifest says
 
     def handlers(self):
         return {MessageType.INVOKE: self.on_invoke, MessageType.CANCEL: self.on_cancel}
@@ -385,7 +386,8 @@ class Router:
         payment = manifest.get("payment") or {}
         authorized = (payment.get("callers") == "any" or checked
                       or (caller is not None and caller == function.owner))
-        gate = self.payment_gate(fid_raw) if payment.get("required") and self.payment_gate is not None else None
+        required = payment.get("required") or self.require_payment
+        gate = self.payment_gate(fid_raw) if required and self.payment_gate is not None else None
         if gate is None:
             return self._route(fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized)
         if isinstance(gate, str):

@@ -58,7 +58,10 @@ class Options(NodeOptions):
     optFlags = [["admit-vouched", None,
                  "Also admit trackers whose own signed record reaches us from an admitted tracker (RFC 8.6)."],
                 ["allow-unconfined", None,
-                 "DANGEROUS: test-run deployed functions even where a jail layer is missing."]]
+                 "DANGEROUS: test-run deployed functions even where a jail layer is missing."],
+                ["require-funding", None,
+                 "Answer payment_required (HTTP 402) for every function whose escrow cannot pay for the call, not "
+                 "only those whose manifest says [payment] required = true (needs --eth-rpc; RFC 10.10.2)."]]
 
     def opt_max_package_bytes(self, n):
         """Largest package this tracker accepts in a DEPLOY, in bytes [default: 67108864, 64 MiB]."""
@@ -212,13 +215,16 @@ def _payments_config(options):
     """--eth-rpc, --escrow, --epoch as a PaymentsConfig, or None (payments off)."""
     endpoint = opt.eth_endpoint(options)
     if endpoint is None:
+        if options.get("require-funding"):
+            raise usage.UsageError("--require-funding needs --eth-rpc: without a chain there is no escrow to read")
         return None
     url, escrow = endpoint
     epoch_s = opt.positive_float("epoch", options.get("epoch", 3600))
     if epoch_s < options["challenge-interval"]:
         raise usage.UsageError(f"--epoch {epoch_s:g} is shorter than --challenge-interval {options['challenge-interval']:g}: "
                                "a host could pass no challenge in an epoch")
-    return PaymentsConfig(eth_rpc=url, escrow=escrow, epoch_s=epoch_s)
+    return PaymentsConfig(eth_rpc=url, escrow=escrow, epoch_s=epoch_s,
+                          require_funding=bool(options.get("require-funding")))
 
 
 @attrs.frozen
@@ -226,6 +232,7 @@ class PaymentsConfig:
     eth_rpc: str
     escrow: str | None
     epoch_s: float
+    require_funding: bool = False
 
 
 def open_payments(config, reactor, data_dir):
@@ -239,6 +246,7 @@ def open_payments(config, reactor, data_dir):
     key = load_or_create_key(signer_key_path(data_dir))
     payments = open_tracker_payments(data_dir, key, domain, reactor, epoch_s=config.epoch_s)
     payments.escrow = Escrow(w3, escrow)  # read in threads by orb.tracker.funding (payment.required)
+    payments.require_funding = config.require_funding
     return payments
 
 

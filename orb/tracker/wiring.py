@@ -186,6 +186,7 @@ class Tracker:
             if payments.escrow is not None:  # manifests with payment.required: 402 once the deposit is spent
                 self.funding = Funding(clock, payments, escrow_reader(payments.escrow, payments.signer))
                 self.router.payment_gate = self.funding.admit
+                self.router.require_payment = payments.require_funding
             self.stats.payments = lambda: {**payments.status(), **(self.funding.status() if self.funding else {})}
         # Spot checks: canaries on the router's channel (never cached nor paid); a wrong answer makes a suspect.
         self.canary = Canary(clock, registry, self.replication, self.router.channel, local_id=self.local.node_id,
