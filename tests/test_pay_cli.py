@@ -135,6 +135,21 @@ class InfoPaidTests(SynchronousTestCase):
         self.assertTrue(doc["funding"]["paid"]["truncated"])
         self.assertRegex(out, r"for 1 request \(1 claim\); only the claims up to block \d+ are counted")
 
+    def test_help_documents_every_paid_key(self):
+        """orb info --help names every key of the --json "paid" document, so a script knows what to read."""
+        self.claim(1)
+        doc, _ = self.info()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            from orb.cli import main
+
+            self.assertEqual(main.main(["info", "--help"]), 0)
+        text = " ".join(out.getvalue().split())
+        paid = doc["funding"]["paid"]
+        for key in [*paid, *paid["hosts"][0], "block", "paid_warning"]:
+            if not key.endswith("_eth"):  # the _eth twins of the _wei amounts
+                self.assertIn(f'"{key}"', text)
+
     def test_unreadable_claims_are_a_warning(self):
         """A node that refuses eth_getLogs still shows the balance; the paid totals become a warning line."""
         def refuse(params):
@@ -145,7 +160,8 @@ class InfoPaidTests(SynchronousTestCase):
         self.assertEqual(doc["funding"]["balance_wei"], str(10**18))
         self.assertNotIn("paid", doc["funding"])
         self.assertRegex(out, r"\nbalance\s+1 ETH on escrow")
-        self.assertIn("\npaid        warning: the paid totals could not be read: ValueError: eth_getLogs is disabled", out)
+        self.assertIn("\npaid        warning: the paid totals could not be read: ValueError: eth_getLogs is "
+                      "disabled", out)
 
 
 class WalletFileTests(DaemonTestMixin, TestCase):

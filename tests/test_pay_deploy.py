@@ -45,7 +45,7 @@ class DeployFundTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_deploy_fund_then_info(self):
-        """deploy --fund funds the fid with the tracker's signer accepted; info shows balance, price, funder and paid."""
+        """deploy --fund funds the fid with the tracker's signer accepted; info shows balance, price, funder, paid."""
         chain, url, wallet, t1, fn = yield self.setup_net()
         _, stats = yield t1.get_json("/api/v1/stats")
         caller = Account.create()

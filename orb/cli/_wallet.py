@@ -473,4 +473,12 @@ def paid_doc(scan):
             "from_block": scan.from_block, "to_block": scan.to_block, "truncated": scan.truncated}
 
 
-PAID_JSON_HELP = """With --eth-rpc, --json has "funding": the escrow's view of the function at block "block" (its "balance_wei", "price_per_request_wei", "owner"...), or {"funded": false}, or instead "funding_warning" when the chain did not answer. "funding.paid" totals the escrow's Claimed events for the function from "from_block" to "to_block": "total_wei" paid in "claims" claims for "requests" requests, and "hosts", most paid first, each with "host", "requests", "bytes" and "epochs" paid (the latest cumulative counters of each signer's vouchers, summed over signers), "amount_wei" received, "claims" and "last_claim_block". "truncated": true when the scan stopped at its cap of claims ("to_block" is then the last block counted). "funding.paid_warning" replaces "paid" when the claims could not be read."""
+PAID_JSON_HELP = (
+    'With --eth-rpc, --json has "funding": the escrow\'s view of the function at block "block" (its "balance_wei", '
+    '"price_per_request_wei", "owner"...), or {"funded": false}, or instead "funding_warning" when the chain did '
+    'not answer. "funding.paid" totals the escrow\'s Claimed events for the function from "from_block" to '
+    '"to_block": "total_wei" paid in "claims" claims for "requests" requests, and "hosts", most paid first, each '
+    'with "host", "requests", "bytes" and "epochs" paid (the latest cumulative counters of each signer\'s vouchers, '
+    'summed over signers), "amount_wei" received, "claims" and "last_claim_block". "truncated": true when the scan '
+    'stopped at its cap of claims ("to_block" is then the last block counted). A "paid_warning" replaces '
+    '"paid" when the claims could not be read.')
