@@ -15,7 +15,8 @@ from eth_account.messages import encode_typed_data
 from twisted.trial import unittest
 from web3 import EthereumTesterProvider, Web3
 
-from orb.pay.contract import EscrowError, Voucher, deploy_escrow, error_selector, load_artifact
+from orb.pay import contract
+from orb.pay.contract import EscrowError, Voucher, deploy_escrow, error_selector, load_artifact, paid_by_host
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS = ROOT / "contracts"
@@ -544,6 +545,95 @@ class BatchTests(unittest.TestCase):
             for s in (c.tracker, c.caller):
                 singles += c.claim(*c.voucher(requests=20, fid=fid, signer=s))[1]["gasUsed"]
         self.assertLess(batch, singles)
+
+
+class ClaimScanTests(unittest.TestCase):
+    """Escrow.claims and paid_by_host: what `orb info` shows as a fid's paid totals."""
+
+    def setUp(self):
+        c = self.c = Chain()
+        c.fund()
+        c.fund(fid=FID2)
+        self.start = c.w3.eth.block_number + 1
+        c.claim(*c.voucher(requests=10))
+        c.claim(*c.voucher(requests=25))
+        c.claim(*c.voucher(requests=5, signer=c.caller))
+        self.replay = c.voucher(requests=7, host=c.host2)
+        c.claim(*self.replay)
+        self.batch_block = c.escrow.claim_batch(c.submitter, *zip(
+            c.voucher(requests=4, host=c.host2, signer=c.caller),
+            c.voucher(requests=30)))["blockNumber"]
+        c.claim(*c.voucher(requests=100, fid=FID2))  # another fid: never counted
+
+    def test_totals_across_hosts_and_signers(self):
+        """Per host: each signer's latest cumulative requests summed over signers, the wei received, the claims."""
+        c = self.c
+        scan = c.escrow.claims(FID)
+        self.assertFalse(scan.truncated)
+        self.assertEqual(scan.to_block, c.w3.eth.block_number)
+        self.assertEqual([(x.host, x.signer, x.requests) for x in scan.claims], [
+            (c.host, c.tracker.address, 10), (c.host, c.tracker.address, 25), (c.host, c.caller.address, 5),
+            (c.host2, c.tracker.address, 7), (c.host2, c.caller.address, 4), (c.host, c.tracker.address, 30)])
+        self.assertEqual([x.amount_wei for x in scan.claims], [p * PRICE for p in (10, 15, 5, 7, 4, 5)])
+        self.assertTrue(all(x.tx.startswith("0x") and len(x.tx) == 66 for x in scan.claims))
+        self.assertEqual(scan.claims[-1].block, self.batch_block)
+        self.assertEqual(paid_by_host(scan.claims), [
+            contract.HostPaid(c.host, 35, 0, 0, 35 * PRICE, 4, self.batch_block),
+            contract.HostPaid(c.host2, 11, 0, 0, 11 * PRICE, 2, self.batch_block)])
+        # The wei the scan finds is what left the fid's balance.
+        self.assertEqual(sum(x.amount_wei for x in scan.claims), 10**18 - c.escrow.funds(FID).balance_wei)
+
+    def test_replayed_and_stale_vouchers_add_nothing(self):
+        """A replayed voucher, or a lower one, claimed again leaves the paid totals as they were."""
+        c = self.c
+        before = paid_by_host(c.escrow.claims(FID).claims)
+        c.claim(*self.replay)
+        c.claim(*c.voucher(requests=3, host=c.host2))
+        scan = c.escrow.claims(FID)
+        self.assertEqual(len(scan.claims), 6)
+        self.assertEqual(paid_by_host(scan.claims), before)
+
+    def test_scan_is_chunked(self):
+        """The scan asks the node for at most LOG_CHUNK_BLOCKS blocks at a time, and finds the same claims."""
+        c = self.c
+        whole = c.escrow.claims(FID)
+        ranges = []
+        get_logs = c.w3.eth.get_logs
+
+        def counting(params):
+            ranges.append((params["fromBlock"], params["toBlock"]))
+            return get_logs(params)
+
+        self.patch(c.w3.eth, "get_logs", counting)
+        self.patch(contract, "LOG_CHUNK_BLOCKS", 2)
+        scan = c.escrow.claims(FID)
+        self.assertEqual(scan, whole)
+        latest = c.w3.eth.block_number
+        self.assertEqual(ranges, [(b, min(b + 1, latest)) for b in range(0, latest + 1, 2)])
+        ranges.clear()
+        self.assertEqual(c.escrow.claims(FID, from_block=self.start, to_block=self.start + 2).claims,
+                         whole.claims[:3])
+        self.assertEqual(ranges, [(self.start, self.start + 1), (self.start + 2, self.start + 2)])
+
+    def test_scan_is_capped_at_whole_blocks(self):
+        """Past MAX_CLAIM_EVENTS the scan stops at a block boundary, says it was truncated, and can go on from there."""
+        c = self.c
+        self.patch(contract, "MAX_CLAIM_EVENTS", 5)
+        scan = c.escrow.claims(FID)
+        # The 5th and 6th claims share the batch's block: both are left for the next scan.
+        self.assertTrue(scan.truncated)
+        self.assertEqual(len(scan.claims), 4)
+        self.assertEqual(scan.to_block, self.batch_block - 1)
+        rest = c.escrow.claims(FID, from_block=scan.to_block + 1)
+        self.assertFalse(rest.truncated)
+        self.assertEqual([x.requests for x in rest.claims], [4, 30])
+        self.patch(contract, "MAX_CLAIM_EVENTS", 6)
+        self.assertFalse(c.escrow.claims(FID).truncated)
+
+    def test_unclaimed_fid_has_no_claims(self):
+        """A fid nobody claimed for scans to nothing, not to another fid's claims."""
+        scan = self.c.escrow.claims(FID3)
+        self.assertEqual((scan.claims, scan.truncated, paid_by_host(scan.claims)), ((), False, []))
 
 
 class EventCoverageTests(unittest.TestCase):

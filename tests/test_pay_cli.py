@@ -55,6 +55,115 @@ class HelpTests(SynchronousTestCase):
         self.assertIn("--eth-rpc", self.run_help("fund"))
 
 
+class InfoPaidTests(SynchronousTestCase):
+    """`orb info --eth-rpc`'s paid totals, on an in-process chain (tests.test_contract.Chain) behind the CLI's code."""
+
+    def setUp(self):
+        from orb.pay.contract import fid_key
+
+        from .test_contract import Chain
+
+        self.c = Chain()
+        self.patch(W, "_web3", lambda args: self.c.w3)
+        self.key = fid_key(FID)
+        self.c.fund(fid=self.key, price=10**12)
+
+    def claim(self, requests, host=None, signer=None):
+        self.c.claim(*self.c.voucher(requests=requests, fid=self.key, host=host, signer=signer))
+
+    def info(self, as_json=False):
+        """(the document, the printed output) of `orb info FID --eth-rpc ...` past the tracker's answer."""
+        import argparse
+
+        from orb.cli import _network
+
+        args = argparse.Namespace(fid=FID_TEXT, eth_rpc="http://chain.invalid", escrow=self.c.escrow.address,
+                                  json=as_json)
+        doc = {"ok": True, "fid": FID_TEXT, "dns_name": FID_TEXT + ".orb", "gateway_url": "http://t/f/" + FID_TEXT}
+        _network.add_funding(args, doc)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(_network.print_info(args, doc), 0)
+        return doc, out.getvalue()
+
+    def test_paid_totals_per_host(self):
+        """info shows the wei paid, to how many hosts, for how many requests, and one line a host, most paid first."""
+        c = self.c
+        doc, out = self.info()
+        self.assertRegex(out, r"\npaid\s+nothing yet \(no claim up to block \d+\)")
+        self.claim(10)
+        self.claim(25)
+        self.claim(5, signer=c.caller)
+        self.claim(7, host=c.host2)
+        self.claim(7, host=c.host2)  # a replay: no claim, nothing paid
+        doc, out = self.info()
+        self.assertIn("\npaid        0.000037 ETH to 2 hosts for 37 requests (4 claims)\n", out)
+        self.assertRegex(out, rf"\n {{12}}{c.host}  0\.00003 ETH for 30 requests, 3 claims, last in block \d+\n")
+        self.assertRegex(out, rf"\n {{12}}{c.host2}  0\.000007 ETH for 7 requests, 1 claim, last in block \d+\n")
+        self.assertLess(out.index(c.host), out.index(c.host2))
+        doc, out = self.info(as_json=True)
+        self.assertEqual(json.loads(out), doc)
+        paid = doc["funding"]["paid"]
+        self.assertEqual({k: v for k, v in paid.items() if k != "hosts"}, {
+            "total_wei": str(37 * 10**12), "total_eth": "0.000037", "claims": 4, "requests": 37,
+            "from_block": 0, "to_block": doc["funding"]["block"], "truncated": False})
+        self.assertEqual(paid["hosts"][1], {
+            "host": c.host2, "requests": 7, "bytes": 0, "epochs": 0, "amount_wei": str(7 * 10**12),
+            "amount_eth": "0.000007", "claims": 1, "last_claim_block": paid["hosts"][1]["last_claim_block"]})
+        self.assertEqual(doc["funding"]["balance_wei"], str(10**18 - 37 * 10**12))
+
+    def test_many_hosts_are_counted_past_ten(self):
+        """Past ten hosts, info lists the ten most paid and counts the rest; --json lists them all."""
+        for i in range(12):
+            self.claim(i + 1, host=Account.create().address)
+        doc, out = self.info()
+        self.assertIn("0.000078 ETH to 12 hosts for 78 requests (12 claims)", out)
+        self.assertEqual(out.count(" ETH for "), 10)
+        self.assertIn("for 12 requests", out)
+        self.assertNotIn("for 2 requests", out)
+        self.assertIn("and 2 more hosts (--json lists them all)", out)
+        self.assertEqual(len(doc["funding"]["paid"]["hosts"]), 12)
+
+    def test_truncated_scan_says_so(self):
+        """When the claims are too many to read, info counts those up to a block and says it did."""
+        from orb.pay import contract
+
+        self.claim(1)
+        self.claim(2)
+        self.patch(contract, "MAX_CLAIM_EVENTS", 1)
+        doc, out = self.info()
+        self.assertTrue(doc["funding"]["paid"]["truncated"])
+        self.assertRegex(out, r"for 1 request \(1 claim\); only the claims up to block \d+ are counted")
+
+    def test_help_documents_every_paid_key(self):
+        """orb info --help names every key of the --json "paid" document, so a script knows what to read."""
+        self.claim(1)
+        doc, _ = self.info()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            from orb.cli import main
+
+            self.assertEqual(main.main(["info", "--help"]), 0)
+        text = " ".join(out.getvalue().split())
+        paid = doc["funding"]["paid"]
+        for key in [*paid, *paid["hosts"][0], "block", "paid_warning"]:
+            if not key.endswith("_eth"):  # the _eth twins of the _wei amounts
+                self.assertIn(f'"{key}"', text)
+
+    def test_unreadable_claims_are_a_warning(self):
+        """A node that refuses eth_getLogs still shows the balance; the paid totals become a warning line."""
+        def refuse(params):
+            raise ValueError("eth_getLogs is disabled here")
+
+        self.patch(self.c.w3.eth, "get_logs", refuse)
+        doc, out = self.info()
+        self.assertEqual(doc["funding"]["balance_wei"], str(10**18))
+        self.assertNotIn("paid", doc["funding"])
+        self.assertRegex(out, r"\nbalance\s+1 ETH on escrow")
+        self.assertIn("\npaid        warning: the paid totals could not be read: ValueError: eth_getLogs is "
+                      "disabled", out)
+
+
 class WalletFileTests(DaemonTestMixin, TestCase):
     timeout = 120
 

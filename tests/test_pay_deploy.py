@@ -2,18 +2,20 @@
 `orb deploy --fund` and `orb info` with a chain, as real processes: a
 `twistd orb-chain`, a tracker that signs vouchers (--eth-rpc), the `orb`
 command. The deploy funds the function with the tracker's signer accepted;
-info shows the balance and prices, and a dead chain is only a warning.
+info shows the balance, prices and paid totals, and a dead chain is only a
+warning.
 """
 
 import json
 import os
 
+from eth_account import Account
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from orb.pay import chain as C
 from orb.pay import client
-from orb.pay.contract import Escrow
+from orb.pay.contract import Escrow, Voucher
 from orb.protocol import fid as fidmod
 
 from ._daemons import DaemonTestMixin
@@ -43,10 +45,11 @@ class DeployFundTests(DaemonTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_deploy_fund_then_info(self):
-        """deploy --fund funds the fid with the tracker's signer accepted; info shows balance, price and funder."""
+        """deploy --fund funds the fid with the tracker's signer accepted; info shows balance, price, funder, paid."""
         chain, url, wallet, t1, fn = yield self.setup_net()
         _, stats = yield t1.get_json("/api/v1/stats")
-        extra = "0x" + "ab" * 20
+        caller = Account.create()
+        extra = caller.address.lower()
         code, out, err = yield self.orb("deploy", fn, *self.where(t1), "--no-wait", "--fund", "--eth", "0.01",
                                         "--price-wei", str(PRICE_WEI), "--signer", extra, "--eth-rpc", url, "--json")
         self.assertEqual(code, 0, out + err)
@@ -72,9 +75,30 @@ class DeployFundTests(DaemonTestMixin, TestCase):
         self.assertRegex(out, r"balance\s+0\.01 ETH on escrow 0x")
         self.assertRegex(out, rf"prices\s+{PRICE_WEI} wei a request")
         self.assertIn(accounts_address(chain, 1), out)
+        self.assertRegex(out, r"\npaid\s+nothing yet")
+
+        def claim(requests):
+            """The host (dev account 2) claims the caller key's voucher for ``requests`` calls."""
+            escrow = Escrow(client.connect(url), chain.info["escrow"])
+            host = Account.from_key(C.load_dev_accounts(chain.data_dir)[2]["private_key"])
+            v = Voucher(fid=fidmod.from_text(doc["fid"]), host=host.address, signer=caller.address,
+                        requests=requests)
+            escrow.claim(host, v, Account.sign_typed_data(caller.key, full_message=escrow.typed_data(v)).signature)
+            return host.address
+
+        yield threads.deferToThread(claim, 3)
+        host = yield threads.deferToThread(claim, 5)
+        code, out, err = yield self.orb("info", doc["fid"], "--api", f"http://127.0.0.1:{t1.info['http']}",
+                                        "--eth-rpc", url)
+        self.assertEqual(code, 0, out + err)
+        self.assertRegex(out, r"\npaid\s+0\.000005 ETH to 1 host for 5 requests \(2 claims\)\n")
+        self.assertRegex(out, rf"\n\s+{host}  0\.000005 ETH for 5 requests, 2 claims, last in block \d+\n")
         code, out, err = yield self.orb("info", doc["fid"], "--api", f"http://127.0.0.1:{t1.info['http']}",
                                         "--eth-rpc", url, "--json")
-        self.assertEqual(json.loads(out)["funding"]["balance_wei"], str(10**16))
+        funding = json.loads(out)["funding"]
+        self.assertEqual(funding["balance_wei"], str(10**16 - 5 * PRICE_WEI))
+        self.assertEqual((funding["paid"]["total_wei"], funding["paid"]["claims"], funding["paid"]["requests"],
+                          [h["host"] for h in funding["paid"]["hosts"]]), (str(5 * PRICE_WEI), 2, 5, [host]))
         # A chain that does not answer is a warning line, never a failure of info.
         code, out, err = yield self.orb("info", doc["fid"], "--api", f"http://127.0.0.1:{t1.info['http']}",
                                         "--eth-rpc", "http://127.0.0.1:9")

@@ -122,8 +122,12 @@ def register(sub) -> None:
              "(name, name.<owner> or name.<owner>.orb), show every version it pointed at: seq, fid and status.")
     p.add_argument("fid", metavar="NAME-OR-FID")
     api_option(p)
-    p.add_argument("--eth-rpc", metavar="URL", help="also show the function's funding on this chain's escrow "
-                                                    "(default: $ORB_ETH_RPC; none when neither is set)")
+    from . import _wallet
+
+    p.epilog = _wallet.PAID_JSON_HELP
+    p.add_argument("--eth-rpc", metavar="URL", help="also show the function's funding on this chain's escrow, "
+                                                    "and what it has paid its hosts (default: $ORB_ETH_RPC; none "
+                                                    "when neither is set)")
     p.add_argument("--escrow", metavar="ADDRESS", help="OrbEscrow's address (default: $ORB_ESCROW, else asked of "
                                                        "the embedded chain)")
 
@@ -939,4 +943,31 @@ def funding_rows(doc):
             ("prices", prices), ("funder", funding["owner"])]
     if funding.get("withdrawable_at"):
         rows.append(("withdrawal", f"requested; possible from {_utc(funding['withdrawable_at'])}"))
+    return rows + paid_rows(funding)
+
+
+#: The most hosts `orb info` lists one a line under "paid"; the rest are counted.
+MAX_PAID_HOSTS_SHOWN = 10
+
+
+def paid_rows(funding):
+    """`orb info`'s lines for what the fid has paid: the totals, then one line a host (most paid first)."""
+    if funding.get("paid_warning"):
+        return [("paid", "warning: " + funding["paid_warning"])]
+    paid = funding.get("paid")
+    if not paid:
+        return []
+    if not paid["claims"]:
+        return [("paid", f"nothing yet (no claim up to block {paid['to_block']})")]
+    hosts = paid["hosts"]
+    rows = [("paid", f"{paid['total_eth']} ETH to {len(hosts)} host{'s' if len(hosts) != 1 else ''} for "
+                     f"{paid['requests']} request{'s' if paid['requests'] != 1 else ''} "
+                     f"({paid['claims']} claim{'s' if paid['claims'] != 1 else ''})"
+                     + (f"; only the claims up to block {paid['to_block']} are counted (too many to read)"
+                        if paid["truncated"] else ""))]
+    for h in hosts[:MAX_PAID_HOSTS_SHOWN]:
+        rows.append(("", f"{h['host']}  {h['amount_eth']} ETH for {h['requests']} requests, {h['claims']} "
+                         f"claim{'s' if h['claims'] != 1 else ''}, last in block {h['last_claim_block']}"))
+    if len(hosts) > MAX_PAID_HOSTS_SHOWN:
+        rows.append(("", f"and {len(hosts) - MAX_PAID_HOSTS_SHOWN} more hosts (--json lists them all)"))
     return rows

@@ -437,14 +437,48 @@ def fund(args):
 
 
 def funding_of(args, raw_fid):
-    """What the escrow says of a fid, for `orb info`: None when it is not funded (raises on a chain failure)."""
+    """What the escrow says of a fid, for `orb info`: None when it is not funded (raises on a chain failure).
+
+    Balance, prices and paid totals are read at one block. A failed read of the paid totals (a node that
+    refuses eth_getLogs, say) leaves the rest and says so in ``paid_warning``."""
     w3 = _web3(args)
     escrow = _escrow(args, w3)
-    info = escrow.funds(raw_fid)
+    block = w3.eth.block_number
+    info = escrow.funds(raw_fid, block=block)
     if not info.funded:
         return None
-    return {"escrow": escrow.address, "chain_id": w3.eth.chain_id, "owner": info.owner,
-            "balance_wei": str(info.balance_wei), "balance_eth": _eth_text(info.balance_wei),
-            "price_per_request_wei": str(info.price_per_request_wei),
-            "price_per_epoch_wei": str(info.price_per_epoch_wei), "price_per_mib_wei": str(info.price_per_mib_wei),
-            "withdrawable_at": info.withdrawable_at}
+    doc = {"escrow": escrow.address, "chain_id": w3.eth.chain_id, "block": block, "owner": info.owner,
+           "balance_wei": str(info.balance_wei), "balance_eth": _eth_text(info.balance_wei),
+           "price_per_request_wei": str(info.price_per_request_wei),
+           "price_per_epoch_wei": str(info.price_per_epoch_wei), "price_per_mib_wei": str(info.price_per_mib_wei),
+           "withdrawable_at": info.withdrawable_at}
+    try:
+        doc["paid"] = paid_doc(escrow.claims(raw_fid, to_block=block))
+    except Exception as e:  # the balance is still worth showing
+        doc["paid_warning"] = f"the paid totals could not be read: {type(e).__name__}: {str(e)[:200]}"
+    return doc
+
+
+def paid_doc(scan):
+    """The ``paid`` document of `orb info --json` from a ClaimScan (see PAID_JSON_HELP)."""
+    from orb.pay import contract
+
+    hosts = contract.paid_by_host(scan.claims)
+    total = sum(c.amount_wei for c in scan.claims)
+    return {"total_wei": str(total), "total_eth": _eth_text(total), "claims": len(scan.claims),
+            "requests": sum(h.requests for h in hosts),
+            "hosts": [{"host": h.host, "requests": h.requests, "bytes": h.bytes, "epochs": h.epochs,
+                       "amount_wei": str(h.amount_wei), "amount_eth": _eth_text(h.amount_wei), "claims": h.claims,
+                       "last_claim_block": h.last_block} for h in hosts],
+            "from_block": scan.from_block, "to_block": scan.to_block, "truncated": scan.truncated}
+
+
+PAID_JSON_HELP = (
+    'With --eth-rpc, --json has "funding": the escrow\'s view of the function at block "block" (its "balance_wei", '
+    '"price_per_request_wei", "owner"...), or {"funded": false}, or instead "funding_warning" when the chain did '
+    'not answer. "funding.paid" totals the escrow\'s Claimed events for the function from "from_block" to '
+    '"to_block": "total_wei" paid in "claims" claims for "requests" requests, and "hosts", most paid first, each '
+    'with "host", "requests", "bytes" and "epochs" paid (the latest cumulative counters of each signer\'s vouchers, '
+    'summed over signers), "amount_wei" received, "claims" and "last_claim_block". "truncated": true when the scan '
+    'stopped at its cap of claims ("to_block" is then the last block counted). A "paid_warning" replaces '
+    '"paid" when the claims could not be read.')

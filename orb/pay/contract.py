@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import attrs
-from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector, to_checksum_address
 
 from orb.protocol import fid as fidmod
 
@@ -51,6 +51,10 @@ MAX_BATCH = 200
 #: Gas limit for one transaction, so that estimation's error surfaces as a revert
 #: before sending rather than a stuck transaction.
 TX_GAS_CAP = 29_000_000
+#: Blocks per ``eth_getLogs`` request when scanning Claimed events (public nodes refuse wide ranges).
+LOG_CHUNK_BLOCKS = 10_000
+#: The most Claimed events one scan returns; past it the result says it was truncated.
+MAX_CLAIM_EVENTS = 100_000
 
 
 class EscrowError(Exception):
@@ -162,6 +166,73 @@ class Paid:
     epochs: int
 
 
+@attrs.frozen
+class Claim:
+    """One Claimed event: ``requests``, ``bytes`` and ``epochs`` are the NEW cumulative counters paid for
+    (fid, host, signer) after this claim; ``amount_wei`` is what this claim paid."""
+
+    host: str
+    signer: str
+    requests: int
+    bytes: int
+    epochs: int
+    amount_wei: int
+    block: int
+    tx: str  # 0x-prefixed hex
+    log_index: int
+
+
+@attrs.frozen
+class ClaimScan:
+    """The Claimed events of one fid in blocks ``from_block`` to ``to_block`` (both included, complete).
+
+    When ``truncated``, the scan stopped at the cap before the block range asked for was covered:
+    ``to_block`` is then the last block all of whose claims are in ``claims``, and a caller can go on from
+    ``to_block + 1``.
+    """
+
+    claims: tuple[Claim, ...]
+    from_block: int
+    to_block: int
+    truncated: bool
+
+
+@attrs.frozen
+class HostPaid:
+    """What one host was paid for a fid: counters summed over signers (each signer's latest cumulative ones)."""
+
+    host: str
+    requests: int
+    bytes: int
+    epochs: int
+    amount_wei: int
+    claims: int
+    last_block: int
+
+
+def paid_by_host(claims: Iterable[Claim]) -> list[HostPaid]:
+    """Per host, the requests, bytes and epochs paid (per signer the highest cumulative counter, summed over
+    signers: a channel's counters only grow, so its highest is its latest) and the wei received; most paid
+    first."""
+    latest: dict[tuple[str, str], tuple[int, int, int]] = {}
+    wei: dict[str, int] = {}
+    count: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for c in claims:
+        old = latest.get((c.host, c.signer), (0, 0, 0))
+        latest[(c.host, c.signer)] = (max(old[0], c.requests), max(old[1], c.bytes), max(old[2], c.epochs))
+        wei[c.host] = wei.get(c.host, 0) + c.amount_wei
+        count[c.host] = count.get(c.host, 0) + 1
+        last[c.host] = max(last.get(c.host, 0), c.block)
+    counters = {h: [0, 0, 0] for h in wei}
+    for (host, _signer), values in latest.items():
+        for i, v in enumerate(values):
+            counters[host][i] += v
+    out = [HostPaid(h, *counters[h], wei[h], count[h], last[h]) for h in wei]
+    out.sort(key=lambda p: (-p.amount_wei, -p.requests, p.host))
+    return out
+
+
 ZERO_ADDRESS = "0x" + "00" * 20
 
 
@@ -257,6 +328,53 @@ class Escrow:
             decoded = event.process_log(log)
             out.append((decoded["event"], dict(decoded["args"])))
         return out
+
+    # -- logs
+    def claims(self, fid, from_block: int = 0, to_block: int | str = "latest", *,
+               chunk_blocks: int | None = None, max_events: int | None = None) -> ClaimScan:
+        """The fid's Claimed events from ``from_block`` to ``to_block``, oldest first: ``eth_getLogs``
+        filtered by this address and topics [Claimed, fid], ``chunk_blocks`` blocks a request (default
+        LOG_CHUNK_BLOCKS), at most ``max_events`` events (default MAX_CLAIM_EVENTS; see ClaimScan).
+
+        A stale or replayed voucher emits no Claimed event, so it appears nowhere here."""
+        chunk_blocks = LOG_CHUNK_BLOCKS if chunk_blocks is None else chunk_blocks
+        max_events = MAX_CLAIM_EVENTS if max_events is None else max_events
+        if chunk_blocks < 1 or max_events < 1:
+            raise ValueError("chunk_blocks and max_events must be at least 1")
+        if not isinstance(to_block, int):
+            to_block = self.w3.eth.get_block(to_block)["number"]
+        if from_block < 0:
+            raise ValueError("from_block must be at least 0")
+        event = self.contract.events.Claimed()
+        topic = bytes(event_abi_to_log_topic(event.abi))
+        key = fid_key(fid)
+        found: list[Claim] = []
+        start = from_block
+        while start <= to_block:
+            end = min(start + chunk_blocks - 1, to_block)
+            logs = self.w3.eth.get_logs({"address": self.address, "fromBlock": start, "toBlock": end,
+                                         "topics": ["0x" + topic.hex(), "0x" + key.hex()]})
+            chunk = []
+            for log in logs:
+                # A node's answer is checked, not trusted: only this contract's Claimed events of this fid.
+                topics = [bytes(t) for t in log["topics"]]
+                if (to_checksum_address(log["address"]) != self.address or len(topics) != 4
+                        or topics[0] != topic or topics[1] != key or log.get("removed")):
+                    continue
+                args = event.process_log(log)["args"]
+                chunk.append(Claim(host=to_checksum_address(args["host"]), signer=to_checksum_address(args["signer"]),
+                                   requests=args["requests"], bytes=args["bytes_"], epochs=args["epochs"],
+                                   amount_wei=args["amount"], block=log["blockNumber"],
+                                   tx="0x" + bytes(log["transactionHash"]).hex(), log_index=log["logIndex"]))
+            chunk.sort(key=lambda c: (c.block, c.log_index))
+            if len(found) + len(chunk) > max_events:
+                # Keep whole blocks only, so that the result covers from_block..to_block exactly.
+                first_left_out = chunk[max_events - len(found)].block
+                found += [c for c in chunk[:max_events - len(found)] if c.block < first_left_out]
+                return ClaimScan(tuple(found), from_block, first_left_out - 1, True)
+            found += chunk
+            start = end + 1
+        return ClaimScan(tuple(found), from_block, to_block, False)
 
     # -- plumbing
     def _view(self, name, *args, block="latest"):
@@ -365,8 +483,6 @@ def _error_table(abi) -> dict[bytes, tuple[str, list[str]]]:
 
 
 def _event_table(contract) -> dict:
-    from eth_utils import event_abi_to_log_topic
-
     table = {}
     for entry in contract.abi:
         if entry.get("type") == "event":
