@@ -47,7 +47,7 @@ class HelpTests(SynchronousTestCase):
     def test_verbs_take_json_and_list_exit_statuses(self):
         """Every payment verb takes --json and its help lists the payment exit statuses 12 to 16."""
         for argv in (("wallet", "new"), ("wallet", "show"), ("wallet", "balance"), ("wallet", "claim"),
-                     ("wallet", "withdraw"), ("fund",)):
+                     ("wallet", "withdraw"), ("wallet", "pay"), ("fund",)):
             out = self.run_help(*argv)
             self.assertIn("--json", out, argv)
             for status in range(12, 17):
@@ -317,6 +317,33 @@ class ChainCliTests(DaemonTestMixin, TestCase):
         code, out, err = yield self.chain_orb("wallet", "claim", "--voucher", self.voucher_file("v3.json", 2000),
                                               wallet=self.host_wallet)
         self.assertEqual((code, json.loads(out)["error"]["kind"]), (W.EXIT_UNFUNDED, "unfunded"), err)
+
+    @defer.inlineCallbacks
+    def test_a_caller_the_owner_accepts_pays_a_host_directly(self):
+        """orb wallet pay signs cumulative vouchers as an accepted caller; the host claims them; others are refused."""
+        chain = yield self.start_chain()
+        accounts = C.load_dev_accounts(chain.data_dir)
+        caller_wallet = write_raw_wallet(os.path.join(self.base_dir(), "caller.json"), accounts[3]["private_key"])
+        stranger_wallet = write_raw_wallet(os.path.join(self.base_dir(), "stranger.json"), accounts[4]["private_key"])
+        pay = ("wallet", "pay", FID_TEXT, "--host", self.host)
+        code, out, err = yield self.chain_orb(*pay, "--requests", "5", wallet=caller_wallet)
+        self.assertEqual((code, json.loads(out)["error"]["kind"]), (W.EXIT_UNFUNDED, "unfunded"), err)
+        code, out, err = yield self.chain_orb("fund", FID_TEXT, "--eth", "0.5", "--price-wei", "1000000000000",
+                                              "--signer", accounts[3]["address"], wallet=self.owner_wallet)
+        self.assertEqual(code, 0, err)
+        code, out, err = yield self.chain_orb(*pay, "--requests", "5", wallet=stranger_wallet)
+        self.assertEqual((code, json.loads(out)["error"]["kind"]), (W.EXIT_REFUSED_BY_ESCROW, "not_a_signer"), err)
+        code, out, err = yield self.chain_orb(*pay, wallet=caller_wallet)
+        self.assertEqual(code, 2, err)  # nothing to add
+        voucher = os.path.join(self.base_dir(), "from-caller.json")
+        code, out, err = yield self.chain_orb(*pay, "--requests", "5", "--out", voucher, wallet=caller_wallet)
+        self.assertEqual((code, json.loads(out)["requests"]), (0, 5), err)
+        code, out, err = yield self.chain_orb(*pay, "--requests", "3", "--out", voucher, wallet=caller_wallet)
+        doc = json.loads(out)
+        self.assertEqual((code, doc["requests"], doc["signer"]), (0, 8, accounts[3]["address"]), err)
+        self.assertEqual(os.stat(doc["tally"]).st_mode & 0o777, 0o600)
+        code, out, err = yield self.chain_orb("wallet", "claim", "--voucher", voucher, wallet=self.host_wallet)
+        self.assertEqual((code, json.loads(out)["paid_wei"]), (0, str(8 * 10**12)), err)
 
     @defer.inlineCallbacks
     def test_refusals(self):

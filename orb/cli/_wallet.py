@@ -7,6 +7,9 @@ The payment verbs of the ``orb`` command:
     orb wallet balance                         its ether on the chain (and escrow credit)
     orb wallet claim [--voucher FILE...]       submit the book's latest vouchers in one claimBatch
     orb wallet withdraw FID                    an owner's unspent funds: request, then (after the delay) withdraw
+    orb wallet pay FID --host ADDR --requests N [--bytes N] [--epochs N] [--out FILE]
+                                               as a caller the owner accepts as a signer: add to what this
+                                               wallet owes the host and sign a fresh cumulative voucher
     orb fund FID --eth 0.1 --price-wei N [--epoch-price-wei N] [--mib-price-wei N] [--signer ADDR...]
 
 Chain verbs take ``--eth-rpc URL`` (default ``$ORB_ETH_RPC``, else the
@@ -22,7 +25,9 @@ pay (value + gas), 15 the fid is not funded, 16 the escrow refused the call.
 
 import argparse
 import decimal
+import json
 import os
+import sys
 
 from orb.pay import client as _client  # light: web3 is imported when a verb connects
 from orb.protocol import fid as _fid
@@ -112,6 +117,22 @@ def register(sub) -> None:
     p = verb(wsub, "withdraw", "an owner's unspent funds: request the withdrawal, then after the delay withdraw",
              wallet_withdraw)
     p.add_argument("fid", metavar="FID")
+    wallet_options(p)
+    chain_options(p)
+
+    p = verb(wsub, "pay", "as a caller the function's owner accepts as a voucher signer (orb fund --signer): add "
+                          "the requests a host served you to this wallet's tally for it, and sign a fresh cumulative "
+                          "voucher the host claims with `orb wallet claim --voucher FILE`", wallet_pay)
+    p.add_argument("fid", metavar="FID")
+    p.add_argument("--host", required=True, metavar="ADDR", help="the host's payout address")
+    p.add_argument("--requests", type=int, default=0, metavar="N", help="requests it served you since the last one")
+    p.add_argument("--bytes", type=int, default=0, metavar="N", help="bytes it transferred for you since then")
+    p.add_argument("--epochs", type=int, default=0, metavar="N", help="uptime epochs to pay it for since then")
+    p.add_argument("--expires", type=int, default=7 * 86400, metavar="SECONDS",
+                   help="the voucher's lifetime [default: 604800, 7 days]")
+    p.add_argument("--out", metavar="FILE", help="write the voucher (canonical JSON) there, not to stdout")
+    p.add_argument("--tally", metavar="PATH", help="this wallet's running counters (default: "
+                                                   "$ORB_HOME/payer-tally.sqlite, mode 0600)")
     wallet_options(p)
     chain_options(p)
 
@@ -351,6 +372,66 @@ def wallet_claim(args):
     _ui.emit(args, doc, lambda c: c.print(
         f"claimed {doc['claimed']} voucher(s): {doc['paid_eth']} ETH paid to the host(s), gas {doc['gas_used']}"
         + (f"; {len(skipped)} skipped by the escrow" if skipped else "")))
+    return _ui.EXIT_OK
+
+
+PAYER_TALLY_NAME = "payer-tally.sqlite"
+MAX_PAY_STEP = 2**63  # one `orb wallet pay` adds at most this to a counter (the counters are uint64)
+
+
+def wallet_pay(args):
+    from eth_utils import is_address, to_checksum_address
+
+    from orb.pay.tally import Tally
+
+    raw_fid = _ui.fid_argument(args.fid)
+    if not is_address(args.host):
+        raise CommandError(f"--host {args.host!r:.60} is not an address", _ui.EXIT_USAGE, "usage")
+    host = to_checksum_address(args.host)
+    steps = (args.requests, args.bytes, args.epochs)
+    if any(not 0 <= n < MAX_PAY_STEP for n in steps) or not any(steps):
+        raise CommandError("give --requests, --bytes or --epochs: whole numbers from 0 to 2**63, not all 0",
+                           _ui.EXIT_USAGE, "usage")
+    if not 60 <= args.expires <= 366 * 86400:
+        raise CommandError("--expires takes 60 to 31622400 seconds", _ui.EXIT_USAGE, "usage")
+    account = _account(args)
+    w3 = _web3(args)
+    escrow = _escrow(args, w3)
+    fid32 = raw_fid[1:]
+    if not escrow.funds(fid32).funded:
+        raise CommandError(f"{args.fid} is not funded on escrow {escrow.address}: a voucher for it pays nothing",
+                           EXIT_UNFUNDED, "unfunded")
+    if not escrow.is_signer(fid32, account.address):
+        raise CommandError(f"the owner of {args.fid} does not accept {account.address} as a voucher signer, so the "
+                           f"escrow would refuse this voucher: the owner runs `orb fund {args.fid} --signer "
+                           f"{account.address} ...`", EXIT_REFUSED_BY_ESCROW, "not_a_signer")
+    domain = _voucher.Domain(chain_id=w3.eth.chain_id, contract=escrow.address)
+    path = os.path.abspath(args.tally or os.path.join(_config.orb_home(), PAYER_TALLY_NAME))
+    tally = Tally(path, bytes(account.key), domain, expiry_s=args.expires)
+    try:
+        tally.add(fid32, host, *steps)
+        signed = tally.sign(fid32, host)  # durable before it is signed: a restart never signs lower counters
+    finally:
+        tally.close()
+    text = signed.to_json()
+    text = text.decode("utf-8") if isinstance(text, bytes) else text
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    v = signed.voucher
+    doc = {"ok": True, "fid": args.fid, "host": host, "signer": account.address, "requests": v.requests,
+           "bytes": v.bytes, "epochs": v.epochs, "expiry": v.expiry, "tally": path, "out": args.out,
+           "voucher": json.loads(text)}
+
+    def human(c):
+        if not args.out:
+            sys.stdout.write(text + "\n")
+            return
+        c.print(f"voucher for {host}: {v.requests} requests, {v.bytes} bytes, {v.epochs} epochs in all, signed by "
+                f"{account.address}; written to {args.out} (the host claims it with `orb wallet claim --voucher "
+                f"{os.path.basename(args.out)}`)", markup=False)
+
+    _ui.emit(args, doc, human)
     return _ui.EXIT_OK
 
 
