@@ -648,10 +648,9 @@ def fund_peer_wallet(chain, peer):
 
 
 def chain_view(url, escrow_address, fid_text, hosts, from_block):
-    """(balances of ``hosts``, the fid's escrow balance, its Claimed events since ``from_block`` with their
-    receipts' gas): blocking, run in a thread."""
-    from eth_utils import event_abi_to_log_topic
-
+    """(balances of ``hosts``, the fid's escrow balance, its claims since ``from_block`` with their
+    transactions' gas, the block read): blocking, run in a thread. A claim's ``requests`` is the cumulative
+    counter it paid up to (the Claimed event's), ``amount`` what it paid."""
     from orb.pay import client
     from orb.pay.contract import Escrow, fid_key
     from orb.protocol import fid as fidmod
@@ -659,19 +658,26 @@ def chain_view(url, escrow_address, fid_text, hosts, from_block):
     w3 = client.connect(url)
     escrow = Escrow(w3, escrow_address)
     key = fid_key(fidmod.from_text(fid_text))
-    abi = next(e for e in escrow.artifact["abi"] if e.get("type") == "event" and e["name"] == "Claimed")
-    logs = w3.eth.get_logs({"address": escrow.address, "fromBlock": from_block, "toBlock": "latest",
-                            "topics": ["0x" + bytes(event_abi_to_log_topic(abi)).hex(), "0x" + key.hex()]})
+    block = w3.eth.block_number
+    receipts = {}
     claims = []
-    for tx in dict.fromkeys(bytes(log["transactionHash"]) for log in logs):
-        receipt = w3.eth.get_transaction_receipt(tx)
-        for name, ev in escrow.events(receipt):
-            if name == "Claimed" and bytes(ev["fid"]) == key:
-                claims.append({"host": ev["host"], "requests": ev["requests"], "amount": ev["amount"],
-                               "gas": receipt["gasUsed"],
-                               "fee": receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "tx": tx.hex()})
-    balances = {h: w3.eth.get_balance(h) for h in hosts}
-    return balances, escrow.funds(key).balance_wei, claims, w3.eth.block_number
+    for c in escrow.claims(key, from_block, block).claims:
+        receipt = receipts.get(c.tx) or receipts.setdefault(c.tx, w3.eth.get_transaction_receipt(c.tx))
+        claims.append({"host": c.host, "signer": c.signer, "requests": c.requests, "amount": c.amount_wei,
+                       "gas": receipt["gasUsed"], "fee": receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0),
+                       "tx": c.tx})
+    balances = {h: w3.eth.get_balance(h, block) for h in hosts}
+    return balances, escrow.funds(key, block).balance_wei, claims, block
+
+
+def paid_requests(claims):
+    """The requests ``claims`` paid for in all: per (host, signer) the highest cumulative counter (a fresh fid's
+    channels start at 0), summed; not the sum of the counters, which would count a host's second claim twice."""
+    latest = {}
+    for c in claims:
+        channel = (c["host"], c["signer"])
+        latest[channel] = max(latest.get(channel, 0), c["requests"])
+    return sum(latest.values())
 
 
 @defer.inlineCallbacks
@@ -767,7 +773,7 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
     @defer.inlineCallbacks
     def all_claimed():
         state["view"] = yield client.in_thread(chain_view, url, chain.info["escrow"], fid, list(hosts), block)
-        return sum(c["requests"] for c in state["view"][2]) >= ok
+        return paid_requests(state["view"][2]) >= ok
 
     try:
         yield eventually(all_claimed, timeout_s=40, interval_s=1, what="the hosts' claims")
@@ -784,7 +790,7 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
         mine = [c for c in claims if c["host"].lower() == address.lower()]
         if not mine:
             continue
-        requests, amount = sum(c["requests"] for c in mine), sum(c["amount"] for c in mine)
+        requests, amount = paid_requests(mine), sum(c["amount"] for c in mine)
         fee, gas = sum(c["fee"] for c in mine), sum(c["gas"] for c in mine)
         table.add_row(name, eth(before[address]), eth(after[address]), str(requests), eth(amount), str(gas))
         change = after[address] - before[address]
@@ -795,7 +801,7 @@ def pay_act(reactor, base_dir, network, net, chain, t1, console):
     for line in lines:
         console.print(line, highlight=False)
     paid = sum(c["amount"] for c in claims)
-    requests = sum(c["requests"] for c in claims)
+    requests = paid_requests(claims)
     console.print(f"the escrow paid {eth(paid)} ETH ({requests} requests x {eth(PRICE_WEI)}); "
                   f"the function's balance went from {eth(escrow_before)} to {eth(escrow_after)} ETH; a claim's gas "
                   f"does not grow with the requests its voucher covers ({reactor.seconds() - started:.1f} s for this "

@@ -111,3 +111,13 @@ class PluginTests(TestCase):
             for option in ("--data-dir", "--listen", "--network", "--advertise", expected):
                 self.assertIn(option, result.stdout)
         self.assertIn("--http", run([TWISTD, "orb-tracker", "--help"]).stdout)
+
+
+class PaidRequestsTests(TestCase):
+    def test_a_hosts_second_claim_is_not_counted_twice(self):
+        """The demo's paid requests take each channel's latest cumulative counter: claims at 10 then 19 paid 19."""
+        from orb.demo import paid_requests
+
+        claims = [{"host": "h1", "signer": "s", "requests": 10}, {"host": "h1", "signer": "s", "requests": 19},
+                  {"host": "h2", "signer": "s", "requests": 1}]
+        self.assertEqual(paid_requests(claims), 20)
