@@ -71,6 +71,8 @@ class PaidCallsTests(DaemonTestMixin, TestCase):
         signer = stats["eth_signer"]
         self.assertTrue(signer and signer.startswith("0x"), stats)
         self.assertEqual(os.stat(os.path.join(t1.data_dir, "private", "eth-signer.key")).st_mode & 0o777, 0o600)
+        _, listed = yield t1.get_json("/api/v1/trackers")  # signed into its tracker record, federated
+        self.assertEqual([t["eth_signer"] for t in listed["trackers"] if t["self"]], [signer])
         hosts = {}
         for i in range(1, 4):
             wallet = write_raw_wallet(os.path.join(base, f"w{i}", "wallet.json"), accounts[1 + i]["private_key"])
@@ -155,7 +157,7 @@ class PaidCallsTests(DaemonTestMixin, TestCase):
         self.assertIn(b"no deposit", plain.log)
         code, out, err = yield self.orb("deploy", path, "--tracker", t1.wire_text, "--api", api, "--fund",
                                         "--eth", "0.000003", "--price-wei", str(PRICE_WEI), "--eth-rpc", url,
-                                        "--wallet", owner_wallet, "--json")
+                                        "--wallet", owner_wallet, "--every-tracker", "--json")
         self.assertEqual(code, 0, out + err)
         raw = fidmod.from_text(json.loads(out)["fid"])
         results = yield invoke_as(self, t1, owner_key(self), raw, 4)

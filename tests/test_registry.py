@@ -1015,3 +1015,25 @@ class ThreadedPersistenceTests(TestCase):
         self.assertEqual(len(loaded.peers()), 50)
         self.assertEqual([f.fid for f in loaded.functions()], [F1])
         self.assertEqual(loaded.seq, 51)
+
+
+class TrackerSignerTests(SynchronousTestCase):
+    """A tracker record may carry the tracker's payment voucher signer (RFC 8.6.1, 10.10), signed with it."""
+
+    def test_the_signer_travels_signed_and_one_spelling_only(self):
+        """eth_signer round-trips lowercase and verifies; a forged one breaks the signature; odd spellings are refused."""
+        key = records.key("signing-tracker")
+        signer = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"
+        record = fed.TrackerRecord(key.node_id, key.public_bytes, 1, 0, (("10.1.0.1", 7400),),
+                                   eth_signer=signer.lower()).signed(key.sign)
+        doc = json.loads(json.dumps(record.to_dict()))
+        self.assertEqual(doc["eth_signer"], signer.lower())
+        back = fed.TrackerRecord.from_dict(doc)
+        back.verify()
+        self.assertEqual(back, record)
+        forged = fed.TrackerRecord.from_dict({**doc, "eth_signer": "0x" + "ab" * 20})
+        self.assertRaises(fed.BadSignature, forged.verify)
+        for bad in (signer, "0x" + "ab" * 19, 42, ""):
+            self.assertRaises(RegistryChangeError, fed.TrackerRecord.from_dict, {**doc, "eth_signer": bad})
+        plain = fed.TrackerRecord(key.node_id, key.public_bytes, 1, 0, (("10.1.0.1", 7400),)).signed(key.sign)
+        self.assertNotIn("eth_signer", plain.to_dict())  # absent when none: older records keep their bytes

@@ -96,6 +96,10 @@ def register(sub) -> None:
     g.add_argument("--mib-price-wei", type=int, default=0, metavar="N", help="wei per MiB transferred [default: 0]")
     g.add_argument("--signer", action="append", default=[], metavar="ADDR",
                    help="another voucher signer to accept (repeatable); the tracker's is added")
+    g.add_argument("--every-tracker", action="store_true",
+                   help="also accept the voucher signer of every tracker the API lists (the eth_signer each "
+                        "signs into its tracker record, GET /api/v1/trackers), so that calls through any of "
+                        "them are paid")
     g.add_argument("--eth-rpc", metavar="URL", help="Ethereum JSON-RPC URL (default: $ORB_ETH_RPC, else "
                                                     "http://127.0.0.1:8545)")
     g.add_argument("--escrow", metavar="ADDRESS", help="OrbEscrow's address (default: $ORB_ESCROW, else asked "
@@ -240,6 +244,8 @@ def deploy(args):
     def flow(reactor):
         if fund_args is not None:  # before the deploy: a tracker that signs no vouchers gets nothing deployed
             box["signer"] = yield tracker_signer(reactor, plan.api)
+            if args.every_tracker:
+                fund_args.signer += (yield every_tracker_signer(reactor, plan.api))
         elif plan.api:
             box["requires_funding"] = yield tracker_requires_funding(reactor, plan.api)
         return (yield deploy_flow(reactor, plan, box))
@@ -286,7 +292,7 @@ def prepare_fund(args, plan):
 
     given = [f"--{n}" for n in ("eth", "price-wei") if getattr(args, n.replace("-", "_")) is not None]
     if not args.fund:
-        extra = given + (["--signer"] if args.signer else [])
+        extra = given + (["--signer"] if args.signer else []) + (["--every-tracker"] if args.every_tracker else [])
         if extra:
             raise CommandError(f"{', '.join(extra)} only make sense with --fund", _ui.EXIT_USAGE, "usage")
         return None
@@ -317,13 +323,31 @@ def tracker_signer(reactor, api):
     return signer
 
 
+@defer.inlineCallbacks
+def every_tracker_signer(reactor, api):
+    """The voucher signers the trackers listed at ``api`` sign into their records (GET /api/v1/trackers)."""
+    from eth_utils import is_address
+
+    status, doc = yield get_json(reactor, api, "/api/v1/trackers")
+    trackers = doc.get("trackers") if status == 200 and isinstance(doc, dict) else None
+    if not isinstance(trackers, list):
+        raise CommandError(f"the tracker at {api} did not list its trackers (HTTP {status})", _ui.EXIT_NETWORK,
+                           "network")
+    signers = [t.get("eth_signer") for t in trackers if isinstance(t, dict)]
+    return sorted({s for s in signers if isinstance(s, str) and is_address(s)})[:MAX_TRACKER_SIGNERS]
+
+
+MAX_TRACKER_SIGNERS = 16  # signers --every-tracker adds at most (each costs gas in fund)
+
+
 def fund_deployed(fund_args, doc, signer):
     """Fund the fid just deployed (`orb fund`'s logic), with the tracker's signer accepted: the funding document."""
     import argparse
 
     from . import _wallet
 
-    args = argparse.Namespace(**{**vars(fund_args), "fid": doc["fid"], "signer": [signer, *fund_args.signer]})
+    signers = list(dict.fromkeys(s.lower() for s in [signer, *fund_args.signer]))
+    args = argparse.Namespace(**{**vars(fund_args), "fid": doc["fid"], "signer": signers})
     try:
         return _wallet._guarded(_wallet.fund_fid)(args)
     except CommandError as e:

@@ -72,6 +72,7 @@ MAX_PAYLOAD_BYTES = MAX_REGISTRY_JSON_BYTES  # a DELTA payload: a change list or
 
 REACHABILITY = ("reachable", "relayed", "unknown")
 _DECIMAL_RE = re.compile(r"(0|[1-9][0-9]{0,18})\Z")
+ETH_ADDRESS_RE = re.compile(r"0x[0-9a-f]{40}\Z")  # a tracker record's eth_signer: one spelling per address
 
 
 class RegistryChangeError(ValueError):
@@ -576,6 +577,7 @@ class TrackerRecord:
     addresses: tuple[tuple[str, int], ...] = ()
     sig: bytes = b""
     gateways: tuple[tuple[str, int], ...] = ()  # its HTTP gateways; the member is absent when there are none
+    eth_signer: str = ""  # its payment voucher signer, "0x" + 40 lowercase hex (RFC 10.10); absent when none
 
     @property
     def ident(self) -> str:
@@ -591,6 +593,8 @@ class TrackerRecord:
         }
         if self.gateways:
             statement["gateways"] = _addresses_json(self.gateways)
+        if self.eth_signer:
+            statement["eth_signer"] = self.eth_signer
         return statement
 
     def to_dict(self) -> dict:
@@ -611,10 +615,16 @@ class TrackerRecord:
     @classmethod
     def from_dict(cls, d: Any) -> "TrackerRecord":
         fields = {"node_id", "key", "seq", "time", "addresses", "sig"}
-        d = _fields(d, fields | {"gateways"} if isinstance(d, dict) and "gateways" in d else fields, "tracker")
+        if isinstance(d, dict):
+            fields |= {"gateways", "eth_signer"} & set(d)
+        d = _fields(d, fields, "tracker")
         gateways = _addresses(d["gateways"], "tracker gateways") if "gateways" in d else ()
         if "gateways" in d and not gateways:
             raise RegistryChangeError("tracker gateways: present but empty (leave the member out)")
+        eth_signer = d.get("eth_signer", "")
+        if "eth_signer" in d and not (isinstance(eth_signer, str) and ETH_ADDRESS_RE.match(eth_signer)):
+            raise RegistryChangeError('tracker eth_signer: "0x" and 40 lowercase hex digits (leave the member out '
+                                      "when the tracker signs no vouchers)")
         return cls(
             node_id=check_hex_id(d["node_id"], "tracker node_id"),
             key=_check_key(d["key"], "tracker key"),
@@ -623,6 +633,7 @@ class TrackerRecord:
             addresses=_addresses(d["addresses"], "tracker addresses"),
             sig=_check_sig(d["sig"], "tracker sig"),
             gateways=gateways,
+            eth_signer=eth_signer,
         )
 
 

@@ -56,6 +56,7 @@ import math
 import os
 from typing import Any
 
+from eth_utils import to_checksum_address
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -253,6 +254,7 @@ class TrackersResource(_Json):
                     "node_id": t.node_id.hex(),
                     "addresses": [{"ip": ip, "port": port} for ip, port in t.addresses],
                     "gateways": [{"ip": ip, "port": port} for ip, port in t.gateways],
+                    "eth_signer": to_checksum_address(t.eth_signer) if t.eth_signer else None,
                     "self": is_self,
                     "connected": is_self or reg.tracker_connected(t.node_id),
                     "last_seen_s": _round(seen),

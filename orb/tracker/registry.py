@@ -469,9 +469,10 @@ class Registry:
         return self.observe_peer(node_id, rtt_ms=new)
 
     def publish_self(self, addresses: Iterable[tuple[str, int]] = (),
-                     gateways: Iterable[tuple[str, int]] = ()) -> Change | None:
-        """Sign and replicate our own tracker record (wire ``addresses``, HTTP ``gateways``), with a
-        fresh ``time``: call it at start and at least every TRACKER_RESIGN_S."""
+                     gateways: Iterable[tuple[str, int]] = (), eth_signer: str = "") -> Change | None:
+        """Sign and replicate our own tracker record (wire ``addresses``, HTTP ``gateways``, the payment
+        voucher signer ``eth_signer``), with a fresh ``time``: call it at start and at least every
+        TRACKER_RESIGN_S."""
         record = TrackerRecord(
             node_id=self.tracker_id,
             key=self._key.public_bytes,
@@ -479,6 +480,7 @@ class Registry:
             time=int(self.now()),
             addresses=canonical_addresses(addresses, "tracker addresses"),
             gateways=canonical_addresses(gateways, "tracker gateways"),
+            eth_signer=eth_signer.lower(),
         )
         return self.accept(record.signed(self._key.sign))
 

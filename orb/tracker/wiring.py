@@ -222,7 +222,8 @@ class Tracker:
     def publish_self(self):
         """Sign our own tracker record afresh: at start and every TRACKER_RESIGN_S."""
         self.registry.publish_self([self.local.advertise] if self.local.advertise else [],
-                                   [self.gateway] if self.gateway else [])
+                                   [self.gateway] if self.gateway else [],
+                                   self.payments.signer if self.payments is not None else "")
 
     def gateway_listening(self, gateway):
         """The HTTP gateway listens at ``gateway`` (host, port): say so in our tracker record (DNS A answers)."""
