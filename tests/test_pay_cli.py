@@ -106,11 +106,21 @@ class InfoPaidTests(SynchronousTestCase):
         paid = doc["funding"]["paid"]
         self.assertEqual({k: v for k, v in paid.items() if k != "hosts"}, {
             "total_wei": str(37 * 10**12), "total_eth": "0.000037", "claims": 4, "requests": 37,
-            "from_block": 0, "to_block": doc["funding"]["block"], "truncated": False})
+            "from_block": 0, "to_block": doc["funding"]["block"], "truncated": False, "underpaid_wei": "0",
+            "underpaid_claims": 0})
         self.assertEqual(paid["hosts"][1], {
             "host": c.host2, "requests": 7, "bytes": 0, "epochs": 0, "amount_wei": str(7 * 10**12),
             "amount_eth": "0.000007", "claims": 1, "last_claim_block": paid["hosts"][1]["last_claim_block"]})
         self.assertEqual(doc["funding"]["balance_wei"], str(10**18 - 37 * 10**12))
+
+    def test_a_claim_past_the_deposit_shows_as_underpaid(self):
+        """A voucher owing more than the balance is paid what is left; info says how much went unpaid."""
+        self.claim(10**6 + 5)  # 1 ETH deposited at 10^12 wei a request pays 10^6 requests
+        doc, out = self.info()
+        paid = doc["funding"]["paid"]
+        self.assertEqual((paid["total_wei"], paid["underpaid_wei"], paid["underpaid_claims"]),
+                         (str(10**18), str(5 * 10**12), 1))
+        self.assertIn("\nunderpaid   5000000000000 wei owed beyond the deposit in 1 claim(s)", out)
 
     def test_many_hosts_are_counted_past_ten(self):
         """Past ten hosts, info lists the ten most paid and counts the rest; --json lists them all."""

@@ -994,4 +994,7 @@ def paid_rows(funding):
                          f"claim{'s' if h['claims'] != 1 else ''}, last in block {h['last_claim_block']}"))
     if len(hosts) > MAX_PAID_HOSTS_SHOWN:
         rows.append(("", f"and {len(hosts) - MAX_PAID_HOSTS_SHOWN} more hosts (--json lists them all)"))
+    if paid.get("underpaid_claims"):
+        rows.append(("underpaid", f"{paid['underpaid_wei']} wei owed beyond the deposit in {paid['underpaid_claims']} "
+                                  "claim(s): the deposit ran out before the work was paid"))
     return rows

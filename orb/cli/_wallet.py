@@ -551,7 +551,8 @@ def paid_doc(scan):
             "hosts": [{"host": h.host, "requests": h.requests, "bytes": h.bytes, "epochs": h.epochs,
                        "amount_wei": str(h.amount_wei), "amount_eth": _eth_text(h.amount_wei), "claims": h.claims,
                        "last_claim_block": h.last_block} for h in hosts],
-            "from_block": scan.from_block, "to_block": scan.to_block, "truncated": scan.truncated}
+            "from_block": scan.from_block, "to_block": scan.to_block, "truncated": scan.truncated,
+            "underpaid_wei": str(sum(u.unpaid_wei for u in scan.underpaid)), "underpaid_claims": len(scan.underpaid)}
 
 
 PAID_JSON_HELP = (
@@ -561,5 +562,6 @@ PAID_JSON_HELP = (
     '"to_block": "total_wei" paid in "claims" claims for "requests" requests, and "hosts", most paid first, each '
     'with "host", "requests", "bytes" and "epochs" paid (the latest cumulative counters of each signer\'s vouchers, '
     'summed over signers), "amount_wei" received, "claims" and "last_claim_block". "truncated": true when the scan '
-    'stopped at its cap of claims ("to_block" is then the last block counted). A "paid_warning" replaces '
-    '"paid" when the claims could not be read.')
+    'stopped at its cap of claims ("to_block" is then the last block counted). "underpaid_wei" is what '
+    '"underpaid_claims" claims were owed beyond the balance (the escrow\'s Underpaid events: the deposit ran out; '
+    'those requests are settled unpaid). A "paid_warning" replaces "paid" when the claims could not be read.')

@@ -195,6 +195,20 @@ class ClaimScan:
     from_block: int
     to_block: int
     truncated: bool
+    underpaid: tuple["Underpaid", ...] = ()  # claims that owed more than the balance held, in the same blocks
+
+
+@attrs.frozen
+class Underpaid:
+    """One Underpaid event: a claim owed ``unpaid_wei`` more than the fid's balance held (its counters still
+    advanced: that work is settled unpaid)."""
+
+    host: str
+    signer: str
+    unpaid_wei: int
+    block: int
+    tx: str
+    log_index: int
 
 
 @attrs.frozen
@@ -208,6 +222,11 @@ class HostPaid:
     amount_wei: int
     claims: int
     last_block: int
+
+
+def _scan(events, from_block, to_block, truncated):
+    return ClaimScan(tuple(e for e in events if isinstance(e, Claim)), from_block, to_block, truncated,
+                     tuple(e for e in events if isinstance(e, Underpaid)))
 
 
 def paid_by_host(claims: Iterable[Claim]) -> list[HostPaid]:
@@ -346,35 +365,46 @@ class Escrow:
         if from_block < 0:
             raise ValueError("from_block must be at least 0")
         event = self.contract.events.Claimed()
+        short = self.contract.events.Underpaid()
         topic = bytes(event_abi_to_log_topic(event.abi))
+        short_topic = bytes(event_abi_to_log_topic(short.abi))
         key = fid_key(fid)
-        found: list[Claim] = []
+        found: list = []
         start = from_block
         while start <= to_block:
             end = min(start + chunk_blocks - 1, to_block)
             logs = self.w3.eth.get_logs({"address": self.address, "fromBlock": start, "toBlock": end,
-                                         "topics": ["0x" + topic.hex(), "0x" + key.hex()]})
+                                         "topics": [["0x" + topic.hex(), "0x" + short_topic.hex()],
+                                                    "0x" + key.hex()]})
             chunk = []
             for log in logs:
-                # A node's answer is checked, not trusted: only this contract's Claimed events of this fid.
+                # A node's answer is checked, not trusted: only this contract's Claimed and Underpaid events
+                # of this fid.
                 topics = [bytes(t) for t in log["topics"]]
                 if (to_checksum_address(log["address"]) != self.address or len(topics) != 4
-                        or topics[0] != topic or topics[1] != key or log.get("removed")):
+                        or topics[0] not in (topic, short_topic) or topics[1] != key or log.get("removed")):
+                    continue
+                where = dict(block=log["blockNumber"], tx="0x" + bytes(log["transactionHash"]).hex(),
+                             log_index=log["logIndex"])
+                if topics[0] == short_topic:
+                    args = short.process_log(log)["args"]
+                    chunk.append(Underpaid(host=to_checksum_address(args["host"]),
+                                           signer=to_checksum_address(args["signer"]), unpaid_wei=args["unpaid"],
+                                           **where))
                     continue
                 args = event.process_log(log)["args"]
                 chunk.append(Claim(host=to_checksum_address(args["host"]), signer=to_checksum_address(args["signer"]),
                                    requests=args["requests"], bytes=args["bytes_"], epochs=args["epochs"],
-                                   amount_wei=args["amount"], block=log["blockNumber"],
-                                   tx="0x" + bytes(log["transactionHash"]).hex(), log_index=log["logIndex"]))
+                                   amount_wei=args["amount"], **where))
             chunk.sort(key=lambda c: (c.block, c.log_index))
             if len(found) + len(chunk) > max_events:
                 # Keep whole blocks only, so that the result covers from_block..to_block exactly.
                 first_left_out = chunk[max_events - len(found)].block
                 found += [c for c in chunk[:max_events - len(found)] if c.block < first_left_out]
-                return ClaimScan(tuple(found), from_block, first_left_out - 1, True)
+                return _scan(found, from_block, first_left_out - 1, True)
             found += chunk
             start = end + 1
-        return ClaimScan(tuple(found), from_block, to_block, False)
+        return _scan(found, from_block, to_block, False)
 
     # -- plumbing
     def _view(self, name, *args, block="latest"):
