@@ -155,6 +155,7 @@ class PaidCallsTests(DaemonTestMixin, TestCase):
         [plain] = yield invoke_as(self, t1, owner_key(self), fidmod.from_text(json.loads(out)["fid"]), 1)
         self.assertEqual(plain.status_kind, ResultStatus.PAYMENT_REQUIRED)
         self.assertIn(b"no deposit", plain.log)
+        yield sleep(1)  # the tracker refuses a second session of one key while the first is still closing
         code, out, err = yield self.orb("deploy", path, "--tracker", t1.wire_text, "--api", api, "--fund",
                                         "--eth", "0.000003", "--price-wei", str(PRICE_WEI), "--eth-rpc", url,
                                         "--wallet", owner_wallet, "--every-tracker", "--json")

@@ -132,28 +132,10 @@ class MisbehaviourTests(SynchronousTestCase):
 
 
 class RefusalTests(SynchronousTestCase):
-    def test_a_newer_inbound_session_of_the_same_key_replaces_the_old(self):
-        """A client reconnecting before its old connection's loss is noticed is served; the old session goes."""
-        table = make_table(Clock())
-        lost = []
-        table.lost_listeners.append(lost.append)
-        first = connect(table, StubProtocol())
-        second = StubProtocol()
-        second.remote = first.remote
-        table.session_ready(second)
-        self.assertIsNone(second.closed)
-        self.assertEqual(first.closed, ("replaced by a newer session of the same node id", ErrorCode.BUSY))
-        self.assertIs(table.get(first.remote.node_id).protocol, second)
-        self.assertEqual([r.protocol for r in lost], [first])
-        table.session_lost(first, None)  # the old connection's loss, noticed late, takes nothing with it
-        self.assertIs(table.get(first.remote.node_id).protocol, second)
-        self.assertEqual(len(lost), 1)
-
-    def test_duplicate_session_with_an_outbound_one_is_refused_busy(self):
-        """A session from a node id we dialled ourselves gets ERROR(busy); the first stays."""
+    def test_duplicate_session_is_refused_busy(self):
+        """A second session from the same node id gets ERROR(busy); the first stays."""
         table = make_table(Clock())
         first = connect(table, StubProtocol())
-        table.get(first.remote.node_id).dial = object()  # as if we had dialled it
         second = StubProtocol()
         second.remote = first.remote
         table.session_ready(second)

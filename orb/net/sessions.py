@@ -422,9 +422,6 @@ class SessionTable(SessionHandler):
             if dial is not None and not dial.ready.called:
                 dial.ready.errback(RemoteError(refusal.code, refusal.reason))
             return
-        old = self._records.get(record.node_id)
-        if old is not None:  # an inbound session of this key, replaced by a newer inbound one (_refusal)
-            self._drop(old, "replaced by a newer session of the same node id")
         self._records[record.node_id] = record
         self._inbound_records += record.inbound
         self._by_protocol[protocol] = record
@@ -443,10 +440,7 @@ class SessionTable(SessionHandler):
             refusal = check(record)
             if refusal is not None:
                 return refusal
-        old = self._records.get(record.node_id)
-        if old is not None and not (old.inbound and record.inbound):
-            # Both inbound: the newcomer proved the same key in its TLS handshake, so it is the key's holder
-            # reconnecting before its old connection's loss was noticed here; it replaces the old session.
+        if record.node_id in self._records:
             return Refusal("duplicate session")
         if self.is_banned(record.node_id):
             return Refusal("discouraged", ErrorCode.DENIED)
@@ -481,14 +475,6 @@ class SessionTable(SessionHandler):
         if record is not None:
             for listener in self.rtt_listeners:
                 listener(record, rtt_ms)
-
-    def _drop(self, record, why):
-        """Forget ``record`` now (its lost listeners run) and close its connection."""
-        del self._records[record.node_id]
-        self._inbound_records -= record.inbound
-        for listener in self.lost_listeners:
-            listener(record)
-        record.protocol.close(why, ErrorCode.BUSY)
 
     def session_lost(self, protocol, reason):
         self._pending_closed(protocol)
