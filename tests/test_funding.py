@@ -155,6 +155,27 @@ class FundingTests(SynchronousTestCase):
         self.assertEqual(self.funding._waiting, 0)
 
 
+class FullQueueTests(SynchronousTestCase):
+    def test_a_fid_dropped_from_a_full_read_queue_lets_its_calls_through(self):
+        """Past the queue's bound the oldest queued fid's waiting calls go on unjudged, never left hanging."""
+        clock = task.Clock()
+        payments = P.Payments(clock, Tally(":memory:", SIGNER_KEY, DOMAIN, clock=clock), P.Bindings(":memory:"),
+                              run_in_thread=inline)
+        self.addCleanup(payments.close)
+        threads = Threads()
+        funding = F.Funding(clock, payments, Chain(balance=0).read, run_in_thread=threads, max_reads=1,
+                            max_entries=2)
+        first, second, third, fourth = (funding.admit(bytes([1]) + bytes([n]) * 32) for n in range(4))
+        self.assertNoResult(first)
+        self.assertNoResult(third)
+        self.assertIsNone(self.successResultOf(second))  # dropped when the fourth came: let through
+        self.assertEqual(funding.counts["unread"], 1)
+        while threads.jobs:
+            threads.run_all()
+        for d in (first, third, fourth):
+            self.assertIn("deposit is spent", self.successResultOf(d))
+
+
 class RouterGateTests(SynchronousTestCase):
     """The router asks the gate only for manifests with payment.required, before the result cache."""
 

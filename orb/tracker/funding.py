@@ -152,7 +152,8 @@ class Funding:
             return
         if len(self._reading) >= self.max_reads:
             if len(self._queued) >= self.max_entries:
-                self._queued.popitem(last=False)
+                dropped, _ = self._queued.popitem(last=False)
+                self.counts["unread"] += self._release(dropped, None)  # its waiting calls go on, unjudged
             self._queued[fid32] = None
             return
         self._start(fid32)
@@ -177,13 +178,18 @@ class Funding:
         self._reads.move_to_end(fid32)
         while len(self._reads) > self.max_entries:
             self._reads.popitem(last=False)
-        waiters = self._waiters.pop(fid32, [])
-        self._waiting -= len(waiters)
-        verdict = self._verdict(fid32, read) if waiters else None
-        for d in waiters:
-            d.callback(verdict)
+        if self._waiters.get(fid32):
+            self._release(fid32, self._verdict(fid32, read))
         while self._queued and len(self._reading) < self.max_reads:
             self._start(self._queued.popitem(last=False)[0])
+
+    def _release(self, fid32, verdict):
+        """Answer every call waiting for ``fid32``'s first read with ``verdict``: how many there were."""
+        waiters = self._waiters.pop(fid32, [])
+        self._waiting -= len(waiters)
+        for d in waiters:
+            d.callback(verdict)
+        return len(waiters)
 
     def status(self):
         return {"funding_reads_kept": len(self._reads), **{f"funding_{k}": v for k, v in self.counts.items()}}
