@@ -593,20 +593,18 @@ class GatewayResource(Resource):
             request.setHeader(b"Retry-After", str(DEFAULT_RETRY_AFTER_S).encode("ascii"))
             return _error(request, http.SERVICE_UNAVAILABLE, "busy",
                           "the gateway has too many calls in flight; retry after Retry-After seconds")
-        token, caller = b"", None
+        # A private function needs a token. A public one takes a token too: checked, it makes the call one
+        # its owner pays hosts for (RFC 10.10); an Authorization that is no token is ignored there.
         try:
-            # A private function needs a token. A public one takes a token too: checked, it makes the call
-            # one its owner pays hosts for (RFC 10.10); an Authorization that is no token is ignored there.
             token = capability_token(request)
-            caller = proven_key(request, body, int(self.clock.seconds()))
         except tokenmod.TokenError as e:
             if private:
                 return _error(request, http.FORBIDDEN, e.reason, e.text)
-            token, caller = b"", None
-        except ValueError as e:
-            if private:
-                return _error(request, http.FORBIDDEN, tokenmod.CALLER, str(e))
-            token, caller = b"", None
+            token = b""
+        try:
+            caller = proven_key(request, body, int(self.clock.seconds()))
+        except ValueError as e:  # a proof that is present but fails (RFC 10.9)
+            return _error(request, http.FORBIDDEN, tokenmod.CALLER, str(e))
         self._call(request, fid, fid_raw, body, deadline_ms, request_id, token, caller)
         return NOT_DONE_YET
 

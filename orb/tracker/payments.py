@@ -13,9 +13,10 @@ the host itself (its key hashes to the replica's node id), nor one whose
 caller the owner did not authorize (the router's ``authorized``: the
 owner's own key, a capability token of the owner, or a manifest whose
 ``payment.callers`` is "any"), so that a host calling its own function
-through a fresh key earns nothing, nor one this tracker ran itself, nor one run on a host while it is *suspended* (it
-answered a canary call wrong, orb.tracker.canary: ``suspended``), whose
-epochs do not count either. ``bytes`` grows by the input and output sizes.
+through a fresh key earns nothing, nor one this tracker ran itself, nor
+one run on a host while it is *suspended* (it answered a canary call
+wrong, orb.tracker.canary: ``suspended``), whose epochs do not count
+either. ``bytes`` grows by the input and output sizes.
 
 Payout addresses. The first VOUCHER_ASK from a node id binds its payout
 address here, for good (SQLite, surviving restarts); a different address
@@ -119,13 +120,12 @@ class Payments:
         self.max_unbound = max_unbound
         self._payout = bindings.load()  # node id -> checksummed address
         self._fids_of = {}  # address -> set of fid32 it has counters for
-        for fid32, host in tally.keys():
-            self._fids_of.setdefault(host, set()).add(fid32)
-        self._unbound = {}  # node id -> {fid32: [requests, bytes, epochs]}
-        self._unbound_by_fid = {}  # fid32 -> [requests, bytes, epochs] of every unbound host together
         self._hosts_of = {}  # fid32 -> set of payout addresses it has counters for
         for fid32, host in tally.keys():
+            self._fids_of.setdefault(host, set()).add(fid32)
             self._hosts_of.setdefault(fid32, set()).add(host)
+        self._unbound = {}  # node id -> {fid32: [requests, bytes, epochs]}
+        self._unbound_by_fid = {}  # fid32 -> [requests, bytes, epochs] of every unbound host together
         self._unbound_count = 0
         self._last_signed = {}  # (fid32, address) -> counters of the last voucher signed
         self._signing = set()  # node ids with a VOUCHER_ASK being signed

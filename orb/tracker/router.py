@@ -390,9 +390,6 @@ class Router:
         gate = self.payment_gate(fid_raw) if required and self.payment_gate is not None else None
         if gate is None:
             return self._route(fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized)
-        if isinstance(gate, str):
-            self.counts["payment_required"] += 1
-            return defer.succeed(Answer(result(ResultStatus.PAYMENT_REQUIRED, gate), attempts=0))
 
         def decided(problem):
             if problem is not None:
@@ -400,7 +397,7 @@ class Router:
                 return Answer(result(ResultStatus.PAYMENT_REQUIRED, problem), attempts=0)
             return self._route(fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized)
 
-        return gate.addCallback(decided)
+        return (defer.succeed(gate) if isinstance(gate, str) else gate).addCallback(decided)
 
     def _route(self, fid, fid_raw, data, manifest, deadline_s, token, trace_id, caller, private, authorized):
         """The rest of ``call``, once the call is let through: the cache, an identical run, or a new run."""
