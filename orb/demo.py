@@ -649,8 +649,8 @@ def fund_peer_wallet(chain, peer):
 
 def chain_view(url, escrow_address, fid_text, hosts, from_block):
     """(balances of ``hosts``, the fid's escrow balance, its claims since ``from_block`` with their
-    transactions' gas, the block read): blocking, run in a thread. A claim's ``requests`` is the cumulative
-    counter it paid up to (the Claimed event's), ``amount`` what it paid."""
+    transactions' gas, the block read): blocking, run in a thread. A claim's ``claim`` is its Claimed event
+    (orb.pay.contract.Claim: cumulative counters), ``amount`` what it paid."""
     from orb.pay import client
     from orb.pay.contract import Escrow, fid_key
     from orb.protocol import fid as fidmod
@@ -662,8 +662,10 @@ def chain_view(url, escrow_address, fid_text, hosts, from_block):
     receipts = {}
     claims = []
     for c in escrow.claims(key, from_block, block).claims:
-        receipt = receipts.get(c.tx) or receipts.setdefault(c.tx, w3.eth.get_transaction_receipt(c.tx))
-        claims.append({"host": c.host, "signer": c.signer, "requests": c.requests, "amount": c.amount_wei,
+        if c.tx not in receipts:  # a batch claim is one transaction for several vouchers
+            receipts[c.tx] = w3.eth.get_transaction_receipt(c.tx)
+        receipt = receipts[c.tx]
+        claims.append({"claim": c, "host": c.host, "amount": c.amount_wei,
                        "gas": receipt["gasUsed"], "fee": receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0),
                        "tx": c.tx})
     balances = {h: w3.eth.get_balance(h, block) for h in hosts}
@@ -671,13 +673,12 @@ def chain_view(url, escrow_address, fid_text, hosts, from_block):
 
 
 def paid_requests(claims):
-    """The requests ``claims`` paid for in all: per (host, signer) the highest cumulative counter (a fresh fid's
-    channels start at 0), summed; not the sum of the counters, which would count a host's second claim twice."""
-    latest = {}
-    for c in claims:
-        channel = (c["host"], c["signer"])
-        latest[channel] = max(latest.get(channel, 0), c["requests"])
-    return sum(latest.values())
+    """The requests ``claims`` (chain_view's) paid for in all, by orb.pay.contract.paid_by_host: each channel's
+    latest cumulative counter (a fresh fid's start at 0), not the sum of the counters, which would count a host's
+    second claim twice."""
+    from orb.pay.contract import paid_by_host
+
+    return sum(h.requests for h in paid_by_host(c["claim"] for c in claims))
 
 
 @defer.inlineCallbacks

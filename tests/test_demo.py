@@ -117,7 +117,8 @@ class PaidRequestsTests(TestCase):
     def test_a_hosts_second_claim_is_not_counted_twice(self):
         """The demo's paid requests take each channel's latest cumulative counter: claims at 10 then 19 paid 19."""
         from orb.demo import paid_requests
+        from orb.pay.contract import Claim
 
-        claims = [{"host": "h1", "signer": "s", "requests": 10}, {"host": "h1", "signer": "s", "requests": 19},
-                  {"host": "h2", "signer": "s", "requests": 1}]
+        claims = [{"claim": Claim(host, "s", requests, 0, 0, 0, 1, "0x", 0)}
+                  for host, requests in (("h1", 10), ("h1", 19), ("h2", 1))]
         self.assertEqual(paid_requests(claims), 20)

@@ -274,7 +274,7 @@ def tracker_requires_funding(reactor, api):
     cannot be read: a warning is not worth failing a deploy for)."""
     try:
         status, stats = yield get_json(reactor, api, "/api/v1/stats")
-    except Exception:
+    except CommandError:  # unreachable, or not JSON
         return None
     payments = stats.get("payments") if status == 200 and isinstance(stats, dict) else None
     if isinstance(payments, dict) and payments.get("require_funding") is True:
@@ -346,8 +346,7 @@ def fund_deployed(fund_args, doc, signer):
 
     from . import _wallet
 
-    signers = list(dict.fromkeys(s.lower() for s in [signer, *fund_args.signer]))
-    args = argparse.Namespace(**{**vars(fund_args), "fid": doc["fid"], "signer": signers})
+    args = argparse.Namespace(**{**vars(fund_args), "fid": doc["fid"], "signer": [signer, *fund_args.signer]})
     try:
         return _wallet._guarded(_wallet.fund_fid)(args)
     except CommandError as e:

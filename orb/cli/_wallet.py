@@ -25,7 +25,6 @@ pay (value + gas), 15 the fid is not funded, 16 the escrow refused the call.
 
 import argparse
 import decimal
-import json
 import os
 import sys
 
@@ -414,14 +413,13 @@ def wallet_pay(args):
     finally:
         tally.close()
     text = signed.to_json()
-    text = text.decode("utf-8") if isinstance(text, bytes) else text
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text + "\n")
     v = signed.voucher
     doc = {"ok": True, "fid": args.fid, "host": host, "signer": account.address, "requests": v.requests,
            "bytes": v.bytes, "epochs": v.epochs, "expiry": v.expiry, "tally": path, "out": args.out,
-           "voucher": json.loads(text)}
+           "voucher": signed.to_dict()}
 
     def human(c):
         if not args.out:
